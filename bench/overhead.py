@@ -1,0 +1,81 @@
+"""Scheduling overhead per task: layerflow vs raw ThreadPoolExecutor vs dask.threaded.get.
+
+No-op tasks on fan-in, chain and random-DAG graphs of 1k / 10k / 100k nodes, 4 workers,
+median of 3 runs, all in one process so the ratios are from one run on one machine.
+Usage: python bench/overhead.py [--sizes 1000,10000,100000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from graphs import SHAPES, dask_noop, to_dask, to_flow  # noqa: E402
+
+WORKERS = 4
+
+
+def timed(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def raw_tpe(n: int) -> None:
+    with ThreadPoolExecutor(WORKERS) as ex:
+        futures = [ex.submit(dask_noop) for _ in range(n)]
+        for f in futures:
+            f.result()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-dask", action="store_true")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    try:
+        if args.no_dask:
+            raise ImportError
+        from dask.threaded import get
+    except ImportError:
+        get = None
+    print(f"Scheduling overhead, us per no-op task ({WORKERS} workers, median of {args.repeat})")
+    header = f"{'shape':<11} {'N':>7} {'layerflow':>10} {'raw TPE':>9} {'dask.threaded':>14}"
+    header += f" {'lf/TPE':>7} {'dask/lf':>8}"
+    print(header)
+    print("-" * len(header))
+    for shape, make in SHAPES.items():
+        for n in sizes:
+            parents = make(n)
+            flow = to_flow(parents)
+            lf_t = timed(partial(flow.run, max_workers=WORKERS), args.repeat) / n * 1e6
+            tpe_t = timed(partial(raw_tpe, n), args.repeat) / n * 1e6
+            if get is not None:
+                dsk = to_dask(parents)
+                keys = list(dsk)
+                dk_t = timed(partial(get, dsk, keys, num_workers=WORKERS), args.repeat) / n * 1e6
+                dk, ratio = f"{dk_t:14.1f}", f"{dk_t / lf_t:7.1f}x"
+            else:
+                dk, ratio = f"{'-':>14}", f"{'-':>8}"
+            print(
+                f"{shape:<11} {n:>7} {lf_t:10.1f} {tpe_t:9.1f} {dk} {lf_t / tpe_t:6.2f}x {ratio}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""layerflow: run a graph of tasks and parallelize whatever is independent, automatically.
+
+Declare what depends on what (parameters named after upstream tasks); layerflow works out
+what can run at the same time, runs it, and reports how much faster that was.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    CycleError,
+    DuplicateTaskError,
+    InvalidOptionError,
+    LayerflowError,
+    MissingDependencyError,
+    MissingInputError,
+    RunInterrupted,
+    TaskFailed,
+    TaskTimeout,
+)
+from .events import Event, LayerEvent, RunEvent, TaskEvent
+from .flow import Flow
+from .graph import Task
+from .limits import DEFAULT_MAX_WORKERS
+from .plan import Plan
+from .result import NoValueError, RunResult, TaskRun
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MAX_WORKERS",
+    "CycleError",
+    "DuplicateTaskError",
+    "Event",
+    "Flow",
+    "InvalidOptionError",
+    "LayerEvent",
+    "LayerflowError",
+    "MissingDependencyError",
+    "MissingInputError",
+    "NoValueError",
+    "Plan",
+    "RunEvent",
+    "RunInterrupted",
+    "RunResult",
+    "Task",
+    "TaskEvent",
+    "TaskFailed",
+    "TaskRun",
+    "TaskTimeout",
+]

@@ -1,0 +1,176 @@
+"""Events a run emits, and the observers that turn them into log lines.
+
+Observation hangs off events, never off inline calls in the scheduler: the scheduler puts
+each event on a queue (cheap, under its lock, so the order is the order things happened),
+and one delivery thread hands them to every observer in that order. A run with no
+observer builds no event at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Event", "RunEvent", "LayerEvent", "TaskEvent", "LogObserver", "Observer"]
+
+logger = logging.getLogger("layerflow")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened in a run: ``kind``, the ``task`` name (or None), ``time``
+    (seconds since the epoch) and the ``run_id``."""
+
+    kind: str
+    task: str | None
+    time: float
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent(Event):
+    """``run_started`` / ``run_finished``: ``total`` tasks; at the end the ``status``,
+    wall ``duration``, ``sequential_estimate`` and ``counts`` of task statuses."""
+
+    total: int = 0
+    status: str | None = None
+    duration: float | None = None
+    sequential_estimate: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerEvent(Event):
+    """``layer_started`` / ``layer_finished`` for layer number ``layer``."""
+
+    layer: int = 0
+    tasks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent(Event):
+    """``task_started``, ``task_succeeded``, ``task_failed``, ``task_retrying``,
+    ``task_skipped``, ``task_cancelled``.
+
+    ``seq`` is the task's place in the start order (1-based; 0 if it never started),
+    ``total`` the number of tasks in the run, ``attempt`` the attempt number, ``duration``
+    the attempt's seconds, ``error`` the exception, ``delay`` the wait before a retry,
+    ``reason`` a short explanation (why skipped or cancelled).
+    """
+
+    layer: int = 0
+    seq: int = 0
+    total: int = 0
+    attempt: int = 0
+    duration: float | None = None
+    error: BaseException | None = None
+    delay: float | None = None
+    reason: str | None = None
+
+
+Observer = Callable[[Event], Any]
+
+
+class EventBus:
+    """Delivers events to observers from one thread, in the order they were emitted."""
+
+    _STOP = object()
+
+    def __init__(self, observers: list[Observer]) -> None:
+        self.observers = observers
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.put = self._queue.put
+        self._thread = threading.Thread(target=self._deliver, name="layerflow-events", daemon=True)
+        self._thread.start()
+
+    def _deliver(self) -> None:
+        get = self._queue.get
+        broken: set[int] = set()
+        while True:
+            event = get()
+            if event is self._STOP:
+                return
+            for k, observer in enumerate(self.observers):
+                if k in broken:
+                    continue
+                try:
+                    observer(event)
+                except Exception:  # an observer's bug must not stop the run
+                    broken.add(k)
+                    logger.exception("event observer %r failed; it gets no more events", observer)
+
+    def close(self) -> None:
+        """Deliver what is queued, then stop the delivery thread."""
+        self._queue.put(self._STOP)
+        self._thread.join()
+
+
+def _short_error(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    text = str(error)
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class LogObserver:
+    """Turns events into the plain progress lines of the command line::
+
+    [2/4] Started: image_2
+    [2/4] Completed: image_2 (2.7s)
+    Completed 4 tasks in 2.8s (sequential estimate 10.3s, speedup 3.7x)
+    """
+
+    def __init__(self, emit: Callable[[str, int], Any] | None = None) -> None:
+        self._emit = emit or (lambda line, level: logger.log(level, "%s", line))
+
+    def __call__(self, event: Event) -> None:
+        line, level = self.format(event)
+        if line:
+            self._emit(line, level)
+
+    @staticmethod
+    def format(event: Event) -> tuple[str | None, int]:
+        """The line for one event (None for events that print nothing) and its log level."""
+        kind = event.kind
+        if isinstance(event, TaskEvent):
+            tag = f"[{event.seq}/{event.total}]" if event.seq else f"[-/{event.total}]"
+            if kind == "task_started":
+                again = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+                return f"{tag} Started: {event.task}{again}", logging.INFO
+            if kind == "task_succeeded":
+                return f"{tag} Completed: {event.task} ({event.duration:.1f}s)", logging.INFO
+            if kind == "task_failed":
+                return f"{tag} Failed: {event.task} ({_short_error(event.error)})", logging.ERROR
+            if kind == "task_retrying":
+                return (
+                    f"{tag} Retrying: {event.task} in {event.delay or 0:.1f}s "
+                    f"(attempt {event.attempt} failed: {_short_error(event.error)})",
+                    logging.WARNING,
+                )
+            if kind == "task_skipped":
+                return f"{tag} Skipped: {event.task} ({event.reason})", logging.WARNING
+            if kind == "task_cancelled":
+                return f"{tag} Cancelled: {event.task} ({event.reason})", logging.WARNING
+        elif isinstance(event, RunEvent) and kind == "run_finished":
+            counts = event.counts
+            done = counts.get("succeeded", 0)
+            dur = event.duration or 0.0
+            seq = event.sequential_estimate or 0.0
+            speedup = seq / dur if dur > 0 else 1.0
+            tail = f"in {dur:.1f}s (sequential estimate {seq:.1f}s, speedup {speedup:.1f}x)"
+            if event.status == "succeeded":
+                return f"Completed {done} tasks {tail}", logging.INFO
+            others = ", ".join(
+                f"{n} {status}" for status, n in counts.items() if status != "succeeded" and n
+            )
+            return (
+                f"Run {event.status}: {done} of {event.total} tasks completed, {others} {tail}",
+                logging.ERROR,
+            )
+        return None, logging.DEBUG

@@ -1,0 +1,259 @@
+"""Declaring a flow: :class:`Flow`, its ``task`` decorator and ``add``.
+
+Dependencies are inferred from parameter names: a parameter named after a task receives
+that task's value; any other parameter without a default is a flow input; a parameter with
+a default and no matching task or input keeps its default. Names resolve when the flow is
+planned or run, so tasks may be declared in any order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, overload
+
+from .errors import (
+    DuplicateTaskError,
+    InvalidOptionError,
+    MissingDependencyError,
+    closest,
+    did_you_mean,
+    raise_all,
+)
+from .events import Observer
+from .graph import Graph, GraphBuilder, Task
+from .plan import Plan
+from .result import RunResult
+from .scheduler import execute
+
+__all__ = ["Flow", "TASK_OPTIONS"]
+
+TASK_OPTIONS = (
+    "params",
+    "inputs",
+    "after",
+    "retries",
+    "retry_delay",
+    "retry_on",
+    "timeout",
+    "priority",
+    "executor",
+    "resources",
+    "rate_limit",
+    "cache",
+    "map",
+    "description",
+)
+
+BACKENDS = ("thread",)
+
+
+class Flow:
+    """A named set of tasks whose dependencies layerflow works out from their parameters.
+
+    >>> flow = Flow("profile")
+    >>> @flow.task
+    ... def user(user_id): ...
+    """
+
+    def __init__(self, name: str | None = None) -> None:
+        if name is not None and not isinstance(name, str):
+            raise InvalidOptionError(f"a flow's name must be a str, got {name!r}")
+        self.name = name
+        self._graph = GraphBuilder()
+
+    # --- declaring --------------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[..., Any], /) -> Task: ...
+
+    @overload
+    def task(
+        self, fn: None = None, /, *, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
+    ) -> Task | Callable[[Callable[..., Any]], Task]:
+        """Decorator: ``@flow.task`` or ``@flow.task(retries=2, timeout=5.0, ...)``.
+
+        Returns the :class:`Task`, which stays callable as the plain function.
+        """
+        if fn is not None:
+            return self.add(fn, name=name, **options)
+
+        def decorate(f: Callable[..., Any]) -> Task:
+            return self.add(f, name=name, **options)
+
+        return decorate
+
+    def add(self, fn: Callable[..., Any], *, name: str | None = None, **options: Any) -> Task:
+        """Add ``fn`` as a task (under ``name``, default its ``__name__``) and return it.
+
+        One function may be added many times under different names. Raises
+        ``DuplicateTaskError`` for a name already taken and ``InvalidOptionError`` for an
+        option value layerflow cannot use; dependencies are checked later, at plan time.
+        """
+        for key in options:
+            if key not in TASK_OPTIONS:
+                shown = name or getattr(fn, "__name__", repr(fn))
+                raise InvalidOptionError(
+                    f"task {shown!r}: unknown option {key!r}."
+                    f"{did_you_mean(key, TASK_OPTIONS)} Options: {', '.join(TASK_OPTIONS)}"
+                )
+        task = Task(fn, name=name, **options)
+        if task.name in self._graph.index:
+            raise DuplicateTaskError(
+                f"flow {self.name or ''!r} already has a task named {task.name!r}; "
+                f"pass name='...' to add the same function again under another name",
+                task.name,
+            )
+        self._graph.add(task)
+        return task
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The tasks in declaration order."""
+        return list(self._graph.tasks)
+
+    def __getitem__(self, name: str) -> Task:
+        i = self._graph.index.get(name)
+        if i is None:
+            raise KeyError(f"flow has no task {name!r}.{did_you_mean(name, self._graph.index)}")
+        return self._graph.tasks[i]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._graph.index
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self._graph.tasks)
+
+    def __len__(self) -> int:
+        return len(self._graph.tasks)
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.name!r}: {len(self)} tasks>"
+
+    # --- planning ---------------------------------------------------------------------------
+
+    def plan(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        outputs: Iterable[str | Task] | str | Task | None = None,
+    ) -> Plan:
+        """Resolve, validate and order the flow (pruned to ``outputs`` when given).
+
+        Every problem is raised at once: ``MissingDependencyError``, ``CycleError``, and,
+        when ``inputs`` is given, ``MissingInputError`` for inputs some task still needs.
+        """
+        if inputs is not None and not isinstance(inputs, Mapping):
+            raise InvalidOptionError(
+                f"inputs must be a mapping of input names to values, got {type(inputs).__name__}"
+            )
+        graph = self._graph.build(self.name, inputs or ())
+        problems = self._input_name_problems(graph, inputs) if inputs else []
+        if outputs is not None:
+            graph = graph.prune(self._output_indices(graph, outputs))
+        if inputs is not None:
+            problems += graph.input_problems(inputs)
+        raise_all(problems, self.name)
+        return Plan(graph)
+
+    def _input_name_problems(self, graph: Graph, inputs: Mapping[str, Any]) -> list[Any]:
+        used = {name for pairs in graph.input_args for name, _ in pairs}
+        problems: list[Any] = []
+        for name in inputs:
+            if name in graph.index:
+                problems.append(
+                    InvalidOptionError(
+                        f"input {name!r} has the same name as a task; a task's value comes from "
+                        f"the task, so rename the input or the task"
+                    )
+                )
+            elif name not in used:
+                params = {p for t in self._graph.tasks for p in t.signature.names}
+                problems.append(
+                    InvalidOptionError(
+                        f"input {name!r} is not a parameter of any task."
+                        f"{did_you_mean(name, params - set(graph.index))}"
+                    )
+                )
+        return problems
+
+    def _output_indices(
+        self, graph: Graph, outputs: Iterable[str | Task] | str | Task
+    ) -> list[int]:
+        if isinstance(outputs, (str, Task)):
+            outputs = [outputs]
+        out = []
+        for ref in outputs:
+            name = ref.name if isinstance(ref, Task) else ref
+            if name not in graph.index:
+                hint = closest(str(name), graph.names)
+                raise MissingDependencyError(
+                    f"outputs names {name!r}, but the flow has no such task."
+                    f"{did_you_mean(str(name), graph.names)}",
+                    None,
+                    str(name),
+                    hint,
+                )
+            out.append(graph.index[name])
+        return out
+
+    # --- running ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        outputs: Iterable[str | Task] | str | Task | None = None,
+        max_workers: int | None = None,
+        mode: str = "dynamic",
+        fail_fast: bool = True,
+        timeout: float | None = None,
+        backend: str = "thread",
+        on_event: Observer | None = None,
+        progress: bool = False,
+        seed: int | None = None,
+    ) -> RunResult:
+        """Run the flow and return its :class:`RunResult`.
+
+        ``mode``: ``"dynamic"`` (each task starts as soon as its dependencies are done),
+        ``"layered"`` (a barrier between layers) or ``"sequential"`` (one at a time in
+        ``plan.order``, in the calling thread; with ``seed``, a random valid order).
+        ``max_workers`` bounds how many tasks run at once (None: every ready task, up to
+        ``DEFAULT_MAX_WORKERS`` threads). ``fail_fast=True`` raises ``TaskFailed`` at the
+        first failure; ``False`` skips what depends on a failure and runs the rest.
+        ``timeout`` bounds the whole run. ``outputs`` runs only what those tasks need and
+        releases other values once their last user has finished. ``on_event`` receives
+        every event, in order, from one thread; ``progress`` prints progress lines.
+        """
+        if backend not in BACKENDS:
+            raise InvalidOptionError(
+                f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}."
+                f"{did_you_mean(str(backend), BACKENDS)}"
+            )
+        if not isinstance(fail_fast, bool):
+            raise InvalidOptionError(f"fail_fast must be True or False, got {fail_fast!r}")
+        given = dict(inputs or {})
+        plan = self.plan(given, outputs=outputs)
+        keep = None
+        if outputs is not None:
+            keep = self._output_indices(plan.graph, outputs)
+        return execute(
+            plan,
+            given,
+            outputs=keep,
+            mode=mode,
+            max_workers=max_workers,
+            fail_fast=fail_fast,
+            timeout=timeout,
+            on_event=on_event,
+            progress=progress,
+            seed=seed,
+        )
+
+    async def run_async(self, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
+        """``await flow.run_async(...)``: ``run`` without blocking the caller's event loop."""
+        return await asyncio.to_thread(self.run, inputs, **options)

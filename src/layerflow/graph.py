@@ -1,0 +1,631 @@
+"""The model: :class:`Task` (one declared step) and :class:`Graph` (tasks resolved to indices).
+
+A ``Task`` keeps what the user declared, names unresolved, so tasks may be declared in any
+order. ``Graph.build`` resolves every name at once, collects every problem (missing
+dependencies, cycles, missing inputs) and raises them together, before anything runs.
+A built graph is int-indexed lists: tasks ``0..n-1`` in declaration order, ``deps[i]`` and
+``succs[i]`` as index lists, ``layer[i]`` and a topological ``order``; planning and the
+scheduler work on these, never on names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from .errors import (
+    CycleError,
+    DuplicateTaskError,
+    InvalidOptionError,
+    MissingDependencyError,
+    MissingInputError,
+    closest,
+    did_you_mean,
+    raise_all,
+)
+
+__all__ = ["Task", "Graph", "GraphBuilder", "EXECUTORS"]
+
+EXECUTORS = ("thread", "process", "async", "dask")
+
+_POSITIONAL_ONLY = inspect.Parameter.POSITIONAL_ONLY
+_VAR_POSITIONAL = inspect.Parameter.VAR_POSITIONAL
+_VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
+_EMPTY = inspect.Parameter.empty
+
+
+class _Signature:
+    """What dependency inference needs from a function's signature, computed once."""
+
+    __slots__ = ("names", "required", "positional_only", "var_keyword")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):  # builtins without a signature: no inference
+            params = ()
+        self.names: tuple[str, ...] = tuple(
+            p.name for p in params if p.kind not in (_VAR_POSITIONAL, _VAR_KEYWORD)
+        )
+        self.required = frozenset(
+            p.name
+            for p in params
+            if p.default is _EMPTY and p.kind not in (_VAR_POSITIONAL, _VAR_KEYWORD)
+        )
+        self.positional_only = tuple(p.name for p in params if p.kind is _POSITIONAL_ONLY)
+        self.var_keyword = any(p.kind is _VAR_KEYWORD for p in params)
+
+    def accepts(self, name: str) -> bool:
+        return self.var_keyword or name in self.names
+
+
+# Shared by every task without params/inputs/resources: 1M tasks need no 1M empty dicts.
+_NO_MAPPING: Mapping[str, Any] = MappingProxyType({})
+
+# One function added many times (chunk_0 ... chunk_9) is inspected once.
+_signatures: dict[Any, _Signature] = {}
+
+
+def _signature(fn: Callable[..., Any]) -> _Signature:
+    try:
+        sig = _signatures.get(fn)
+    except TypeError:  # unhashable callable
+        return _Signature(fn)
+    if sig is None:
+        sig = _signatures[fn] = _Signature(fn)
+        if len(_signatures) > 4096:
+            _signatures.clear()
+    return sig
+
+
+def _name_of(ref: Task | str, what: str, task: str) -> str:
+    if isinstance(ref, Task):
+        return ref.name
+    if isinstance(ref, str) and ref:
+        return ref
+    raise InvalidOptionError(
+        f"task {task!r}: {what} must name a task (a str or a Task), got {ref!r}"
+    )
+
+
+def _number(value: Any, option: str, task: str, *, positive: bool) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and (value > 0 if positive else value >= 0):
+        return float(value)
+    need = "a number > 0" if positive else "a number >= 0"
+    raise InvalidOptionError(f"task {task!r}: {option} must be {need}, got {value!r}")
+
+
+class Task:
+    """One step of a flow: a function, its name and its options.
+
+    Calling a ``Task`` calls its function, so a decorated function stays usable (and
+    testable) on its own. Names of dependencies are kept as declared and resolved when the
+    flow is planned or run.
+    """
+
+    __slots__ = (
+        "fn",
+        "name",
+        "params",
+        "inputs",
+        "after",
+        "retries",
+        "retry_delay",
+        "retry_on",
+        "timeout",
+        "priority",
+        "executor",
+        "resources",
+        "rate_limit",
+        "cache",
+        "map",
+        "description",
+        "is_coroutine",
+        "signature",
+        "free_params",
+        "__wrapped__",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        inputs: Mapping[str, Task | str] | None = None,
+        after: Iterable[Task | str] | Task | str | None = None,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        timeout: float | None = None,
+        priority: int = 0,
+        executor: str | None = None,
+        resources: Mapping[str, float] | None = None,
+        rate_limit: str | Mapping[str, float] | None = None,
+        cache: bool = False,
+        map: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        if not callable(fn):
+            shown = name or repr(fn)
+            raise InvalidOptionError(
+                f"task {shown!r}: expected a function, got {type(fn).__name__} {fn!r}"
+            )
+        if name is None:
+            name = getattr(fn, "__name__", None)
+            if not name or name == "<lambda>":
+                raise InvalidOptionError(
+                    f"{fn!r} has no usable name: pass one, e.g. flow.add(fn, name='step')"
+                )
+        if not isinstance(name, str) or not name:
+            raise InvalidOptionError(f"a task name must be a non-empty str, got {name!r}")
+        self.fn = fn
+        self.name = name
+        self.__wrapped__ = fn
+        self.is_coroutine = inspect.iscoroutinefunction(fn)
+        sig = self.signature = _signature(fn)
+
+        self.params = dict(params) if params else _NO_MAPPING
+        if not isinstance(params or {}, Mapping):
+            raise InvalidOptionError(f"task {name!r}: params must be a mapping, got {params!r}")
+        for key in self.params:
+            if not sig.accepts(key):
+                raise InvalidOptionError(
+                    f"task {name!r}: params names {key!r}, which {_fn_name(fn)} does not "
+                    f"accept.{did_you_mean(key, sig.names)}"
+                )
+        if inputs is not None and not isinstance(inputs, Mapping):
+            raise InvalidOptionError(
+                f"task {name!r}: inputs must map parameter -> task name, got {inputs!r}"
+            )
+        self.inputs = (
+            {param: _name_of(src, f"inputs[{param!r}]", name) for param, src in inputs.items()}
+            if inputs
+            else _NO_MAPPING
+        )
+        for param in self.inputs:
+            if not sig.accepts(param):
+                raise InvalidOptionError(
+                    f"task {name!r}: inputs maps parameter {param!r}, which {_fn_name(fn)} "
+                    f"does not accept.{did_you_mean(param, sig.names)}"
+                )
+        if after is None:
+            after = ()
+        elif isinstance(after, (str, Task)):
+            after = (after,)
+        self.after = tuple(_name_of(a, "after", name) for a in after)
+
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise InvalidOptionError(f"task {name!r}: retries must be an int >= 0, got {retries!r}")
+        self.retries = retries
+        self.retry_delay = _number(retry_delay, "retry_delay", name, positive=False)
+        retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+        if not retry_types or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in retry_types
+        ):
+            raise InvalidOptionError(
+                f"task {name!r}: retry_on must be an exception type or a tuple of them, "
+                f"got {retry_on!r}"
+            )
+        self.retry_on = retry_types
+        self.timeout = None if timeout is None else _number(timeout, "timeout", name, positive=True)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise InvalidOptionError(f"task {name!r}: priority must be an int, got {priority!r}")
+        self.priority = priority
+        if executor is not None and executor not in EXECUTORS:
+            raise InvalidOptionError(
+                f"task {name!r}: executor must be one of {', '.join(EXECUTORS)}, "
+                f"got {executor!r}.{did_you_mean(str(executor), EXECUTORS)}"
+            )
+        self.executor = executor
+        self.resources = dict(resources) if resources else _NO_MAPPING
+        for pool, units in self.resources.items():
+            _number(units, f"resources[{pool!r}]", name, positive=True)
+        if rate_limit is not None and not isinstance(rate_limit, (str, Mapping)):
+            raise InvalidOptionError(
+                f"task {name!r}: rate_limit must be a limit's name or a mapping of names to "
+                f"costs, got {rate_limit!r}"
+            )
+        self.rate_limit = rate_limit
+        if not isinstance(cache, bool):
+            raise InvalidOptionError(f"task {name!r}: cache must be True or False, got {cache!r}")
+        self.cache = cache
+        if map is not None:
+            raise InvalidOptionError(
+                f"task {name!r}: map= is not available in this version of layerflow"
+            )
+        self.map = map
+        self.description = description
+        # what Graph.build resolves, precomputed: parameters left to inference by name
+        explicit = self.params.keys() | self.inputs.keys()
+        self.free_params = tuple(p for p in sig.names if p not in explicit)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return getattr(self.fn, "__doc__", None)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r} {_fn_name(self.fn)}>"
+
+    @property
+    def __name__(self) -> str:  # so a Task passes where a function's name is read
+        return self.name
+
+
+def _fn_name(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
+    return f"{module}.{qualname}()" if module else f"{qualname}()"
+
+
+class GraphBuilder:
+    """Resolves names while tasks are added, so that planning a large flow works on ints.
+
+    A name that refers to an already-added task is resolved at once; the rest (forward
+    references, flow inputs, typos) wait in ``pending`` and are resolved by :meth:`build`.
+    """
+
+    def __init__(self) -> None:
+        self.tasks: list[Task] = []
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+        self.deps: list[list[int]] = []
+        self.args: list[tuple[tuple[str, int], ...]] = []
+        # task index -> (free parameters, (parameter, source) of inputs=, after= names) left
+        self.pending: dict[
+            int, tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]
+        ]
+        self.pending = {}
+
+    def add(self, task: Task) -> None:
+        """Append ``task`` (its name must be new) and resolve what can be resolved now."""
+        k = len(self.tasks)
+        get = self.index.get
+        deps: list[int] = []
+        args: list[tuple[str, int]] = []
+        free_left: list[str] = []
+        refs_left: list[tuple[str, str]] = []
+        after_left: list[str] = []
+        for p in task.free_params:
+            j = get(p)
+            if j is None:
+                free_left.append(p)
+            else:
+                args.append((p, j))
+                deps.append(j)
+        for p, src in task.inputs.items():
+            j = get(src)
+            if j is None:
+                refs_left.append((p, src))
+            else:
+                args.append((p, j))
+                deps.append(j)
+        for src in task.after:
+            j = get(src)
+            if j is None:
+                after_left.append(src)
+            else:
+                deps.append(j)
+        if len(deps) > 1 and len(set(deps)) < len(deps):
+            deps = list(dict.fromkeys(deps))
+        self.tasks.append(task)
+        self.names.append(task.name)
+        self.index[task.name] = k
+        self.deps.append(deps)
+        self.args.append(tuple(args))
+        if free_left or refs_left or after_left:
+            self.pending[k] = (tuple(free_left), tuple(refs_left), tuple(after_left))
+
+    def build(self, flow_name: str | None = None, input_names: Iterable[str] = ()) -> Graph:
+        """Resolve what is pending, validate, and order; raise every problem at once.
+
+        ``input_names`` are the flow inputs that will be given; a parameter that names
+        neither a task nor one of them is a required input when it has no default.
+        """
+        with _gc_paused():
+            g = Graph()
+            g.flow_name = flow_name
+            g.tasks = list(self.tasks)
+            g.names = names = list(self.names)
+            g.index = index = dict(self.index)
+            g.deps = list(self.deps)
+            g.args = list(self.args)
+            g.input_args = [()] * len(names)
+            given = set(input_names)
+            needs_input = g.needs_input
+            problems: list[Any] = []
+            for k, (free, refs, after) in self.pending.items():
+                t = self.tasks[k]
+                deps = list(self.deps[k])
+                args = list(self.args[k])
+                in_args: list[tuple[str, str]] = []
+                for p in free:
+                    j = index.get(p)
+                    if j is not None:
+                        args.append((p, j))
+                        deps.append(j)
+                    elif p in given:
+                        in_args.append((p, p))
+                    elif p in t.signature.required:
+                        needs_input.setdefault(p, t.name)
+                        in_args.append((p, p))
+                for p, src in refs:
+                    j = index.get(src)
+                    if j is None:
+                        problems.append(_missing(t.name, src, f"inputs[{p!r}]", names))
+                    else:
+                        args.append((p, j))
+                        deps.append(j)
+                for src in after:
+                    j = index.get(src)
+                    if j is None:
+                        problems.append(_missing(t.name, src, "after", names))
+                    else:
+                        deps.append(j)
+                if len(deps) > 1 and len(set(deps)) < len(deps):
+                    deps = list(dict.fromkeys(deps))
+                g.deps[k] = deps
+                g.args[k] = tuple(args)
+                g.input_args[k] = tuple(in_args)
+            g._order_and_layers(problems)
+        raise_all(problems, flow_name)
+        return g
+
+
+class Graph:
+    """Tasks resolved to indices and validated; immutable once built.
+
+    Fields (all lists indexed by task, tasks in declaration order):
+    ``names``, ``tasks``; ``deps[i]`` / ``succs[i]`` (indices, data and ordering edges);
+    ``args[i]``: ``(parameter, upstream index)`` pairs passed as values; ``input_args[i]``:
+    ``(parameter, input name)`` pairs read from the flow inputs; ``layer[i]``; ``order``.
+    """
+
+    __slots__ = (
+        "flow_name",
+        "names",
+        "tasks",
+        "index",
+        "deps",
+        "_succs",
+        "args",
+        "input_args",
+        "needs_input",
+        "layer",
+        "layer_lists",
+        "order",
+        "n_layers",
+    )
+
+    def __init__(self) -> None:
+        self.flow_name: str | None = None
+        self.names: list[str] = []
+        self.tasks: list[Task] = []
+        self.index: dict[str, int] = {}
+        self.deps: list[list[int]] = []
+        self._succs: list[list[int]] | None = None
+        self.args: list[tuple[tuple[str, int], ...]] = []
+        self.input_args: list[tuple[tuple[str, str], ...]] = []
+        # required input name -> first task that needs it (for the error message)
+        self.needs_input: dict[str, str] = {}
+        self.layer: list[int] = []
+        self.layer_lists: list[list[int]] = []
+        self.order: list[int] = []
+        self.n_layers = 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def build(
+        cls, tasks: list[Task], flow_name: str | None = None, input_names: Iterable[str] = ()
+    ) -> Graph:
+        """Resolve, validate and order a list of tasks (see :meth:`GraphBuilder.build`)."""
+        builder = GraphBuilder()
+        for t in tasks:
+            if t.name in builder.index:
+                raise DuplicateTaskError(f"two tasks are named {t.name!r}", t.name)
+            builder.add(t)
+        return builder.build(flow_name, input_names)
+
+    @property
+    def succs(self) -> list[list[int]]:
+        """``succs[i]``: the tasks that wait for task ``i`` (built on first use)."""
+        if self._succs is None:
+            with _gc_paused():
+                succs: list[list[int]] = [[] for _ in range(len(self.deps))]
+                for i, d in enumerate(self.deps):
+                    for j in d:
+                        succs[j].append(i)
+            self._succs = succs
+        return self._succs
+
+    def _order_and_layers(self, problems: list[Any]) -> None:
+        """Layers and a topological order (layer by layer, each in declaration order).
+
+        When every task is declared after its dependencies (the usual case) one forward
+        pass computes the layers; otherwise Kahn's algorithm, which also finds cycles.
+        """
+        deps = self.deps
+        n = len(deps)
+        layer = [0] * n
+        get_layer = layer.__getitem__
+        forward = False
+        for i, d in enumerate(deps):
+            if d:
+                if max(d) >= i:
+                    forward = True
+                    break
+                layer[i] = max(map(get_layer, d)) + 1
+        if forward and not self._kahn(layer, problems):
+            return
+        n_layers = (max(layer) + 1) if n else 0
+        layers: list[list[int]] = [[] for _ in range(n_layers)]
+        for i, li in enumerate(layer):
+            layers[li].append(i)
+        self.layer = layer
+        self.layer_lists = layers
+        self.order = [i for lay in layers for i in lay]
+        self.n_layers = n_layers
+
+    def _kahn(self, layer: list[int], problems: list[Any]) -> bool:
+        """Kahn's algorithm; False (with the cycles added to ``problems``) if there are any."""
+        deps = self.deps
+        succs = self.succs
+        indegree = [len(d) for d in deps]
+        for i in range(len(layer)):
+            layer[i] = 0
+        queue = [i for i, d in enumerate(indegree) if not d]
+        for i in queue:  # the queue grows while it is read: one pass, no deque needed
+            li = layer[i] + 1
+            for s in succs[i]:
+                if layer[s] < li:
+                    layer[s] = li
+                indegree[s] -= 1
+                if not indegree[s]:
+                    queue.append(s)
+        if len(queue) == len(layer):
+            return True
+        for cycle in _find_cycles(deps, indegree):
+            shown = [self.names[i] for i in cycle]
+            problems.append(
+                CycleError(
+                    "cycle between tasks: "
+                    + " -> ".join(shown)
+                    + " (each arrow points from a task to one that uses it); "
+                    "remove one of these dependencies",
+                    shown,
+                )
+            )
+        return False
+
+    def layers(self) -> list[list[int]]:
+        """Task indices by layer, each layer in declaration order."""
+        return self.layer_lists
+
+    def input_problems(self, inputs: Mapping[str, Any]) -> list[MissingInputError]:
+        """An error for every required input that ``inputs`` does not give."""
+        problems = []
+        for name, task in self.needs_input.items():
+            if name in inputs:
+                continue
+            hint = closest(name, (n for n in self.names if n != task))
+            if hint is not None:
+                tip = f" Did you mean task {hint!r}? A parameter receives a task's value "
+                tip += "only when it has exactly the task's name."
+            else:
+                tip = f" Pass it: flow.run({{{name!r}: ...}})."
+            problems.append(
+                MissingInputError(
+                    f"task {task!r} needs {name!r}, which is neither a task nor a flow "
+                    f"input given to run().{tip}",
+                    task,
+                    name,
+                    hint,
+                )
+            )
+        return problems
+
+    def prune(self, keep: Iterable[int]) -> Graph:
+        """The subgraph of ``keep`` and everything it depends on, re-indexed."""
+        n = len(self.names)
+        wanted = bytearray(n)
+        stack = list(keep)
+        for i in stack:
+            wanted[i] = 1
+        while stack:
+            i = stack.pop()
+            for j in self.deps[i]:
+                if not wanted[j]:
+                    wanted[j] = 1
+                    stack.append(j)
+        if all(wanted):
+            return self
+        kept = [i for i in range(n) if wanted[i]]
+        new_index = {old: new for new, old in enumerate(kept)}
+        g = Graph()
+        g.flow_name = self.flow_name
+        g.tasks = [self.tasks[i] for i in kept]
+        g.names = [self.names[i] for i in kept]
+        g.index = {name: i for i, name in enumerate(g.names)}
+        g.deps = [[new_index[j] for j in self.deps[i]] for i in kept]
+        g.args = [tuple((p, new_index[j]) for p, j in self.args[i]) for i in kept]
+        g.input_args = [self.input_args[i] for i in kept]
+        used = {name for ia in g.input_args for name, _ in ia}
+        g.needs_input = {k: v for k, v in self.needs_input.items() if k in used}
+        g._order_and_layers([])
+        return g
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Building millions of small lists triggers the cyclic GC over and over (3x slower);
+    these structures hold no cycles, so collection waits until they are built."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _missing(task: str, name: str, where: str, names: list[str]) -> MissingDependencyError:
+    hint = closest(name, names)
+    tip = f" Did you mean {hint!r}?" if hint else " Add a task with that name, or fix the name."
+    return MissingDependencyError(
+        f"task {task!r} depends on {name!r} ({where}), but the flow has no task named "
+        f"{name!r}.{tip}",
+        task,
+        name,
+        hint,
+    )
+
+
+def _find_cycles(deps: list[list[int]], indegree: list[int]) -> list[list[int]]:
+    """Cycles among the nodes Kahn's pass could not order (indegree left > 0).
+
+    Iterative DFS along dependency edges; each back edge closes one cycle. Returned in data
+    flow direction (each node feeds the next), first and last the same, starting at the
+    earliest-declared node of the cycle. Cycles reported share no node.
+    """
+    left = [i for i, d in enumerate(indegree) if d > 0]
+    in_left = set(left)
+    state: dict[int, int] = {}  # 1 on the stack, 2 done
+    used: set[int] = set()
+    cycles: list[list[int]] = []
+    for root in left:
+        if root in state:
+            continue
+        path: list[int] = [root]
+        iters = [iter(deps[root])]
+        state[root] = 1
+        while path:
+            for j in iters[-1]:
+                if j not in in_left:
+                    continue
+                if state.get(j) == 1:
+                    cyc = path[path.index(j) :]
+                    if not used.intersection(cyc):
+                        used.update(cyc)
+                        cyc.reverse()  # dependency direction -> data flow direction
+                        k = cyc.index(min(cyc))
+                        cyc = cyc[k:] + cyc[:k]
+                        cycles.append(cyc + [cyc[0]])
+                elif j not in state:
+                    state[j] = 1
+                    path.append(j)
+                    iters.append(iter(deps[j]))
+                    break
+            else:
+                state[path.pop()] = 2
+                iters.pop()
+    return cycles

@@ -1,0 +1,321 @@
+"""Analysis of a validated graph: order, layers, critical path, simulation, pictures.
+
+Everything here is linear in nodes plus edges (the simulation adds a log factor for its
+heaps) and works on the graph's index lists. The ready-task policy lives here too
+(:meth:`Plan.keys`), so that :meth:`Plan.simulate` predicts exactly what the scheduler does.
+"""
+
+from __future__ import annotations
+
+import heapq
+import statistics
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import InvalidOptionError
+from .graph import Graph
+from .limits import resolve_max_workers
+
+__all__ = ["Plan", "MODES"]
+
+MODES = ("dynamic", "layered", "sequential")
+
+Durations = Mapping[str, float] | float | int | None
+
+
+class Plan:
+    """What a run will do: built by :meth:`Flow.plan`, before anything runs."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self._keys: list[int] | None = None
+
+    # --- structure -------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str | None:
+        """The flow's name."""
+        return self.graph.flow_name
+
+    @property
+    def tasks(self) -> list[str]:
+        """Task names in declaration order."""
+        return list(self.graph.names)
+
+    @property
+    def order(self) -> list[str]:
+        """A topological order: layer 0, then layer 1, ...; each in declaration order."""
+        names = self.graph.names
+        return [names[i] for i in self.graph.order]
+
+    @property
+    def layers(self) -> list[list[str]]:
+        """Task names by layer: layer = 1 + max(layer of dependencies), 0 without any."""
+        names = self.graph.names
+        return [[names[i] for i in lay] for lay in self.graph.layers()]
+
+    @property
+    def inputs(self) -> list[str]:
+        """Flow inputs that some task needs and that have no default."""
+        return list(self.graph.needs_input)
+
+    def dependencies(self, name: str) -> list[str]:
+        """The tasks ``name`` waits for (data and ordering)."""
+        g = self.graph
+        return [g.names[j] for j in g.deps[g.index[name]]]
+
+    def layer_of(self, name: str) -> int:
+        """The layer number of task ``name``."""
+        return self.graph.layer[self.graph.index[name]]
+
+    def __len__(self) -> int:
+        return len(self.graph)
+
+    # --- durations and paths ---------------------------------------------------------------
+
+    def _weights(self, durations: Durations) -> list[float]:
+        """Seconds per task: the mapping's value, else the median of the known ones, else 1."""
+        n = len(self.graph)
+        if durations is None:
+            return [1.0] * n
+        if isinstance(durations, (int, float)) and not isinstance(durations, bool):
+            return [float(durations)] * n
+        if not isinstance(durations, Mapping):
+            raise InvalidOptionError(
+                f"durations must map task names to seconds, got {type(durations).__name__}"
+            )
+        unknown = [k for k in durations if k not in self.graph.index]
+        if unknown:
+            raise InvalidOptionError(
+                f"durations names {unknown[0]!r}, which is not a task of this plan"
+            )
+        known = [float(v) for v in durations.values()]
+        default = statistics.median(known) if known else 1.0
+        return [float(durations.get(name, default)) for name in self.graph.names]
+
+    def remaining_path(self, weights: list[float] | None = None) -> list[float]:
+        """For each task, the longest path from it to a sink, its own weight included."""
+        g = self.graph
+        w = weights or [1.0] * len(g)
+        succs = g.succs
+        rank = [0.0] * len(g)
+        get = rank.__getitem__
+        for i in reversed(g.order):
+            s = succs[i]
+            rank[i] = w[i] + max(map(get, s)) if s else w[i]
+        return rank
+
+    def critical_path(self, durations: Durations = None) -> list[str]:
+        """The longest chain of dependent tasks, by ``durations`` (or by task count)."""
+        g = self.graph
+        if not len(g):
+            return []
+        if durations is None:  # by count, the layers already hold the longest paths
+            return self._longest(g.layer)
+        return self._longest(self._longest_to(self._weights(durations)))
+
+    def _longest_to(self, w: list[float]) -> list[float]:
+        """For each task, the longest weighted path ending with it."""
+        g = self.graph
+        deps = g.deps
+        dist = [0.0] * len(g)
+        get = dist.__getitem__
+        for i in g.order:
+            d = deps[i]
+            dist[i] = w[i] + max(map(get, d)) if d else w[i]
+        return dist
+
+    def _longest(self, dist: list[Any]) -> list[str]:
+        """Walk back from the first task that ends a longest path."""
+        g = self.graph
+        deps = g.deps
+        if not dist:
+            return []
+        get = dist.__getitem__
+        i = dist.index(max(dist))
+        path = [i]
+        while deps[i]:
+            i = max(deps[i], key=get)
+            path.append(i)
+        path.reverse()
+        return [g.names[k] for k in path]
+
+    def keys(self) -> list[int]:
+        """Ready-queue keys, smaller first: priority (higher first), then longest remaining
+        path (in tasks), then declaration order; packed into one int so the heap compares
+        ints, not tuples."""
+        if self._keys is None:
+            g = self.graph
+            n = len(g)
+            rank = [int(r) for r in self.remaining_path()]
+            prio = [t.priority for t in g.tasks]
+            rmax = max(rank, default=0)
+            pmax = max(prio, default=0)
+            span = rmax + 1
+            self._keys = [((pmax - prio[i]) * span + (rmax - rank[i])) * n + i for i in range(n)]
+        return self._keys
+
+    def sequence(self, seed: int | None = None) -> list[int]:
+        """The order ``mode="sequential"`` runs: ``order``, or a random valid one from ``seed``."""
+        g = self.graph
+        if seed is None:
+            return list(g.order)
+        import random
+
+        rng = random.Random(seed)
+        waiting = [len(d) for d in g.deps]
+        ready = [i for i in range(len(g)) if not waiting[i]]
+        out: list[int] = []
+        while ready:
+            k = rng.randrange(len(ready))
+            ready[k], ready[-1] = ready[-1], ready[k]
+            i = ready.pop()
+            out.append(i)
+            for s in g.succs[i]:
+                waiting[s] -= 1
+                if not waiting[s]:
+                    ready.append(s)
+        return out
+
+    # --- prediction ------------------------------------------------------------------------
+
+    def simulate(
+        self,
+        durations: Durations = None,
+        max_workers: int | None = None,
+        *,
+        mode: str = "dynamic",
+    ) -> float:
+        """Predicted wall time in seconds, under the scheduler's own policy.
+
+        ``durations`` maps task names to seconds (tasks not named take the median of those
+        named; without durations every task takes 1 s). ``max_workers`` as in ``run``.
+        """
+        if mode not in MODES:
+            raise InvalidOptionError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        g = self.graph
+        w = self._weights(durations)
+        if mode == "sequential":
+            return float(sum(w))
+        slots = resolve_max_workers(max_workers)
+        keys = self.keys()
+        n = len(g)
+        waiting = [len(d) for d in g.deps]
+        layer = g.layer
+        current = 0
+        left_in_layer = [0] * g.n_layers
+        for li in layer:
+            left_in_layer[li] += 1
+        held: list[list[int]] = [[] for _ in range(g.n_layers)]
+        ready: list[int] = []
+        for i in range(n):
+            if not waiting[i]:
+                if mode == "layered" and layer[i] != current:
+                    held[layer[i]].append(keys[i])
+                else:
+                    ready.append(keys[i])
+        heapq.heapify(ready)
+        running: list[tuple[float, int]] = []
+        now = 0.0
+        while ready or running:
+            while ready and len(running) < slots:
+                i = heapq.heappop(ready) % n
+                heapq.heappush(running, (now + w[i], i))
+            now, i = heapq.heappop(running)
+            done = [i]
+            while running and running[0][0] <= now:  # finish simultaneous ends together
+                done.append(heapq.heappop(running)[1])
+            for i in done:
+                left_in_layer[layer[i]] -= 1
+                for s in g.succs[i]:
+                    waiting[s] -= 1
+                    if not waiting[s]:
+                        if mode == "layered" and layer[s] != current:
+                            held[layer[s]].append(keys[s])
+                        else:
+                            heapq.heappush(ready, keys[s])
+            if mode == "layered":
+                while current < g.n_layers - 1 and not left_in_layer[current]:
+                    current += 1
+                    for k in held[current]:
+                        heapq.heappush(ready, k)
+                    held[current] = []
+        return now
+
+    def explain(self, durations: Durations = None, max_workers: int | None = None) -> str:
+        """A readable account of the plan: layers, critical path, predicted speedup."""
+        g = self.graph
+        title = f"flow {g.flow_name!r}" if g.flow_name else "flow"
+        lines = [f"Plan for {title}: {len(g)} tasks in {g.n_layers} layers"]
+        for k, lay in enumerate(self.layers):
+            shown = ", ".join(lay[:12]) + (f", ... ({len(lay) - 12} more)" if len(lay) > 12 else "")
+            lines.append(f"  layer {k}: {shown}")
+        if self.inputs:
+            lines.append("inputs: " + ", ".join(self.inputs))
+        unit = durations is None
+        path = self.critical_path(durations)
+        if path:
+            what = "tasks" if unit else "by duration"
+            lines.append(f"critical path ({what}): " + " -> ".join(path))
+            w = self._weights(durations)
+            total = sum(w)
+            span = self.simulate(durations, max_workers)
+            workers = "unbounded" if max_workers is None else str(max_workers)
+            if unit:
+                lines.append(
+                    f"predicted with every task taking 1 unit, max_workers={workers}: "
+                    f"{span:g} units instead of {total:g} one by one "
+                    f"(speedup {total / span:.1f}x)"
+                )
+            else:
+                lines.append(
+                    f"predicted with max_workers={workers}: {span:.2f}s instead of {total:.2f}s "
+                    f"one by one (speedup {total / span:.1f}x)"
+                )
+        return "\n".join(lines)
+
+    # --- pictures --------------------------------------------------------------------------
+
+    def _edges(self) -> list[tuple[int, int, bool]]:
+        """(upstream, downstream, passes data) for every edge."""
+        g = self.graph
+        out = []
+        for i in range(len(g)):
+            data = {j for _, j in g.args[i]}
+            out.extend((j, i, j in data) for j in g.deps[i])
+        return out
+
+    def to_mermaid(self) -> str:
+        """The graph as a Mermaid flowchart (ordering-only edges dotted)."""
+        g = self.graph
+        lines = ["flowchart TD"]
+        for i, name in enumerate(g.names):
+            lines.append(f'    n{i}["{_escape_mermaid(name)}"]')
+        for j, i, data in self._edges():
+            lines.append(f"    n{j} {'-->' if data else '-.->'} n{i}")
+        return "\n".join(lines) + "\n"
+
+    def to_dot(self) -> str:
+        """The graph in Graphviz DOT, one rank per layer (ordering-only edges dashed)."""
+        g = self.graph
+        title = _quote_dot(g.flow_name or "flow")
+        lines = [f"digraph {title} {{", "    rankdir=TB;", "    node [shape=box];"]
+        for lay in g.layers():
+            members = " ".join(_quote_dot(g.names[i]) for i in lay)
+            lines.append(f"    {{ rank=same; {members} }}")
+        for j, i, data in self._edges():
+            style = "" if data else " [style=dashed]"
+            lines.append(f"    {_quote_dot(g.names[j])} -> {_quote_dot(g.names[i])}{style};")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        return f"<Plan {self.name!r}: {len(self.graph)} tasks, {self.graph.n_layers} layers>"
+
+
+def _escape_mermaid(text: str) -> str:
+    return text.replace('"', "#quot;")
+
+
+def _quote_dot(text: Any) -> str:
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
