@@ -248,10 +248,6 @@ class Task:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
-    @property
-    def __doc__(self) -> str | None:  # type: ignore[override]
-        return getattr(self.fn, "__doc__", None)
-
     def __repr__(self) -> str:
         return f"<Task {self.name!r} {_fn_name(self.fn)}>"
 

@@ -100,9 +100,10 @@ class RunResult:
 
     @property
     def speedup(self) -> float:
-        """``sequential_estimate / duration`` (1.0 for an instant run)."""
+        """``sequential_estimate / duration`` (1.0 for a run that did no measurable work)."""
         wall = self.duration
-        return self.sequential_estimate / wall if wall > 0 else 1.0
+        work = self.sequential_estimate
+        return work / wall if wall > 0 and work > 0 else 1.0
 
     @property
     def metrics(self) -> dict[str, float]:

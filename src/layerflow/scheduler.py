@@ -108,7 +108,7 @@ class Run:
             seq = plan.sequence(seed)
             self.keys = [0] * n
             for pos, i in enumerate(seq):
-                self.keys[i] = pos
+                self.keys[i] = pos * n + i  # keys decode to their task as key % n
         else:
             self.keys = plan.keys()
 

@@ -1,0 +1,128 @@
+"""Makespan under a bounded pool: dynamic vs layered scheduling of sleeping tasks.
+
+500-node random DAGs whose tasks sleep for lognormal durations scaled to 20 s of work in
+all (seeded, so every run sleeps the same), in two shapes: "wide" (parents drawn from
+anywhere earlier: few layers) and "deep" (parents drawn from the previous 20 tasks: many
+layers). Each flow runs once per mode and worker count, one run at a time; wall times are
+compared with the lower bound max(critical path, total work / workers), and the dynamic
+time with ``plan.simulate``'s prediction.
+Usage: python bench/makespan.py [--scale 1.0] [--n 500] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import layerflow as lf  # noqa: E402
+
+WORKERS = (4, 8)
+TOTAL_WORK = 20.0  # seconds of sleep per DAG at --scale 1
+WINDOW = 20  # how far back a "deep" task looks for its parents
+
+
+def wide(n: int, rng: random.Random, max_parents: int = 5) -> list[list[int]]:
+    """Each task uses 0 to ``max_parents`` distinct tasks from anywhere earlier."""
+    out: list[list[int]] = []
+    for i in range(n):
+        k = rng.randint(0, min(max_parents, i))
+        out.append(rng.sample(range(i), k) if k else [])
+    return out
+
+
+def deep(n: int, rng: random.Random, max_parents: int = 3) -> list[list[int]]:
+    """Each task but the first uses 1 to ``max_parents`` of the ``WINDOW`` tasks before it."""
+    out: list[list[int]] = [[]]
+    for i in range(1, n):
+        recent = range(max(0, i - WINDOW), i)
+        out.append(rng.sample(recent, rng.randint(1, min(max_parents, len(recent)))))
+    return out
+
+
+SHAPES = {"wide": wide, "deep": deep}
+
+
+def lognormal(n: int, rng: random.Random, total: float, sigma: float = 1.0) -> list[float]:
+    """``n`` lognormal durations scaled so that they add up to ``total`` seconds."""
+    raw = [rng.lognormvariate(0.0, sigma) for _ in range(n)]
+    factor = total / sum(raw)
+    return [d * factor for d in raw]
+
+
+def critical_path(parents: list[list[int]], durations: list[float]) -> float:
+    """The longest chain of dependent tasks, in seconds (parents always come earlier)."""
+    finish: list[float] = []
+    for ps, d in zip(parents, durations, strict=True):
+        finish.append(d + max((finish[p] for p in ps), default=0.0))
+    return max(finish, default=0.0)
+
+
+def sleeper(seconds: float, **upstream: object) -> None:
+    """A task that sleeps for its own duration and ignores its inputs."""
+    time.sleep(seconds)
+
+
+def to_flow(parents: list[list[int]], durations: list[float]) -> lf.Flow:
+    """The shape as a Flow of sleepers: task ``t{i}`` sleeps ``durations[i]`` seconds."""
+    flow = lf.Flow("makespan")
+    for i, (ps, d) in enumerate(zip(parents, durations, strict=True)):
+        flow.add(
+            sleeper,
+            name=f"t{i}",
+            inputs={f"p{k}": f"t{p}" for k, p in enumerate(ps)},
+            params={"seconds": d},
+        )
+    return flow
+
+
+def wall(flow: lf.Flow, workers: int, mode: str) -> float:
+    gc.collect()
+    t0 = time.perf_counter()
+    flow.run(max_workers=workers, mode=mode)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 20 s of work")
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    total = TOTAL_WORK * args.scale
+    print(
+        f"Makespan, {args.n} sleeping tasks, {total:g} s of work per DAG, seed {args.seed} "
+        f"(targets: dynamic/bound <= 1.05 and dynamic < layered)"
+    )
+    header = f"{'DAG':<5} {'workers':>7} {'layers':>6} {'bound (s)':>10} {'dynamic (s)':>12}"
+    header += f" {'dyn/bound':>10} {'layered (s)':>12} {'lay/bound':>10} {'simulate (s)':>13}"
+    print(header)
+    print("-" * len(header))
+    for k, (shape, make) in enumerate(SHAPES.items()):
+        rng = random.Random(args.seed * 1000 + k)
+        parents = make(args.n, rng)
+        durations = lognormal(args.n, rng, total)
+        flow = to_flow(parents, durations)
+        plan = flow.plan()
+        named = {f"t{i}": d for i, d in enumerate(durations)}
+        cp = critical_path(parents, durations)
+        assert abs(cp - sum(named[t] for t in plan.critical_path(named))) < 1e-9
+        for workers in WORKERS:
+            bound = max(cp, sum(durations) / workers)
+            dyn = wall(flow, workers, "dynamic")
+            lay = wall(flow, workers, "layered")
+            sim = plan.simulate(named, max_workers=workers)
+            print(
+                f"{shape:<5} {workers:>7} {len(plan.layers):>6} {bound:10.2f} {dyn:12.2f}"
+                f" {dyn / bound:9.3f}x {lay:12.2f} {lay / bound:9.3f}x {sim:13.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Declaring flows: the decorator, add, dependency inference and task options."""
+
+from __future__ import annotations
+
+import pytest
+
+import layerflow as lf
+
+
+def test_decorator_bare_and_with_options_and_task_stays_callable():
+    flow = lf.Flow("f")
+
+    @flow.task
+    def a():
+        return 1
+
+    @flow.task(retries=2, timeout=5.0, priority=3)
+    def b(a):
+        return a + 1
+
+    assert isinstance(a, lf.Task) and a.name == "a"
+    assert b.retries == 2 and b.timeout == 5.0 and b.priority == 3
+    assert b(41) == 42  # the Task calls the plain function
+    assert [t.name for t in flow.tasks] == ["a", "b"]
+    assert flow["b"] is b and "a" in flow and len(flow) == 2
+    assert flow.run()["b"] == 2
+
+
+def test_add_same_function_many_times_under_different_names():
+    flow = lf.Flow()
+
+    def chunk(i):
+        return i * 10
+
+    for k in range(5):
+        flow.add(chunk, name=f"chunk_{k}", params={"i": k})
+
+    def total(**chunks):
+        return sum(chunks.values())
+
+    flow.add(total, inputs={f"c{k}": f"chunk_{k}" for k in range(5)})
+    run = flow.run()
+    assert run["total"] == 100
+    assert [run[f"chunk_{k}"] for k in range(5)] == [0, 10, 20, 30, 40]
+
+
+def test_inference_parameters_tasks_inputs_and_defaults():
+    flow = lf.Flow()
+
+    @flow.task
+    def user(user_id):
+        return {"id": user_id}
+
+    @flow.task
+    def greeting(user, greeting_word="hello", punctuation="!"):
+        return f"{greeting_word} {user['id']}{punctuation}"
+
+    run = flow.run({"user_id": "42", "punctuation": "?"})
+    assert run["greeting"] == "hello 42?"  # default kept, input given, task value passed
+    assert flow.plan().inputs == ["user_id"]
+
+
+def test_tasks_may_be_declared_in_any_order():
+    flow = lf.Flow()
+
+    @flow.task
+    def c(b):
+        return b + "c"
+
+    @flow.task
+    def b(a):
+        return a + "b"
+
+    @flow.task
+    def a():
+        return "a"
+
+    assert flow.plan().layers == [["a"], ["b"], ["c"]]
+    assert flow.run()["c"] == "abc"
+
+
+def test_params_inputs_renaming_and_after():
+    flow = lf.Flow()
+    events = []
+
+    @flow.task
+    def setup():
+        events.append("setup")
+
+    @flow.task
+    def numbers():
+        return [1, 2, 3]
+
+    @flow.task(inputs={"values": "numbers"}, params={"scale": 10}, after=["setup"])
+    def scaled(values, scale):
+        events.append("scaled")
+        return [v * scale for v in values]
+
+    @flow.task(inputs={"data": scaled})  # a Task object works as a reference too
+    def report(**kwargs):
+        return kwargs
+
+    run = flow.run()
+    assert run["scaled"] == [10, 20, 30]
+    assert run["report"] == {"data": [10, 20, 30]}  # **kwargs receives the mapped names
+    assert events == ["setup", "scaled"]
+    assert flow.plan().dependencies("scaled") == ["numbers", "setup"]
+
+
+def test_after_passes_no_value():
+    flow = lf.Flow()
+
+    @flow.task
+    def first():
+        return "ignored"
+
+    @flow.task(after="first")
+    def second():
+        return "ok"
+
+    assert flow.run()["second"] == "ok"
+    assert flow.plan().layers == [["first"], ["second"]]
+
+
+def test_positional_only_parameters_are_passed_positionally():
+    flow = lf.Flow()
+
+    @flow.task
+    def a():
+        return 2
+
+    def power(a, /, exponent=3):
+        return a**exponent
+
+    flow.add(power)
+    assert flow.run()["power"] == 8
+
+
+def test_async_function_runs():
+    flow = lf.Flow()
+
+    @flow.task
+    async def fetch(x):
+        import asyncio
+
+        await asyncio.sleep(0.01)
+        return x * 2
+
+    @flow.task
+    def use(fetch):
+        return fetch + 1
+
+    assert flow.run({"x": 4})["use"] == 9
+
+
+def test_run_async_from_a_coroutine():
+    import asyncio
+
+    flow = lf.Flow()
+
+    @flow.task
+    def a():
+        return 1
+
+    async def main():
+        return await flow.run_async(max_workers=2)
+
+    assert asyncio.run(main())["a"] == 1
+
+
+def test_duplicate_name_is_refused_at_add():
+    flow = lf.Flow("dup")
+
+    @flow.task
+    def a():
+        return 1
+
+    with pytest.raises(lf.DuplicateTaskError, match="already has a task named 'a'"):
+        flow.add(lambda: 2, name="a")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"retries": -1}, "retries must be an int >= 0"),
+        ({"retries": 1.5}, "retries must be an int >= 0"),
+        ({"timeout": 0}, "timeout must be a number > 0"),
+        ({"timeout": "5"}, "timeout must be a number > 0"),
+        ({"retry_delay": -1}, "retry_delay must be a number >= 0"),
+        ({"retry_on": "ValueError"}, "retry_on must be an exception type"),
+        ({"priority": "high"}, "priority must be an int"),
+        ({"executor": "gpu"}, "executor must be one of"),
+        ({"params": {"nope": 1}}, "params names 'nope'"),
+        ({"inputs": {"nope": "a"}}, "inputs maps parameter 'nope'"),
+        ({"after": [3]}, "after must name a task"),
+        ({"cache": "yes"}, "cache must be True or False"),
+        ({"retires": 2}, "unknown option 'retires'. Did you mean 'retries'"),
+    ],
+)
+def test_invalid_options_are_named_with_the_task(options, message):
+    flow = lf.Flow()
+
+    def step(x):
+        return x
+
+    with pytest.raises(lf.InvalidOptionError, match=message) as info:
+        flow.add(step, **options)
+    assert "'step'" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_non_callable_and_nameless_tasks():
+    flow = lf.Flow()
+    with pytest.raises(lf.InvalidOptionError, match="expected a function, got int"):
+        flow.add(42, name="answer")
+    with pytest.raises(lf.InvalidOptionError, match="no usable name"):
+        flow.add(lambda: 1)
+    assert flow.add(lambda: 1, name="one").name == "one"
