@@ -235,11 +235,20 @@ class Task:
         if not isinstance(cache, bool):
             raise InvalidOptionError(f"task {name!r}: cache must be True or False, got {cache!r}")
         self.cache = cache
-        if map is not None:
-            raise InvalidOptionError(
-                f"task {name!r}: map= is not available in this version of layerflow"
-            )
         self.map = map
+        # Declared in the design, not built yet: refuse them rather than ignore them.
+        planned = {
+            "map": map is not None,
+            "resources": bool(self.resources),
+            "rate_limit": rate_limit is not None,
+            "cache": cache,
+            "executor": executor in ("process", "dask"),
+        }
+        for option, used in planned.items():
+            if used:
+                raise InvalidOptionError(
+                    f"task {name!r}: {option}= is not available in this version of layerflow"
+                )
         self.description = description
         # what Graph.build resolves, precomputed: parameters left to inference by name
         explicit = self.params.keys() | self.inputs.keys()
