@@ -195,10 +195,9 @@ def test_duplicate_name_is_refused_at_add():
         ({"after": [3]}, "after must name a task"),
         ({"cache": "yes"}, "cache must be True or False"),
         ({"cache": True}, "cache= is not available in this version"),
-        ({"executor": "process"}, "executor= is not available in this version"),
+        ({"executor": "dask"}, "executor= is not available in this version"),
         ({"resources": {"gpu": 1}}, "resources= is not available in this version"),
         ({"rate_limit": "api"}, "rate_limit= is not available in this version"),
-        ({"map": "chunks"}, "map= is not available in this version"),
         ({"retires": 2}, "unknown option 'retires'. Did you mean 'retries'"),
     ],
 )

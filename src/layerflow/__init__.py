@@ -6,6 +6,7 @@ what can run at the same time, runs it, and reports how much faster that was.
 
 from __future__ import annotations
 
+from .backends.process import RemoteError, UnpicklableError, WorkerDied
 from .errors import (
     CycleError,
     DuplicateTaskError,
@@ -21,6 +22,7 @@ from .events import Event, LayerEvent, RunEvent, TaskEvent
 from .flow import Flow
 from .graph import Task
 from .limits import DEFAULT_MAX_WORKERS
+from .parallel import ParallelMapError, parallel_map
 from .plan import Plan
 from .result import NoValueError, RunResult, TaskRun
 
@@ -38,7 +40,9 @@ __all__ = [
     "MissingDependencyError",
     "MissingInputError",
     "NoValueError",
+    "ParallelMapError",
     "Plan",
+    "RemoteError",
     "RunEvent",
     "RunInterrupted",
     "RunResult",
@@ -47,4 +51,7 @@ __all__ = [
     "TaskFailed",
     "TaskRun",
     "TaskTimeout",
+    "UnpicklableError",
+    "WorkerDied",
+    "parallel_map",
 ]

@@ -45,6 +45,10 @@ class LayerflowError(Exception):
     """Base class of every error layerflow raises on its own account."""
 
 
+class _NoRetry(LayerflowError):
+    """Marker base: errors a retry would only repeat (never retried)."""
+
+
 class InvalidOptionError(LayerflowError, ValueError, TypeError):
     """A task or run option has a value layerflow cannot use."""
 

@@ -8,7 +8,6 @@ planned or run, so tasks may be declared in any order.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, overload
 
@@ -24,7 +23,7 @@ from .events import Observer
 from .graph import Graph, GraphBuilder, Task
 from .plan import Plan
 from .result import RunResult
-from .scheduler import execute
+from .scheduler import execute, execute_async
 
 __all__ = ["Flow", "TASK_OPTIONS"]
 
@@ -44,8 +43,6 @@ TASK_OPTIONS = (
     "map",
     "description",
 )
-
-BACKENDS = ("thread",)
 
 
 class Flow:
@@ -225,22 +222,14 @@ class Flow:
         ``max_workers`` bounds how many tasks run at once (None: every ready task, up to
         ``DEFAULT_MAX_WORKERS`` threads). ``fail_fast=True`` raises ``TaskFailed`` at the
         first failure; ``False`` skips what depends on a failure and runs the rest.
-        ``timeout`` bounds the whole run. ``outputs`` runs only what those tasks need and
-        releases other values once their last user has finished. ``on_event`` receives
+        ``timeout`` bounds the whole run. ``backend`` is where plain functions run:
+        ``"thread"`` (default), ``"process"`` (worker processes) or ``"async"`` (same as
+        thread; coroutine functions run on the event loop unless ``executor`` says
+        otherwise). ``outputs`` runs only what those tasks need and releases other values
+        once their last user has finished. ``on_event`` receives
         every event, in order, from one thread; ``progress`` prints progress lines.
         """
-        if backend not in BACKENDS:
-            raise InvalidOptionError(
-                f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}."
-                f"{did_you_mean(str(backend), BACKENDS)}"
-            )
-        if not isinstance(fail_fast, bool):
-            raise InvalidOptionError(f"fail_fast must be True or False, got {fail_fast!r}")
-        given = dict(inputs or {})
-        plan = self.plan(given, outputs=outputs)
-        keep = None
-        if outputs is not None:
-            keep = self._output_indices(plan.graph, outputs)
+        plan, given, keep = self._prepare(inputs, outputs)
         return execute(
             plan,
             given,
@@ -249,11 +238,48 @@ class Flow:
             max_workers=max_workers,
             fail_fast=fail_fast,
             timeout=timeout,
+            backend=backend,
             on_event=on_event,
             progress=progress,
             seed=seed,
         )
 
-    async def run_async(self, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
-        """``await flow.run_async(...)``: ``run`` without blocking the caller's event loop."""
-        return await asyncio.to_thread(self.run, inputs, **options)
+    def _prepare(
+        self, inputs: Mapping[str, Any] | None, outputs: Any
+    ) -> tuple[Plan, dict[str, Any], list[int] | None]:
+        given = dict(inputs or {})
+        plan = self.plan(given, outputs=outputs)
+        keep = None if outputs is None else self._output_indices(plan.graph, outputs)
+        return plan, given, keep
+
+    async def run_async(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        outputs: Iterable[str | Task] | str | Task | None = None,
+        max_workers: int | None = None,
+        mode: str = "dynamic",
+        fail_fast: bool = True,
+        timeout: float | None = None,
+        backend: str = "thread",
+        on_event: Observer | None = None,
+        progress: bool = False,
+        seed: int | None = None,
+    ) -> RunResult:
+        """``await flow.run_async(...)``: ``run`` from a coroutine. Coroutine tasks run on
+        the caller's event loop, other tasks on their pools; the loop is never blocked.
+        Cancelling the awaiting coroutine stops the run as Ctrl-C does."""
+        plan, given, keep = self._prepare(inputs, outputs)
+        return await execute_async(
+            plan,
+            given,
+            outputs=keep,
+            mode=mode,
+            max_workers=max_workers,
+            fail_fast=fail_fast,
+            timeout=timeout,
+            backend=backend,
+            on_event=on_event,
+            progress=progress,
+            seed=seed,
+        )

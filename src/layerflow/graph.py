@@ -235,14 +235,15 @@ class Task:
         if not isinstance(cache, bool):
             raise InvalidOptionError(f"task {name!r}: cache must be True or False, got {cache!r}")
         self.cache = cache
+        if map is not None and (not isinstance(map, str) or not map):
+            map = _name_of(map, "map", name)
         self.map = map
         # Declared in the design, not built yet: refuse them rather than ignore them.
         planned = {
-            "map": map is not None,
             "resources": bool(self.resources),
             "rate_limit": rate_limit is not None,
             "cache": cache,
-            "executor": executor in ("process", "dask"),
+            "executor": executor == "dask",
         }
         for option, used in planned.items():
             if used:
@@ -289,6 +290,7 @@ class GraphBuilder:
             int, tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]
         ]
         self.pending = {}
+        self.mapped: list[int] = []  # tasks with map=
 
     def add(self, task: Task) -> None:
         """Append ``task`` (its name must be new) and resolve what can be resolved now."""
@@ -328,6 +330,8 @@ class GraphBuilder:
         self.args.append(tuple(args))
         if free_left or refs_left or after_left:
             self.pending[k] = (tuple(free_left), tuple(refs_left), tuple(after_left))
+        if task.map is not None:
+            self.mapped.append(k)
 
     def build(self, flow_name: str | None = None, input_names: Iterable[str] = ()) -> Graph:
         """Resolve what is pending, validate, and order; raise every problem at once.
@@ -380,6 +384,21 @@ class GraphBuilder:
                 g.deps[k] = deps
                 g.args[k] = tuple(args)
                 g.input_args[k] = tuple(in_args)
+            for k in self.mapped:
+                t = self.tasks[k]
+                j = index.get(t.map)  # type: ignore[arg-type]
+                if j is None:
+                    problems.append(_missing(t.name, t.map, "map", names))  # type: ignore[arg-type]
+                elif all(src != j for _, src in g.args[k]):
+                    problems.append(
+                        InvalidOptionError(
+                            f"task {t.name!r} maps over {t.map!r}, but none of its parameters "
+                            f"receives {t.map!r}: name a parameter {t.map!r}, or pass "
+                            f"inputs={{'item': {t.map!r}}}"
+                        )
+                    )
+                else:
+                    g.map_source[k] = j
             g._order_and_layers(problems)
         raise_all(problems, flow_name)
         return g
@@ -404,6 +423,7 @@ class Graph:
         "args",
         "input_args",
         "needs_input",
+        "map_source",
         "layer",
         "layer_lists",
         "order",
@@ -421,6 +441,8 @@ class Graph:
         self.input_args: list[tuple[tuple[str, str], ...]] = []
         # required input name -> first task that needs it (for the error message)
         self.needs_input: dict[str, str] = {}
+        # mapped task -> the upstream task whose list it is applied to
+        self.map_source: dict[int, int] = {}
         self.layer: list[int] = []
         self.layer_lists: list[list[int]] = []
         self.order: list[int] = []
@@ -566,6 +588,9 @@ class Graph:
         g.input_args = [self.input_args[i] for i in kept]
         used = {name for ia in g.input_args for name, _ in ia}
         g.needs_input = {k: v for k, v in self.needs_input.items() if k in used}
+        g.map_source = {
+            new_index[k]: new_index[j] for k, j in self.map_source.items() if k in new_index
+        }
         g._order_and_layers([])
         return g
 

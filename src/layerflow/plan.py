@@ -16,7 +16,11 @@ from .errors import InvalidOptionError
 from .graph import Graph
 from .limits import resolve_max_workers
 
-__all__ = ["Plan", "MODES"]
+__all__ = ["Plan", "MODES", "KEY_BASE"]
+
+#: Ready-queue keys are ``policy * KEY_BASE + task index``: one int compare per heap step,
+#: and room for the subtasks a ``map`` adds while the run goes on.
+KEY_BASE = 1 << 40
 
 MODES = ("dynamic", "layered", "sequential")
 
@@ -152,7 +156,9 @@ class Plan:
             rmax = max(rank, default=0)
             pmax = max(prio, default=0)
             span = rmax + 1
-            self._keys = [((pmax - prio[i]) * span + (rmax - rank[i])) * n + i for i in range(n)]
+            self._keys = [
+                ((pmax - prio[i]) * span + (rmax - rank[i])) * KEY_BASE + i for i in range(n)
+            ]
         return self._keys
 
     def sequence(self, seed: int | None = None) -> list[int]:
@@ -219,7 +225,7 @@ class Plan:
         now = 0.0
         while ready or running:
             while ready and len(running) < slots:
-                i = heapq.heappop(ready) % n
+                i = heapq.heappop(ready) % KEY_BASE
                 heapq.heappush(running, (now + w[i], i))
             now, i = heapq.heappop(running)
             done = [i]

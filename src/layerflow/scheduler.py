@@ -1,29 +1,36 @@
 """The run loop: one state object whose small transitions run under one lock.
 
-Whoever holds the news calls the transitions: the thread backend's workers call
-:meth:`Run.complete` when their task returns and get the next task back in the same
-critical section, so a finished task hands its successor to the very thread that just
+Whoever holds the news calls the transitions. The thread backend's workers are our own
+threads: when a task returns, its worker calls :meth:`Run.complete`, which records the
+result, releases the successors and hands the best ready task back to the same thread in
+the same critical section, so a finished task passes its successor to the thread that just
 freed up, with no hand-off to another thread (that hand-off, 20-100 us, is what makes a
 ready-queue-plus-pool scheduler slow). Idle workers are woken only when more is ready than
-the finishing worker takes.
+the finishing worker takes. Tasks for other pools (coroutines on an event loop, worker
+processes) are submitted by whoever makes them ready, and their backends' done-callbacks
+call the same transitions (:meth:`Run._foreign_done`).
 
-Task-selection policy (all in :meth:`Run._next`): among ready tasks, the smallest
-``Plan.keys()`` value: higher ``priority`` first, then the longest remaining path to a sink
-(critical path first), then declaration order. ``layered`` holds back tasks of later layers
-until the current layer has ended; ``sequential`` runs one task at a time in the plan's
-(or a seeded random) order.
+Task-selection policy (the keys of ``Plan.keys()``): among ready tasks, higher
+``priority`` first, then the longest remaining path to a sink (critical path first), then
+declaration order. ``layered`` holds back tasks of later layers until the current layer has
+ended; ``sequential`` runs one task at a time in the plan's (or a seeded random) order.
+``max_workers`` bounds the tasks running at once over all pools together.
 
-State (lists indexed by task; every field guarded by ``lock``):
+State (lists indexed by entry: the graph's tasks ``0..n-1``, then the subtasks that a
+``map`` adds at run time; every field guarded by ``lock``):
 
 - ``status``: one of the ``_PENDING`` ... ``_CANCELLED`` codes below.
-- ``waiting``: how many dependencies have not succeeded yet.
-- ``ready``: heap of keys of tasks whose dependencies are all done.
+- ``waiting``: how many dependencies have not succeeded yet (graph tasks only).
+- ``ready[kind]``: heap of keys of tasks that may start, one heap per pool kind.
 - ``held``: per layer, keys of ready tasks a ``layered`` barrier still holds back.
-- ``token``: bumped when a running attempt is abandoned (timeout, Ctrl-C), so the thread
-  that ran it recognises its result as stale when it returns.
-- ``running`` / ``threads`` / ``idle``: attempts running, worker threads that count
-  towards ``max_workers`` (abandoned ones do not), and how many of those are waiting.
-- ``left``: tasks not yet in a final state; the run is done when it reaches 0.
+- ``token``: bumped when a running attempt is abandoned (timeout, Ctrl-C), so the result
+  that arrives later for it is recognised as stale and dropped.
+- ``running`` / ``running_kind`` / ``threads`` / ``idle``: attempts running (all pools, per
+  pool), worker threads that count towards the bound (abandoned ones do not), and how many
+  of those are waiting for work.
+- ``left``: entries not yet in a final state; the run is done when it reaches 0.
+- ``parent`` / ``map_left`` / ``children``: a ``map`` subtask's task, and per mapped task
+  how many subtasks have not finished and which they are.
 - ``values``, ``errors``, ``attempts``, ``first_start``, ``last_end``, ``busy``: records.
 """
 
@@ -34,30 +41,38 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .errors import InvalidOptionError, RunInterrupted, TaskFailed, TaskTimeout
+from .errors import InvalidOptionError, RunInterrupted, TaskFailed, TaskTimeout, _NoRetry
 from .events import EventBus, LayerEvent, LogObserver, Observer, RunEvent, TaskEvent, logger
-from .graph import _gc_paused
+from .graph import Task, _gc_paused
 from .limits import resolve_max_workers
-from .plan import MODES, Plan
+from .plan import KEY_BASE, MODES, Plan
 from .result import RunResult, TaskRun
 
-__all__ = ["Run", "execute"]
+__all__ = ["Run", "execute", "BACKENDS"]
 
-_PENDING, _READY, _RUNNING, _RETRY_WAIT, _SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED = range(8)
-_FINAL = _SUCCEEDED
-_STATUS_NAMES = {
-    _PENDING: "pending",
-    _READY: "pending",
-    _RUNNING: "running",
-    _RETRY_WAIT: "pending",
-    _SUCCEEDED: "succeeded",
-    _FAILED: "failed",
-    _SKIPPED: "skipped",
-    _CANCELLED: "cancelled",
-}
+_PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED = range(5)
+_SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED = range(5, 9)
+_STATUS_NAMES = [
+    "pending",
+    "pending",
+    "running",
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "skipped",
+    "cancelled",
+]
+_WAITING_STATES = (_PENDING, _READY, _RETRY_WAIT)
+
+#: pool kinds; a task's kind comes from its ``executor`` option or the run's ``backend``
+_THREAD, _ASYNC, _PROCESS = range(3)
+_KINDS = {"thread": _THREAD, "async": _ASYNC, "process": _PROCESS}
+BACKENDS = ("thread", "process", "async")
+_INFINITE = 1 << 62
 
 
 def _new_run_id() -> str:
@@ -65,16 +80,17 @@ def _new_run_id() -> str:
 
 
 def _sync_call(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A coroutine function made callable from a worker thread (one event loop per call).
-
-    Until the asyncio backend exists this keeps async tasks working on threads.
-    """
+    """A coroutine function run to completion in a worker thread (``executor="thread"``)."""
     import asyncio
 
-    def call(**kwargs: Any) -> Any:
-        return asyncio.run(fn(**kwargs))
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(fn(*args, **kwargs))
 
     return call
+
+
+class MapError(_NoRetry, TypeError):
+    """The upstream value of a ``map`` task is not a list."""
 
 
 class Run:
@@ -90,8 +106,10 @@ class Run:
         fail_fast: bool = True,
         timeout: float | None = None,
         keep: Iterable[int] | None = None,
-        observers: list[Observer] = (),  # type: ignore[assignment]
+        observers: Sequence[Observer] = (),
         seed: int | None = None,
+        backend: str = "thread",
+        loop: Any = None,
         run_id: str | None = None,
     ) -> None:
         g = plan.graph
@@ -103,33 +121,28 @@ class Run:
         self.run_timeout = timeout
         self.run_id = run_id or _new_run_id()
         self.rng = random.Random(seed)
-        self.slots = 1 if mode == "sequential" else resolve_max_workers(max_workers)
-        if mode == "sequential":
-            seq = plan.sequence(seed)
-            self.keys = [0] * n
-            for pos, i in enumerate(seq):
-                self.keys[i] = pos * n + i  # keys decode to their task as key % n
+        self.loop = loop
+        sequential = mode == "sequential"
+        # with max_workers=None coroutines are unbounded; threads stop at the default cap
+        self.limit = 1 if sequential else (max_workers or _INFINITE)
+        self.thread_cap = 1 if sequential else resolve_max_workers(max_workers)
+        if sequential:
+            keys = [0] * n
+            for pos, i in enumerate(plan.sequence(seed)):
+                keys[i] = pos * KEY_BASE + i
+            self.keys = keys
         else:
-            self.keys = plan.keys()
+            self.keys = list(plan.keys())
 
-        tasks = g.tasks
-        self.fns = [_sync_call(t.fn) if t.is_coroutine else t.fn for t in tasks]
-        self.consts: list[dict[str, Any] | None] = []
-        for t, in_args in zip(tasks, g.input_args, strict=True):
-            const = dict(t.params)
-            for param, name in in_args:
-                if name in inputs:
-                    const[param] = inputs[name]
-            self.consts.append(const or None)
-        self.args = g.args
-        self.positional = [t.signature.positional_only for t in tasks]
-
+        with _gc_paused():
+            self._init_entries(inputs, backend)
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.done = threading.Event()
-        self.status = [_PENDING] * n
+        self.on_done: Callable[[], None] | None = None
         self.waiting = [len(d) for d in g.deps]
-        self.ready: list[int] = []
+        self.ready: list[list[int]] = [[], [], []]
+        self.ready_threads = self.ready[_THREAD]
         self.layered = mode == "layered"
         self.current_layer = 0
         self.held: list[list[int]] = [[] for _ in range(g.n_layers)] if self.layered else []
@@ -138,17 +151,10 @@ class Run:
             self.layer_left[li] += 1
         self.layer_seen = bytearray(g.n_layers)
         self.layer_names: list[tuple[str, ...]] | None = None
-        self.token = [0] * n
-        self.values: list[Any] = [None] * n
-        self.errors: list[BaseException | None] = [None] * n
-        self.attempts = [0] * n
-        self.first_start = [0.0] * n
-        self.last_end = [0.0] * n
-        self.busy = [0.0] * n
-        self.seq = [0] * n
         self.started: list[int] = []
         self.left = n
         self.running = 0
+        self.running_kind = [0, 0, 0]
         self.threads = 0
         self.idle = 0
         self.stopping = False
@@ -174,22 +180,82 @@ class Run:
         self.perf0 = time.perf_counter()
         self.end = self.perf0
 
-    # --- helpers ------------------------------------------------------------------------
+    def _init_entries(self, inputs: Mapping[str, Any], backend: str) -> None:
+        """Per-entry lists for the graph's tasks (map subtasks are appended later)."""
+        g = self.graph
+        n = self.n
+        tasks = g.tasks
+        self.names = list(g.names)
+        self.spec: list[Task] = list(tasks)
+        self.layer = list(g.layer)
+        self.kind: list[int] = []
+        self.fns: list[Callable[..., Any]] = []
+        default = _KINDS[backend if backend != "async" else "thread"]
+        for t in tasks:
+            if t.executor is not None:
+                kind = _KINDS[t.executor]
+            elif t.is_coroutine:
+                kind = _ASYNC
+            else:
+                kind = default
+            if kind == _ASYNC and not t.is_coroutine:
+                raise InvalidOptionError(
+                    f"task {t.name!r}: executor='async' needs an 'async def' function; "
+                    f"use executor='thread' for a plain function"
+                )
+            self.kind.append(kind)
+            self.fns.append(_sync_call(t.fn) if kind == _THREAD and t.is_coroutine else t.fn)
+        self.consts: list[dict[str, Any] | None] = []
+        for t, in_args in zip(tasks, g.input_args, strict=True):
+            const = dict(t.params)
+            for param, name in in_args:
+                if name in inputs:
+                    const[param] = inputs[name]
+            self.consts.append(const or None)
+        self.args: list[tuple[tuple[str, int], ...]] = list(g.args)
+        self.positional = [t.signature.positional_only for t in tasks]
+        self.status = [_PENDING] * n
+        self.token = [0] * n
+        self.values: list[Any] = [None] * n
+        self.errors: list[BaseException | None] = [None] * n
+        self.attempts = [0] * n
+        self.first_start = [0.0] * n
+        self.last_end = [0.0] * n
+        self.busy = [0.0] * n
+        self.seq = [0] * n
+        self.handle: list[Any] = [None] * n
+        self.parent = [-1] * n
+        self.map_left: dict[int, int] = {}
+        self.children: dict[int, list[int]] = {}
+        self.backends: list[Any] = [None, None, None]
+        self.kind_cap = [_INFINITE, _INFINITE, _INFINITE]
+        used = set(self.kind)
+        if _PROCESS in used:
+            import os
 
-    def wall(self, t: float) -> float:
-        """A perf_counter reading as seconds since the epoch."""
-        return self.wall0 + (t - self.perf0)
+            from .backends.process import ProcessBackend
+
+            self.backends[_PROCESS] = ProcessBackend()
+            cap = os.cpu_count() or 1
+            self.kind_cap[_PROCESS] = cap if self.limit == _INFINITE else self.limit
+        if _ASYNC in used:
+            from .backends.aio import AsyncBackend
+
+            self.backends[_ASYNC] = AsyncBackend(self.loop)
+        self.has_foreign = bool(used - {_THREAD})
+
+    # --- helpers ------------------------------------------------------------------------
 
     def _task_event(self, kind: str, i: int, **fields: Any) -> None:
         self.emit(  # type: ignore[misc]
             TaskEvent(
                 kind,
-                self.graph.names[i],
+                self.names[i],
                 time.time(),
                 self.run_id,
-                layer=self.graph.layer[i],
+                layer=self.layer[i],
                 seq=self.seq[i],
-                total=self.n,
+                total=len(self.names),
                 attempt=self.attempts[i],
                 **fields,
             )
@@ -200,45 +266,128 @@ class Run:
             self.timer = _Timer(self)
         return self.timer
 
+    def _call_args(self, i: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The positional and keyword arguments of entry ``i``'s call."""
+        const = self.consts[i]
+        kwargs = dict(const) if const else {}
+        values = self.values
+        for param, j in self.args[i]:
+            kwargs[param] = values[j]
+        if self.positional[i]:
+            return tuple(kwargs.pop(p) for p in self.positional[i] if p in kwargs), kwargs
+        return (), kwargs
+
     # --- transitions (mutate; call with ``lock`` held) -----------------------------------
 
     def _make_ready(self, i: int) -> None:
-        """Task ``i`` may start: queue it, or hold it behind a layer barrier."""
+        """Entry ``i`` may start: queue it, hold it behind a layer barrier, or expand it."""
+        if i < self.n and i in self.graph.map_source:
+            self._expand(i)
+            return
         self.status[i] = _READY
-        if self.layered and self.graph.layer[i] != self.current_layer:
-            self.held[self.graph.layer[i]].append(self.keys[i])
+        if self.layered and self.layer[i] != self.current_layer:
+            self.held[self.layer[i]].append(self.keys[i])
         else:
-            heapq.heappush(self.ready, self.keys[i])
+            heapq.heappush(self.ready[self.kind[i]], self.keys[i])
+
+    def _expand(self, m: int) -> None:
+        """A ``map`` task's list has arrived: one subtask per element, ``name[k]``."""
+        src = self.graph.map_source[m]
+        items = self.values[src]
+        name = self.names[m]
+        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+            err = MapError(
+                f"task {name!r} maps over {self.names[src]!r}, which returned "
+                f"{type(items).__name__}, not a list"
+            )
+            self.attempts[m] = 1
+            self._fail(m, err)
+            return
+        self.status[m] = _MAPPED
+        k = len(items)
+        if not k:
+            self.first_start[m] = self.last_end[m] = time.perf_counter()
+            self._succeed(m, [])
+            return
+        params = [p for p, j in self.args[m] if j == src]
+        other_args = tuple((p, j) for p, j in self.args[m] if j != src)
+        base = self.consts[m] or {}
+        prefix = (self.keys[m] // KEY_BASE) * KEY_BASE
+        first = len(self.names)
+        kids = list(range(first, first + k))
+        self.children[m] = kids
+        self.map_left[m] = k
+        self.left += k
+        spec, kind, fn = self.spec[m], self.kind[m], self.fns[m]
+        pos, layer = self.positional[m], self.layer[m]
+        with _gc_paused():
+            for idx, item in enumerate(items):
+                const = dict(base)
+                for p in params:
+                    const[p] = item
+                self.names.append(f"{name}[{idx}]")
+                self.spec.append(spec)
+                self.layer.append(layer)
+                self.kind.append(kind)
+                self.fns.append(fn)
+                self.consts.append(const)
+                self.args.append(other_args)
+                self.positional.append(pos)
+                self.keys.append(prefix + first + idx)
+                self.status.append(_PENDING)
+                self.token.append(0)
+                self.values.append(None)
+                self.errors.append(None)
+                self.attempts.append(0)
+                self.first_start.append(0.0)
+                self.last_end.append(0.0)
+                self.busy.append(0.0)
+                self.seq.append(0)
+                self.handle.append(None)
+                self.parent.append(m)
+        for j in kids:
+            self.status[j] = _READY
+        if self.layered and layer != self.current_layer:
+            self.held[layer].extend(self.keys[j] for j in kids)
+        else:
+            ready = self.ready[kind]
+            ready.extend(self.keys[j] for j in kids)
+            heapq.heapify(ready)
 
     def _start(self, i: int) -> None:
-        """Record that task ``i`` starts an attempt now."""
+        """Record that entry ``i`` starts an attempt now."""
         now = time.perf_counter()
         self.status[i] = _RUNNING
         self.running += 1
+        self.running_kind[self.kind[i]] += 1
         a = self.attempts[i] = self.attempts[i] + 1
         if a == 1:
             self.first_start[i] = now
             self.started.append(i)
             self.seq[i] = len(self.started)
         self.last_end[i] = now  # start of the current attempt until it ends
-        t = self.graph.tasks[i]
+        t = self.spec[i]
         if t.timeout is not None:
             self._timer().add(now + t.timeout, self._on_task_deadline, i, self.token[i])
         if self.emit:
-            li = self.graph.layer[i]
+            li = self.layer[i]
             if not self.layer_seen[li]:
                 self.layer_seen[li] = 1
                 self.emit(LayerEvent("layer_started", None, time.time(), self.run_id, layer=li))
             self._task_event("task_started", i)
 
     def _next(self) -> int:
-        """The best ready task for the calling worker, waiting while none is; -1 to exit."""
+        """The best ready thread task for the calling worker, waiting while there is none;
+        -1 tells the worker to exit."""
+        ready = self.ready_threads
         while True:
             if self.exiting:
                 return -1
-            ready = self.ready
-            if ready and not self.stopping and self.running < self.slots:
-                i = heapq.heappop(ready) % self.n
+            if ready and not self.stopping and self.running < self.limit:
+                if self.has_foreign and self._foreign_first(ready[0]):
+                    self._pump()  # a better coroutine or process task takes the slot
+                    continue
+                i = heapq.heappop(ready) % KEY_BASE
                 self._start(i)
                 if ready:
                     self._dispatch()
@@ -247,8 +396,8 @@ class Run:
             self.cond.wait()
 
     def _dispatch(self) -> None:
-        """Wake idle workers (or start new ones) for ready tasks nobody has taken yet."""
-        want = min(len(self.ready), self.slots - self.running)
+        """Wake idle workers (or start new ones) for ready thread tasks nobody has taken."""
+        want = min(len(self.ready_threads), self.limit - self.running)
         if want <= 0 or self.stopping:
             return
         wake = min(want, self.idle)
@@ -256,45 +405,121 @@ class Run:
             self.idle -= wake
             self.cond.notify(wake)
             want -= wake
-        spawn = min(want, self.slots - self.threads)
-        for _ in range(spawn):
-            self._spawn()
+        for _ in range(min(want, self.thread_cap - self.threads)):
+            self.threads += 1
+            threading.Thread(target=self._worker, name="layerflow-worker", daemon=True).start()
 
-    def _spawn(self) -> None:
-        self.threads += 1
-        threading.Thread(target=self._worker, name="layerflow-worker", daemon=True).start()
+    def _best_foreign(self) -> tuple[int, int]:
+        """(key, kind) of the best ready coroutine or process task that may start; kind -1
+        when there is none."""
+        best, best_kind = 0, -1
+        for kind in (_ASYNC, _PROCESS):
+            ready = self.ready[kind]
+            if (
+                ready
+                and self.running_kind[kind] < self.kind_cap[kind]
+                and (best_kind < 0 or ready[0] < best)
+            ):
+                best, best_kind = ready[0], kind
+        return best, best_kind
 
-    def complete(self, i: int, token: int, ok: bool, value: Any, t0: float, t1: float) -> int:
-        """Task ``i``'s attempt ended: record it, release its successors, return the next
-        task for this worker (-1: this worker exits)."""
+    def _foreign_first(self, key: int) -> bool:
+        """When slots are scarce, does a coroutine or process task come before ``key``?"""
+        if self.limit - self.running > len(self.ready_threads):
+            return False  # room for every ready thread task anyway
+        best, kind = self._best_foreign()
+        return kind >= 0 and best < key
+
+    def _pump(self) -> None:
+        """Submit ready coroutine and process tasks while the bounds allow. When slots are
+        scarce, the best keys over all pools go first, so priorities (and the sequential
+        order) hold across pools."""
+        if self.stopping:
+            return
+        threads_ready = self.ready_threads
+        while self.running < self.limit:
+            best, kind = self._best_foreign()
+            if kind < 0:
+                return
+            if (
+                threads_ready
+                and threads_ready[0] < best
+                and self.limit - self.running <= len(threads_ready)
+            ):
+                return  # the slots left belong to better thread tasks
+            i = heapq.heappop(self.ready[kind]) % KEY_BASE
+            self._start(i)
+            args, kwargs = self._call_args(i)
+            token = self.token[i]
+
+            def on_done(ok: bool, value: Any, seconds: float, i: int = i, token: int = token):
+                self._foreign_done(i, token, ok, value, seconds)
+
+            self.handle[i] = self.backends[kind].submit(
+                self.names[i], self.fns[i], args, kwargs, on_done
+            )
+
+    def _kick(self) -> None:
+        """After a change: start what may start now."""
+        if self.has_foreign:
+            self._pump()
+        if self.ready_threads:
+            self._dispatch()
+
+    def _record(self, i: int, token: int, ok: bool, value: Any, t0: float, t1: float) -> bool:
+        """Entry ``i``'s attempt ended; False when the attempt had been abandoned."""
         if token != self.token[i]:
-            return -1  # abandoned: its slot went to a fresh worker, its result is stale
+            return False  # abandoned: its slot was given away, its result is stale
         self.running -= 1
+        self.running_kind[self.kind[i]] -= 1
+        self.handle[i] = None
         self.busy[i] += t1 - t0
         self.last_end[i] = t1
         if ok:
             self._succeed(i, value)
         else:
             self._fail(i, value)
+        return True
+
+    def complete(self, i: int, token: int, ok: bool, value: Any, t0: float, t1: float) -> int:
+        """A thread worker's task ended: record it and return the worker's next task
+        (-1: the worker exits)."""
+        if not self._record(i, token, ok, value, t0, t1):
+            return -1
+        if self.has_foreign:
+            self._pump()
         return self._next()
+
+    def _foreign_done(self, i: int, token: int, ok: bool, value: Any, seconds: float) -> None:
+        """A backend's done-callback: the same transition as a thread worker's."""
+        t1 = time.perf_counter()
+        with self.lock:
+            if self._record(i, token, ok, value, t1 - seconds, t1):
+                self._kick()
 
     def _succeed(self, i: int, value: Any) -> None:
         self.status[i] = _SUCCEEDED
         self.values[i] = value
         if self.emit:
             self._task_event("task_succeeded", i, duration=self.busy[i])
-        waiting = self.waiting
-        status = self.status
-        for s in self.graph.succs[i]:
-            waiting[s] -= 1
-            if not waiting[s] and status[s] == _PENDING:
-                self._make_ready(s)
+        if i < self.n:
+            waiting = self.waiting
+            status = self.status
+            for s in self.graph.succs[i]:
+                waiting[s] -= 1
+                if not waiting[s] and status[s] == _PENDING:
+                    self._make_ready(s)
         self._finalize(i)
 
     def _fail(self, i: int, error: BaseException) -> None:
-        t = self.graph.tasks[i]
+        t = self.spec[i]
         a = self.attempts[i]
-        if not self.stopping and a <= t.retries and isinstance(error, t.retry_on):
+        if (
+            not self.stopping
+            and a <= t.retries
+            and isinstance(error, t.retry_on)
+            and not isinstance(error, _NoRetry)
+        ):
             delay = t.retry_delay * (2 ** (a - 1)) * self.rng.uniform(0.8, 1.2)
             if self.emit:
                 self._task_event("task_retrying", i, error=error, delay=delay)
@@ -303,7 +528,6 @@ class Run:
                 self._timer().add(time.perf_counter() + delay, self._on_retry, i, self.token[i])
             else:
                 self._make_ready(i)
-                self._dispatch()
             return
         self.status[i] = _FAILED
         self.errors[i] = error
@@ -315,13 +539,12 @@ class Run:
         self.outcome = "failed"
         self._finalize(i)
         if self.fail_fast:
-            self._stop(f"{self.graph.names[i]!r} failed")
-        else:
+            self._stop(f"{self.names[i]!r} failed")
+        elif i < self.n:
             self._skip_downstream(i)
 
     def _skip_downstream(self, i: int) -> None:
         """Continue-on-failure: everything that needs ``i`` will never run."""
-        names = self.graph.names
         status = self.status
         stack = [i]
         while stack:
@@ -331,27 +554,56 @@ class Run:
                     status[s] = _SKIPPED
                     if self.emit:
                         self._task_event(
-                            "task_skipped", s, reason=f"upstream {names[j]!r} did not succeed"
+                            "task_skipped", s, reason=f"upstream {self.names[j]!r} did not succeed"
                         )
                     self._finalize(s)
                     stack.append(s)
 
     def _finalize(self, i: int) -> None:
-        """Task ``i`` reached a final state: count it, end its layer, release inputs."""
-        li = self.graph.layer[i]
-        self.layer_left[li] -= 1
-        if not self.layer_left[li]:
-            self._layer_done(li)
-        if self.release:
-            users = self.users_left
-            for j in self.graph.deps[i]:
-                users[j] -= 1
-                if not users[j] and not self.keep[j]:
-                    self.values[j] = None
-                    self.released[j] = 1
+        """Entry ``i`` reached a final state: count it, end its layer or its map, release."""
+        m = self.parent[i]
+        if m >= 0:
+            self.map_left[m] -= 1
+            if not self.map_left[m]:
+                self._map_done(m)
+        else:
+            li = self.layer[i]
+            self.layer_left[li] -= 1
+            if not self.layer_left[li]:
+                self._layer_done(li)
+            if self.release:
+                users = self.users_left
+                for j in self.graph.deps[i]:
+                    users[j] -= 1
+                    if not users[j] and not self.keep[j]:
+                        self.values[j] = None
+                        self.released[j] = 1
         self.left -= 1
         if not self.left:
             self._finish_run()
+
+    def _map_done(self, m: int) -> None:
+        """Every subtask of map task ``m`` ended: its value is their values, in order."""
+        kids = self.children[m]
+        status = self.status
+        if all(status[j] == _SUCCEEDED for j in kids):
+            self.first_start[m] = min(self.first_start[j] for j in kids)
+            self.last_end[m] = max(self.last_end[j] for j in kids)
+            self._succeed(m, [self.values[j] for j in kids])
+            return
+        failed = [j for j in kids if status[j] == _FAILED]
+        if failed:
+            self.status[m] = _FAILED
+            self.errors[m] = self.errors[failed[0]]
+            if self.emit:
+                self._task_event("task_failed", m, error=self.errors[m], duration=0.0)
+            self.outcome = "failed"
+            self._finalize(m)
+            if not self.fail_fast:
+                self._skip_downstream(m)
+        else:
+            self.status[m] = _CANCELLED
+            self._finalize(m)
 
     def _layer_done(self, li: int) -> None:
         if self.emit:
@@ -366,31 +618,38 @@ class Run:
             while self.current_layer < len(self.layer_left) - 1:
                 self.current_layer += 1
                 for k in self.held[self.current_layer]:
-                    heapq.heappush(self.ready, k)
+                    heapq.heappush(self.ready[self.kind[k % KEY_BASE]], k)
                 self.held[self.current_layer] = []
                 if self.layer_left[self.current_layer]:
                     break
-            self._dispatch()
 
     def _stop(self, reason: str) -> None:
-        """No more starts: every task not running now is cancelled."""
+        """No more starts: every entry not running now is cancelled."""
         self.stopping = True
-        self.ready.clear()
+        for ready in self.ready:
+            ready.clear()
         status = self.status
-        for i in range(self.n):
-            if status[i] in (_PENDING, _READY, _RETRY_WAIT):
+        for i in range(len(status)):
+            if status[i] in _WAITING_STATES:
                 status[i] = _CANCELLED
                 if self.emit:
                     self._task_event("task_cancelled", i, reason=reason)
                 self._finalize(i)
 
     def _abandon(self, i: int, error: BaseException, *, fail: bool) -> None:
-        """Give up on task ``i``'s running attempt: its thread is left to finish on its own
-        (a thread cannot be killed) and its slot goes to a fresh worker."""
+        """Give up on entry ``i``'s running attempt. A coroutine is cancelled and a worker
+        process killed; a thread cannot be killed, so it is left to finish on its own and
+        its slot goes to a fresh worker."""
         now = time.perf_counter()
+        kind = self.kind[i]
         self.token[i] += 1
         self.running -= 1
-        self.threads -= 1
+        self.running_kind[kind] -= 1
+        if kind == _THREAD:
+            self.threads -= 1
+        elif self.handle[i] is not None:
+            self.backends[kind].cancel(self.handle[i])
+            self.handle[i] = None
         self.busy[i] += now - self.last_end[i]
         self.last_end[i] = now
         if fail:
@@ -401,19 +660,20 @@ class Run:
             if self.emit:
                 self._task_event("task_cancelled", i, reason=str(error))
             self._finalize(i)
-        self._dispatch()
+        self._kick()
 
     def _on_task_deadline(self, i: int, token: int) -> None:
         if self.token[i] != token or self.status[i] != _RUNNING:
             return
-        t = self.graph.tasks[i]
-        name = self.graph.names[i]
-        logger.warning(
-            "task %r timed out after %gs; its thread was abandoned and may keep running "
-            "in the background (threads cannot be killed)",
-            name,
-            t.timeout,
-        )
+        t = self.spec[i]
+        name = self.names[i]
+        if self.kind[i] == _THREAD:
+            logger.warning(
+                "task %r timed out after %gs; its thread was abandoned and may keep running "
+                "in the background (threads cannot be killed)",
+                name,
+                t.timeout,
+            )
         err = TaskTimeout(f"task {name!r} timed out after {t.timeout:g}s", name, t.timeout)
         self._abandon(i, err, fail=True)
 
@@ -421,20 +681,19 @@ class Run:
         if self.token[i] != token or self.status[i] != _RETRY_WAIT:
             return
         self._make_ready(i)
-        self._dispatch()
+        self._kick()
 
     def _on_run_deadline(self) -> None:
         if self.left == 0:
             return
         limit = self.run_timeout
-        err = TaskTimeout(f"the run timed out after {limit:g}s", None, limit)
         self.outcome = "failed"
         if self.cause < 0:
-            self.cause_error = err
+            self.cause_error = TaskTimeout(f"the run timed out after {limit:g}s", None, limit)
         self.stopping = True
-        for i in range(self.n):
+        for i in range(len(self.status)):
             if self.status[i] == _RUNNING:
-                name = self.graph.names[i]
+                name = self.names[i]
                 e = TaskTimeout(
                     f"task {name!r} was still running when the run timed out after {limit:g}s",
                     name,
@@ -451,7 +710,7 @@ class Run:
             self.outcome = "interrupted"
             self.stopping = True
             err = KeyboardInterrupt("interrupted")
-            for i in range(self.n):
+            for i in range(len(self.status)):
                 if self.status[i] == _RUNNING:
                     self._abandon(i, err, fail=False)
             self._stop("the run was interrupted")
@@ -463,8 +722,10 @@ class Run:
         if self.timer is not None:
             self.timer.close()
         self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
-    # --- workers --------------------------------------------------------------------------
+    # --- thread workers -------------------------------------------------------------------
 
     def _worker(self) -> None:
         """A worker thread: take a task, run it, report it and take the next, until done."""
@@ -506,51 +767,66 @@ class Run:
 
     # --- driving a run --------------------------------------------------------------------
 
-    def execute(self) -> None:
-        """Run to the end (or to a stop), in the calling thread's lifetime."""
-        g = self.graph
+    def start(self, *, inline: bool = False) -> None:
+        """Queue the tasks without dependencies and start the pools (lock not held)."""
         if self.emit:
             self.emit(RunEvent("run_started", None, time.time(), self.run_id, total=self.n))
+        with self.lock:
+            if self.run_timeout is not None:
+                self._timer().add(self.perf0 + self.run_timeout, self._on_run_deadline)
+            if inline:
+                self.threads = 1  # the calling thread is the one worker
+            for i in range(self.n):
+                if not self.waiting[i] and self.status[i] == _PENDING:
+                    self._make_ready(i)
+            if not self.left:
+                self._finish_run()
+            elif inline:
+                if self.has_foreign:
+                    self._pump()
+            else:
+                self._kick()
+
+    def execute(self) -> None:
+        """Run to the end (or to a stop) in the calling thread."""
+        g = self.graph
         inline = (
             self.mode == "sequential"
             and self.run_timeout is None
             and not any(t.timeout is not None for t in g.tasks)
         )
         try:
-            with self.lock:
-                if self.run_timeout is not None:
-                    self._timer().add(self.perf0 + self.run_timeout, self._on_run_deadline)
-                for i in range(self.n):
-                    if not self.waiting[i]:
-                        self._make_ready(i)
-                if not self.n:
-                    self._finish_run()
-                elif not inline:
-                    self._dispatch()
+            self.start(inline=inline)
             if inline:
                 with self.lock:
-                    self.threads = 1  # the calling thread is the one worker
                     i = self._next()
                 self._work(i, inline=True)
             self.done.wait()
         except KeyboardInterrupt:
             self.interrupt()
         finally:
-            if self.bus is not None:
-                self.emit(  # type: ignore[misc]
-                    RunEvent(
-                        "run_finished",
-                        None,
-                        time.time(),
-                        self.run_id,
-                        total=self.n,
-                        status=self.outcome,
-                        duration=self.end - self.perf0,
-                        sequential_estimate=sum(self.busy),
-                        counts=self._counts(),
-                    )
+            self.close()
+
+    def close(self) -> None:
+        """Report the end to observers and release the pools."""
+        for backend in self.backends:
+            if backend is not None:
+                backend.close()
+        if self.bus is not None:
+            self.emit(  # type: ignore[misc]
+                RunEvent(
+                    "run_finished",
+                    None,
+                    time.time(),
+                    self.run_id,
+                    total=len(self.names),
+                    status=self.outcome,
+                    duration=self.end - self.perf0,
+                    sequential_estimate=sum(self.busy),
+                    counts=self._counts(),
                 )
-                self.bus.close()
+            )
+            self.bus.close()
 
     def _counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -560,31 +836,36 @@ class Run:
         return out
 
     def result(self) -> RunResult:
-        """The run's outcome as a :class:`RunResult` (call after :meth:`execute`)."""
-        g = self.graph
-        names = g.names
+        """The run's outcome as a :class:`RunResult` (call after the run has ended)."""
+        names = self.names
         offset = self.wall0 - self.perf0  # perf_counter reading -> seconds since the epoch
-        status_names = [_STATUS_NAMES[s] for s in range(8)]
         with _gc_paused():
-            tasks = {
-                names[i]: TaskRun(
+            order = list(range(self.n))
+            if self.children:  # subtasks right after their task
+                order = []
+                for i in range(self.n):
+                    order.append(i)
+                    order.extend(self.children.get(i, ()))
+            tasks = {}
+            for i in order:
+                a = self.attempts[i]
+                started = a or self.status[i] == _SUCCEEDED
+                tasks[names[i]] = TaskRun(
                     names[i],
-                    status_names[self.status[i]],
+                    _STATUS_NAMES[self.status[i]],
                     self.values[i],
                     self.errors[i],
                     a,
-                    self.first_start[i] + offset if a else None,
-                    self.last_end[i] + offset if a else None,
-                    self.busy[i],
-                    g.layer[i],
+                    self.first_start[i] + offset if started else None,
+                    self.last_end[i] + offset if started else None,
+                    self.busy[i] if i not in self.children else 0.0,
+                    self.layer[i],
                     {},
                 )
-                for i, a in enumerate(self.attempts)
-            }
-            critical = self.plan._longest(self.plan._longest_to(self.busy))
+            critical = self.plan._longest(self.plan._longest_to(self._static_durations()))
             return RunResult(
                 run_id=self.run_id,
-                flow_name=g.flow_name,
+                flow_name=self.graph.flow_name,
                 status=self.outcome,
                 tasks=tasks,
                 order=[names[i] for i in self.started],
@@ -596,6 +877,14 @@ class Run:
                 if self.release
                 else frozenset(),
             )
+
+    def _static_durations(self) -> list[float]:
+        """Seconds per graph task; a map task's are its subtasks' wall span."""
+        busy = self.busy[: self.n]
+        for m, kids in self.children.items():
+            if kids and self.status[m] == _SUCCEEDED:
+                busy[m] = self.last_end[m] - self.first_start[m]
+        return busy
 
 
 class _Timer:
@@ -638,30 +927,7 @@ class _Timer:
                 callback(*args)
 
 
-def execute(
-    plan: Plan,
-    inputs: Mapping[str, Any],
-    *,
-    outputs: list[int] | None,
-    mode: str,
-    max_workers: int | None,
-    fail_fast: bool,
-    timeout: float | None,
-    on_event: Observer | None,
-    progress: bool,
-    seed: int | None,
-) -> RunResult:
-    """Run a validated plan; raise ``TaskFailed`` or ``RunInterrupted`` as ``flow.run`` does."""
-    if mode not in MODES:
-        raise InvalidOptionError(
-            f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}"
-        )
-    if timeout is not None and (
-        not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
-    ):
-        raise InvalidOptionError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise InvalidOptionError(f"seed must be an int, got {seed!r}")
+def _observers(on_event: Observer | None, progress: bool) -> list[Observer]:
     if on_event is not None and not callable(on_event):
         raise InvalidOptionError(f"on_event must be a callable taking an event, got {on_event!r}")
     observers: list[Observer] = []
@@ -673,7 +939,46 @@ def execute(
         observers.append(LogObserver(lambda line, level: print(line, file=sys.stderr, flush=True)))
     elif logger.isEnabledFor(20):  # logging.INFO: plain progress lines through logging
         observers.append(LogObserver())
-    run = Run(
+    return observers
+
+
+def prepare(
+    plan: Plan,
+    inputs: Mapping[str, Any],
+    *,
+    outputs: list[int] | None,
+    mode: str,
+    max_workers: int | None,
+    fail_fast: bool,
+    timeout: float | None,
+    backend: str,
+    on_event: Observer | None,
+    progress: bool,
+    seed: int | None,
+    loop: Any = None,
+) -> Run:
+    """Check the run options and build the run's state."""
+    if mode not in MODES:
+        raise InvalidOptionError(
+            f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}"
+        )
+    if backend not in BACKENDS:
+        from .errors import did_you_mean
+
+        raise InvalidOptionError(
+            f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}."
+            f"{did_you_mean(str(backend), BACKENDS)}"
+        )
+    if timeout is not None and (
+        not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
+    ):
+        raise InvalidOptionError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise InvalidOptionError(f"seed must be an int, got {seed!r}")
+    if not isinstance(fail_fast, bool):
+        raise InvalidOptionError(f"fail_fast must be True or False, got {fail_fast!r}")
+    resolve_max_workers(max_workers)
+    return Run(
         plan,
         inputs,
         mode=mode,
@@ -681,17 +986,22 @@ def execute(
         fail_fast=fail_fast,
         timeout=timeout,
         keep=outputs,
-        observers=observers,
+        observers=_observers(on_event, progress),
         seed=seed,
+        backend=backend,
+        loop=loop,
     )
-    run.execute()
+
+
+def outcome(run: Run) -> RunResult:
+    """The run's result, or the exception ``flow.run`` raises for it."""
     result = run.result()
     if result.status == "interrupted":
         raise RunInterrupted("the run was interrupted (Ctrl-C); finished results are kept", result)
-    if result.status == "failed" and fail_fast:
+    if result.status == "failed" and run.fail_fast:
         cause = run.cause_error
         if run.cause >= 0:
-            name = plan.graph.names[run.cause]
+            name = run.names[run.cause]
             attempts = run.attempts[run.cause]
             tries = f" after {attempts} attempts" if attempts > 1 else ""
             message = f"task {name!r} failed{tries}: {type(cause).__name__}: {cause}"
@@ -700,3 +1010,34 @@ def execute(
             message = str(cause)
         raise TaskFailed(message, name, result) from cause
     return result
+
+
+def execute(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
+    """Run a validated plan in the calling thread; raise as ``flow.run`` does."""
+    run = prepare(plan, inputs, **options)
+    run.execute()
+    return outcome(run)
+
+
+async def execute_async(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
+    """Run a validated plan from a coroutine: coroutine tasks on the caller's event loop,
+    the others on their pools; the caller's loop is never blocked."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    run = prepare(plan, inputs, loop=loop, **options)
+    finished = loop.create_future()
+
+    def done() -> None:
+        loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+
+    run.on_done = done
+    try:
+        run.start()
+        await asyncio.shield(finished)
+    except asyncio.CancelledError:
+        run.interrupt()
+        raise
+    finally:
+        run.close()
+    return outcome(run)

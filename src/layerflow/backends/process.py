@@ -1,0 +1,276 @@
+"""Tasks in worker processes, one task at a time per process.
+
+Functions, arguments and results cross the boundary with cloudpickle, so lambdas and
+closures work. Each worker process has a feeder thread in the parent that pickles the
+task, sends it, and waits for the answer, so nothing slow happens under the scheduler's
+lock. Because every process runs one known task, a process that dies (``os._exit``, a
+segfault, the OOM killer) fails only the task it was running, and ``cancel`` (a timeout,
+fail-fast, Ctrl-C) kills just that process; either way a new process takes its place on
+the next submission. (``concurrent.futures.ProcessPoolExecutor`` cannot do this: one dead
+worker breaks the whole pool and fails every task in flight.)
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ..errors import LayerflowError, _NoRetry
+from . import Done
+
+__all__ = ["ProcessBackend", "WorkerDied", "UnpicklableError", "RemoteError"]
+
+
+class WorkerDied(LayerflowError):
+    """The worker process running a task died; ``exitcode`` says how (negative: a signal)."""
+
+    def __init__(self, message: str, exitcode: int | None) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
+
+
+class UnpicklableError(_NoRetry, TypeError):
+    """A task's function, an argument, or its result cannot be sent between processes."""
+
+
+class RemoteError(LayerflowError):
+    """A task raised an exception in a worker process that could not be sent back as is."""
+
+
+def _child_main(conn: Any, reply: Any) -> None:
+    """A worker process: receive a pickled call, run it, send back the pickled outcome."""
+    import asyncio
+    import inspect
+
+    import cloudpickle
+
+    while True:
+        try:
+            payload = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        t0 = time.perf_counter()
+        try:
+            fn, args, kwargs = cloudpickle.loads(payload)
+            if inspect.iscoroutinefunction(fn):
+                value = asyncio.run(fn(*args, **kwargs))
+            else:
+                value = fn(*args, **kwargs)
+            ok = True
+        except BaseException as e:  # the task's own error, sent back
+            ok, value = False, e
+        seconds = time.perf_counter() - t0
+        try:
+            out = cloudpickle.dumps((ok, value, seconds))
+        except Exception as e:
+            if ok:
+                err: BaseException = UnpicklableError(
+                    f"the task's result ({type(value).__name__}) cannot be sent back from the "
+                    f"worker process: {e}"
+                )
+            else:
+                err = RemoteError(
+                    f"{type(value).__name__}: {value}\n"
+                    + "".join(traceback.format_exception(value))
+                )
+            out = cloudpickle.dumps((False, err, seconds))
+        reply.send_bytes(out)
+
+
+def _find_unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """Which part of a call cannot be pickled, for the error message."""
+    import cloudpickle
+
+    parts: list[tuple[str, Any]] = [("its function", fn)]
+    parts += [(f"positional argument {k}", a) for k, a in enumerate(args)]
+    parts += [(f"argument {key!r}", v) for key, v in kwargs.items()]
+    for what, obj in parts:
+        try:
+            cloudpickle.dumps(obj)
+        except Exception as e:
+            shown = repr(obj)
+            if len(shown) > 80:
+                shown = shown[:77] + "..."
+            return f"{what} ({type(obj).__name__} {shown}) cannot be pickled: {e}"
+    return "the call cannot be pickled"
+
+
+class _Worker:
+    """One process and the parent-side thread that feeds it."""
+
+    def __init__(self, backend: ProcessBackend) -> None:
+        self.backend = backend
+        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.send: Connection | None = None
+        self.conn: Connection | None = None
+        self.killed = False
+        threading.Thread(target=self._feed, name="layerflow-process-feeder", daemon=True).start()
+
+    def _start_process(self) -> None:
+        # A fresh interpreter, not multiprocessing: the user's script is never re-imported
+        # (it needs no __main__ guard), and no process full of threads is forked.
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        try:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "layerflow.backends._worker",
+                    str(to_child_r),
+                    str(from_child_w),
+                ],
+                pass_fds=(to_child_r, from_child_w),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self.send = Connection(to_child_w, readable=False)
+        self.conn = Connection(from_child_r, writable=False)
+
+    def _feed(self) -> None:
+        import cloudpickle
+
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                break
+            name, fn, args, kwargs, on_done = job
+            try:
+                payload = cloudpickle.dumps((fn, args, kwargs))
+            except Exception:
+                reason = _find_unpicklable(fn, args, kwargs)
+                self.backend._release(self)
+                on_done(
+                    False,
+                    UnpicklableError(f"task {name!r} cannot be sent to a worker process: {reason}"),
+                    0.0,
+                )
+                continue
+            t0 = time.perf_counter()
+            try:
+                if self.process is None:
+                    self._start_process()
+                self.send.send_bytes(payload)  # type: ignore[union-attr]
+                answer = self.conn.recv_bytes()  # type: ignore[union-attr]
+            except (EOFError, OSError):
+                self._died(name, on_done, time.perf_counter() - t0)
+                return
+            try:
+                ok, value, seconds = cloudpickle.loads(answer)
+            except Exception as e:  # the result arrived but cannot be unpickled here
+                self.backend._release(self)
+                on_done(False, UnpicklableError(f"task {name!r}: its result: {e}"), 0.0)
+                continue
+            # idle again before the scheduler hears of it, so its next submission reuses us
+            self.backend._release(self)
+            on_done(ok, value, seconds)
+        self._shutdown()
+
+    def _died(self, name: str, on_done: Done, seconds: float) -> None:
+        process = self.process
+        code = None
+        if process is not None:
+            try:
+                code = process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self._close_pipes()
+        self.backend._forget(self)
+        if self.killed:
+            return  # killed by layerflow: the scheduler has already reported the attempt
+        how = f"exit code {code}" if code is None or code >= 0 else f"signal {-code}"
+        on_done(
+            False,
+            WorkerDied(
+                f"the worker process running task {name!r} died ({how}); "
+                "a new process takes its place",
+                code,
+            ),
+            seconds,
+        )
+
+    def submit(self, job: tuple[Any, ...]) -> None:
+        self.jobs.put(job)
+
+    def kill(self) -> None:
+        self.killed = True
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+
+    def close(self) -> None:
+        self.jobs.put(None)
+
+    def _close_pipes(self) -> None:
+        for conn in (self.send, self.conn):
+            if conn is not None and not conn.closed:
+                conn.close()
+
+    def _shutdown(self) -> None:
+        self._close_pipes()  # the child sees EOF and returns
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class ProcessBackend:
+    """A pool of worker processes, started as needed, each running one task at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._all: set[_Worker] = set()
+
+    def submit(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        on_done: Done,
+    ) -> _Worker:
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+            if worker is None:
+                worker = _Worker(self)
+                self._all.add(worker)
+        worker.submit((name, fn, args, kwargs, on_done))
+        return worker
+
+    def _release(self, worker: _Worker) -> None:
+        with self._lock:
+            if worker in self._all:
+                self._idle.append(worker)
+
+    def _forget(self, worker: _Worker) -> None:
+        with self._lock:
+            self._all.discard(worker)
+            if worker in self._idle:
+                self._idle.remove(worker)
+
+    def cancel(self, handle: _Worker) -> None:
+        self._forget(handle)
+        handle.kill()
+
+    def close(self) -> None:
+        with self._lock:
+            workers = list(self._all)
+            self._all.clear()
+            self._idle.clear()
+        for w in workers:
+            w.close()

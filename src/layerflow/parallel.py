@@ -1,0 +1,96 @@
+"""``parallel_map``: parallelism inside one step, on the same engine as flows.
+
+It is a two-task flow, ``items`` and a task mapped over it, so it gets the scheduler's
+bounds, timeouts, backends and progress lines for free.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .errors import InvalidOptionError, LayerflowError, TaskFailed
+from .flow import Flow
+
+__all__ = ["parallel_map", "ParallelMapError"]
+
+
+class ParallelMapError(LayerflowError):
+    """Some items failed (``fail_fast=False``): ``errors`` maps each failed index to its
+    exception; ``results`` holds the other results in input order (None where failed)."""
+
+    def __init__(self, message: str, errors: dict[int, BaseException], results: list[Any]):
+        super().__init__(message)
+        self.errors = errors
+        self.results = results
+
+
+def _index(name: str) -> int:
+    return int(name[name.rindex("[") + 1 : -1])
+
+
+def parallel_map(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    *,
+    max_workers: int | None = None,
+    backend: str = "thread",
+    ordered: bool = True,
+    fail_fast: bool = True,
+    timeout: float | None = None,
+    progress: bool = False,
+) -> list[Any]:
+    """``[fn(x) for x in items]``, run in parallel; results in input order.
+
+    ``backend``: ``"thread"``, ``"process"`` (``fn`` and the items cross with cloudpickle)
+    or ``"async"`` (``fn`` is a coroutine function; all items on one event loop).
+    ``ordered=False`` returns results in the order they finished. ``fail_fast=True``
+    raises the first item's own exception (with a note naming its index) and starts no
+    more items; ``fail_fast=False`` runs every item, then raises one
+    :class:`ParallelMapError` listing every failed index. ``timeout`` bounds the whole call.
+    """
+    if not callable(fn):
+        raise InvalidOptionError(f"parallel_map needs a function, got {type(fn).__name__}")
+    values = list(items)
+    is_async = inspect.iscoroutinefunction(fn)
+    if backend == "async" and not is_async:
+        raise InvalidOptionError("parallel_map(backend='async') needs an 'async def' function")
+    if is_async:
+
+        async def call(item: Any) -> Any:
+            return await fn(item)
+
+        executor = "process" if backend == "process" else "async"
+    else:
+
+        def call(item: Any) -> Any:
+            return fn(item)
+
+        executor = "process" if backend == "process" else "thread"
+    if backend not in ("thread", "process", "async"):
+        raise InvalidOptionError(f"backend must be one of thread, process, async, got {backend!r}")
+    flow = Flow("parallel_map")
+    flow.add(lambda: values, name="items", executor="thread")
+    flow.add(call, name="map", map="items", inputs={"item": "items"}, executor=executor)
+    try:
+        run = flow.run(
+            max_workers=max_workers, fail_fast=fail_fast, timeout=timeout, progress=progress
+        )
+    except TaskFailed as e:
+        cause = e.__cause__ if e.__cause__ is not None else e
+        if e.task.startswith("map["):
+            cause.add_note(f"parallel_map: item {_index(e.task)} failed")
+        raise cause from None
+    kids = [t for name, t in run.tasks.items() if name.startswith("map[")]
+    if run.ok:
+        if ordered:
+            return run["map"]
+        return [t.value for t in sorted(kids, key=lambda t: t.finished_at or 0.0)]
+    errors = {_index(t.name): t.error for t in kids if t.status == "failed"}
+    results = [t.value if t.status == "succeeded" else None for t in kids]
+    shown = "; ".join(f"[{k}] {type(err).__name__}: {err}" for k, err in list(errors.items())[:10])
+    more = f"; ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+    raise ParallelMapError(
+        f"{len(errors)} of {len(values)} items failed: {shown}{more}", errors, results
+    )
