@@ -1,0 +1,374 @@
+"""One conformance suite, run against every backend: thread, process, async, sequential.
+
+Tasks log start/end events to an append-only file with a system-wide monotonic clock, so
+the same checks work in threads, in coroutines and across worker processes. Overlap and
+bounds are read from the order of those events, never from durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import layerflow as lf
+
+BACKENDS = ["thread", "process", "async", "sequential"]
+
+
+def log_event(path: str, name: str, kind: str) -> None:
+    with open(path, "a") as f:  # one short append per line: atomic on POSIX
+        f.write(f"{time.monotonic_ns()} {name} {kind}\n")
+
+
+def read_events(path: Path) -> list[tuple[int, str, str]]:
+    if not path.exists():
+        return []
+    rows = [line.split() for line in path.read_text().splitlines()]
+    return sorted((int(t), name, kind) for t, name, kind in rows)
+
+
+def peak(events: list[tuple[int, str, str]]) -> int:
+    now = best = 0
+    for _, _, kind in events:
+        now += 1 if kind == "start" else -1
+        best = max(best, now)
+    return best
+
+
+def make_task(backend: str, name: str, log: str, seconds: float = 0.0, result=None, fail=None):
+    """A task for ``backend`` that logs, sleeps, then returns ``result(**upstream)``."""
+    if backend == "async":
+
+        async def fn(**upstream):
+            log_event(log, name, "start")
+            await asyncio.sleep(seconds)
+            log_event(log, name, "end")
+            if fail is not None:
+                raise fail
+            return result(**upstream) if result else name
+
+    else:
+
+        def fn(**upstream):
+            log_event(log, name, "start")
+            time.sleep(seconds)
+            log_event(log, name, "end")
+            if fail is not None:
+                raise fail
+            return result(**upstream) if result else name
+
+    return fn
+
+
+def run_flow(flow: lf.Flow, backend: str, **options):
+    if backend == "sequential":
+        return flow.run(mode="sequential", **options)
+    return flow.run(backend=backend if backend != "async" else "thread", **options)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def log(tmp_path):
+    return tmp_path / "events.log"
+
+
+def test_values_flow_along_the_edges(backend, log):
+    flow = lf.Flow()
+    flow.add(make_task(backend, "a", str(log), result=lambda: 2), name="a")
+    flow.add(
+        make_task(backend, "b", str(log), result=lambda a: a * 10), name="b", inputs={"a": "a"}
+    )
+    flow.add(make_task(backend, "c", str(log), result=lambda a: a + 1), name="c", inputs={"a": "a"})
+    flow.add(
+        make_task(backend, "d", str(log), result=lambda b, c: b + c),
+        name="d",
+        inputs={"b": "b", "c": "c"},
+    )
+    run = run_flow(flow, backend)
+    assert run.ok and run["d"] == 23
+    events = read_events(log)
+    starts = {n: t for t, n, k in events if k == "start"}
+    ends = {n: t for t, n, k in events if k == "end"}
+    assert ends["a"] < starts["b"] and ends["a"] < starts["c"]
+    assert max(ends["b"], ends["c"]) < starts["d"]
+
+
+def test_peak_concurrency_respects_max_workers(backend, log):
+    flow = lf.Flow()
+    for k in range(6):
+        flow.add(make_task(backend, f"w{k}", str(log), seconds=0.15), name=f"w{k}")
+    run_flow(flow, backend, max_workers=2)
+    events = read_events(log)
+    assert len(events) == 12
+    expected = 1 if backend == "sequential" else 2
+    assert peak(events) == expected
+
+
+def test_independent_tasks_overlap(backend, log):
+    if backend == "sequential":
+        pytest.skip("sequential never overlaps (checked above)")
+    flow = lf.Flow()
+    for k in range(2):
+        flow.add(make_task(backend, f"w{k}", str(log), seconds=0.5), name=f"w{k}")
+    run_flow(flow, backend, max_workers=2)
+    assert peak(read_events(log)) == 2
+
+
+def test_failure_fail_fast_and_continue(backend, log):
+    def build():
+        flow = lf.Flow()
+        flow.add(make_task(backend, "bad", str(log), fail=ValueError("bad value")), name="bad")
+        flow.add(make_task(backend, "down", str(log)), name="down", after=["bad"])
+        flow.add(make_task(backend, "free", str(log)), name="free")
+        return flow
+
+    with pytest.raises(lf.TaskFailed) as info:
+        run_flow(build(), backend, max_workers=1)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert str(info.value.__cause__) == "bad value"
+    assert info.value.result.tasks["down"].status == "cancelled"
+
+    run = run_flow(build(), backend, fail_fast=False)
+    statuses = {n: t.status for n, t in run.tasks.items()}
+    assert statuses == {"bad": "failed", "down": "skipped", "free": "succeeded"}
+
+
+def test_retry_until_success(backend, tmp_path, log):
+    marker = str(tmp_path / "attempts")
+
+    def result():
+        with open(marker, "a") as f:
+            f.write("x")
+        if len(Path(marker).read_text()) < 3:
+            raise ConnectionError("flaky")
+        return "third time"
+
+    flow = lf.Flow()
+    flow.add(make_task(backend, "flaky", str(log), result=result), name="flaky", retries=3)
+    run = run_flow(flow, backend)
+    assert run["flaky"] == "third time"
+    assert run.tasks["flaky"].attempts == 3
+
+
+def test_timeout_fails_at_the_deadline(backend, log):
+    flow = lf.Flow()
+    flow.add(make_task(backend, "slow", str(log), seconds=10), name="slow", timeout=0.4)
+    flow.add(make_task(backend, "other", str(log)), name="other")
+    t0 = time.perf_counter()
+    run = run_flow(flow, backend, fail_fast=False)
+    assert time.perf_counter() - t0 < 8  # the 10 s of work was not waited for
+    slow = run.tasks["slow"]
+    assert slow.status == "failed" and isinstance(slow.error, lf.TaskTimeout)
+    assert run["other"] == "other"
+
+
+def test_fail_fast_cancels_what_has_not_started(backend, log):
+    flow = lf.Flow()
+    flow.add(make_task(backend, "bad", str(log), fail=RuntimeError("stop")), name="bad", priority=5)
+    for k in range(4):
+        flow.add(make_task(backend, f"later{k}", str(log), seconds=0.05), name=f"later{k}")
+    with pytest.raises(lf.TaskFailed) as info:
+        run_flow(flow, backend, max_workers=1)
+    tasks = info.value.result.tasks
+    assert tasks["bad"].status == "failed"
+    assert all(tasks[f"later{k}"].status == "cancelled" for k in range(4))
+    assert [n for _, n, k in read_events(log) if k == "start"] == ["bad"]
+
+
+# --- backend specifics -----------------------------------------------------------------
+
+
+def test_process_tasks_run_in_other_processes_with_closures():
+    offset = 100  # captured by a closure: cloudpickle sends it along
+    flow = lf.Flow()
+    flow.add(lambda: os.getpid(), name="pid", executor="process")
+    flow.add(lambda pid: pid + offset, name="shifted", executor="process")
+    run = flow.run()
+    assert run["pid"] != os.getpid()
+    assert run["shifted"] == run["pid"] + offset
+
+
+def test_a_dead_worker_fails_only_its_task_and_retries_apply(tmp_path):
+    marker = tmp_path / "died-once"
+
+    def die_once():
+        if not marker.exists():
+            marker.write_text("x")
+            os._exit(3)
+        return "recovered"
+
+    flow = lf.Flow()
+    flow.add(lambda: os._exit(7), name="dies", executor="process")
+    flow.add(die_once, name="retried", executor="process", retries=1)
+    for k in range(3):
+        flow.add(lambda k=k: k, name=f"fine{k}", executor="process")
+    run = flow.run(fail_fast=False, max_workers=2)
+    dead = run.tasks["dies"]
+    assert dead.status == "failed" and isinstance(dead.error, lf.WorkerDied)
+    assert dead.error.exitcode == 7 and "exit code 7" in str(dead.error)
+    assert "'dies'" in str(dead.error)
+    assert run["retried"] == "recovered" and run.tasks["retried"].attempts == 2
+    assert [run[f"fine{k}"] for k in range(3)] == [0, 1, 2]
+
+
+def test_unpicklable_argument_fails_before_it_is_sent():
+    lock = threading.Lock()
+    flow = lf.Flow()
+    flow.add(lambda: lock, name="make_lock")
+    flow.add(lambda make_lock: 1, name="use_lock", executor="process", retries=3)
+    run = flow.run(fail_fast=False)
+    task = run.tasks["use_lock"]
+    assert task.status == "failed" and isinstance(task.error, lf.UnpicklableError)
+    assert "'use_lock'" in str(task.error) and "argument 'make_lock'" in str(task.error)
+    assert task.attempts == 1  # pickling would fail again: not retried
+
+
+def test_unpicklable_result_is_reported():
+    flow = lf.Flow()
+    flow.add(lambda: threading.Lock(), name="lock", executor="process")
+    run = flow.run(fail_fast=False)
+    assert isinstance(run.tasks["lock"].error, lf.UnpicklableError)
+    assert "result" in str(run.tasks["lock"].error)
+
+
+def test_process_exception_keeps_its_type():
+    flow = lf.Flow()
+
+    def boom():
+        raise KeyError("missing key")
+
+    flow.add(boom, executor="process")
+    with pytest.raises(lf.TaskFailed) as info:
+        flow.run()
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_backend_process_runs_plain_functions_in_processes():
+    flow = lf.Flow()
+    flow.add(lambda: os.getpid(), name="pid")
+    assert flow.run(backend="process")["pid"] != os.getpid()
+
+
+def test_ten_thousand_coroutines_at_once():
+    state = {"now": 0, "peak": 0}
+
+    async def nap():
+        state["now"] += 1  # one event loop thread: no lock needed
+        state["peak"] = max(state["peak"], state["now"])
+        await asyncio.sleep(0.5)
+        state["now"] -= 1
+        return 1
+
+    flow = lf.Flow()
+    for k in range(10_000):
+        flow.add(nap, name=f"nap{k}")
+    run = flow.run()
+    assert run.ok and state["peak"] == 10_000
+
+
+def test_coroutines_on_one_loop_and_sync_tasks_on_threads():
+    loops = set()
+
+    async def coro():
+        loops.add(id(asyncio.get_running_loop()))
+        return threading.get_ident()
+
+    def plain():
+        return threading.get_ident()
+
+    flow = lf.Flow()
+    for k in range(3):
+        flow.add(coro, name=f"c{k}")
+        flow.add(plain, name=f"p{k}")
+    run = flow.run()
+    assert len(loops) == 1
+    assert {run[f"c{k}"] for k in range(3)}.isdisjoint({run[f"p{k}"] for k in range(3)})
+
+
+def test_executor_async_needs_a_coroutine_function():
+    flow = lf.Flow()
+    flow.add(lambda: 1, name="plain", executor="async")
+    with pytest.raises(lf.InvalidOptionError, match="'plain'.*async def"):
+        flow.run()
+
+
+def test_executor_thread_runs_a_coroutine_in_a_thread():
+    async def coro():
+        return "ran"
+
+    flow = lf.Flow()
+    flow.add(coro, executor="thread")
+    assert flow.run()["coro"] == "ran"
+
+
+def test_run_async_uses_the_callers_loop():
+    async def coro():
+        return id(asyncio.get_running_loop())
+
+    flow = lf.Flow()
+    flow.add(coro)
+    flow.add(lambda coro: coro, name="after")
+
+    async def main():
+        run = await flow.run_async()
+        return run["after"], id(asyncio.get_running_loop())
+
+    inner, outer = asyncio.run(main())
+    assert inner == outer
+
+
+def test_run_async_cancellation_stops_the_run():
+    started = []
+
+    async def slow():
+        started.append(1)
+        await asyncio.sleep(10)
+
+    flow = lf.Flow()
+    flow.add(slow)
+
+    async def main():
+        task = asyncio.ensure_future(flow.run_async())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    t0 = time.perf_counter()
+    asyncio.run(main())
+    assert started and time.perf_counter() - t0 < 5
+
+
+def test_mixed_run_shares_one_bound(tmp_path):
+    log = str(tmp_path / "events.log")
+    flow = lf.Flow()
+    for k in range(3):
+        flow.add(make_task("thread", f"t{k}", log, seconds=0.3), name=f"t{k}")
+        flow.add(make_task("async", f"a{k}", log, seconds=0.3), name=f"a{k}")
+        flow.add(make_task("thread", f"p{k}", log, seconds=0.3), name=f"p{k}", executor="process")
+    run = flow.run(max_workers=3)
+    assert run.ok
+    events = read_events(Path(log))
+    assert len(events) == 18
+    assert peak(events) <= 3
+    assert run.tasks["p0"].value == "p0"
+
+
+def test_sequential_order_holds_across_pools(tmp_path):
+    log = str(tmp_path / "events.log")
+    flow = lf.Flow()
+    flow.add(make_task("async", "first", log), name="first", priority=3)
+    flow.add(make_task("thread", "second", log), name="second", priority=2)
+    flow.add(make_task("async", "third", log), name="third", priority=1)
+    run = flow.run(max_workers=1)
+    assert run.order == ["first", "second", "third"]
+    assert [n for _, n, k in read_events(Path(log)) if k == "start"] == run.order
