@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) bench/overhead.py
 	$(PY) bench/makespan.py
 	$(PY) bench/plan.py
+	$(PY) bench/backends.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench examples

@@ -1,0 +1,115 @@
+"""Backends: CPU-bound work on processes, many coroutines, and parallel_map.
+
+1. 16 pure-Python CPU-bound tasks (~0.2 s each) on the process backend vs one after another.
+2. 10,000 no-op coroutines in one flow vs a bare ``asyncio.gather`` of the same coroutines.
+3. ``parallel_map`` over 100,000 tiny items on threads vs ``ThreadPoolExecutor.map``.
+All in one process, so the ratios are from one run on one machine.
+Usage: python bench/backends.py [--cpu-tasks 16] [--coroutines 10000] [--items 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import layerflow as lf
+
+
+def spin(n: int) -> int:
+    """Pure-Python CPU work: no I/O, holds the GIL."""
+    total = 0
+    for k in range(n):
+        total += k * k % 7
+    return total
+
+
+def calibrate(seconds: float = 0.2) -> int:
+    n = 200_000
+    t0 = time.perf_counter()
+    spin(n)
+    return int(n * seconds / (time.perf_counter() - t0))
+
+
+def timed(fn, repeat: int = 1) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def cpu_bound(tasks: int) -> None:
+    n = calibrate()
+    flow = lf.Flow("cpu")
+    for k in range(tasks):
+        flow.add(spin, name=f"spin{k}", params={"n": n}, executor="process")
+    sequential = timed(lambda: [spin(n) for _ in range(tasks)])
+    processes = timed(lambda: flow.run())
+    cores = os.cpu_count()
+    print(f"{tasks} CPU-bound tasks of ~0.2 s, process backend, {cores} cores")
+    print(
+        f"  sequential {sequential:6.2f} s   layerflow processes {processes:6.2f} s   "
+        f"speedup {sequential / processes:4.2f}x   (target >= 1.7x on 2 cores)"
+    )
+
+
+async def _nothing() -> None:
+    return None
+
+
+def coroutines(count: int) -> None:
+    async def gather() -> None:
+        await asyncio.gather(*(_nothing() for _ in range(count)))
+
+    flow = lf.Flow("coroutines")
+    for k in range(count):
+        flow.add(_nothing, name=f"c{k}")
+    bare = timed(lambda: asyncio.run(gather()), repeat=3)
+    ours = timed(lambda: flow.run(), repeat=3)
+    print(f"{count:,} no-op coroutines, us per task (median of 3)")
+    print(
+        f"  asyncio.gather {bare / count * 1e6:7.1f}   layerflow {ours / count * 1e6:7.1f}   "
+        f"ratio {ours / bare:4.2f}x   (target <= 3x)"
+    )
+
+
+def _identity(x: int) -> int:
+    return x
+
+
+def parallel_map(items: int) -> None:
+    data = list(range(items))
+
+    def tpe() -> None:
+        with ThreadPoolExecutor() as ex:
+            list(ex.map(_identity, data))
+
+    bare = timed(tpe, repeat=3)
+    ours = timed(lambda: lf.parallel_map(_identity, data), repeat=3)
+    print(f"parallel_map over {items:,} tiny items, threads, us per item (median of 3)")
+    print(
+        f"  ThreadPoolExecutor.map {bare / items * 1e6:6.1f}   layerflow "
+        f"{ours / items * 1e6:6.1f}   ratio {ours / bare:4.2f}x   (target <= 1.5x)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cpu-tasks", type=int, default=16)
+    parser.add_argument("--coroutines", type=int, default=10_000)
+    parser.add_argument("--items", type=int, default=100_000)
+    args = parser.parse_args()
+    cpu_bound(args.cpu_tasks)
+    coroutines(args.coroutines)
+    parallel_map(args.items)
+
+
+if __name__ == "__main__":
+    main()
