@@ -434,7 +434,7 @@ class Run:
         """Submit ready coroutine and process tasks while the bounds allow. When slots are
         scarce, the best keys over all pools go first, so priorities (and the sequential
         order) hold across pools."""
-        if self.stopping:
+        if self.stopping or not (self.ready[_ASYNC] or self.ready[_PROCESS]):
             return
         threads_ready = self.ready_threads
         while self.running < self.limit:

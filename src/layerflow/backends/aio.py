@@ -28,7 +28,6 @@ class AsyncBackend:
         self._pending: deque[tuple[Any, ...]] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
-        self._tasks: set[asyncio.Task[Any]] = set()  # strong references while running
         if loop is None:
             self.loop = asyncio.new_event_loop()
             ready = threading.Event()
@@ -89,10 +88,8 @@ class AsyncBackend:
     ) -> None:
         if handle[1]:  # cancelled before it started
             return
-        task = self.loop.create_task(_call(fn, args, kwargs, on_done))
-        handle[0] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # the handle (held by the scheduler while the attempt runs) keeps the task alive
+        handle[0] = self.loop.create_task(_call(fn, args, kwargs, on_done))
 
     def cancel(self, handle: list[Any]) -> None:
         def cancel() -> None:
@@ -109,7 +106,7 @@ class AsyncBackend:
         if self._own and self._thread is not None:
 
             def stop() -> None:
-                for task in list(self._tasks):
+                for task in asyncio.all_tasks(self.loop):
                     task.cancel()
                 # one more turn of the loop lets the cancelled tasks finish before it stops
                 self.loop.call_soon(self.loop.stop)
