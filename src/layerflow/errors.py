@@ -24,6 +24,7 @@ __all__ = [
     "TaskTimeout",
     "RunInterrupted",
     "closest",
+    "safe_str",
 ]
 
 
@@ -39,6 +40,15 @@ def did_you_mean(name: str, candidates: Iterable[str], what: str = "") -> str:
     if match is None:
         return ""
     return f" Did you mean {what}{match!r}?"
+
+
+def safe_str(error: BaseException) -> str:
+    """``"Type: message"`` for an exception, even one whose ``__str__`` raises."""
+    try:
+        text = str(error)
+    except Exception:
+        text = f"<{type(error).__name__} whose message cannot be shown>"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 class LayerflowError(Exception):
@@ -108,7 +118,7 @@ class TaskFailed(LayerflowError):
     kept), and ``__cause__`` is the task's own exception.
     """
 
-    def __init__(self, message: str, task: str, result: RunResult) -> None:
+    def __init__(self, message: str, task: str | None, result: RunResult) -> None:
         super().__init__(message)
         self.task = task
         self.result = result

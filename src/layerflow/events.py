@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import safe_str
+
 __all__ = ["Event", "RunEvent", "LayerEvent", "TaskEvent", "LogObserver", "Observer"]
 
 logger = logging.getLogger("layerflow")
@@ -58,8 +60,8 @@ class TaskEvent(Event):
 
     ``seq`` is the task's place in the start order (1-based; 0 if it never started),
     ``total`` the number of tasks in the run, ``attempt`` the attempt number, ``duration``
-    the attempt's seconds, ``error`` the exception, ``delay`` the wait before a retry,
-    ``reason`` a short explanation (why skipped or cancelled).
+    the seconds spent running so far (all attempts), ``error`` the exception, ``delay``
+    the wait before a retry, ``reason`` a short explanation (why skipped or cancelled).
     """
 
     layer: int = 0
@@ -112,10 +114,8 @@ class EventBus:
 def _short_error(error: BaseException | None) -> str:
     if error is None:
         return ""
-    text = str(error)
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    text = safe_str(error)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class LogObserver:

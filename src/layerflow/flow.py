@@ -148,9 +148,10 @@ class Flow:
             raise InvalidOptionError(
                 f"inputs must be a mapping of input names to values, got {type(inputs).__name__}"
             )
-        graph = self._graph.build(self.name, inputs or ())
-        problems = self._input_name_problems(graph, inputs) if inputs else []
-        if outputs is not None:
+        graph, problems = self._graph.check(self.name, inputs or ())
+        if inputs:
+            problems += self._input_name_problems(graph, inputs)
+        if outputs is not None and not problems:
             graph = graph.prune(self._output_indices(graph, outputs))
         if inputs is not None:
             problems += graph.input_problems(inputs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -56,7 +57,10 @@ class _Signature:
             for p in params
             if p.default is _EMPTY and p.kind not in (_VAR_POSITIONAL, _VAR_KEYWORD)
         )
-        self.positional_only = tuple(p.name for p in params if p.kind is _POSITIONAL_ONLY)
+        # (name, default or _EMPTY): a call passes these by position, in this order
+        self.positional_only = tuple(
+            (p.name, p.default) for p in params if p.kind is _POSITIONAL_ONLY
+        )
         self.var_keyword = any(p.kind is _VAR_KEYWORD for p in params)
 
     def accepts(self, name: str) -> bool:
@@ -92,8 +96,22 @@ def _name_of(ref: Task | str, what: str, task: str) -> str:
     )
 
 
+def positional_args(spec: tuple[tuple[str, Any], ...], kwargs: dict[str, Any]) -> list[Any]:
+    """Take a call's positional-only arguments out of ``kwargs``, in order, filling the
+    ones not given with their defaults."""
+    out = []
+    for name, default in spec:
+        if name in kwargs:
+            out.append(kwargs.pop(name))
+        elif default is not _EMPTY:
+            out.append(default)
+        else:
+            break
+    return out
+
+
 def _number(value: Any, option: str, task: str, *, positive: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and (value > 0 if positive else value >= 0):
         return float(value)
     need = "a number > 0" if positive else "a number >= 0"
@@ -170,9 +188,9 @@ class Task:
         self.is_coroutine = inspect.iscoroutinefunction(fn)
         sig = self.signature = _signature(fn)
 
-        self.params = dict(params) if params else _NO_MAPPING
-        if not isinstance(params or {}, Mapping):
+        if params is not None and not isinstance(params, Mapping):
             raise InvalidOptionError(f"task {name!r}: params must be a mapping, got {params!r}")
+        self.params = dict(params) if params else _NO_MAPPING
         for key in self.params:
             if not sig.accepts(key):
                 raise InvalidOptionError(
@@ -198,6 +216,10 @@ class Task:
             after = ()
         elif isinstance(after, (str, Task)):
             after = (after,)
+        elif not isinstance(after, Iterable):
+            raise InvalidOptionError(
+                f"task {name!r}: after must be a task name or a list of them, got {after!r}"
+            )
         self.after = tuple(_name_of(a, "after", name) for a in after)
 
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
@@ -334,7 +356,16 @@ class GraphBuilder:
             self.mapped.append(k)
 
     def build(self, flow_name: str | None = None, input_names: Iterable[str] = ()) -> Graph:
-        """Resolve what is pending, validate, and order; raise every problem at once.
+        """Resolve what is pending, validate, and order; raise every problem at once."""
+        g, problems = self.check(flow_name, input_names)
+        raise_all(problems, flow_name)
+        return g
+
+    def check(
+        self, flow_name: str | None = None, input_names: Iterable[str] = ()
+    ) -> tuple[Graph, list[Any]]:
+        """Like :meth:`build`, but return the problems instead of raising them (the graph
+        is only usable when there are none).
 
         ``input_names`` are the flow inputs that will be given; a parameter that names
         neither a task nor one of them is a required input when it has no default.
@@ -400,8 +431,7 @@ class GraphBuilder:
                 else:
                     g.map_source[k] = j
             g._order_and_layers(problems)
-        raise_all(problems, flow_name)
-        return g
+        return g, problems
 
 
 class Graph:

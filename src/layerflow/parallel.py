@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .errors import InvalidOptionError, LayerflowError, TaskFailed
+from .errors import InvalidOptionError, LayerflowError, TaskFailed, TaskTimeout
 from .flow import Flow
 
 __all__ = ["parallel_map", "ParallelMapError"]
@@ -79,18 +79,33 @@ def parallel_map(
         )
     except TaskFailed as e:
         cause = e.__cause__ if e.__cause__ is not None else e
-        if e.task.startswith("map["):
-            cause.add_note(f"parallel_map: item {_index(e.task)} failed")
+        note = f"parallel_map: item {_index(e.task)} failed" if e.task else ""
+        if note and note not in getattr(cause, "__notes__", ()):
+            cause.add_note(note)
         raise cause from None
     kids = [t for name, t in run.tasks.items() if name.startswith("map[")]
     if run.ok:
         if ordered:
             return run["map"]
         return [t.value for t in sorted(kids, key=lambda t: t.finished_at or 0.0)]
-    errors = {_index(t.name): t.error for t in kids if t.status == "failed"}
+    errors: dict[int, BaseException] = {}
+    for t in kids:
+        if t.status == "failed" and t.error is not None:
+            errors[_index(t.name)] = t.error
+        elif t.status != "succeeded":  # the timeout (or a stop) kept it from finishing
+            errors[_index(t.name)] = t.error or TaskTimeout(
+                f"item {_index(t.name)} did not run: the call timed out after {timeout:g}s"
+                if timeout
+                else f"item {_index(t.name)} did not run",
+                t.name,
+                timeout,
+            )
     results = [t.value if t.status == "succeeded" else None for t in kids]
     shown = "; ".join(f"[{k}] {type(err).__name__}: {err}" for k, err in list(errors.items())[:10])
     more = f"; ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+    indices = ", ".join(str(k) for k in errors)
     raise ParallelMapError(
-        f"{len(errors)} of {len(values)} items failed: {shown}{more}", errors, results
+        f"{len(errors)} of {len(values)} items failed (items {indices}): {shown}{more}",
+        errors,
+        results,
     )

@@ -8,6 +8,7 @@ heaps) and works on the graph's index lists. The ready-task policy lives here to
 from __future__ import annotations
 
 import heapq
+import math
 import statistics
 from collections.abc import Mapping
 from typing import Any
@@ -83,6 +84,8 @@ class Plan:
         if durations is None:
             return [1.0] * n
         if isinstance(durations, (int, float)) and not isinstance(durations, bool):
+            if not math.isfinite(durations) or durations < 0:
+                raise InvalidOptionError(f"durations must be seconds >= 0, got {durations!r}")
             return [float(durations)] * n
         if not isinstance(durations, Mapping):
             raise InvalidOptionError(
@@ -93,6 +96,16 @@ class Plan:
             raise InvalidOptionError(
                 f"durations names {unknown[0]!r}, which is not a task of this plan"
             )
+        for name, v in durations.items():
+            if (
+                not isinstance(v, (int, float))
+                or isinstance(v, bool)
+                or not math.isfinite(v)
+                or v < 0
+            ):
+                raise InvalidOptionError(
+                    f"durations[{name!r}] must be a number of seconds >= 0, got {v!r}"
+                )
         known = [float(v) for v in durations.values()]
         default = statistics.median(known) if known else 1.0
         return [float(durations.get(name, default)) for name in self.graph.names]
@@ -271,12 +284,12 @@ class Plan:
                 lines.append(
                     f"predicted with every task taking 1 unit, max_workers={workers}: "
                     f"{span:g} units instead of {total:g} one by one "
-                    f"(speedup {total / span:.1f}x)"
+                    f"(speedup {total / span if span else 1.0:.1f}x)"
                 )
             else:
                 lines.append(
                     f"predicted with max_workers={workers}: {span:.2f}s instead of {total:.2f}s "
-                    f"one by one (speedup {total / span:.1f}x)"
+                    f"one by one (speedup {total / span if span else 1.0:.1f}x)"
                 )
         return "\n".join(lines)
 

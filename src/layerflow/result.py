@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import LayerflowError, did_you_mean
+from .errors import LayerflowError, did_you_mean, safe_str
 
 __all__ = ["TaskRun", "RunResult", "NoValueError", "TASK_STATUSES", "RUN_STATUSES"]
 
@@ -135,8 +135,9 @@ class RunResult:
                 f"finished; name it in outputs=[...] to keep it"
             )
         if not t.ok:
-            why = f": {type(t.error).__name__}: {t.error}" if t.error is not None else ""
-            raise NoValueError(f"task {name!r} has no value: it {t.status}{why}")
+            why = f": {safe_str(t.error)}" if t.error is not None else ""
+            how = "failed" if t.status == "failed" else f"was {t.status}"
+            raise NoValueError(f"task {name!r} has no value: it {how}{why}")
         return t.value
 
     def get(self, name: str, default: Any = None) -> Any:
@@ -167,7 +168,7 @@ class RunResult:
         ]
         rows = [("task", "status", "layer", "attempts", "duration", "error")]
         for t in self.tasks.values():
-            err = f"{type(t.error).__name__}: {t.error}" if t.error is not None else ""
+            err = safe_str(t.error) if t.error is not None else ""
             if len(err) > 60:
                 err = err[:57] + "..."
             rows.append(

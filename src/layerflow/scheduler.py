@@ -22,7 +22,7 @@ State (lists indexed by entry: the graph's tasks ``0..n-1``, then the subtasks t
 - ``status``: one of the ``_PENDING`` ... ``_CANCELLED`` codes below.
 - ``waiting``: how many dependencies have not succeeded yet (graph tasks only).
 - ``ready[kind]``: heap of keys of tasks that may start, one heap per pool kind.
-- ``held``: per layer, keys of ready tasks a ``layered`` barrier still holds back.
+- ``held``: per layer, tasks that a ``layered`` barrier still holds back.
 - ``token``: bumped when a running attempt is abandoned (timeout, Ctrl-C), so the result
   that arrives later for it is recognised as stale and dropped.
 - ``running`` / ``running_kind`` / ``threads`` / ``idle``: attempts running (all pools, per
@@ -37,6 +37,7 @@ State (lists indexed by entry: the graph's tasks ``0..n-1``, then the subtasks t
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import threading
 import time
@@ -44,9 +45,16 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .errors import InvalidOptionError, RunInterrupted, TaskFailed, TaskTimeout, _NoRetry
+from .errors import (
+    InvalidOptionError,
+    RunInterrupted,
+    TaskFailed,
+    TaskTimeout,
+    _NoRetry,
+    safe_str,
+)
 from .events import EventBus, LayerEvent, LogObserver, Observer, RunEvent, TaskEvent, logger
-from .graph import Task, _gc_paused
+from .graph import Task, _gc_paused, positional_args
 from .limits import resolve_max_workers
 from .plan import KEY_BASE, MODES, Plan
 from .result import RunResult, TaskRun
@@ -274,19 +282,18 @@ class Run:
         for param, j in self.args[i]:
             kwargs[param] = values[j]
         if self.positional[i]:
-            return tuple(kwargs.pop(p) for p in self.positional[i] if p in kwargs), kwargs
+            return tuple(positional_args(self.positional[i], kwargs)), kwargs
         return (), kwargs
 
     # --- transitions (mutate; call with ``lock`` held) -----------------------------------
 
     def _make_ready(self, i: int) -> None:
-        """Entry ``i`` may start: queue it, hold it behind a layer barrier, or expand it."""
-        if i < self.n and i in self.graph.map_source:
-            self._expand(i)
-            return
+        """Entry ``i`` may start: hold it behind a layer barrier, expand it, or queue it."""
         self.status[i] = _READY
         if self.layered and self.layer[i] != self.current_layer:
-            self.held[self.layer[i]].append(self.keys[i])
+            self.held[self.layer[i]].append(i)
+        elif i < self.n and i in self.graph.map_source:
+            self._expand(i)
         else:
             heapq.heappush(self.ready[self.kind[i]], self.keys[i])
 
@@ -347,17 +354,15 @@ class Run:
                 self.parent.append(m)
         for j in kids:
             self.status[j] = _READY
-        if self.layered and layer != self.current_layer:
-            self.held[layer].extend(self.keys[j] for j in kids)
-        else:
-            ready = self.ready[kind]
-            ready.extend(self.keys[j] for j in kids)
-            heapq.heapify(ready)
+        ready = self.ready[kind]
+        ready.extend(self.keys[j] for j in kids)
+        heapq.heapify(ready)
 
     def _start(self, i: int) -> None:
         """Record that entry ``i`` starts an attempt now."""
         now = time.perf_counter()
         self.status[i] = _RUNNING
+        self.token[i] += 1  # a new attempt: whatever was timed for the last one is stale
         self.running += 1
         self.running_kind[self.kind[i]] += 1
         a = self.attempts[i] = self.attempts[i] + 1
@@ -475,6 +480,10 @@ class Run:
         self.handle[i] = None
         self.busy[i] += t1 - t0
         self.last_end[i] = t1
+        limit = self.spec[i].timeout
+        if limit is not None and t1 - t0 > limit:  # ended past its deadline: still a timeout
+            name = self.names[i]
+            ok, value = False, TaskTimeout(f"task {name!r} timed out after {limit:g}s", name, limit)
         if ok:
             self._succeed(i, value)
         else:
@@ -500,6 +509,7 @@ class Run:
     def _succeed(self, i: int, value: Any) -> None:
         self.status[i] = _SUCCEEDED
         self.values[i] = value
+        self.errors[i] = None  # an earlier attempt's error is history
         if self.emit:
             self._task_event("task_succeeded", i, duration=self.busy[i])
         if i < self.n:
@@ -521,6 +531,7 @@ class Run:
             and not isinstance(error, _NoRetry)
         ):
             delay = t.retry_delay * (2 ** (a - 1)) * self.rng.uniform(0.8, 1.2)
+            self.errors[i] = error  # kept if the run stops before the next attempt
             if self.emit:
                 self._task_event("task_retrying", i, error=error, delay=delay)
             if delay > 0:
@@ -539,7 +550,13 @@ class Run:
         self.outcome = "failed"
         self._finalize(i)
         if self.fail_fast:
-            self._stop(f"{self.names[i]!r} failed")
+            reason = f"{self.names[i]!r} failed"
+            # what can be cancelled is: coroutines and worker processes; a running thread
+            # cannot be, so the run waits for it and keeps its result
+            for j in [j for j, st in enumerate(self.status) if st == _RUNNING]:
+                if self.kind[j] != _THREAD:
+                    self._abandon(j, None, fail=False, reason=reason)
+            self._stop(reason)
         elif i < self.n:
             self._skip_downstream(i)
 
@@ -575,20 +592,33 @@ class Run:
                 users = self.users_left
                 for j in self.graph.deps[i]:
                     users[j] -= 1
-                    if not users[j] and not self.keep[j]:
-                        self.values[j] = None
-                        self.released[j] = 1
+                    self._maybe_release(j)
+                self._maybe_release(i)
         self.left -= 1
         if not self.left:
             self._finish_run()
+
+    def _maybe_release(self, j: int) -> None:
+        """Drop a value nobody will read again (only when ``outputs`` were named). A value
+        still being computed is dropped when it arrives, not before."""
+        if (
+            not self.users_left[j]
+            and not self.keep[j]
+            and self.status[j] >= _SUCCEEDED
+            and not self.released[j]
+        ):
+            self.values[j] = None
+            self.released[j] = 1
 
     def _map_done(self, m: int) -> None:
         """Every subtask of map task ``m`` ended: its value is their values, in order."""
         kids = self.children[m]
         status = self.status
+        ran = [j for j in kids if self.attempts[j]]
+        if ran:  # the map task's span is its elements'
+            self.first_start[m] = min(self.first_start[j] for j in ran)
+            self.last_end[m] = max(self.last_end[j] for j in ran)
         if all(status[j] == _SUCCEEDED for j in kids):
-            self.first_start[m] = min(self.first_start[j] for j in kids)
-            self.last_end[m] = max(self.last_end[j] for j in kids)
             self._succeed(m, [self.values[j] for j in kids])
             return
         failed = [j for j in kids if status[j] == _FAILED]
@@ -607,6 +637,9 @@ class Run:
 
     def _layer_done(self, li: int) -> None:
         if self.emit:
+            if not self.layer_seen[li]:  # every task of the layer was skipped or cancelled
+                self.layer_seen[li] = 1
+                self.emit(LayerEvent("layer_started", None, time.time(), self.run_id, layer=li))
             if self.layer_names is None:
                 g = self.graph
                 self.layer_names = [tuple(g.names[i] for i in lay) for lay in g.layers()]
@@ -617,9 +650,10 @@ class Run:
         if self.layered and li == self.current_layer:
             while self.current_layer < len(self.layer_left) - 1:
                 self.current_layer += 1
-                for k in self.held[self.current_layer]:
-                    heapq.heappush(self.ready[self.kind[k % KEY_BASE]], k)
-                self.held[self.current_layer] = []
+                held, self.held[self.current_layer] = self.held[self.current_layer], []
+                for j in held:
+                    if self.status[j] == _READY:  # not cancelled meanwhile
+                        self._make_ready(j)
                 if self.layer_left[self.current_layer]:
                     break
 
@@ -636,7 +670,9 @@ class Run:
                     self._task_event("task_cancelled", i, reason=reason)
                 self._finalize(i)
 
-    def _abandon(self, i: int, error: BaseException, *, fail: bool) -> None:
+    def _abandon(
+        self, i: int, error: BaseException | None, *, fail: bool, reason: str = ""
+    ) -> None:
         """Give up on entry ``i``'s running attempt. A coroutine is cancelled and a worker
         process killed; a thread cannot be killed, so it is left to finish on its own and
         its slot goes to a fresh worker."""
@@ -652,13 +688,13 @@ class Run:
             self.handle[i] = None
         self.busy[i] += now - self.last_end[i]
         self.last_end[i] = now
-        if fail:
+        if fail and error is not None:
             self._fail(i, error)
         else:
             self.status[i] = _CANCELLED
             self.errors[i] = error
             if self.emit:
-                self._task_event("task_cancelled", i, reason=str(error))
+                self._task_event("task_cancelled", i, reason=reason or safe_str(error))
             self._finalize(i)
         self._kick()
 
@@ -712,7 +748,7 @@ class Run:
             err = KeyboardInterrupt("interrupted")
             for i in range(len(self.status)):
                 if self.status[i] == _RUNNING:
-                    self._abandon(i, err, fail=False)
+                    self._abandon(i, err, fail=False, reason="the run was interrupted")
             self._stop("the run was interrupted")
 
     def _finish_run(self) -> None:
@@ -731,9 +767,10 @@ class Run:
         """A worker thread: take a task, run it, report it and take the next, until done."""
         with self.lock:
             i = self._next()
-        self._work(i, inline=False)
+            token = self.token[i] if i >= 0 else 0
+        self._work(i, token, inline=False)
 
-    def _work(self, i: int, *, inline: bool) -> None:
+    def _work(self, i: int, token: int, *, inline: bool) -> None:
         lock = self.lock
         fns = self.fns
         consts = self.consts
@@ -743,7 +780,6 @@ class Run:
         positional = self.positional
         perf = time.perf_counter
         while i >= 0:
-            token = tokens[i]
             const = consts[i]
             kwargs = dict(const) if const else {}
             for param, j in args_all[i]:
@@ -751,8 +787,7 @@ class Run:
             t0 = perf()
             try:
                 if positional[i]:
-                    pos = [kwargs.pop(p) for p in positional[i] if p in kwargs]
-                    value = fns[i](*pos, **kwargs)
+                    value = fns[i](*positional_args(positional[i], kwargs), **kwargs)
                 else:
                     value = fns[i](**kwargs)
                 ok = True
@@ -764,6 +799,7 @@ class Run:
             t1 = perf()
             with lock:
                 i = self.complete(i, token, ok, value, t0, t1)
+                token = tokens[i] if i >= 0 else 0  # read under the lock: a deadline may bump it
 
     # --- driving a run --------------------------------------------------------------------
 
@@ -800,9 +836,12 @@ class Run:
             if inline:
                 with self.lock:
                     i = self._next()
-                self._work(i, inline=True)
+                    token = self.token[i] if i >= 0 else 0
+                self._work(i, token, inline=True)
             self.done.wait()
         except KeyboardInterrupt:
+            if self.done.is_set():
+                raise  # the run had ended: the Ctrl-C is the caller's
             self.interrupt()
         finally:
             self.close()
@@ -849,7 +888,7 @@ class Run:
             tasks = {}
             for i in order:
                 a = self.attempts[i]
-                started = a or self.status[i] == _SUCCEEDED
+                started = a or (i in self.children and self.last_end[i] > 0)
                 tasks[names[i]] = TaskRun(
                     names[i],
                     _STATUS_NAMES[self.status[i]],
@@ -921,10 +960,13 @@ class _Timer:
                     continue
                 delay = heap[0][0] - time.perf_counter()
                 if delay > 0:
-                    self.cond.wait(delay)
+                    self.cond.wait(min(delay, threading.TIMEOUT_MAX))
                     continue
                 _, _, callback, args = heapq.heappop(heap)
-                callback(*args)
+                try:
+                    callback(*args)
+                except Exception:  # a bug here must not stop every later deadline
+                    logger.exception("layerflow timer callback %r failed", callback)
 
 
 def _observers(on_event: Observer | None, progress: bool) -> list[Observer]:
@@ -970,7 +1012,9 @@ def prepare(
             f"{did_you_mean(str(backend), BACKENDS)}"
         )
     if timeout is not None and (
-        not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
+        not isinstance(timeout, (int, float))
+        or isinstance(timeout, bool)
+        or not 0 < timeout < math.inf
     ):
         raise InvalidOptionError(f"timeout must be a number of seconds > 0, got {timeout!r}")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
@@ -1004,10 +1048,10 @@ def outcome(run: Run) -> RunResult:
             name = run.names[run.cause]
             attempts = run.attempts[run.cause]
             tries = f" after {attempts} attempts" if attempts > 1 else ""
-            message = f"task {name!r} failed{tries}: {type(cause).__name__}: {cause}"
+            message = f"task {name!r} failed{tries}: {safe_str(cause)}"
         else:
-            name = ""
-            message = str(cause)
+            name = None
+            message = safe_str(cause) if cause is not None else "the run failed"
         raise TaskFailed(message, name, result) from cause
     return result
 
