@@ -196,8 +196,6 @@ def test_duplicate_name_is_refused_at_add():
         ({"cache": "yes"}, "cache must be True or False"),
         ({"cache": True}, "cache= is not available in this version"),
         ({"executor": "dask"}, "executor= is not available in this version"),
-        ({"resources": {"gpu": 1}}, "resources= is not available in this version"),
-        ({"rate_limit": "api"}, "rate_limit= is not available in this version"),
         ({"retires": 2}, "unknown option 'retires'. Did you mean 'retries'"),
     ],
 )

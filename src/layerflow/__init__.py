@@ -21,7 +21,7 @@ from .errors import (
 from .events import Event, LayerEvent, RunEvent, TaskEvent
 from .flow import Flow
 from .graph import Task
-from .limits import DEFAULT_MAX_WORKERS
+from .limits import DEFAULT_MAX_WORKERS, LayerReport, RateLimit, RateLimited
 from .parallel import ParallelMapError, parallel_map
 from .plan import Plan
 from .result import NoValueError, RunResult, TaskRun
@@ -36,12 +36,15 @@ __all__ = [
     "Flow",
     "InvalidOptionError",
     "LayerEvent",
+    "LayerReport",
     "LayerflowError",
     "MissingDependencyError",
     "MissingInputError",
     "NoValueError",
     "ParallelMapError",
     "Plan",
+    "RateLimit",
+    "RateLimited",
     "RemoteError",
     "RunEvent",
     "RunInterrupted",

@@ -21,6 +21,7 @@ from .errors import (
 )
 from .events import Observer
 from .graph import Graph, GraphBuilder, Task
+from .limits import LayerReport, RateLimit
 from .plan import Plan
 from .result import RunResult
 from .scheduler import execute, execute_async
@@ -214,6 +215,9 @@ class Flow:
         on_event: Observer | None = None,
         progress: bool = False,
         seed: int | None = None,
+        resources: Mapping[str, float] | None = None,
+        rate_limits: Mapping[str, RateLimit | str] | None = None,
+        checkpoint: Callable[[LayerReport], Any] | None = None,
     ) -> RunResult:
         """Run the flow and return its :class:`RunResult`.
 
@@ -229,6 +233,11 @@ class Flow:
         otherwise). ``outputs`` runs only what those tasks need and releases other values
         once their last user has finished. ``on_event`` receives
         every event, in order, from one thread; ``progress`` prints progress lines.
+        ``resources`` declares pool capacities (``{"gpu": 2}``) that tasks' ``resources``
+        draw units from; ``rate_limits`` declares limits (``{"api": "80/min"}``) that
+        tasks' ``rate_limit`` names; ``checkpoint(report)`` is called after each layer but
+        the last, and the next layer starts only once it has answered (False stops the
+        run with status ``"stopped"``).
         """
         plan, given, keep = self._prepare(inputs, outputs)
         return execute(
@@ -243,6 +252,9 @@ class Flow:
             on_event=on_event,
             progress=progress,
             seed=seed,
+            resources=resources,
+            rate_limits=rate_limits,
+            checkpoint=checkpoint,
         )
 
     def _prepare(
@@ -266,6 +278,9 @@ class Flow:
         on_event: Observer | None = None,
         progress: bool = False,
         seed: int | None = None,
+        resources: Mapping[str, float] | None = None,
+        rate_limits: Mapping[str, RateLimit | str] | None = None,
+        checkpoint: Callable[[LayerReport], Any] | None = None,
     ) -> RunResult:
         """``await flow.run_async(...)``: ``run`` from a coroutine. Coroutine tasks run on
         the caller's event loop, other tasks on their pools; the loop is never blocked.
@@ -283,4 +298,7 @@ class Flow:
             on_event=on_event,
             progress=progress,
             seed=seed,
+            resources=resources,
+            rate_limits=rate_limits,
+            checkpoint=checkpoint,
         )

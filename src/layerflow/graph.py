@@ -262,8 +262,6 @@ class Task:
         self.map = map
         # Declared in the design, not built yet: refuse them rather than ignore them.
         planned = {
-            "resources": bool(self.resources),
-            "rate_limit": rate_limit is not None,
             "cache": cache,
             "executor": executor == "dask",
         }

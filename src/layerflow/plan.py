@@ -293,6 +293,17 @@ class Plan:
                 )
         return "\n".join(lines)
 
+    def binding_limits(
+        self,
+        resources: Mapping[str, float] | None = None,
+        rate_limits: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """Sentences about the pools and rate limits that will slow this plan down, e.g.
+        "rate limit github allows 80 starts per minute; 500 tasks need at least 6.2 min"."""
+        from .limits import binding_limits
+
+        return binding_limits(self.graph, resources, rate_limits)
+
     # --- pictures --------------------------------------------------------------------------
 
     def _edges(self) -> list[tuple[int, int, bool]]:

@@ -51,11 +51,19 @@ from .errors import (
     TaskFailed,
     TaskTimeout,
     _NoRetry,
+    raise_all,
     safe_str,
 )
 from .events import EventBus, LayerEvent, LogObserver, Observer, RunEvent, TaskEvent, logger
 from .graph import Task, _gc_paused, positional_args
-from .limits import resolve_max_workers
+from .limits import (
+    LayerReport,
+    RateLimited,
+    Window,
+    check_limits,
+    resolve_max_workers,
+    task_costs,
+)
 from .plan import KEY_BASE, MODES, Plan
 from .result import RunResult, TaskRun
 
@@ -119,6 +127,9 @@ class Run:
         backend: str = "thread",
         loop: Any = None,
         run_id: str | None = None,
+        resources: Mapping[str, float] | None = None,
+        rate_limits: Mapping[str, Any] | None = None,
+        checkpoint: Callable[[LayerReport], Any] | None = None,
     ) -> None:
         g = plan.graph
         self.plan = plan
@@ -151,7 +162,9 @@ class Run:
         self.waiting = [len(d) for d in g.deps]
         self.ready: list[list[int]] = [[], [], []]
         self.ready_threads = self.ready[_THREAD]
-        self.layered = mode == "layered"
+        # a checkpoint answers after each layer before the next may start: a barrier
+        self.checkpoint = checkpoint
+        self.layered = mode == "layered" or checkpoint is not None
         self.current_layer = 0
         self.held: list[list[int]] = [[] for _ in range(g.n_layers)] if self.layered else []
         self.layer_left = [0] * g.n_layers
@@ -180,6 +193,15 @@ class Run:
             for i in keep:
                 self.keep[i] = 1
             self.users_left = [len(s) for s in g.succs]
+
+        pools, limits, problems = check_limits(g, resources, rate_limits)
+        raise_all(problems, g.flow_name)
+        self.free = pools  # free units per resource pool
+        self.windows = {name: Window(limit) for name, limit in limits.items()}
+        self.blocked_units: list[int] = []  # ready, waiting for pool units
+        self.blocked_rate: list[int] = []  # ready, waiting for room in a rate window
+        self.rate_wake = math.inf  # when a timer will look at blocked_rate again
+        self.gated = any(self.need) or any(self.cost)
 
         self.timer: _Timer | None = None
         self.bus = EventBus(list(observers)) if observers else None
@@ -222,6 +244,9 @@ class Run:
             self.consts.append(const or None)
         self.args: list[tuple[tuple[str, int], ...]] = list(g.args)
         self.positional = [t.signature.positional_only for t in tasks]
+        self.need: list[Mapping[str, float] | None] = [t.resources or None for t in tasks]
+        self.cost: list[dict[str, float] | None] = [task_costs(t.rate_limit) for t in tasks]
+        self.pushbacks = [0] * n  # RateLimited push-backs: retries that cost nothing
         self.status = [_PENDING] * n
         self.token = [0] * n
         self.values: list[Any] = [None] * n
@@ -246,6 +271,8 @@ class Run:
             self.backends[_PROCESS] = ProcessBackend()
             cap = os.cpu_count() or 1
             self.kind_cap[_PROCESS] = cap if self.limit == _INFINITE else self.limit
+            # start the workers now: their start-up overlaps the layers before them
+            self.backends[_PROCESS].warm(min(self.kind_cap[_PROCESS], self.kind.count(_PROCESS)))
         if _ASYNC in used:
             from .backends.aio import AsyncBackend
 
@@ -327,6 +354,7 @@ class Run:
         self.left += k
         spec, kind, fn = self.spec[m], self.kind[m], self.fns[m]
         pos, layer = self.positional[m], self.layer[m]
+        need, cost = self.need[m], self.cost[m]
         with _gc_paused():
             for idx, item in enumerate(items):
                 const = dict(base)
@@ -340,6 +368,9 @@ class Run:
                 self.consts.append(const)
                 self.args.append(other_args)
                 self.positional.append(pos)
+                self.need.append(need)
+                self.cost.append(cost)
+                self.pushbacks.append(0)
                 self.keys.append(prefix + first + idx)
                 self.status.append(_PENDING)
                 self.token.append(0)
@@ -357,6 +388,55 @@ class Run:
         ready = self.ready[kind]
         ready.extend(self.keys[j] for j in kids)
         heapq.heapify(ready)
+
+    def _admit(self, i: int) -> bool:
+        """May entry ``i`` start now? Takes its pool units and rate-window room if so;
+        otherwise parks it until units return or the window has room."""
+        need = self.need[i]
+        if need:
+            free = self.free
+            for pool, units in need.items():
+                if free[pool] < units - 1e-9:
+                    self.blocked_units.append(i)
+                    return False
+        cost = self.cost[i]
+        if cost:
+            now = time.perf_counter()
+            wait = 0.0
+            for name, c in cost.items():
+                wait = max(wait, self.windows[name].wait(now, c))
+            if wait > 0:
+                self.blocked_rate.append(i)
+                if now + wait < self.rate_wake:
+                    self.rate_wake = now + wait
+                    self._timer().add(now + wait, self._on_rate_wake)
+                return False
+            for name, c in cost.items():
+                self.windows[name].take(now, c)
+        if need:
+            for pool, units in need.items():
+                self.free[pool] -= units
+        return True
+
+    def _unblock(self, parked: list[int]) -> None:
+        """Queue parked entries again; they are checked again when taken."""
+        for i in parked:
+            if self.status[i] == _READY:
+                heapq.heappush(self.ready[self.kind[i]], self.keys[i])
+        parked.clear()
+
+    def _release_units(self, i: int) -> None:
+        """An attempt ended: its pool units return, and tasks waiting for units may go."""
+        need = self.need[i]
+        if need:
+            for pool, units in need.items():
+                self.free[pool] += units
+            self._unblock(self.blocked_units)
+
+    def _on_rate_wake(self) -> None:
+        self.rate_wake = math.inf
+        self._unblock(self.blocked_rate)
+        self._kick()
 
     def _start(self, i: int) -> None:
         """Record that entry ``i`` starts an attempt now."""
@@ -393,6 +473,8 @@ class Run:
                     self._pump()  # a better coroutine or process task takes the slot
                     continue
                 i = heapq.heappop(ready) % KEY_BASE
+                if self.gated and not self._admit(i):
+                    continue
                 self._start(i)
                 if ready:
                     self._dispatch()
@@ -453,6 +535,8 @@ class Run:
             ):
                 return  # the slots left belong to better thread tasks
             i = heapq.heappop(self.ready[kind]) % KEY_BASE
+            if self.gated and not self._admit(i):
+                continue
             self._start(i)
             args, kwargs = self._call_args(i)
             token = self.token[i]
@@ -478,6 +562,8 @@ class Run:
         self.running -= 1
         self.running_kind[self.kind[i]] -= 1
         self.handle[i] = None
+        if self.gated:
+            self._release_units(i)
         self.busy[i] += t1 - t0
         self.last_end[i] = t1
         limit = self.spec[i].timeout
@@ -523,7 +609,10 @@ class Run:
 
     def _fail(self, i: int, error: BaseException) -> None:
         t = self.spec[i]
-        a = self.attempts[i]
+        if isinstance(error, RateLimited) and not self.stopping:
+            self._push_back(i, error)
+            return
+        a = self.attempts[i] - self.pushbacks[i]
         if (
             not self.stopping
             and a <= t.retries
@@ -559,6 +648,23 @@ class Run:
             self._stop(reason)
         elif i < self.n:
             self._skip_downstream(i)
+
+    def _push_back(self, i: int, error: RateLimited) -> None:
+        """The task said "too many requests": pause its rate limits, try it again later,
+        and do not count the attempt against its retries."""
+        self.pushbacks[i] += 1
+        self.errors[i] = error
+        until = time.perf_counter() + error.retry_after
+        if self.emit:
+            self._task_event("task_retrying", i, error=error, delay=error.retry_after)
+        cost = self.cost[i]
+        if cost:
+            for name in cost:
+                self.windows[name].pause(until)
+            self._make_ready(i)  # it waits in the paused window like any other start
+        else:
+            self.status[i] = _RETRY_WAIT
+            self._timer().add(until, self._on_retry, i, self.token[i])
 
     def _skip_downstream(self, i: int) -> None:
         """Continue-on-failure: everything that needs ``i`` will never run."""
@@ -648,14 +754,56 @@ class Run:
                 LayerEvent("layer_finished", None, time.time(), self.run_id, layer=li, tasks=names)
             )
         if self.layered and li == self.current_layer:
-            while self.current_layer < len(self.layer_left) - 1:
-                self.current_layer += 1
-                held, self.held[self.current_layer] = self.held[self.current_layer], []
-                for j in held:
-                    if self.status[j] == _READY:  # not cancelled meanwhile
-                        self._make_ready(j)
-                if self.layer_left[self.current_layer]:
-                    break
+            last = li == len(self.layer_left) - 1
+            if self.checkpoint is not None and not last and not self.stopping:
+                self._ask_checkpoint(li)
+            else:
+                self._open_next_layer()
+
+    def _ask_checkpoint(self, li: int) -> None:
+        """Call the checkpoint for layer ``li`` in its own thread (it may prompt a person);
+        the next layer opens only when it has answered."""
+        names = self.graph.names
+        layer = self.graph.layers()[li]
+        report = LayerReport(
+            li,
+            tuple(names[i] for i in layer),
+            {names[i]: _STATUS_NAMES[self.status[i]] for i in layer},
+            {names[i]: self.values[i] for i in layer if self.status[i] == _SUCCEEDED},
+        )
+
+        def ask() -> None:
+            try:
+                answer = self.checkpoint(report)  # type: ignore[misc]
+                error = None
+            except Exception as e:  # the checkpoint's own bug stops the run, reported
+                answer, error = False, e
+            with self.lock:
+                if self.stopping:
+                    return
+                if error is not None:
+                    self.outcome = "failed"
+                    self.cause_error = error
+                    self._stop(f"the checkpoint after layer {li} raised {safe_str(error)}")
+                elif answer is False:
+                    self.outcome = "stopped"
+                    self._stop(f"the checkpoint after layer {li} said stop")
+                else:
+                    self._open_next_layer()
+                    self._kick()
+
+        threading.Thread(target=ask, name="layerflow-checkpoint", daemon=True).start()
+
+    def _open_next_layer(self) -> None:
+        """Let the next layer (the first with tasks left) start."""
+        while self.current_layer < len(self.layer_left) - 1:
+            self.current_layer += 1
+            held, self.held[self.current_layer] = self.held[self.current_layer], []
+            for j in held:
+                if self.status[j] == _READY:  # not cancelled meanwhile
+                    self._make_ready(j)
+            if self.layer_left[self.current_layer]:
+                break
 
     def _stop(self, reason: str) -> None:
         """No more starts: every entry not running now is cancelled."""
@@ -681,6 +829,8 @@ class Run:
         self.token[i] += 1
         self.running -= 1
         self.running_kind[kind] -= 1
+        if self.gated:
+            self._release_units(i)
         if kind == _THREAD:
             self.threads -= 1
         elif self.handle[i] is not None:
@@ -998,8 +1148,15 @@ def prepare(
     progress: bool,
     seed: int | None,
     loop: Any = None,
+    resources: Mapping[str, float] | None = None,
+    rate_limits: Mapping[str, Any] | None = None,
+    checkpoint: Callable[[LayerReport], Any] | None = None,
 ) -> Run:
     """Check the run options and build the run's state."""
+    if checkpoint is not None and not callable(checkpoint):
+        raise InvalidOptionError(
+            f"checkpoint must be a callable taking a LayerReport, got {checkpoint!r}"
+        )
     if mode not in MODES:
         raise InvalidOptionError(
             f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}"
@@ -1034,6 +1191,9 @@ def prepare(
         seed=seed,
         backend=backend,
         loop=loop,
+        resources=resources,
+        rate_limits=rate_limits,
+        checkpoint=checkpoint,
     )
 
 
@@ -1042,7 +1202,7 @@ def outcome(run: Run) -> RunResult:
     result = run.result()
     if result.status == "interrupted":
         raise RunInterrupted("the run was interrupted (Ctrl-C); finished results are kept", result)
-    if result.status == "failed" and run.fail_fast:
+    if result.status == "failed" and (run.fail_fast or run.cause < 0):
         cause = run.cause_error
         if run.cause >= 0:
             name = run.names[run.cause]

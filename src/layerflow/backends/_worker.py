@@ -1,17 +1,64 @@
-"""A worker process of the process backend: ``python -m layerflow.backends._worker R W``.
+"""A worker process of the process backend: ``python _worker.py R W``.
 
-R and W are the pipe file descriptors the parent passed down. The loop lives in
-``process.py``; importing it from there (not running that module as ``__main__``) keeps
-the errors it sends back picklable by reference to their real module.
+R and W are the pipe file descriptors the parent passed down. This file runs as a plain
+script and imports only cloudpickle, so a worker starts fast; it imports layerflow only to
+build the error it sends back when a result cannot be pickled.
 """
 
+import os
 import sys
+import time
 from multiprocessing.connection import Connection
 
-from layerflow.backends.process import _child_main
+
+def serve(conn: Connection, reply: Connection) -> None:
+    """Receive a pickled call, run it, send back the pickled outcome; until EOF."""
+    import asyncio
+    import inspect
+    import traceback
+
+    import cloudpickle
+
+    while True:
+        try:
+            payload = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        t0 = time.perf_counter()
+        try:
+            fn, args, kwargs = cloudpickle.loads(payload)
+            if inspect.iscoroutinefunction(fn):
+                value = asyncio.run(fn(*args, **kwargs))
+            else:
+                value = fn(*args, **kwargs)
+            ok = True
+        except BaseException as e:  # the task's own error, sent back
+            ok, value = False, e
+        seconds = time.perf_counter() - t0
+        try:
+            out = cloudpickle.dumps((ok, value, seconds))
+        except Exception as e:
+            from layerflow.backends.process import RemoteError, UnpicklableError
+
+            if ok:
+                err: BaseException = UnpicklableError(
+                    f"the task's result ({type(value).__name__}) cannot be sent back from the "
+                    f"worker process: {e}"
+                )
+            else:
+                err = RemoteError(
+                    f"{type(value).__name__}: {value}\n"
+                    + "".join(traceback.format_exception(value))
+                )
+            out = cloudpickle.dumps((False, err, seconds))
+        reply.send_bytes(out)
+
 
 if __name__ == "__main__":
-    _child_main(
+    # this file's folder is not a place to import the user's modules from
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    serve(
         Connection(int(sys.argv[1]), writable=False),
         Connection(int(sys.argv[2]), readable=False),
     )

@@ -12,21 +12,26 @@ worker breaks the whole pool and fails every task in flight.)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from ..errors import LayerflowError, _NoRetry
 from . import Done
 
 __all__ = ["ProcessBackend", "WorkerDied", "UnpicklableError", "RemoteError"]
+
+# Run as a script, not as ``-m layerflow...``: the worker then starts without importing
+# layerflow (half its start-up time); it imports layerflow only to report an odd error.
+_WORKER = str(Path(__file__).with_name("_worker.py"))
 
 
 class WorkerDied(LayerflowError):
@@ -43,46 +48,6 @@ class UnpicklableError(_NoRetry, TypeError):
 
 class RemoteError(LayerflowError):
     """A task raised an exception in a worker process that could not be sent back as is."""
-
-
-def _child_main(conn: Any, reply: Any) -> None:
-    """A worker process: receive a pickled call, run it, send back the pickled outcome."""
-    import asyncio
-    import inspect
-
-    import cloudpickle
-
-    while True:
-        try:
-            payload = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
-        t0 = time.perf_counter()
-        try:
-            fn, args, kwargs = cloudpickle.loads(payload)
-            if inspect.iscoroutinefunction(fn):
-                value = asyncio.run(fn(*args, **kwargs))
-            else:
-                value = fn(*args, **kwargs)
-            ok = True
-        except BaseException as e:  # the task's own error, sent back
-            ok, value = False, e
-        seconds = time.perf_counter() - t0
-        try:
-            out = cloudpickle.dumps((ok, value, seconds))
-        except Exception as e:
-            if ok:
-                err: BaseException = UnpicklableError(
-                    f"the task's result ({type(value).__name__}) cannot be sent back from the "
-                    f"worker process: {e}"
-                )
-            else:
-                err = RemoteError(
-                    f"{type(value).__name__}: {value}\n"
-                    + "".join(traceback.format_exception(value))
-                )
-            out = cloudpickle.dumps((False, err, seconds))
-        reply.send_bytes(out)
 
 
 def _find_unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -106,9 +71,11 @@ def _find_unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dic
 class _Worker:
     """One process and the parent-side thread that feeds it."""
 
-    def __init__(self, backend: ProcessBackend) -> None:
+    def __init__(self, backend: ProcessBackend, *, warm: bool = False) -> None:
         self.backend = backend
         self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        if warm:
+            self.jobs.put("start")  # start the process before the first task arrives
         self.process: subprocess.Popen[bytes] | None = None
         self.send: Connection | None = None
         self.conn: Connection | None = None
@@ -124,13 +91,7 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         try:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "layerflow.backends._worker",
-                    str(to_child_r),
-                    str(from_child_w),
-                ],
+                [sys.executable, _WORKER, str(to_child_r), str(from_child_w)],
                 pass_fds=(to_child_r, from_child_w),
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -148,6 +109,10 @@ class _Worker:
             job = self.jobs.get()
             if job is None:
                 break
+            if job == "start":
+                with contextlib.suppress(OSError):  # tried again, and reported, with a task
+                    self._start_process()
+                continue
             name, fn, args, kwargs, on_done = job
             try:
                 payload = cloudpickle.dumps((fn, args, kwargs))
@@ -251,6 +216,14 @@ class ProcessBackend:
                 self._all.add(worker)
         worker.submit((name, fn, args, kwargs, on_done))
         return worker
+
+    def warm(self, count: int) -> None:
+        """Start ``count`` worker processes now, so their start-up overlaps other work."""
+        with self._lock:
+            for _ in range(count - len(self._all)):
+                worker = _Worker(self, warm=True)
+                self._all.add(worker)
+                self._idle.append(worker)
 
     def _release(self, worker: _Worker) -> None:
         with self._lock:
