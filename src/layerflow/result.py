@@ -60,7 +60,7 @@ class RunResult:
         tasks: dict[str, TaskRun],
         order: list[str],
         layers: list[list[str]] | Callable[[], list[list[str]]],
-        critical_path: list[str],
+        critical_path: list[str] | Callable[[], list[str]],
         started_at: float,
         finished_at: float,
         released: frozenset[str] = frozenset(),
@@ -71,10 +71,17 @@ class RunResult:
         self.tasks = tasks
         self.order = order
         self._layers = layers
-        self.critical_path = critical_path
+        self._critical_path = critical_path
         self.started_at = started_at
         self.finished_at = finished_at
         self._released = released
+
+    @property
+    def critical_path(self) -> list[str]:
+        """The longest chain of dependent tasks by their measured durations."""
+        if callable(self._critical_path):
+            self._critical_path = self._critical_path()
+        return self._critical_path
 
     @property
     def layers(self) -> list[list[str]]:

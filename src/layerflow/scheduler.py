@@ -1051,15 +1051,16 @@ class Run:
                     self.layer[i],
                     {},
                 )
-            critical = self.plan._longest(self.plan._longest_to(self._static_durations()))
+            durations = self._static_durations()
+            plan = self.plan  # the result keeps the plan, not the whole run state
             return RunResult(
                 run_id=self.run_id,
                 flow_name=self.graph.flow_name,
                 status=self.outcome,
                 tasks=tasks,
                 order=[names[i] for i in self.started],
-                layers=lambda: self.plan.layers,
-                critical_path=critical,
+                layers=lambda: plan.layers,
+                critical_path=lambda: plan._longest(plan._longest_to(durations)),
                 started_at=self.wall0,
                 finished_at=self.end + offset,
                 released=frozenset(names[i] for i in range(self.n) if self.released[i])

@@ -1,0 +1,907 @@
+"""YAML pipelines: the schema, the loader, step types and shell steps.
+
+``load_pipeline`` reads a file with PyYAML's safe loader, checks it against the schema
+(collecting every problem, each with file, line, step and the closest valid key or name),
+and builds an ordinary :class:`Flow`: one engine, not two. Step kinds:
+
+- ``run:`` a command. The template is split into arguments first and each argument is
+  rendered afterwards, so a value can never inject shell syntax (``shell: true`` opts into
+  a shell, with every value quoted). The value is stdout, stripped.
+- ``uses: "module:function"`` and ``type: NAME`` (registered with ``@step_type``, a
+  plugin module, or the ``layerflow.step_types`` entry-point group). The function's
+  signature is the step's schema: it gets ``input`` (the ``input_from`` value), every key
+  of ``params``, and every other key of the step that it names.
+- ``type: parallel_group`` with ``steps:``, and its own ``max_workers``, ``fail_fast``
+  and ``timeout`` (for the whole group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import LayerflowError, TaskTimeout, _NoRetry, closest
+from .flow import Flow
+
+__all__ = [
+    "CommandFailed",
+    "Pipeline",
+    "PipelineError",
+    "load_pipeline",
+    "step_type",
+    "step_types",
+]
+
+
+class PipelineError(LayerflowError, ValueError):
+    """A pipeline file is invalid. ``problems`` lists every ``(file, line, message)``."""
+
+    def __init__(self, problems: list[tuple[str, int | None, str]]) -> None:
+        self.problems = problems
+        lines = [f"{f}:{line}: {msg}" if line else f"{f}: {msg}" for f, line, msg in problems]
+        head = "" if len(lines) == 1 else f"{len(lines)} problems in the pipeline:\n"
+        super().__init__(head + "\n".join(lines))
+
+
+class CommandFailed(LayerflowError):
+    """A ``run:`` step exited non-zero: ``returncode`` and the tail of ``stderr``."""
+
+    def __init__(self, message: str, returncode: int, stderr: str) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class GroupTimeout(TaskTimeout, _NoRetry):
+    """A ``parallel_group``'s time ran out (not retried: the group's time is spent)."""
+
+
+# --- step types -----------------------------------------------------------------------------
+
+_STEP_TYPES: dict[str, Callable[..., Any]] = {}
+_ENTRY_POINTS_LOADED = False
+
+
+def step_type(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a function as the step type ``name`` (``type: name`` in a pipeline)."""
+    if not isinstance(name, str) or not name or name == "parallel_group":
+        raise ValueError(f"a step type needs a name other than 'parallel_group', got {name!r}")
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _STEP_TYPES[name] = fn
+        return fn
+
+    return register
+
+
+def step_types() -> dict[str, Callable[..., Any]]:
+    """Every registered step type, the ``layerflow.step_types`` entry points included."""
+    global _ENTRY_POINTS_LOADED
+    if not _ENTRY_POINTS_LOADED:
+        _ENTRY_POINTS_LOADED = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="layerflow.step_types"):
+            with contextlib.suppress(Exception):  # a broken plugin must not hide the others
+                _STEP_TYPES.setdefault(ep.name, ep.load())
+    return dict(_STEP_TYPES)
+
+
+# --- reading YAML with line numbers -----------------------------------------------------------
+
+Path_ = tuple[Any, ...]
+
+
+def _read(path: Path) -> tuple[Any, dict[Path_, int]]:
+    """The document and the line of every key/item (by path), via PyYAML's safe loader."""
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(e, "problem", None) or str(e)
+        raise PipelineError([(str(path), line, f"this is not valid YAML: {problem}")]) from None
+    lines: dict[Path_, int] = {}
+    dupes: list[tuple[str, int | None, str]] = []
+
+    def walk(n: Any, at: Path_) -> None:
+        lines[at] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            seen: set[Any] = set()
+            for k, v in n.value:
+                key = k.value
+                if key in seen:
+                    dupes.append((str(path), k.start_mark.line + 1, f"duplicate key {key!r}"))
+                seen.add(key)
+                lines[(*at, key)] = k.start_mark.line + 1
+                walk(v, (*at, key))
+                lines[(*at, key)] = k.start_mark.line + 1
+        elif isinstance(n, yaml.SequenceNode):
+            for k, v in enumerate(n.value):
+                walk(v, (*at, k))
+
+    if node is not None:
+        walk(node, ())
+    if dupes:
+        raise PipelineError(dupes)
+    return data, lines
+
+
+# --- the schema ---------------------------------------------------------------------------------
+
+TOP_KEYS = ("name", "description", "version", "prompt", "inputs", "plugins", "settings", "steps")
+SETTINGS_KEYS = (
+    "parallel",
+    "max_workers",
+    "fail_fast",
+    "timeout",
+    "rate_limit_delay",
+    "mode",
+    "order",
+)
+COMMON_KEYS = (
+    "name",
+    "description",
+    "enabled",
+    "input_from",
+    "needs",
+    "params",
+    "retries",
+    "retry_delay",
+    "timeout",
+    "priority",
+    "resources",
+    "rate_limit",
+    "cache",
+)
+RUN_KEYS = (*COMMON_KEYS, "run", "shell", "env", "cwd")
+GROUP_KEYS = (
+    "type",
+    "name",
+    "description",
+    "enabled",
+    "steps",
+    "max_workers",
+    "fail_fast",
+    "timeout",
+)
+_TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+_REF = re.compile(r"^(input|inputs\.([A-Za-z_][\w-]*)|steps\.([^.\s]+)\.output)$")
+
+
+@dataclass
+class _Step:
+    """One step, validated, before it becomes a task."""
+
+    name: str
+    line: int | None
+    data: dict[str, Any]
+    kind: str  # "run", "call" or "group"
+    group: str | None = None
+    fn: Callable[..., Any] | None = None
+    refs: set[str] = field(default_factory=set)  # step names its templates use
+    input_refs: set[str] = field(default_factory=set)  # flow inputs its templates use
+    uses_input: bool = False  # reads the flow input "input" (no input_from)
+
+
+class _Loader:
+    def __init__(self, path: Path, plugins: Iterable[str]) -> None:
+        self.path = path
+        self.file = str(path)
+        self.extra_plugins = list(plugins)
+        self.problems: list[tuple[str, int | None, str]] = []
+        self.lines: dict[Path_, int] = {}
+
+    # problems ---------------------------------------------------------------------------
+
+    def problem(self, at: Path_, message: str, step: str | None = None) -> None:
+        line = None
+        probe = at
+        while probe and line is None:  # the closest enclosing node with a line
+            line = self.lines.get(probe)
+            probe = probe[:-1]
+        where = f"step {step!r}: " if step else ""
+        self.problems.append((self.file, line or self.lines.get(()), where + message))
+
+    def unknown_keys(
+        self,
+        data: Mapping[str, Any],
+        known: Iterable[str],
+        at: Path_,
+        what: str,
+        step: str | None = None,
+    ) -> None:
+        known = tuple(known)
+        for key in data:
+            if key not in known:
+                hint = closest(str(key), known)
+                tip = (
+                    f" Did you mean {hint!r}?" if hint else f" Expected one of: {', '.join(known)}."
+                )
+                self.problem((*at, key), f"unknown key {key!r} in {what}.{tip}", step)
+
+    def expect(
+        self,
+        value: Any,
+        types: type | tuple[type, ...],
+        at: Path_,
+        what: str,
+        step: str | None = None,
+    ) -> bool:
+        if isinstance(value, bool) and bool not in (
+            types if isinstance(types, tuple) else (types,)
+        ):
+            ok = False
+        else:
+            ok = isinstance(value, types)
+        if not ok:
+            names = " or ".join(
+                t.__name__ for t in (types if isinstance(types, tuple) else (types,))
+            )
+            names = names.replace("str", "text").replace("dict", "mapping").replace("list", "list")
+            self.problem(at, f"{what} must be {names}, got {value!r}", step)
+        return ok
+
+    # loading ------------------------------------------------------------------------------
+
+    def load(self) -> Pipeline:
+        if not self.path.is_file():
+            raise PipelineError([(self.file, None, "no such file")])
+        data, self.lines = _read(self.path)
+        if not isinstance(data, dict):
+            raise PipelineError(
+                [
+                    (
+                        self.file,
+                        1,
+                        "a pipeline is a mapping with at least 'steps:', got "
+                        f"{type(data).__name__}",
+                    )
+                ]
+            )
+        self.unknown_keys(data, TOP_KEYS, (), "the pipeline")
+        name = data.get("name")
+        if name is not None:
+            self.expect(name, str, ("name",), "name")
+        inputs = data.get("inputs") or {}
+        if not isinstance(inputs, dict):
+            self.expect(inputs, dict, ("inputs",), "inputs")
+            inputs = {}
+        if "prompt" in data and "input" not in inputs:
+            inputs = {**inputs, "input": data["prompt"]}
+        settings = self.settings(data.get("settings") or {})
+        plugins = data.get("plugins") or []
+        if self.expect(plugins, list, ("plugins",), "plugins"):
+            for k, module in enumerate([*plugins, *self.extra_plugins]):
+                self.import_plugin(module, ("plugins", k))
+        steps_data = data.get("steps")
+        if steps_data is None:
+            self.problem((), "the pipeline has no 'steps:'")
+            raise PipelineError(self.problems)
+        if not self.expect(steps_data, list, ("steps",), "steps") or not steps_data:
+            if isinstance(steps_data, list):
+                self.problem(("steps",), "steps is empty")
+            raise PipelineError(self.problems)
+        entries = self.entries(steps_data)
+        if self.problems:
+            raise PipelineError(self.problems)
+        flow = self.build(name, inputs, settings, entries)
+        if self.problems:
+            raise PipelineError(self.problems)
+        return flow
+
+    def import_plugin(self, module: Any, at: Path_) -> None:
+        if not isinstance(module, str):
+            self.problem(at, f"a plugin is a module name, got {module!r}")
+            return
+        folder = str(self.path.parent.resolve())
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        try:
+            importlib.import_module(module)
+        except Exception as e:
+            self.problem(
+                at, f"plugin module {module!r} could not be imported: {type(e).__name__}: {e}"
+            )
+
+    def settings(self, data: Any) -> dict[str, Any]:
+        if not self.expect(data, dict, ("settings",), "settings"):
+            return {}
+        self.unknown_keys(data, SETTINGS_KEYS, ("settings",), "settings")
+        out: dict[str, Any] = {}
+        checks = {
+            "parallel": (bool, "true or false"),
+            "fail_fast": (bool, "true or false"),
+            "max_workers": (int, "a whole number >= 1"),
+            "timeout": ((int, float), "seconds > 0"),
+            "rate_limit_delay": ((int, float), "seconds >= 0"),
+            "mode": (str, "dynamic, layered or sequential"),
+            "order": (str, "sequence or dataflow"),
+        }
+        for key, value in data.items():
+            if key not in checks:
+                continue
+            types, need = checks[key]
+            bad = isinstance(value, bool) and types is not bool or not isinstance(value, types)
+            if not bad and key == "max_workers":
+                bad = value < 1
+            if not bad and key == "timeout":
+                bad = value <= 0
+            if not bad and key == "rate_limit_delay":
+                bad = value < 0
+            if not bad and key == "mode":
+                bad = value not in ("dynamic", "layered", "sequential")
+            if not bad and key == "order":
+                bad = value not in ("sequence", "dataflow")
+            if bad:
+                self.problem(("settings", key), f"settings.{key} must be {need}, got {value!r}")
+            else:
+                out[key] = value
+        return out
+
+    def entries(self, steps_data: list[Any]) -> list[list[_Step]]:
+        """Top-level entries, each a list of steps (a group's steps, or one step)."""
+        out: list[list[_Step]] = []
+        for k, raw in enumerate(steps_data):
+            at = ("steps", k)
+            if not self.expect(raw, dict, at, f"step {k + 1}"):
+                continue
+            if raw.get("enabled") is False:
+                continue
+            if raw.get("type") == "parallel_group":
+                out.append(self.group(raw, at))
+            else:
+                step = self.step(raw, at, None)
+                if step is not None:
+                    out.append([step])
+        return out
+
+    def group(self, raw: dict[str, Any], at: Path_) -> list[_Step]:
+        name = raw.get("name")
+        if name is not None and not isinstance(name, str):
+            self.problem((*at, "name"), f"a group's name must be text, got {name!r}")
+            name = None
+        name = name or f"group{at[-1] + 1}"
+        self.unknown_keys(raw, GROUP_KEYS, at, f"parallel_group {name!r}")
+        for key, types, what in (
+            ("max_workers", int, "a whole number >= 1"),
+            ("fail_fast", bool, "true or false"),
+            ("timeout", (int, float), "seconds > 0"),
+        ):
+            if key in raw:
+                v = raw[key]
+                ok = isinstance(v, types) and (key == "fail_fast" or not isinstance(v, bool))
+                ok = ok and (key == "fail_fast" or v > 0)
+                if not ok:
+                    self.problem(
+                        (*at, key), f"parallel_group {name!r}: {key} must be {what}, got {v!r}"
+                    )
+        children = raw.get("steps")
+        if not isinstance(children, list) or not children:
+            self.problem((*at, "steps"), f"parallel_group {name!r} needs a list of steps")
+            return []
+        steps = []
+        for k, child in enumerate(children):
+            cat = (*at, "steps", k)
+            if not self.expect(child, dict, cat, f"step {k + 1} of group {name!r}"):
+                continue
+            if child.get("enabled") is False:
+                continue
+            if child.get("type") == "parallel_group":
+                self.problem(cat, "a parallel_group cannot contain another parallel_group")
+                continue
+            step = self.step(child, cat, name)
+            if step is not None:
+                step.data["__group__"] = {
+                    key: raw[key] for key in ("max_workers", "fail_fast", "timeout") if key in raw
+                }
+                steps.append(step)
+        return steps
+
+    def step(self, raw: dict[str, Any], at: Path_, group: str | None) -> _Step | None:
+        kinds = [k for k in ("run", "uses", "type") if k in raw]
+        shown = raw.get("name") if isinstance(raw.get("name"), str) else None
+        if len(kinds) != 1:
+            what = "none" if not kinds else " and ".join(kinds)
+            self.problem(
+                at, f"a step needs exactly one of run:, uses: or type: (got {what})", shown
+            )
+            return None
+        kind = kinds[0]
+        line = self.lines.get(at)
+        if kind == "run":
+            name = shown or f"step{at[-1] + 1}"
+            self.unknown_keys(raw, RUN_KEYS, at, f"step {name!r}", None)
+            if not self.expect(raw["run"], str, (*at, "run"), "run", name):
+                return None
+            step = _Step(name, line, dict(raw), "run", group)
+        else:
+            target = raw[kind]
+            fn = self.resolve(kind, target, (*at, kind), shown)
+            name = shown or (str(target).split(":")[-1] if kind == "uses" else str(target))
+            if fn is None:
+                return None
+            accepted = self.signature_keys(fn)
+            extra = [k for k in raw if k not in COMMON_KEYS and k != kind]
+            sig = inspect.signature(fn)
+            var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+            for key in extra:
+                if key not in accepted and not var_kw:
+                    hint = closest(str(key), [*accepted, *COMMON_KEYS])
+                    tip = f" Did you mean {hint!r}?" if hint else ""
+                    self.problem(
+                        (*at, key),
+                        f"unknown key {key!r}: {_describe(fn)} does not accept it.{tip}",
+                        name,
+                    )
+            params = raw.get("params") or {}
+            if self.expect(params, dict, (*at, "params"), "params", name):
+                for key in params:
+                    if key not in accepted and not var_kw:
+                        hint = closest(str(key), accepted)
+                        tip = f" Did you mean {hint!r}?" if hint else ""
+                        self.problem(
+                            (*at, "params", key),
+                            f"params has {key!r}, which {_describe(fn)} does not accept.{tip}",
+                            name,
+                        )
+            step = _Step(name, line, dict(raw), "call", group, fn=fn)
+        self.common(step, at)
+        return step
+
+    def resolve(
+        self, kind: str, target: Any, at: Path_, step: str | None
+    ) -> Callable[..., Any] | None:
+        if not isinstance(target, str) or not target:
+            self.problem(at, f"{kind} must be text, got {target!r}", step)
+            return None
+        if kind == "type":
+            if target == "parallel_group":
+                return None
+            types = step_types()
+            fn = types.get(target)
+            if fn is None:
+                hint = closest(target, types)
+                tip = f" Did you mean {hint!r}?" if hint else ""
+                known = ", ".join(sorted(types)) or "none"
+                self.problem(
+                    at,
+                    f"unknown step type {target!r}.{tip} Registered: {known}. Register one with "
+                    f"@layerflow.step_type({target!r}) in a module named under plugins:",
+                    step,
+                )
+            return fn
+        module_name, _, attr = target.partition(":")
+        if not attr:
+            self.problem(at, f"uses must look like 'module:function', got {target!r}", step)
+            return None
+        folder = str(self.path.parent.resolve())
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as e:
+            self.problem(
+                at, f"cannot import {module_name!r} for uses: {type(e).__name__}: {e}", step
+            )
+            return None
+        fn = getattr(module, attr, None)
+        if fn is None or not callable(fn):
+            names = [n for n in dir(module) if not n.startswith("_")]
+            hint = closest(attr, names)
+            tip = f" Did you mean {module_name}:{hint}?" if hint else ""
+            self.problem(at, f"module {module_name!r} has no function {attr!r}.{tip}", step)
+            return None
+        return fn
+
+    @staticmethod
+    def signature_keys(fn: Callable[..., Any]) -> list[str]:
+        return [
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+
+    def common(self, step: _Step, at: Path_) -> None:
+        d = step.data
+        name = step.name
+        if "input_from" in d:
+            self.expect(d["input_from"], str, (*at, "input_from"), "input_from", name)
+        if "needs" in d:
+            needs = d["needs"]
+            if isinstance(needs, str):
+                d["needs"] = [needs]
+            elif not isinstance(needs, list) or not all(isinstance(x, str) for x in needs):
+                self.problem(
+                    (*at, "needs"), f"needs must be a list of step names, got {needs!r}", name
+                )
+                d["needs"] = []
+        for key, types, what in (
+            ("retries", int, "a whole number >= 0"),
+            ("priority", int, "a whole number"),
+            ("timeout", (int, float), "seconds > 0"),
+            ("retry_delay", (int, float), "seconds >= 0"),
+            ("cache", bool, "true or false"),
+            ("shell", bool, "true or false"),
+            ("env", dict, "a mapping of names to text"),
+            ("cwd", str, "a folder"),
+            ("resources", dict, "a mapping of pool names to units"),
+            ("rate_limit", (str, dict), "a rate limit's name or a mapping of names to costs"),
+        ):
+            if key in d:
+                v = d[key]
+                ok = isinstance(v, types) and (key in ("cache", "shell") or not isinstance(v, bool))
+                if ok and key == "retries":
+                    ok = v >= 0
+                if ok and key == "timeout":
+                    ok = v > 0
+                if ok and key == "retry_delay":
+                    ok = v >= 0
+                if not ok:
+                    self.problem((*at, key), f"{key} must be {what}, got {v!r}", name)
+        # templates: which steps and inputs they read
+        for text in _strings(d.get("run"), d.get("params"), d.get("env"), d.get("cwd")):
+            for m in _TEMPLATE.finditer(text):
+                ref = m.group(1)
+                parsed = _REF.match(ref)
+                if parsed is None:
+                    self.problem(
+                        at,
+                        f"unknown template {{{{{ref}}}}}: use {{{{input}}}}, {{{{inputs.NAME}}}} "
+                        f"or {{{{steps.NAME.output}}}}",
+                        name,
+                    )
+                elif parsed.group(2):
+                    step.input_refs.add(parsed.group(2))
+                elif parsed.group(3):
+                    step.refs.add(parsed.group(3))
+                elif "input_from" not in d:
+                    step.uses_input = True
+
+    # building -----------------------------------------------------------------------------
+
+    def build(
+        self,
+        name: Any,
+        inputs: dict[str, Any],
+        settings: dict[str, Any],
+        entries: list[list[_Step]],
+    ) -> Pipeline:
+        flow = Pipeline(name if isinstance(name, str) else self.path.stem)
+        flow.inputs = dict(inputs)
+        flow.path = self.path
+        steps = [s for entry in entries for s in entry]
+        by_name: dict[str, _Step] = {}
+        for s in steps:
+            if s.name in by_name:
+                self.problems.append((self.file, s.line, f"step {s.name!r}: duplicate step name"))
+            by_name[s.name] = s
+        names = list(by_name)
+        for s in steps:
+            for ref in [s.data.get("input_from"), *s.data.get("needs", []), *sorted(s.refs)]:
+                if isinstance(ref, str) and ref not in by_name:
+                    hint = closest(ref, names)
+                    tip = f" Did you mean {hint!r}?" if hint else ""
+                    self.problems.append(
+                        (self.file, s.line, f"step {s.name!r}: no step named {ref!r}.{tip}")
+                    )
+            if s.name in inputs:
+                self.problems.append(
+                    (self.file, s.line, f"step {s.name!r} has the same name as an input")
+                )
+        if self.problems:
+            return flow
+        order = settings.get("order", "sequence")
+        previous: list[str] = []
+        rate_limit_delay = settings.get("rate_limit_delay") or 0
+        for entry in entries:
+            for s in entry:
+                after = list(previous) if order == "sequence" else []
+                self.add_step(flow, s, after, inputs, rate_limit_delay)
+            if entry:
+                previous = [s.name for s in entry]
+        run_settings: dict[str, Any] = {}
+        if "max_workers" in settings:
+            run_settings["max_workers"] = settings["max_workers"]
+        if "fail_fast" in settings:
+            run_settings["fail_fast"] = settings["fail_fast"]
+        if "timeout" in settings:
+            run_settings["timeout"] = settings["timeout"]
+        if "mode" in settings:
+            run_settings["mode"] = settings["mode"]
+        if settings.get("parallel") is False:
+            run_settings["mode"] = "sequential"
+        if rate_limit_delay:
+            run_settings["rate_limits"] = {"rate_limit_delay": (1, float(rate_limit_delay))}
+        resources = {}
+        for s in steps:
+            g = s.data.get("__group__") or {}
+            if "max_workers" in g:
+                resources[f"group:{s.group}"] = g["max_workers"]
+        if resources:
+            run_settings["resources"] = resources
+        flow.settings = run_settings
+        flow.descriptions = {s.name: s.data.get("description") for s in steps}
+        return flow
+
+    def add_step(
+        self,
+        flow: Pipeline,
+        s: _Step,
+        after: list[str],
+        inputs: dict[str, Any],
+        rate_limit_delay: float,
+    ) -> None:
+        d = s.data
+        upstream: dict[str, str] = {}  # parameter -> step name
+        if d.get("input_from"):
+            upstream["__input__"] = d["input_from"]
+        for ref in sorted(s.refs):
+            upstream[f"__step__{ref}"] = ref
+        wanted_inputs = set(s.input_refs)
+        if s.uses_input:
+            wanted_inputs.add("input")
+        base = Path(self.path).parent
+        if s.kind == "run":
+            fn = _command(s.name, d, base)
+        else:
+            fn = _call(s.name, s.fn, d)  # type: ignore[arg-type]
+            if not d.get("input_from") and _wants_input(s.fn):  # type: ignore[arg-type]
+                wanted_inputs.add("input")
+        fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in sorted(wanted_inputs)]
+            + [inspect.Parameter("upstream", inspect.Parameter.VAR_KEYWORD)]
+        )
+        options: dict[str, Any] = {
+            "inputs": upstream,
+            "after": [*after, *d.get("needs", [])],
+            "description": d.get("description"),
+        }
+        for key in ("retries", "retry_delay", "timeout", "priority", "resources", "cache"):
+            if key in d:
+                options[key] = d[key]
+        rate = d.get("rate_limit")
+        if isinstance(rate, str):
+            rate = {rate: 1}
+        if rate_limit_delay:
+            rate = {**(rate or {}), "rate_limit_delay": 1}
+        if rate:
+            options["rate_limit"] = rate
+        group = d.get("__group__")
+        if group is not None and "max_workers" in group:
+            options["resources"] = {**options.get("resources", {}), f"group:{s.group}": 1}
+        try:
+            task = flow.add(fn, name=s.name, **options)
+        except LayerflowError as e:
+            self.problems.append((self.file, s.line, f"step {s.name!r}: {e}"))
+            return
+        if group is not None:
+            task.group = s.group
+            if "fail_fast" in group:
+                task.fail_fast = group["fail_fast"]
+            if "timeout" in group:
+                task.group_timeout = float(group["timeout"])
+
+
+def _strings(*values: Any) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, dict):
+            out.extend(_strings(*v.values()))
+        elif isinstance(v, list):
+            out.extend(_strings(*v))
+    return out
+
+
+def _describe(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}()"
+
+
+def _wants_input(fn: Callable[..., Any]) -> bool:
+    params = inspect.signature(fn).parameters
+    p = params.get("input")
+    return p is not None and p.default is inspect.Parameter.empty
+
+
+def _render(text: str, values: Mapping[str, Any], quote: Callable[[str], str] = str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        return quote(str(values[m.group(1).strip()]))
+
+    return _TEMPLATE.sub(sub, text)
+
+
+def _template_values(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The values templates may name, from a step function's keyword arguments."""
+    values: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if key == "__input__":
+            values["input"] = value
+        elif key.startswith("__step__"):
+            values[f"steps.{key[8:]}.output"] = value
+        else:
+            values[f"inputs.{key}"] = value
+            if key == "input" and "input" not in values:
+                values["input"] = value
+    return values
+
+
+def _render_all(value: Any, values: Mapping[str, Any]) -> Any:
+    if isinstance(value, str):
+        return _render(value, values)
+    if isinstance(value, dict):
+        return {k: _render_all(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_all(v, values) for v in value]
+    return value
+
+
+def _call(name: str, fn: Callable[..., Any], d: dict[str, Any]) -> Callable[..., Any]:
+    """A ``uses:``/``type:`` step: the function, with input, params and its own keys."""
+    extra = {k: v for k, v in d.items() if k not in COMMON_KEYS and k not in ("uses", "type")}
+    extra.pop("__group__", None)
+    params = d.get("params") or {}
+    accepted = set(_Loader.signature_keys(fn))
+
+    def step(**kwargs: Any) -> Any:
+        values = _template_values(kwargs)
+        call = {k: _render_all(v, values) for k, v in {**extra, **params}.items()}
+        if "input" in values and "input" in accepted:
+            call.setdefault("input", values["input"])
+        return fn(**call)
+
+    step.__name__ = name
+    return step
+
+
+# running commands, so that Ctrl-C and the end of a run can stop them
+_PROCESSES: set[subprocess.Popen[bytes]] = set()
+_PROCESSES_LOCK = threading.Lock()
+
+
+def stop_commands() -> None:
+    """Kill every command a ``run:`` step started that is still running (whole group)."""
+    with _PROCESSES_LOCK:
+        running = list(_PROCESSES)
+    for proc in running:
+        _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _command(name: str, d: dict[str, Any], base: Path) -> Callable[..., Any]:
+    """A ``run:`` step. The template is split first and each argument rendered after, so a
+    value is always one literal argument; with ``shell: true`` every value is quoted."""
+    template = d["run"]
+    shell = bool(d.get("shell"))
+    env_t = d.get("env") or {}
+    cwd_t = d.get("cwd")
+    timeout = d.get("timeout")
+    argv_t = None if shell else shlex.split(template)
+
+    def step(**kwargs: Any) -> str:
+        values = _template_values(kwargs)
+        if shell:
+            argv = ["/bin/sh", "-c", _render(template, values, shlex.quote)]
+        else:
+            argv = [_render(arg, values) for arg in argv_t]  # type: ignore[union-attr]
+        env = {**os.environ, **{k: _render(str(v), values) for k, v in env_t.items()}}
+        cwd = base / _render(cwd_t, values) if cwd_t else base
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,  # its own process group: a timeout kills it all
+            )
+        except OSError as e:
+            raise CommandFailed(f"step {name!r}: cannot run {argv[0]!r}: {e}", 127, "") from None
+        with _PROCESSES_LOCK:
+            _PROCESSES.add(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.communicate()
+            raise TaskTimeout(
+                f"step {name!r} timed out after {timeout:g}s", name, timeout
+            ) from None
+        finally:
+            _kill_group(proc)  # anything it left running in its group
+            with _PROCESSES_LOCK:
+                _PROCESSES.discard(proc)
+        if proc.returncode != 0:
+            tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-20:])
+            raise CommandFailed(
+                f"step {name!r}: command exited with code {proc.returncode}"
+                + (f"; stderr ends with:\n{tail}" if tail else ""),
+                proc.returncode,
+                tail,
+            )
+        return out.decode(errors="replace").strip()
+
+    step.__name__ = name
+    return step
+
+
+# --- the flow a pipeline becomes --------------------------------------------------------------
+
+
+class Pipeline(Flow):
+    """A :class:`Flow` loaded from YAML: it also carries the file's ``inputs`` (defaults)
+    and ``settings`` (run options), which ``run`` applies unless told otherwise."""
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name)
+        self.inputs: dict[str, Any] = {}
+        self.settings: dict[str, Any] = {}
+        self.descriptions: dict[str, str | None] = {}
+        self.path: Path | None = None
+
+    def run_options(self, **options: Any) -> dict[str, Any]:
+        """The file's settings, the environment, then ``options``, in rising precedence."""
+        merged = dict(self.settings)
+        env_parallel = os.environ.get("LAYERFLOW_PARALLEL")
+        if env_parallel is not None and env_parallel.strip().lower() in ("0", "false", "no", "off"):
+            merged["mode"] = "sequential"
+        env_workers = os.environ.get("LAYERFLOW_MAX_WORKERS")
+        if env_workers:
+            try:
+                merged["max_workers"] = int(env_workers)
+            except ValueError:
+                raise PipelineError(
+                    [
+                        (
+                            "LAYERFLOW_MAX_WORKERS",
+                            None,
+                            f"must be a whole number, got {env_workers!r}",
+                        )
+                    ]
+                ) from None
+        for key, value in options.items():
+            if key in ("resources", "rate_limits") and value and key in merged:
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+        return merged
+
+    def run(self, inputs: Mapping[str, Any] | None = None, **options: Any):  # type: ignore[override]
+        """Run with the file's inputs and settings as defaults."""
+        try:
+            return super().run({**self.inputs, **(inputs or {})}, **self.run_options(**options))
+        finally:
+            stop_commands()
+
+    def plan(self, inputs: Mapping[str, Any] | None = None, **options: Any):  # type: ignore[override]
+        """Plan with the file's inputs as defaults."""
+        return super().plan({**self.inputs, **(inputs or {})}, **options)
+
+
+def load_pipeline(path: str | os.PathLike[str], *, plugins: Iterable[str] = ()) -> Pipeline:
+    """Read a YAML pipeline into a :class:`Flow` (a :class:`Pipeline`); raise
+    :class:`PipelineError` listing every problem, with file and line, before anything runs."""
+    return _Loader(Path(path), plugins).load()
