@@ -23,6 +23,7 @@ from .flow import Flow
 from .graph import Task
 from .limits import DEFAULT_MAX_WORKERS, LayerReport, RateLimit, RateLimited
 from .parallel import ParallelMapError, parallel_map
+from .pipeline import CommandFailed, Pipeline, PipelineError, load_pipeline, step_type
 from .plan import Plan
 from .result import NoValueError, RunResult, TaskRun
 
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MAX_WORKERS",
+    "CommandFailed",
     "CycleError",
     "DuplicateTaskError",
     "Event",
@@ -42,6 +44,8 @@ __all__ = [
     "MissingInputError",
     "NoValueError",
     "ParallelMapError",
+    "Pipeline",
+    "PipelineError",
     "Plan",
     "RateLimit",
     "RateLimited",
@@ -56,5 +60,7 @@ __all__ = [
     "TaskTimeout",
     "UnpicklableError",
     "WorkerDied",
+    "load_pipeline",
     "parallel_map",
+    "step_type",
 ]

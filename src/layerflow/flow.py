@@ -54,6 +54,9 @@ class Flow:
     ... def user(user_id): ...
     """
 
+    #: an input no task uses is an error (a typo); a YAML pipeline accepts any ``--set``
+    strict_inputs = True
+
     def __init__(self, name: str | None = None) -> None:
         if name is not None and not isinstance(name, str):
             raise InvalidOptionError(f"a flow's name must be a str, got {name!r}")
@@ -170,7 +173,7 @@ class Flow:
                         f"the task, so rename the input or the task"
                     )
                 )
-            elif name not in used:
+            elif name not in used and self.strict_inputs:
                 params = {p for t in self._graph.tasks for p in t.signature.names}
                 problems.append(
                     InvalidOptionError(

@@ -146,6 +146,9 @@ class Task:
         "is_coroutine",
         "signature",
         "free_params",
+        "group",
+        "fail_fast",
+        "group_timeout",
         "__wrapped__",
     )
 
@@ -271,6 +274,11 @@ class Task:
                     f"task {name!r}: {option}= is not available in this version of layerflow"
                 )
         self.description = description
+        # Set by the YAML loader for steps of a parallel_group: the group's name, its own
+        # fail_fast (None: the run's), and its time limit for the whole group.
+        self.group: str | None = None
+        self.fail_fast: bool | None = None
+        self.group_timeout: float | None = None
         # what Graph.build resolves, precomputed: parameters left to inference by name
         explicit = self.params.keys() | self.inputs.keys()
         self.free_params = tuple(p for p in sig.names if p not in explicit)

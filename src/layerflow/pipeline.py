@@ -855,6 +855,8 @@ class Pipeline(Flow):
     """A :class:`Flow` loaded from YAML: it also carries the file's ``inputs`` (defaults)
     and ``settings`` (run options), which ``run`` applies unless told otherwise."""
 
+    strict_inputs = False
+
     def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
         self.inputs: dict[str, Any] = {}

@@ -203,6 +203,8 @@ class Run:
         self.rate_wake = math.inf  # when a timer will look at blocked_rate again
         self.gated = any(self.need) or any(self.cost)
 
+        self.group_deadline: dict[str | None, float] = {}  # parallel_group -> its deadline
+
         self.timer: _Timer | None = None
         self.bus = EventBus(list(observers)) if observers else None
         self.emit = self.bus.put if self.bus else None
@@ -454,6 +456,9 @@ class Run:
         t = self.spec[i]
         if t.timeout is not None:
             self._timer().add(now + t.timeout, self._on_task_deadline, i, self.token[i])
+        if t.group_timeout is not None and t.group not in self.group_deadline:
+            self.group_deadline[t.group] = now + t.group_timeout
+            self._timer().add(now + t.group_timeout, self._on_group_deadline, t)
         if self.emit:
             li = self.layer[i]
             if not self.layer_seen[li]:
@@ -473,7 +478,7 @@ class Run:
                     self._pump()  # a better coroutine or process task takes the slot
                     continue
                 i = heapq.heappop(ready) % KEY_BASE
-                if self.gated and not self._admit(i):
+                if self.status[i] != _READY or (self.gated and not self._admit(i)):
                     continue
                 self._start(i)
                 if ready:
@@ -535,7 +540,7 @@ class Run:
             ):
                 return  # the slots left belong to better thread tasks
             i = heapq.heappop(self.ready[kind]) % KEY_BASE
-            if self.gated and not self._admit(i):
+            if self.status[i] != _READY or (self.gated and not self._admit(i)):
                 continue
             self._start(i)
             args, kwargs = self._call_args(i)
@@ -638,7 +643,8 @@ class Run:
             self.cause_error = error
         self.outcome = "failed"
         self._finalize(i)
-        if self.fail_fast:
+        fail_fast = self.fail_fast if t.fail_fast is None else t.fail_fast
+        if fail_fast:
             reason = f"{self.names[i]!r} failed"
             # what can be cancelled is: coroutines and worker processes; a running thread
             # cannot be, so the run waits for it and keeps its result
@@ -735,7 +741,8 @@ class Run:
                 self._task_event("task_failed", m, error=self.errors[m], duration=0.0)
             self.outcome = "failed"
             self._finalize(m)
-            if not self.fail_fast:
+            spec_ff = self.spec[m].fail_fast
+            if not (self.fail_fast if spec_ff is None else spec_ff):
                 self._skip_downstream(m)
         else:
             self.status[m] = _CANCELLED
@@ -862,6 +869,26 @@ class Run:
             )
         err = TaskTimeout(f"task {name!r} timed out after {t.timeout:g}s", name, t.timeout)
         self._abandon(i, err, fail=True)
+
+    def _on_group_deadline(self, spec: Task) -> None:
+        """A parallel_group's time is up: what is still running in it fails, and so does
+        what has not started (its time is spent); the group's fail_fast decides the rest."""
+        from .pipeline import GroupTimeout
+
+        group, limit = spec.group, spec.group_timeout
+        for i in range(len(self.status)):
+            if self.spec[i].group != group:
+                continue
+            st = self.status[i]
+            err = GroupTimeout(
+                f"group {group!r} timed out after {limit:g}s with {self.names[i]!r} unfinished",
+                self.names[i],
+                limit,
+            )
+            if st == _RUNNING:
+                self._abandon(i, err, fail=True)
+            elif st in _WAITING_STATES:
+                self._fail(i, err)
 
     def _on_retry(self, i: int, token: int) -> None:
         if self.token[i] != token or self.status[i] != _RETRY_WAIT:

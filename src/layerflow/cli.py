@@ -1,0 +1,450 @@
+"""The ``layerflow`` command: run, plan, graph and validate a pipeline.
+
+Exit codes: 0 success, 1 a task failed, 2 invalid input or usage, 130 interrupted.
+Nothing below this module knows about the command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import LayerflowError, RunInterrupted, TaskFailed, safe_str
+from .events import Event, LogObserver, RunEvent, TaskEvent
+from .flow import Flow
+from .limits import LayerReport
+from .pipeline import Pipeline, PipelineError, load_pipeline, stop_commands
+from .result import RunResult
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Usage(Exception):
+    """A problem with what the user asked for: printed, exit code 2."""
+
+
+def _load(target: str, plugins: tuple[str, ...]) -> Flow:
+    """A pipeline file, or ``module:flow`` for a Python flow."""
+    path = Path(target)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return load_pipeline(path, plugins=plugins)
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise _Usage(f"{target}: no such file (and not of the form module:flow)")
+    for module in plugins:
+        importlib.import_module(module)
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise _Usage(f"{target}: cannot import {module_name!r}: {e}") from None
+    flow = getattr(module, attr, None)
+    if not isinstance(flow, Flow):
+        raise _Usage(f"{target}: {attr!r} in {module_name!r} is not a layerflow.Flow")
+    return flow
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in values:
+        name, eq, raw = item.partition("=")
+        if not eq or not name:
+            raise _Usage(f"--set takes NAME=VALUE, got {item!r}")
+        try:
+            parsed = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            parsed = raw
+        # numbers and booleans become numbers and booleans; anything else stays text
+        out[name] = parsed if isinstance(parsed, (int, float, bool)) else raw
+    return out
+
+
+def _options(flow: Flow, **options: Any) -> dict[str, Any]:
+    return flow.run_options(**options) if isinstance(flow, Pipeline) else options
+
+
+def _inputs(flow: Flow, sets: dict[str, Any]) -> dict[str, Any]:
+    return {**flow.inputs, **sets} if isinstance(flow, Pipeline) else sets
+
+
+def _fail_usage(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _guard(fn):  # noqa: ANN001, ANN202
+    """Turn known errors into a message and exit code 2, never a traceback."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (_Usage, PipelineError, LayerflowError) as e:
+            _fail_usage(safe_str(e) if not isinstance(e, (_Usage, PipelineError)) else str(e))
+
+    wrapped.__name__ = fn.__name__
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="layerflow")
+def main() -> None:
+    """Run a graph of tasks and parallelize whatever is independent, automatically."""
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """Progress for the command line: plain lines, or a live display on a terminal."""
+
+    def __init__(self, stream: Any, live: bool, quiet: bool) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.live = live and not quiet
+        self.lock = threading.Lock()
+        self.running: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.total = 0
+        self.display: Any = None
+
+    def __call__(self, event: Event) -> None:
+        if self.quiet:
+            return
+        if not self.live:
+            line, _ = LogObserver.format(event)
+            if line and not (isinstance(event, RunEvent) and event.kind == "run_finished"):
+                print(line, file=self.stream, flush=True)
+            return
+        with self.lock:
+            if isinstance(event, RunEvent) and event.kind == "run_started":
+                self.total = event.total
+            elif isinstance(event, TaskEvent):
+                if event.kind == "task_started":
+                    self.running[event.task or ""] = event.time
+                elif event.kind in (
+                    "task_succeeded",
+                    "task_failed",
+                    "task_skipped",
+                    "task_cancelled",
+                ):
+                    self.running.pop(event.task or "", None)
+                    key = event.kind.removeprefix("task_")
+                    self.counts[key] = self.counts.get(key, 0) + 1
+                self.total = max(self.total, event.total)
+
+    def __enter__(self) -> _Progress:
+        if self.live:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.display = Live(
+                get_renderable=self.render,
+                console=Console(file=self.stream),
+                refresh_per_second=4,  # a fixed rate, never per event
+                transient=True,
+            )
+            self.display.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.display is not None:
+            self.display.__exit__(*exc)
+
+    def render(self) -> Any:
+        from rich.table import Table
+
+        with self.lock:
+            done = sum(self.counts.values())
+            table = Table.grid(padding=(0, 2))
+            counts = ", ".join(f"{n} {k}" for k, n in self.counts.items()) or "starting"
+            table.add_row(f"[bold]{done}/{self.total}[/bold] done", counts)
+            now = time.time()
+            for name, started in sorted(self.running.items(), key=lambda kv: kv[1])[:10]:
+                table.add_row(f"  running {name}", f"{now - started:.1f}s")
+            if len(self.running) > 10:
+                table.add_row(f"  ... and {len(self.running) - 10} more running", "")
+        return table
+
+
+def _final_line(run: RunResult) -> str:
+    tail = (
+        f"in {run.duration:.1f}s (sequential estimate {run.sequential_estimate:.1f}s, "
+        f"speedup {run.speedup:.1f}x)"
+    )
+    counts = run.counts()
+    done = counts.get("succeeded", 0)
+    if run.ok:
+        return f"Completed {done} tasks {tail}"
+    others = ", ".join(f"{n} {s}" for s, n in counts.items() if s != "succeeded")
+    return f"Run {run.status}: {done} of {len(run.tasks)} tasks completed ({others}) {tail}"
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _as_json(run: RunResult) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "status": run.status,
+        "duration": run.duration,
+        "sequential_estimate": run.sequential_estimate,
+        "speedup": run.speedup,
+        "layers": run.layers,
+        "tasks": {
+            name: {
+                "status": t.status,
+                "duration": t.duration,
+                "attempts": t.attempts,
+                "layer": t.layer,
+                "output": _jsonable(t.value) if t.ok else None,
+                "error": safe_str(t.error) if t.error is not None else None,
+            }
+            for name, t in run.tasks.items()
+        },
+    }
+
+
+def _checkpoint(yes: bool):  # noqa: ANN202
+    def ask(report: LayerReport) -> bool:
+        counts = report.counts()
+        prompt = (
+            f"Layer {report.index} done: {counts.get('succeeded', 0)} succeeded, "
+            f"{counts.get('failed', 0)} failed. Continue?"
+        )
+        if yes:
+            click.echo(f"{prompt} [y/N] y (--yes)", err=True)
+            return True
+        return click.confirm(prompt, default=False, err=True)
+
+    return ask
+
+
+@main.command()
+@click.argument("file")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Set a flow input.")
+@click.option("--max-workers", type=click.IntRange(min=1), help="How many tasks at once.")
+@click.option("--mode", type=click.Choice(["dynamic", "layered", "sequential"]))
+@click.option("--sequential", is_flag=True, help="One task at a time (same as --mode sequential).")
+@click.option("--no-fail-fast", is_flag=True, help="Keep running independent branches.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds for the run.")
+@click.option("--backend", type=click.Choice(["thread", "process", "async"]))
+@click.option("--checkpoint", is_flag=True, help="Ask before each next layer.")
+@click.option("--yes", is_flag=True, help="Answer yes to every --checkpoint question.")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Import step types.")
+@click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("-v", "--verbose", is_flag=True, help="Plain progress lines even on a terminal.")
+def run(
+    file: str,
+    sets: tuple[str, ...],
+    max_workers: int | None,
+    mode: str | None,
+    sequential: bool,
+    no_fail_fast: bool,
+    timeout: float | None,
+    backend: str | None,
+    checkpoint: bool,
+    yes: bool,
+    plugins: tuple[str, ...],
+    as_json: bool,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    """Run a pipeline FILE (YAML, or module:flow for a Python flow)."""
+    code = _guard(_run)(
+        file,
+        sets,
+        max_workers,
+        mode,
+        sequential,
+        no_fail_fast,
+        timeout,
+        backend,
+        checkpoint,
+        yes,
+        plugins,
+        as_json,
+        quiet,
+        verbose,
+    )
+    sys.exit(code)
+
+
+def _run(
+    file: str,
+    sets: tuple[str, ...],
+    max_workers: int | None,
+    mode: str | None,
+    sequential: bool,
+    no_fail_fast: bool,
+    timeout: float | None,
+    backend: str | None,
+    checkpoint: bool,
+    yes: bool,
+    plugins: tuple[str, ...],
+    as_json: bool,
+    quiet: bool,
+    verbose: bool,
+) -> int:
+    flow = _load(file, plugins)
+    given: dict[str, Any] = {}
+    if max_workers is not None:
+        given["max_workers"] = max_workers
+    if mode is not None:
+        given["mode"] = mode
+    if sequential:
+        given["mode"] = "sequential"
+    if no_fail_fast:
+        given["fail_fast"] = False
+    if timeout is not None:
+        given["timeout"] = timeout
+    if backend is not None:
+        given["backend"] = backend
+    if checkpoint:
+        if not yes and not sys.stdin.isatty():
+            raise _Usage(
+                "--checkpoint asks before each layer, but there is no terminal to ask on; "
+                "add --yes to approve every layer, or run it from a terminal"
+            )
+        given["checkpoint"] = _checkpoint(yes)
+    options = _options(flow, **given)
+    inputs = _inputs(flow, _parse_sets(sets))
+    stream = sys.stderr if as_json else sys.stdout
+    live = stream.isatty() and not verbose
+    progress = _Progress(stream, live, quiet)
+    flow.plan(inputs)  # every problem before anything runs (exit 2, no traceback)
+    status = EXIT_OK
+    try:
+        with progress:
+            result = Flow.run(flow, inputs, on_event=progress, **options)
+    except TaskFailed as e:
+        result = e.result
+        status = EXIT_FAILED
+    except RunInterrupted as e:
+        stop_commands()
+        result = e.result
+        status = EXIT_INTERRUPTED
+    finally:
+        stop_commands()
+    if result.status == "failed":
+        status = EXIT_FAILED
+    if as_json:
+        click.echo(json.dumps(_as_json(result), indent=2))
+    elif not quiet:
+        failed = [t for t in result.tasks.values() if t.status == "failed"]
+        for t in failed:
+            click.echo(f"  {t.name}: {safe_str(t.error)}" if t.error else f"  {t.name}: failed")
+        click.echo(_final_line(result))
+        if status == EXIT_INTERRUPTED:
+            click.echo("Interrupted: finished results were kept; running steps were stopped.")
+    return status
+
+
+# --- plan, graph, validate ------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("file")
+@click.option(
+    "--max-workers",
+    "workers",
+    default=None,
+    metavar="N[,N...]",
+    help="Worker counts to predict for (a what-if table for several).",
+)
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE")
+def plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[str, ...]) -> None:
+    """Show the layers, the critical path and the predicted time and speedup."""
+    sys.exit(_guard(_plan)(file, workers, sets, plugins))
+
+
+def _plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[str, ...]) -> int:
+    flow = _load(file, plugins)
+    counts: list[int | None] = [None]
+    if workers:
+        try:
+            counts = [int(w) for w in workers.split(",")]
+        except ValueError:
+            raise _Usage(
+                f"--max-workers takes numbers like 4 or 1,2,4,8, got {workers!r}"
+            ) from None
+        if any(c < 1 for c in counts):
+            raise _Usage("--max-workers must be at least 1")
+    elif isinstance(flow, Pipeline) and "max_workers" in flow.settings:
+        counts = [flow.settings["max_workers"]]
+    the_plan = flow.plan(_inputs(flow, _parse_sets(sets)))
+    click.echo(the_plan.explain(max_workers=counts[0]))
+    if len(counts) > 1:
+        total = len(the_plan)
+        click.echo("\nwhat if (every task 1 unit):")
+        click.echo(f"  {'max_workers':>11}  {'predicted':>9}  {'speedup':>7}")
+        for c in counts:
+            span = the_plan.simulate(max_workers=c)
+            click.echo(f"  {c:>11}  {span:>9g}  {total / span if span else 1:>6.1f}x")
+    if isinstance(flow, Pipeline):
+        limits = the_plan.binding_limits(
+            flow.settings.get("resources"), flow.settings.get("rate_limits")
+        )
+        for line in limits:
+            click.echo(f"limit: {line}")
+    return EXIT_OK
+
+
+@main.command()
+@click.argument("file")
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "text"]), default="text")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE")
+def graph(file: str, fmt: str, plugins: tuple[str, ...]) -> None:
+    """Print the graph as Mermaid, Graphviz DOT, or text."""
+    sys.exit(_guard(_graph)(file, fmt, plugins))
+
+
+def _graph(file: str, fmt: str, plugins: tuple[str, ...]) -> int:
+    the_plan = _load(file, plugins).plan()
+    if fmt == "mermaid":
+        click.echo(the_plan.to_mermaid(), nl=False)
+    elif fmt == "dot":
+        click.echo(the_plan.to_dot(), nl=False)
+    else:
+        for k, layer in enumerate(the_plan.layers):
+            click.echo(f"layer {k}:")
+            for name in layer:
+                deps = the_plan.dependencies(name)
+                click.echo(f"  {name}" + (f"  <- {', '.join(deps)}" if deps else ""))
+    return EXIT_OK
+
+
+@main.command()
+@click.argument("file")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE")
+def validate(file: str, plugins: tuple[str, ...]) -> None:
+    """Check a pipeline without running it."""
+    sys.exit(_guard(_validate)(file, plugins))
+
+
+def _validate(file: str, plugins: tuple[str, ...]) -> int:
+    flow = _load(file, plugins)
+    the_plan = flow.plan()
+    click.echo(f"{file}: valid, {len(the_plan)} tasks in {len(the_plan.layers)} layers")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    main()
