@@ -15,7 +15,7 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/profile.py
+	$(VENV)/bin/layerflow run examples/hybrid.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
