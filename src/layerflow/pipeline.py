@@ -154,6 +154,8 @@ SETTINGS_KEYS = (
     "rate_limit_delay",
     "mode",
     "order",
+    "resources",
+    "rate_limits",
 )
 COMMON_KEYS = (
     "name",
@@ -333,6 +335,8 @@ class _Loader:
             "rate_limit_delay": ((int, float), "seconds >= 0"),
             "mode": (str, "dynamic, layered or sequential"),
             "order": (str, "sequence or dataflow"),
+            "resources": (dict, "a mapping of pool names to capacities"),
+            "rate_limits": (dict, "a mapping of limit names to rates like '80/min'"),
         }
         for key, value in data.items():
             if key not in checks:
@@ -627,9 +631,12 @@ class _Loader:
             run_settings["mode"] = settings["mode"]
         if settings.get("parallel") is False:
             run_settings["mode"] = "sequential"
+        limits = dict(settings.get("rate_limits") or {})
         if rate_limit_delay:
-            run_settings["rate_limits"] = {"rate_limit_delay": (1, float(rate_limit_delay))}
-        resources = {}
+            limits["rate_limit_delay"] = (1, float(rate_limit_delay))
+        if limits:
+            run_settings["rate_limits"] = limits
+        resources = dict(settings.get("resources") or {})
         for s in steps:
             g = s.data.get("__group__") or {}
             if "max_workers" in g:
