@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
-import statistics
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import layerflow as lf
+
+sys.path.insert(0, str(Path(__file__).parent))
+from graphs import timed  # noqa: E402
 
 
 def spin(n: int) -> int:
@@ -33,16 +36,6 @@ def calibrate(seconds: float = 0.2) -> int:
     t0 = time.perf_counter()
     spin(n)
     return int(n * seconds / (time.perf_counter() - t0))
-
-
-def timed(fn, repeat: int = 1) -> float:
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def cpu_bound(tasks: int) -> None:

@@ -5,9 +5,23 @@ A shape is a list of parent lists: ``parents[i]`` are the earlier tasks task ``i
 
 from __future__ import annotations
 
+import gc
 import random
+import statistics
+import time
 
 import layerflow as lf
+
+
+def timed(fn, repeat: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeat`` calls, each after a full collection."""
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def chain(n: int) -> list[list[int]]:

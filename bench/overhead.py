@@ -8,29 +8,16 @@ Usage: python bench/overhead.py [--sizes 1000,10000,100000] [--repeat 3]
 from __future__ import annotations
 
 import argparse
-import gc
-import statistics
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from graphs import SHAPES, dask_noop, to_dask, to_flow  # noqa: E402
+from graphs import SHAPES, dask_noop, timed, to_dask, to_flow  # noqa: E402
 
 WORKERS = 4
-
-
-def timed(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def raw_tpe(n: int) -> None:

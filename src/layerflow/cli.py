@@ -6,12 +6,14 @@ Nothing below this module knows about the command line.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,18 +84,15 @@ def _fail_usage(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
-def _guard(fn):  # noqa: ANN001, ANN202
-    """Turn known errors into a message and exit code 2, never a traceback."""
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (_Usage, PipelineError, LayerflowError) as e:
-            _fail_usage(safe_str(e) if not isinstance(e, (_Usage, PipelineError)) else str(e))
-
-    wrapped.__name__ = fn.__name__
-    wrapped.__doc__ = fn.__doc__
-    return wrapped
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Known errors become a message and exit code 2, never a traceback."""
+    try:
+        yield
+    except (_Usage, PipelineError) as e:
+        _fail_usage(str(e))
+    except LayerflowError as e:
+        _fail_usage(safe_str(e))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -267,55 +266,38 @@ def run(
     verbose: bool,
 ) -> None:
     """Run a pipeline FILE (YAML, or module:flow for a Python flow)."""
-    code = _guard(_run)(
-        file,
-        sets,
-        max_workers,
-        mode,
-        sequential,
-        no_fail_fast,
-        timeout,
-        backend,
-        checkpoint,
-        yes,
-        plugins,
-        as_json,
-        quiet,
-        verbose,
-    )
+    with _errors():
+        code = _run(
+            file,
+            sets,
+            plugins,
+            as_json,
+            quiet,
+            verbose,
+            checkpoint,
+            yes,
+            max_workers=max_workers,
+            mode="sequential" if sequential else mode,
+            fail_fast=False if no_fail_fast else None,
+            timeout=timeout,
+            backend=backend,
+        )
     sys.exit(code)
 
 
 def _run(
     file: str,
     sets: tuple[str, ...],
-    max_workers: int | None,
-    mode: str | None,
-    sequential: bool,
-    no_fail_fast: bool,
-    timeout: float | None,
-    backend: str | None,
-    checkpoint: bool,
-    yes: bool,
     plugins: tuple[str, ...],
     as_json: bool,
     quiet: bool,
     verbose: bool,
+    checkpoint: bool,
+    yes: bool,
+    **chosen: Any,
 ) -> int:
     flow = _load(file, plugins)
-    given: dict[str, Any] = {}
-    if max_workers is not None:
-        given["max_workers"] = max_workers
-    if mode is not None:
-        given["mode"] = mode
-    if sequential:
-        given["mode"] = "sequential"
-    if no_fail_fast:
-        given["fail_fast"] = False
-    if timeout is not None:
-        given["timeout"] = timeout
-    if backend is not None:
-        given["backend"] = backend
+    given = {key: value for key, value in chosen.items() if value is not None}
     if checkpoint:
         if not yes and not sys.stdin.isatty():
             raise _Usage(
@@ -372,7 +354,8 @@ def _run(
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE")
 def plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[str, ...]) -> None:
     """Show the layers, the critical path and the predicted time and speedup."""
-    sys.exit(_guard(_plan)(file, workers, sets, plugins))
+    with _errors():
+        sys.exit(_plan(file, workers, sets, plugins))
 
 
 def _plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[str, ...]) -> int:
@@ -413,7 +396,8 @@ def _plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE")
 def graph(file: str, fmt: str, plugins: tuple[str, ...]) -> None:
     """Print the graph as Mermaid, Graphviz DOT, or text."""
-    sys.exit(_guard(_graph)(file, fmt, plugins))
+    with _errors():
+        sys.exit(_graph(file, fmt, plugins))
 
 
 def _graph(file: str, fmt: str, plugins: tuple[str, ...]) -> int:
@@ -436,7 +420,8 @@ def _graph(file: str, fmt: str, plugins: tuple[str, ...]) -> int:
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE")
 def validate(file: str, plugins: tuple[str, ...]) -> None:
     """Check a pipeline without running it."""
-    sys.exit(_guard(_validate)(file, plugins))
+    with _errors():
+        sys.exit(_validate(file, plugins))
 
 
 def _validate(file: str, plugins: tuple[str, ...]) -> int:
