@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LayerflowError, did_you_mean, safe_str
 
-__all__ = ["TaskRun", "RunResult", "NoValueError", "TASK_STATUSES", "RUN_STATUSES"]
+__all__ = ["TaskRun", "TaskRuns", "RunResult", "NoValueError", "TASK_STATUSES", "RUN_STATUSES"]
 
 TASK_STATUSES = ("succeeded", "failed", "skipped", "cancelled", "cached", "reused")
 RUN_STATUSES = ("succeeded", "failed", "stopped", "interrupted")
@@ -48,6 +48,36 @@ class TaskRun:
         return self.status in ("succeeded", "cached", "reused")
 
 
+class TaskRuns(Mapping[str, TaskRun]):
+    """``run.tasks``: every task's :class:`TaskRun` by name, in run order, each built on
+    first access (a 100,000-task run does not pay for records nobody reads)."""
+
+    def __init__(self, names: list[str], make: Callable[[int], TaskRun]) -> None:
+        self._names = names
+        self._index = {name: k for k, name in enumerate(names)}
+        self._make = make
+        self._made: dict[int, TaskRun] = {}
+
+    def __getitem__(self, name: str) -> TaskRun:
+        k = self._index[name]
+        made = self._made.get(k)
+        if made is None:
+            made = self._made[k] = self._make(k)
+        return made
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __repr__(self) -> str:
+        return f"<TaskRuns: {len(self)} tasks>"
+
+
 class RunResult:
     """The outcome of ``flow.run``: values, per-task records, and timing."""
 
@@ -57,7 +87,7 @@ class RunResult:
         run_id: str,
         flow_name: str | None,
         status: str,
-        tasks: dict[str, TaskRun],
+        tasks: Mapping[str, TaskRun],
         order: list[str],
         layers: list[list[str]] | Callable[[], list[list[str]]],
         critical_path: list[str] | Callable[[], list[str]],

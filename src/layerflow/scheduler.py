@@ -65,7 +65,7 @@ from .limits import (
     task_costs,
 )
 from .plan import KEY_BASE, MODES, Plan
-from .result import RunResult, TaskRun
+from .result import RunResult, TaskRun, TaskRuns
 
 __all__ = ["Run", "execute", "BACKENDS"]
 
@@ -239,6 +239,9 @@ class Run:
             self.fns.append(_sync_call(t.fn) if kind == _THREAD and t.is_coroutine else t.fn)
         self.consts: list[dict[str, Any] | None] = []
         for t, in_args in zip(tasks, g.input_args, strict=True):
+            if not in_args and not t.params:
+                self.consts.append(None)
+                continue
             const = dict(t.params)
             for param, name in in_args:
                 if name in inputs:
@@ -247,7 +250,9 @@ class Run:
         self.args: list[tuple[tuple[str, int], ...]] = list(g.args)
         self.positional = [t.signature.positional_only for t in tasks]
         self.need: list[Mapping[str, float] | None] = [t.resources or None for t in tasks]
-        self.cost: list[dict[str, float] | None] = [task_costs(t.rate_limit) for t in tasks]
+        self.cost: list[dict[str, float] | None] = [
+            None if t.rate_limit is None else task_costs(t.rate_limit) for t in tasks
+        ]
         self.pushbacks = [0] * n  # RateLimited push-backs: retries that cost nothing
         self.status = [_PENDING] * n
         self.token = [0] * n
@@ -1055,45 +1060,50 @@ class Run:
         """The run's outcome as a :class:`RunResult` (call after the run has ended)."""
         names = self.names
         offset = self.wall0 - self.perf0  # perf_counter reading -> seconds since the epoch
-        with _gc_paused():
-            order = list(range(self.n))
-            if self.children:  # subtasks right after their task
-                order = []
-                for i in range(self.n):
-                    order.append(i)
-                    order.extend(self.children.get(i, ()))
-            tasks = {}
-            for i in order:
-                a = self.attempts[i]
-                started = a or (i in self.children and self.last_end[i] > 0)
-                tasks[names[i]] = TaskRun(
-                    names[i],
-                    _STATUS_NAMES[self.status[i]],
-                    self.values[i],
-                    self.errors[i],
-                    a,
-                    self.first_start[i] + offset if started else None,
-                    self.last_end[i] + offset if started else None,
-                    self.busy[i] if i not in self.children else 0.0,
-                    self.layer[i],
-                    {},
-                )
-            durations = self._static_durations()
-            plan = self.plan  # the result keeps the plan, not the whole run state
-            return RunResult(
-                run_id=self.run_id,
-                flow_name=self.graph.flow_name,
-                status=self.outcome,
-                tasks=tasks,
-                order=[names[i] for i in self.started],
-                layers=lambda: plan.layers,
-                critical_path=lambda: plan._longest(plan._longest_to(durations)),
-                started_at=self.wall0,
-                finished_at=self.end + offset,
-                released=frozenset(names[i] for i in range(self.n) if self.released[i])
-                if self.release
-                else frozenset(),
+        order = range(self.n)
+        if self.children:  # subtasks right after their task
+            order = []
+            for i in range(self.n):
+                order.append(i)
+                order.extend(self.children.get(i, ()))
+        status, values, errors = self.status, self.values, self.errors
+        attempts, first, last, busy = self.attempts, self.first_start, self.last_end, self.busy
+        layer, children = self.layer, self.children
+
+        def make(k: int) -> TaskRun:
+            i = order[k]
+            a = attempts[i]
+            started = a or (i in children and last[i] > 0)
+            return TaskRun(
+                names[i],
+                _STATUS_NAMES[status[i]],
+                values[i],
+                errors[i],
+                a,
+                first[i] + offset if started else None,
+                last[i] + offset if started else None,
+                busy[i] if i not in children else 0.0,
+                layer[i],
+                {},
             )
+
+        tasks = TaskRuns([names[i] for i in order], make)
+        durations = self._static_durations()
+        plan = self.plan  # the result keeps the plan, not the whole run state
+        return RunResult(
+            run_id=self.run_id,
+            flow_name=self.graph.flow_name,
+            status=self.outcome,
+            tasks=tasks,
+            order=[names[i] for i in self.started],
+            layers=lambda: plan.layers,
+            critical_path=lambda: plan._longest(plan._longest_to(durations)),
+            started_at=self.wall0,
+            finished_at=self.end + offset,
+            released=frozenset(names[i] for i in range(self.n) if self.released[i])
+            if self.release
+            else frozenset(),
+        )
 
     def _static_durations(self) -> list[float]:
         """Seconds per graph task; a map task's are its subtasks' wall span."""
