@@ -247,7 +247,7 @@ def test_plugins_register_step_types(tmp_path):
         """,
         prefix="lftest_plugin",
     )
-    steps = f'steps:\n  - {{name: base, run: "echo abc"}}\n'
+    steps = 'steps:\n  - {name: base, run: "echo abc"}\n'
     steps += f"  - {{name: rev, type: {type_name}, input_from: base}}\n"
     in_file = write(tmp_path, f"plugins: [{mod}]\n" + steps, name="in_file.yaml")
     assert lf.load_pipeline(in_file).run()["rev"] == "cba"
@@ -280,7 +280,9 @@ def test_templates_in_params(tmp_path):
         """
         inputs: {input: cat, style: noir}
         steps:
-          - {name: first, type: lftest_text_to_image, params: {prompt: "{{input}} in {{inputs.style}}"}}
+          - name: first
+            type: lftest_text_to_image
+            params: {prompt: "{{input}} in {{inputs.style}}"}
           - name: second
             type: lftest_join
             input_from: first
@@ -600,8 +602,10 @@ def test_ai_content_pipeline_style_file_runs_unchanged(tmp_path):
                 input_from: "base_image"
                 model: "kling"
                 params: {duration: 10}
-              - {name: "edited", type: lftest_image_to_image, input_from: "base_image", params: {prompt: "add dramatic lighting"}}
-              - {name: "upscaled", type: lftest_upscale, input_from: "base_image", params: {factor: 4}}
+              - {name: "edited", type: lftest_image_to_image, input_from: "base_image",
+                 params: {prompt: "add dramatic lighting"}}
+              - {name: "upscaled", type: lftest_upscale, input_from: "base_image",
+                 params: {factor: 4}}
           - name: "final"
             type: lftest_analyze_image
             input_from: "edited"
@@ -729,6 +733,22 @@ def test_values_cannot_inject_shell_syntax(tmp_path, shell):
     leftovers = {"pwned", "pwned2", "pwned3", "out"} & {p.name for p in tmp_path.iterdir()}
     assert not leftovers
     assert (tmp_path / "x").is_dir()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bug: with shell: true a placeholder written inside quotes ('{{input}}' or "
+    '"{{input}}") is shlex.quote()d inside those quotes, so the quoting cancels out and the '
+    "value's $(...) runs in the shell",
+)
+@pytest.mark.parametrize("quoted", ["'{{input}}'", '\\"{{input}}\\"'], ids=["single", "double"])
+def test_shell_values_stay_literal_inside_quotes(tmp_path, quoted):
+    path = write(tmp_path, f'steps:\n  - {{name: s, shell: true, run: "echo {quoted}"}}\n')
+    value = "v $(touch pwned)"
+    result = lf.load_pipeline(path).run({"input": value})
+    assert not (tmp_path / "pwned").exists(), "the value's $(touch pwned) ran in the shell"
+    assert result["s"] == value
 
 
 # === 3. errors before anything runs ===========================================================
@@ -940,7 +960,8 @@ def test_unknown_step_in_a_template_suggests_the_closest(tmp_path):
         steps:
           - {name: node, run: "echo a"}
           - {name: user, run: "echo {{steps.nope.output}}"}
-          - {name: typed, type: lftest_join, input_from: node, params: {suffix: "{{steps.nod.output}}"}}
+          - {name: typed, type: lftest_join, input_from: node,
+             params: {suffix: "{{steps.nod.output}}"}}
         """,
     )
     err = load_error(path)
@@ -1006,3 +1027,67 @@ def test_a_missing_file(tmp_path):
     missing = tmp_path / "nope.yaml"
     err = load_error(missing)
     assert str(missing) in str(err) and "no such file" in str(err)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=pytest.fail.Exception,
+    reason="bug: a required parameter of a step type's function that the step does not give "
+    "is not a load-time error; the step fails with TypeError at run time, after the steps "
+    "before it have run",
+)
+def test_a_missing_required_parameter_is_a_load_time_error(tmp_path, fresh_state):
+    path = write(
+        tmp_path,
+        """
+        steps:
+          - {name: first, type: lftest_work, params: {label: first}}
+          - {name: img, type: lftest_text_to_image, model: flux}
+        """,
+    )
+    try:
+        pipeline = lf.load_pipeline(path)
+    except lf.PipelineError as e:
+        assert_reported(e, path, 3, "'img'", "prompt")
+        return
+    result = run_anyway(pipeline)
+    pytest.fail(
+        f"the file loaded; at run time 'img' failed with {result.tasks['img'].error!r} "
+        f"after {fresh_state.labels()} had run"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="bug: _REF accepts '-' in {{inputs.NAME}}, then inspect.Parameter('my-name') "
+    "raises a bare ValueError out of load_pipeline instead of a PipelineError (or working)",
+)
+def test_an_input_name_with_a_dash(tmp_path):
+    path = write(tmp_path, 'steps:\n  - {name: a, run: "echo {{inputs.my-name}}"}\n')
+    try:
+        pipeline = lf.load_pipeline(path)
+    except lf.PipelineError as e:  # rejecting the name, with its line, is fine too
+        assert_reported(e, path, 2, "my-name")
+        return
+    assert pipeline.run({"my-name": "hy"})["a"] == "hy"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=pytest.fail.Exception,
+    reason="bug: {{inputs.b}} where 'b' is also a step's name silently renders step b's "
+    "output (the hidden parameter 'b' is wired to the task b) instead of an error",
+)
+def test_inputs_template_naming_a_step_is_not_the_steps_output(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        settings: {order: dataflow}
+        steps:
+          - {name: a, run: "echo {{inputs.b}}"}
+          - {name: b, run: "echo step-b"}
+        """,
+    )
+    with pytest.raises(lf.LayerflowError):
+        lf.load_pipeline(path).run()
