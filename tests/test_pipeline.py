@@ -735,13 +735,6 @@ def test_values_cannot_inject_shell_syntax(tmp_path, shell):
     assert (tmp_path / "x").is_dir()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: with shell: true a placeholder written inside quotes ('{{input}}' or "
-    '"{{input}}") is shlex.quote()d inside those quotes, so the quoting cancels out and the '
-    "value's $(...) runs in the shell",
-)
 @pytest.mark.parametrize("quoted", ["'{{input}}'", '\\"{{input}}\\"'], ids=["single", "double"])
 def test_shell_values_stay_literal_inside_quotes(tmp_path, quoted):
     path = write(tmp_path, f'steps:\n  - {{name: s, shell: true, run: "echo {quoted}"}}\n')
@@ -769,12 +762,6 @@ def test_malformed_yaml_names_the_line(tmp_path):
     assert err.problems[0][:2] == (str(path), 4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: for an unclosed bracket the loader reports PyYAML's problem_mark (where the "
-    "parser gave up: the next line, or a line past the end of the file) and drops the line "
-    "where the bracket was opened",
-)
 @pytest.mark.parametrize("last", [False, True], ids=["next-line", "end-of-file"])
 def test_unclosed_bracket_names_the_line_it_was_opened_on(tmp_path, last):
     text = 'name: broken\nsteps:\n  - {name: a, run: "echo a"\n'
@@ -1029,13 +1016,6 @@ def test_a_missing_file(tmp_path):
     assert str(missing) in str(err) and "no such file" in str(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="bug: a required parameter of a step type's function that the step does not give "
-    "is not a load-time error; the step fails with TypeError at run time, after the steps "
-    "before it have run",
-)
 def test_a_missing_required_parameter_is_a_load_time_error(tmp_path, fresh_state):
     path = write(
         tmp_path,
@@ -1057,12 +1037,6 @@ def test_a_missing_required_parameter_is_a_load_time_error(tmp_path, fresh_state
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug: _REF accepts '-' in {{inputs.NAME}}, then inspect.Parameter('my-name') "
-    "raises a bare ValueError out of load_pipeline instead of a PipelineError (or working)",
-)
 def test_an_input_name_with_a_dash(tmp_path):
     path = write(tmp_path, 'steps:\n  - {name: a, run: "echo {{inputs.my-name}}"}\n')
     try:
@@ -1073,12 +1047,6 @@ def test_an_input_name_with_a_dash(tmp_path):
     assert pipeline.run({"my-name": "hy"})["a"] == "hy"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="bug: {{inputs.b}} where 'b' is also a step's name silently renders step b's "
-    "output (the hidden parameter 'b' is wired to the task b) instead of an error",
-)
 def test_inputs_template_naming_a_step_is_not_the_steps_output(tmp_path):
     path = write(
         tmp_path,

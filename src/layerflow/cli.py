@@ -246,6 +246,22 @@ def _checkpoint(yes: bool):  # noqa: ANN202
 @click.option("--checkpoint", is_flag=True, help="Ask before each next layer.")
 @click.option("--yes", is_flag=True, help="Answer yes to every --checkpoint question.")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Import step types.")
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="latest",
+    default=None,
+    metavar="[RUN_ID]",
+    help="Reuse what a run finished (the latest unfinished one by default).",
+)
+@click.option(
+    "--store",
+    "store_path",
+    default=None,
+    metavar="PATH",
+    help="Where runs are recorded (default .layerflow).",
+)
+@click.option("--no-store", is_flag=True, help="Do not record this run.")
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("-v", "--verbose", is_flag=True, help="Plain progress lines even on a terminal.")
@@ -261,11 +277,17 @@ def run(
     checkpoint: bool,
     yes: bool,
     plugins: tuple[str, ...],
+    resume: str | None,
+    store_path: str | None,
+    no_store: bool,
     as_json: bool,
     quiet: bool,
     verbose: bool,
 ) -> None:
     """Run a pipeline FILE (YAML, or module:flow for a Python flow)."""
+    if no_store and (resume or store_path):
+        _fail_usage("--no-store cannot be combined with --resume or --store")
+    store: Any = False if no_store else (store_path or True)
     with _errors():
         code = _run(
             file,
@@ -276,6 +298,8 @@ def run(
             verbose,
             checkpoint,
             yes,
+            store=store,
+            resume=True if resume == "latest" else resume,
             max_workers=max_workers,
             mode="sequential" if sequential else mode,
             fail_fast=False if no_fail_fast else None,
@@ -298,6 +322,7 @@ def _run(
 ) -> int:
     flow = _load(file, plugins)
     given = {key: value for key, value in chosen.items() if value is not None}
+    resume_hint = ""
     if checkpoint:
         if not yes and not sys.stdin.isatty():
             raise _Usage(
@@ -322,6 +347,8 @@ def _run(
         stop_commands()
         result = e.result
         status = EXIT_INTERRUPTED
+        if options.get("store") is not False:
+            resume_hint = f"layerflow run {file} --resume {result.run_id}"
     finally:
         stop_commands()
     if result.status == "failed":
@@ -335,6 +362,8 @@ def _run(
         click.echo(_final_line(result))
         if status == EXIT_INTERRUPTED:
             click.echo("Interrupted: finished results were kept; running steps were stopped.")
+            if options.get("store") is not False:
+                click.echo(f"Resume with: {resume_hint}")
     return status
 
 
@@ -429,6 +458,76 @@ def _validate(file: str, plugins: tuple[str, ...]) -> int:
     the_plan = flow.plan()
     click.echo(f"{file}: valid, {len(the_plan)} tasks in {len(the_plan.layers)} layers")
     return EXIT_OK
+
+
+def _open_store(path: str | None) -> Any:
+    from .store import Store, default_store_path
+
+    folder = Path(path) if path else default_store_path()
+    if not folder.exists():
+        raise _Usage(f"no store at {folder}: nothing has been recorded there yet")
+    return Store(folder)
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+@main.command()
+@click.option("--store", "store_path", default=None, metavar="PATH")
+@click.option("--limit", default=20, show_default=True, help="How many runs.")
+def runs(store_path: str | None, limit: int) -> None:
+    """List recorded runs, newest first."""
+    with _errors():
+        store = _open_store(store_path)
+        rows = store.runs(limit)
+        click.echo(
+            f"{'run id':<24} {'flow':<16} {'started':<19} {'duration':>9} "
+            f"{'status':<11} {'tasks':>5}"
+        )
+        for r in rows:
+            took = f"{r['finished_at'] - r['started_at']:.1f}s" if r["finished_at"] else "-"
+            click.echo(
+                f"{r['run_id']:<24} {r['flow'][:16]:<16} {_when(r['started_at']):<19} "
+                f"{took:>9} {r['status']:<11} {r['tasks']:>5}"
+            )
+    sys.exit(EXIT_OK)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--store", "store_path", default=None, metavar="PATH")
+def show(run_id: str, store_path: str | None) -> None:
+    """Show one recorded run: every task's status, duration and error."""
+    with _errors():
+        store = _open_store(store_path)
+        tasks = store.tasks_of(run_id)
+        if not tasks:
+            raise _Usage(f"no run {run_id!r} in {store.folder}; see layerflow runs")
+        for t in tasks:
+            took = f"{t['duration']:.2f}s" if t["duration"] is not None else "-"
+            line = f"  {t['name']:<24} {t['status']:<10} {took:>9}"
+            if t["attempts"] and t["attempts"] > 1:
+                line += f"  {t['attempts']} attempts"
+            if t["error"]:
+                line += f"  {t['error'][:100]}"
+            click.echo(line)
+    sys.exit(EXIT_OK)
+
+
+@main.group()
+def cache() -> None:
+    """The result cache."""
+
+
+@cache.command("clear")
+@click.option("--store", "store_path", default=None, metavar="PATH")
+def cache_clear(store_path: str | None) -> None:
+    """Forget every cached result."""
+    with _errors():
+        n = _open_store(store_path).cache_clear()
+        click.echo(f"cleared {n} cached results")
+    sys.exit(EXIT_OK)
 
 
 if __name__ == "__main__":

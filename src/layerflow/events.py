@@ -56,7 +56,7 @@ class LayerEvent(Event):
 @dataclass(frozen=True, slots=True)
 class TaskEvent(Event):
     """``task_started``, ``task_succeeded``, ``task_failed``, ``task_retrying``,
-    ``task_skipped``, ``task_cancelled``.
+    ``task_skipped``, ``task_cancelled``, ``task_reused`` (loaded by resume).
 
     ``seq`` is the task's place in the start order (1-based; 0 if it never started),
     ``total`` the number of tasks in the run, ``attempt`` the attempt number, ``duration``
@@ -145,6 +145,9 @@ class LogObserver:
                 return f"{tag} Started: {event.task}{again}", logging.INFO
             if kind == "task_succeeded":
                 return f"{tag} Completed: {event.task} ({event.duration:.1f}s)", logging.INFO
+            if kind in ("task_reused", "task_cached"):
+                how = "Reused" if kind == "task_reused" else "Cached"
+                return f"{tag} {how}: {event.task}", logging.INFO
             if kind == "task_failed":
                 return f"{tag} Failed: {event.task} ({_short_error(event.error)})", logging.ERROR
             if kind == "task_retrying":

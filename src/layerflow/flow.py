@@ -8,6 +8,7 @@ planned or run, so tasks may be declared in any order.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, overload
 
@@ -25,6 +26,7 @@ from .limits import LayerReport, RateLimit
 from .plan import Plan
 from .result import RunResult
 from .scheduler import execute, execute_async
+from .store import Recorder, Store
 
 __all__ = ["Flow", "TASK_OPTIONS"]
 
@@ -221,6 +223,8 @@ class Flow:
         resources: Mapping[str, float] | None = None,
         rate_limits: Mapping[str, RateLimit | str] | None = None,
         checkpoint: Callable[[LayerReport], Any] | None = None,
+        store: Store | str | os.PathLike[str] | bool | None = None,
+        resume: bool | str | None = None,
     ) -> RunResult:
         """Run the flow and return its :class:`RunResult`.
 
@@ -240,9 +244,13 @@ class Flow:
         draw units from; ``rate_limits`` declares limits (``{"api": "80/min"}``) that
         tasks' ``rate_limit`` names; ``checkpoint(report)`` is called after each layer but
         the last, and the next layer starts only once it has answered (False stops the
-        run with status ``"stopped"``).
+        run with status ``"stopped"``). ``store`` records the run (a folder path, a
+        :class:`Store`, or False for none; by default only when ``$LAYERFLOW_STORE`` is
+        set or ``resume`` asks); ``resume=True`` (the latest unfinished run of this flow)
+        or a run id reuses every result that run finished, unless the task changed.
         """
         plan, given, keep = self._prepare(inputs, outputs)
+        recorder = _recorder(plan, given, store, resume)
         return execute(
             plan,
             given,
@@ -258,6 +266,7 @@ class Flow:
             resources=resources,
             rate_limits=rate_limits,
             checkpoint=checkpoint,
+            recorder=recorder,
         )
 
     def _prepare(
@@ -284,11 +293,14 @@ class Flow:
         resources: Mapping[str, float] | None = None,
         rate_limits: Mapping[str, RateLimit | str] | None = None,
         checkpoint: Callable[[LayerReport], Any] | None = None,
+        store: Store | str | os.PathLike[str] | bool | None = None,
+        resume: bool | str | None = None,
     ) -> RunResult:
         """``await flow.run_async(...)``: ``run`` from a coroutine. Coroutine tasks run on
         the caller's event loop, other tasks on their pools; the loop is never blocked.
         Cancelling the awaiting coroutine stops the run as Ctrl-C does."""
         plan, given, keep = self._prepare(inputs, outputs)
+        recorder = _recorder(plan, given, store, resume)
         return await execute_async(
             plan,
             given,
@@ -304,4 +316,20 @@ class Flow:
             resources=resources,
             rate_limits=rate_limits,
             checkpoint=checkpoint,
+            recorder=recorder,
         )
+
+
+def _recorder(plan: Plan, inputs: Mapping[str, Any], store: Any, resume: Any) -> Recorder | None:
+    """The store a run records to, per the options and ``$LAYERFLOW_STORE``."""
+    if store is False:
+        if resume:
+            raise InvalidOptionError("resume needs a store, but store=False")
+        return None
+    if store is None or store is True:
+        if not (store or resume or os.environ.get("LAYERFLOW_STORE")):
+            return None
+        store = Store()
+    elif not isinstance(store, Store):
+        store = Store(store)
+    return Recorder(store, plan.graph, inputs, resume)

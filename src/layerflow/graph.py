@@ -149,6 +149,7 @@ class Task:
         "group",
         "fail_fast",
         "group_timeout",
+        "fingerprint",
         "__wrapped__",
     )
 
@@ -279,6 +280,9 @@ class Task:
         self.group: str | None = None
         self.fail_fast: bool | None = None
         self.group_timeout: float | None = None
+        # what identifies the task's code for the store (the YAML loader's step config);
+        # None: the function's source
+        self.fingerprint: str | None = None
         # what Graph.build resolves, precomputed: parameters left to inference by name
         explicit = self.params.keys() | self.inputs.keys()
         self.free_params = tuple(p for p in sig.names if p not in explicit)

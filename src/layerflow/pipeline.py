@@ -113,9 +113,15 @@ def _read(path: Path) -> tuple[Any, dict[Path_, int]]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        line = mark.line + 1 if mark is not None else None
+        problem_mark = getattr(e, "problem_mark", None)
+        context_mark = getattr(e, "context_mark", None)
         problem = getattr(e, "problem", None) or str(e)
+        line = problem_mark.line + 1 if problem_mark is not None else None
+        if context_mark is not None and (line is None or context_mark.line + 1 < line):
+            # an unclosed bracket or quote: where it was opened, not where the parser gave up
+            context = getattr(e, "context", None) or "this"
+            problem = f"{problem} ({context} line {context_mark.line + 1} is never closed)"
+            line = context_mark.line + 1
         raise PipelineError([(str(path), line, f"this is not valid YAML: {problem}")]) from None
     lines: dict[Path_, int] = {}
     dupes: list[tuple[str, int | None, str]] = []
@@ -184,7 +190,7 @@ GROUP_KEYS = (
     "timeout",
 )
 _TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
-_REF = re.compile(r"^(input|inputs\.([A-Za-z_][\w-]*)|steps\.([^.\s]+)\.output)$")
+_REF = re.compile(r"^(input|inputs\.([A-Za-z_]\w*)|steps\.([^.\s]+)\.output)$")
 
 
 @dataclass
@@ -442,12 +448,14 @@ class _Loader:
             if fn is None:
                 return None
             accepted = self.signature_keys(fn)
+            suggested: set[str] = set()  # a typo already reported is not also "missing"
             extra = [k for k in raw if k not in COMMON_KEYS and k != kind]
             sig = inspect.signature(fn)
             var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
             for key in extra:
                 if key not in accepted and not var_kw:
                     hint = closest(str(key), [*accepted, *COMMON_KEYS])
+                    suggested.add(hint or "")
                     tip = f" Did you mean {hint!r}?" if hint else ""
                     self.problem(
                         (*at, key),
@@ -459,12 +467,30 @@ class _Loader:
                 for key in params:
                     if key not in accepted and not var_kw:
                         hint = closest(str(key), accepted)
+                        suggested.add(hint or "")
                         tip = f" Did you mean {hint!r}?" if hint else ""
                         self.problem(
                             (*at, "params", key),
                             f"params has {key!r}, which {_describe(fn)} does not accept.{tip}",
                             name,
                         )
+            given = set(params) | set(extra) | {"input"}  # input: upstream or flow input
+            missing = [
+                p.name
+                for p in sig.parameters.values()
+                if p.default is p.empty
+                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                and p.name not in given
+                and p.name not in suggested
+            ]
+            if missing:
+                self.problem(
+                    at,
+                    f"{_describe(fn)} needs {', '.join(repr(m) for m in missing)}: give "
+                    f"{'it' if len(missing) == 1 else 'them'} under params: or as a key of the "
+                    f"step",
+                    name,
+                )
             step = _Step(name, line, dict(raw), "call", group, fn=fn)
         self.common(step, at)
         return step
@@ -609,6 +635,15 @@ class _Loader:
                 self.problems.append(
                     (self.file, s.line, f"step {s.name!r} has the same name as an input")
                 )
+            for ref in sorted(s.input_refs & by_name.keys()):
+                self.problems.append(
+                    (
+                        self.file,
+                        s.line,
+                        f"step {s.name!r}: {{{{inputs.{ref}}}}} names a step, not an input; "
+                        f"use {{{{steps.{ref}.output}}}} for its output",
+                    )
+                )
         if self.problems:
             return flow
         order = settings.get("order", "sequence")
@@ -698,6 +733,13 @@ class _Loader:
         except LayerflowError as e:
             self.problems.append((self.file, s.line, f"step {s.name!r}: {e}"))
             return
+        # the store's notion of "this step changed": its whole config, and for a function
+        # step the function's source (the step closures themselves all look alike)
+        source = ""
+        if s.fn is not None:
+            with contextlib.suppress(OSError, TypeError):
+                source = inspect.getsource(s.fn)
+        task.fingerprint = repr(sorted((k, repr(v)) for k, v in d.items())) + source
         if group is not None:
             task.group = s.group
             if "fail_fast" in group:
@@ -797,6 +839,40 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _shell_argv(template: str, values: Mapping[str, Any]) -> list[str]:
+    """``sh -c SCRIPT`` where every value is a positional parameter (``"$1"``), never part of
+    the script's text, so the shell cannot parse it whatever quotes surround it. Inside
+    double quotes the reference stays as is; inside single quotes (where ``$`` means
+    nothing) the quote is closed around it."""
+    script: list[str] = []
+    args: list[str] = []
+    quote = ""  # the quote we are inside: "", "'" or '"'
+    pos = 0
+    for m in _TEMPLATE.finditer(template):
+        text = template[pos : m.start()]
+        k = 0
+        while k < len(text):  # track the quoting state up to the placeholder
+            ch = text[k]
+            if quote == "'":
+                if ch == "'":
+                    quote = ""
+            elif ch == "\\":
+                k += 1  # an escaped character
+            elif quote == '"':
+                if ch == '"':
+                    quote = ""
+            elif ch in "'\"":
+                quote = ch
+            k += 1
+        script.append(text)
+        args.append(str(values[m.group(1).strip()]))
+        ref = f"${{{len(args)}}}"
+        script.append(ref if quote == '"' else f"'\"{ref}\"'" if quote == "'" else f'"{ref}"')
+        pos = m.end()
+    script.append(template[pos:])
+    return ["/bin/sh", "-c", "".join(script), "layerflow", *args]
+
+
 def _command(name: str, d: dict[str, Any], base: Path) -> Callable[..., Any]:
     """A ``run:`` step. The template is split first and each argument rendered after, so a
     value is always one literal argument; with ``shell: true`` every value is quoted."""
@@ -809,10 +885,9 @@ def _command(name: str, d: dict[str, Any], base: Path) -> Callable[..., Any]:
 
     def step(**kwargs: Any) -> str:
         values = _template_values(kwargs)
-        if shell:
-            argv = ["/bin/sh", "-c", _render(template, values, shlex.quote)]
-        else:
-            argv = [_render(arg, values) for arg in argv_t]  # type: ignore[union-attr]
+        argv = (
+            _shell_argv(template, values) if shell else [_render(arg, values) for arg in argv_t]  # type: ignore[union-attr]
+        )
         env = {**os.environ, **{k: _render(str(v), values) for k, v in env_t.items()}}
         cwd = base / _render(cwd_t, values) if cwd_t else base
         try:

@@ -70,7 +70,7 @@ from .result import RunResult, TaskRun, TaskRuns
 __all__ = ["Run", "execute", "BACKENDS"]
 
 _PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED = range(5)
-_SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED = range(5, 9)
+_SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _REUSED, _CACHED = range(5, 11)
 _STATUS_NAMES = [
     "pending",
     "pending",
@@ -81,6 +81,8 @@ _STATUS_NAMES = [
     "failed",
     "skipped",
     "cancelled",
+    "reused",
+    "cached",
 ]
 _WAITING_STATES = (_PENDING, _READY, _RETRY_WAIT)
 
@@ -130,6 +132,8 @@ class Run:
         resources: Mapping[str, float] | None = None,
         rate_limits: Mapping[str, Any] | None = None,
         checkpoint: Callable[[LayerReport], Any] | None = None,
+        preset: Mapping[int, Any] | None = None,
+        persist: Callable[[int, Any, float, float], None] | None = None,
     ) -> None:
         g = plan.graph
         self.plan = plan
@@ -204,6 +208,11 @@ class Run:
         self.gated = any(self.need) or any(self.cost)
 
         self.group_deadline: dict[str | None, float] = {}  # parallel_group -> its deadline
+        # resume: values loaded from the store for tasks that need not run again
+        self.preset = dict(preset or {})
+        # the store: called with (task, value, start, end) when a task succeeds, in the
+        # worker (or callback) thread and before the run counts it done, so it is durable
+        self.persist = persist
 
         self.timer: _Timer | None = None
         self.bus = EventBus(list(observers)) if observers else None
@@ -598,16 +607,19 @@ class Run:
     def _foreign_done(self, i: int, token: int, ok: bool, value: Any, seconds: float) -> None:
         """A backend's done-callback: the same transition as a thread worker's."""
         t1 = time.perf_counter()
+        if ok and self.persist is not None and self.token[i] == token:
+            self.persist(i, value, t1 - seconds, t1)  # durable before the run counts it done
         with self.lock:
             if self._record(i, token, ok, value, t1 - seconds, t1):
                 self._kick()
 
-    def _succeed(self, i: int, value: Any) -> None:
-        self.status[i] = _SUCCEEDED
+    def _succeed(self, i: int, value: Any, status: int = _SUCCEEDED) -> None:
+        self.status[i] = status
         self.values[i] = value
         self.errors[i] = None  # an earlier attempt's error is history
         if self.emit:
-            self._task_event("task_succeeded", i, duration=self.busy[i])
+            kind = {_SUCCEEDED: "task_succeeded", _REUSED: "task_reused"}.get(status, "task_cached")
+            self._task_event(kind, i, duration=self.busy[i])
         if i < self.n:
             waiting = self.waiting
             status = self.status
@@ -736,7 +748,10 @@ class Run:
             self.first_start[m] = min(self.first_start[j] for j in ran)
             self.last_end[m] = max(self.last_end[j] for j in ran)
         if all(status[j] == _SUCCEEDED for j in kids):
-            self._succeed(m, [self.values[j] for j in kids])
+            value = [self.values[j] for j in kids]
+            if self.persist is not None:  # a map's value is durable as one list
+                self.persist(m, value, self.first_start[m], self.last_end[m])
+            self._succeed(m, value)
             return
         failed = [j for j in kids if status[j] == _FAILED]
         if failed:
@@ -781,7 +796,11 @@ class Run:
             li,
             tuple(names[i] for i in layer),
             {names[i]: _STATUS_NAMES[self.status[i]] for i in layer},
-            {names[i]: self.values[i] for i in layer if self.status[i] == _SUCCEEDED},
+            {
+                names[i]: self.values[i]
+                for i in layer
+                if self.status[i] >= _REUSED or self.status[i] == _SUCCEEDED
+            },
         )
 
         def ask() -> None:
@@ -960,6 +979,7 @@ class Run:
         values = self.values
         tokens = self.token
         positional = self.positional
+        persist = self.persist
         perf = time.perf_counter
         while i >= 0:
             const = consts[i]
@@ -979,6 +999,8 @@ class Run:
                 value = e
                 ok = False
             t1 = perf()
+            if ok and persist is not None and tokens[i] == token:
+                persist(i, value, t0, t1)  # durable before the run counts it done
             with lock:
                 i = self.complete(i, token, ok, value, t0, t1)
                 token = tokens[i] if i >= 0 else 0  # read under the lock: a deadline may bump it
@@ -994,6 +1016,9 @@ class Run:
                 self._timer().add(self.perf0 + self.run_timeout, self._on_run_deadline)
             if inline:
                 self.threads = 1  # the calling thread is the one worker
+            for i in self.graph.order:  # resumed tasks first: their users may be ready
+                if i in self.preset:
+                    self._succeed(i, self.preset[i], _REUSED)
             for i in range(self.n):
                 if not self.waiting[i] and self.status[i] == _PENDING:
                     self._make_ready(i)
@@ -1189,8 +1214,10 @@ def prepare(
     resources: Mapping[str, float] | None = None,
     rate_limits: Mapping[str, Any] | None = None,
     checkpoint: Callable[[LayerReport], Any] | None = None,
+    recorder: Any = None,
 ) -> Run:
-    """Check the run options and build the run's state."""
+    """Check the run options and build the run's state. ``recorder`` connects the run to
+    a store: its ``preset`` values are reused, its ``persist`` makes results durable."""
     if checkpoint is not None and not callable(checkpoint):
         raise InvalidOptionError(
             f"checkpoint must be a callable taking a LayerReport, got {checkpoint!r}"
@@ -1232,12 +1259,17 @@ def prepare(
         resources=resources,
         rate_limits=rate_limits,
         checkpoint=checkpoint,
+        preset=recorder.preset if recorder is not None else None,
+        persist=recorder.persist if recorder is not None else None,
     )
 
 
-def outcome(run: Run) -> RunResult:
-    """The run's result, or the exception ``flow.run`` raises for it."""
+def outcome(run: Run, recorder: Any = None) -> RunResult:
+    """The run's result (recorded in the store, if any), or the exception ``flow.run``
+    raises for it."""
     result = run.result()
+    if recorder is not None:
+        recorder.end(result.status, result.tasks)
     if result.status == "interrupted":
         raise RunInterrupted("the run was interrupted (Ctrl-C); finished results are kept", result)
     if result.status == "failed" and (run.fail_fast or run.cause < 0):
@@ -1256,9 +1288,12 @@ def outcome(run: Run) -> RunResult:
 
 def execute(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
     """Run a validated plan in the calling thread; raise as ``flow.run`` does."""
+    recorder = options.get("recorder")
     run = prepare(plan, inputs, **options)
+    if recorder is not None:
+        recorder.begin(run.run_id, run.wall0, run.perf0)
     run.execute()
-    return outcome(run)
+    return outcome(run, recorder)
 
 
 async def execute_async(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
@@ -1267,7 +1302,10 @@ async def execute_async(plan: Plan, inputs: Mapping[str, Any], **options: Any) -
     import asyncio
 
     loop = asyncio.get_running_loop()
+    recorder = options.get("recorder")
     run = prepare(plan, inputs, loop=loop, **options)
+    if recorder is not None:
+        recorder.begin(run.run_id, run.wall0, run.perf0)
     finished = loop.create_future()
 
     def done() -> None:
@@ -1282,4 +1320,4 @@ async def execute_async(plan: Plan, inputs: Mapping[str, Any], **options: Any) -
         raise
     finally:
         run.close()
-    return outcome(run)
+    return outcome(run, recorder)

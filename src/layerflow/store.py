@@ -1,0 +1,391 @@
+"""The run store: a folder with a SQLite database (runs, task runs, cache keys) and result
+files, so that nothing finished is lost and a run can resume where it stopped.
+
+A task's result file is written atomically (write, fsync, rename) and its row committed
+before the run counts the task as done, so whatever a crash interrupts, every result that
+a later task could have used is on disk. The folder is created readable by its owner only,
+and a folder that another user can write to is refused: its result files are unpickled,
+and unpickling runs code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import marshal
+import os
+import pickle
+import sqlite3
+import stat
+import statistics
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import LayerflowError, safe_str
+
+if TYPE_CHECKING:
+    from .graph import Graph, Task
+
+__all__ = ["Recorder", "Store", "StoreError", "default_store_path", "task_keys"]
+
+DEFAULT_FOLDER = ".layerflow"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    flow TEXT,
+    started_at REAL,
+    finished_at REAL,
+    status TEXT,
+    tasks INTEGER,
+    resumed_from TEXT
+);
+CREATE TABLE IF NOT EXISTS task_runs (
+    run_id TEXT,
+    name TEXT,
+    status TEXT,
+    attempts INTEGER,
+    started_at REAL,
+    finished_at REAL,
+    duration REAL,
+    error TEXT,
+    key TEXT,
+    result TEXT,
+    PRIMARY KEY (run_id, name)
+);
+CREATE INDEX IF NOT EXISTS task_runs_by_name ON task_runs (name, status);
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    name TEXT,
+    result TEXT,
+    created_at REAL
+);
+"""
+
+
+class StoreError(LayerflowError):
+    """The store cannot be used (permissions, a broken database, an unknown run)."""
+
+
+def default_store_path() -> Path:
+    """``$LAYERFLOW_STORE``, else ``.layerflow`` in the working directory."""
+    return Path(os.environ.get("LAYERFLOW_STORE") or DEFAULT_FOLDER)
+
+
+def _check_folder(folder: Path) -> None:
+    info = folder.stat()
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StoreError(
+            f"refusing to use the store {folder}: other users can write to it, and its "
+            f"result files are loaded with pickle (which runs code). Fix: chmod 700 {folder}"
+        )
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise StoreError(
+            f"refusing to use the store {folder}: it belongs to another user (uid "
+            f"{info.st_uid}). Use a store of your own: --store PATH or LAYERFLOW_STORE"
+        )
+
+
+def _fingerprint(task: Task) -> str:
+    """What identifies a task's code: the loader's fingerprint, its source, or bytecode.
+    Not the values its closure holds."""
+    if task.fingerprint is not None:
+        return task.fingerprint
+    fn = task.fn
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            return marshal.dumps(code).hex()
+        return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _digest(value: Any) -> str:
+    try:
+        data = pickle.dumps(value, protocol=5)
+    except Exception:
+        data = repr(value).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def task_keys(graph: Graph, inputs: Mapping[str, Any]) -> list[str]:
+    """A key per task that changes when its code, params or flow inputs change, or when
+    any task it depends on changes (so a change re-runs everything downstream)."""
+    keys = [""] * len(graph)
+    for i in graph.order:
+        t = graph.tasks[i]
+        h = hashlib.sha256()
+        h.update(t.name.encode())
+        h.update(_fingerprint(t).encode())
+        h.update(_digest(sorted(t.params.items())).encode())
+        h.update(_digest([(p, inputs.get(name)) for p, name in graph.input_args[i]]).encode())
+        for j in graph.deps[i]:
+            h.update(keys[j].encode())
+        keys[i] = h.hexdigest()
+    return keys
+
+
+class Store:
+    """A run store in ``folder`` (created, owner-only, when missing)."""
+
+    def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else default_store_path()
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the store {self.folder}: {e}") from None
+        _check_folder(self.folder)
+        self.results = self.folder / "results"
+        self.results.mkdir(mode=0o700, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                self.folder / "state.db", timeout=30, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(
+                f"the store database {self.folder / 'state.db'} is unusable: {e}"
+            ) from None
+        with contextlib.suppress(OSError):
+            os.chmod(self.folder / "state.db", 0o600)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, args: Iterable[Any]) -> None:
+        with self._lock:
+            self._db.execute(sql, tuple(args))
+            self._db.commit()
+
+    def _read(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    # --- results ---------------------------------------------------------------------------
+
+    def save_value(self, run_id: str, key: str, value: Any) -> str:
+        """Write a result file atomically (write, fsync, rename); return its name."""
+        data = pickle.dumps(value, protocol=5)
+        name = f"{key}.pkl"
+        path = self.results / name
+        tmp = self.results / f".{key}.{run_id}.{threading.get_ident()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return name
+
+    def load_value(self, name: str) -> Any:
+        """A result saved by :meth:`save_value`."""
+        with open(self.results / name, "rb") as f:
+            return pickle.load(f)
+
+    # --- runs ------------------------------------------------------------------------------
+
+    def begin_run(self, run_id: str, flow: str | None, tasks: int, resumed_from: str | None):
+        """Record that a run started (status ``running`` until it ends)."""
+        self._write(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, NULL, 'running', ?, ?)",
+            (run_id, flow or "", time.time(), tasks, resumed_from),
+        )
+
+    def task_succeeded(
+        self, run_id: str, name: str, key: str, value: Any, started: float, seconds: float
+    ) -> str | None:
+        """Make a finished task durable: its result file first, then its row."""
+        try:
+            result = self.save_value(run_id, key, value)
+        except Exception as e:
+            from .events import logger
+
+            logger.warning(
+                "the result of task %r cannot be stored (%s); a resumed run will run it again",
+                name,
+                safe_str(e),
+            )
+            result = None
+        self._write(
+            "INSERT OR REPLACE INTO task_runs VALUES "
+            "(?, ?, 'succeeded', NULL, ?, ?, ?, NULL, ?, ?)",
+            (run_id, name, started, started + seconds, seconds, key, result),
+        )
+        return result
+
+    def end_run(self, run_id: str, status: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Record every task's final state and the run's status."""
+        with self._lock:
+            for name, st, attempts, started, finished, duration, error, key, result in rows:
+                self._db.execute(
+                    "INSERT INTO task_runs (run_id, name, status, attempts, started_at, "
+                    "finished_at, duration, error, key, result) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (run_id, name) DO UPDATE SET status = excluded.status, "
+                    "attempts = excluded.attempts, started_at = excluded.started_at, "
+                    "finished_at = excluded.finished_at, duration = excluded.duration, "
+                    "error = excluded.error, "
+                    "result = COALESCE(excluded.result, task_runs.result)",
+                    (run_id, name, st, attempts, started, finished, duration, error, key, result),
+                )
+            self._db.execute(
+                "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
+                (status, time.time(), run_id),
+            )
+            self._db.commit()
+
+    def latest_unfinished(self, flow: str | None) -> str | None:
+        """The most recent run of ``flow`` that did not succeed."""
+        rows = self._read(
+            "SELECT run_id FROM runs WHERE flow = ? AND status != 'succeeded' "
+            "ORDER BY started_at DESC LIMIT 1",
+            (flow or "",),
+        )
+        return rows[0][0] if rows else None
+
+    def finished_results(self, run_id: str) -> dict[str, tuple[str, str]]:
+        """Tasks of ``run_id`` with a stored result: name -> (key, result file)."""
+        if not self._read("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)):
+            raise StoreError(f"no run {run_id!r} in the store {self.folder}; see layerflow runs")
+        rows = self._read(
+            "SELECT name, key, result FROM task_runs WHERE run_id = ? AND result IS NOT NULL "
+            "AND status IN ('succeeded', 'reused', 'cached')",
+            (run_id,),
+        )
+        return {name: (key, result) for name, key, result in rows}
+
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest runs, newest first."""
+        rows = self._read(
+            "SELECT run_id, flow, started_at, finished_at, status, tasks FROM runs "
+            "ORDER BY started_at DESC LIMIT ?",
+            (limit,),
+        )
+        keys = ("run_id", "flow", "started_at", "finished_at", "status", "tasks")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def tasks_of(self, run_id: str) -> list[dict[str, Any]]:
+        """Every task row of a run."""
+        rows = self._read(
+            "SELECT name, status, attempts, started_at, finished_at, duration, error FROM "
+            "task_runs WHERE run_id = ? ORDER BY started_at IS NULL, started_at, name",
+            (run_id,),
+        )
+        keys = ("name", "status", "attempts", "started_at", "finished_at", "duration", "error")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def durations(self, flow: str | None) -> dict[str, float]:
+        """Median duration of each task over the past runs of ``flow`` where it succeeded."""
+        rows = self._read(
+            "SELECT t.name, t.duration FROM task_runs t JOIN runs r USING (run_id) "
+            "WHERE r.flow = ? AND t.status = 'succeeded' AND t.duration IS NOT NULL",
+            (flow or "",),
+        )
+        seen: dict[str, list[float]] = {}
+        for name, duration in rows:
+            seen.setdefault(name, []).append(duration)
+        return {name: statistics.median(values) for name, values in seen.items()}
+
+    # --- cache -----------------------------------------------------------------------------
+
+    def cache_get(self, key: str) -> str | None:
+        """The result file cached under ``key``, if any."""
+        rows = self._read("SELECT result FROM cache WHERE key = ?", (key,))
+        if rows and (self.results / rows[0][0]).exists():
+            return rows[0][0]
+        return None
+
+    def cache_put(self, key: str, name: str, result: str) -> None:
+        """Remember a result under a cache key."""
+        self._write(
+            "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (key, name, result, time.time())
+        )
+
+    def cache_clear(self) -> int:
+        """Forget every cached result; return how many there were."""
+        with self._lock:
+            n = self._db.execute("SELECT COUNT(*) FROM cache").fetchone()[0]
+            self._db.execute("DELETE FROM cache")
+            self._db.commit()
+        return n
+
+
+class Recorder:
+    """Connects one run to a store: what to reuse (resume), what to persist, the end."""
+
+    def __init__(
+        self, store: Store, graph: Graph, inputs: Mapping[str, Any], resume: bool | str | None
+    ) -> None:
+        self.store = store
+        self.graph = graph
+        self.keys = task_keys(graph, inputs)
+        self.preset: dict[int, Any] = {}
+        self.preset_files: dict[int, str] = {}
+        self.resumed_from: str | None = None
+        self.run_id = ""
+        self.offset = 0.0
+        if resume:
+            run_id = store.latest_unfinished(graph.flow_name) if resume is True else str(resume)
+            if run_id is not None:
+                self.resumed_from = run_id
+                finished = store.finished_results(run_id)
+                for i, name in enumerate(graph.names):
+                    found = finished.get(name)
+                    if found is None or found[0] != self.keys[i]:
+                        continue  # not finished then, or changed since: run it again
+                    try:
+                        self.preset[i] = store.load_value(found[1])
+                    except Exception:  # a missing or unreadable file: run it again
+                        continue
+                    self.preset_files[i] = found[1]
+
+    def begin(self, run_id: str, wall0: float, perf0: float) -> None:
+        """The run has an id now: record its start."""
+        self.run_id = run_id
+        self.offset = wall0 - perf0
+        self.store.begin_run(run_id, self.graph.flow_name, len(self.graph), self.resumed_from)
+
+    def persist(self, i: int, value: Any, t0: float, t1: float) -> None:
+        """A task succeeded: its result file, then its row (map subtasks are kept as their
+        map task's list)."""
+        if i >= len(self.keys):
+            return
+        self.store.task_succeeded(
+            self.run_id, self.graph.names[i], self.keys[i], value, t0 + self.offset, t1 - t0
+        )
+
+    def end(self, status: str, tasks: Mapping[str, Any]) -> None:
+        """Every task's final state, and the run's."""
+        index = self.graph.index
+        rows = []
+        for name, t in tasks.items():
+            i = index.get(name, -1)
+            rows.append(
+                (
+                    name,
+                    t.status,
+                    t.attempts,
+                    t.started_at,
+                    t.finished_at,
+                    t.duration,
+                    safe_str(t.error) if t.error is not None else None,
+                    self.keys[i] if i >= 0 else None,
+                    self.preset_files.get(i),
+                )
+            )
+        self.store.end_run(self.run_id, status, rows)
