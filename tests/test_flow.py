@@ -194,7 +194,6 @@ def test_duplicate_name_is_refused_at_add():
         ({"inputs": {"nope": "a"}}, "inputs maps parameter 'nope'"),
         ({"after": [3]}, "after must name a task"),
         ({"cache": "yes"}, "cache must be True or False"),
-        ({"cache": True}, "cache= is not available in this version"),
         ({"executor": "dask"}, "executor= is not available in this version"),
         ({"retires": 2}, "unknown option 'retires'. Did you mean 'retries'"),
     ],

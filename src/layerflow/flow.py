@@ -225,6 +225,7 @@ class Flow:
         checkpoint: Callable[[LayerReport], Any] | None = None,
         store: Store | str | os.PathLike[str] | bool | None = None,
         resume: bool | str | None = None,
+        cache: bool = False,
     ) -> RunResult:
         """Run the flow and return its :class:`RunResult`.
 
@@ -248,9 +249,11 @@ class Flow:
         :class:`Store`, or False for none; by default only when ``$LAYERFLOW_STORE`` is
         set or ``resume`` asks); ``resume=True`` (the latest unfinished run of this flow)
         or a run id reuses every result that run finished, unless the task changed.
+        ``cache=True`` (or ``cache=True`` on a task) reuses a result from any earlier run
+        when the task's name, code and call values are the same (status ``"cached"``).
         """
         plan, given, keep = self._prepare(inputs, outputs)
-        recorder = _recorder(plan, given, store, resume)
+        recorder = _recorder(plan, given, store, resume, cache)
         return execute(
             plan,
             given,
@@ -295,12 +298,13 @@ class Flow:
         checkpoint: Callable[[LayerReport], Any] | None = None,
         store: Store | str | os.PathLike[str] | bool | None = None,
         resume: bool | str | None = None,
+        cache: bool = False,
     ) -> RunResult:
         """``await flow.run_async(...)``: ``run`` from a coroutine. Coroutine tasks run on
         the caller's event loop, other tasks on their pools; the loop is never blocked.
         Cancelling the awaiting coroutine stops the run as Ctrl-C does."""
         plan, given, keep = self._prepare(inputs, outputs)
-        recorder = _recorder(plan, given, store, resume)
+        recorder = _recorder(plan, given, store, resume, cache)
         return await execute_async(
             plan,
             given,
@@ -320,16 +324,21 @@ class Flow:
         )
 
 
-def _recorder(plan: Plan, inputs: Mapping[str, Any], store: Any, resume: Any) -> Recorder | None:
+def _recorder(
+    plan: Plan, inputs: Mapping[str, Any], store: Any, resume: Any, cache: bool
+) -> Recorder | None:
     """The store a run records to, per the options and ``$LAYERFLOW_STORE``."""
+    if not isinstance(cache, bool):
+        raise InvalidOptionError(f"cache must be True or False, got {cache!r}")
+    caching = cache or any(t.cache for t in plan.graph.tasks)
     if store is False:
-        if resume:
-            raise InvalidOptionError("resume needs a store, but store=False")
+        if resume or caching:
+            raise InvalidOptionError("resume and cache need a store, but store=False")
         return None
     if store is None or store is True:
-        if not (store or resume or os.environ.get("LAYERFLOW_STORE")):
+        if not (store or resume or caching or os.environ.get("LAYERFLOW_STORE")):
             return None
         store = Store()
     elif not isinstance(store, Store):
         store = Store(store)
-    return Recorder(store, plan.graph, inputs, resume)
+    return Recorder(store, plan.graph, inputs, resume, cache)

@@ -266,7 +266,6 @@ class Task:
         self.map = map
         # Declared in the design, not built yet: refuse them rather than ignore them.
         planned = {
-            "cache": cache,
             "executor": executor == "dask",
         }
         for option, used in planned.items():

@@ -134,6 +134,7 @@ class Run:
         checkpoint: Callable[[LayerReport], Any] | None = None,
         preset: Mapping[int, Any] | None = None,
         persist: Callable[[int, Any, float, float], None] | None = None,
+        lookup: Callable[[int, tuple[Any, ...], dict[str, Any]], tuple[bool, Any]] | None = None,
     ) -> None:
         g = plan.graph
         self.plan = plan
@@ -213,6 +214,8 @@ class Run:
         # the store: called with (task, value, start, end) when a task succeeds, in the
         # worker (or callback) thread and before the run counts it done, so it is durable
         self.persist = persist
+        # the cache: (task, args, kwargs) -> (hit, value), asked before a task runs
+        self.lookup = lookup
 
         self.timer: _Timer | None = None
         self.bus = EventBus(list(observers)) if observers else None
@@ -559,6 +562,12 @@ class Run:
             self._start(i)
             args, kwargs = self._call_args(i)
             token = self.token[i]
+            if self.lookup is not None:
+                hit, value = self.lookup(i, args, kwargs)
+                if hit:  # a cached result: the task does not run
+                    now = time.perf_counter()
+                    self._record(i, token, True, value, now, now, cached=True)
+                    continue
 
             def on_done(ok: bool, value: Any, seconds: float, i: int = i, token: int = token):
                 self._foreign_done(i, token, ok, value, seconds)
@@ -574,7 +583,9 @@ class Run:
         if self.ready_threads:
             self._dispatch()
 
-    def _record(self, i: int, token: int, ok: bool, value: Any, t0: float, t1: float) -> bool:
+    def _record(
+        self, i: int, token: int, ok: bool, value: Any, t0: float, t1: float, cached: bool = False
+    ) -> bool:
         """Entry ``i``'s attempt ended; False when the attempt had been abandoned."""
         if token != self.token[i]:
             return False  # abandoned: its slot was given away, its result is stale
@@ -590,15 +601,17 @@ class Run:
             name = self.names[i]
             ok, value = False, TaskTimeout(f"task {name!r} timed out after {limit:g}s", name, limit)
         if ok:
-            self._succeed(i, value)
+            self._succeed(i, value, _CACHED if cached else _SUCCEEDED)
         else:
             self._fail(i, value)
         return True
 
-    def complete(self, i: int, token: int, ok: bool, value: Any, t0: float, t1: float) -> int:
+    def complete(
+        self, i: int, token: int, ok: bool, value: Any, t0: float, t1: float, cached: bool = False
+    ) -> int:
         """A thread worker's task ended: record it and return the worker's next task
         (-1: the worker exits)."""
-        if not self._record(i, token, ok, value, t0, t1):
+        if not self._record(i, token, ok, value, t0, t1, cached):
             return -1
         if self.has_foreign:
             self._pump()
@@ -980,12 +993,21 @@ class Run:
         tokens = self.token
         positional = self.positional
         persist = self.persist
+        lookup = self.lookup
         perf = time.perf_counter
         while i >= 0:
             const = consts[i]
             kwargs = dict(const) if const else {}
             for param, j in args_all[i]:
                 kwargs[param] = values[j]
+            if lookup is not None:
+                hit, value = lookup(i, (), kwargs)
+                if hit:  # a cached result: the task does not run
+                    t0 = perf()
+                    with lock:
+                        i = self.complete(i, token, True, value, t0, t0, cached=True)
+                        token = tokens[i] if i >= 0 else 0
+                    continue
             t0 = perf()
             try:
                 if positional[i]:
@@ -1261,6 +1283,7 @@ def prepare(
         checkpoint=checkpoint,
         preset=recorder.preset if recorder is not None else None,
         persist=recorder.persist if recorder is not None else None,
+        lookup=recorder.lookup if recorder is not None and recorder.caching else None,
     )
 
 

@@ -329,11 +329,21 @@ class Recorder:
     """Connects one run to a store: what to reuse (resume), what to persist, the end."""
 
     def __init__(
-        self, store: Store, graph: Graph, inputs: Mapping[str, Any], resume: bool | str | None
+        self,
+        store: Store,
+        graph: Graph,
+        inputs: Mapping[str, Any],
+        resume: bool | str | None,
+        cache: bool = False,
     ) -> None:
         self.store = store
         self.graph = graph
         self.keys = task_keys(graph, inputs)
+        # which tasks use the cache (cache=True on the run, or on the task)
+        self.cache_on = [cache or t.cache for t in graph.tasks]
+        self.caching = any(self.cache_on)
+        self.cache_keys: dict[int, str] = {}  # task -> the key it will be cached under
+        self.fingerprints = [_fingerprint(t) for t in graph.tasks] if self.caching else []
         self.preset: dict[int, Any] = {}
         self.preset_files: dict[int, str] = {}
         self.resumed_from: str | None = None
@@ -362,12 +372,39 @@ class Recorder:
 
     def persist(self, i: int, value: Any, t0: float, t1: float) -> None:
         """A task succeeded: its result file, then its row (map subtasks are kept as their
-        map task's list)."""
+        map task's list); and its cache entry when it uses the cache."""
         if i >= len(self.keys):
             return
-        self.store.task_succeeded(
-            self.run_id, self.graph.names[i], self.keys[i], value, t0 + self.offset, t1 - t0
+        name = self.graph.names[i]
+        result = self.store.task_succeeded(
+            self.run_id, name, self.keys[i], value, t0 + self.offset, t1 - t0
         )
+        key = self.cache_keys.pop(i, None)
+        if key is not None and result is not None:
+            self.store.cache_put(key, name, result)
+
+    def lookup(self, i: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
+        """Before task ``i`` runs: a cached result for exactly this call, if there is one.
+        The key is the task's name, its code, and the values it is called with."""
+        if i >= len(self.cache_on) or not self.cache_on[i]:
+            return False, None
+        h = hashlib.sha256()
+        h.update(self.graph.names[i].encode())
+        h.update(self.fingerprints[i].encode())
+        h.update(_digest(args).encode())
+        h.update(_digest(sorted(kwargs.items())).encode())
+        key = h.hexdigest()
+        found = self.store.cache_get(key)
+        if found is not None:
+            try:
+                value = self.store.load_value(found)
+            except Exception:  # an unreadable file: compute it again
+                found = None
+            else:
+                self.preset_files[i] = found
+                return True, value
+        self.cache_keys[i] = key
+        return False, None
 
     def end(self, status: str, tasks: Mapping[str, Any]) -> None:
         """Every task's final state, and the run's."""

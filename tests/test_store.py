@@ -1,0 +1,293 @@
+"""The run store: durable results, resume after a crash, the cache, safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import layerflow as lf
+from layerflow.store import Store, StoreError
+
+# A flow in three layers whose tasks append their name to a side-effect file; the middle
+# layer has one slow task, during which the test kills the process.
+CRASH_FLOW = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import layerflow as lf
+
+    here = sys.argv[1]
+    flow = lf.Flow("crashy")
+
+    def step(name, seconds=0.0):
+        def fn(**upstream):
+            if name == "slow":
+                open(os.path.join(here, "slow-started"), "w").close()
+            time.sleep(seconds)
+            with open(os.path.join(here, "side-effects"), "a") as f:
+                f.write(name + "\\n")
+            return name + "(" + ",".join(sorted(str(v) for v in upstream.values())) + ")"
+        return fn
+
+    flow.add(step("a"), name="a")
+    flow.add(step("b"), name="b")
+    flow.add(step("c"), name="c", inputs={"a": "a"})
+    flow.add(step("slow", float(sys.argv[3])), name="slow", inputs={"b": "b"})
+    flow.add(step("d"), name="d", inputs={"c": "c", "slow": "slow"})
+    try:
+        run = flow.run(store=os.path.join(here, "store"), resume=sys.argv[2] == "resume")
+    except lf.RunInterrupted as e:
+        sys.exit(130)
+    print(json.dumps({"values": run.values,
+                      "statuses": {n: t.status for n, t in run.tasks.items()}}))
+    """
+)
+
+
+def start(tmp: Path, mode: str, seconds: float) -> subprocess.Popen[str]:
+    script = tmp / "crashy.py"
+    script.write_text(CRASH_FLOW)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(tmp), mode, str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.02)
+
+
+def reference_values(tmp: Path) -> dict:
+    ref = tmp / "reference"
+    ref.mkdir()
+    out, err = start(ref, "fresh", 0).communicate(timeout=60)
+    return json.loads(out)["values"]
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_killed_run_resumes_without_running_finished_tasks_again(tmp_path, how):
+    proc = start(tmp_path, "fresh", 30)
+    wait_for(tmp_path / "slow-started")
+    time.sleep(0.3)  # a, b and c have finished and been stored by now
+    proc.send_signal(how)
+    proc.communicate(timeout=30)
+    assert proc.returncode == (-signal.SIGKILL if how == signal.SIGKILL else 130)
+    before = (tmp_path / "side-effects").read_text().split()
+    assert sorted(before) == ["a", "b", "c"]
+
+    out, err = start(tmp_path, "resume", 0).communicate(timeout=60)
+    assert out, err
+    resumed = json.loads(out)
+    after = (tmp_path / "side-effects").read_text().split()
+    assert sorted(after) == ["a", "b", "c", "d", "slow"]  # nothing ran twice
+    assert resumed["statuses"] == {
+        "a": "reused",
+        "b": "reused",
+        "c": "reused",
+        "slow": "succeeded",
+        "d": "succeeded",
+    }
+    assert resumed["values"] == reference_values(tmp_path)
+
+
+def test_resume_reruns_what_changed_and_everything_downstream(tmp_path):
+    ran: list[str] = []
+
+    def build(scale):
+        flow = lf.Flow("changing")
+
+        @flow.task
+        def source():
+            ran.append("source")
+            return 10
+
+        @flow.task(params={"scale": scale})
+        def scaled(source, scale):
+            ran.append("scaled")
+            return source * scale
+
+        @flow.task
+        def other(source):
+            ran.append("other")
+            return source + 1
+
+        @flow.task
+        def final(scaled, other):
+            ran.append("final")
+            raise RuntimeError("not yet")
+
+        return flow
+
+    store = tmp_path / "store"
+    build(2).run(store=store, fail_fast=False)
+    assert sorted(ran) == ["final", "other", "scaled", "source"]
+    ran.clear()
+    run = build(3).run(store=store, resume=True, fail_fast=False)
+    statuses = {n: t.status for n, t in run.tasks.items()}
+    assert statuses["source"] == "reused" and statuses["other"] == "reused"
+    assert statuses["scaled"] == "succeeded" and run["scaled"] == 30  # params changed
+    assert sorted(ran) == ["final", "scaled"]
+
+
+def test_resume_a_given_run_id_and_an_unknown_one(tmp_path):
+    flow = lf.Flow("ids")
+    flow.add(lambda: 1, name="one")
+    first = flow.run(store=tmp_path / "s")
+    again = flow.run(store=tmp_path / "s", resume=first.run_id)
+    assert again.tasks["one"].status == "reused"
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        flow.run(store=tmp_path / "s", resume="nope")
+
+
+def test_cache_hits_and_misses(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls: list[tuple] = []
+
+    def build(offset):
+        flow = lf.Flow("cached")
+
+        @flow.task(cache=True, params={"offset": offset})
+        def work(x, offset):
+            calls.append((x, offset))
+            return x + offset
+
+        return flow
+
+    assert build(1).run({"x": 1})["work"] == 2
+    run = build(1).run({"x": 1})
+    assert run.tasks["work"].status == "cached" and run["work"] == 2
+    assert len(calls) == 1
+    build(1).run({"x": 5})  # an input value changed
+    build(2).run({"x": 5})  # params changed
+    assert calls == [(1, 1), (5, 1), (5, 2)]
+
+    def build_changed_code():
+        flow = lf.Flow("cached")
+
+        @flow.task(cache=True, params={"offset": 1})
+        def work(x, offset):
+            calls.append(("new code", x))
+            return x + offset + 0
+
+        return flow
+
+    build_changed_code().run({"x": 1})  # the code changed
+    assert calls[-1] == ("new code", 1)
+    assert (tmp_path / ".layerflow").is_dir()  # cache=True uses the default store
+
+
+def test_cache_on_the_whole_run_and_cache_clear(tmp_path):
+    calls = []
+    flow = lf.Flow("all")
+    flow.add(lambda: calls.append(1) or 1, name="a")
+    store = Store(tmp_path / "s")
+    flow.run(store=store, cache=True)
+    flow.run(store=store, cache=True)
+    assert len(calls) == 1
+    assert store.cache_clear() == 1
+    flow.run(store=store, cache=True)
+    assert len(calls) == 2
+
+
+def test_a_store_others_can_write_to_is_refused(tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    os.chmod(folder, 0o777)
+    with pytest.raises(StoreError) as info:
+        Store(folder)
+    assert str(folder) in str(info.value) and "chmod 700" in str(info.value)
+    fresh = Store(tmp_path / "mine")
+    assert (os.stat(fresh.folder).st_mode & 0o777) == 0o700
+
+
+def test_concurrent_runs_on_one_store(tmp_path):
+    errors = []
+
+    def one(k):
+        try:
+            flow = lf.Flow(f"f{k}")
+            for j in range(20):
+                flow.add(lambda j=j: j, name=f"t{j}")
+            flow.run(store=tmp_path / "s", max_workers=4)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    runs = Store(tmp_path / "s").runs()
+    assert len(runs) == 4 and all(r["status"] == "succeeded" for r in runs)
+
+
+def test_an_unpicklable_result_is_reported_and_run_again_on_resume(tmp_path, caplog):
+    calls = []
+    flow = lf.Flow("unpicklable")
+
+    @flow.task
+    def lock():
+        calls.append(1)
+        return threading.Lock()
+
+    @flow.task
+    def fail(lock):
+        raise RuntimeError("stop here")
+
+    flow.run(store=tmp_path / "s", fail_fast=False)
+    assert "cannot be stored" in caplog.text
+    flow.run(store=tmp_path / "s", resume=True, fail_fast=False)
+    assert len(calls) == 2
+
+
+def test_history_feeds_the_plan(tmp_path):
+    flow = lf.Flow("timed")
+    flow.add(lambda: time.sleep(0.2), name="slow")
+    flow.add(lambda: None, name="fast")
+    store = Store(tmp_path / "s")
+    flow.run(store=store)
+    history = store.durations("timed")
+    assert history["slow"] >= 0.2 and history["fast"] < 0.1
+
+
+def test_cli_records_runs_and_resumes(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        'steps:\n  - {name: a, run: "echo a"}\n  - {name: b, run: "sh -c \'exit 3\'"}\n'
+    )
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "layerflow", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
+
+    assert cli("run", str(path)).returncode == 1
+    listing = cli("runs")
+    assert listing.returncode == 0 and "failed" in listing.stdout
+    run_id = listing.stdout.splitlines()[1].split()[0]
+    shown = cli("show", run_id)
+    assert "a" in shown.stdout and "exited with code 3" in shown.stdout
+    out = cli("run", str(path), "--resume", "--json", "-q")
+    data = json.loads(out.stdout)
+    assert data["tasks"]["a"]["status"] == "reused"
+    assert cli("show", "nope").returncode == 2
+    assert cli("run", str(path), "--no-store", "--resume").returncode == 2
+    assert "cleared" in cli("cache", "clear").stdout
