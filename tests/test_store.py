@@ -291,3 +291,18 @@ def test_cli_records_runs_and_resumes(tmp_path):
     assert cli("show", "nope").returncode == 2
     assert cli("run", str(path), "--no-store", "--resume").returncode == 2
     assert "cleared" in cli("cache", "clear").stdout
+
+
+def test_plan_predicts_from_history(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default store, .layerflow, lives here
+    flow = lf.Flow("predicted")
+    flow.add(lambda: time.sleep(0.3), name="a")
+    flow.add(lambda: time.sleep(0.2), name="b")
+    flow.add(lambda: time.sleep(0.4), name="c", after=["a"])
+    assert flow.plan().history == {}  # no store yet: nothing to predict from
+    run = flow.run(store=True, max_workers=2)
+    plan = flow.plan()
+    assert set(plan.history) == {"a", "b", "c"}
+    predicted = plan.simulate(max_workers=2)
+    assert abs(predicted - run.duration) / run.duration < 0.25
+    assert "3 tasks timed in past runs" in plan.explain()

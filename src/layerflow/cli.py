@@ -404,12 +404,16 @@ def _plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[
     the_plan = flow.plan(_inputs(flow, _parse_sets(sets)))
     click.echo(the_plan.explain(max_workers=counts[0]))
     if len(counts) > 1:
-        total = len(the_plan)
-        click.echo("\nwhat if (every task 1 unit):")
-        click.echo(f"  {'max_workers':>11}  {'predicted':>9}  {'speedup':>7}")
+        timed = bool(the_plan.history)
+        unit = "s" if timed else " units"
+        total = the_plan.simulate(mode="sequential")
+        what = "durations from past runs" if timed else "every task 1 unit"
+        click.echo(f"\nwhat if ({what}):")
+        click.echo(f"  {'max_workers':>11}  {'predicted':>11}  {'speedup':>7}")
         for c in counts:
             span = the_plan.simulate(max_workers=c)
-            click.echo(f"  {c:>11}  {span:>9g}  {total / span if span else 1:>6.1f}x")
+            shown = f"{span:.2f}{unit}" if timed else f"{span:g}{unit}"
+            click.echo(f"  {c:>11}  {shown:>11}  {total / span if span else 1:>6.1f}x")
     if isinstance(flow, Pipeline):
         limits = the_plan.binding_limits(
             flow.settings.get("resources"), flow.settings.get("rate_limits")

@@ -162,7 +162,14 @@ class Flow:
         if inputs is not None:
             problems += graph.input_problems(inputs)
         raise_all(problems, self.name)
-        return Plan(graph)
+        return Plan(graph, history=self._history)
+
+    def _history(self) -> Mapping[str, float]:
+        """Past durations from the store, if one exists (never created just to look)."""
+        from .store import default_store_path
+
+        folder = default_store_path()
+        return Store(folder).durations(self.name) if folder.is_dir() else {}
 
     def _input_name_problems(self, graph: Graph, inputs: Mapping[str, Any]) -> list[Any]:
         used = {name for pairs in graph.input_args for name, _ in pairs}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import InvalidOptionError
@@ -31,9 +31,28 @@ Durations = Mapping[str, float] | float | int | None
 class Plan:
     """What a run will do: built by :meth:`Flow.plan`, before anything runs."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(
+        self, graph: Graph, history: Callable[[], Mapping[str, float]] | None = None
+    ) -> None:
         self.graph = graph
         self._keys: list[int] | None = None
+        self._history_source = history
+        self._history: Mapping[str, float] | None = None
+
+    @property
+    def history(self) -> Mapping[str, float]:
+        """Median durations of this flow's tasks in past runs (from the store), by name;
+        empty without a store. ``simulate`` and ``explain`` use it when given no durations."""
+        if self._history is None:
+            self._history = {}
+            if self._history_source is not None:
+                try:
+                    found = self._history_source()
+                except Exception:  # no readable store: predict without history
+                    found = {}
+                names = self.graph.index
+                self._history = {k: v for k, v in found.items() if k in names}
+        return self._history
 
     # --- structure -------------------------------------------------------------------------
 
@@ -82,7 +101,10 @@ class Plan:
         """Seconds per task: the mapping's value, else the median of the known ones, else 1."""
         n = len(self.graph)
         if durations is None:
-            return [1.0] * n
+            if self.history:
+                durations = self.history
+            else:
+                return [1.0] * n
         if isinstance(durations, (int, float)) and not isinstance(durations, bool):
             if not math.isfinite(durations) or durations < 0:
                 raise InvalidOptionError(f"durations must be seconds >= 0, got {durations!r}")
@@ -271,6 +293,13 @@ class Plan:
             lines.append(f"  layer {k}: {shown}")
         if self.inputs:
             lines.append("inputs: " + ", ".join(self.inputs))
+        if durations is None and self.history:
+            durations = self.history
+            unseen = [name for name in self.graph.names if name not in durations]
+            note = f"{len(durations)} tasks timed in past runs"
+            if unseen:
+                note += f"; {len(unseen)} never seen take their median"
+            lines.append(f"durations: {note}")
         unit = durations is None
         path = self.critical_path(durations)
         if path:
