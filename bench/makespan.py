@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -81,10 +83,10 @@ def to_flow(parents: list[list[int]], durations: list[float]) -> lf.Flow:
     return flow
 
 
-def wall(flow: lf.Flow, workers: int, mode: str) -> float:
+def wall(flow: lf.Flow, workers: int, mode: str, **options) -> float:
     gc.collect()
     t0 = time.perf_counter()
-    flow.run(max_workers=workers, mode=mode)
+    flow.run(max_workers=workers, mode=mode, **options)
     return time.perf_counter() - t0
 
 
@@ -101,6 +103,7 @@ def main() -> None:
     )
     header = f"{'DAG':<5} {'workers':>7} {'layers':>6} {'bound (s)':>10} {'dynamic (s)':>12}"
     header += f" {'dyn/bound':>10} {'layered (s)':>12} {'lay/bound':>10} {'simulate (s)':>13}"
+    header += f" {'w/ history':>11}"
     print(header)
     print("-" * len(header))
     for k, (shape, make) in enumerate(SHAPES.items()):
@@ -114,12 +117,21 @@ def main() -> None:
         assert abs(cp - sum(named[t] for t in plan.critical_path(named))) < 1e-9
         for workers in WORKERS:
             bound = max(cp, sum(durations) / workers)
-            dyn = wall(flow, workers, "dynamic")
-            lay = wall(flow, workers, "layered")
+            dyn = wall(flow, workers, "dynamic", store=False)
+            lay = wall(flow, workers, "layered", store=False)
             sim = plan.simulate(named, max_workers=workers)
+            # the same, once the store has seen one run: ranks by past durations
+            with tempfile.TemporaryDirectory() as folder:
+                os.environ["LAYERFLOW_STORE"] = folder
+                try:
+                    flow.run(max_workers=workers)  # recorded
+                    hist = wall(flow, workers, "dynamic", store=False)
+                finally:
+                    del os.environ["LAYERFLOW_STORE"]
             print(
                 f"{shape:<5} {workers:>7} {len(plan.layers):>6} {bound:10.2f} {dyn:12.2f}"
-                f" {dyn / bound:9.3f}x {lay:12.2f} {lay / bound:9.3f}x {sim:13.2f}",
+                f" {dyn / bound:9.3f}x {lay:12.2f} {lay / bound:9.3f}x {sim:13.2f}"
+                f" {hist / bound:10.3f}x",
                 flush=True,
             )
 

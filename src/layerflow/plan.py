@@ -181,12 +181,15 @@ class Plan:
 
     def keys(self) -> list[int]:
         """Ready-queue keys, smaller first: priority (higher first), then longest remaining
-        path (in tasks), then declaration order; packed into one int so the heap compares
-        ints, not tuples."""
+        path (in seconds of past runs when the store has them, else in tasks), then
+        declaration order; packed into one int so the heap compares ints, not tuples."""
         if self._keys is None:
             g = self.graph
             n = len(g)
-            rank = [int(r) for r in self.remaining_path()]
+            if self.history:  # past durations: the critical path in seconds, in ms steps
+                rank = [int(r * 1000) for r in self.remaining_path(self._weights(None))]
+            else:
+                rank = [int(r) for r in self.remaining_path()]
             prio = [t.priority for t in g.tasks]
             rmax = max(rank, default=0)
             pmax = max(prio, default=0)
