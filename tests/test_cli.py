@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# the command line records runs in .layerflow/ of its working directory: not the repo's
+SCRATCH = Path(tempfile.mkdtemp(prefix="layerflow-cli-"))
 
 
 def layerflow(*args: str, cwd: Path | None = None, timeout: float = 60, **kwargs):
@@ -21,7 +24,7 @@ def layerflow(*args: str, cwd: Path | None = None, timeout: float = 60, **kwargs
         [sys.executable, "-m", "layerflow", *args],
         capture_output=True,
         text=True,
-        cwd=cwd,
+        cwd=cwd or SCRATCH,
         timeout=timeout,
         **kwargs,
     )
@@ -189,6 +192,7 @@ def test_checkpoint_prompt_through_a_pseudo_terminal(quick):
 
     pid, fd = pty.fork()
     if pid == 0:  # the child: layerflow on a terminal
+        os.chdir(SCRATCH)
         os.execv(
             sys.executable,
             [sys.executable, "-m", "layerflow", "run", str(quick), "-v", "--checkpoint"],
@@ -232,6 +236,7 @@ def test_ctrl_c_stops_the_run_and_the_running_command(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=tmp_path,
     )
     deadline = time.monotonic() + 30
     while not pidfile.exists() or not pidfile.read_text().strip():

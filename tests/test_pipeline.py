@@ -919,9 +919,10 @@ def test_a_cycle_via_needs_is_reported_before_anything_runs(tmp_path, fresh_stat
           - {name: b, type: lftest_work, needs: [a], params: {label: b}}
         """,
     )
-    with pytest.raises(lf.LayerflowError) as info:
+    with pytest.raises(lf.PipelineError) as info:
         lf.load_pipeline(path).run()
     assert "a -> b -> a" in str(info.value) or "b -> a -> b" in str(info.value)
+    assert f"{path}:{line_of(path, 'name: a,')}:" in str(info.value)  # found at load time
     assert fresh_state.labels() == []  # nothing ran, not even the independent step
 
 

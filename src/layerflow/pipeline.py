@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LayerflowError, TaskTimeout, _NoRetry, closest
+from .errors import LayerflowError, TaskTimeout, _NoRetry, closest, safe_str
 from .flow import Flow
 
 __all__ = [
@@ -310,9 +310,32 @@ class _Loader:
         if self.problems:
             raise PipelineError(self.problems)
         flow = self.build(name, inputs, settings, entries)
+        if not self.problems:
+            self.check_graph(flow, entries)
         if self.problems:
             raise PipelineError(self.problems)
         return flow
+
+    def check_graph(self, flow: Pipeline, entries: list[list[_Step]]) -> None:
+        """Cycles (through needs/input_from) and other graph problems, with their lines."""
+        from .errors import CycleError
+
+        lines = {s.name: s.line for entry in entries for s in entry}
+        try:
+            Flow.plan(flow)  # the structure only: inputs may still come with --set
+        except LayerflowError as e:
+            for p in getattr(e, "problems", [e]):
+                if isinstance(p, CycleError):
+                    self.problems.append(
+                        (
+                            self.file,
+                            lines.get(p.cycle[0]),
+                            f"steps form a cycle: {' -> '.join(p.cycle)}",
+                        )
+                    )
+                else:
+                    task = getattr(p, "task", None)
+                    self.problems.append((self.file, lines.get(task), safe_str(p)))
 
     def import_plugin(self, module: Any, at: Path_) -> None:
         if not isinstance(module, str):

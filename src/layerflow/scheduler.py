@@ -621,10 +621,18 @@ class Run:
         """A backend's done-callback: the same transition as a thread worker's."""
         t1 = time.perf_counter()
         if ok and self.persist is not None and self.token[i] == token:
-            self.persist(i, value, t1 - seconds, t1)  # durable before the run counts it done
+            self._persist(i, value, t1 - seconds, t1)  # durable before the run counts it done
         with self.lock:
             if self._record(i, token, ok, value, t1 - seconds, t1):
                 self._kick()
+
+    def _persist(self, i: int, value: Any, t0: float, t1: float) -> None:
+        """Hand a result to the store; a store that fails is reported, and the run goes on
+        with the value in memory (it simply will not be reusable)."""
+        try:
+            self.persist(i, value, t0, t1)  # type: ignore[misc]
+        except Exception:
+            logger.exception("could not store the result of task %r", self.names[i])
 
     def _succeed(self, i: int, value: Any, status: int = _SUCCEEDED) -> None:
         self.status[i] = status
@@ -763,7 +771,7 @@ class Run:
         if all(status[j] == _SUCCEEDED for j in kids):
             value = [self.values[j] for j in kids]
             if self.persist is not None:  # a map's value is durable as one list
-                self.persist(m, value, self.first_start[m], self.last_end[m])
+                self._persist(m, value, self.first_start[m], self.last_end[m])
             self._succeed(m, value)
             return
         failed = [j for j in kids if status[j] == _FAILED]
@@ -1022,7 +1030,7 @@ class Run:
                 ok = False
             t1 = perf()
             if ok and persist is not None and tokens[i] == token:
-                persist(i, value, t0, t1)  # durable before the run counts it done
+                self._persist(i, value, t0, t1)  # durable before the run counts it done
             with lock:
                 i = self.complete(i, token, ok, value, t0, t1)
                 token = tokens[i] if i >= 0 else 0  # read under the lock: a deadline may bump it
@@ -1049,8 +1057,18 @@ class Run:
             elif inline:
                 if self.has_foreign:
                     self._pump()
+            elif self.backends[_ASYNC] is not None and self.ready[_ASYNC]:
+                # Start coroutines from the loop's own thread: there a submission creates
+                # the asyncio task directly, and completions never wait for this thread.
+                if self.ready_threads:
+                    self._dispatch()
+                self.backends[_ASYNC].loop.call_soon_threadsafe(self._kick_locked)
             else:
                 self._kick()
+
+    def _kick_locked(self) -> None:
+        with self.lock:
+            self._kick()
 
     def execute(self) -> None:
         """Run to the end (or to a stop) in the calling thread."""

@@ -21,6 +21,7 @@ import stat
 import statistics
 import threading
 import time
+import traceback
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS task_runs (
     error TEXT,
     key TEXT,
     result TEXT,
+    traceback TEXT,
     PRIMARY KEY (run_id, name)
 );
 CREATE INDEX IF NOT EXISTS task_runs_by_name ON task_runs (name, status);
@@ -113,6 +115,15 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _traceback(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    try:
+        return "".join(traceback.format_exception(error))
+    except Exception:  # an exception that cannot even be formatted
+        return safe_str(error)
+
+
 def task_keys(graph: Graph, inputs: Mapping[str, Any]) -> list[str]:
     """A key per task that changes when its code, params or flow inputs change, or when
     any task it depends on changes (so a change re-runs everything downstream)."""
@@ -151,6 +162,10 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(task_runs)")}
+            if "traceback" not in columns:  # a store written by an earlier version
+                self._db.execute("ALTER TABLE task_runs ADD COLUMN traceback TEXT")
+                self._db.commit()
         except sqlite3.DatabaseError as e:
             raise StoreError(
                 f"the store database {self.folder / 'state.db'} is unusable: {e}"
@@ -202,7 +217,8 @@ class Store:
     def begin_run(self, run_id: str, flow: str | None, tasks: int, resumed_from: str | None):
         """Record that a run started (status ``running`` until it ends)."""
         self._write(
-            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, NULL, 'running', ?, ?)",
+            "INSERT OR REPLACE INTO runs (run_id, flow, started_at, status, tasks, "
+            "resumed_from) VALUES (?, ?, ?, 'running', ?, ?)",
             (run_id, flow or "", time.time(), tasks, resumed_from),
         )
 
@@ -222,8 +238,8 @@ class Store:
             )
             result = None
         self._write(
-            "INSERT OR REPLACE INTO task_runs VALUES "
-            "(?, ?, 'succeeded', NULL, ?, ?, ?, NULL, ?, ?)",
+            "INSERT OR REPLACE INTO task_runs (run_id, name, status, started_at, "
+            "finished_at, duration, key, result) VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?)",
             (run_id, name, started, started + seconds, seconds, key, result),
         )
         return result
@@ -231,17 +247,29 @@ class Store:
     def end_run(self, run_id: str, status: str, rows: Iterable[tuple[Any, ...]]) -> None:
         """Record every task's final state and the run's status."""
         with self._lock:
-            for name, st, attempts, started, finished, duration, error, key, result in rows:
+            for name, st, attempts, started, finished, duration, error, key, result, tb in rows:
                 self._db.execute(
                     "INSERT INTO task_runs (run_id, name, status, attempts, started_at, "
-                    "finished_at, duration, error, key, result) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "finished_at, duration, error, key, result, traceback) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (run_id, name) DO UPDATE SET status = excluded.status, "
                     "attempts = excluded.attempts, started_at = excluded.started_at, "
                     "finished_at = excluded.finished_at, duration = excluded.duration, "
-                    "error = excluded.error, "
+                    "error = excluded.error, traceback = excluded.traceback, "
                     "result = COALESCE(excluded.result, task_runs.result)",
-                    (run_id, name, st, attempts, started, finished, duration, error, key, result),
+                    (
+                        run_id,
+                        name,
+                        st,
+                        attempts,
+                        started,
+                        finished,
+                        duration,
+                        error,
+                        key,
+                        result,
+                        tb,
+                    ),
                 )
             self._db.execute(
                 "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
@@ -282,11 +310,21 @@ class Store:
     def tasks_of(self, run_id: str) -> list[dict[str, Any]]:
         """Every task row of a run."""
         rows = self._read(
-            "SELECT name, status, attempts, started_at, finished_at, duration, error FROM "
-            "task_runs WHERE run_id = ? ORDER BY started_at IS NULL, started_at, name",
+            "SELECT name, status, attempts, started_at, finished_at, duration, error, "
+            "traceback FROM task_runs WHERE run_id = ? "
+            "ORDER BY started_at IS NULL, started_at, name",
             (run_id,),
         )
-        keys = ("name", "status", "attempts", "started_at", "finished_at", "duration", "error")
+        keys = (
+            "name",
+            "status",
+            "attempts",
+            "started_at",
+            "finished_at",
+            "duration",
+            "error",
+            "traceback",
+        )
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def durations(self, flow: str | None) -> dict[str, float]:
@@ -313,7 +351,8 @@ class Store:
     def cache_put(self, key: str, name: str, result: str) -> None:
         """Remember a result under a cache key."""
         self._write(
-            "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (key, name, result, time.time())
+            "INSERT OR REPLACE INTO cache (key, name, result, created_at) VALUES (?, ?, ?, ?)",
+            (key, name, result, time.time()),
         )
 
     def cache_clear(self) -> int:
@@ -423,6 +462,7 @@ class Recorder:
                     safe_str(t.error) if t.error is not None else None,
                     self.keys[i] if i >= 0 else None,
                     self.preset_files.get(i),
+                    _traceback(t.error),
                 )
             )
         self.store.end_run(self.run_id, status, rows)
