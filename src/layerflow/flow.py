@@ -259,33 +259,19 @@ class Flow:
         ``cache=True`` (or ``cache=True`` on a task) reuses a result from any earlier run
         when the task's name, code and call values are the same (status ``"cached"``).
         """
-        plan, given, keep = self._prepare(inputs, outputs)
-        recorder = _recorder(plan, given, store, resume, cache)
-        return execute(
-            plan,
-            given,
-            outputs=keep,
-            mode=mode,
-            max_workers=max_workers,
-            fail_fast=fail_fast,
-            timeout=timeout,
-            backend=backend,
-            on_event=on_event,
-            progress=progress,
-            seed=seed,
-            resources=resources,
-            rate_limits=rate_limits,
-            checkpoint=checkpoint,
-            recorder=recorder,
-        )
+        return execute(**self._execution(locals()))
 
-    def _prepare(
-        self, inputs: Mapping[str, Any] | None, outputs: Any
-    ) -> tuple[Plan, dict[str, Any], list[int] | None]:
+    def _execution(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """``run``'s arguments turned into the scheduler's: a validated plan, the inputs,
+        the indices of the outputs to keep, and the store's recorder."""
+        options = {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
+        inputs, outputs = options.pop("inputs"), options.pop("outputs")
+        store, resume, cache = options.pop("store"), options.pop("resume"), options.pop("cache")
         given = dict(inputs or {})
         plan = self.plan(given, outputs=outputs)
         keep = None if outputs is None else self._output_indices(plan.graph, outputs)
-        return plan, given, keep
+        recorder = _recorder(plan, given, store, resume, cache)
+        return {"plan": plan, "inputs": given, "outputs": keep, "recorder": recorder, **options}
 
     async def run_async(
         self,
@@ -310,25 +296,7 @@ class Flow:
         """``await flow.run_async(...)``: ``run`` from a coroutine. Coroutine tasks run on
         the caller's event loop, other tasks on their pools; the loop is never blocked.
         Cancelling the awaiting coroutine stops the run as Ctrl-C does."""
-        plan, given, keep = self._prepare(inputs, outputs)
-        recorder = _recorder(plan, given, store, resume, cache)
-        return await execute_async(
-            plan,
-            given,
-            outputs=keep,
-            mode=mode,
-            max_workers=max_workers,
-            fail_fast=fail_fast,
-            timeout=timeout,
-            backend=backend,
-            on_event=on_event,
-            progress=progress,
-            seed=seed,
-            resources=resources,
-            rate_limits=rate_limits,
-            checkpoint=checkpoint,
-            recorder=recorder,
-        )
+        return await execute_async(**self._execution(locals()))
 
 
 def _recorder(
