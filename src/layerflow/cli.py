@@ -10,6 +10,8 @@ import contextlib
 import importlib
 import json
 import os
+import re
+import shlex
 import sys
 import threading
 import time
@@ -46,28 +48,34 @@ def _load(target: str, plugins: tuple[str, ...]) -> Flow:
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise _Usage(f"{target}: cannot import {module_name!r}: {e}") from None
+    except Exception as e:  # the user's module failed to import: say so, no traceback
+        raise _Usage(f"{target}: cannot import {module_name!r}: {safe_str(e)}") from None
     flow = getattr(module, attr, None)
     if not isinstance(flow, Flow):
         raise _Usage(f"{target}: {attr!r} in {module_name!r} is not a layerflow.Flow")
     return flow
 
 
-def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
-    import yaml
+_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+([eE][-+]?[0-9]+)?")
 
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
+    """``NAME=VALUE``: plain integers and decimals become numbers, ``true``/``false``
+    booleans; everything else (``01234``, ``yes``, ``12:30``) stays text, as typed."""
     out: dict[str, Any] = {}
     for item in values:
         name, eq, raw = item.partition("=")
         if not eq or not name:
             raise _Usage(f"--set takes NAME=VALUE, got {item!r}")
-        try:
-            parsed = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            parsed = raw
-        # numbers and booleans become numbers and booleans; anything else stays text
-        out[name] = parsed if isinstance(parsed, (int, float, bool)) else raw
+        if _INT.fullmatch(raw):
+            out[name] = int(raw)
+        elif _FLOAT.fullmatch(raw):
+            out[name] = float(raw)
+        elif raw in ("true", "false"):
+            out[name] = raw == "true"
+        else:
+            out[name] = raw
     return out
 
 
@@ -182,10 +190,12 @@ def _final_line(run: RunResult) -> str:
         f"speedup {run.speedup:.1f}x)"
     )
     counts = run.counts()
-    done = counts.get("succeeded", 0)
+    finished = ("succeeded", "reused", "cached")
+    done = sum(counts.get(s, 0) for s in finished)
     if run.ok:
-        return f"Completed {done} tasks {tail}"
-    others = ", ".join(f"{n} {s}" for s, n in counts.items() if s != "succeeded")
+        again = ", ".join(f"{counts[s]} {s}" for s in ("reused", "cached") if counts.get(s))
+        return f"Completed {done} tasks {tail}" + (f" ({again})" if again else "")
+    others = ", ".join(f"{n} {s}" for s, n in counts.items() if s not in finished)
     return f"Run {run.status}: {done} of {len(run.tasks)} tasks completed ({others}) {tail}"
 
 
@@ -262,6 +272,12 @@ def _checkpoint(yes: bool):  # noqa: ANN202
     help="Where runs are recorded (default .layerflow).",
 )
 @click.option("--no-store", is_flag=True, help="Do not record this run.")
+@click.option(
+    "--cache",
+    "use_cache",
+    is_flag=True,
+    help="Reuse results of earlier runs with the same code and values.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("-v", "--verbose", is_flag=True, help="Plain progress lines even on a terminal.")
@@ -280,13 +296,14 @@ def run(
     resume: str | None,
     store_path: str | None,
     no_store: bool,
+    use_cache: bool,
     as_json: bool,
     quiet: bool,
     verbose: bool,
 ) -> None:
     """Run a pipeline FILE (YAML, or module:flow for a Python flow)."""
-    if no_store and (resume or store_path):
-        _fail_usage("--no-store cannot be combined with --resume or --store")
+    if no_store and (resume or store_path or use_cache):
+        _fail_usage("--no-store cannot be combined with --resume, --store or --cache")
     store: Any = False if no_store else (store_path or True)
     with _errors():
         code = _run(
@@ -300,6 +317,7 @@ def run(
             yes,
             store=store,
             resume=True if resume == "latest" else resume,
+            cache=use_cache or None,
             max_workers=max_workers,
             mode="sequential" if sequential else mode,
             fail_fast=False if no_fail_fast else None,
@@ -348,7 +366,16 @@ def _run(
         result = e.result
         status = EXIT_INTERRUPTED
         if options.get("store") is not False:
-            resume_hint = f"layerflow run {file} --resume {result.run_id}"
+            again, skip = [], False
+            for a in sys.argv[1:]:  # the same command, without an earlier --resume [ID]
+                if skip and not a.startswith("-") and a != file:
+                    skip = False
+                    continue
+                skip = a == "--resume"
+                if not skip:
+                    again.append(a)
+            resume_hint = "layerflow " + " ".join(shlex.quote(a) for a in again)
+            resume_hint += f" --resume {result.run_id}"
     finally:
         stop_commands()
     if result.status == "failed":

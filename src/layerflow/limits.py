@@ -175,7 +175,7 @@ def task_costs(rate_limit: str | Mapping[str, float] | None) -> dict[str, float]
         return None
     if isinstance(rate_limit, str):
         return {rate_limit: 1.0}
-    return {name: float(cost) for name, cost in rate_limit.items()}
+    return dict(rate_limit)  # costs are checked (check_limits) before anything runs
 
 
 def check_limits(

@@ -108,7 +108,10 @@ def _read(path: Path) -> tuple[Any, dict[Path_, int]]:
     """The document and the line of every key/item (by path), via PyYAML's safe loader."""
     import yaml
 
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise PipelineError([(str(path), None, f"this is not UTF-8 text: {e}")]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -463,6 +466,14 @@ class _Loader:
             self.unknown_keys(raw, RUN_KEYS, at, f"step {name!r}", None)
             if not self.expect(raw["run"], str, (*at, "run"), "run", name):
                 return None
+            try:
+                words = shlex.split(raw["run"])
+            except ValueError as e:
+                self.problem((*at, "run"), f"the command cannot be split into arguments: {e}", name)
+                return None
+            if not words:
+                self.problem((*at, "run"), "the command is empty", name)
+                return None
             step = _Step(name, line, dict(raw), "run", group)
         else:
             target = raw[kind]
@@ -609,7 +620,8 @@ class _Loader:
                 if not ok:
                     self.problem((*at, key), f"{key} must be {what}, got {v!r}", name)
         # templates: which steps and inputs they read
-        for text in _strings(d.get("run"), d.get("params"), d.get("env"), d.get("cwd")):
+        skip = ("name", "description", "needs", "input_from", "__group__", "uses", "type")
+        for text in _strings(*(v for k, v in d.items() if k not in skip)):
             for m in _TEMPLATE.finditer(text):
                 ref = m.group(1)
                 parsed = _REF.match(ref)
@@ -724,7 +736,7 @@ class _Loader:
             wanted_inputs.add("input")
         base = Path(self.path).parent
         if s.kind == "run":
-            fn = _command(s.name, d, base)
+            fn = _command(s.name, d, base, flow)
         else:
             fn = _call(s.name, s.fn, d)  # type: ignore[arg-type]
             if not d.get("input_from") and _wants_input(s.fn):  # type: ignore[arg-type]
@@ -844,14 +856,15 @@ def _call(name: str, fn: Callable[..., Any], d: dict[str, Any]) -> Callable[...,
 
 
 # running commands, so that Ctrl-C and the end of a run can stop them
-_PROCESSES: set[subprocess.Popen[bytes]] = set()
+_PROCESSES: dict[subprocess.Popen[bytes], object] = {}  # running command -> its pipeline
 _PROCESSES_LOCK = threading.Lock()
 
 
-def stop_commands() -> None:
-    """Kill every command a ``run:`` step started that is still running (whole group)."""
+def stop_commands(owner: object | None = None) -> None:
+    """Kill the commands ``run:`` steps started that are still running (each with its
+    process group): those of pipeline ``owner``, or all of them."""
     with _PROCESSES_LOCK:
-        running = list(_PROCESSES)
+        running = [p for p, o in _PROCESSES.items() if owner is None or o is owner]
     for proc in running:
         _kill_group(proc)
 
@@ -896,7 +909,7 @@ def _shell_argv(template: str, values: Mapping[str, Any]) -> list[str]:
     return ["/bin/sh", "-c", "".join(script), "layerflow", *args]
 
 
-def _command(name: str, d: dict[str, Any], base: Path) -> Callable[..., Any]:
+def _command(name: str, d: dict[str, Any], base: Path, owner: object) -> Callable[..., Any]:
     """A ``run:`` step. The template is split first and each argument rendered after, so a
     value is always one literal argument; with ``shell: true`` every value is quoted."""
     template = d["run"]
@@ -926,7 +939,7 @@ def _command(name: str, d: dict[str, Any], base: Path) -> Callable[..., Any]:
         except OSError as e:
             raise CommandFailed(f"step {name!r}: cannot run {argv[0]!r}: {e}", 127, "") from None
         with _PROCESSES_LOCK:
-            _PROCESSES.add(proc)
+            _PROCESSES[proc] = owner
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -938,7 +951,7 @@ def _command(name: str, d: dict[str, Any], base: Path) -> Callable[..., Any]:
         finally:
             _kill_group(proc)  # anything it left running in its group
             with _PROCESSES_LOCK:
-                _PROCESSES.discard(proc)
+                _PROCESSES.pop(proc, None)
         if proc.returncode != 0:
             tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-20:])
             raise CommandFailed(
@@ -1001,7 +1014,7 @@ class Pipeline(Flow):
         try:
             return super().run({**self.inputs, **(inputs or {})}, **self.run_options(**options))
         finally:
-            stop_commands()
+            stop_commands(self)  # only this pipeline's: others may be running too
 
     def plan(self, inputs: Mapping[str, Any] | None = None, **options: Any):  # type: ignore[override]
         """Plan with the file's inputs as defaults."""

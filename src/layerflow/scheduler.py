@@ -680,8 +680,10 @@ class Run:
             self.cause = i
             self.cause_error = error
         self.outcome = "failed"
-        self._finalize(i)
         fail_fast = self.fail_fast if t.fail_fast is None else t.fail_fast
+        if fail_fast:
+            self.stopping = True  # before anything below can start a task or ask a checkpoint
+        self._finalize(i)
         if fail_fast:
             reason = f"{self.names[i]!r} failed"
             # what can be cancelled is: coroutines and worker processes; a running thread
@@ -1046,6 +1048,8 @@ class Run:
                 self._timer().add(self.perf0 + self.run_timeout, self._on_run_deadline)
             if inline:
                 self.threads = 1  # the calling thread is the one worker
+            for i in self.preset:  # all reused before any is released: none runs again
+                self.status[i] = _REUSED
             for i in self.graph.order:  # resumed tasks first: their users may be ready
                 if i in self.preset:
                     self._succeed(i, self.preset[i], _REUSED)
@@ -1333,7 +1337,13 @@ def execute(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
     run = prepare(plan, inputs, **options)
     if recorder is not None:
         recorder.begin(run.run_id, run.wall0, run.perf0)
-    run.execute()
+    try:
+        run.execute()
+    except KeyboardInterrupt:  # after the run had ended: record it, then let Ctrl-C through
+        if recorder is not None:
+            result = run.result()
+            recorder.end(result.status, result.tasks)
+        raise
     return outcome(run, recorder)
 
 

@@ -107,10 +107,14 @@ def _fingerprint(task: Task) -> str:
         return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _digest(value: Any) -> str:
+def _digest(value: Any, *, strict: bool = False) -> str:
+    """A hash of a value's pickle; with ``strict``, a value that cannot be pickled raises
+    (the cache must not match two different values by their repr)."""
     try:
         data = pickle.dumps(value, protocol=5)
     except Exception:
+        if strict:
+            raise
         data = repr(value).encode()
     return hashlib.sha256(data).hexdigest()
 
@@ -153,6 +157,7 @@ class Store:
         _check_folder(self.folder)
         self.results = self.folder / "results"
         self.results.mkdir(mode=0o700, exist_ok=True)
+        _check_folder(self.results)
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(
@@ -170,8 +175,9 @@ class Store:
             raise StoreError(
                 f"the store database {self.folder / 'state.db'} is unusable: {e}"
             ) from None
-        with contextlib.suppress(OSError):
-            os.chmod(self.folder / "state.db", 0o600)
+        for name in ("state.db", "state.db-wal", "state.db-shm"):
+            with contextlib.suppress(OSError):
+                os.chmod(self.folder / name, 0o600)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -192,7 +198,7 @@ class Store:
     def save_value(self, run_id: str, key: str, value: Any) -> str:
         """Write a result file atomically (write, fsync, rename); return its name."""
         data = pickle.dumps(value, protocol=5)
-        name = f"{key}.pkl"
+        name = f"{run_id}-{key}.pkl"  # a run's own file: a later run never overwrites it
         path = self.results / name
         tmp = self.results / f".{key}.{run_id}.{threading.get_ident()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -278,13 +284,13 @@ class Store:
             self._db.commit()
 
     def latest_unfinished(self, flow: str | None) -> str | None:
-        """The most recent run of ``flow`` that did not succeed."""
+        """The most recent run of ``flow``, if it did not succeed (a run that a later run
+        finished is not unfinished any more)."""
         rows = self._read(
-            "SELECT run_id FROM runs WHERE flow = ? AND status != 'succeeded' "
-            "ORDER BY started_at DESC LIMIT 1",
+            "SELECT run_id, status FROM runs WHERE flow = ? ORDER BY started_at DESC LIMIT 1",
             (flow or "",),
         )
-        return rows[0][0] if rows else None
+        return rows[0][0] if rows and rows[0][1] != "succeeded" else None
 
     def finished_results(self, run_id: str) -> dict[str, tuple[str, str]]:
         """Tasks of ``run_id`` with a stored result: name -> (key, result file)."""
@@ -420,7 +426,11 @@ class Recorder:
         )
         key = self.cache_keys.pop(i, None)
         if key is not None and result is not None:
-            self.store.cache_put(key, name, result)
+            try:  # the cache keeps its own copy, named by the cache key
+                cached = self.store.save_value("cache", key, value)
+            except Exception:
+                return
+            self.store.cache_put(key, name, cached)
 
     def lookup(self, i: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
         """Before task ``i`` runs: a cached result for exactly this call, if there is one.
@@ -430,8 +440,11 @@ class Recorder:
         h = hashlib.sha256()
         h.update(self.graph.names[i].encode())
         h.update(self.fingerprints[i].encode())
-        h.update(_digest(args).encode())
-        h.update(_digest(sorted(kwargs.items())).encode())
+        try:
+            h.update(_digest(args, strict=True).encode())
+            h.update(_digest(sorted(kwargs.items()), strict=True).encode())
+        except Exception:  # values that cannot be pickled cannot be compared: no cache
+            return False, None
         key = h.hexdigest()
         found = self.store.cache_get(key)
         if found is not None:

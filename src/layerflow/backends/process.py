@@ -95,6 +95,7 @@ class _Worker:
                 pass_fds=(to_child_r, from_child_w),
                 env=env,
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C is the parent's to handle, not the workers
             )
         finally:
             os.close(to_child_r)

@@ -1,0 +1,248 @@
+"""Bugs found in the second review (store, limits, pipelines, CLI), pinned by tests."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import layerflow as lf
+
+
+def test_resume_with_a_reused_map_task_and_its_source(tmp_path):
+    fail = {"on": True}
+    ran = []
+    flow = lf.Flow("m")
+
+    @flow.task
+    def items():
+        return [1, 2, 3]
+
+    @flow.task(map="items")
+    def sq(items):
+        ran.append(items)
+        return items * items
+
+    @flow.task
+    def total(sq):
+        if fail["on"]:
+            raise RuntimeError("not yet")
+        return sum(sq)
+
+    with pytest.raises(lf.TaskFailed):
+        flow.run(store=tmp_path)
+    fail["on"] = False
+    run = flow.run(store=tmp_path, resume=True)
+    assert run.ok and run["total"] == 14
+    assert run.tasks["sq"].status == "reused" and sorted(ran) == [1, 2, 3]
+
+
+def test_fail_fast_starts_nothing_after_the_first_failure():
+    started = []
+
+    async def bad():
+        await asyncio.sleep(0.1)
+        raise ValueError("first failure")
+
+    async def slow():
+        started.append("slow")
+        await asyncio.sleep(1)
+
+    async def later():
+        started.append("later")
+        return 2
+
+    flow = lf.Flow()
+    flow.add(bad, priority=3)
+    flow.add(slow, priority=2)
+    flow.add(later, priority=1)
+    with pytest.raises(lf.TaskFailed) as info:
+        flow.run(max_workers=2)
+    assert "later" not in started
+    assert info.value.result.tasks["later"].status == "cancelled"
+
+
+def test_no_checkpoint_question_after_a_fail_fast_failure():
+    asked = []
+    flow = lf.Flow()
+    flow.add(lambda: (_ for _ in ()).throw(ValueError("x")), name="a")
+    flow.add(lambda a: 1, name="b")
+    with pytest.raises(lf.TaskFailed):
+        flow.run(checkpoint=lambda report: asked.append(report) or True)
+    assert asked == []
+
+
+def test_the_cache_never_returns_another_calls_value(tmp_path):
+    state = {"v": 1}
+    flow = lf.Flow("c")
+
+    @flow.task
+    def src():
+        return state["v"]
+
+    @flow.task(cache=True)
+    def double(src):
+        return src * 2
+
+    results = []
+    for v in (1, 5, 1):
+        state["v"] = v
+        results.append(flow.run(store=tmp_path)["double"])
+    assert results == [2, 10, 2]
+
+
+def test_unpicklable_arguments_are_never_served_from_the_cache(tmp_path):
+    class Conn:
+        def __init__(self, v):
+            self.v = v
+            self.lock = threading.Lock()
+
+        def __repr__(self):
+            return "Conn(db)"
+
+    state = {"v": 1}
+    flow = lf.Flow("u")
+
+    @flow.task
+    def conn():
+        return Conn(state["v"])
+
+    @flow.task(cache=True)
+    def use(conn):
+        return conn.v * 10
+
+    values = []
+    for v in (1, 2):
+        state["v"] = v
+        run = flow.run(store=tmp_path)
+        values.append((run["use"], run.tasks["use"].status))
+    assert values == [(10, "succeeded"), (20, "succeeded")]
+
+
+def test_resume_true_after_a_successful_resume_resumes_nothing(tmp_path):
+    fail = {"n": 2}
+    ran = []
+    flow = lf.Flow("r")
+
+    @flow.task
+    def a():
+        ran.append("a")
+        return 1
+
+    @flow.task
+    def c(a):
+        ran.append("c")
+        if fail["n"]:
+            fail["n"] -= 1
+            raise RuntimeError("flaky")
+        return 2
+
+    for _ in range(2):
+        with pytest.raises(lf.TaskFailed):
+            flow.run(store=tmp_path, resume=True)
+    assert flow.run(store=tmp_path, resume=True).ok
+    ran.clear()
+    run = flow.run(store=tmp_path, resume=True)
+    assert run.tasks["c"].status == "succeeded" and sorted(ran) == ["a", "c"]  # fresh run
+
+
+def test_one_pipeline_does_not_stop_another_pipelines_commands(tmp_path):
+    long = tmp_path / "long.yaml"
+    long.write_text("steps:\n  - {name: wait, run: \"sh -c 'sleep 1; echo done'\"}\n")
+    short = tmp_path / "short.yaml"
+    short.write_text('steps:\n  - {name: quick, run: "echo quick"}\n')
+    out = {}
+    slow = threading.Thread(target=lambda: out.update(lf.load_pipeline(long).run().values))
+    slow.start()
+    time.sleep(0.3)
+    assert lf.load_pipeline(short).run()["quick"] == "quick"
+    slow.join()
+    assert out == {"wait": "done"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('steps:\n  - {name: a, run: "echo \'hi"}\n', "cannot be split"),
+        ('steps:\n  - {name: a, run: "  "}\n', "the command is empty"),
+        (
+            'steps:\n  - {name: a, uses: "textwrap:indent", text: "{{steps.nope.output}}", '
+            'prefix: "> "}\n',
+            "no step named 'nope'",
+        ),
+    ],
+)
+def test_bad_steps_are_load_time_errors(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(lf.PipelineError, match=message) as info:
+        lf.load_pipeline(path)
+    assert f"{path}:" in str(info.value)
+
+
+def test_bad_input_never_shows_a_traceback(tmp_path):
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "layerflow", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
+
+    (tmp_path / "latin.yaml").write_bytes(
+        "steps:\n  - {name: caf\xe9, run: 'echo'}\n".encode("latin-1")
+    )
+    (tmp_path / "broken_module.py").write_text("1 / 0\n")
+    (tmp_path / "cost.yaml").write_text(
+        "settings: {rate_limits: {api: '5/s'}}\n"
+        "steps:\n  - {name: a, run: 'echo a', rate_limit: {api: x}}\n"
+    )
+    for args in (("run", "latin.yaml"), ("run", "broken_module:flow"), ("run", "cost.yaml")):
+        out = cli(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "Traceback" not in out.stderr, out.stderr
+
+
+def test_set_values_are_not_yaml_1_1(tmp_path):
+    (tmp_path / "echo.yaml").write_text(
+        textwrap.dedent(
+            """
+            steps:
+              - {name: shown, run: "echo {{inputs.a}} {{inputs.b}} {{inputs.c}} {{inputs.d}}"}
+            """
+        )
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "layerflow",
+            "run",
+            "echo.yaml",
+            "--json",
+            "-q",
+            "--no-store",
+            "--set",
+            "a=01234",
+            "--set",
+            "b=yes",
+            "--set",
+            "c=12:30",
+            "--set",
+            "d=7",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    import json
+
+    assert json.loads(out.stdout)["tasks"]["shown"]["output"] == "01234 yes 12:30 7"
