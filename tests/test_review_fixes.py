@@ -246,3 +246,22 @@ def test_set_values_are_not_yaml_1_1(tmp_path):
     import json
 
     assert json.loads(out.stdout)["tasks"]["shown"]["output"] == "01234 yes 12:30 7"
+
+
+def test_cache_on_a_map_task(tmp_path):
+    calls = []
+    flow = lf.Flow("mapcache")
+
+    @flow.task
+    def items():
+        return [1, 2, 3]
+
+    @flow.task(map="items", cache=True)
+    def sq(items):
+        calls.append(items)
+        return items * items
+
+    assert flow.run(store=tmp_path)["sq"] == [1, 4, 9]
+    run = flow.run(store=tmp_path)
+    assert run["sq"] == [1, 4, 9] and run.tasks["sq"].status == "cached"
+    assert sorted(calls) == [1, 2, 3]  # not computed again

@@ -356,6 +356,13 @@ class Run:
             self.attempts[m] = 1
             self._fail(m, err)
             return
+        if self.lookup is not None:  # the whole list, cached from an earlier run
+            args, kwargs = self._call_args(m)
+            hit, value = self.lookup(m, args, kwargs)
+            if hit:
+                self.first_start[m] = self.last_end[m] = time.perf_counter()
+                self._succeed(m, value, _CACHED)
+                return
         self.status[m] = _MAPPED
         k = len(items)
         if not k:
