@@ -265,3 +265,38 @@ def test_cache_on_a_map_task(tmp_path):
     run = flow.run(store=tmp_path)
     assert run["sq"] == [1, 4, 9] and run.tasks["sq"].status == "cached"
     assert sorted(calls) == [1, 2, 3]  # not computed again
+
+
+def test_unnamed_flows_resume_their_own_runs(tmp_path):
+    one, two = lf.Flow(), lf.Flow()
+    one.add(lambda: (_ for _ in ()).throw(ValueError("x")), name="fails")
+    two.add(lambda: 2, name="other")
+    with pytest.raises(lf.TaskFailed):
+        one.run(store=tmp_path)
+    run = two.run(store=tmp_path, resume=True)  # nothing of 'one' to resume here
+    assert run.tasks["other"].status == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "steps:\n  - {type: parallel_group, name: g, steps: [{name: a, run: 'echo a'}]}\n"
+            "  - {type: parallel_group, name: g, steps: [{name: b, run: 'echo b'}]}\n",
+            "two parallel_groups are named 'g'",
+        ),
+        ("steps:\n  - {name: 123, run: 'echo a'}\n", "a step's name must be text"),
+    ],
+)
+def test_more_load_time_errors(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(lf.PipelineError, match=message):
+        lf.load_pipeline(path)
+
+
+def test_a_missing_cwd_is_named(tmp_path):
+    path = tmp_path / "cwd.yaml"
+    path.write_text("steps:\n  - {name: a, run: 'echo a', cwd: nowhere}\n")
+    run = lf.load_pipeline(path).run(fail_fast=False)
+    assert "cwd" in str(run.tasks["a"].error) and "not a folder" in str(run.tasks["a"].error)

@@ -162,14 +162,7 @@ class Flow:
         if inputs is not None:
             problems += graph.input_problems(inputs)
         raise_all(problems, self.name)
-        return Plan(graph, history=self._history)
-
-    def _history(self) -> Mapping[str, float]:
-        """Past durations from the store, if one exists (never created just to look)."""
-        from .store import default_store_path
-
-        folder = default_store_path()
-        return Store(folder).durations(self.name) if folder.is_dir() else {}
+        return Plan(graph, history=lambda: _history(graph))
 
     def _input_name_problems(self, graph: Graph, inputs: Mapping[str, Any]) -> list[Any]:
         used = {name for pairs in graph.input_args for name, _ in pairs}
@@ -297,6 +290,14 @@ class Flow:
         the caller's event loop, other tasks on their pools; the loop is never blocked.
         Cancelling the awaiting coroutine stops the run as Ctrl-C does."""
         return await execute_async(**self._execution(locals()))
+
+
+def _history(graph: Graph) -> Mapping[str, float]:
+    """Past durations from the store, if one exists (never created just to look)."""
+    from .store import default_store_path, flow_key
+
+    folder = default_store_path()
+    return Store(folder).durations(flow_key(graph)) if folder.is_dir() else {}
 
 
 def _recorder(

@@ -218,6 +218,7 @@ class _Loader:
         self.extra_plugins = list(plugins)
         self.problems: list[tuple[str, int | None, str]] = []
         self.lines: dict[Path_, int] = {}
+        self.group_names: set[str] = set()
 
     # problems ---------------------------------------------------------------------------
 
@@ -414,6 +415,9 @@ class _Loader:
             self.problem((*at, "name"), f"a group's name must be text, got {name!r}")
             name = None
         name = name or f"group{at[-1] + 1}"
+        if name in self.group_names:
+            self.problem((*at, "name"), f"two parallel_groups are named {name!r}")
+        self.group_names.add(name)
         self.unknown_keys(raw, GROUP_KEYS, at, f"parallel_group {name!r}")
         for key, types, what in (
             ("max_workers", int, "a whole number >= 1"),
@@ -453,6 +457,9 @@ class _Loader:
     def step(self, raw: dict[str, Any], at: Path_, group: str | None) -> _Step | None:
         kinds = [k for k in ("run", "uses", "type") if k in raw]
         shown = raw.get("name") if isinstance(raw.get("name"), str) else None
+        if "name" in raw and not (isinstance(raw["name"], str) and raw["name"]):
+            self.problem((*at, "name"), f"a step's name must be text, got {raw['name']!r}")
+            return None
         if len(kinds) != 1:
             what = "none" if not kinds else " and ".join(kinds)
             self.problem(
@@ -926,6 +933,8 @@ def _command(name: str, d: dict[str, Any], base: Path, owner: object) -> Callabl
         )
         env = {**os.environ, **{k: _render(str(v), values) for k, v in env_t.items()}}
         cwd = base / _render(cwd_t, values) if cwd_t else base
+        if not cwd.is_dir():
+            raise CommandFailed(f"step {name!r}: its cwd {str(cwd)!r} is not a folder", 127, "")
         try:
             proc = subprocess.Popen(
                 argv,

@@ -128,6 +128,14 @@ def _traceback(error: BaseException | None) -> str | None:
         return safe_str(error)
 
 
+def flow_key(graph: Graph) -> str:
+    """The name runs of a flow are stored under; an unnamed flow is known by its tasks,
+    so that resume and history find its own runs, not another unnamed flow's."""
+    if graph.flow_name:
+        return graph.flow_name
+    return "unnamed-" + hashlib.sha256("\n".join(graph.names).encode()).hexdigest()[:12]
+
+
 def task_keys(graph: Graph, inputs: Mapping[str, Any]) -> list[str]:
     """A key per task that changes when its code, params or flow inputs change, or when
     any task it depends on changes (so a change re-runs everything downstream)."""
@@ -383,6 +391,7 @@ class Recorder:
     ) -> None:
         self.store = store
         self.graph = graph
+        self.flow = flow_key(graph)
         self.keys = task_keys(graph, inputs)
         # which tasks use the cache (cache=True on the run, or on the task)
         self.cache_on = [cache or t.cache for t in graph.tasks]
@@ -395,7 +404,7 @@ class Recorder:
         self.run_id = ""
         self.offset = 0.0
         if resume:
-            run_id = store.latest_unfinished(graph.flow_name) if resume is True else str(resume)
+            run_id = store.latest_unfinished(self.flow) if resume is True else str(resume)
             if run_id is not None:
                 self.resumed_from = run_id
                 finished = store.finished_results(run_id)
@@ -413,7 +422,7 @@ class Recorder:
         """The run has an id now: record its start."""
         self.run_id = run_id
         self.offset = wall0 - perf0
-        self.store.begin_run(run_id, self.graph.flow_name, len(self.graph), self.resumed_from)
+        self.store.begin_run(run_id, self.flow, len(self.graph), self.resumed_from)
 
     def persist(self, i: int, value: Any, t0: float, t1: float) -> None:
         """A task succeeded: its result file, then its row (map subtasks are kept as their
