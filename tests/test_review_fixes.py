@@ -300,3 +300,32 @@ def test_a_missing_cwd_is_named(tmp_path):
     path.write_text("steps:\n  - {name: a, run: 'echo a', cwd: nowhere}\n")
     run = lf.load_pipeline(path).run(fail_fast=False)
     assert "cwd" in str(run.tasks["a"].error) and "not a folder" in str(run.tasks["a"].error)
+
+
+def test_partials_and_callable_objects_resume(tmp_path):
+    import functools
+
+    class Scale:
+        def __call__(self, x):
+            return x * 3
+
+    calls = []
+
+    def add(x, y):
+        calls.append(y)
+        return x + y
+
+    flow = lf.Flow("callables")
+    flow.add(functools.partial(add, y=1), name="plus", params={"x": 1})
+    flow.add(Scale(), name="scaled", inputs={"x": "plus"})
+    flow.add(lambda scaled: (_ for _ in ()).throw(ValueError("stop")), name="fails")
+    with pytest.raises(lf.TaskFailed):
+        flow.run(store=tmp_path)
+
+    again = lf.Flow("callables")  # a new process would build new objects like these
+    again.add(functools.partial(add, y=1), name="plus", params={"x": 1})
+    again.add(Scale(), name="scaled", inputs={"x": "plus"})
+    again.add(lambda scaled: scaled, name="fails")
+    run = again.run(store=tmp_path, resume=True)
+    assert run.tasks["plus"].status == "reused" and run.tasks["scaled"].status == "reused"
+    assert run["fails"] == 6 and calls == [1]

@@ -11,6 +11,7 @@ and unpickling runs code.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import marshal
@@ -93,11 +94,18 @@ def _check_folder(folder: Path) -> None:
 
 
 def _fingerprint(task: Task) -> str:
-    """What identifies a task's code: the loader's fingerprint, its source, or bytecode.
-    Not the values its closure holds."""
+    """What identifies a task's code: the loader's fingerprint, else its function's source
+    (or bytecode). Not the values its closure holds."""
     if task.fingerprint is not None:
         return task.fingerprint
-    fn = task.fn
+    return _code_of(task.fn)
+
+
+def _code_of(fn: Any) -> str:
+    if isinstance(fn, functools.partial):  # the function, and the arguments bound to it
+        return _code_of(fn.func) + _digest((fn.args, sorted(fn.keywords.items())))
+    if not (inspect.isfunction(fn) or inspect.ismethod(fn) or inspect.isbuiltin(fn)):
+        fn = type(fn)  # a callable object: its class, not its address
     try:
         return inspect.getsource(fn)
     except (OSError, TypeError):
