@@ -329,3 +329,25 @@ def test_partials_and_callable_objects_resume(tmp_path):
     run = again.run(store=tmp_path, resume=True)
     assert run.tasks["plus"].status == "reused" and run.tasks["scaled"].status == "reused"
     assert run["fails"] == 6 and calls == [1]
+
+
+def test_fail_fast_stops_running_shell_steps(tmp_path):
+    path = tmp_path / "ff.yaml"
+    path.write_text(
+        "steps:\n"
+        "  - type: parallel_group\n"
+        "    name: g\n"
+        "    steps:\n"
+        "      - {name: bad, run: \"sh -c 'sleep 0.3; exit 1'\"}\n"
+        '      - {name: slow, run: "sleep 20"}\n'
+    )
+    pipeline = lf.load_pipeline(path)
+    t0 = time.monotonic()
+    with pytest.raises(lf.TaskFailed) as info:
+        pipeline.run()
+    assert time.monotonic() - t0 < 10
+    assert info.value.task == "bad"
+    assert info.value.result.tasks["slow"].status == "cancelled"
+    # the same pipeline runs again normally afterwards
+    path.write_text("steps:\n  - {name: ok, run: 'echo fine'}\n")
+    assert lf.load_pipeline(path).run()["ok"] == "fine"

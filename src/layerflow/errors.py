@@ -59,6 +59,11 @@ class _NoRetry(LayerflowError):
     """Marker base: errors a retry would only repeat (never retried)."""
 
 
+class Cancelled(_NoRetry):
+    """Raised by a task that layerflow stopped while it ran (fail-fast): it ends as
+    ``"cancelled"``, not as a failure of its own."""
+
+
 class InvalidOptionError(LayerflowError, ValueError, TypeError):
     """A task or run option has a value layerflow cannot use."""
 

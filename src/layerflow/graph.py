@@ -150,6 +150,7 @@ class Task:
         "fail_fast",
         "group_timeout",
         "fingerprint",
+        "cancel",
         "__wrapped__",
     )
 
@@ -282,6 +283,9 @@ class Task:
         # what identifies the task's code for the store (the YAML loader's step config);
         # None: the function's source
         self.fingerprint: str | None = None
+        # how to stop it while it runs in a thread (a shell step kills its command);
+        # None: a running thread task cannot be stopped, and fail-fast waits for it
+        self.cancel: Callable[[], None] | None = None
         # what Graph.build resolves, precomputed: parameters left to inference by name
         explicit = self.params.keys() | self.inputs.keys()
         self.free_params = tuple(p for p in sig.names if p not in explicit)

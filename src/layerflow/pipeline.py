@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LayerflowError, TaskTimeout, _NoRetry, closest, safe_str
+from .errors import Cancelled, LayerflowError, TaskTimeout, _NoRetry, closest, safe_str
 from .flow import Flow
 
 __all__ = [
@@ -782,6 +782,7 @@ class _Loader:
             with contextlib.suppress(OSError, TypeError):
                 source = inspect.getsource(s.fn)
         task.fingerprint = repr(sorted((k, repr(v)) for k, v in d.items())) + source
+        task.cancel = getattr(fn, "cancel", None)
         if group is not None:
             task.group = s.group
             if "fail_fast" in group:
@@ -925,8 +926,11 @@ def _command(name: str, d: dict[str, Any], base: Path, owner: object) -> Callabl
     cwd_t = d.get("cwd")
     timeout = d.get("timeout")
     argv_t = None if shell else shlex.split(template)
+    running: set[subprocess.Popen[bytes]] = set()
+    stopped = threading.Event()
 
     def step(**kwargs: Any) -> str:
+        stopped.clear()  # a new attempt (or a new run of the same pipeline)
         values = _template_values(kwargs)
         argv = (
             _shell_argv(template, values) if shell else [_render(arg, values) for arg in argv_t]  # type: ignore[union-attr]
@@ -949,6 +953,7 @@ def _command(name: str, d: dict[str, Any], base: Path, owner: object) -> Callabl
             raise CommandFailed(f"step {name!r}: cannot run {argv[0]!r}: {e}", 127, "") from None
         with _PROCESSES_LOCK:
             _PROCESSES[proc] = owner
+            running.add(proc)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -961,6 +966,9 @@ def _command(name: str, d: dict[str, Any], base: Path, owner: object) -> Callabl
             _kill_group(proc)  # anything it left running in its group
             with _PROCESSES_LOCK:
                 _PROCESSES.pop(proc, None)
+                running.discard(proc)
+        if stopped.is_set():
+            raise Cancelled(f"step {name!r} was stopped: another step failed")
         if proc.returncode != 0:
             tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-20:])
             raise CommandFailed(
@@ -971,7 +979,15 @@ def _command(name: str, d: dict[str, Any], base: Path, owner: object) -> Callabl
             )
         return out.decode(errors="replace").strip()
 
+    def cancel() -> None:
+        stopped.set()
+        with _PROCESSES_LOCK:
+            procs = list(running)
+        for proc in procs:
+            _kill_group(proc)
+
     step.__name__ = name
+    step.cancel = cancel  # type: ignore[attr-defined]
     return step
 
 

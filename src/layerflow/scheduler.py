@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .errors import (
+    Cancelled,
     InvalidOptionError,
     RunInterrupted,
     TaskFailed,
@@ -659,6 +660,12 @@ class Run:
 
     def _fail(self, i: int, error: BaseException) -> None:
         t = self.spec[i]
+        if isinstance(error, Cancelled) and self.stopping:  # stopped by us, not its own fault
+            self.status[i] = _CANCELLED
+            if self.emit:
+                self._task_event("task_cancelled", i, reason=str(error))
+            self._finalize(i)
+            return
         if isinstance(error, RateLimited) and not self.stopping:
             self._push_back(i, error)
             return
@@ -698,6 +705,11 @@ class Run:
             for j in [j for j, st in enumerate(self.status) if st == _RUNNING]:
                 if self.kind[j] != _THREAD:
                     self._abandon(j, None, fail=False, reason=reason)
+                elif self.spec[j].cancel is not None:
+                    try:  # e.g. a shell step kills its command; the task then ends
+                        self.spec[j].cancel()
+                    except Exception:
+                        logger.exception("could not stop task %r", self.names[j])
             self._stop(reason)
         elif i < self.n:
             self._skip_downstream(i)
