@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from .errors import LayerflowError, RunInterrupted, TaskFailed, safe_str
-from .events import Event, LogObserver, RunEvent, TaskEvent
+from .events import Event, LogObserver, RunEvent, TaskEvent, final_line
 from .flow import Flow
 from .limits import LayerReport
 from .pipeline import Pipeline, PipelineError, load_pipeline, stop_commands
@@ -185,18 +185,9 @@ class _Progress:
 
 
 def _final_line(run: RunResult) -> str:
-    tail = (
-        f"in {run.duration:.1f}s (sequential estimate {run.sequential_estimate:.1f}s, "
-        f"speedup {run.speedup:.1f}x)"
+    return final_line(
+        run.status, run.counts(), len(run.tasks), run.duration, run.sequential_estimate
     )
-    counts = run.counts()
-    finished = ("succeeded", "reused", "cached")
-    done = sum(counts.get(s, 0) for s in finished)
-    if run.ok:
-        again = ", ".join(f"{counts[s]} {s}" for s in ("reused", "cached") if counts.get(s))
-        return f"Completed {done} tasks {tail}" + (f" ({again})" if again else "")
-    others = ", ".join(f"{n} {s}" for s, n in counts.items() if s not in finished)
-    return f"Run {run.status}: {done} of {len(run.tasks)} tasks completed ({others}) {tail}"
 
 
 def _jsonable(value: Any) -> Any:

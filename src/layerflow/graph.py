@@ -1,7 +1,7 @@
 """The model: :class:`Task` (one declared step) and :class:`Graph` (tasks resolved to indices).
 
 A ``Task`` keeps what the user declared, names unresolved, so tasks may be declared in any
-order. ``Graph.build`` resolves every name at once, collects every problem (missing
+order. ``GraphBuilder.build`` resolves every name at once, collects every problem (missing
 dependencies, cycles, missing inputs) and raises them together, before anything runs.
 A built graph is int-indexed lists: tasks ``0..n-1`` in declaration order, ``deps[i]`` and
 ``succs[i]`` as index lists, ``layer[i]`` and a topological ``order``; planning and the
@@ -20,7 +20,6 @@ from typing import Any
 
 from .errors import (
     CycleError,
-    DuplicateTaskError,
     InvalidOptionError,
     MissingDependencyError,
     MissingInputError,
@@ -286,7 +285,7 @@ class Task:
         # how to stop it while it runs in a thread (a shell step kills its command);
         # None: a running thread task cannot be stopped, and fail-fast waits for it
         self.cancel: Callable[[], None] | None = None
-        # what Graph.build resolves, precomputed: parameters left to inference by name
+        # what GraphBuilder resolves, precomputed: parameters left to inference by name
         explicit = self.params.keys() | self.inputs.keys()
         self.free_params = tuple(p for p in sig.names if p not in explicit)
 
@@ -493,18 +492,6 @@ class Graph:
 
     def __len__(self) -> int:
         return len(self.names)
-
-    @classmethod
-    def build(
-        cls, tasks: list[Task], flow_name: str | None = None, input_names: Iterable[str] = ()
-    ) -> Graph:
-        """Resolve, validate and order a list of tasks (see :meth:`GraphBuilder.build`)."""
-        builder = GraphBuilder()
-        for t in tasks:
-            if t.name in builder.index:
-                raise DuplicateTaskError(f"two tasks are named {t.name!r}", t.name)
-            builder.add(t)
-        return builder.build(flow_name, input_names)
 
     @property
     def succs(self) -> list[list[int]]:

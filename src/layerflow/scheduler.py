@@ -485,11 +485,15 @@ class Run:
             self.group_deadline[t.group] = now + t.group_timeout
             self._timer().add(now + t.group_timeout, self._on_group_deadline, t)
         if self.emit:
-            li = self.layer[i]
-            if not self.layer_seen[li]:
-                self.layer_seen[li] = 1
-                self.emit(LayerEvent("layer_started", None, time.time(), self.run_id, layer=li))
+            self._layer_started(self.layer[i])
             self._task_event("task_started", i)
+
+    def _layer_started(self, li: int) -> None:
+        """Emit ``layer_started`` once per layer: at its first start, or at its end when
+        every task of it was skipped or cancelled."""
+        if not self.layer_seen[li]:
+            self.layer_seen[li] = 1
+            self.emit(LayerEvent("layer_started", None, time.time(), self.run_id, layer=li))  # type: ignore[misc]
 
     def _next(self) -> int:
         """The best ready thread task for the calling worker, waiting while there is none;
@@ -606,8 +610,7 @@ class Run:
         self.last_end[i] = t1
         limit = self.spec[i].timeout
         if limit is not None and t1 - t0 > limit:  # ended past its deadline: still a timeout
-            name = self.names[i]
-            ok, value = False, TaskTimeout(f"task {name!r} timed out after {limit:g}s", name, limit)
+            ok, value = False, self._timeout_error(i)
         if ok:
             self._succeed(i, value, _CACHED if cached else _SUCCEEDED)
         else:
@@ -812,9 +815,7 @@ class Run:
 
     def _layer_done(self, li: int) -> None:
         if self.emit:
-            if not self.layer_seen[li]:  # every task of the layer was skipped or cancelled
-                self.layer_seen[li] = 1
-                self.emit(LayerEvent("layer_started", None, time.time(), self.run_id, layer=li))
+            self._layer_started(li)
             if self.layer_names is None:
                 g = self.graph
                 self.layer_names = [tuple(g.names[i] for i in lay) for lay in g.layers()]
@@ -933,8 +934,12 @@ class Run:
                 name,
                 t.timeout,
             )
-        err = TaskTimeout(f"task {name!r} timed out after {t.timeout:g}s", name, t.timeout)
-        self._abandon(i, err, fail=True)
+        self._abandon(i, self._timeout_error(i), fail=True)
+
+    def _timeout_error(self, i: int) -> TaskTimeout:
+        """The error of an attempt that ran past its task's ``timeout``."""
+        name, limit = self.names[i], self.spec[i].timeout
+        return TaskTimeout(f"task {name!r} timed out after {limit:g}s", name, limit)
 
     def _on_group_deadline(self, spec: Task) -> None:
         """A parallel_group's time is up: what is still running in it fails, and so does
@@ -1025,6 +1030,7 @@ class Run:
         lookup = self.lookup
         perf = time.perf_counter
         while i >= 0:
+            # _call_args, inlined: this loop runs once per task
             const = consts[i]
             kwargs = dict(const) if const else {}
             for param, j in args_all[i]:
