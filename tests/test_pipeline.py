@@ -1060,3 +1060,19 @@ def test_inputs_template_naming_a_step_is_not_the_steps_output(tmp_path):
     )
     with pytest.raises(lf.LayerflowError):
         lf.load_pipeline(path).run()
+
+
+def test_shell_steps_run_in_worker_processes(tmp_path):
+    # a run: step is a picklable object, so it can be sent to a worker process (or a Dask
+    # worker); what it keeps of this process (the commands it runs) is started afresh there
+    path = write(
+        tmp_path,
+        """
+        steps:
+          - {name: base, run: "echo hello"}
+          - {name: shout, run: "echo {{input}}!", input_from: base}
+        """,
+    )
+    run = lf.load_pipeline(path).run(backend="process")
+    assert run["shout"] == "hello!"
+    assert run.ok

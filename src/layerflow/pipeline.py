@@ -743,7 +743,7 @@ class _Loader:
             wanted_inputs.add("input")
         base = Path(self.path).parent
         if s.kind == "run":
-            fn = _command(s.name, d, base, flow)
+            fn = _Command(s.name, d, base, flow)
         else:
             fn = _call(s.name, s.fn, d)  # type: ignore[arg-type]
             if not d.get("input_from") and _wants_input(s.fn):  # type: ignore[arg-type]
@@ -917,26 +917,47 @@ def _shell_argv(template: str, values: Mapping[str, Any]) -> list[str]:
     return ["/bin/sh", "-c", "".join(script), "layerflow", *args]
 
 
-def _command(name: str, d: dict[str, Any], base: Path, owner: object) -> Callable[..., Any]:
+class _Command:
     """A ``run:`` step. The template is split first and each argument rendered after, so a
-    value is always one literal argument; with ``shell: true`` every value is quoted."""
-    template = d["run"]
-    shell = bool(d.get("shell"))
-    env_t = d.get("env") or {}
-    cwd_t = d.get("cwd")
-    timeout = d.get("timeout")
-    argv_t = None if shell else shlex.split(template)
-    running: set[subprocess.Popen[bytes]] = set()
-    stopped = threading.Event()
+    value is always one literal argument; with ``shell: true`` every value is quoted.
 
-    def step(**kwargs: Any) -> str:
-        stopped.clear()  # a new attempt (or a new run of the same pipeline)
+    A plain object rather than a closure, so that the step can be pickled and run in a
+    worker process or on a Dask worker: what only makes sense in this process (the
+    commands it is running, its pipeline) is left behind and started afresh there."""
+
+    def __init__(self, name: str, d: dict[str, Any], base: Path, owner: object) -> None:
+        self.__name__ = self.name = name
+        self.template = d["run"]
+        self.shell = bool(d.get("shell"))
+        self.env_t = d.get("env") or {}
+        self.cwd_t = d.get("cwd")
+        self.timeout = d.get("timeout")
+        self.argv_t = None if self.shell else shlex.split(self.template)
+        self.base = base
+        self._local(owner)
+
+    def _local(self, owner: object) -> None:
+        self.owner = owner
+        self.running: set[subprocess.Popen[bytes]] = set()
+        self.stopped = threading.Event()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("owner", "running", "stopped")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local(None)
+
+    def __call__(self, **kwargs: Any) -> str:
+        name, timeout = self.name, self.timeout
+        self.stopped.clear()  # a new attempt (or a new run of the same pipeline)
         values = _template_values(kwargs)
-        argv = (
-            _shell_argv(template, values) if shell else [_render(arg, values) for arg in argv_t]  # type: ignore[union-attr]
-        )
-        env = {**os.environ, **{k: _render(str(v), values) for k, v in env_t.items()}}
-        cwd = base / _render(cwd_t, values) if cwd_t else base
+        if self.shell:
+            argv = _shell_argv(self.template, values)
+        else:
+            argv = [_render(arg, values) for arg in self.argv_t]  # type: ignore[union-attr]
+        env = {**os.environ, **{k: _render(str(v), values) for k, v in self.env_t.items()}}
+        cwd = self.base / _render(self.cwd_t, values) if self.cwd_t else self.base
         if not cwd.is_dir():
             raise CommandFailed(f"step {name!r}: its cwd {str(cwd)!r} is not a folder", 127, "")
         try:
@@ -952,8 +973,8 @@ def _command(name: str, d: dict[str, Any], base: Path, owner: object) -> Callabl
         except OSError as e:
             raise CommandFailed(f"step {name!r}: cannot run {argv[0]!r}: {e}", 127, "") from None
         with _PROCESSES_LOCK:
-            _PROCESSES[proc] = owner
-            running.add(proc)
+            _PROCESSES[proc] = self.owner
+            self.running.add(proc)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -966,8 +987,8 @@ def _command(name: str, d: dict[str, Any], base: Path, owner: object) -> Callabl
             _kill_group(proc)  # anything it left running in its group
             with _PROCESSES_LOCK:
                 _PROCESSES.pop(proc, None)
-                running.discard(proc)
-        if stopped.is_set():
+                self.running.discard(proc)
+        if self.stopped.is_set():
             raise Cancelled(f"step {name!r} was stopped: another step failed")
         if proc.returncode != 0:
             tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-20:])
@@ -979,16 +1000,13 @@ def _command(name: str, d: dict[str, Any], base: Path, owner: object) -> Callabl
             )
         return out.decode(errors="replace").strip()
 
-    def cancel() -> None:
-        stopped.set()
+    def cancel(self) -> None:
+        """Kill the commands this step is running here (fail-fast, Ctrl-C)."""
+        self.stopped.set()
         with _PROCESSES_LOCK:
-            procs = list(running)
+            procs = list(self.running)
         for proc in procs:
             _kill_group(proc)
-
-    step.__name__ = name
-    step.cancel = cancel  # type: ignore[attr-defined]
-    return step
 
 
 # --- the flow a pipeline becomes --------------------------------------------------------------
