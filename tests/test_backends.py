@@ -1,4 +1,5 @@
-"""One conformance suite, run against every backend: thread, process, async, sequential.
+"""One conformance suite, run against every backend: thread, process, async, sequential,
+and dask (a real cluster of worker processes, one per test session).
 
 Tasks log start/end events to an append-only file with a system-wide monotonic clock, so
 the same checks work in threads, in coroutines and across worker processes. Overlap and
@@ -17,7 +18,7 @@ import pytest
 
 import layerflow as lf
 
-BACKENDS = ["thread", "process", "async", "sequential"]
+BACKENDS = ["thread", "process", "async", "sequential", "dask"]
 
 
 def log_event(path: str, name: str, kind: str) -> None:
@@ -68,11 +69,18 @@ def make_task(backend: str, name: str, log: str, seconds: float = 0.0, result=No
 def run_flow(flow: lf.Flow, backend: str, **options):
     if backend == "sequential":
         return flow.run(mode="sequential", **options)
+    if backend == "dask":
+        return flow.run(backend="dask", client=_CLIENT["dask"], **options)
     return flow.run(backend=backend if backend != "async" else "thread", **options)
+
+
+_CLIENT: dict[str, object] = {}
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
+    if request.param == "dask":
+        _CLIENT["dask"] = request.getfixturevalue("dask_client")
     return request.param
 
 

@@ -194,7 +194,7 @@ def test_duplicate_name_is_refused_at_add():
         ({"inputs": {"nope": "a"}}, "inputs maps parameter 'nope'"),
         ({"after": [3]}, "after must name a task"),
         ({"cache": "yes"}, "cache must be True or False"),
-        ({"executor": "dask"}, "executor= is not available in this version"),
+        ({"executor": "dusk"}, "executor must be one of thread, process, async, dask"),
         ({"retires": 2}, "unknown option 'retires'. Did you mean 'retries'"),
     ],
 )

@@ -243,7 +243,12 @@ def _checkpoint(yes: bool):  # noqa: ANN202
 @click.option("--sequential", is_flag=True, help="One task at a time (same as --mode sequential).")
 @click.option("--no-fail-fast", is_flag=True, help="Keep running independent branches.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds for the run.")
-@click.option("--backend", type=click.Choice(["thread", "process", "async"]))
+@click.option("--backend", type=click.Choice(["thread", "process", "async", "dask"]))
+@click.option(
+    "--address",
+    metavar="tcp://HOST:PORT",
+    help="The Dask scheduler to run on (with --backend dask; default: a local cluster).",
+)
 @click.option("--checkpoint", is_flag=True, help="Ask before each next layer.")
 @click.option("--yes", is_flag=True, help="Answer yes to every --checkpoint question.")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Import step types.")
@@ -281,6 +286,7 @@ def run(
     no_fail_fast: bool,
     timeout: float | None,
     backend: str | None,
+    address: str | None,
     checkpoint: bool,
     yes: bool,
     plugins: tuple[str, ...],
@@ -295,6 +301,8 @@ def run(
     """Run a pipeline FILE (YAML, or module:flow for a Python flow)."""
     if no_store and (resume or store_path or use_cache):
         _fail_usage("--no-store cannot be combined with --resume, --store or --cache")
+    if address is not None and backend != "dask":
+        _fail_usage("--address is the Dask scheduler's: use it with --backend dask")
     store: Any = False if no_store else (store_path or True)
     with _errors():
         code = _run(
@@ -314,6 +322,7 @@ def run(
             fail_fast=False if no_fail_fast else None,
             timeout=timeout,
             backend=backend,
+            address=address,
         )
     sys.exit(code)
 

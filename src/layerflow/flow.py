@@ -217,6 +217,8 @@ class Flow:
         fail_fast: bool = True,
         timeout: float | None = None,
         backend: str = "thread",
+        address: str | None = None,
+        client: Any = None,
         on_event: Observer | None = None,
         progress: bool = False,
         seed: int | None = None,
@@ -236,9 +238,11 @@ class Flow:
         ``DEFAULT_MAX_WORKERS`` threads). ``fail_fast=True`` raises ``TaskFailed`` at the
         first failure; ``False`` skips what depends on a failure and runs the rest.
         ``timeout`` bounds the whole run. ``backend`` is where plain functions run:
-        ``"thread"`` (default), ``"process"`` (worker processes) or ``"async"`` (same as
+        ``"thread"`` (default), ``"process"`` (worker processes), ``"async"`` (same as
         thread; coroutine functions run on the event loop unless ``executor`` says
-        otherwise). ``outputs`` runs only what those tasks need and releases other values
+        otherwise) or ``"dask"`` (a Dask cluster: the scheduler at ``address``, the
+        ``distributed.Client`` given as ``client``, or else a local cluster started for the
+        run). ``outputs`` runs only what those tasks need and releases other values
         once their last user has finished. ``on_event`` receives
         every event, in order, from one thread; ``progress`` prints progress lines.
         ``resources`` declares pool capacities (``{"gpu": 2}``) that tasks' ``resources``
@@ -276,6 +280,8 @@ class Flow:
         fail_fast: bool = True,
         timeout: float | None = None,
         backend: str = "thread",
+        address: str | None = None,
+        client: Any = None,
         on_event: Observer | None = None,
         progress: bool = False,
         seed: int | None = None,

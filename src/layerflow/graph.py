@@ -264,15 +264,6 @@ class Task:
         if map is not None and (not isinstance(map, str) or not map):
             map = _name_of(map, "map", name)
         self.map = map
-        # Declared in the design, not built yet: refuse them rather than ignore them.
-        planned = {
-            "executor": executor == "dask",
-        }
-        for option, used in planned.items():
-            if used:
-                raise InvalidOptionError(
-                    f"task {name!r}: {option}= is not available in this version of layerflow"
-                )
         self.description = description
         # Set by the YAML loader for steps of a parallel_group: the group's name, its own
         # fail_fast (None: the run's), and its time limit for the whole group.

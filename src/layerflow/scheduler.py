@@ -48,6 +48,7 @@ from typing import Any
 from .errors import (
     Cancelled,
     InvalidOptionError,
+    LayerflowError,
     RunInterrupted,
     TaskFailed,
     TaskTimeout,
@@ -88,9 +89,12 @@ _STATUS_NAMES = [
 _WAITING_STATES = (_PENDING, _READY, _RETRY_WAIT)
 
 #: pool kinds; a task's kind comes from its ``executor`` option or the run's ``backend``
-_THREAD, _ASYNC, _PROCESS = range(3)
-_KINDS = {"thread": _THREAD, "async": _ASYNC, "process": _PROCESS}
-BACKENDS = ("thread", "process", "async")
+_THREAD, _ASYNC, _PROCESS, _DASK = range(4)
+_KINDS = {"thread": _THREAD, "async": _ASYNC, "process": _PROCESS, "dask": _DASK}
+_FOREIGN = (_ASYNC, _PROCESS, _DASK)
+BACKENDS = ("thread", "process", "async", "dask")
+#: what happens to a Dask task's value (see ``Run._plan_fetch``)
+_FETCH_NOW, _FETCH_AT_END, _STAYS_REMOTE = range(3)
 _INFINITE = 1 << 62
 
 
@@ -136,6 +140,8 @@ class Run:
         preset: Mapping[int, Any] | None = None,
         persist: Callable[[int, Any, float, float], None] | None = None,
         lookup: Callable[[int, tuple[Any, ...], dict[str, Any]], tuple[bool, Any]] | None = None,
+        address: str | None = None,
+        client: Any = None,
     ) -> None:
         g = plan.graph
         self.plan = plan
@@ -160,13 +166,13 @@ class Run:
             self.keys = list(plan.keys())
 
         with _gc_paused():
-            self._init_entries(inputs, backend)
+            self._init_entries(inputs, backend, address, client)
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.done = threading.Event()
         self.on_done: Callable[[], None] | None = None
         self.waiting = [len(d) for d in g.deps]
-        self.ready: list[list[int]] = [[], [], []]
+        self.ready: list[list[int]] = [[], [], [], []]
         self.ready_threads = self.ready[_THREAD]
         # a checkpoint answers after each layer before the next may start: a barrier
         self.checkpoint = checkpoint
@@ -181,7 +187,7 @@ class Run:
         self.started: list[int] = []
         self.left = n
         self.running = 0
-        self.running_kind = [0, 0, 0]
+        self.running_kind = [0, 0, 0, 0]
         self.threads = 0
         self.idle = 0
         self.stopping = False
@@ -190,7 +196,8 @@ class Run:
         self.cause: int = -1  # the task whose failure stopped the run
         self.cause_error: BaseException | None = None
 
-        # values released once their last consumer finished (only when outputs were named)
+        # values released once their last consumer finished (only when outputs were named;
+        # a Dask task's copy on the cluster, always)
         self.release = keep is not None
         self.keep = bytearray(n)
         self.users_left: list[int] = []
@@ -198,6 +205,8 @@ class Run:
         if keep is not None:
             for i in keep:
                 self.keep[i] = 1
+        self.track_users = self.release or self.dask is not None
+        if self.track_users:
             self.users_left = [len(s) for s in g.succs]
 
         pools, limits, problems = check_limits(g, resources, rate_limits)
@@ -217,6 +226,12 @@ class Run:
         self.persist = persist
         # the cache: (task, args, kwargs) -> (hit, value), asked before a task runs
         self.lookup = lookup
+        # Dask: the cluster's copy of finished values, by entry, and the values left there
+        self.remote: dict[int, Any] = {}
+        self.on_cluster: list[int] = []
+        self.fetch_mode = bytearray(n)
+        if self.dask is not None:
+            self._plan_fetch()
 
         self.timer: _Timer | None = None
         self.bus = EventBus(list(observers)) if observers else None
@@ -225,7 +240,9 @@ class Run:
         self.perf0 = time.perf_counter()
         self.end = self.perf0
 
-    def _init_entries(self, inputs: Mapping[str, Any], backend: str) -> None:
+    def _init_entries(
+        self, inputs: Mapping[str, Any], backend: str, address: str | None, client: Any
+    ) -> None:
         """Per-entry lists for the graph's tasks (map subtasks are appended later)."""
         g = self.graph
         n = self.n
@@ -280,9 +297,14 @@ class Run:
         self.parent = [-1] * n
         self.map_left: dict[int, int] = {}
         self.children: dict[int, list[int]] = {}
-        self.backends: list[Any] = [None, None, None]
-        self.kind_cap = [_INFINITE, _INFINITE, _INFINITE]
+        self.backends: list[Any] = [None, None, None, None]
+        self.kind_cap = [_INFINITE, _INFINITE, _INFINITE, _INFINITE]
         used = set(self.kind)
+        if (address is not None or client is not None) and _DASK not in used:
+            raise InvalidOptionError(
+                "address= and client= are for the Dask backend: pass backend='dask' "
+                "(or executor='dask' on the tasks that should run there)"
+            )
         if _PROCESS in used:
             import os
 
@@ -297,6 +319,12 @@ class Run:
             from .backends.aio import AsyncBackend
 
             self.backends[_ASYNC] = AsyncBackend(self.loop)
+        if _DASK in used:
+            from .backends.dask import DaskBackend
+
+            self.backends[_DASK] = DaskBackend(address=address, client=client)
+            self.kind_cap[_DASK] = self.limit
+        self.dask = self.backends[_DASK]
         self.has_foreign = bool(used - {_THREAD})
 
     # --- helpers ------------------------------------------------------------------------
@@ -321,16 +349,62 @@ class Run:
             self.timer = _Timer(self)
         return self.timer
 
-    def _call_args(self, i: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The positional and keyword arguments of entry ``i``'s call."""
+    def _plan_fetch(self) -> None:
+        """Decide, per Dask task, when its value comes back to this process: at once when
+        something here needs it (a task on another pool, a ``map`` over it, the store, a
+        checkpoint's report); at the end of the run when the caller asks for it (every
+        task when ``outputs`` were not named); never otherwise (it is released on the
+        cluster once its last user has finished)."""
+        g = self.graph
+        kind = self.kind
+        sources = set(g.map_source.values())
+        here = self.persist is not None or self.checkpoint is not None
+        for i in range(self.n):
+            if kind[i] != _DASK:
+                continue
+            if here or i in sources or any(kind[s] != _DASK for s in g.succs[i]):
+                self.fetch_mode[i] = _FETCH_NOW
+            elif not self.release or self.keep[i]:
+                self.fetch_mode[i] = _FETCH_AT_END
+            else:
+                self.fetch_mode[i] = _STAYS_REMOTE
+
+    def _call_args(self, i: int, remote: bool = False) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The positional and keyword arguments of entry ``i``'s call; with ``remote``,
+        upstream values that are on the Dask cluster are passed as their futures."""
         const = self.consts[i]
         kwargs = dict(const) if const else {}
         values = self.values
         for param, j in self.args[i]:
             kwargs[param] = values[j]
+        if remote and self.remote:
+            for param, j in self.args[i]:
+                ref = self._remote_ref(j)
+                if ref is not None:
+                    kwargs[param] = ref
         if self.positional[i]:
             return tuple(positional_args(self.positional[i], kwargs)), kwargs
         return (), kwargs
+
+    def _remote_ref(self, j: int) -> Any:
+        """What stands for entry ``j``'s value on the Dask cluster (a future, or for a
+        ``map`` task the list of its elements' futures); None when it is not there."""
+        ref = self.remote.get(j)
+        if ref is None and j in self.children:
+            kids = self.children[j]
+            if kids and all(k in self.remote for k in kids):
+                return [self.remote[k] for k in kids]
+        return ref
+
+    def _owner(self, i: int) -> int:
+        """The graph task of entry ``i`` (itself, or the task a ``map`` subtask belongs to)."""
+        return i if i < self.n else self.parent[i]
+
+    def _drop_remote(self, j: int) -> None:
+        """Nobody will read entry ``j``'s copy on the cluster again: let Dask release it."""
+        self.remote.pop(j, None)
+        for k in self.children.get(j, ()):
+            self.remote.pop(k, None)
 
     # --- transitions (mutate; call with ``lock`` held) -----------------------------------
 
@@ -534,7 +608,7 @@ class Run:
         """(key, kind) of the best ready coroutine or process task that may start; kind -1
         when there is none."""
         best, best_kind = 0, -1
-        for kind in (_ASYNC, _PROCESS):
+        for kind in _FOREIGN:
             ready = self.ready[kind]
             if (
                 ready
@@ -555,7 +629,7 @@ class Run:
         """Submit ready coroutine and process tasks while the bounds allow. When slots are
         scarce, the best keys over all pools go first, so priorities (and the sequential
         order) hold across pools."""
-        if self.stopping or not (self.ready[_ASYNC] or self.ready[_PROCESS]):
+        if self.stopping or not (self.ready[_ASYNC] or self.ready[_PROCESS] or self.ready[_DASK]):
             return
         threads_ready = self.ready_threads
         while self.running < self.limit:
@@ -581,12 +655,31 @@ class Run:
                     self._record(i, token, True, value, now, now, cached=True)
                     continue
 
-            def on_done(ok: bool, value: Any, seconds: float, i: int = i, token: int = token):
-                self._foreign_done(i, token, ok, value, seconds)
+            def on_done(
+                ok: bool, value: Any, seconds: float, ref: Any = None, i: int = i, token=token
+            ) -> None:
+                self._foreign_done(i, token, ok, value, seconds, ref)
 
-            self.handle[i] = self.backends[kind].submit(
-                self.names[i], self.fns[i], args, kwargs, on_done
-            )
+            try:
+                if kind == _DASK:
+                    if self.remote:
+                        args, kwargs = self._call_args(i, remote=True)
+                    self.handle[i] = self.dask.submit(
+                        self.names[i],
+                        self.fns[i],
+                        args,
+                        kwargs,
+                        on_done,
+                        priority=self.spec[i].priority,
+                        fetch=self.fetch_mode[self._owner(i)] == _FETCH_NOW,
+                    )
+                else:
+                    self.handle[i] = self.backends[kind].submit(
+                        self.names[i], self.fns[i], args, kwargs, on_done
+                    )
+            except Exception as e:  # could not even be sent (e.g. cannot be pickled)
+                now = time.perf_counter()
+                self._record(i, token, False, e, now, now)
 
     def _kick(self) -> None:
         """After a change: start what may start now."""
@@ -628,12 +721,20 @@ class Run:
             self._pump()
         return self._next()
 
-    def _foreign_done(self, i: int, token: int, ok: bool, value: Any, seconds: float) -> None:
-        """A backend's done-callback: the same transition as a thread worker's."""
+    def _foreign_done(
+        self, i: int, token: int, ok: bool, value: Any, seconds: float, ref: Any = None
+    ) -> None:
+        """A backend's done-callback: the same transition as a thread worker's. ``ref`` is
+        where the value stays on a cluster (a Dask future); ``value is ref`` when it was
+        not brought back here."""
         t1 = time.perf_counter()
         if ok and self.persist is not None and self.token[i] == token:
             self._persist(i, value, t1 - seconds, t1)  # durable before the run counts it done
         with self.lock:
+            if ref is not None and ok and token == self.token[i]:
+                self.remote[i] = ref
+                if value is ref:
+                    self.on_cluster.append(i)
             if self._record(i, token, ok, value, t1 - seconds, t1):
                 self._kick()
 
@@ -762,15 +863,24 @@ class Run:
             self.layer_left[li] -= 1
             if not self.layer_left[li]:
                 self._layer_done(li)
-            if self.release:
+            if self.track_users:
                 users = self.users_left
                 for j in self.graph.deps[i]:
                     users[j] -= 1
-                    self._maybe_release(j)
-                self._maybe_release(i)
+                    if not users[j]:
+                        self._release(j)
+                if not users[i]:
+                    self._release(i)
         self.left -= 1
         if not self.left:
             self._finish_run()
+
+    def _release(self, j: int) -> None:
+        """Entry ``j``'s last user has finished."""
+        if self.remote:
+            self._drop_remote(j)
+        if self.release:
+            self._maybe_release(j)
 
     def _maybe_release(self, j: int) -> None:
         """Drop a value nobody will read again (only when ``outputs`` were named). A value
@@ -1122,8 +1232,62 @@ class Run:
         finally:
             self.close()
 
+    def _collect_remote(self) -> None:
+        """After the run: bring back, in one round trip, the values the caller asked for
+        that stayed on the Dask cluster; forget the others (Dask releases them)."""
+        if self.dask is None:
+            return
+        with self.lock:
+            entries = [i for i in self.on_cluster if self.status[i] == _SUCCEEDED]
+            self.on_cluster = []
+            self.remote.clear()
+            wanted = [i for i in entries if self.fetch_mode[self._owner(i)] == _FETCH_AT_END]
+            refs = [self.values[i] for i in wanted]
+        got: dict[int, Any] = {}
+        lost: dict[int, BaseException] = {}
+        if refs:
+            try:
+                got = dict(zip(wanted, self.dask.gather(refs), strict=True))
+            except Exception:  # find which: one at a time
+                for i, ref in zip(wanted, refs, strict=True):
+                    try:
+                        got[i] = self.dask.gather([ref])[0]
+                    except Exception as e:
+                        lost[i] = e
+        with self.lock:
+            for i in entries:
+                self.values[i] = got.get(i)
+                if i in lost:
+                    self._lose(i, lost[i])
+                elif i not in got and i < self.n:
+                    self.released[i] = 1
+            for m, kids in self.children.items():  # a map task's list of element values
+                if self.kind[m] == _DASK and self.status[m] == _SUCCEEDED:
+                    if self.fetch_mode[m] == _FETCH_AT_END:
+                        self.values[m] = [self.values[k] for k in kids]
+                    elif self.fetch_mode[m] == _STAYS_REMOTE:
+                        self.values[m] = None
+                        self.released[m] = 1
+            self.end = time.perf_counter()
+
+    def _lose(self, i: int, error: BaseException) -> None:
+        """A finished value could not be brought back from the cluster."""
+        name = self.names[i]
+        self.status[i] = _FAILED
+        self.errors[i] = LayerflowError(
+            f"task {name!r} finished on the Dask cluster, but its value could not be "
+            f"brought back: {safe_str(error)}"
+        )
+        self.outcome = "failed"
+        if self.cause < 0:
+            self.cause, self.cause_error = i, self.errors[i]
+
     def close(self) -> None:
         """Report the end to observers and release the pools."""
+        try:
+            self._collect_remote()
+        except Exception:
+            logger.exception("could not bring the run's values back from the Dask cluster")
         for backend in self.backends:
             if backend is not None:
                 backend.close()
@@ -1284,6 +1448,8 @@ def prepare(
     rate_limits: Mapping[str, Any] | None = None,
     checkpoint: Callable[[LayerReport], Any] | None = None,
     recorder: Any = None,
+    address: str | None = None,
+    client: Any = None,
 ) -> Run:
     """Check the run options and build the run's state. ``recorder`` connects the run to
     a store: its ``preset`` values are reused, its ``persist`` makes results durable."""
@@ -1331,6 +1497,8 @@ def prepare(
         preset=recorder.preset if recorder is not None else None,
         persist=recorder.persist if recorder is not None else None,
         lookup=recorder.lookup if recorder is not None and recorder.caching else None,
+        address=address,
+        client=client,
     )
 
 
@@ -1391,6 +1559,8 @@ async def execute_async(plan: Plan, inputs: Mapping[str, Any], **options: Any) -
     try:
         run.start()
         await asyncio.shield(finished)
+        if run.dask is not None:  # a blocking round trip: not on the caller's loop
+            await loop.run_in_executor(None, run._collect_remote)
     except asyncio.CancelledError:
         run.interrupt()
         raise

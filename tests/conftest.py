@@ -1,0 +1,35 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """One real Dask cluster for the whole session: a scheduler in this process and two
+    single-threaded worker processes. Like layerflow's own local cluster, its scheduler
+    leaves retries after a worker's death to layerflow (``allowed-failures: 0``)."""
+    distributed = pytest.importorskip("distributed")
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+    client = distributed.Client(cluster)
+    yield cluster, client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture
+def dask_client(dask_cluster):
+    """The session cluster's client, with both workers up (a test may have killed one)."""
+    cluster, client = dask_cluster
+    client.wait_for_workers(2, timeout=60)
+    return client

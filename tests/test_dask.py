@@ -1,0 +1,429 @@
+"""The Dask backend: what holds only there (the conformance suite in test_backends.py runs
+on it too). Most tests use the session's cluster (a scheduler in this process, two worker
+processes); the last ones start clusters of their own, as users do."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import layerflow as lf
+
+distributed = pytest.importorskip("distributed")
+
+UNPICKLED: list[int] = []  # in this process: how often a Counted value arrived here
+
+
+def _rebuild(size: int) -> Counted:
+    UNPICKLED.append(size)
+    return Counted(size)
+
+
+class Counted:
+    """A value that counts how often it is unpickled in the process that unpickles it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __reduce__(self):
+        return _rebuild, (self.size,)
+
+
+class Watch(distributed.diagnostics.plugin.SchedulerPlugin):
+    """Records every task transition on the (in-process) scheduler, with its priority."""
+
+    name = "layerflow-test-watch"
+
+    def __init__(self, scheduler) -> None:
+        self.scheduler = scheduler
+        self.log: list[tuple[str, str, str, tuple | None]] = []
+
+    def transition(self, key, start, finish, *args, **kwargs) -> None:
+        ts = self.scheduler.tasks.get(key)
+        self.log.append((str(key), start, finish, ts.priority if ts is not None else None))
+
+    def of(self, task: str) -> list[tuple[str, str, tuple | None]]:
+        return [(s, f, p) for k, s, f, p in self.log if k.rsplit("-", 1)[0] == task]
+
+
+@pytest.fixture
+def watch(dask_cluster, dask_client):
+    cluster, _ = dask_cluster
+    plugin = Watch(cluster.scheduler)
+    cluster.scheduler.add_plugin(plugin, name=Watch.name)
+    yield plugin
+    cluster.scheduler.remove_plugin(name=Watch.name)
+
+
+def ours_left(cluster, names) -> list[str]:
+    """Keys of these tasks still on the cluster, after giving releases a moment."""
+    left: list[str] = []
+    for _ in range(50):
+        left = [str(k) for k in cluster.scheduler.tasks if str(k).rsplit("-", 1)[0] in names]
+        if not left:
+            break
+        time.sleep(0.1)
+    return left
+
+
+def test_tasks_run_on_the_workers_and_values_flow_between_them(dask_client):
+    flow = lf.Flow()
+    flow.add(lambda: os.getpid(), name="where")
+    flow.add(lambda where: where, name="same", executor="thread")  # back here, by value
+    run = flow.run(backend="dask", client=dask_client)
+    assert run["where"] != os.getpid() and run["same"] == run["where"]
+    assert run.ok
+
+
+def test_upstream_values_stay_on_the_cluster(dask_client, dask_cluster):
+    cluster, _ = dask_cluster
+    flow = lf.Flow()
+    flow.add(lambda: Counted(1000), name="big")
+    flow.add(lambda big: big.size + 1, name="use")
+    UNPICKLED.clear()
+    run = flow.run(backend="dask", client=dask_client, outputs=["use"])
+    assert run["use"] == 1001
+    assert UNPICKLED == []  # "big" went from worker to worker, never through here
+    with pytest.raises(lf.NoValueError, match="released"):
+        run["big"]
+    assert ours_left(cluster, {"big", "use"}) == []
+
+    # without outputs every value is wanted: brought back once, at the end
+    run = flow.run(backend="dask", client=dask_client)
+    assert run["big"].size == 1000 and UNPICKLED == [1000]
+
+
+def test_a_value_is_released_on_the_cluster_once_its_last_user_finished(dask_client, watch):
+    flow = lf.Flow()
+    flow.add(lambda: 1, name="a")
+    flow.add(lambda a: a + 1, name="b")
+    flow.add(lambda b: time.sleep(0.5) or b + 1, name="c")
+    run = flow.run(backend="dask", client=dask_client, outputs=["c"])
+    assert run["c"] == 3
+    log = watch.log
+    a_gone = [  # its data dropped from the workers' memory
+        k for k, (key, s, f, _) in enumerate(log) if key.startswith("a-") and s == "memory"
+    ]
+    c_done = [k for k, (key, _, f, _) in enumerate(log) if key.startswith("c-") and f == "memory"]
+    assert a_gone and c_done and a_gone[0] < c_done[0]
+
+
+def test_priority_is_passed_on_to_dask(dask_client, watch):
+    flow = lf.Flow()
+    flow.add(lambda: 1, name="urgent", priority=7)
+    flow.add(lambda: 2, name="plain")
+    flow.run(backend="dask", client=dask_client)
+    urgent = [p for _, f, p in watch.of("urgent") if f == "processing"]
+    plain = [p for _, f, p in watch.of("plain") if f == "processing"]
+    assert urgent and urgent[0][0] == -7  # Dask: the user's priority, negated, first
+    assert plain and plain[0][0] == 0
+
+
+def test_limits_checkpoints_and_map_hold_on_dask(dask_client, tmp_path):
+    starts: list[tuple[str, float]] = []
+    flow = lf.Flow()
+    flow.add(lambda: [1, 2, 3, 4], name="items")
+    flow.add(
+        lambda items: time.sleep(0.2) or items * 10, name="each", map="items", resources={"slot": 1}
+    )
+    flow.add(lambda each: sum(each), name="total", rate_limit="api")
+    run = flow.run(
+        backend="dask",
+        client=dask_client,
+        resources={"slot": 1},
+        rate_limits={"api": "5/s"},
+        on_event=lambda e: starts.append((e.task, e.time)) if e.kind == "task_started" else None,
+    )
+    assert run["each"] == [10, 20, 30, 40] and run["total"] == 100
+    spans = sorted(
+        (run.tasks[f"each[{k}]"].started_at, run.tasks[f"each[{k}]"].finished_at) for k in range(4)
+    )
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:], strict=False))
+
+    stopped = flow.run(
+        backend="dask",
+        client=dask_client,
+        resources={"slot": 1},
+        rate_limits={"api": "5/s"},
+        checkpoint=lambda report: False,
+    )
+    assert stopped.status == "stopped" and stopped["items"] == [1, 2, 3, 4]
+    assert stopped.tasks["total"].status == "cancelled"
+
+
+def test_the_store_records_dask_results_and_resume_reuses_them(dask_client, tmp_path):
+    ran = tmp_path / "ran"
+    flow = lf.Flow("dask-store")
+
+    @flow.task
+    def first():
+        with open(ran, "a") as f:
+            f.write("first\n")
+        return 21
+
+    @flow.task
+    def second(first):
+        if not (tmp_path / "go").exists():
+            raise RuntimeError("not yet")
+        return first * 2
+
+    store = tmp_path / "store"
+    with pytest.raises(lf.TaskFailed):
+        flow.run(backend="dask", client=dask_client, store=store)
+    (tmp_path / "go").write_text("")
+    run = flow.run(backend="dask", client=dask_client, store=store, resume=True)
+    assert run["second"] == 42
+    assert run.tasks["first"].status == "reused"
+    assert ran.read_text() == "first\n"  # ran once, in the first run
+
+
+def test_events_and_progress_lines_on_dask(dask_client, capsys):
+    kinds: list[str] = []
+    flow = lf.Flow()
+    flow.add(lambda: 1, name="a")
+    flow.add(lambda a: a, name="b")
+    flow.run(
+        backend="dask", client=dask_client, on_event=lambda e: kinds.append(e.kind), progress=True
+    )
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert kinds.count("task_started") == 2 and kinds.count("task_succeeded") == 2
+    assert "Completed 2 tasks" in capsys.readouterr().err
+
+
+def test_an_unpicklable_task_fails_before_it_is_sent(dask_client):
+    lock = threading.Lock()
+    flow = lf.Flow()
+    flow.add(lambda: lock.locked(), name="locked", retries=2)
+    run = flow.run(backend="dask", client=dask_client, fail_fast=False)
+    task = run.tasks["locked"]
+    assert isinstance(task.error, lf.UnpicklableError) and task.attempts == 1
+    assert "'locked'" in str(task.error) and "Dask cluster" in str(task.error)
+
+
+def test_options_for_dask_only_are_refused_elsewhere():
+    flow = lf.Flow()
+    flow.add(lambda: 1, name="a")
+    with pytest.raises(lf.InvalidOptionError, match="backend='dask'"):
+        flow.run(address="tcp://127.0.0.1:8786")
+    with pytest.raises(lf.LayerflowError, match="distributed.Client"):
+        flow.run(backend="dask", client=object())
+
+
+def test_a_missing_distributed_install_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed fails
+    flow = lf.Flow()
+    flow.add(lambda: 1, name="a")
+    with pytest.raises(lf.LayerflowError) as info:
+        flow.run(backend="dask")
+    assert str(info.value) == (
+        "Backend 'dask' is not available. Install it with: pip install 'layerflow[dask]'"
+    )
+
+
+def test_a_missing_install_is_one_line_on_the_command_line(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text('steps:\n  - {name: hello, run: "echo hello"}\n')
+    hide = "import sys; sys.modules['distributed'] = None; from layerflow.cli import main; main()"
+    out = subprocess.run(
+        [sys.executable, "-c", hide, "run", str(path), "--backend", "dask", "--no-store"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert lines[0].endswith(
+        "Backend 'dask' is not available. Install it with: pip install 'layerflow[dask]'"
+    )
+
+
+# --- a worker that dies (it is restarted by its nanny; the session cluster waits for it) ---
+
+
+def test_a_worker_that_dies_fails_its_task_and_retries_apply(dask_client, tmp_path):
+    marker = tmp_path / "died-once"
+
+    def die_once():
+        if not marker.exists():
+            marker.write_text("x")
+            os._exit(3)
+        return "recovered"
+
+    flow = lf.Flow()
+    flow.add(die_once, name="retried", retries=1)
+    run = flow.run(backend="dask", client=dask_client)
+    assert run["retried"] == "recovered" and run.tasks["retried"].attempts == 2
+
+    dask_client.wait_for_workers(2, timeout=60)
+    flow = lf.Flow()
+    flow.add(lambda: os._exit(7), name="dies")
+    flow.add(lambda: "fine", name="fine")
+    run = flow.run(backend="dask", client=dask_client, fail_fast=False)
+    dead = run.tasks["dies"]
+    assert dead.status == "failed" and isinstance(dead.error, lf.WorkerDied)
+    assert "'dies'" in str(dead.error) and "tcp://127.0.0.1:" in str(dead.error)
+    assert "KilledWorker" in str(dead.error)
+    assert run["fine"] == "fine"
+
+
+# --- clusters of their own ------------------------------------------------------------------
+
+
+def test_without_an_address_a_local_cluster_runs_the_script_and_closes(tmp_path):
+    # no main guard: the workers are fresh interpreters, the script is never re-imported
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import json, os
+            import layerflow as lf
+
+            flow = lf.Flow()
+            flow.add(lambda: os.getpid(), name="pid")
+            flow.add(lambda pid: os.getpid(), name="other")
+            run = flow.run(backend="dask")
+            print(json.dumps({"me": os.getpid(), "pid": run["pid"], "other": run["other"]}))
+            """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    pids = json.loads(out.stdout.strip().splitlines()[-1])
+    assert pids["pid"] != pids["me"]
+    for _ in range(50):  # the workers went with the run
+        alive = [p for p in (pids["pid"], pids["other"]) if Path(f"/proc/{p}").exists()]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert not alive
+
+
+def test_the_cli_runs_a_pipeline_on_a_dask_scheduler_and_worker(tmp_path):
+    (tmp_path / "mysteps.py").write_text("def shout(input):\n    return input.upper() + '!'\n")
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        textwrap.dedent(
+            """
+            name: remote
+            steps:
+              - {name: hello, run: "echo hello"}
+              - {name: shout, uses: "mysteps:shout", input_from: hello}
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    info = tmp_path / "scheduler.json"
+    common = ["--no-dashboard", "--host", "127.0.0.1"]
+    scheduler = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--port",
+            "0",
+            "--scheduler-file",
+            str(info),
+            *common,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    worker = None
+    try:
+        for _ in range(300):
+            if info.exists() and info.stat().st_size:
+                break
+            time.sleep(0.1)
+        address = json.loads(info.read_text())["address"]
+        worker = subprocess.Popen(  # the user's module is importable on the worker
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                address,
+                "--nthreads",
+                "1",
+                *common,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        with distributed.Client(address, timeout=30) as c:
+            c.wait_for_workers(1, timeout=60)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "layerflow",
+                "run",
+                str(pipeline),
+                "--backend",
+                "dask",
+                "--address",
+                address,
+                "--no-store",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        result = json.loads(out.stdout)
+        assert result["status"] == "succeeded"
+        assert result["tasks"]["shout"]["output"] == "HELLO!"
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+def test_a_wrong_address_is_a_clear_error(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text('steps:\n  - {name: hello, run: "echo hello"}\n')
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "layerflow",
+            "run",
+            str(path),
+            "--backend",
+            "dask",
+            "--address",
+            "tcp://127.0.0.1:9",
+            "--no-store",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "cannot connect to the Dask scheduler at tcp://127.0.0.1:9" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_executor_dask_sends_one_task_to_the_cluster(dask_client):
+    flow = lf.Flow()
+    flow.add(lambda: os.getpid(), name="here")
+    flow.add(lambda here: (here, os.getpid()), name="there", executor="dask")
+    run = flow.run(client=dask_client)  # the run's backend stays "thread"
+    here, there = run["there"]
+    assert here == os.getpid() and there != os.getpid()
