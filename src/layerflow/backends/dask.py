@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..errors import LayerflowError
@@ -61,11 +62,85 @@ _SUBMITTING = _Submitting()
 logging.getLogger("distributed.protocol.pickle").addFilter(_SUBMITTING)
 
 
-def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Runs on a Dask worker (upstream futures in ``args``/``kwargs`` arrive resolved).
-    The call is wrapped so that a task's own parameters (``key``, ``priority``, ...) never
-    collide with ``Client.submit``'s."""
+def _call(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    slots: tuple[tuple[str | int, int], ...],
+    *upstream: Any,
+) -> Any:
+    """Runs on a Dask worker. ``upstream`` are the values of the Dask tasks this one
+    uses (Dask resolves them); ``slots`` says where each goes: a keyword (a name) or a
+    position (an int), and an index into a list there (a ``map`` task's list), or -1."""
+    if slots:
+        args, kwargs = list(args), dict(kwargs)
+        copied: set[str | int] = set()
+        for (where, k), value in zip(slots, upstream, strict=True):
+            box: Any = args if isinstance(where, int) else kwargs
+            if k < 0:
+                box[where] = value
+            else:
+                if where not in copied:  # the list is the caller's: fill a copy
+                    box[where] = list(box[where])
+                    copied.add(where)
+                box[where][k] = value
     return fn(*args, **kwargs)
+
+
+def _split(
+    args: tuple[Any, ...], kwargs: dict[str, Any], future: type
+) -> tuple[tuple[Any, ...], dict[str, Any], tuple[tuple[str | int, int], ...], list[Any]]:
+    """Take the Dask futures out of a call: (args, kwargs, slots, futures) for ``_call``.
+    Only top-level arguments and lists of futures (a ``map`` task's value) are looked at:
+    that is where the scheduler puts upstream values."""
+    slots: list[tuple[str | int, int]] = []
+    refs: list[Any] = []
+    places = [*enumerate(args), *kwargs.items()]
+    for where, value in places:
+        if isinstance(value, future):
+            slots.append((where, -1))
+            refs.append(value)
+        elif isinstance(value, list) and value and all(isinstance(v, future) for v in value):
+            for k, v in enumerate(value):
+                slots.append((where, k))
+                refs.append(v)
+    return args, kwargs, tuple(slots), refs
+
+
+class _Attempt:
+    """One attempt of a task on the cluster: what to send, and its Dask future once sent."""
+
+    __slots__ = ("name", "fn", "args", "kwargs", "on_done", "priority", "fetch", "key", "t0")
+    __slots__ += ("future", "cancelled")
+
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        on_done: Done,
+        priority: int,
+        fetch: bool,
+    ) -> None:
+        self.name, self.fn, self.args, self.kwargs = name, fn, args, kwargs
+        self.on_done, self.priority, self.fetch = on_done, priority, fetch
+        self.key = f"{name}-{uuid.uuid4().hex[:8]}"
+        self.t0 = time.perf_counter()
+        self.future: Any = None
+        self.cancelled = False
+
+    def fail(self, error: BaseException) -> None:
+        """It could not be sent: it ends now, with ``error``."""
+        if not self.cancelled:
+            self.on_done(False, error, time.perf_counter() - self.t0)
+
+
+def _unpicklable(a: _Attempt) -> UnpicklableError:
+    return UnpicklableError(
+        f"task {a.name!r} cannot be sent to the Dask cluster: "
+        f"{_find_unpicklable(a.fn, a.args, a.kwargs)}"
+    )
 
 
 class _LocalCluster:
@@ -170,10 +245,12 @@ class DaskBackend:
                     f"could not start a local Dask cluster: {e}" + (f"\n{log}" if log else "")
                 ) from None
         self._killed = distributed.KilledWorker
-
-    def threads(self) -> int:
-        """How many tasks the cluster runs at once (its worker threads)."""
-        return max(1, sum(self.client.nthreads().values()))
+        self._future = distributed.Future
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending: list[_Attempt] = []
+        self._closed = False
+        threading.Thread(target=self._send, name="layerflow-dask-submit", daemon=True).start()
 
     def submit(
         self,
@@ -185,51 +262,96 @@ class DaskBackend:
         *,
         priority: int = 0,
         fetch: bool = True,
-    ) -> Any:
-        """Submit one attempt. ``on_done(ok, value, seconds, future)`` is called when it
+    ) -> _Attempt:
+        """Queue one attempt; ``on_done(ok, value, seconds, future)`` is called when it
         ends: with the value itself when ``fetch``, else with the future (the value stays
-        on the cluster)."""
-        key = f"{name}-{uuid.uuid4().hex[:8]}"
-        t0 = time.perf_counter()
+        on the cluster). Attempts queued together reach Dask as one graph."""
+        attempt = _Attempt(name, fn, args, kwargs, on_done, priority, fetch)
+        with self._lock:
+            self._pending.append(attempt)
+            if len(self._pending) == 1:
+                self._wake.notify()
+        return attempt
+
+    def _send(self) -> None:
+        """The submitting thread: each batch of queued attempts becomes one graph per
+        priority, one message to the scheduler (one per task would cost far more)."""
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                batch, self._pending = self._pending, []
+            by_priority: dict[int, list[_Attempt]] = {}
+            for a in batch:
+                if not a.cancelled:
+                    by_priority.setdefault(a.priority, []).append(a)
+            for priority, group in by_priority.items():
+                self._send_group(group, priority)
+
+    def _send_group(self, group: list[_Attempt], priority: int) -> None:
+        from dask.task_spec import Task, TaskRef
+
+        dsk = {}
+        for a in group:
+            args, kwargs, slots, refs = _split(a.args, a.kwargs, self._future)
+            dsk[a.key] = Task(
+                a.key, _call, a.fn, args, kwargs, slots, *(TaskRef(r.key) for r in refs)
+            )
+        try:
+            futures = self._graph(dsk, [a.key for a in group], priority)
+        except UnpicklableError:
+            if len(group) == 1:
+                group[0].fail(_unpicklable(group[0]))
+            else:  # one at a time, to fail only the attempts that cannot be sent
+                for a in group:
+                    self._send_group([a], priority)
+            return
+        except Exception as e:  # the cluster is gone
+            for a in group:
+                a.fail(e)
+            return
+        for a, future in zip(group, futures, strict=True):
+            a.future = future
+            if a.cancelled:
+                self.cancel(a)
+            future.add_done_callback(partial(self._done, a))
+
+    def _graph(self, dsk: dict[str, Any], keys: list[str], priority: int) -> list[Any]:
         _SUBMITTING.local.active = True
         try:
-            future = self.client.submit(
-                _call, fn, args, kwargs, key=key, priority=priority, retries=0, pure=False
-            )
+            return self.client.get(dsk, keys, sync=False, priority=priority)
         except Exception as e:
-            if "serialize" not in str(e) and "pickle" not in str(e):
-                raise
-            raise UnpicklableError(
-                f"task {name!r} cannot be sent to the Dask cluster: "
-                f"{_find_unpicklable(fn, args, kwargs)}"
-            ) from None
+            if "serialize" in str(e) or "pickle" in str(e):
+                raise UnpicklableError(str(e)) from None
+            raise
         finally:
             _SUBMITTING.local.active = False
 
-        def done(fut: Any) -> None:
-            seconds = time.perf_counter() - t0
-            status = fut.status
-            if status == "cancelled":
-                return  # cancelled by layerflow (timeout, fail-fast, Ctrl-C): reported
-            if status == "finished":
-                if not fetch:
-                    on_done(True, fut, seconds, fut)
-                    return
-                try:
-                    value = fut.result()
-                except BaseException as e:  # lost, or cannot be unpickled here
-                    on_done(False, e, seconds)
-                    return
-                on_done(True, value, seconds, fut)
+    def _done(self, attempt: _Attempt, future: Any) -> None:
+        """A Dask future ended (on Dask's callback thread)."""
+        seconds = time.perf_counter() - attempt.t0
+        status = future.status
+        on_done = attempt.on_done
+        if status == "cancelled" or attempt.cancelled:
+            return  # cancelled by layerflow (timeout, fail-fast, Ctrl-C): reported
+        if status == "finished":
+            if not attempt.fetch:
+                on_done(True, future, seconds, future)
                 return
             try:
-                error = fut.exception()
-            except BaseException as e:  # the client lost the cluster
-                error = e
-            on_done(False, self._explain(name, error), seconds)
-
-        future.add_done_callback(done)
-        return future
+                value = future.result()
+            except BaseException as e:  # lost, or cannot be unpickled here
+                on_done(False, e, seconds)
+                return
+            on_done(True, value, seconds, future)
+            return
+        try:
+            error = future.exception()
+        except BaseException as e:  # the client lost the cluster
+            error = e
+        on_done(False, self._explain(attempt.name, error), seconds)
 
     def _explain(self, name: str, error: BaseException) -> BaseException:
         """A worker that died becomes ``WorkerDied`` naming the worker and Dask's reason."""
@@ -248,12 +370,17 @@ class DaskBackend:
         """Bring values that stayed on the cluster here, in one round trip."""
         return self.client.gather(values, errors="raise")
 
-    def cancel(self, handle: Any) -> None:
-        # asynchronous: cancelling is a round trip to the scheduler, and the caller holds
-        # the run's lock
-        self.client.loop.add_callback(self.client._cancel, [handle])
+    def cancel(self, handle: _Attempt) -> None:
+        handle.cancelled = True
+        if handle.future is not None:
+            # asynchronous: cancelling is a round trip to the scheduler, and the caller
+            # holds the run's lock
+            self.client.loop.add_callback(self.client._cancel, [handle.future])
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
         if self.own_client:
             with contextlib.suppress(Exception):
                 self.client.close(timeout=10)
