@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_cli import layerflow  # the command line in a subprocess
 
 import layerflow as lf
 from layerflow import report
@@ -322,3 +324,57 @@ def test_a_run_recorded_by_an_earlier_version_still_gives_a_report(tmp_path):
     assert "ValueError: no" in stored.to_html(tmp_path / "r.html").read_text()
     with pytest.raises(lf.LayerflowError, match="no run 'r2'"):
         Store(folder).load_run("r2")
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def test_run_and_show_write_the_trace_and_the_report(tmp_path):
+    (tmp_path / "p.yaml").write_text(
+        textwrap.dedent(
+            """
+            name: cli
+            settings: {order: dataflow, rate_limits: {api: "1/s"}}
+            steps:
+              - {name: base, run: "echo base"}
+              - {name: left, run: "echo left", needs: [base], rate_limit: api}
+              - {name: right, run: "echo right", needs: [base], rate_limit: api}
+              - {name: "<end>", run: "echo end", needs: [left, right]}
+            """
+        )
+    )
+    out = layerflow("run", "p.yaml", "--trace", "t.json", "--report", "r.html", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "Trace written to t.json" in out.stdout and "Report written to r.html" in out.stdout
+    trace = json.loads((tmp_path / "t.json").read_text())
+    names = Counter(e["name"] for e in trace["traceEvents"] if e.get("cat") == "task")
+    assert names == {"base": 1, "left": 1, "right": 1, "<end>": 1}
+    assert any(e.get("cat") == "rate_limit" for e in trace["traceEvents"])
+    assert "&lt;end&gt;" in (tmp_path / "r.html").read_text()
+
+    run_id = Store(tmp_path / ".layerflow").runs()[0]["run_id"]
+    (tmp_path / "out").mkdir()
+    out = layerflow("show", run_id, "--report", "out/r.html", "--trace", "out/t.json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "left" in out.stdout and "Report written to out/r.html" in out.stdout
+    again = json.loads((tmp_path / "out" / "t.json").read_text())
+    assert Counter(e["name"] for e in again["traceEvents"] if e.get("cat") == "task") == names
+    html = (tmp_path / "out" / "r.html").read_text()
+    assert "&lt;end&gt;" in html and 'class="edge' in html
+
+
+def test_a_missing_folder_for_trace_or_report_exits_2_before_running(tmp_path):
+    marker = tmp_path / "ran"
+    (tmp_path / "p.yaml").write_text(f'steps:\n  - {{name: a, run: "touch {marker}"}}\n')
+    out = layerflow("run", "p.yaml", "--report", "missing/r.html", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "missing" in out.stderr and "does not exist" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not marker.exists()  # refused before anything ran
+    assert layerflow("run", "p.yaml", "-q", cwd=tmp_path).returncode == 0
+    run_id = Store(tmp_path / ".layerflow").runs()[0]["run_id"]
+    out = layerflow("show", run_id, "--trace", "missing/t.json", cwd=tmp_path)
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = layerflow("show", "no-such-run", "--trace", "t.json", cwd=tmp_path)
+    assert out.returncode == 2 and "no run 'no-such-run'" in out.stderr
