@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test bench lint format clean browser
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,16 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/layerflow run examples/hybrid.yaml
 
-test: $(STAMP)
+# The HTML report is checked in headless Chromium (Debian's package; no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "note: chromium is missing and this is not root; the report's browser tests will skip (sudo apt-get install chromium)"; \
+		fi; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
@@ -25,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/makespan.py
 	$(PY) bench/plan.py
 	$(PY) bench/backends.py
+	$(PY) bench/dask_backend.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench examples

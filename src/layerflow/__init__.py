@@ -25,12 +25,13 @@ from .limits import DEFAULT_MAX_WORKERS, LayerReport, RateLimit, RateLimited
 from .parallel import ParallelMapError, parallel_map
 from .pipeline import CommandFailed, Pipeline, PipelineError, load_pipeline, step_type
 from .plan import Plan
-from .result import NoValueError, RunResult, TaskRun
+from .result import Attempt, NoValueError, RunResult, TaskRun, Wait
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MAX_WORKERS",
+    "Attempt",
     "CommandFailed",
     "CycleError",
     "DuplicateTaskError",
@@ -59,6 +60,7 @@ __all__ = [
     "TaskRun",
     "TaskTimeout",
     "UnpicklableError",
+    "Wait",
     "WorkerDied",
     "load_pipeline",
     "parallel_map",

@@ -220,6 +220,53 @@ def _as_json(run: RunResult) -> dict[str, Any]:
     }
 
 
+_TRACE_OPTION = click.option(
+    "--trace",
+    "trace_path",
+    default=None,
+    metavar="FILE.json",
+    help="Write a Chrome trace (open it in Perfetto or chrome://tracing).",
+)
+_REPORT_OPTION = click.option(
+    "--report",
+    "report_path",
+    default=None,
+    metavar="FILE.html",
+    help="Write a self-contained HTML report.",
+)
+
+
+def _check_outputs(*paths: str | None) -> None:
+    """Refuse a --trace/--report path that cannot be written, before anything runs."""
+    from .report import ReportError, check_writable
+
+    for path in paths:
+        if path is not None:
+            try:
+                check_writable(path)
+            except ReportError as e:
+                raise _Usage(str(e)) from None
+
+
+def _write_outputs(
+    run: RunResult, trace_path: str | None, report_path: str | None, stream: Any
+) -> None:
+    """Write the --trace and --report files of a run and say where (on ``stream``)."""
+    from .report import ReportError
+
+    try:
+        if trace_path is not None:
+            written = run.to_chrome_trace(trace_path)
+            if stream is not None:
+                print(f"Trace written to {written} (open it in Perfetto)", file=stream)
+        if report_path is not None:
+            written = run.to_html(report_path)
+            if stream is not None:
+                print(f"Report written to {written}", file=stream)
+    except ReportError as e:
+        raise _Usage(str(e)) from None
+
+
 def _checkpoint(yes: bool):  # noqa: ANN202
     def ask(report: LayerReport) -> bool:
         counts = report.counts()
@@ -274,6 +321,8 @@ def _checkpoint(yes: bool):  # noqa: ANN202
     is_flag=True,
     help="Reuse results of earlier runs with the same code and values.",
 )
+@_TRACE_OPTION
+@_REPORT_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("-v", "--verbose", is_flag=True, help="Plain progress lines even on a terminal.")
@@ -294,6 +343,8 @@ def run(
     store_path: str | None,
     no_store: bool,
     use_cache: bool,
+    trace_path: str | None,
+    report_path: str | None,
     as_json: bool,
     quiet: bool,
     verbose: bool,
@@ -314,6 +365,7 @@ def run(
             verbose,
             checkpoint,
             yes,
+            (trace_path, report_path),
             store=store,
             resume=True if resume == "latest" else resume,
             cache=use_cache or None,
@@ -336,8 +388,10 @@ def _run(
     verbose: bool,
     checkpoint: bool,
     yes: bool,
+    outputs: tuple[str | None, str | None],
     **chosen: Any,
 ) -> int:
+    _check_outputs(*outputs)
     flow = _load(file, plugins)
     given = {key: value for key, value in chosen.items() if value is not None}
     resume_hint = ""
@@ -380,6 +434,7 @@ def _run(
         stop_commands()
     if result.status == "failed":
         status = EXIT_FAILED
+    _write_outputs(result, *outputs, None if quiet else stream)
     if as_json:
         click.echo(json.dumps(_as_json(result), indent=2))
     elif not quiet:
@@ -528,9 +583,15 @@ def runs(store_path: str | None, limit: int) -> None:
 @main.command()
 @click.argument("run_id")
 @click.option("--store", "store_path", default=None, metavar="PATH")
-def show(run_id: str, store_path: str | None) -> None:
-    """Show one recorded run: every task's status, duration and error."""
+@_TRACE_OPTION
+@_REPORT_OPTION
+def show(
+    run_id: str, store_path: str | None, trace_path: str | None, report_path: str | None
+) -> None:
+    """Show one recorded run: every task's status, duration and error; with --trace or
+    --report, write its trace or HTML report too."""
     with _errors():
+        _check_outputs(trace_path, report_path)
         store = _open_store(store_path)
         tasks = store.tasks_of(run_id)
         if not tasks:
@@ -543,6 +604,8 @@ def show(run_id: str, store_path: str | None) -> None:
             if t["error"]:
                 line += f"  {t['error'][:100]}"
             click.echo(line)
+        if trace_path is not None or report_path is not None:
+            _write_outputs(store.load_run(run_id), trace_path, report_path, sys.stdout)
     sys.exit(EXIT_OK)
 
 

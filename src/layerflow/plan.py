@@ -347,6 +347,11 @@ class Plan:
             out.extend((j, i, j in data) for j in g.deps[i])
         return out
 
+    def edges(self) -> list[tuple[str, str]]:
+        """Every dependency as an (upstream, downstream) pair of task names."""
+        names = self.graph.names
+        return [(names[j], names[i]) for j, i, _ in self._edges()]
+
     def to_mermaid(self) -> str:
         """The graph as a Mermaid flowchart (ordering-only edges dotted)."""
         g = self.graph

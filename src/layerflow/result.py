@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import heapq
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
-from .errors import LayerflowError, did_you_mean, safe_str
+from .errors import Cancelled, LayerflowError, TaskTimeout, did_you_mean, safe_str
+from .limits import RateLimited
 
-__all__ = ["TaskRun", "TaskRuns", "RunResult", "NoValueError", "TASK_STATUSES", "RUN_STATUSES"]
+__all__ = [
+    "TaskRun",
+    "TaskRuns",
+    "RunResult",
+    "Attempt",
+    "Wait",
+    "NoValueError",
+    "TASK_STATUSES",
+    "RUN_STATUSES",
+]
 
 TASK_STATUSES = ("succeeded", "failed", "skipped", "cancelled", "cached", "reused")
 RUN_STATUSES = ("succeeded", "failed", "stopped", "interrupted")
@@ -46,6 +59,154 @@ class TaskRun:
     def ok(self) -> bool:
         """True when the task has a value (succeeded, cached or reused)."""
         return self.status in ("succeeded", "cached", "reused")
+
+
+class Attempt(NamedTuple):
+    """One attempt of one task, as the trace and the report draw it.
+
+    ``started_at``/``finished_at`` are seconds since the epoch; ``outcome`` is
+    ``"succeeded"``, ``"cached"``, ``"failed"``, ``"timed_out"``, ``"rate_limited"`` (pushed
+    back by ``lf.RateLimited``) or ``"cancelled"``; ``error`` the error's text; ``lane`` the
+    worker slot it ran in (0-based: the lowest slot free when it started).
+    """
+
+    task: str
+    attempt: int
+    started_at: float
+    finished_at: float
+    outcome: str
+    error: str | None
+    lane: int
+
+
+class Wait(NamedTuple):
+    """A time a task spent ready but held back: ``kind`` is ``"pool"`` (no free unit of a
+    resource pool), ``"rate_limit"`` (no room in a rate window) or ``"retry"`` (the delay
+    before its next attempt); ``reason`` says which, for people; ``lane`` is its own lane
+    among the waits (waits hold no worker slot)."""
+
+    task: str
+    kind: str
+    reason: str
+    started_at: float
+    finished_at: float
+    lane: int
+
+
+def assign_lanes(spans: Sequence[tuple[float, float]]) -> list[int]:
+    """A lane per ``(start, end)`` span: the lowest lane whose last span ended by the time
+    this one starts (greedy interval assignment, in order of start). No two spans of one
+    lane overlap, and there are as many lanes as spans ever ran at once."""
+    lanes = [0] * len(spans)
+    busy: list[tuple[float, int]] = []  # (end, lane) of the spans still running
+    free: list[int] = []
+    count = 0
+    for k in sorted(range(len(spans)), key=spans.__getitem__):
+        start, end = spans[k]
+        while busy and busy[0][0] <= start:
+            heapq.heappush(free, heapq.heappop(busy)[1])
+        if free:
+            lane = heapq.heappop(free)
+        else:
+            lane, count = count, count + 1
+        lanes[k] = lane
+        heapq.heappush(busy, (end, lane))
+    return lanes
+
+
+def _outcome(error: BaseException | None) -> str:
+    """How an attempt that did not succeed ended, told by its error (none: cancelled)."""
+    if error is None or isinstance(error, (Cancelled, KeyboardInterrupt)):
+        return "cancelled"
+    if isinstance(error, TaskTimeout):
+        return "timed_out"
+    return "rate_limited" if isinstance(error, RateLimited) else "failed"
+
+
+def _limit_reason(kind: str, what: Any) -> str:
+    names = ", ".join(repr(k) for k in what) if isinstance(what, Mapping) else repr(what)
+    return f"pool {names}" if kind == "pool" else f"rate limit {names}"
+
+
+def timeline(
+    names: Sequence[str],
+    statuses: Sequence[str],
+    tries: Sequence[int],
+    first_start: Sequence[float],
+    last_end: Sequence[float],
+    busy: Sequence[float],
+    failed: Iterable[tuple[int, int, float, float, BaseException | None]],
+    waits: Iterable[tuple[int, str, Any, float, float]],
+    parked: Mapping[int, tuple[str, Any, float]],
+    offset: float,
+    end: float,
+) -> tuple[list[Attempt], list[Wait]]:
+    """A run's attempts and waits from the scheduler's raw records (entry indices and
+    ``perf_counter`` times): named, in epoch seconds, in lanes, ordered by start.
+
+    Only attempts that did not succeed are recorded one by one (``failed``); a task's
+    successful last attempt ends at ``last_end`` and lasted what its ``busy`` time has
+    beyond the others. Limit waits are recorded when a ready task is parked and when it is
+    admitted (one still parked at the end waited until ``end``); retry waits are the gaps
+    between a task's attempts, up to where a limit wait took over."""
+    spans: list[tuple[int, int, float, float, str, BaseException | None]] = []
+    spent = [0.0] * len(names)
+    counted = [0] * len(names)
+    for i, a, t0, t1, error in failed:
+        spans.append((i, a, t0, t1, _outcome(error), error))
+        spent[i] += t1 - t0
+        counted[i] += 1
+    for i, a in enumerate(tries):
+        if a > counted[i] and first_start[i] > 0 and statuses[i] in ("succeeded", "cached"):
+            t1 = last_end[i]
+            t0 = first_start[i] if a == 1 else t1 - max(0.0, busy[i] - spent[i])
+            spans.append((i, a, t0, t1, statuses[i], None))
+    spans.sort(key=lambda s: (s[2], s[3]))
+    lanes = assign_lanes([(s[2], s[3]) for s in spans])
+    attempts = [
+        Attempt(
+            names[i],
+            a,
+            t0 + offset,
+            t1 + offset,
+            outcome,
+            safe_str(error) if error is not None else None,
+            lane,
+        )
+        for (i, a, t0, t1, outcome, error), lane in zip(spans, lanes, strict=True)
+    ]
+    held = [(i, kind, what, t0, t1) for i, kind, what, t0, t1 in waits]
+    held.extend((i, kind, what, t0, end) for i, (kind, what, t0) in parked.items())
+    limit_starts: dict[int, list[float]] = {}
+    for i, _, _, t0, _ in held:
+        limit_starts.setdefault(i, []).append(t0)
+    raw: list[tuple[int, str, str, float, float]] = [
+        (i, kind, _limit_reason(kind, what), t0, t1) for i, kind, what, t0, t1 in held
+    ]
+    last: dict[int, tuple[int, float, str]] = {}  # entry -> its latest attempt so far
+    for i, a, t0, t1, outcome, _ in sorted(spans, key=lambda s: (s[0], s[1])):
+        before = last.get(i)
+        last[i] = (a, t1, outcome)
+        if before is None or before[0] >= a:
+            continue
+        gap_end = min([t for t in limit_starts.get(i, ()) if before[1] <= t <= t0] or [t0])
+        if gap_end > before[1]:
+            why = (
+                "pushed back by RateLimited"
+                if before[2] == "rate_limited"
+                else f"retry after attempt {before[0]} {before[2].replace('_', ' ')}"
+            )
+            raw.append((i, "retry", why, before[1], gap_end))
+    raw.sort(key=lambda w: (w[3], w[4]))
+    wait_lanes = assign_lanes([(w[3], w[4]) for w in raw])
+    out = [
+        Wait(names[i], kind, reason, t0 + offset, t1 + offset, lane)
+        for (i, kind, reason, t0, t1), lane in zip(raw, wait_lanes, strict=True)
+    ]
+    return attempts, out
+
+
+Timeline = tuple[list[Attempt], list[Wait]]
 
 
 class TaskRuns(Mapping[str, TaskRun]):
@@ -94,6 +255,8 @@ class RunResult:
         started_at: float,
         finished_at: float,
         released: frozenset[str] = frozenset(),
+        timeline: Timeline | Callable[[], Timeline] | None = None,
+        edges: list[tuple[str, str]] | Callable[[], list[tuple[str, str]]] | None = None,
     ) -> None:
         self.run_id = run_id
         self.flow_name = flow_name
@@ -105,6 +268,8 @@ class RunResult:
         self.started_at = started_at
         self.finished_at = finished_at
         self._released = released
+        self._timeline = timeline or ([], [])
+        self._edges = edges or []
 
     @property
     def critical_path(self) -> list[str]:
@@ -119,6 +284,43 @@ class RunResult:
         if callable(self._layers):
             self._layers = self._layers()
         return self._layers
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """Every attempt of every task, in order of start, each with its worker lane."""
+        if callable(self._timeline):
+            self._timeline = self._timeline()
+        return self._timeline[0]
+
+    @property
+    def waits(self) -> list[Wait]:
+        """The times tasks were held back: by a resource pool, a rate limit, or a retry
+        delay, in order of start."""
+        if callable(self._timeline):
+            self._timeline = self._timeline()
+        return self._timeline[1]
+
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        """Every dependency as an (upstream, downstream) pair of task names."""
+        if callable(self._edges):
+            self._edges = self._edges()
+        return self._edges
+
+    def to_chrome_trace(self, path: str | os.PathLike[str]) -> Path:
+        """Write the run in Chrome's trace event format (open it in Perfetto or
+        chrome://tracing): a lane per worker slot, an event per attempt, and the waits for
+        limits and retries as their own events. Returns the path written."""
+        from .report import write_chrome_trace
+
+        return write_chrome_trace(self, path)
+
+    def to_html(self, path: str | os.PathLike[str]) -> Path:
+        """Write a self-contained HTML report (works offline): summary, timeline, the graph
+        by layers and a sortable table of tasks. Returns the path written."""
+        from .report import write_html
+
+        return write_html(self, path)
 
     @property
     def ok(self) -> bool:

@@ -67,7 +67,7 @@ from .limits import (
     task_costs,
 )
 from .plan import KEY_BASE, MODES, Plan
-from .result import RunResult, TaskRun, TaskRuns
+from .result import RunResult, TaskRun, TaskRuns, timeline
 
 __all__ = ["Run", "execute", "BACKENDS"]
 
@@ -185,6 +185,11 @@ class Run:
         self.layer_seen = bytearray(g.n_layers)
         self.layer_names: list[tuple[str, ...]] | None = None
         self.started: list[int] = []
+        # for the trace and the report: a plain tuple per attempt that did not succeed (a
+        # succeeded attempt is known from the records above) and per wait for a limit
+        self.spans: list[tuple[int, int, float, float, BaseException | None]] = []
+        self.parked_since: dict[int, tuple[str, Any, float]] = {}  # ready, held by a limit
+        self.waits: list[tuple[int, str, Any, float, float]] = []
         self.left = n
         self.running = 0
         self.running_kind = [0, 0, 0, 0]
@@ -499,6 +504,7 @@ class Run:
             for pool, units in need.items():
                 if free[pool] < units - 1e-9:
                     self.blocked_units.append(i)
+                    self.parked_since.setdefault(i, ("pool", pool, time.perf_counter()))
                     return False
         cost = self.cost[i]
         if cost:
@@ -508,6 +514,7 @@ class Run:
                 wait = max(wait, self.windows[name].wait(now, c))
             if wait > 0:
                 self.blocked_rate.append(i)
+                self.parked_since.setdefault(i, ("rate_limit", cost, now))
                 if now + wait < self.rate_wake:
                     self.rate_wake = now + wait
                     self._timer().add(now + wait, self._on_rate_wake)
@@ -517,6 +524,8 @@ class Run:
         if need:
             for pool, units in need.items():
                 self.free[pool] -= units
+        if i in self.parked_since:  # admitted after waiting for a pool or a rate window
+            self.waits.append((i, *self.parked_since.pop(i), time.perf_counter()))
         return True
 
     def _unblock(self, parked: list[int]) -> None:
@@ -704,6 +713,8 @@ class Run:
         limit = self.spec[i].timeout
         if limit is not None and t1 - t0 > limit:  # ended past its deadline: still a timeout
             ok, value = False, self._timeout_error(i)
+        if not ok:
+            self.spans.append((i, self.attempts[i], t0, t1, value))
         if ok:
             self._succeed(i, value, _CACHED if cached else _SUCCEEDED)
         else:
@@ -1020,6 +1031,7 @@ class Run:
         elif self.handle[i] is not None:
             self.backends[kind].cancel(self.handle[i])
             self.handle[i] = None
+        self.spans.append((i, self.attempts[i], self.last_end[i], now, error))
         self.busy[i] += now - self.last_end[i]
         self.last_end[i] = now
         if fail and error is not None:
@@ -1348,6 +1360,7 @@ class Run:
         tasks = TaskRuns([names[i] for i in order], make)
         durations = self._static_durations()
         plan = self.plan  # the result keeps the plan, not the whole run state
+        spans, waits, parked, end = self.spans, self.waits, self.parked_since, self.end
         return RunResult(
             run_id=self.run_id,
             flow_name=self.graph.flow_name,
@@ -1356,6 +1369,20 @@ class Run:
             order=[names[i] for i in self.started],
             layers=lambda: plan.layers,
             critical_path=lambda: plan._longest(plan._longest_to(durations)),
+            timeline=lambda: timeline(
+                names,
+                [_STATUS_NAMES[s] for s in status],
+                attempts,
+                first,
+                last,
+                busy,
+                spans,
+                waits,
+                parked,
+                offset,
+                end,
+            ),
+            edges=plan.edges,
             started_at=self.wall0,
             finished_at=self.end + offset,
             released=frozenset(names[i] for i in range(self.n) if self.released[i])
@@ -1507,7 +1534,7 @@ def outcome(run: Run, recorder: Any = None) -> RunResult:
     raises for it."""
     result = run.result()
     if recorder is not None:
-        recorder.end(result.status, result.tasks)
+        recorder.end(result)
     if result.status == "interrupted":
         raise RunInterrupted("the run was interrupted (Ctrl-C); finished results are kept", result)
     if result.status == "failed" and (run.fail_fast or run.cause < 0):
@@ -1535,7 +1562,7 @@ def execute(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
     except KeyboardInterrupt:  # after the run had ended: record it, then let Ctrl-C through
         if recorder is not None:
             result = run.result()
-            recorder.end(result.status, result.tasks)
+            recorder.end(result)
         raise
     return outcome(run, recorder)
 

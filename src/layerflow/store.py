@@ -14,6 +14,7 @@ import contextlib
 import functools
 import hashlib
 import inspect
+import json
 import marshal
 import os
 import pickle
@@ -31,8 +32,9 @@ from .errors import LayerflowError, safe_str
 
 if TYPE_CHECKING:
     from .graph import Graph, Task
+    from .result import RunResult
 
-__all__ = ["Recorder", "Store", "StoreError", "default_store_path", "task_keys"]
+__all__ = ["Recorder", "RecordedError", "Store", "StoreError", "default_store_path", "task_keys"]
 
 DEFAULT_FOLDER = ".layerflow"
 
@@ -44,7 +46,8 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at REAL,
     status TEXT,
     tasks INTEGER,
-    resumed_from TEXT
+    resumed_from TEXT,
+    critical_path TEXT
 );
 CREATE TABLE IF NOT EXISTS task_runs (
     run_id TEXT,
@@ -58,6 +61,9 @@ CREATE TABLE IF NOT EXISTS task_runs (
     key TEXT,
     result TEXT,
     traceback TEXT,
+    layer INTEGER,
+    needs TEXT,
+    position INTEGER,
     PRIMARY KEY (run_id, name)
 );
 CREATE INDEX IF NOT EXISTS task_runs_by_name ON task_runs (name, status);
@@ -67,7 +73,36 @@ CREATE TABLE IF NOT EXISTS cache (
     result TEXT,
     created_at REAL
 );
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id TEXT,
+    name TEXT,
+    attempt INTEGER,
+    started_at REAL,
+    finished_at REAL,
+    outcome TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_by_run ON attempts (run_id);
+CREATE TABLE IF NOT EXISTS waits (
+    run_id TEXT,
+    name TEXT,
+    kind TEXT,
+    reason TEXT,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS waits_by_run ON waits (run_id);
 """
+
+# Columns added after the first version: added when a store written by an earlier version
+# lacks them (NULL in its old rows, which the report then does without).
+_ADDED_COLUMNS = (
+    ("task_runs", "traceback", "TEXT"),
+    ("task_runs", "layer", "INTEGER"),
+    ("task_runs", "needs", "TEXT"),  # JSON list of the task's upstream names
+    ("task_runs", "position", "INTEGER"),  # place in the run's task order (declaration)
+    ("runs", "critical_path", "TEXT"),  # JSON list of names
+)
 
 
 class StoreError(LayerflowError):
@@ -183,10 +218,15 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(task_runs)")}
-            if "traceback" not in columns:  # a store written by an earlier version
-                self._db.execute("ALTER TABLE task_runs ADD COLUMN traceback TEXT")
-                self._db.commit()
+            for table, column, kind in _ADDED_COLUMNS:
+                columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    try:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                        self._db.commit()
+                    except sqlite3.OperationalError as e:
+                        if "duplicate column" not in str(e):  # another process was first
+                            raise
         except sqlite3.DatabaseError as e:
             raise StoreError(
                 f"the store database {self.folder / 'state.db'} is unusable: {e}"
@@ -266,36 +306,59 @@ class Store:
         )
         return result
 
-    def end_run(self, run_id: str, status: str, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Record every task's final state and the run's status."""
+    def end_run(
+        self,
+        run_id: str,
+        status: str,
+        rows: Iterable[tuple[Any, ...]],
+        *,
+        attempts: Iterable[tuple[Any, ...]] = (),
+        waits: Iterable[tuple[Any, ...]] = (),
+        critical_path: list[str] | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+    ) -> None:
+        """Record every task's final state (``rows``, in the run's task order: name,
+        status, attempts, started, finished, duration, error, key, result file, traceback,
+        layer, needs), its ``attempts`` (name, attempt, started, finished, outcome, error)
+        and ``waits`` (name, kind, reason, started, finished), and the run's status and
+        times (the run's own clock when given, so its wall time excludes this write)."""
         with self._lock:
-            for name, st, attempts, started, finished, duration, error, key, result, tb in rows:
-                self._db.execute(
-                    "INSERT INTO task_runs (run_id, name, status, attempts, started_at, "
-                    "finished_at, duration, error, key, result, traceback) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (run_id, name) DO UPDATE SET status = excluded.status, "
-                    "attempts = excluded.attempts, started_at = excluded.started_at, "
-                    "finished_at = excluded.finished_at, duration = excluded.duration, "
-                    "error = excluded.error, traceback = excluded.traceback, "
-                    "result = COALESCE(excluded.result, task_runs.result)",
-                    (
-                        run_id,
-                        name,
-                        st,
-                        attempts,
-                        started,
-                        finished,
-                        duration,
-                        error,
-                        key,
-                        result,
-                        tb,
-                    ),
-                )
+            self._db.executemany(
+                "INSERT INTO task_runs (run_id, name, status, attempts, started_at, "
+                "finished_at, duration, error, key, result, traceback, layer, needs, position) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id, name) DO UPDATE SET status = excluded.status, "
+                "attempts = excluded.attempts, started_at = excluded.started_at, "
+                "finished_at = excluded.finished_at, duration = excluded.duration, "
+                "error = excluded.error, traceback = excluded.traceback, "
+                "layer = excluded.layer, needs = excluded.needs, position = excluded.position, "
+                "result = COALESCE(excluded.result, task_runs.result)",
+                ((run_id, *row, k) for k, row in enumerate(rows)),
+            )
+            # ended once; deleting first keeps a second end from doubling the rows
+            self._db.execute("DELETE FROM attempts WHERE run_id = ?", (run_id,))
+            self._db.executemany(
+                "INSERT INTO attempts (run_id, name, attempt, started_at, finished_at, "
+                "outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ((run_id, *row) for row in attempts),
+            )
+            self._db.execute("DELETE FROM waits WHERE run_id = ?", (run_id,))
+            self._db.executemany(
+                "INSERT INTO waits (run_id, name, kind, reason, started_at, finished_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                ((run_id, *row) for row in waits),
+            )
             self._db.execute(
-                "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
-                (status, time.time(), run_id),
+                "UPDATE runs SET status = ?, started_at = COALESCE(?, started_at), "
+                "finished_at = ?, critical_path = ? WHERE run_id = ?",
+                (
+                    status,
+                    started_at,
+                    finished_at if finished_at is not None else time.time(),
+                    json.dumps(critical_path) if critical_path is not None else None,
+                    run_id,
+                ),
             )
             self._db.commit()
 
@@ -349,6 +412,82 @@ class Store:
         )
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
+    def load_run(self, run_id: str) -> RunResult:
+        """A recorded run as a :class:`RunResult` (for its report and trace): statuses,
+        timings, attempts, waits, layers and edges; errors as :class:`RecordedError`; no
+        values (they stay in their result files). A run recorded by an earlier version has
+        no attempts, waits or edges: each task that ran becomes one attempt."""
+        from .result import Attempt, RunResult, TaskRun, Wait, assign_lanes
+
+        found = self._read(
+            "SELECT flow, started_at, finished_at, status, critical_path FROM runs "
+            "WHERE run_id = ?",
+            (run_id,),
+        )
+        if not found:
+            raise StoreError(f"no run {run_id!r} in the store {self.folder}; see layerflow runs")
+        flow, run_start, run_end, status, critical = found[0]
+        rows = self._read(
+            "SELECT name, status, attempts, started_at, finished_at, duration, error, layer, "
+            "needs FROM task_runs WHERE run_id = ? ORDER BY position, rowid",
+            (run_id,),
+        )
+        tasks: dict[str, TaskRun] = {}
+        edges: list[tuple[str, str]] = []
+        # graph tasks have a needs list; map subtasks (and every task of an old run) none
+        recorded_needs = any(row[8] is not None for row in rows)
+        by_layer: dict[int, list[str]] = {}
+        for name, st, tries, started, finished, duration, error, layer, needs in rows:
+            if needs is not None or not recorded_needs:
+                by_layer.setdefault(layer or 0, []).append(name)
+            tasks[name] = TaskRun(
+                name,
+                st,
+                None,
+                RecordedError(error) if error is not None else None,
+                tries or 0,
+                started,
+                finished,
+                duration or 0.0,
+                layer or 0,
+            )
+            edges.extend((up, name) for up in json.loads(needs or "[]"))
+        spans = self._read(
+            "SELECT name, attempt, started_at, finished_at, outcome, error FROM attempts "
+            "WHERE run_id = ? ORDER BY started_at, finished_at",
+            (run_id,),
+        )
+        if not spans:  # an earlier version's run: one span per task that ran
+            spans = [
+                (t.name, t.attempts or 1, t.started_at, t.finished_at, t.status, None)
+                for t in tasks.values()
+                if t.started_at is not None and t.finished_at is not None
+            ]
+            spans.sort(key=lambda s: (s[2], s[3]))
+        lanes = assign_lanes([(s[2], s[3]) for s in spans])
+        attempts = [Attempt(*span, lane) for span, lane in zip(spans, lanes, strict=True)]
+        held = self._read(
+            "SELECT name, kind, reason, started_at, finished_at FROM waits WHERE run_id = ? "
+            "ORDER BY started_at, finished_at",
+            (run_id,),
+        )
+        wait_lanes = assign_lanes([(w[3], w[4]) for w in held])
+        waits = [Wait(*w, lane) for w, lane in zip(held, wait_lanes, strict=True)]
+        ends = [t.finished_at for t in tasks.values() if t.finished_at is not None]
+        return RunResult(
+            run_id=run_id,
+            flow_name=flow or None,
+            status=status,
+            tasks=tasks,
+            order=[a.task for a in attempts if a.attempt == 1],
+            layers=[by_layer[k] for k in sorted(by_layer)],
+            critical_path=json.loads(critical) if critical else [],
+            started_at=run_start,
+            finished_at=run_end or max(ends, default=run_start),
+            timeline=(attempts, waits),
+            edges=edges,
+        )
+
     def durations(self, flow: str | None) -> dict[str, float]:
         """Median duration of each task over the past runs of ``flow`` where it succeeded."""
         rows = self._read(
@@ -384,6 +523,13 @@ class Store:
             self._db.execute("DELETE FROM cache")
             self._db.commit()
         return n
+
+
+class RecordedError(Exception):
+    """A task's error as the store recorded it: its text (the exception itself is gone)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class Recorder:
@@ -475,11 +621,12 @@ class Recorder:
         self.cache_keys[i] = key
         return False, None
 
-    def end(self, status: str, tasks: Mapping[str, Any]) -> None:
-        """Every task's final state, and the run's."""
+    def end(self, result: RunResult) -> None:
+        """Every task's final state, its attempts and waits, and the run's."""
         index = self.graph.index
+        names, deps = self.graph.names, self.graph.deps
         rows = []
-        for name, t in tasks.items():
+        for name, t in result.tasks.items():
             i = index.get(name, -1)
             rows.append(
                 (
@@ -493,6 +640,17 @@ class Recorder:
                     self.keys[i] if i >= 0 else None,
                     self.preset_files.get(i),
                     _traceback(t.error),
+                    t.layer,
+                    json.dumps([names[j] for j in deps[i]]) if i >= 0 else None,
                 )
             )
-        self.store.end_run(self.run_id, status, rows)
+        self.store.end_run(
+            self.run_id,
+            result.status,
+            rows,
+            attempts=(a[:6] for a in result.attempts),
+            waits=(w[:5] for w in result.waits),
+            critical_path=result.critical_path,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+        )
