@@ -75,6 +75,7 @@ def test_json_output_parses_back(quick):
         "sequential_estimate",
         "speedup",
         "layers",
+        "metrics",  # what tasks gave lf.record, summed
         "tasks",
     }
     assert data["status"] == "succeeded"
@@ -86,6 +87,7 @@ def test_json_output_parses_back(quick):
         "layer",
         "output",
         "error",
+        "metrics",
     }
     assert data["layers"] == [["base"], ["upper", "slow"], ["final"]]
     assert "Started: base" in out.stderr  # progress went to stderr

@@ -22,6 +22,7 @@ from .events import Event, LayerEvent, RunEvent, TaskEvent
 from .flow import Flow
 from .graph import Task
 from .limits import DEFAULT_MAX_WORKERS, LayerReport, RateLimit, RateLimited
+from .metrics import record
 from .parallel import ParallelMapError, parallel_map
 from .pipeline import CommandFailed, Pipeline, PipelineError, load_pipeline, step_type
 from .plan import Plan
@@ -64,5 +65,6 @@ __all__ = [
     "WorkerDied",
     "load_pipeline",
     "parallel_map",
+    "record",
     "step_type",
 ]

@@ -26,7 +26,7 @@ from .events import Event, LogObserver, RunEvent, TaskEvent, final_line
 from .flow import Flow
 from .limits import LayerReport
 from .pipeline import Pipeline, PipelineError, load_pipeline, stop_commands
-from .result import RunResult
+from .result import RunResult, format_metrics
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -206,6 +206,7 @@ def _as_json(run: RunResult) -> dict[str, Any]:
         "sequential_estimate": run.sequential_estimate,
         "speedup": run.speedup,
         "layers": run.layers,
+        "metrics": run.metrics,
         "tasks": {
             name: {
                 "status": t.status,
@@ -214,6 +215,7 @@ def _as_json(run: RunResult) -> dict[str, Any]:
                 "layer": t.layer,
                 "output": _jsonable(t.value) if t.ok else None,
                 "error": safe_str(t.error) if t.error is not None else None,
+                "metrics": t.metrics,
             }
             for name, t in run.tasks.items()
         },
@@ -442,6 +444,8 @@ def _run(
         for t in failed:
             click.echo(f"  {t.name}: {safe_str(t.error)}" if t.error else f"  {t.name}: failed")
         click.echo(_final_line(result))
+        if result.metrics:
+            click.echo("metrics: " + format_metrics(result.metrics))
         if status == EXIT_INTERRUPTED:
             click.echo("Interrupted: finished results were kept; running steps were stopped.")
             if options.get("store") is not False:
@@ -569,13 +573,13 @@ def runs(store_path: str | None, limit: int) -> None:
         rows = store.runs(limit)
         click.echo(
             f"{'run id':<24} {'flow':<16} {'started':<19} {'duration':>9} "
-            f"{'status':<11} {'tasks':>5}"
+            f"{'status':<11} {'tasks':>5}  metrics"
         )
         for r in rows:
             took = f"{r['finished_at'] - r['started_at']:.1f}s" if r["finished_at"] else "-"
             click.echo(
                 f"{r['run_id']:<24} {r['flow'][:16]:<16} {_when(r['started_at']):<19} "
-                f"{took:>9} {r['status']:<11} {r['tasks']:>5}"
+                f"{took:>9} {r['status']:<11} {r['tasks']:>5}  {format_metrics(r['metrics'])}"
             )
     sys.exit(EXIT_OK)
 

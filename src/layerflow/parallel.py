@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import InvalidOptionError, LayerflowError, TaskFailed, TaskTimeout
 from .flow import Flow
+from .metrics import record
 
 __all__ = ["parallel_map", "ParallelMapError"]
 
@@ -78,11 +79,14 @@ def parallel_map(
             max_workers=max_workers, fail_fast=fail_fast, timeout=timeout, progress=progress
         )
     except TaskFailed as e:
+        record(**e.result.metrics)
         cause = e.__cause__ if e.__cause__ is not None else e
         note = f"parallel_map: item {_index(e.task)} failed" if e.task else ""
         if note and note not in getattr(cause, "__notes__", ()):
             cause.add_note(note)
         raise cause from None
+    # what the items gave lf.record belongs to the task that called parallel_map
+    record(**run.metrics)
     kids = [t for name, t in run.tasks.items() if name.startswith("map[")]
     if run.ok:
         if ordered:

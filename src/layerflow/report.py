@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import LayerflowError, safe_str
+from .result import format_metrics
 
 if TYPE_CHECKING:
     from .result import Attempt, RunResult, TaskRun
@@ -137,6 +138,8 @@ def chrome_trace(run: RunResult) -> dict[str, Any]:
         }
         if a.error:
             args["error"] = a.error
+        if t is not None and t.metrics and a.attempt == t.attempts:  # the task's last attempt
+            args["metrics"] = t.metrics
         if a.task in critical:
             args["critical_path"] = True
         events.append(
@@ -181,6 +184,7 @@ def chrome_trace(run: RunResult) -> dict[str, Any]:
             "duration_s": run.duration,
             "sequential_estimate_s": run.sequential_estimate,
             "speedup": run.speedup,
+            "metrics": run.metrics,
         },
     }
 
@@ -279,6 +283,7 @@ def _summary(run: RunResult, counts: dict[str, int]) -> str:
         ("Tasks", f"{len(run.tasks)}"),
         ("Worker lanes", f"{lanes}"),
     ]
+    cells += [(_esc(k), _esc(f"{v:g}")) for k, v in run.metrics.items()]  # lf.record
     cards = "".join(
         f'<div class="card"><div class="k">{k}</div><div class="v">{v}</div></div>'
         for k, v in cells
@@ -546,8 +551,10 @@ def _table(run: RunResult, critical: set[str], notes: list[str]) -> str:
             ),
         )[:MAX_ROWS]
         rows = [rows[k] for k in sorted(pick)]
+    numbers = bool(run.metrics)  # a column for what tasks gave lf.record, when any did
+    columns = (*_COLUMNS, ("Metrics", "text")) if numbers else _COLUMNS
     head = "".join(
-        f'<th data-type="{kind}" tabindex="0" scope="col">{name}</th>' for name, kind in _COLUMNS
+        f'<th data-type="{kind}" tabindex="0" scope="col">{name}</th>' for name, kind in columns
     )
     t0 = run.started_at
     body = []
@@ -563,7 +570,9 @@ def _table(run: RunResult, critical: set[str], notes: list[str]) -> str:
             f'<td data-v="{t.duration:.6f}">{_esc(_secs(t.duration))}</td>'
             f'<td data-v="{start if start is not None else "Infinity"}">'
             f"{_esc(_secs(start) if start is not None else '-')}</td>"
-            f'<td class="err" title="{_esc(_clip(err, 2000))}">{_esc(_clip(err, 160))}</td></tr>'
+            f'<td class="err" title="{_esc(_clip(err, 2000))}">{_esc(_clip(err, 160))}</td>'
+            + (f"<td>{_esc(format_metrics(t.metrics))}</td>" if numbers else "")
+            + "</tr>"
         )
     return f'<table id="tasks"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 

@@ -27,6 +27,11 @@ TASK_STATUSES = ("succeeded", "failed", "skipped", "cancelled", "cached", "reuse
 RUN_STATUSES = ("succeeded", "failed", "stopped", "interrupted")
 
 
+def format_metrics(metrics: Mapping[str, float]) -> str:
+    """``tokens=1234, cost_usd=0.02`` (empty for no metrics)."""
+    return ", ".join(f"{k}={v:g}" for k, v in metrics.items())
+
+
 class NoValueError(LayerflowError, KeyError):
     """``run[name]`` for a task that has no value (not in the run, failed, or released)."""
 
@@ -425,7 +430,15 @@ class RunResult:
             lines.append("critical path: " + " -> ".join(self.critical_path))
         metrics = self.metrics
         if metrics:
-            lines.append("metrics: " + ", ".join(f"{k}={v:g}" for k, v in metrics.items()))
+            line = "metrics: " + format_metrics(metrics)
+            failed: dict[str, float] = {}
+            for t in self.tasks.values():
+                if t.status == "failed":
+                    for k, v in t.metrics.items():
+                        failed[k] = failed.get(k, 0) + v
+            if failed:
+                line += f" (of which in failed tasks: {format_metrics(failed)})"
+            lines.append(line)
         return "\n".join(lines)
 
     def __repr__(self) -> str:

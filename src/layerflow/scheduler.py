@@ -66,6 +66,8 @@ from .limits import (
     resolve_max_workers,
     task_costs,
 )
+from .metrics import _BOX, open_box
+from .metrics import add as add_metrics
 from .plan import KEY_BASE, MODES, Plan
 from .result import RunResult, TaskRun, TaskRuns, timeline
 
@@ -233,6 +235,7 @@ class Run:
         self.lookup = lookup
         # Dask: the cluster's copy of finished values, by entry, and the values left there
         self.remote: dict[int, Any] = {}
+        self.metrics: dict[int, dict[str, float]] = {}  # lf.record's numbers, by entry
         self.on_cluster: list[int] = []
         self.fetch_mode = bytearray(n)
         if self.dask is not None:
@@ -665,9 +668,15 @@ class Run:
                     continue
 
             def on_done(
-                ok: bool, value: Any, seconds: float, ref: Any = None, i: int = i, token=token
+                ok: bool,
+                value: Any,
+                seconds: float,
+                ref: Any = None,
+                metrics: dict[str, float] | None = None,
+                i: int = i,
+                token: int = token,
             ) -> None:
-                self._foreign_done(i, token, ok, value, seconds, ref)
+                self._foreign_done(i, token, ok, value, seconds, ref, metrics)
 
             try:
                 if kind == _DASK:
@@ -681,6 +690,7 @@ class Run:
                         on_done,
                         priority=self.spec[i].priority,
                         fetch=self.fetch_mode[self._owner(i)] == _FETCH_NOW,
+                        tag=i,
                     )
                 else:
                     self.handle[i] = self.backends[kind].submit(
@@ -733,7 +743,14 @@ class Run:
         return self._next()
 
     def _foreign_done(
-        self, i: int, token: int, ok: bool, value: Any, seconds: float, ref: Any = None
+        self,
+        i: int,
+        token: int,
+        ok: bool,
+        value: Any,
+        seconds: float,
+        ref: Any = None,
+        metrics: dict[str, float] | None = None,
     ) -> None:
         """A backend's done-callback: the same transition as a thread worker's. ``ref`` is
         where the value stays on a cluster (a Dask future); ``value is ref`` when it was
@@ -742,6 +759,8 @@ class Run:
         if ok and self.persist is not None and self.token[i] == token:
             self._persist(i, value, t1 - seconds, t1)  # durable before the run counts it done
         with self.lock:
+            if metrics and token == self.token[i]:
+                add_metrics(self.metrics, i, metrics)
             if ref is not None and ok and token == self.token[i]:
                 self.remote[i] = ref
                 if value is ref:
@@ -1135,12 +1154,25 @@ class Run:
 
     def _worker(self) -> None:
         """A worker thread: take a task, run it, report it and take the next, until done."""
+        open_box()  # this thread's lf.record box, emptied after each task
         with self.lock:
             i = self._next()
             token = self.token[i] if i >= 0 else 0
         self._work(i, token, inline=False)
 
     def _work(self, i: int, token: int, *, inline: bool) -> None:
+        if not inline:
+            self._loop(i, token, False, _BOX.get())  # type: ignore[arg-type]
+            return
+        # the calling thread (sequential mode), maybe itself a task of an outer run: a box
+        # of this run's own, and the outer one back afterwards
+        outer = _BOX.set({})
+        try:
+            self._loop(i, token, True, _BOX.get())  # type: ignore[arg-type]
+        finally:
+            _BOX.reset(outer)
+
+    def _loop(self, i: int, token: int, inline: bool, box: dict[str, float]) -> None:
         lock = self.lock
         fns = self.fns
         consts = self.consts
@@ -1181,6 +1213,10 @@ class Run:
             if ok and persist is not None and tokens[i] == token:
                 self._persist(i, value, t0, t1)  # durable before the run counts it done
             with lock:
+                if box:
+                    if tokens[i] == token:
+                        add_metrics(self.metrics, i, box)
+                    box.clear()
                 i = self.complete(i, token, ok, value, t0, t1)
                 token = tokens[i] if i >= 0 else 0  # read under the lock: a deadline may bump it
 
@@ -1249,7 +1285,10 @@ class Run:
         that stayed on the Dask cluster; forget the others (Dask releases them)."""
         if self.dask is None:
             return
+        recorded = self.dask.metrics()
         with self.lock:
+            for i, box in recorded:
+                add_metrics(self.metrics, i, box)
             entries = [i for i in self.on_cluster if self.status[i] == _SUCCEEDED]
             self.on_cluster = []
             self.remote.clear()
@@ -1338,7 +1377,7 @@ class Run:
                 order.extend(self.children.get(i, ()))
         status, values, errors = self.status, self.values, self.errors
         attempts, first, last, busy = self.attempts, self.first_start, self.last_end, self.busy
-        layer, children = self.layer, self.children
+        layer, children, metrics = self.layer, self.children, self.metrics
 
         def make(k: int) -> TaskRun:
             i = order[k]
@@ -1354,7 +1393,7 @@ class Run:
                 last[i] + offset if started else None,
                 busy[i] if i not in children else 0.0,
                 layer[i],
-                {},
+                metrics.get(i, {}),
             )
 
         tasks = TaskRuns([names[i] for i in order], make)

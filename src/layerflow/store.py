@@ -102,6 +102,8 @@ _ADDED_COLUMNS = (
     ("task_runs", "needs", "TEXT"),  # JSON list of the task's upstream names
     ("task_runs", "position", "INTEGER"),  # place in the run's task order (declaration)
     ("runs", "critical_path", "TEXT"),  # JSON list of names
+    ("task_runs", "metrics", "TEXT"),  # JSON object: what the task gave lf.record
+    ("runs", "metrics", "TEXT"),  # JSON object: the run's sums
 )
 
 
@@ -317,22 +319,25 @@ class Store:
         critical_path: list[str] | None = None,
         started_at: float | None = None,
         finished_at: float | None = None,
+        metrics: dict[str, float] | None = None,
     ) -> None:
         """Record every task's final state (``rows``, in the run's task order: name,
         status, attempts, started, finished, duration, error, key, result file, traceback,
-        layer, needs), its ``attempts`` (name, attempt, started, finished, outcome, error)
-        and ``waits`` (name, kind, reason, started, finished), and the run's status and
-        times (the run's own clock when given, so its wall time excludes this write)."""
+        layer, needs, metrics as JSON), its ``attempts`` (name, attempt, started, finished,
+        outcome, error) and ``waits`` (name, kind, reason, started, finished), the run's
+        status, times (the run's own clock when given, so its wall time excludes this
+        write) and summed ``metrics``."""
         with self._lock:
             self._db.executemany(
                 "INSERT INTO task_runs (run_id, name, status, attempts, started_at, "
-                "finished_at, duration, error, key, result, traceback, layer, needs, position) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "finished_at, duration, error, key, result, traceback, layer, needs, metrics, "
+                "position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (run_id, name) DO UPDATE SET status = excluded.status, "
                 "attempts = excluded.attempts, started_at = excluded.started_at, "
                 "finished_at = excluded.finished_at, duration = excluded.duration, "
                 "error = excluded.error, traceback = excluded.traceback, "
                 "layer = excluded.layer, needs = excluded.needs, position = excluded.position, "
+                "metrics = excluded.metrics, "
                 "result = COALESCE(excluded.result, task_runs.result)",
                 ((run_id, *row, k) for k, row in enumerate(rows)),
             )
@@ -351,12 +356,13 @@ class Store:
             )
             self._db.execute(
                 "UPDATE runs SET status = ?, started_at = COALESCE(?, started_at), "
-                "finished_at = ?, critical_path = ? WHERE run_id = ?",
+                "finished_at = ?, critical_path = ?, metrics = ? WHERE run_id = ?",
                 (
                     status,
                     started_at,
                     finished_at if finished_at is not None else time.time(),
                     json.dumps(critical_path) if critical_path is not None else None,
+                    json.dumps(metrics) if metrics else None,
                     run_id,
                 ),
             )
@@ -385,12 +391,15 @@ class Store:
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest runs, newest first."""
         rows = self._read(
-            "SELECT run_id, flow, started_at, finished_at, status, tasks FROM runs "
+            "SELECT run_id, flow, started_at, finished_at, status, tasks, metrics FROM runs "
             "ORDER BY started_at DESC LIMIT ?",
             (limit,),
         )
-        keys = ("run_id", "flow", "started_at", "finished_at", "status", "tasks")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        keys = ("run_id", "flow", "started_at", "finished_at", "status", "tasks", "metrics")
+        out = [dict(zip(keys, row, strict=True)) for row in rows]
+        for r in out:
+            r["metrics"] = json.loads(r["metrics"]) if r["metrics"] else {}
+        return out
 
     def tasks_of(self, run_id: str) -> list[dict[str, Any]]:
         """Every task row of a run."""
@@ -429,7 +438,7 @@ class Store:
         flow, run_start, run_end, status, critical = found[0]
         rows = self._read(
             "SELECT name, status, attempts, started_at, finished_at, duration, error, layer, "
-            "needs FROM task_runs WHERE run_id = ? ORDER BY position, rowid",
+            "needs, metrics FROM task_runs WHERE run_id = ? ORDER BY position, rowid",
             (run_id,),
         )
         tasks: dict[str, TaskRun] = {}
@@ -437,7 +446,7 @@ class Store:
         # graph tasks have a needs list; map subtasks (and every task of an old run) none
         recorded_needs = any(row[8] is not None for row in rows)
         by_layer: dict[int, list[str]] = {}
-        for name, st, tries, started, finished, duration, error, layer, needs in rows:
+        for name, st, tries, started, finished, duration, error, layer, needs, numbers in rows:
             if needs is not None or not recorded_needs:
                 by_layer.setdefault(layer or 0, []).append(name)
             tasks[name] = TaskRun(
@@ -450,6 +459,7 @@ class Store:
                 finished,
                 duration or 0.0,
                 layer or 0,
+                json.loads(numbers) if numbers else {},
             )
             edges.extend((up, name) for up in json.loads(needs or "[]"))
         spans = self._read(
@@ -642,6 +652,7 @@ class Recorder:
                     _traceback(t.error),
                     t.layer,
                     json.dumps([names[j] for j in deps[i]]) if i >= 0 else None,
+                    json.dumps(t.metrics) if t.metrics else None,
                 )
             )
         self.store.end_run(
@@ -653,4 +664,5 @@ class Recorder:
             critical_path=result.critical_path,
             started_at=result.started_at,
             finished_at=result.finished_at,
+            metrics=result.metrics,
         )

@@ -35,8 +35,13 @@ def serve(conn: Connection, reply: Connection) -> None:
         except BaseException as e:  # the task's own error, sent back
             ok, value = False, e
         seconds = time.perf_counter() - t0
+        box = None
+        metrics = sys.modules.get("layerflow.metrics")  # loaded if the task used lf.record
+        if metrics is not None and metrics.WORKER_BOX:
+            box = dict(metrics.WORKER_BOX)
+            metrics.WORKER_BOX.clear()
         try:
-            out = cloudpickle.dumps((ok, value, seconds))
+            out = cloudpickle.dumps((ok, value, seconds, box))
         except Exception as e:
             from layerflow.backends.process import RemoteError, UnpicklableError
 
@@ -50,7 +55,7 @@ def serve(conn: Connection, reply: Connection) -> None:
                     f"{type(value).__name__}: {value}\n"
                     + "".join(traceback.format_exception(value))
                 )
-            out = cloudpickle.dumps((False, err, seconds))
+            out = cloudpickle.dumps((False, err, seconds, box))
         reply.send_bytes(out)
 
 

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..metrics import open_box
 from . import Done
 
 __all__ = ["AsyncBackend"]
@@ -118,12 +119,13 @@ class AsyncBackend:
 async def _call(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], on_done: Done
 ) -> None:
+    box = open_box()  # this coroutine's own (an asyncio task runs in a copy of the context)
     t0 = time.perf_counter()
     try:
         value = await fn(*args, **kwargs)
     except asyncio.CancelledError:
         return  # cancelled by layerflow (timeout, fail-fast, Ctrl-C): already reported
     except BaseException as e:  # the task's own error, reported, never raised here
-        on_done(False, e, time.perf_counter() - t0)
+        on_done(False, e, time.perf_counter() - t0, None, box)
         return
-    on_done(True, value, time.perf_counter() - t0)
+    on_done(True, value, time.perf_counter() - t0, None, box)

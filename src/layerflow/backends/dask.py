@@ -62,7 +62,11 @@ _SUBMITTING = _Submitting()
 logging.getLogger("distributed.protocol.pickle").addFilter(_SUBMITTING)
 
 
+_METRICS_TOPIC = "layerflow-metrics"
+
+
 def _call(
+    key: str,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -71,7 +75,30 @@ def _call(
 ) -> Any:
     """Runs on a Dask worker. ``upstream`` are the values of the Dask tasks this one
     uses (Dask resolves them); ``slots`` says where each goes: a keyword (a name) or a
-    position (an int), and an index into a list there (a ``map`` task's list), or -1."""
+    position (an int), and an index into a list there (a ``map`` task's list), or -1.
+    Numbers the task gives ``lf.record`` go back through the Dask scheduler's event log
+    (its value may never come back here)."""
+    from ..metrics import _BOX
+
+    box: dict[str, float] = {}
+    reset = _BOX.set(box)
+    try:
+        return _call_with(fn, args, kwargs, slots, upstream)
+    finally:
+        _BOX.reset(reset)
+        if box:
+            import distributed
+
+            distributed.get_worker().log_event(_METRICS_TOPIC, {"key": key, "metrics": box})
+
+
+def _call_with(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    slots: tuple[tuple[str | int, int], ...],
+    upstream: tuple[Any, ...],
+) -> Any:
     if slots:
         args, kwargs = list(args), dict(kwargs)
         copied: set[str | int] = set()
@@ -249,6 +276,7 @@ class DaskBackend:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending: list[_Attempt] = []
+        self._tags: dict[str, Any] = {}  # attempt key -> the submitter's tag
         self._closed = False
         threading.Thread(target=self._send, name="layerflow-dask-submit", daemon=True).start()
 
@@ -262,12 +290,15 @@ class DaskBackend:
         *,
         priority: int = 0,
         fetch: bool = True,
+        tag: Any = None,
     ) -> _Attempt:
         """Queue one attempt; ``on_done(ok, value, seconds, future)`` is called when it
         ends: with the value itself when ``fetch``, else with the future (the value stays
-        on the cluster). Attempts queued together reach Dask as one graph."""
+        on the cluster). Attempts queued together reach Dask as one graph. ``tag`` is what
+        :meth:`metrics` names the attempt by."""
         attempt = _Attempt(name, fn, args, kwargs, on_done, priority, fetch)
         with self._lock:
+            self._tags[attempt.key] = tag
             self._pending.append(attempt)
             if len(self._pending) == 1:
                 self._wake.notify()
@@ -297,7 +328,7 @@ class DaskBackend:
         for a in group:
             args, kwargs, slots, refs = _split(a.args, a.kwargs, self._future)
             dsk[a.key] = Task(
-                a.key, _call, a.fn, args, kwargs, slots, *(TaskRef(r.key) for r in refs)
+                a.key, _call, a.key, a.fn, args, kwargs, slots, *(TaskRef(r.key) for r in refs)
             )
         try:
             futures = self._graph(dsk, [a.key for a in group], priority)
@@ -365,6 +396,19 @@ class DaskBackend:
             died.__cause__ = error
             return died
         return error
+
+    def metrics(self) -> list[tuple[Any, dict[str, float]]]:
+        """(tag, numbers) of every attempt of this run that called ``lf.record``, read from
+        the Dask scheduler's event log (a worker logs them before its task ends)."""
+        if not self._tags:
+            return []
+        events = self.client.get_events(_METRICS_TOPIC)
+        out = []
+        for _, msg in events:
+            key = msg.get("key") if isinstance(msg, dict) else None
+            if key in self._tags:
+                out.append((self._tags[key], msg.get("metrics") or {}))
+        return out
 
     def gather(self, values: list[Any]) -> list[Any]:
         """Bring values that stayed on the cluster here, in one round trip."""

@@ -89,6 +89,7 @@ class _Worker:
         from_child_r, from_child_w = os.pipe()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["LAYERFLOW_PROCESS_WORKER"] = "1"  # lf.record's box (see metrics.py)
         try:
             self.process = subprocess.Popen(
                 [sys.executable, _WORKER, str(to_child_r), str(from_child_w)],
@@ -136,14 +137,14 @@ class _Worker:
                 self._died(name, on_done, time.perf_counter() - t0)
                 return
             try:
-                ok, value, seconds = cloudpickle.loads(answer)
+                ok, value, seconds, metrics = cloudpickle.loads(answer)
             except Exception as e:  # the result arrived but cannot be unpickled here
                 self.backend._release(self)
                 on_done(False, UnpicklableError(f"task {name!r}: its result: {e}"), 0.0)
                 continue
             # idle again before the scheduler hears of it, so its next submission reuses us
             self.backend._release(self)
-            on_done(ok, value, seconds)
+            on_done(ok, value, seconds, None, metrics)
         self._shutdown()
 
     def _died(self, name: str, on_done: Done, seconds: float) -> None:

@@ -1,0 +1,58 @@
+"""``lf.record``: numbers a task attaches to its own record (tokens, cost, calls, ...).
+
+Each running task has a box (a dict) in its context: a worker thread keeps one and the
+scheduler empties it after each task, a coroutine and a worker process get a fresh one per
+task, a Dask task sends its box back through the scheduler's event log. ``record`` adds to
+the box; the scheduler moves it to ``TaskRun.metrics``, and ``RunResult.metrics`` sums them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextvars import ContextVar
+
+from .errors import InvalidOptionError
+
+__all__ = ["record"]
+
+#: in a process-backend worker, the one box every task's lf.record lands in (the worker runs
+#: one task at a time, and reads and empties it after each)
+WORKER_BOX: dict[str, float] | None = {} if os.environ.get("LAYERFLOW_PROCESS_WORKER") else None
+_BOX: ContextVar[dict[str, float] | None] = ContextVar("layerflow_metrics", default=WORKER_BOX)
+
+
+def record(**numbers: float) -> None:
+    """Add numbers to the running task's ``TaskRun.metrics``, e.g. ``lf.record(tokens=1234,
+    cost_usd=0.02)``; recording a name again adds to it. Outside a layerflow task (a unit
+    test calling the function itself) it does nothing. Call it from the task's own thread
+    or coroutine: threads the task starts itself have no box."""
+    for name, value in numbers.items():
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise InvalidOptionError(f"lf.record({name}=...) takes a finite number, got {value!r}")
+    box = _BOX.get()
+    if box is None:
+        return
+    for name, value in numbers.items():
+        box[name] = box.get(name, 0) + value
+
+
+def open_box() -> dict[str, float]:
+    """Give the current context (a worker thread, a coroutine, a process) a fresh box."""
+    box: dict[str, float] = {}
+    _BOX.set(box)
+    return box
+
+
+def add(into: dict[int, dict[str, float]], i: int, box: dict[str, float]) -> None:
+    """Sum ``box`` into entry ``i``'s metrics (attempts add up)."""
+    mine = into.get(i)
+    if mine is None:
+        into[i] = dict(box)
+    else:
+        for name, value in box.items():
+            mine[name] = mine.get(name, 0) + value
