@@ -93,15 +93,36 @@ def parallel_map(items: int) -> None:
     )
 
 
+def live_progress(tasks: int) -> None:
+    """A run with the live progress display (rendering into a buffer) against none."""
+    import io
+
+    from graphs import random_dag, to_flow
+
+    flow = to_flow(random_dag(tasks))
+    flow.plan()
+    off: list[float] = []
+    live: list[float] = []
+    for _ in range(3):  # interleaved, so that drifts of the machine hit both alike
+        off.append(timed(lambda: flow.run(max_workers=4)))
+        shown = lf.Progress(io.StringIO(), live=True)
+        live.append(timed(lambda shown=shown: flow.run(max_workers=4, progress=shown)))
+    a, b = sorted(off)[1], sorted(live)[1]
+    print(f"{tasks:,}-task random DAG with the live progress display, 4 workers (median of 3)")
+    print(f"  without {a:6.2f} s   with {b:6.2f} s   ratio {b / a:4.2f}x   (target <= 1.05x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cpu-tasks", type=int, default=16)
     parser.add_argument("--coroutines", type=int, default=10_000)
     parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--progress-tasks", type=int, default=100_000)
     args = parser.parse_args()
     cpu_bound(args.cpu_tasks)
     coroutines(args.coroutines)
     parallel_map(args.items)
+    live_progress(args.progress_tasks)
 
 
 if __name__ == "__main__":

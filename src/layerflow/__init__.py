@@ -26,6 +26,7 @@ from .metrics import record
 from .parallel import ParallelMapError, parallel_map
 from .pipeline import CommandFailed, Pipeline, PipelineError, load_pipeline, step_type
 from .plan import Plan
+from .progress import Progress
 from .result import Attempt, NoValueError, RunResult, TaskRun, Wait
 
 __version__ = "0.1.0"
@@ -49,6 +50,7 @@ __all__ = [
     "Pipeline",
     "PipelineError",
     "Plan",
+    "Progress",
     "RateLimit",
     "RateLimited",
     "RemoteError",

@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +21,11 @@ from typing import Any
 import click
 
 from .errors import LayerflowError, RunInterrupted, TaskFailed, safe_str
-from .events import Event, LogObserver, RunEvent, TaskEvent, final_line
+from .events import final_line
 from .flow import Flow
 from .limits import LayerReport
 from .pipeline import Pipeline, PipelineError, load_pipeline, stop_commands
+from .progress import Progress
 from .result import RunResult, format_metrics
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -110,78 +110,6 @@ def main() -> None:
 
 
 # --- run ----------------------------------------------------------------------------------------
-
-
-class _Progress:
-    """Progress for the command line: plain lines, or a live display on a terminal."""
-
-    def __init__(self, stream: Any, live: bool, quiet: bool) -> None:
-        self.stream = stream
-        self.quiet = quiet
-        self.live = live and not quiet
-        self.lock = threading.Lock()
-        self.running: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-        self.total = 0
-        self.display: Any = None
-
-    def __call__(self, event: Event) -> None:
-        if self.quiet:
-            return
-        if not self.live:
-            line, _ = LogObserver.format(event)
-            if line and not (isinstance(event, RunEvent) and event.kind == "run_finished"):
-                print(line, file=self.stream, flush=True)
-            return
-        with self.lock:
-            if isinstance(event, RunEvent) and event.kind == "run_started":
-                self.total = event.total
-            elif isinstance(event, TaskEvent):
-                if event.kind == "task_started":
-                    self.running[event.task or ""] = event.time
-                elif event.kind in (
-                    "task_succeeded",
-                    "task_failed",
-                    "task_skipped",
-                    "task_cancelled",
-                ):
-                    self.running.pop(event.task or "", None)
-                    key = event.kind.removeprefix("task_")
-                    self.counts[key] = self.counts.get(key, 0) + 1
-                self.total = max(self.total, event.total)
-
-    def __enter__(self) -> _Progress:
-        if self.live:
-            from rich.console import Console
-            from rich.live import Live
-
-            self.display = Live(
-                get_renderable=self.render,
-                console=Console(file=self.stream),
-                refresh_per_second=4,  # a fixed rate, never per event
-                transient=True,
-            )
-            self.display.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.display is not None:
-            self.display.__exit__(*exc)
-
-    def render(self) -> Any:
-        from rich.table import Table
-
-        with self.lock:
-            done = sum(self.counts.values())
-            table = Table.grid(padding=(0, 2))
-            counts = ", ".join(f"{n} {k}" for k, n in self.counts.items()) or "starting"
-            table.add_row(f"[bold]{done}/{self.total}[/bold] done", counts)
-            now = time.time()
-            for name, started in sorted(self.running.items(), key=lambda kv: kv[1])[:10]:
-                table.add_row(f"  running {name}", f"{now - started:.1f}s")
-            if len(self.running) > 10:
-                table.add_row(f"  ... and {len(self.running) - 10} more running", "")
-        return table
 
 
 def _final_line(run: RunResult) -> str:
@@ -408,12 +336,12 @@ def _run(
     inputs = _inputs(flow, _parse_sets(sets))
     stream = sys.stderr if as_json else sys.stdout
     live = stream.isatty() and not verbose
-    progress = _Progress(stream, live, quiet)
+    if not quiet:  # the command line prints its own closing line
+        options["progress"] = Progress(stream, live=live, final=False)
     flow.plan(inputs)  # every problem before anything runs (exit 2, no traceback)
     status = EXIT_OK
     try:
-        with progress:
-            result = Flow.run(flow, inputs, on_event=progress, **options)
+        result = Flow.run(flow, inputs, **options)
     except TaskFailed as e:
         result = e.result
         status = EXIT_FAILED

@@ -24,6 +24,7 @@ from .events import Observer
 from .graph import Graph, GraphBuilder, Task
 from .limits import LayerReport, RateLimit
 from .plan import Plan
+from .progress import Progress
 from .result import RunResult
 from .scheduler import execute, execute_async
 from .store import Recorder, Store
@@ -220,7 +221,7 @@ class Flow:
         address: str | None = None,
         client: Any = None,
         on_event: Observer | None = None,
-        progress: bool = False,
+        progress: bool | Progress = False,
         seed: int | None = None,
         resources: Mapping[str, float] | None = None,
         rate_limits: Mapping[str, RateLimit | str] | None = None,
@@ -244,7 +245,8 @@ class Flow:
         ``distributed.Client`` given as ``client``, or else a local cluster started for the
         run). ``outputs`` runs only what those tasks need and releases other values
         once their last user has finished. ``on_event`` receives
-        every event, in order, from one thread; ``progress`` prints progress lines.
+        every event, in order, from one thread; ``progress=True`` shows progress on stderr (a
+        live display on a terminal, plain lines otherwise; ``lf.Progress`` chooses).
         ``resources`` declares pool capacities (``{"gpu": 2}``) that tasks' ``resources``
         draw units from; ``rate_limits`` declares limits (``{"api": "80/min"}``) that
         tasks' ``rate_limit`` names; ``checkpoint(report)`` is called after each layer but
@@ -283,7 +285,7 @@ class Flow:
         address: str | None = None,
         client: Any = None,
         on_event: Observer | None = None,
-        progress: bool = False,
+        progress: bool | Progress = False,
         seed: int | None = None,
         resources: Mapping[str, float] | None = None,
         rate_limits: Mapping[str, RateLimit | str] | None = None,

@@ -56,7 +56,16 @@ from .errors import (
     raise_all,
     safe_str,
 )
-from .events import EventBus, LayerEvent, LogObserver, Observer, RunEvent, TaskEvent, logger
+from .events import (
+    EventBus,
+    LayerEvent,
+    LogObserver,
+    Observer,
+    RunEvent,
+    TaskEvent,
+    final_line,
+    logger,
+)
 from .graph import Task, _gc_paused, positional_args
 from .limits import (
     LayerReport,
@@ -69,6 +78,8 @@ from .limits import (
 from .metrics import _BOX, open_box
 from .metrics import add as add_metrics
 from .plan import KEY_BASE, MODES, Plan
+from .progress import Progress
+from .progress import resolve as resolve_progress
 from .result import RunResult, TaskRun, TaskRuns, timeline
 
 __all__ = ["Run", "execute", "BACKENDS"]
@@ -242,6 +253,9 @@ class Run:
             self._plan_fetch()
 
         self.timer: _Timer | None = None
+        self.live: Progress | None = None  # a live progress display, reading snapshot()
+        self._scan_from = 0  # snapshot(): tasks before it in ``started`` have all ended
+        self.final_counts = [0] * len(_STATUS_NAMES)  # entries that ended, by status
         self.bus = EventBus(list(observers)) if observers else None
         self.emit = self.bus.put if self.bus else None
         self.wall0 = time.time()
@@ -883,6 +897,7 @@ class Run:
 
     def _finalize(self, i: int) -> None:
         """Entry ``i`` reached a final state: count it, end its layer or its map, release."""
+        self.final_counts[self.status[i]] += 1
         m = self.parent[i]
         if m >= 0:
             self.map_left[m] -= 1
@@ -1224,6 +1239,8 @@ class Run:
 
     def start(self, *, inline: bool = False) -> None:
         """Queue the tasks without dependencies and start the pools (lock not held)."""
+        if self.live is not None:
+            self.live.start(self)
         if self.emit:
             self.emit(RunEvent("run_started", None, time.time(), self.run_id, total=self.n))
         with self.lock:
@@ -1324,6 +1341,8 @@ class Run:
     def _lose(self, i: int, error: BaseException) -> None:
         """A finished value could not be brought back from the cluster."""
         name = self.names[i]
+        self.final_counts[self.status[i]] -= 1
+        self.final_counts[_FAILED] += 1
         self.status[i] = _FAILED
         self.errors[i] = LayerflowError(
             f"task {name!r} finished on the Dask cluster, but its value could not be "
@@ -1339,6 +1358,16 @@ class Run:
             self._collect_remote()
         except Exception:
             logger.exception("could not bring the run's values back from the Dask cluster")
+        if self.live is not None:
+            self.live.stop(
+                final_line(
+                    self.outcome,
+                    self._counts(),
+                    len(self.names),
+                    self.end - self.perf0,
+                    sum(self.busy),
+                )
+            )
         for backend in self.backends:
             if backend is not None:
                 backend.close()
@@ -1357,6 +1386,48 @@ class Run:
                 )
             )
             self.bus.close()
+
+    def snapshot(self, running: int = 10) -> dict[str, Any]:
+        """What a progress display shows, read without the lock (a display may be a
+        moment behind): ``counts`` by final status, ``running_count``, the ``running``
+        tasks that started first as (name, epoch start), ``total`` and ``elapsed``."""
+        status = self.status
+        final = self.final_counts
+        counts = {
+            name: final[code]
+            for code, name in (
+                (_SUCCEEDED, "succeeded"),
+                (_REUSED, "reused"),
+                (_CACHED, "cached"),
+                (_FAILED, "failed"),
+                (_SKIPPED, "skipped"),
+                (_CANCELLED, "cancelled"),
+            )
+        }
+        started, first = self.started, self.first_start
+        # the earliest-started tasks still running: skip the finished prefix once
+        k = self._scan_from
+        while k < len(started) and status[started[k]] >= _SUCCEEDED:
+            k += 1
+        self._scan_from = k
+        offset = self.wall0 - self.perf0
+        shown: list[tuple[str, float]] = []
+        for i in started[k:]:
+            if len(shown) >= running:
+                break
+            if status[i] == _RUNNING:
+                shown.append((self.names[i], first[i] + offset))
+        return {
+            "counts": counts,
+            "running_count": self.running,
+            "running": shown,
+            "total": len(self.names),
+            "elapsed": time.perf_counter() - self.perf0,
+        }
+
+    def limit_for_prediction(self) -> int | None:
+        """``max_workers`` as the run was given it (for ``plan.simulate``)."""
+        return None if self.limit == _INFINITE else self.limit
 
     def _counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -1481,16 +1552,16 @@ class _Timer:
                     logger.exception("layerflow timer callback %r failed", callback)
 
 
-def _observers(on_event: Observer | None, progress: bool) -> list[Observer]:
+def _observers(on_event: Observer | None, shown: Progress | None) -> list[Observer]:
     if on_event is not None and not callable(on_event):
         raise InvalidOptionError(f"on_event must be a callable taking an event, got {on_event!r}")
     observers: list[Observer] = []
     if on_event is not None:
         observers.append(on_event)
-    if progress:
-        import sys
-
-        observers.append(LogObserver(lambda line, level: print(line, file=sys.stderr, flush=True)))
+    if shown is not None:
+        lines = shown.observer()  # None for the live display, which reads snapshot()
+        if lines is not None:
+            observers.append(lines)
     elif logger.isEnabledFor(20):  # logging.INFO: plain progress lines through logging
         observers.append(LogObserver())
     return observers
@@ -1507,7 +1578,7 @@ def prepare(
     timeout: float | None,
     backend: str,
     on_event: Observer | None,
-    progress: bool,
+    progress: bool | Progress,
     seed: int | None,
     loop: Any = None,
     resources: Mapping[str, float] | None = None,
@@ -1545,7 +1616,12 @@ def prepare(
     if not isinstance(fail_fast, bool):
         raise InvalidOptionError(f"fail_fast must be True or False, got {fail_fast!r}")
     resolve_max_workers(max_workers)
-    return Run(
+    if not isinstance(progress, (bool, Progress)):
+        raise InvalidOptionError(
+            f"progress must be True, False or an lf.Progress, got {progress!r}"
+        )
+    shown = resolve_progress(progress)
+    run = Run(
         plan,
         inputs,
         mode=mode,
@@ -1553,7 +1629,7 @@ def prepare(
         fail_fast=fail_fast,
         timeout=timeout,
         keep=outputs,
-        observers=_observers(on_event, progress),
+        observers=_observers(on_event, shown),
         seed=seed,
         backend=backend,
         loop=loop,
@@ -1566,6 +1642,9 @@ def prepare(
         address=address,
         client=client,
     )
+    if shown is not None and shown.is_live():
+        run.live = shown
+    return run
 
 
 def outcome(run: Run, recorder: Any = None) -> RunResult:

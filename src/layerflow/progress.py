@@ -1,0 +1,135 @@
+"""Progress while a run goes: a live display on a terminal, plain lines otherwise.
+
+The live display does not listen to events: it reads the run's state a few times a second
+(:meth:`Run.snapshot`), so a 100,000-task run pays for a handful of refreshes, not for an
+event per task. Plain lines (DESIGN section 4) come from events, one per line, as a log does.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from .events import LogObserver, Observer
+
+__all__ = ["Progress"]
+
+REFRESH_PER_SECOND = 4  # a fixed rate, never per event
+SHOWN_RUNNING = 10  # tasks listed as running, the longest-running first
+
+
+class Progress:
+    """How a run shows its progress (``flow.run(progress=...)``).
+
+    ``live=None`` chooses by the stream: a live display when it is a terminal, plain lines
+    otherwise; ``live=True``/``False`` forces one. ``stream`` defaults to stderr.
+    ``progress=True`` is ``Progress()``.
+    """
+
+    def __init__(
+        self, stream: IO[str] | None = None, *, live: bool | None = None, final: bool = True
+    ) -> None:
+        self.stream = stream
+        self.live = live
+        self.final = final  # print the closing line (the command line prints its own)
+        self._display: Any = None
+        self._run: Any = None
+        self._predicted: float | None = None
+
+    def _out(self) -> IO[str]:
+        return self.stream if self.stream is not None else sys.stderr
+
+    def is_live(self) -> bool:
+        """Whether this shows a live display (else plain lines)."""
+        if self.live is not None:
+            return self.live
+        isatty = getattr(self._out(), "isatty", None)
+        return bool(isatty and isatty())
+
+    def observer(self) -> Observer | None:
+        """The event observer for plain lines (None for the live display)."""
+        if self.is_live():
+            return None
+        out = self._out()
+        final = self.final
+
+        def emit(line: str, level: int) -> None:
+            if final or not line.startswith(("Completed ", "Run ")):
+                print(line, file=out, flush=True)
+
+        return LogObserver(emit)
+
+    # --- the live display, driven by the run -------------------------------------------
+
+    def start(self, run: Any) -> None:
+        """Show the live display of ``run`` (a ``scheduler.Run``) until :meth:`stop`."""
+        from rich.console import Console
+        from rich.live import Live
+
+        self._run = run
+        plan = run.plan
+        if plan.history:  # past durations: predict the wall time, off the run's path
+            threading.Thread(
+                target=self._predict, args=(plan, run.limit_for_prediction()), daemon=True
+            ).start()
+        console = Console(file=self._out(), force_terminal=self.live or None)
+        self._display = Live(
+            get_renderable=self.render,
+            console=console,
+            refresh_per_second=REFRESH_PER_SECOND,
+            transient=True,
+        )
+        self._display.__enter__()
+
+    def _predict(self, plan: Any, max_workers: int | None) -> None:
+        try:
+            self._predicted = plan.simulate(None, max_workers)
+        except Exception:  # a prediction is a nicety; the display goes on without it
+            self._predicted = None
+
+    def stop(self, line: str | None = None) -> None:
+        """Take the live display down, then print the run's closing ``line``."""
+        if self._display is not None:
+            self._display.__exit__(None, None, None)
+            self._display = None
+        if line and self.final:
+            print(line, file=self._out(), flush=True)
+
+    def render(self) -> Any:
+        """The display's current picture: counts, ETA, and the tasks running now. Plain
+        text, so that a refresh costs a millisecond or two, not the run's time."""
+        from rich.text import Text
+
+        snap = self._run.snapshot(SHOWN_RUNNING)
+        counts = snap["counts"]
+        done = sum(counts.values())
+        total = snap["total"]
+        tally = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "starting"
+        running = snap["running_count"]
+        eta = self._eta(snap["elapsed"], done, total)
+        text = Text()
+        text.append(f"{done}/{total} done, {running} running", style="bold")
+        text.append(f"  {tally}" + (f"  {eta}" if eta else ""))
+        now = time.time()
+        for name, started in snap["running"]:
+            text.append(f"\n  running {name}  {now - started:.1f}s")
+        if running > len(snap["running"]):
+            text.append(f"\n  ... and {running - len(snap['running'])} more running")
+        return text
+
+    def _eta(self, elapsed: float, done: int, total: int) -> str:
+        if self._predicted is not None:  # from past runs' durations
+            left = self._predicted - elapsed
+            return f"ETA {left:.0f}s (from past runs)" if left > 0 else "ETA any moment now"
+        if done and total > done:  # no history: as fast as so far
+            return f"ETA {elapsed / done * (total - done):.0f}s"
+        return ""
+
+
+def resolve(progress: bool | Progress) -> Progress | None:
+    """``flow.run``'s ``progress`` option as a :class:`Progress` (None for none)."""
+    if isinstance(progress, Progress):
+        return progress
+    return Progress() if progress else None
