@@ -495,7 +495,7 @@ def _plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[
         click.echo(f"\nwhat if ({what}):")
         click.echo(f"  {'max_workers':>11}  {'predicted':>11}  {'speedup':>7}  bound by")
         for row in the_plan.what_if(counts):
-            shown = f"{row.seconds:.2f}s" if timed else f"{row.seconds:g} units"
+            shown = f"{row.seconds:.3g}s" if timed else f"{row.seconds:g} units"
             click.echo(f"  {row.max_workers:>11}  {shown:>11}  {row.speedup:>6.1f}x  {row.binding}")
     for line in the_plan.binding_limits():  # a pipeline's pools and limits, by default
         click.echo(f"limit: {line}")

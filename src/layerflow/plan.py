@@ -550,12 +550,9 @@ class Plan:
         unseen = len(self.graph) - len(history)
         if unseen:
             median = statistics.median(history.values())
-            were = "task never ran" if unseen == 1 else "tasks never ran"
+            of = f"{len(self.graph)} task{'s' if len(self.graph) > 1 else ''}"
             they = "it takes" if unseen == 1 else "they take"
-            note += (
-                f"; {unseen} of {len(self.graph)} {were} before: "
-                f"{they} the median, {_seconds(median)}"
-            )
+            note += f"; {unseen} of {of} never ran before: {they} the median, {_seconds(median)}"
         return note
 
     def binding_limits(
