@@ -24,7 +24,7 @@ from .graph import Task
 from .limits import DEFAULT_MAX_WORKERS, LayerReport, RateLimit, RateLimited
 from .parallel import ParallelMapError, parallel_map
 from .pipeline import CommandFailed, Pipeline, PipelineError, load_pipeline, step_type
-from .plan import Plan
+from .plan import Plan, WhatIf
 from .result import Attempt, NoValueError, RunResult, TaskRun, Wait
 
 __version__ = "0.1.0"
@@ -61,6 +61,7 @@ __all__ = [
     "TaskTimeout",
     "UnpicklableError",
     "Wait",
+    "WhatIf",
     "WorkerDied",
     "load_pipeline",
     "parallel_map",
