@@ -332,10 +332,7 @@ class Plan:
     ) -> tuple[dict[str, float], dict[str, RateLimit]]:
         """The pools and rate limits a prediction models: the given ones, else the plan's."""
         pools, limits, problems = check_limits(
-            self.graph,
-            self.resources if resources is None else resources,
-            self.rate_limits if rate_limits is None else rate_limits,
-            strict=False,
+            self.graph, *self._or_own(resources, rate_limits), strict=False
         )
         raise_all(problems, self.graph.flow_name)
         return pools, limits
@@ -565,8 +562,13 @@ class Plan:
         (``None``: the plan's own, as in :meth:`simulate`)."""
         from .limits import binding_limits
 
-        return binding_limits(
-            self.graph,
+        return binding_limits(self.graph, *self._or_own(resources, rate_limits))
+
+    def _or_own(
+        self, resources: Mapping[str, float] | None, rate_limits: Mapping[str, Any] | None
+    ) -> tuple[Mapping[str, float] | None, Mapping[str, Any] | None]:
+        """The given pools and rate limits, each ``None`` replaced by the plan's own."""
+        return (
             self.resources if resources is None else resources,
             self.rate_limits if rate_limits is None else rate_limits,
         )
