@@ -74,6 +74,7 @@ def test_json_output_parses_back(quick):
         "duration",
         "sequential_estimate",
         "speedup",
+        "predicted",
         "layers",
         "metrics",  # what tasks gave lf.record, summed
         "tasks",

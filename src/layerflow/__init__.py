@@ -25,7 +25,7 @@ from .limits import DEFAULT_MAX_WORKERS, LayerReport, RateLimit, RateLimited
 from .metrics import record
 from .parallel import ParallelMapError, parallel_map
 from .pipeline import CommandFailed, Pipeline, PipelineError, load_pipeline, step_type
-from .plan import Plan
+from .plan import Plan, WhatIf
 from .progress import Progress
 from .result import Attempt, NoValueError, RunResult, TaskRun, Wait
 
@@ -64,6 +64,7 @@ __all__ = [
     "TaskTimeout",
     "UnpicklableError",
     "Wait",
+    "WhatIf",
     "WorkerDied",
     "load_pipeline",
     "parallel_map",

@@ -133,6 +133,7 @@ def _as_json(run: RunResult) -> dict[str, Any]:
         "duration": run.duration,
         "sequential_estimate": run.sequential_estimate,
         "speedup": run.speedup,
+        "predicted": run.predicted,
         "layers": run.layers,
         "metrics": run.metrics,
         "tasks": {
@@ -371,9 +372,12 @@ def _run(
         failed = [t for t in result.tasks.values() if t.status == "failed"]
         for t in failed:
             click.echo(f"  {t.name}: {safe_str(t.error)}" if t.error else f"  {t.name}: failed")
-        click.echo(_final_line(result))
+        note = result.prediction_note()
+        if note is not None:  # before the final line, which stays the last (DESIGN 4)
+            click.echo(note[0].upper() + note[1:])
         if result.metrics:
             click.echo("metrics: " + format_metrics(result.metrics))
+        click.echo(_final_line(result))
         if status == EXIT_INTERRUPTED:
             click.echo("Interrupted: finished results were kept; running steps were stopped.")
             if options.get("store") is not False:
@@ -419,21 +423,14 @@ def _plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[
     click.echo(the_plan.explain(max_workers=counts[0]))
     if len(counts) > 1:
         timed = bool(the_plan.history)
-        unit = "s" if timed else " units"
-        total = the_plan.simulate(mode="sequential")
         what = "durations from past runs" if timed else "every task 1 unit"
         click.echo(f"\nwhat if ({what}):")
-        click.echo(f"  {'max_workers':>11}  {'predicted':>11}  {'speedup':>7}")
-        for c in counts:
-            span = the_plan.simulate(max_workers=c)
-            shown = f"{span:.2f}{unit}" if timed else f"{span:g}{unit}"
-            click.echo(f"  {c:>11}  {shown:>11}  {total / span if span else 1:>6.1f}x")
-    if isinstance(flow, Pipeline):
-        limits = the_plan.binding_limits(
-            flow.settings.get("resources"), flow.settings.get("rate_limits")
-        )
-        for line in limits:
-            click.echo(f"limit: {line}")
+        click.echo(f"  {'max_workers':>11}  {'predicted':>11}  {'speedup':>7}  bound by")
+        for row in the_plan.what_if(counts):
+            shown = f"{row.seconds:.3g}s" if timed else f"{row.seconds:g} units"
+            click.echo(f"  {row.max_workers:>11}  {shown:>11}  {row.speedup:>6.1f}x  {row.binding}")
+    for line in the_plan.binding_limits():  # a pipeline's pools and limits, by default
+        click.echo(f"limit: {line}")
     return EXIT_OK
 
 

@@ -270,6 +270,14 @@ class Flow:
         plan = self.plan(given, outputs=outputs)
         keep = None if outputs is None else self._output_indices(plan.graph, outputs)
         recorder = _recorder(plan, given, store, resume, cache)
+        if recorder is not None:  # priorities and the prediction from the run's own store
+            found = recorder.store, recorder.flow
+            plan = Plan(
+                plan.graph,
+                history=lambda: found[0].durations(found[1]),
+                resources=plan.resources,
+                rate_limits=plan.rate_limits,
+            )
         return {"plan": plan, "inputs": given, "outputs": keep, "recorder": recorder, **options}
 
     async def run_async(

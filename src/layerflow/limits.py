@@ -182,8 +182,13 @@ def check_limits(
     graph: Graph,
     resources: Mapping[str, float] | None,
     rate_limits: Mapping[str, Any] | None,
+    *,
+    strict: bool = True,
 ) -> tuple[dict[str, float], dict[str, RateLimit], list[LayerflowError]]:
-    """Validate the run's pools and limits against every task, before anything runs."""
+    """Validate the run's pools and limits against every task, before anything runs.
+
+    ``strict=False`` lets tasks name pools and limits that are not declared (a prediction
+    then leaves them out); bad values and tasks that could never start are still problems."""
     problems: list[LayerflowError] = []
     pools: dict[str, float] = {}
     for name, capacity in (resources or {}).items():
@@ -206,13 +211,14 @@ def check_limits(
     for t in graph.tasks:
         for pool, units in t.resources.items():
             if pool not in pools and pool not in (resources or {}):
-                problems.append(
-                    InvalidOptionError(
-                        f"task {t.name!r} needs resource {pool!r}, which the run does not "
-                        f"declare.{did_you_mean(pool, pools)} Declare it: "
-                        f"flow.run(resources={{{pool!r}: N}})"
+                if strict:
+                    problems.append(
+                        InvalidOptionError(
+                            f"task {t.name!r} needs resource {pool!r}, which the run does not "
+                            f"declare.{did_you_mean(pool, pools)} Declare it: "
+                            f"flow.run(resources={{{pool!r}: N}})"
+                        )
                     )
-                )
             elif pool in pools and units > pools[pool]:
                 problems.append(
                     InvalidOptionError(
@@ -233,13 +239,14 @@ def check_limits(
                     )
                 )
             elif name not in limits and name not in (rate_limits or {}):
-                problems.append(
-                    InvalidOptionError(
-                        f"task {t.name!r} names rate limit {name!r}, which the run does not "
-                        f"declare.{did_you_mean(name, limits)} Declare it: "
-                        f"flow.run(rate_limits={{{name!r}: '60/min'}})"
+                if strict:
+                    problems.append(
+                        InvalidOptionError(
+                            f"task {t.name!r} names rate limit {name!r}, which the run does not "
+                            f"declare.{did_you_mean(name, limits)} Declare it: "
+                            f"flow.run(rate_limits={{{name!r}: '60/min'}})"
+                        )
                     )
-                )
             elif name in limits and cost > limits[name].count:
                 problems.append(
                     InvalidOptionError(

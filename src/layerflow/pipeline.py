@@ -1060,8 +1060,12 @@ class Pipeline(Flow):
             stop_commands(self)  # only this pipeline's: others may be running too
 
     def plan(self, inputs: Mapping[str, Any] | None = None, **options: Any):  # type: ignore[override]
-        """Plan with the file's inputs as defaults."""
-        return super().plan({**self.inputs, **(inputs or {})}, **options)
+        """Plan with the file's inputs as defaults; its predictions model the file's pools
+        (a parallel_group's ``max_workers`` among them) and rate limits."""
+        plan = super().plan({**self.inputs, **(inputs or {})}, **options)
+        plan.resources = self.settings.get("resources")
+        plan.rate_limits = self.settings.get("rate_limits")
+        return plan
 
 
 def load_pipeline(path: str | os.PathLike[str], *, plugins: Iterable[str] = ()) -> Pipeline:

@@ -8,16 +8,18 @@ heaps) and works on the graph's index lists. The ready-task policy lives here to
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidOptionError
+from .errors import InvalidOptionError, raise_all
 from .graph import Graph
-from .limits import resolve_max_workers
+from .limits import RateLimit, Window, check_limits, resolve_max_workers, task_costs
 
-__all__ = ["Plan", "MODES", "KEY_BASE"]
+__all__ = ["Plan", "WhatIf", "MODES", "KEY_BASE"]
 
 #: Ready-queue keys are ``policy * KEY_BASE + task index``: one int compare per heap step,
 #: and room for the subtasks a ``map`` adds while the run goes on.
@@ -32,9 +34,18 @@ class Plan:
     """What a run will do: built by :meth:`Flow.plan`, before anything runs."""
 
     def __init__(
-        self, graph: Graph, history: Callable[[], Mapping[str, float]] | None = None
+        self,
+        graph: Graph,
+        history: Callable[[], Mapping[str, float]] | None = None,
+        *,
+        resources: Mapping[str, float] | None = None,
+        rate_limits: Mapping[str, Any] | None = None,
     ) -> None:
         self.graph = graph
+        #: the pools and rate limits a run of this plan applies unless told otherwise (a
+        #: YAML pipeline's settings); predictions model them by default
+        self.resources = resources
+        self.rate_limits = rate_limits
         self._keys: list[int] | None = None
         self._history_source = history
         self._history: Mapping[str, float] | None = None
@@ -229,23 +240,143 @@ class Plan:
         max_workers: int | None = None,
         *,
         mode: str = "dynamic",
+        resources: Mapping[str, float] | None = None,
+        rate_limits: Mapping[str, Any] | None = None,
     ) -> float:
-        """Predicted wall time in seconds, under the scheduler's own policy.
+        """Predicted wall time in seconds, under the scheduler's own policy and limits.
 
         ``durations`` maps task names to seconds (tasks not named take the median of those
-        named; without durations every task takes 1 s). ``max_workers`` as in ``run``.
+        named); without durations, the store's :attr:`history` (every task 1 unit when there
+        is none). ``max_workers``, ``mode``, ``resources`` and ``rate_limits`` as in ``run``:
+        a task waits for free pool units and for room in its rate windows, exactly as the
+        scheduler makes it wait. ``None`` means the plan's own limits (a YAML pipeline's
+        settings; see :attr:`resources`), ``{}`` none; a pool or limit that tasks name but
+        nobody declared is left out of the prediction.
         """
-        if mode not in MODES:
-            raise InvalidOptionError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        g = self.graph
+        _check_mode(mode)
+        limits = self._limits(resources, rate_limits)
+        return self._simulate(
+            self._weights(durations), resolve_max_workers(max_workers), mode, *limits
+        )
+
+    def what_if(
+        self,
+        max_workers: Iterable[int | None],
+        durations: Durations = None,
+        *,
+        mode: str = "dynamic",
+        resources: Mapping[str, float] | None = None,
+        rate_limits: Mapping[str, Any] | None = None,
+    ) -> list[WhatIf]:
+        """One :class:`WhatIf` row per worker count: the predicted wall time, the speedup
+        over running one by one, and which limit binds. Arguments as in :meth:`simulate`.
+
+        >>> [(r.max_workers, r.seconds, r.binding) for r in plan.what_if([1, 4])]
+        [(1, 5.0, 'workers'), (4, 3.0, 'pool group:chunks')]
+        """
+        _check_mode(mode)
         w = self._weights(durations)
-        if mode == "sequential":
-            return float(sum(w))
-        slots = resolve_max_workers(max_workers)
-        keys = self.keys()
+        pools, limits = self._limits(resources, rate_limits)
+        total = sum(w)
+        # lifting every limit leaves what the graph itself allows: the critical path (or
+        # the layer barriers, or one at a time)
+        floor = self._simulate(w, max(len(w), 1), mode, {}, {})
+        rows = []
+        for count in max_workers:
+            slots = resolve_max_workers(count)
+            span = self._simulate(w, slots, mode, pools, limits)
+            binding = self._binding(w, slots, mode, pools, limits, span, floor)
+            speedup = total / span if span > 0 else 1.0
+            rows.append(WhatIf(count, span, speedup, binding))
+        return rows
+
+    def _binding(
+        self,
+        w: list[float],
+        slots: int,
+        mode: str,
+        pools: dict[str, float],
+        limits: dict[str, RateLimit],
+        span: float,
+        floor: float,
+    ) -> str:
+        """The limit whose lifting would shorten the prediction most, by simulating without
+        it; two together when no single one helps (e.g. 2 workers and a pool of 2)."""
+        tol = 1e-9 * max(1.0, span)
+        if span <= floor + tol:
+            return {"dynamic": "critical path", "layered": "layers"}.get(mode, "one at a time")
+        labels = ["workers"] if mode != "sequential" else []
+        labels += [f"pool {name}" for name in pools]
+        labels += [f"rate limit {name}" for name in limits]
+
+        def without(lifted: set[str]) -> float:
+            return self._simulate(
+                w,
+                max(len(w), 1) if "workers" in lifted else slots,
+                mode,
+                {k: v for k, v in pools.items() if f"pool {k}" not in lifted},
+                {k: v for k, v in limits.items() if f"rate limit {k}" not in lifted},
+            )
+
+        gains = [(span - without({label}), label) for label in labels]
+        best = max((g for g, _ in gains), default=0.0)
+        if best > tol:
+            return next(label for g, label in gains if g >= best - tol)
+        for a, b in itertools.combinations(labels, 2):
+            if span - without({a, b}) > tol:
+                return f"{a} + {b}"
+        return " + ".join(labels) or "critical path"
+
+    def _limits(
+        self, resources: Mapping[str, float] | None, rate_limits: Mapping[str, Any] | None
+    ) -> tuple[dict[str, float], dict[str, RateLimit]]:
+        """The pools and rate limits a prediction models: the given ones, else the plan's."""
+        pools, limits, problems = check_limits(
+            self.graph, *self._or_own(resources, rate_limits), strict=False
+        )
+        raise_all(problems, self.graph.flow_name)
+        return pools, limits
+
+    def _simulate(
+        self,
+        w: list[float],
+        slots: int,
+        mode: str,
+        pools: dict[str, float],
+        limits: dict[str, RateLimit],
+    ) -> float:
+        """An event-driven replay of the scheduler's transitions with task ``i`` taking
+        ``w[i]`` seconds: the best ready task starts when a slot is free and its limits
+        admit it; one its limits hold back is parked (lower ones may pass it) until pool
+        units return or its rate window opens, as in ``Run._admit``."""
+        g = self.graph
         n = len(g)
+        tasks = g.tasks
+        need: list[dict[str, float] | None] = [
+            {p: u for p, u in t.resources.items() if p in pools} or None for t in tasks
+        ]
+        cost: list[dict[str, float] | None] = [
+            {k: c for k, c in (task_costs(t.rate_limit) or {}).items() if k in limits} or None
+            for t in tasks
+        ]
+        gated = any(need) or any(cost)
+        if mode == "sequential":
+            if not gated:
+                return float(sum(w))
+            slots = 1
+            keys = [0] * n
+            for pos, i in enumerate(self.sequence()):
+                keys[i] = pos * KEY_BASE + i
+        else:
+            keys = self.keys()
+        free = dict(pools)
+        windows = {name: Window(limit) for name, limit in limits.items()}
+        parked_units: list[int] = []  # keys of ready tasks waiting for pool units
+        parked_rate: list[int] = []  # keys of ready tasks waiting for a rate window
+        wake = math.inf  # when the first rate window opens for a parked task
         waiting = [len(d) for d in g.deps]
         layer = g.layer
+        layered = mode == "layered"
         current = 0
         left_in_layer = [0] * g.n_layers
         for li in layer:
@@ -254,40 +385,123 @@ class Plan:
         ready: list[int] = []
         for i in range(n):
             if not waiting[i]:
-                if mode == "layered" and layer[i] != current:
+                if layered and layer[i] != current:
                     held[layer[i]].append(keys[i])
                 else:
                     ready.append(keys[i])
         heapq.heapify(ready)
         running: list[tuple[float, int]] = []
         now = 0.0
-        while ready or running:
-            while ready and len(running) < slots:
-                i = heapq.heappop(ready) % KEY_BASE
-                heapq.heappush(running, (now + w[i], i))
-            now, i = heapq.heappop(running)
-            done = [i]
-            while running and running[0][0] <= now:  # finish simultaneous ends together
-                done.append(heapq.heappop(running)[1])
-            for i in done:
-                left_in_layer[layer[i]] -= 1
-                for s in g.succs[i]:
-                    waiting[s] -= 1
-                    if not waiting[s]:
-                        if mode == "layered" and layer[s] != current:
-                            held[layer[s]].append(keys[s])
-                        else:
-                            heapq.heappush(ready, keys[s])
-            if mode == "layered":
-                while current < g.n_layers - 1 and not left_in_layer[current]:
-                    current += 1
-                    for k in held[current]:
-                        heapq.heappush(ready, k)
-                    held[current] = []
-        return now
 
-    def explain(self, durations: Durations = None, max_workers: int | None = None) -> str:
-        """A readable account of the plan: layers, critical path, predicted speedup."""
+        def admit(key: int) -> bool:
+            nonlocal wake
+            i = key % KEY_BASE
+            units = need[i]
+            if units:
+                for pool, u in units.items():
+                    if free[pool] < u - 1e-9:
+                        parked_units.append(key)
+                        return False
+            costs = cost[i]
+            if costs:
+                # look a hair ahead, so a start exactly one window ago has left it
+                later = now + 1e-9 * max(1.0, now)
+                delay = max(windows[k].wait(later, c) for k, c in costs.items())
+                if delay > 0:
+                    parked_rate.append(key)
+                    wake = min(wake, later + delay)
+                    return False
+                for k, c in costs.items():
+                    windows[k].take(now, c)
+            if units:
+                for pool, u in units.items():
+                    free[pool] -= u
+            return True
+
+        while True:
+            while ready and len(running) < slots:
+                key = heapq.heappop(ready)
+                if gated and not admit(key):
+                    continue
+                i = key % KEY_BASE
+                heapq.heappush(running, (now + w[i], i))
+            if not running:
+                if wake == math.inf:
+                    return now
+            elif running[0][0] <= wake:
+                now, i = heapq.heappop(running)
+                done = [i]
+                while running and running[0][0] <= now:  # finish simultaneous ends together
+                    done.append(heapq.heappop(running)[1])
+                for i in done:
+                    left_in_layer[layer[i]] -= 1
+                    units = need[i]
+                    if units:
+                        for pool, u in units.items():
+                            free[pool] += u
+                        for key in parked_units:
+                            heapq.heappush(ready, key)
+                        parked_units.clear()
+                    for s in g.succs[i]:
+                        waiting[s] -= 1
+                        if not waiting[s]:
+                            if layered and layer[s] != current:
+                                held[layer[s]].append(keys[s])
+                            else:
+                                heapq.heappush(ready, keys[s])
+                if layered:
+                    while current < g.n_layers - 1 and not left_in_layer[current]:
+                        current += 1
+                        for k in held[current]:
+                            heapq.heappush(ready, k)
+                        held[current] = []
+                continue
+            now, wake = wake, math.inf  # a rate window opens before the next task ends
+            for key in parked_rate:
+                heapq.heappush(ready, key)
+            parked_rate.clear()
+
+    def prediction(
+        self,
+        max_workers: int | None,
+        mode: str,
+        resources: Mapping[str, float] | None,
+        rate_limits: Mapping[str, Any] | None,
+        reused: Iterable[int] = (),
+    ) -> Callable[[], float] | None:
+        """For a run starting now: its predicted wall time from the store's history, as a
+        function computed on first call (a run never waits for its own prediction), or
+        None without history. Tasks ``reused`` (resumed) take no time."""
+        history = self.history  # read now: once the run records, it would count itself
+        if not history or not len(self.graph):
+            return None
+        skip = list(reused)
+        value: list[float] = []
+
+        def predicted() -> float:
+            if not value:
+                w = self._weights(history)
+                for i in skip:
+                    w[i] = 0.0
+                pools, limits = self._limits(resources or {}, rate_limits or {})
+                value.append(
+                    self._simulate(w, resolve_max_workers(max_workers), mode, pools, limits)
+                )
+            return value[0]
+
+        return predicted
+
+    def explain(
+        self,
+        durations: Durations = None,
+        max_workers: int | None = None,
+        *,
+        resources: Mapping[str, float] | None = None,
+        rate_limits: Mapping[str, Any] | None = None,
+    ) -> str:
+        """A readable account of the plan: layers, critical path, where the durations come
+        from (and which tasks never ran before), the predicted time and speedup under the
+        limits (as in :meth:`simulate`), and which limit binds."""
         g = self.graph
         title = f"flow {g.flow_name!r}" if g.flow_name else "flow"
         lines = [f"Plan for {title}: {len(g)} tasks in {g.n_layers} layers"]
@@ -298,32 +512,45 @@ class Plan:
             lines.append("inputs: " + ", ".join(self.inputs))
         if durations is None and self.history:
             durations = self.history
-            unseen = [name for name in self.graph.names if name not in durations]
-            note = f"{len(durations)} tasks timed in past runs"
-            if unseen:
-                note += f"; {len(unseen)} never seen take their median"
-            lines.append(f"durations: {note}")
+            lines.append(f"durations: {self.history_note()}")
         unit = durations is None
         path = self.critical_path(durations)
         if path:
             what = "tasks" if unit else "by duration"
             lines.append(f"critical path ({what}): " + " -> ".join(path))
-            w = self._weights(durations)
-            total = sum(w)
-            span = self.simulate(durations, max_workers)
+            total = sum(self._weights(durations))
+            row = self.what_if(
+                [max_workers], durations, resources=resources, rate_limits=rate_limits
+            )[0]
+            span = row.seconds
             workers = "unbounded" if max_workers is None else str(max_workers)
             if unit:
                 lines.append(
                     f"predicted with every task taking 1 unit, max_workers={workers}: "
                     f"{span:g} units instead of {total:g} one by one "
-                    f"(speedup {total / span if span else 1.0:.1f}x)"
+                    f"(speedup {row.speedup:.1f}x; bound by {row.binding})"
                 )
             else:
                 lines.append(
                     f"predicted with max_workers={workers}: {span:.2f}s instead of {total:.2f}s "
-                    f"one by one (speedup {total / span if span else 1.0:.1f}x)"
+                    f"one by one (speedup {row.speedup:.1f}x; bound by {row.binding})"
                 )
         return "\n".join(lines)
+
+    def history_note(self) -> str:
+        """Where predictions get their durations, for people: e.g. "8 tasks timed in past
+        runs; 2 of 10 tasks never ran before: they take the median, 1.2s"."""
+        history = self.history
+        if not history:
+            return "no past runs of this flow: every task takes 1 unit"
+        note = f"{len(history)} tasks timed in past runs"
+        unseen = len(self.graph) - len(history)
+        if unseen:
+            median = statistics.median(history.values())
+            of = f"{len(self.graph)} task{'s' if len(self.graph) > 1 else ''}"
+            they = "it takes" if unseen == 1 else "they take"
+            note += f"; {unseen} of {of} never ran before: {they} the median, {_seconds(median)}"
+        return note
 
     def binding_limits(
         self,
@@ -331,10 +558,20 @@ class Plan:
         rate_limits: Mapping[str, Any] | None = None,
     ) -> list[str]:
         """Sentences about the pools and rate limits that will slow this plan down, e.g.
-        "rate limit github allows 80 starts per minute; 500 tasks need at least 6.2 min"."""
+        "rate limit github allows 80 starts per minute; 500 tasks need at least 6.2 min"
+        (``None``: the plan's own, as in :meth:`simulate`)."""
         from .limits import binding_limits
 
-        return binding_limits(self.graph, resources, rate_limits)
+        return binding_limits(self.graph, *self._or_own(resources, rate_limits))
+
+    def _or_own(
+        self, resources: Mapping[str, float] | None, rate_limits: Mapping[str, Any] | None
+    ) -> tuple[Mapping[str, float] | None, Mapping[str, Any] | None]:
+        """The given pools and rate limits, each ``None`` replaced by the plan's own."""
+        return (
+            self.resources if resources is None else resources,
+            self.rate_limits if rate_limits is None else rate_limits,
+        )
 
     # --- pictures --------------------------------------------------------------------------
 
@@ -378,6 +615,29 @@ class Plan:
 
     def __repr__(self) -> str:
         return f"<Plan {self.name!r}: {len(self.graph)} tasks, {self.graph.n_layers} layers>"
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """One row of :meth:`Plan.what_if`: with ``max_workers``, the predicted wall time
+    (``seconds``; units when there are no durations), the ``speedup`` over one by one, and
+    the limit that ``binding`` holds it back: ``"workers"``, ``"pool NAME"``, ``"rate limit
+    NAME"``, two of them joined by ``" + "`` when only lifting both would help, or
+    ``"critical path"`` when no limit does (the prediction is the longest chain)."""
+
+    max_workers: int | None
+    seconds: float
+    speedup: float
+    binding: str
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise InvalidOptionError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}s" if value >= 1 else f"{value:.2g}s"
 
 
 def _escape_mermaid(text: str) -> str:

@@ -262,6 +262,7 @@ class RunResult:
         released: frozenset[str] = frozenset(),
         timeline: Timeline | Callable[[], Timeline] | None = None,
         edges: list[tuple[str, str]] | Callable[[], list[tuple[str, str]]] | None = None,
+        predicted: float | Callable[[], float] | None = None,
     ) -> None:
         self.run_id = run_id
         self.flow_name = flow_name
@@ -275,6 +276,7 @@ class RunResult:
         self._released = released
         self._timeline = timeline or ([], [])
         self._edges = edges or []
+        self._predicted = predicted
 
     @property
     def critical_path(self) -> list[str]:
@@ -311,6 +313,30 @@ class RunResult:
         if callable(self._edges):
             self._edges = self._edges()
         return self._edges
+
+    @property
+    def predicted(self) -> float | None:
+        """The wall time predicted at the start from past runs of the flow (median task
+        durations simulated under the run's workers and limits), in seconds; None when the
+        store had no history for it."""
+        if callable(self._predicted):
+            self._predicted = self._predicted()
+        return self._predicted
+
+    def prediction_note(self) -> str | None:
+        """How far the prediction was from what happened, for people, e.g. "predicted 5.1s
+        from past runs; took 5.3s (4% slower)"; None without a prediction."""
+        predicted = self.predicted
+        if predicted is None:
+            return None
+        took = self.duration
+        line = f"predicted {predicted:.2f}s from past runs; took {took:.2f}s"
+        if predicted <= 0:
+            return line
+        off = (took - predicted) / predicted
+        if abs(off) < 0.005:
+            return line + " (as predicted)"
+        return line + f" ({abs(off):.0%} {'slower' if off > 0 else 'faster'})"
 
     def to_chrome_trace(self, path: str | os.PathLike[str]) -> Path:
         """Write the run in Chrome's trace event format (open it in Perfetto or
@@ -410,6 +436,9 @@ class RunResult:
             f"(sequential estimate {self.sequential_estimate:.2f}s, "
             f"speedup {self.speedup:.1f}x)"
         ]
+        note = self.prediction_note()
+        if note is not None:
+            lines.append(note)
         rows = [("task", "status", "layer", "attempts", "duration", "error")]
         for t in self.tasks.values():
             err = safe_str(t.error) if t.error is not None else ""

@@ -239,6 +239,8 @@ class Run:
         self.group_deadline: dict[str | None, float] = {}  # parallel_group -> its deadline
         # resume: values loaded from the store for tasks that need not run again
         self.preset = dict(preset or {})
+        # the prediction from past runs, for the result: fixed now, simulated when asked
+        self.predicted = plan.prediction(max_workers, mode, resources, rate_limits, self.preset)
         # the store: called with (task, value, start, end) when a task succeeds, in the
         # worker (or callback) thread and before the run counts it done, so it is durable
         self.persist = persist
@@ -1493,6 +1495,7 @@ class Run:
                 end,
             ),
             edges=plan.edges,
+            predicted=self.predicted,
             started_at=self.wall0,
             finished_at=self.end + offset,
             released=frozenset(names[i] for i in range(self.n) if self.released[i])
