@@ -257,6 +257,7 @@ class RunResult:
         released: frozenset[str] = frozenset(),
         timeline: Timeline | Callable[[], Timeline] | None = None,
         edges: list[tuple[str, str]] | Callable[[], list[tuple[str, str]]] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self.run_id = run_id
         self.flow_name = flow_name
@@ -270,6 +271,9 @@ class RunResult:
         self._released = released
         self._timeline = timeline or ([], [])
         self._edges = edges or []
+        #: the group each task is shown under in reports, by name (a Dask key's group);
+        #: empty when no task has a ``label``
+        self.labels: Mapping[str, str] = labels or {}
 
     @property
     def critical_path(self) -> list[str]:
