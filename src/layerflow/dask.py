@@ -28,10 +28,12 @@ How a Dask graph becomes a layerflow graph, in one pass over it (linear in its s
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
 try:
@@ -49,7 +51,7 @@ from .flow import _recorder
 from .graph import Graph, Task, _gc_paused
 from .plan import Plan
 from .result import RunResult
-from .scheduler import execute
+from .scheduler import outcome, prepare
 
 __all__ = ["get", "scheduler", "RUN_OPTIONS", "TASK_GROUP_OPTIONS"]
 
@@ -104,7 +106,7 @@ class _Call:
 
     def __call__(self, **values: Any) -> Any:
         if self.keys:
-            return self.node(dict(zip(self.keys, values.values(), strict=True)))
+            return self.node(dict(zip(self.keys, values.values(), strict=False)))
         return self.node({})
 
     def __repr__(self) -> str:
@@ -165,17 +167,21 @@ def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
         **options,
     }
     try:
-        result = execute(plan, {}, outputs=outputs, recorder=recorder, **run_options)
+        result, values = _execute(plan, recorder, outputs=outputs, **run_options)
     except TaskFailed as e:
-        _finish(e.result, labels, report, trace, on_result)
+        _finish(e.result, report, trace, on_result)
         cause = e.__cause__
         if cause is None:
             raise
         cause.add_note(f"(raised by Dask task {e.task!r} in layerflow run {e.result.run_id})")
         raise cause from None
-    _finish(result, labels, report, trace, on_result)
-    values = {k: result[_name(k, graph)] for k in wanted}
-    return _nested(keys, values)
+    _finish(result, report, trace, on_result)
+    if result.ok:
+        index = graph.index
+        found = {k: values[index[_name(k, graph)]] for k in wanted}
+    else:  # stopped by a checkpoint: say which value is missing, and why
+        found = {k: result[_name(k, graph)] for k in wanted}
+    return _nested(keys, found)
 
 
 def scheduler(**options: Any) -> Callable[..., Any]:
@@ -221,13 +227,15 @@ def _translate(
     """The layerflow graph of what ``wanted`` needs, and each task's label by name."""
     if not isinstance(dsk, Mapping):
         dsk = dsk.__dask_graph__()
-    nodes: dict[Hashable, GraphNode] = convert_legacy_graph(ensure_dict(dsk))
+    with _gc_paused():  # it makes an object or more per task, none of them cyclic
+        nodes: dict[Hashable, GraphNode] = convert_legacy_graph(ensure_dict(dsk))
     for key in wanted:
         if key not in nodes:
             raise KeyError(_missing_key(key, nodes))
     with _gc_paused():
         position = dict(zip(nodes, range(len(nodes)), strict=True))
-        templates: dict[str, Task] = {}
+        default = _template("dask", None)
+        templates = {label: _template(label, opts) for label, opts in groups.items()}
         names: list[str] = []
         tasks: list[Task] = []
         deps: list[list[int]] = []
@@ -235,9 +243,8 @@ def _translate(
         params = _PARAMS
         for key, node in nodes.items():
             label = key_split(key)
-            template = templates.get(label)
-            if template is None:
-                template = templates[label] = _template(label, groups.get(label))
+            # one checked template per group with options, one for all the others
+            template = templates.get(label, default) if templates else default
             name = key if key.__class__ is str else str(key)
             needs = node.dependencies
             if needs:
@@ -339,9 +346,38 @@ def _fingerprint(g: Graph) -> None:
             t.fingerprint = repr(type(t.fn.node))  # type: ignore[attr-defined]
 
 
+def _execute(plan: Plan, recorder: Any, **options: Any) -> tuple[RunResult, list[Any]]:
+    """``scheduler.execute``, keeping the run's values list: reading 100,000 values
+    through ``RunResult`` would build a ``TaskRun`` for each."""
+    with _graph_frozen(len(plan.graph)):
+        run = prepare(plan, {}, recorder=recorder, **options)
+        if recorder is not None:
+            recorder.begin(run.run_id, run.wall0, run.perf0)
+        try:
+            run.execute()
+        except KeyboardInterrupt:  # after the run had ended: record it, let Ctrl-C through
+            if recorder is not None:
+                recorder.end(run.result())
+            raise
+        return outcome(run, recorder), run.values
+
+
+@contextlib.contextmanager
+def _graph_frozen(n: int) -> Iterator[None]:
+    """Keep the cyclic GC from scanning the graph (hundreds of thousands of objects that
+    hold no cycles) over and over while it runs; garbage the tasks make is still collected."""
+    if n < 10_000 or not gc.isenabled():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _finish(
     result: RunResult,
-    labels: dict[str, str],
     report: Any,
     trace: Any,
     on_result: Callable[[RunResult], Any] | None,
