@@ -442,7 +442,7 @@ class _GroupProgress:
         tag = f"[{self.groups_done}/{len(self.total)} groups]"
         if kind == "task_started" and label not in self.first:
             self.first[label] = event.time
-            self._print(f"{tag} Started: {label} ({n} tasks)")
+            self._print(f"{tag} Started: {label} ({_tasks(n)})")
         elif kind in ("task_succeeded", "task_reused", "task_cached"):
             done = self.done[label] = self.done.get(label, 0) + 1
             if done == n:
@@ -450,9 +450,9 @@ class _GroupProgress:
                 tag = f"[{self.groups_done}/{len(self.total)} groups]"
                 if label in self.first:
                     took = event.time - self.first[label]
-                    self._print(f"{tag} Completed: {label} ({n} tasks in {took:.1f}s)")
+                    self._print(f"{tag} Completed: {label} ({_tasks(n)} in {took:.1f}s)")
                 else:
-                    self._print(f"{tag} Reused: {label} ({n} tasks)")
+                    self._print(f"{tag} Reused: {label} ({_tasks(n)})")
         elif kind == "task_failed":
             error = safe_str(event.error)[:200] if event.error is not None else ""
             self._print(f"{tag} Failed: {event.task} ({error})")
@@ -460,3 +460,7 @@ class _GroupProgress:
     @staticmethod
     def _print(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
+
+
+def _tasks(n: int) -> str:
+    return "1 task" if n == 1 else f"{n} tasks"
