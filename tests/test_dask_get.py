@@ -52,6 +52,7 @@ def test_missing_key_raises_key_error_and_nesting_is_kept():
         lf.dask.get(d, [["x", ["nope"]]])
     assert lf.dask.get(d, [["x", [("z", 1)]], "y", []]) == ((1, (4,)), 2, ())
     assert lf.dask.get(d, ("z", 0)) == 3
+    assert lf.dask.get({1: 10, "1": (inc, 1)}, [1, "1"]) == (10, 11)  # both print as 1
 
 
 def test_task_spec_objects_as_well_as_legacy_tuples():

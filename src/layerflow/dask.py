@@ -148,14 +148,14 @@ def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
             check_writable(path)  # before anything runs
 
     wanted = list(flatten(keys)) if isinstance(keys, list) else [keys]
-    graph, labels = _translate(dsk, wanted, name, groups)
+    graph, labels, named = _translate(dsk, wanted, name, groups)
     if progress:
         options["on_event"] = _with_progress(options.get("on_event"), labels)
     if _wants_store(store, resume, cache):
         _fingerprint(graph)
     plan = Plan(graph)
     recorder = _recorder(plan, {}, store, resume, cache)
-    outputs = list(dict.fromkeys(graph.index[_name(k, graph)] for k in wanted))
+    outputs = list(dict.fromkeys(graph.index[named[k]] for k in wanted))
     run_options = {
         "mode": "dynamic",
         "fail_fast": True,
@@ -178,9 +178,9 @@ def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
     _finish(result, report, trace, on_result)
     if result.ok:
         index = graph.index
-        found = {k: values[index[_name(k, graph)]] for k in wanted}
+        found = {k: values[index[named[k]]] for k in wanted}
     else:  # stopped by a checkpoint: say which value is missing, and why
-        found = {k: result[_name(k, graph)] for k in wanted}
+        found = {k: result[named[k]] for k in wanted}
     return _nested(keys, found)
 
 
@@ -223,8 +223,9 @@ def _checked(options: dict[str, Any]) -> dict[str, Any]:
 
 def _translate(
     dsk: Mapping[Hashable, Any], wanted: list[Hashable], flow_name: str | None, groups: Any
-) -> tuple[Graph, dict[str, str]]:
-    """The layerflow graph of what ``wanted`` needs, and each task's label by name."""
+) -> tuple[Graph, dict[str, str], dict[Hashable, str]]:
+    """The layerflow graph of what ``wanted`` needs, each task's label by name, and the
+    names of the ``wanted`` keys."""
     if not isinstance(dsk, Mapping):
         dsk = dsk.__dask_graph__()
     with _gc_paused():  # it makes an object or more per task, none of them cyclic
@@ -282,12 +283,13 @@ def _translate(
         problems: list[Any] = []
         g._order_and_layers(problems)
     raise_all(problems, flow_name)
-    g = g.prune([g.index[_name(k, g)] for k in wanted])
+    named = {k: g.names[position[k]] for k in wanted}  # after any renaming
+    g = g.prune([g.index[named[k]] for k in wanted])
     # furthest from the sources first: a chunk's consumer runs before the next chunk is made
     for t, layer in zip(g.tasks, g.layer, strict=True):
         t.priority = t.priority * (g.n_layers or 1) + layer
     labels = {t.name: t.label for t in g.tasks}  # type: ignore[misc]
-    return g, labels  # type: ignore[return-value]
+    return g, labels, named  # type: ignore[return-value]
 
 
 _PARAMS: tuple[str, ...] = tuple(f"p{k}" for k in range(64))
@@ -302,10 +304,6 @@ def _params(n: int) -> tuple[str, ...]:
 def _template(label: str, options: Mapping[str, Any] | None) -> Task:
     """The checked options shared by the tasks of one key group."""
     return Task(_Call(None, ()), name=label, **(options or {}))  # type: ignore[arg-type]
-
-
-def _name(key: Hashable, g: Graph) -> str:
-    return key if key.__class__ is str else str(key)  # type: ignore[return-value]
 
 
 def _disambiguate(g: Graph, nodes: Mapping[Hashable, Any]) -> None:
