@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/plan.py
 	$(PY) bench/backends.py
 	$(PY) bench/dask_backend.py
+	$(PY) bench/dask_get.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench examples

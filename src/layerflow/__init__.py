@@ -6,6 +6,8 @@ what can run at the same time, runs it, and reports how much faster that was.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .backends.process import RemoteError, UnpicklableError, WorkerDied
 from .errors import (
     CycleError,
@@ -28,6 +30,9 @@ from .pipeline import CommandFailed, Pipeline, PipelineError, load_pipeline, ste
 from .plan import Plan, WhatIf
 from .progress import Progress
 from .result import Attempt, NoValueError, RunResult, TaskRun, Wait
+
+if TYPE_CHECKING:
+    from . import dask as dask
 
 __version__ = "0.1.0"
 
@@ -71,3 +76,12 @@ __all__ = [
     "record",
     "step_type",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``lf.dask`` imports ``layerflow.dask`` (and Dask) on first use, not at import time."""
+    if name == "dask":
+        import importlib
+
+        return importlib.import_module(".dask", __name__)
+    raise AttributeError(f"module 'layerflow' has no attribute {name!r}")

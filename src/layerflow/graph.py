@@ -150,6 +150,7 @@ class Task:
         "group_timeout",
         "fingerprint",
         "cancel",
+        "label",
         "__wrapped__",
     )
 
@@ -276,12 +277,25 @@ class Task:
         # how to stop it while it runs in a thread (a shell step kills its command);
         # None: a running thread task cannot be stopped, and fail-fast waits for it
         self.cancel: Callable[[], None] | None = None
+        # the group progress and reports show the task under (a Dask key's group); None: none
+        self.label: str | None = None
         # what GraphBuilder resolves, precomputed: parameters left to inference by name
         explicit = self.params.keys() | self.inputs.keys()
         self.free_params = tuple(p for p in sig.names if p not in explicit)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
+
+    def clone(self, fn: Callable[..., Any], name: str) -> Task:
+        """This task's options, already checked, for ``fn`` (which must take the same
+        parameters as this task's function) under ``name``: how a translator makes
+        100,000 tasks without inspecting and validating each one again."""
+        t = Task.__new__(Task)
+        for slot in Task.__slots__:
+            setattr(t, slot, getattr(self, slot))
+        t.fn = t.__wrapped__ = fn
+        t.name = name
+        return t
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r} {_fn_name(self.fn)}>"

@@ -49,6 +49,7 @@ MAX_PER_LAYER = 40
 MAX_LAYERS = 40
 MAX_EDGES = 3_000
 MAX_ROWS = 5_000  # table rows
+MAX_GROUPS = 200  # rows of the table of task groups (labels)
 
 
 class ReportError(LayerflowError):
@@ -246,7 +247,7 @@ def html_report(run: RunResult) -> str:
     notes: list[str] = []
     critical = set(run.critical_path)
     counts = run.counts()
-    summary = _summary(run, counts)
+    summary = _summary(run, counts) + _groups(run)
     timeline = _timeline(run, critical, notes)
     graph = _graph(run, critical, notes)
     table = _table(run, critical, notes)
@@ -296,6 +297,35 @@ def _summary(run: RunResult, counts: dict[str, int]) -> str:
         else ""
     )
     return f'<div class="cards">{cards}</div><p class="tally">{tally}</p>{crit}'
+
+
+def _groups(run: RunResult) -> str:
+    """Tasks by label (e.g. a Dask key's group): a 10,000-chunk array is a few rows."""
+    if not run.labels:
+        return ""
+    rows: dict[str, list[Any]] = {}  # label -> [tasks, statuses, work, first start, last end]
+    for name, t in run.tasks.items():
+        row = rows.setdefault(run.labels.get(name, name), [0, {}, 0.0, math.inf, -math.inf])
+        row[0] += 1
+        row[1][t.status] = row[1].get(t.status, 0) + 1
+        row[2] += t.duration
+        if t.started_at is not None and t.finished_at is not None:
+            row[3] = min(row[3], t.started_at)
+            row[4] = max(row[4], t.finished_at)
+    shown = sorted(rows.items(), key=lambda item: -item[1][2])[:MAX_GROUPS]
+    body = "".join(
+        f"<tr><td>{_esc(label)}</td><td>{n}</td>"
+        f"<td>{_esc(', '.join(f'{c} {s}' for s, c in statuses.items()))}</td>"
+        f"<td>{_esc(_secs(work))}</td>"
+        f"<td>{_esc(_secs(end - start) if end >= start else '-')}</td></tr>"
+        for label, (n, statuses, work, start, end) in shown
+    )
+    more = f" ({MAX_GROUPS} of {len(rows)}, the most work first)" if len(rows) > MAX_GROUPS else ""
+    return (
+        f'<h3>Groups{more}</h3><table class="groups"><thead><tr><th scope="col">Group</th>'
+        '<th scope="col">Tasks</th><th scope="col">Statuses</th><th scope="col">Work</th>'
+        f'<th scope="col">Wall span</th></tr></thead><tbody>{body}</tbody></table>'
+    )
 
 
 def _tip_attempt(a: Attempt, t: TaskRun | None, t0: float, critical: bool) -> str:

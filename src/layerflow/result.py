@@ -263,6 +263,7 @@ class RunResult:
         timeline: Timeline | Callable[[], Timeline] | None = None,
         edges: list[tuple[str, str]] | Callable[[], list[tuple[str, str]]] | None = None,
         predicted: float | Callable[[], float] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self.run_id = run_id
         self.flow_name = flow_name
@@ -277,6 +278,9 @@ class RunResult:
         self._timeline = timeline or ([], [])
         self._edges = edges or []
         self._predicted = predicted
+        #: the group each task is shown under in reports, by name (a Dask key's group);
+        #: empty when no task has a ``label``
+        self.labels: Mapping[str, str] = labels or {}
 
     @property
     def critical_path(self) -> list[str]:

@@ -1501,6 +1501,7 @@ class Run:
             released=frozenset(names[i] for i in range(self.n) if self.released[i])
             if self.release
             else frozenset(),
+            labels={names[i]: t.label for i, t in enumerate(self.spec[: self.n]) if t.label},
         )
 
     def _static_durations(self) -> list[float]:

@@ -1,0 +1,464 @@
+"""Dask collections on layerflow: a scheduler ``get`` for ``dask.compute``.
+
+``get(dsk, keys, **options)`` follows Dask's scheduler protocol (the one ``dask.threaded``,
+``dask.multiprocessing`` and ``distributed.Client.get`` follow), so ``dask.delayed``
+functions, arrays, bags and dataframes run on layerflow unchanged::
+
+    import dask
+    import layerflow as lf
+
+    dask.compute(total, scheduler=lf.dask.scheduler(store=".layerflow", resume=True))
+
+How a Dask graph becomes a layerflow graph, in one pass over it (linear in its size):
+
+- Dask's own ``convert_legacy_graph`` turns legacy tuples, literals and aliases into
+  task-spec nodes (``Task``, ``DataNode``, ``Alias``, ``List``, ``Dict``...); each node's
+  ``dependencies`` are its edges. One Dask key is one layerflow task, whose function calls
+  the node with its dependencies' values (the node evaluates whatever is nested inside it,
+  so nothing here recurses along the graph).
+- Task names are the keys as Dask prints them: a str key as it is, any other key as
+  ``str(key)``, e.g. ``"('sum-aggregate-6a7f', 0, 1)"``. Each task's label is its key's
+  group (``dask.utils.key_split``, e.g. ``sum-aggregate``): progress and the HTML report
+  show a 10,000-chunk array as a few named groups.
+- Only what the requested keys need runs, and every other value is released as soon as
+  its last consumer has finished. Among ready tasks the one furthest from the graph's
+  sources goes first (then the critical path, then graph order), so a reduction consumes
+  each chunk soon after it exists instead of making every chunk first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from typing import Any
+
+try:
+    from dask._task_spec import GraphNode, convert_legacy_graph
+    from dask.core import flatten
+    from dask.utils import ensure_dict, key_split
+except ImportError:  # pragma: no cover - exercised only without Dask
+    raise ImportError(
+        "layerflow.dask needs Dask, which is not installed: pip install 'layerflow[dask]'"
+    ) from None
+
+from .errors import InvalidOptionError, TaskFailed, did_you_mean, raise_all, safe_str
+from .events import Event, RunEvent, TaskEvent, final_line
+from .flow import _recorder
+from .graph import Graph, Task, _gc_paused
+from .plan import Plan
+from .result import RunResult
+from .scheduler import outcome, prepare
+
+__all__ = ["get", "scheduler", "RUN_OPTIONS", "TASK_GROUP_OPTIONS"]
+
+#: ``flow.run`` options that ``get`` passes on
+RUN_OPTIONS = (
+    "max_workers",
+    "mode",
+    "fail_fast",
+    "timeout",
+    "backend",
+    "address",
+    "client",
+    "on_event",
+    "progress",
+    "seed",
+    "resources",
+    "rate_limits",
+    "checkpoint",
+    "store",
+    "resume",
+    "cache",
+)
+#: options of the tasks of one key group, given as ``tasks={group: {option: value}}``
+TASK_GROUP_OPTIONS = (
+    "retries",
+    "retry_delay",
+    "retry_on",
+    "timeout",
+    "priority",
+    "executor",
+    "resources",
+    "rate_limit",
+    "cache",
+    "description",
+)
+# get's own options (besides the run's); num_workers is what Dask's schedulers call max_workers
+_OWN_OPTIONS = ("name", "tasks", "report", "trace", "on_result", "num_workers")
+_ALL_OPTIONS = RUN_OPTIONS + _OWN_OPTIONS
+
+
+class _Call:
+    """A layerflow task's function: evaluate one Dask node with its dependencies' values.
+
+    The scheduler passes the values as keyword arguments ``p0, p1, ...`` in the order of
+    ``keys`` (parameter names must be str; Dask keys are often tuples)."""
+
+    __slots__ = ("node", "keys")
+
+    def __init__(self, node: GraphNode, keys: tuple[Hashable, ...]) -> None:
+        self.node = node
+        self.keys = keys
+
+    def __call__(self, **values: Any) -> Any:
+        if self.keys:
+            return self.node(dict(zip(self.keys, values.values(), strict=False)))
+        return self.node({})
+
+    def __repr__(self) -> str:
+        return f"<Dask node {self.node!r}>"
+
+
+def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
+    """Compute ``keys`` of the Dask graph ``dsk`` on layerflow (Dask's ``get`` protocol).
+
+    ``dsk`` is a graph dict or a ``HighLevelGraph``; ``keys`` one key or nested lists of
+    keys, and the result has the same nesting (lists become tuples, as in Dask). A key
+    that is not in the graph raises ``KeyError``; a task's exception is raised as itself.
+
+    ``options`` are ``flow.run``'s (``max_workers``, default ``os.cpu_count()`` as in
+    ``dask.threaded``, also accepted as ``num_workers``; ``backend``, ``store``,
+    ``resume``, ``cache``, ``rate_limits``, ``resources``, ``progress``, ``on_event``...)
+    and these: ``name`` (the flow name the run is stored under; default: one derived
+    from the graph's keys), ``tasks`` (``{group: {option: value}}``: task options such as
+    ``retries``, ``rate_limit`` or ``resources`` for every task whose key is in that
+    group), ``report`` / ``trace`` (paths: write the run's HTML report / Chrome trace,
+    also when it fails) and ``on_result`` (called with the run's ``RunResult``).
+    """
+    options = _checked(options)
+    name = options.pop("name", None)
+    groups = options.pop("tasks", None) or {}
+    report, trace = options.pop("report", None), options.pop("trace", None)
+    on_result = options.pop("on_result", None)
+    if "num_workers" in options:
+        workers = options.pop("num_workers")
+        options.setdefault("max_workers", workers)
+    options.setdefault("max_workers", os.cpu_count() or 1)
+    store, resume = options.pop("store", None), options.pop("resume", None)
+    cache = options.pop("cache", False)
+    progress = options.pop("progress", False)
+    for path in (report, trace):
+        if path is not None:
+            from .report import check_writable
+
+            check_writable(path)  # before anything runs
+
+    wanted = list(flatten(keys)) if isinstance(keys, list) else [keys]
+    graph, labels, named = _translate(dsk, wanted, name, groups)
+    if progress:
+        options["on_event"] = _with_progress(options.get("on_event"), labels)
+    if _wants_store(store, resume, cache):
+        _fingerprint(graph)
+    plan = Plan(graph)
+    recorder = _recorder(plan, {}, store, resume, cache)
+    outputs = list(dict.fromkeys(graph.index[named[k]] for k in wanted))
+    run_options = {
+        "mode": "dynamic",
+        "fail_fast": True,
+        "timeout": None,
+        "backend": "thread",
+        "on_event": None,
+        "progress": False,
+        "seed": None,
+        **options,
+    }
+    try:
+        result, values = _execute(plan, recorder, outputs=outputs, **run_options)
+    except TaskFailed as e:
+        _finish(e.result, report, trace, on_result)
+        cause = e.__cause__
+        if cause is None:
+            raise
+        cause.add_note(f"(raised by Dask task {e.task!r} in layerflow run {e.result.run_id})")
+        raise cause from None
+    _finish(result, report, trace, on_result)
+    if result.ok:
+        index = graph.index
+        found = {k: values[index[named[k]]] for k in wanted}
+    else:  # stopped by a checkpoint: say which value is missing, and why
+        found = {k: result[named[k]] for k in wanted}
+    return _nested(keys, found)
+
+
+def scheduler(**options: Any) -> Callable[..., Any]:
+    """A ``get`` with ``options`` bound, for ``dask.compute(x, scheduler=...)`` and
+    ``dask.config.set(scheduler=...)``; options given to ``compute`` are added to them."""
+    _checked(options)
+
+    def layerflow_get(dsk: Mapping[Hashable, Any], keys: Any, **more: Any) -> Any:
+        return get(dsk, keys, **{**options, **more})
+
+    layerflow_get.__doc__ = f"layerflow.dask.get with {sorted(options)} bound."
+    return layerflow_get
+
+
+def _checked(options: dict[str, Any]) -> dict[str, Any]:
+    for key in options:
+        if key not in _ALL_OPTIONS:
+            raise InvalidOptionError(
+                f"layerflow.dask.get: unknown option {key!r}.{did_you_mean(key, _ALL_OPTIONS)} "
+                f"Options: {', '.join(_ALL_OPTIONS)}"
+            )
+    groups = options.get("tasks")
+    if groups is not None:
+        if not isinstance(groups, Mapping):
+            raise InvalidOptionError(
+                f"layerflow.dask.get: tasks= must map a key group to task options, e.g. "
+                f"{{'fetch': {{'retries': 2}}}}, got {groups!r}"
+            )
+        for group, opts in groups.items():
+            bad = [k for k in opts if k not in TASK_GROUP_OPTIONS]
+            if bad:
+                raise InvalidOptionError(
+                    f"layerflow.dask.get: tasks[{group!r}] has unknown option {bad[0]!r}."
+                    f"{did_you_mean(bad[0], TASK_GROUP_OPTIONS)} Options: "
+                    f"{', '.join(TASK_GROUP_OPTIONS)}"
+                )
+    return dict(options)
+
+
+def _translate(
+    dsk: Mapping[Hashable, Any], wanted: list[Hashable], flow_name: str | None, groups: Any
+) -> tuple[Graph, dict[str, str], dict[Hashable, str]]:
+    """The layerflow graph of what ``wanted`` needs, each task's label by name, and the
+    names of the ``wanted`` keys."""
+    if not isinstance(dsk, Mapping):
+        dsk = dsk.__dask_graph__()
+    with _gc_paused():  # it makes an object or more per task, none of them cyclic
+        nodes: dict[Hashable, GraphNode] = convert_legacy_graph(ensure_dict(dsk))
+    for key in wanted:
+        if key not in nodes:
+            raise KeyError(_missing_key(key, nodes))
+    with _gc_paused():
+        position = dict(zip(nodes, range(len(nodes)), strict=True))
+        default = _template("dask", None)
+        templates = {label: _template(label, opts) for label, opts in groups.items()}
+        names: list[str] = []
+        tasks: list[Task] = []
+        deps: list[list[int]] = []
+        args: list[tuple[tuple[str, int], ...]] = []
+        params = _PARAMS
+        for key, node in nodes.items():
+            label = key_split(key)
+            # one checked template per group with options, one for all the others
+            template = templates.get(label, default) if templates else default
+            name = key if key.__class__ is str else str(key)
+            needs = node.dependencies
+            if needs:
+                dep_keys = tuple(needs)
+                try:
+                    ds = [position[k] for k in dep_keys]
+                except KeyError:
+                    missing = next(k for k in dep_keys if k not in position)
+                    raise KeyError(
+                        f"Dask task {name!r} depends on key {missing!r}, which is not in the "
+                        f"graph; compute the collections together, or add that key"
+                    ) from None
+                if len(dep_keys) > len(params):
+                    params = _params(len(dep_keys))
+                deps.append(ds)
+                args.append(tuple(zip(params, ds, strict=False)))
+            else:
+                dep_keys = ()
+                deps.append([])
+                args.append(())
+            task = template.clone(_Call(node, dep_keys), name)
+            task.label = label
+            tasks.append(task)
+            names.append(name)
+        g = Graph()
+        g.flow_name = flow_name
+        g.names = names
+        g.tasks = tasks
+        g.index = dict(zip(names, range(len(names)), strict=True))
+        if len(g.index) < len(names):
+            _disambiguate(g, nodes)
+        g.deps = deps
+        g.args = args
+        g.input_args = [()] * len(names)
+        problems: list[Any] = []
+        g._order_and_layers(problems)
+    raise_all(problems, flow_name)
+    named = {k: g.names[position[k]] for k in wanted}  # after any renaming
+    g = g.prune([g.index[named[k]] for k in wanted])
+    # furthest from the sources first: a chunk's consumer runs before the next chunk is made
+    for t, layer in zip(g.tasks, g.layer, strict=True):
+        t.priority = t.priority * (g.n_layers or 1) + layer
+    labels = {t.name: t.label for t in g.tasks}  # type: ignore[misc]
+    return g, labels, named  # type: ignore[return-value]
+
+
+_PARAMS: tuple[str, ...] = tuple(f"p{k}" for k in range(64))
+
+
+def _params(n: int) -> tuple[str, ...]:
+    global _PARAMS
+    _PARAMS = tuple(f"p{k}" for k in range(max(n, 2 * len(_PARAMS))))
+    return _PARAMS
+
+
+def _template(label: str, options: Mapping[str, Any] | None) -> Task:
+    """The checked options shared by the tasks of one key group."""
+    return Task(_Call(None, ()), name=label, **(options or {}))  # type: ignore[arg-type]
+
+
+def _disambiguate(g: Graph, nodes: Mapping[Hashable, Any]) -> None:
+    """Two keys print the same (``1`` and ``"1"``): the later ones get their type added."""
+    seen: set[str] = set()
+    for i, key in enumerate(nodes):
+        name = g.names[i]
+        if name in seen:
+            name = f"{name} ({type(key).__name__} key)"
+            while name in seen:
+                name += "'"
+            g.names[i] = g.tasks[i].name = name
+        seen.add(name)
+    g.index = dict(zip(g.names, range(len(g.names)), strict=True))
+
+
+def _missing_key(key: Hashable, nodes: Mapping[Hashable, Any]) -> str:
+    shown = [k for k in nodes if isinstance(k, str)][:10_000]
+    hint = did_you_mean(str(key), shown) if isinstance(key, str) else ""
+    return f"{key!r} is not a key of this Dask graph ({len(nodes)} keys).{hint}"
+
+
+def _wants_store(store: Any, resume: Any, cache: bool) -> bool:
+    if store is False:
+        return False
+    return bool(store or resume or cache or os.environ.get("LAYERFLOW_STORE"))
+
+
+def _fingerprint(g: Graph) -> None:
+    """What identifies each task's work for resume and cache: Dask's token of its node
+    (its function and arguments), since every task's function is the same evaluator."""
+    from dask.base import tokenize
+
+    for t in g.tasks:
+        try:
+            t.fingerprint = tokenize(t.fn.node)  # type: ignore[attr-defined]
+        except Exception:  # an untokenizable argument: only the key identifies it
+            t.fingerprint = repr(type(t.fn.node))  # type: ignore[attr-defined]
+
+
+def _execute(plan: Plan, recorder: Any, **options: Any) -> tuple[RunResult, list[Any]]:
+    """``scheduler.execute``, keeping the run's values list: reading 100,000 values
+    through ``RunResult`` would build a ``TaskRun`` for each."""
+    with _graph_frozen(len(plan.graph)):
+        run = prepare(plan, {}, recorder=recorder, **options)
+        if recorder is not None:
+            recorder.begin(run.run_id, run.wall0, run.perf0)
+        try:
+            run.execute()
+        except KeyboardInterrupt:  # after the run had ended: record it, let Ctrl-C through
+            if recorder is not None:
+                recorder.end(run.result())
+            raise
+        return outcome(run, recorder), run.values
+
+
+@contextlib.contextmanager
+def _graph_frozen(n: int) -> Iterator[None]:
+    """Keep the cyclic GC from scanning the graph (hundreds of thousands of objects that
+    hold no cycles) over and over while it runs; garbage the tasks make is still collected."""
+    if n < 10_000 or not gc.isenabled():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _finish(
+    result: RunResult,
+    report: Any,
+    trace: Any,
+    on_result: Callable[[RunResult], Any] | None,
+) -> None:
+    if report is not None:
+        result.to_html(report)
+    if trace is not None:
+        result.to_chrome_trace(trace)
+    if on_result is not None:
+        on_result(result)
+
+
+def _nested(keys: Any, values: Mapping[Hashable, Any]) -> Any:
+    if isinstance(keys, list):
+        return tuple(_nested(k, values) for k in keys)
+    return values[keys]
+
+
+def _with_progress(
+    on_event: Callable[[Event], Any] | None, labels: Mapping[str, str]
+) -> Callable[[Event], Any]:
+    progress = _GroupProgress(labels)
+    if on_event is None:
+        return progress
+
+    def both(event: Event) -> None:
+        on_event(event)
+        progress(event)
+
+    return both
+
+
+class _GroupProgress:
+    """Progress lines by key group, on stderr: a 10,000-chunk array is a few lines::
+
+    [0/3 groups] Started: ones (100 tasks)
+    [1/3 groups] Completed: ones (100 tasks in 0.4s)
+    """
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        self.labels = labels
+        self.total = Counter(labels.values())
+        self.done: dict[str, int] = {}
+        self.first: dict[str, float] = {}
+        self.groups_done = 0
+
+    def __call__(self, event: Event) -> None:
+        kind = event.kind
+        if isinstance(event, RunEvent) and kind == "run_finished":
+            line = final_line(
+                event.status or "",
+                event.counts,
+                event.total,
+                event.duration or 0.0,
+                event.sequential_estimate or 0.0,
+            )
+            self._print(line)
+        if not isinstance(event, TaskEvent) or event.task is None:
+            return
+        label = self.labels.get(event.task, event.task)
+        n = self.total.get(label, 1)
+        tag = f"[{self.groups_done}/{len(self.total)} groups]"
+        if kind == "task_started" and label not in self.first:
+            self.first[label] = event.time
+            self._print(f"{tag} Started: {label} ({_tasks(n)})")
+        elif kind in ("task_succeeded", "task_reused", "task_cached"):
+            done = self.done[label] = self.done.get(label, 0) + 1
+            if done == n:
+                self.groups_done += 1
+                tag = f"[{self.groups_done}/{len(self.total)} groups]"
+                if label in self.first:
+                    took = event.time - self.first[label]
+                    self._print(f"{tag} Completed: {label} ({_tasks(n)} in {took:.1f}s)")
+                else:
+                    self._print(f"{tag} Reused: {label} ({_tasks(n)})")
+        elif kind == "task_failed":
+            error = safe_str(event.error)[:200] if event.error is not None else ""
+            self._print(f"{tag} Failed: {event.task} ({error})")
+
+    @staticmethod
+    def _print(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _tasks(n: int) -> str:
+    return "1 task" if n == 1 else f"{n} tasks"

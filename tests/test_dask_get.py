@@ -1,0 +1,288 @@
+"""``layerflow.dask``: Dask collections computed with layerflow as their scheduler."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import weakref
+
+import pytest
+
+import layerflow as lf
+
+dask = pytest.importorskip("dask")
+np = pytest.importorskip("numpy")
+
+import dask.array as da  # noqa: E402
+import dask.bag as db  # noqa: E402
+from dask._task_spec import Alias, DataNode, Dict, List, Task, TaskRef  # noqa: E402
+from dask.highlevelgraph import HighLevelGraph  # noqa: E402
+from dask.utils_test import GetFunctionTestMixin, add, inc  # noqa: E402
+
+
+class TestDaskConformance(GetFunctionTestMixin):
+    """Dask's own suite for foreign get functions, whole."""
+
+    get = staticmethod(lf.dask.get)
+
+
+def test_importing_layerflow_does_not_import_dask():
+    code = "import sys, layerflow as lf; assert 'dask' not in sys.modules; lf.dask.get; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+
+
+def test_without_dask_one_line_says_what_to_install():
+    code = "import sys; sys.modules['dask'] = None\nimport layerflow as lf\nlf.dask"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "pip install 'layerflow[dask]'" in out.stderr.strip().splitlines()[-1]
+
+
+def test_missing_key_raises_key_error_and_nesting_is_kept():
+    d = {"x": 1, "y": (inc, "x"), ("z", 0): (add, "x", "y"), ("z", 1): (inc, ("z", 0))}
+    with pytest.raises(KeyError, match="not a key of this Dask graph"):
+        lf.dask.get(d, "nope")
+    with pytest.raises(KeyError):
+        lf.dask.get(d, [["x", ["nope"]]])
+    assert lf.dask.get(d, [["x", [("z", 1)]], "y", []]) == ((1, (4,)), 2, ())
+    assert lf.dask.get(d, ("z", 0)) == 3
+    assert lf.dask.get({1: 10, "1": (inc, 1)}, [1, "1"]) == (10, 11)  # both print as 1
+
+
+def test_task_spec_objects_as_well_as_legacy_tuples():
+    d = {
+        "a": DataNode("a", 10),
+        "b": Task("b", inc, TaskRef("a")),
+        "c": Alias("c", "b"),
+        "d": Task("d", sum, List(TaskRef("a"), TaskRef("c"), 1)),
+        "e": Task("e", dict, Dict(x=TaskRef("a"), y=Task(None, inc, TaskRef("d")))),
+        "f": (add, "a", (inc, "b")),  # legacy, in the same graph
+        "g": ["a", (inc, "a")],  # a list of keys and tasks
+    }
+    assert lf.dask.get(d, ["b", "c", "d", "e", "f", "g"]) == (
+        11,
+        11,
+        22,
+        {"x": 10, "y": 23},
+        22,
+        [10, 11],
+    )
+
+
+def test_a_high_level_graph_and_a_task_error_raised_as_itself():
+    layers = {"a": {"x": 1, "y": (inc, "x")}, "b": {"z": (add, (inc, "x"), "y")}}
+    graph = HighLevelGraph(layers, {"a": set(), "b": {"a"}})
+    assert lf.dask.get(graph, "z") == 4
+    with pytest.raises(ZeroDivisionError) as info:
+        lf.dask.get({"x": 0, "y": (lambda v: 1 / v, "x")}, "y")
+    assert any("raised by Dask task 'y'" in note for note in info.value.__notes__)
+
+
+def test_unknown_option_names_the_closest():
+    with pytest.raises(lf.InvalidOptionError, match="Did you mean 'max_workers'"):
+        lf.dask.scheduler(max_worker=2)
+    with pytest.raises(lf.InvalidOptionError, match="tasks\\['f'\\] has unknown option"):
+        lf.dask.get({"x": 1}, "x", tasks={"f": {"retry": 2}})
+
+
+def test_a_chain_of_10000_tasks():
+    d = {("x", 0): 0}
+    for i in range(1, 10_001):
+        d[("x", i)] = (inc, ("x", i - 1))
+    assert lf.dask.get(d, ("x", 10_000)) == 10_000
+
+
+def test_delayed_graph_with_scheduler_options():
+    @dask.delayed
+    def square(x):
+        return x * x
+
+    @dask.delayed
+    def total(xs):
+        return sum(xs)
+
+    events = []
+    result = total([square(i) for i in range(20)])
+    got = result.compute(scheduler=lf.dask.scheduler(max_workers=4, on_event=events.append))
+    assert got == sum(i * i for i in range(20))
+    started = [e.task for e in events if e.kind == "task_started"]
+    assert sum(name.startswith("square-") for name in started) == 20
+    with dask.config.set(scheduler=lf.dask.scheduler(max_workers=2)):
+        assert dask.compute(square(3), square(4)) == (9, 16)
+
+
+def test_array_reductions_equal_numpy():
+    rng = np.random.default_rng(0)
+    data = rng.random((60, 40))
+    x = da.from_array(data, chunks=(7, 9))
+    sched = lf.dask.scheduler(max_workers=3)
+    s, m, sd, mx = dask.compute(x.sum(), x.mean(axis=0), x.std(), x.max(axis=1), scheduler=sched)
+    np.testing.assert_allclose(s, data.sum())
+    np.testing.assert_allclose(m, data.mean(axis=0))
+    np.testing.assert_allclose(sd, data.std())
+    np.testing.assert_allclose(mx, data.max(axis=1))
+    np.testing.assert_allclose((x @ x.T).compute(scheduler=sched), data @ data.T)
+    np.testing.assert_allclose(x[::2, 3:].compute(scheduler=sched), data[::2, 3:])
+
+
+def test_bag_pipeline():
+    b = db.from_sequence(range(100), npartitions=7)
+    sched = lf.dask.scheduler(max_workers=2)
+    evens = b.filter(lambda v: v % 2 == 0).map(lambda v: v * 10)
+    assert evens.sum().compute(scheduler=sched) == sum(v * 10 for v in range(0, 100, 2))
+    words = db.from_sequence(["a b", "b c", "c c"], npartitions=2).str.split().flatten()
+    assert dict(words.frequencies().compute(scheduler=sched)) == {"a": 1, "b": 2, "c": 3}
+
+
+def test_groups_label_progress_and_the_report(tmp_path, capsys):
+    x = da.ones((1000,), chunks=10)
+    runs = []
+    sched = lf.dask.scheduler(progress=True, report=tmp_path / "r.html", on_result=runs.append)
+    assert x.sum().compute(scheduler=sched, optimize_graph=False) == 1000
+    (run,) = runs
+    assert len(run.tasks) > 200
+    groups = set(run.labels.values())
+    assert "ones_like" in groups or "ones" in groups
+    assert len(groups) <= 5
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) <= 2 * len(groups) + 1  # a few lines, not one per chunk
+    assert err[-1].startswith(f"Completed {len(run.tasks)} tasks")
+    page = (tmp_path / "r.html").read_text()
+    assert "sum-aggregate" in page and "Groups" in page
+
+
+def test_task_options_by_group_retry_a_flaky_task():
+    calls = []
+
+    def flaky(v):
+        calls.append(v)
+        if len(calls) < 3:
+            raise ConnectionError("try again")
+        return v + 1
+
+    d = {"x": 1, ("flaky-0123456789abcdef0123456789abcdef", 0): (flaky, "x")}
+    assert (
+        lf.dask.get(
+            d, ("flaky-0123456789abcdef0123456789abcdef", 0), tasks={"flaky": {"retries": 2}}
+        )
+        == 2
+    )
+    assert len(calls) == 3
+
+
+# --- memory: chunks held at once, compared with dask.threaded on the same graph ---------------
+
+
+class _Live:
+    """Counts the tracked chunks alive at once, and the peak."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = self.peak = 0
+
+    def track(self, block):
+        chunk = block.copy().view(_Chunk)
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        weakref.finalize(chunk, self._gone)
+        return chunk
+
+    def _gone(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+class _Chunk(np.ndarray):
+    """A chunk that can be weakly referenced and counted."""
+
+
+def _peak_chunks(get) -> int:
+    live = _Live()
+    x = da.ones((400 * 50,), chunks=50).map_blocks(live.track, dtype=float)
+    (total,) = dask.compute(x.sum(), scheduler=get, optimize_graph=False)
+    assert total == 400 * 50
+    return live.peak
+
+
+def test_array_reduction_holds_about_as_many_chunks_as_dask_threaded():
+    from dask.threaded import get as threaded_get
+
+    theirs = _peak_chunks(lambda d, k, **kw: threaded_get(d, k, num_workers=2, **kw))
+    ours = _peak_chunks(lf.dask.scheduler(max_workers=2))
+    print(f"peak chunks held: layerflow {ours}, dask.threaded {theirs} (of 400)")
+    assert ours <= 2 * theirs + 4
+
+
+# --- crash and resume -----------------------------------------------------------------------
+
+_SCRIPT = """
+import os, sys, time, uuid
+from pathlib import Path
+import dask
+import layerflow as lf
+
+MARKS = Path(sys.argv[1])
+
+
+@dask.delayed(pure=True)
+def step(i):
+    if os.environ.get("SLOW"):
+        time.sleep(0.25)
+    (MARKS / f"{i}-{uuid.uuid4().hex}").touch()  # one file per execution
+    return i * i
+
+
+@dask.delayed(pure=True)
+def total(parts):
+    return sum(parts)
+
+
+runs = []
+sched = lf.dask.scheduler(
+    max_workers=2, store=sys.argv[2], resume=True, name="squares", on_result=runs.append
+)
+parts = [step(i, dask_key_name=f"step-{i}") for i in range(12)]
+print(dask.compute(total(parts, dask_key_name="total-squares"), scheduler=sched)[0])
+print(" ".join(f"{n}={t.status}" for n, t in runs[0].tasks.items()))
+"""
+
+
+def test_sigkilled_delayed_computation_resumes_without_rerunning_finished_tasks(tmp_path):
+    script = tmp_path / "squares.py"
+    script.write_text(textwrap.dedent(_SCRIPT))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    store = tmp_path / "store"
+    argv = [sys.executable, str(script), str(marks), str(store)]
+    slow = {**os.environ, "SLOW": "1"}
+    proc = subprocess.Popen(argv, env=slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(list(marks.iterdir())) < 4 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.name.split("-")[0] for p in marks.iterdir()}
+    assert 4 <= len(before) < 12, "the kill came too late to test resume"
+
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120)
+    value, statuses = out.stdout.strip().splitlines()
+    assert int(value) == sum(i * i for i in range(12))
+    status = dict(item.rsplit("=", 1) for item in statuses.split())
+    executions = {str(i): 0 for i in range(12)}
+    for p in marks.iterdir():
+        executions[p.name.split("-")[0]] += 1
+    reused = [n.removeprefix("step-") for n, s in status.items() if s == "reused"]
+    assert len(reused) >= len(before) - 2  # the two running at the kill may run again
+    for i in reused:  # finished before the kill: ran once, and not again
+        assert executions[i] == 1, (i, executions)
+    for i, count in executions.items():  # every step ran, and at most once after the kill
+        assert 1 <= count <= 2, (i, executions)
+    assert status["total-squares"] == "succeeded"
