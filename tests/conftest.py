@@ -29,7 +29,13 @@ def dask_cluster():
 
 @pytest.fixture
 def dask_client(dask_cluster):
-    """The session cluster's client, with both workers up (a test may have killed one)."""
+    """The session cluster's client, with both workers up (a test may have killed one)
+    and idle (a task an earlier test gave up on may still be running on a worker)."""
+    import time
+
     cluster, client = dask_cluster
     client.wait_for_workers(2, timeout=60)
+    deadline = time.monotonic() + 30
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return client

@@ -427,3 +427,73 @@ def test_executor_dask_sends_one_task_to_the_cluster(dask_client):
     run = flow.run(client=dask_client)  # the run's backend stays "thread"
     here, there = run["there"]
     assert here == os.getpid() and there != os.getpid()
+
+
+# --- found in review ---------------------------------------------------------------------
+
+
+def test_queued_tasks_do_not_time_out_while_they_wait_for_a_worker(dask_client):
+    # 6 tasks of 0.6 s on 2 worker threads: each starts only when a thread is free, so a
+    # 1.5 s timeout (longer than the task, shorter than the queue) never fires
+    flow = lf.Flow()
+    for k in range(6):
+        flow.add(lambda: time.sleep(0.6) or "ok", name=f"t{k}", timeout=1.5)
+    run = flow.run(backend="dask", client=dask_client)
+    assert run.ok and all(run.tasks[f"t{k}"].duration < 1.5 for k in range(6))
+
+
+def test_a_task_cancelled_on_the_cluster_by_someone_else_fails_instead_of_hanging(dask_client):
+    flow = lf.Flow()
+    flow.add(lambda: time.sleep(2) or "late", name="slow")
+
+    def cancel_everything() -> None:
+        dask_client.cancel([distributed.Future(k, dask_client) for k in list(dask_client.futures)])
+
+    timer = threading.Timer(0.5, cancel_everything)
+    timer.start()
+    t0 = time.perf_counter()
+    run = flow.run(backend="dask", client=dask_client, fail_fast=False)
+    took = time.perf_counter() - t0
+    time.sleep(max(0.0, 2.2 - took))  # the worker thread sleeps on: the next test's
+    assert took < 30
+    error = run.tasks["slow"].error
+    assert run.tasks["slow"].status == "failed" and "cancelled on the Dask cluster" in str(error)
+
+
+def test_run_async_on_dask_counts_metrics_once(dask_client):
+    import asyncio
+
+    flow = lf.Flow()
+    flow.add(lambda: lf.record(tokens=10) or 1, name="llm")
+    run = asyncio.run(flow.run_async(backend="dask", client=dask_client))
+    assert run.metrics == {"tokens": 10}
+
+
+def test_a_timed_out_attempt_on_dask_does_not_count_its_metrics(dask_client, tmp_path):
+    marker = tmp_path / "first"
+
+    def flaky():
+        lf.record(calls=1)
+        if not marker.exists():
+            marker.write_text("")
+            # the first attempt overruns its timeout; its worker thread stays busy until
+            # it ends, and Dask may queue the retry behind it: keep that wait short
+            time.sleep(1.6)
+        return "ok"
+
+    flow = lf.Flow()
+    flow.add(flaky, timeout=1.2, retries=1)
+    run = flow.run(backend="dask", client=dask_client)
+    assert run["flaky"] == "ok" and run.tasks["flaky"].metrics == {"calls": 1}
+
+
+def test_a_bad_option_starts_no_cluster():
+    def submitters() -> int:
+        return sum(t.name == "layerflow-dask-submit" for t in threading.enumerate())
+
+    before = submitters()
+    flow = lf.Flow()
+    flow.add(lambda: 1, name="a", rate_limit="api")
+    with pytest.raises(lf.InvalidOptionError, match="rate limit looks like"):
+        flow.run(backend="dask", rate_limits={"api": "lots"})
+    assert submitters() <= before  # no cluster was started for it

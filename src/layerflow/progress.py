@@ -69,11 +69,8 @@ class Progress:
         from rich.live import Live
 
         self._run = run
-        plan = run.plan
-        if plan.history:  # past durations: predict the wall time, off the run's path
-            threading.Thread(
-                target=self._predict, args=(plan, run.limit_for_prediction()), daemon=True
-            ).start()
+        if run.predicted is not None:  # past durations: the run's own prediction, off its path
+            threading.Thread(target=self._predict, args=(run.predicted,), daemon=True).start()
         console = Console(file=self._out(), force_terminal=self.live or None)
         self._display = Live(
             get_renderable=self.render,
@@ -83,9 +80,9 @@ class Progress:
         )
         self._display.__enter__()
 
-    def _predict(self, plan: Any, max_workers: int | None) -> None:
+    def _predict(self, predicted: Any) -> None:
         try:
-            self._predicted = plan.simulate(None, max_workers)
+            self._predicted = predicted()
         except Exception:  # a prediction is a nicety; the display goes on without it
             self._predicted = None
 

@@ -178,6 +178,9 @@ class Run:
         else:
             self.keys = list(plan.keys())
 
+        # limits are checked before any pool (worker processes, a cluster) is started
+        pools, limits, problems = check_limits(g, resources, rate_limits)
+        raise_all(problems, g.flow_name)
         with _gc_paused():
             self._init_entries(inputs, backend, address, client)
         self.lock = threading.Lock()
@@ -227,8 +230,6 @@ class Run:
         if self.track_users:
             self.users_left = [len(s) for s in g.succs]
 
-        pools, limits, problems = check_limits(g, resources, rate_limits)
-        raise_all(problems, g.flow_name)
         self.free = pools  # free units per resource pool
         self.windows = {name: Window(limit) for name, limit in limits.items()}
         self.blocked_units: list[int] = []  # ready, waiting for pool units
@@ -248,6 +249,7 @@ class Run:
         self.lookup = lookup
         # Dask: the cluster's copy of finished values, by entry, and the values left there
         self.remote: dict[int, Any] = {}
+        self.collected = False  # _collect_remote has run
         self.metrics: dict[int, dict[str, float]] = {}  # lf.record's numbers, by entry
         self.on_cluster: list[int] = []
         self.fetch_mode = bytearray(n)
@@ -346,8 +348,16 @@ class Run:
         if _DASK in used:
             from .backends.dask import DaskBackend
 
-            self.backends[_DASK] = DaskBackend(address=address, client=client)
-            self.kind_cap[_DASK] = self.limit
+            try:
+                self.backends[_DASK] = DaskBackend(address=address, client=client)
+                # a task counts as running while it runs on a worker thread, not while it
+                # waits on the cluster for one: its timeout and duration hold as on threads
+                self.kind_cap[_DASK] = min(self.limit, self.backends[_DASK].threads())
+            except BaseException:
+                for started in self.backends:
+                    if started is not None:
+                        started.close()
+                raise
         self.dask = self.backends[_DASK]
         self.has_foreign = bool(used - {_THREAD})
 
@@ -1302,9 +1312,14 @@ class Run:
     def _collect_remote(self) -> None:
         """After the run: bring back, in one round trip, the values the caller asked for
         that stayed on the Dask cluster; forget the others (Dask releases them)."""
-        if self.dask is None:
+        if self.dask is None or self.collected:
             return
-        recorded = self.dask.metrics()
+        self.collected = True
+        try:
+            recorded = self.dask.metrics()
+        except Exception as e:  # the numbers are lost, the values need not be
+            logger.warning("could not read the tasks' lf.record numbers from Dask: %s", e)
+            recorded = []
         with self.lock:
             for i, box in recorded:
                 add_metrics(self.metrics, i, box)
@@ -1322,7 +1337,7 @@ class Run:
                 for i, ref in zip(wanted, refs, strict=True):
                     try:
                         got[i] = self.dask.gather([ref])[0]
-                    except Exception as e:
+                    except Exception as e:  # its value is lost, and so is the cluster's
                         lost[i] = e
         with self.lock:
             for i in entries:
@@ -1358,8 +1373,8 @@ class Run:
         """Report the end to observers and release the pools."""
         try:
             self._collect_remote()
-        except Exception:
-            logger.exception("could not bring the run's values back from the Dask cluster")
+        except Exception as e:
+            logger.error("could not bring the run's values back from the Dask cluster: %s", e)
         if self.live is not None:
             self.live.stop(
                 final_line(
@@ -1426,10 +1441,6 @@ class Run:
             "total": len(self.names),
             "elapsed": time.perf_counter() - self.perf0,
         }
-
-    def limit_for_prediction(self) -> int | None:
-        """``max_workers`` as the run was given it (for ``plan.simulate``)."""
-        return None if self.limit == _INFINITE else self.limit
 
     def _counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -119,18 +119,25 @@ def _split(
 ) -> tuple[tuple[Any, ...], dict[str, Any], tuple[tuple[str | int, int], ...], list[Any]]:
     """Take the Dask futures out of a call: (args, kwargs, slots, futures) for ``_call``.
     Only top-level arguments and lists of futures (a ``map`` task's value) are looked at:
-    that is where the scheduler puts upstream values."""
+    that is where the scheduler puts upstream values. A future's place holds None (the
+    value arrives as one of ``_call``'s own arguments), so it is not sent twice."""
     slots: list[tuple[str | int, int]] = []
     refs: list[Any] = []
     places = [*enumerate(args), *kwargs.items()]
+    emptied: dict[str | int, Any] = {}
     for where, value in places:
         if isinstance(value, future):
             slots.append((where, -1))
             refs.append(value)
+            emptied[where] = None
         elif isinstance(value, list) and value and all(isinstance(v, future) for v in value):
             for k, v in enumerate(value):
                 slots.append((where, k))
                 refs.append(v)
+            emptied[where] = [None] * len(value)
+    if emptied:
+        args = tuple(emptied.get(k, a) for k, a in enumerate(args))
+        kwargs = {k: emptied.get(k, v) for k, v in kwargs.items()}
     return args, kwargs, tuple(slots), refs
 
 
@@ -152,7 +159,7 @@ class _Attempt:
     ) -> None:
         self.name, self.fn, self.args, self.kwargs = name, fn, args, kwargs
         self.on_done, self.priority, self.fetch = on_done, priority, fetch
-        self.key = f"{name}-{uuid.uuid4().hex[:8]}"
+        self.key = f"{name}-{uuid.uuid4().hex}"
         self.t0 = time.perf_counter()
         self.future: Any = None
         self.cancelled = False
@@ -177,7 +184,12 @@ class _LocalCluster:
         import dask
         import distributed
 
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        settings = {
+            "distributed.scheduler.allowed-failures": 0,  # layerflow's retries decide
+            # with every worker gone, a task fails after a minute rather than waits forever
+            "distributed.scheduler.no-workers-timeout": "60s",
+        }
+        with dask.config.set(settings):
             self.cluster = distributed.LocalCluster(
                 n_workers=0,
                 processes=True,
@@ -271,6 +283,9 @@ class DaskBackend:
                 raise LayerflowError(
                     f"could not start a local Dask cluster: {e}" + (f"\n{log}" if log else "")
                 ) from None
+            except BaseException:  # Ctrl-C while it starts: no cluster left behind
+                self.local.close()
+                raise
         self._killed = distributed.KilledWorker
         self._future = distributed.Future
         self._lock = threading.Lock()
@@ -279,6 +294,10 @@ class DaskBackend:
         self._tags: dict[str, Any] = {}  # attempt key -> the submitter's tag
         self._closed = False
         threading.Thread(target=self._send, name="layerflow-dask-submit", daemon=True).start()
+
+    def threads(self) -> int:
+        """How many tasks the cluster runs at once (its worker threads, now)."""
+        return max(1, sum(self.client.nthreads().values()))
 
     def submit(
         self,
@@ -319,10 +338,18 @@ class DaskBackend:
                 if not a.cancelled:
                     by_priority.setdefault(a.priority, []).append(a)
             for priority, group in by_priority.items():
-                self._send_group(group, priority)
+                try:
+                    self._send_group(group, priority)
+                except BaseException as e:  # whatever it was, these attempts end with it
+                    for a in group:
+                        if a.future is None:
+                            a.fail(e)
 
     def _send_group(self, group: list[_Attempt], priority: int) -> None:
-        from dask.task_spec import Task, TaskRef
+        try:
+            from dask.task_spec import Task, TaskRef
+        except ImportError:  # dask before the task spec was public
+            from dask._task_spec import Task, TaskRef
 
         dsk = {}
         for a in group:
@@ -365,8 +392,18 @@ class DaskBackend:
         seconds = time.perf_counter() - attempt.t0
         status = future.status
         on_done = attempt.on_done
-        if status == "cancelled" or attempt.cancelled:
+        if attempt.cancelled:
             return  # cancelled by layerflow (timeout, fail-fast, Ctrl-C): reported
+        if status == "cancelled":  # not by us: the client lost the cluster, or a restart
+            on_done(
+                False,
+                LayerflowError(
+                    f"task {attempt.name!r} was cancelled on the Dask cluster, not by "
+                    "layerflow: the client lost its scheduler, or the cluster was restarted"
+                ),
+                seconds,
+            )
+            return
         if status == "finished":
             if not attempt.fetch:
                 on_done(True, future, seconds, future)
@@ -416,6 +453,8 @@ class DaskBackend:
 
     def cancel(self, handle: _Attempt) -> None:
         handle.cancelled = True
+        with self._lock:
+            self._tags.pop(handle.key, None)  # its lf.record numbers do not count
         if handle.future is not None:
             # asynchronous: cancelling is a round trip to the scheduler, and the caller
             # holds the run's lock
