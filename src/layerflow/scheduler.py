@@ -234,6 +234,7 @@ class Run:
         self.windows = {name: Window(limit) for name, limit in limits.items()}
         self.blocked_units: list[int] = []  # ready, waiting for pool units
         self.blocked_rate: list[int] = []  # ready, waiting for room in a rate window
+        self.blocked_dask: list[int] = []  # ready, with a timeout: waiting for a Dask thread
         self.rate_wake = math.inf  # when a timer will look at blocked_rate again
         self.gated = any(self.need) or any(self.cost)
 
@@ -350,9 +351,11 @@ class Run:
 
             try:
                 self.backends[_DASK] = DaskBackend(address=address, client=client)
-                # a task counts as running while it runs on a worker thread, not while it
-                # waits on the cluster for one: its timeout and duration hold as on threads
-                self.kind_cap[_DASK] = min(self.limit, self.backends[_DASK].threads())
+                # ready tasks are handed to Dask at once (it queues them, which hides the
+                # round trip of each completion); a task with a timeout waits here until
+                # a worker thread is free, so its deadline does not count Dask's queue
+                self.dask_threads = self.backends[_DASK].threads()
+                self.kind_cap[_DASK] = self.limit
             except BaseException:
                 for started in self.backends:
                     if started is not None:
@@ -681,7 +684,16 @@ class Run:
             ):
                 return  # the slots left belong to better thread tasks
             i = heapq.heappop(self.ready[kind]) % KEY_BASE
-            if self.status[i] != _READY or (self.gated and not self._admit(i)):
+            if self.status[i] != _READY:
+                continue
+            if (
+                kind == _DASK
+                and self.spec[i].timeout is not None
+                and self.running_kind[_DASK] >= self.dask_threads
+            ):
+                self.blocked_dask.append(i)  # queued again when a Dask task ends
+                continue
+            if self.gated and not self._admit(i):
                 continue
             self._start(i)
             args, kwargs = self._call_args(i)
@@ -741,6 +753,8 @@ class Run:
             return False  # abandoned: its slot was given away, its result is stale
         self.running -= 1
         self.running_kind[self.kind[i]] -= 1
+        if self.blocked_dask and self.kind[i] == _DASK:
+            self._unblock(self.blocked_dask)
         self.handle[i] = None
         if self.gated:
             self._release_units(i)
@@ -1070,6 +1084,8 @@ class Run:
         self.token[i] += 1
         self.running -= 1
         self.running_kind[kind] -= 1
+        if self.blocked_dask and kind == _DASK:
+            self._unblock(self.blocked_dask)
         if self.gated:
             self._release_units(i)
         if kind == _THREAD:
