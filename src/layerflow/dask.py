@@ -46,8 +46,8 @@ except ImportError:  # pragma: no cover - exercised only without Dask
     ) from None
 
 from .errors import InvalidOptionError, TaskFailed, did_you_mean, raise_all, safe_str
-from .events import Event, RunEvent, TaskEvent, final_line
-from .flow import _recorder
+from .events import Event, LogObserver, RunEvent, TaskEvent
+from .flow import TASK_OPTIONS, _recorder
 from .graph import Graph, Task, _gc_paused
 from .plan import Plan
 from .result import RunResult
@@ -74,19 +74,9 @@ RUN_OPTIONS = (
     "resume",
     "cache",
 )
-#: options of the tasks of one key group, given as ``tasks={group: {option: value}}``
-TASK_GROUP_OPTIONS = (
-    "retries",
-    "retry_delay",
-    "retry_on",
-    "timeout",
-    "priority",
-    "executor",
-    "resources",
-    "rate_limit",
-    "cache",
-    "description",
-)
+#: options of the tasks of one key group, given as ``tasks={group: {option: value}}``: a
+#: task's options, but for those the Dask graph itself decides (its inputs and edges)
+TASK_GROUP_OPTIONS = tuple(o for o in TASK_OPTIONS if o not in ("params", "inputs", "after", "map"))
 # get's own options (besides the run's); num_workers is what Dask's schedulers call max_workers
 _OWN_OPTIONS = ("name", "tasks", "report", "trace", "on_result", "num_workers")
 _ALL_OPTIONS = RUN_OPTIONS + _OWN_OPTIONS
@@ -425,14 +415,8 @@ class _GroupProgress:
     def __call__(self, event: Event) -> None:
         kind = event.kind
         if isinstance(event, RunEvent) and kind == "run_finished":
-            line = final_line(
-                event.status or "",
-                event.counts,
-                event.total,
-                event.duration or 0.0,
-                event.sequential_estimate or 0.0,
-            )
-            self._print(line)
+            line, _ = LogObserver.format(event)  # the closing line, as for any run
+            self._print(line or "")
         if not isinstance(event, TaskEvent) or event.task is None:
             return
         label = self.labels.get(event.task, event.task)
