@@ -513,3 +513,15 @@ def test_ctrl_c_stops_the_run_and_keeps_finished_results():
     report = json.loads(out)
     assert report["status"] == "interrupted" and report["quick"] == "done"
     assert report["tasks"] == {"quick": "succeeded", "slow": "cancelled", "after": "cancelled"}
+
+
+def test_a_long_task_among_tiny_ones_does_not_hold_them_up():
+    # tiny tasks run on one worker (more threads would only add hand-offs); a worker stuck
+    # in a long task must not keep the others from taking them
+    flow = lf.Flow()
+    flow.add(lambda: time.sleep(1.0), name="long", priority=10)
+    for k in range(2000):
+        flow.add(lambda: None, name=f"tiny{k}")
+    run = flow.run(max_workers=4)
+    long_end = run.tasks["long"].finished_at
+    assert max(run.tasks[f"tiny{k}"].finished_at for k in range(2000)) < long_end

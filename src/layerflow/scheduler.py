@@ -109,6 +109,11 @@ BACKENDS = ("thread", "process", "async", "dask")
 #: what happens to a Dask task's value (see ``Run._plan_fetch``)
 _FETCH_NOW, _FETCH_AT_END, _STAYS_REMOTE = range(3)
 _INFINITE = 1 << 62
+#: thread tasks shorter than this on average gain nothing from more threads (the GIL and
+#: the run's lock serialize them; each extra thread only adds hand-offs): one worker runs
+#: them, and the others are woken when a task turns out to take longer than _WATCH
+_SHORT = 200e-6
+_WATCH = 0.002
 
 
 def _new_run_id() -> str:
@@ -235,6 +240,12 @@ class Run:
         self.blocked_units: list[int] = []  # ready, waiting for pool units
         self.blocked_rate: list[int] = []  # ready, waiting for room in a rate window
         self.blocked_dask: list[int] = []  # ready, with a timeout: waiting for a Dask thread
+        # recent thread-task duration (moving average) and completions, for _next's choice
+        # of how many workers to keep busy; a watch wakes parked workers if one is stuck
+        self.avg_task = 1.0
+        self.progress = 0
+        self.last_take = 0.0
+        self.watching = False
         self.rate_wake = math.inf  # when a timer will look at blocked_rate again
         self.gated = any(self.need) or any(self.cost)
 
@@ -618,18 +629,50 @@ class Run:
             if self.exiting:
                 return -1
             if ready and not self.stopping and self.running < self.limit:
-                if self.has_foreign and self._foreign_first(ready[0]):
-                    self._pump()  # a better coroutine or process task takes the slot
-                    continue
-                i = heapq.heappop(ready) % KEY_BASE
-                if self.status[i] != _READY or (self.gated and not self._admit(i)):
-                    continue
-                self._start(i)
-                if ready:
-                    self._dispatch()
-                return i
+                short = self.avg_task < _SHORT
+                if (
+                    short
+                    and self.running_kind[_THREAD]
+                    and time.perf_counter() - self.last_take < _WATCH
+                ):
+                    # another worker, taking a task a moment ago, runs these tiny tasks
+                    # faster alone: wait, unless it turns out to be stuck in a long one
+                    self._watch()
+                else:
+                    if self.has_foreign and self._foreign_first(ready[0]):
+                        self._pump()  # a better coroutine or process task takes the slot
+                        continue
+                    i = heapq.heappop(ready) % KEY_BASE
+                    if self.status[i] != _READY or (self.gated and not self._admit(i)):
+                        continue
+                    self._start(i)
+                    self.last_take = self.last_end[i]  # when this attempt started
+                    if ready:
+                        if short:
+                            self._watch()
+                        else:
+                            self._dispatch()
+                    return i
             self.idle += 1
             self.cond.wait()
+
+    def _watch(self) -> None:
+        """In a moment, wake idle workers if no thread task has ended meanwhile (the one
+        busy worker is in a long task): tasks are short no more."""
+        if self.watching:
+            return
+        self.watching = True
+        self._timer().add(time.perf_counter() + _WATCH, self._on_watch, self.progress)
+
+    def _on_watch(self, progress: int) -> None:
+        self.watching = False
+        if not self.ready_threads or self.stopping or self.exiting:
+            return
+        if self.progress == progress:
+            self.avg_task = max(self.avg_task, _WATCH)
+            self._dispatch()
+        elif self.idle:
+            self._watch()
 
     def _dispatch(self) -> None:
         """Wake idle workers (or start new ones) for ready thread tasks nobody has taken."""
@@ -1260,6 +1303,8 @@ class Run:
                     if tokens[i] == token:
                         add_metrics(self.metrics, i, box)
                     box.clear()
+                self.avg_task += (t1 - t0 - self.avg_task) * 0.125
+                self.progress += 1
                 i = self.complete(i, token, ok, value, t0, t1)
                 token = tokens[i] if i >= 0 else 0  # read under the lock: a deadline may bump it
 
