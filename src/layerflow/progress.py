@@ -16,7 +16,7 @@ from .events import LogObserver, Observer
 
 __all__ = ["Progress"]
 
-REFRESH_PER_SECOND = 4  # a fixed rate, never per event
+REFRESH_PER_SECOND = 2  # a fixed rate, never per event: each refresh takes the GIL
 SHOWN_RUNNING = 10  # tasks listed as running, the longest-running first
 
 
