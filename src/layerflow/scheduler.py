@@ -1483,20 +1483,29 @@ class Run:
             )
         }
         started, first = self.started, self.first_start
-        # the earliest-started tasks still running: skip the finished prefix once
+        # the earliest-started tasks still running: past a pointer over the finished
+        # prefix, which moves a bounded step per refresh (a refresh holds the GIL that the
+        # workers need: on a 100k-task run it must stay at a millisecond or so)
+        window = 4096
+        n = len(started)
         k = self._scan_from
-        while k < len(started) and status[started[k]] >= _SUCCEEDED:
+        stop = min(n, k + window)
+        while k < stop and status[started[k]] >= _SUCCEEDED:
             k += 1
         self._scan_from = k
         offset = self.wall0 - self.perf0
         shown: list[tuple[str, float]] = []
-        # a bounded look past the pointer: a refresh must stay cheap on a 100k-task run
-        for j in range(k, min(len(started), k + 4096)):
-            i = started[j]
-            if status[i] == _RUNNING:
-                shown.append((self.names[i], first[i] + offset))
-                if len(shown) >= running:
-                    break
+        near = range(k, min(n, k + window))
+        latest = range(max(k + window, n - window), n)  # if the pointer lags behind
+        for span in (near, latest):
+            for j in span:
+                i = started[j]
+                if status[i] == _RUNNING:
+                    shown.append((self.names[i], first[i] + offset))
+                    if len(shown) >= running:
+                        break
+            if len(shown) >= running:
+                break
         return {
             "counts": counts,
             "running_count": self.running,
