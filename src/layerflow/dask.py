@@ -51,7 +51,7 @@ from .flow import TASK_OPTIONS, _recorder
 from .graph import Graph, Task, _gc_paused
 from .plan import Plan
 from .result import RunResult
-from .scheduler import outcome, prepare
+from .scheduler import execute_run
 
 __all__ = ["get", "scheduler", "RUN_OPTIONS", "TASK_GROUP_OPTIONS"]
 
@@ -335,19 +335,10 @@ def _fingerprint(g: Graph) -> None:
 
 
 def _execute(plan: Plan, recorder: Any, **options: Any) -> tuple[RunResult, list[Any]]:
-    """``scheduler.execute``, keeping the run's values list: reading 100,000 values
-    through ``RunResult`` would build a ``TaskRun`` for each."""
+    """Run the translated graph; its result and the run's values list."""
     with _graph_frozen(len(plan.graph)):
-        run = prepare(plan, {}, recorder=recorder, **options)
-        if recorder is not None:
-            recorder.begin(run.run_id, run.wall0, run.perf0)
-        try:
-            run.execute()
-        except KeyboardInterrupt:  # after the run had ended: record it, let Ctrl-C through
-            if recorder is not None:
-                recorder.end(run.result())
-            raise
-        return outcome(run, recorder), run.values
+        result, run = execute_run(plan, {}, recorder=recorder, **options)
+        return result, run.values
 
 
 @contextlib.contextmanager

@@ -1471,17 +1471,7 @@ class Run:
         tasks that started first as (name, epoch start), ``total`` and ``elapsed``."""
         status = self.status
         final = self.final_counts
-        counts = {
-            name: final[code]
-            for code, name in (
-                (_SUCCEEDED, "succeeded"),
-                (_REUSED, "reused"),
-                (_CACHED, "cached"),
-                (_FAILED, "failed"),
-                (_SKIPPED, "skipped"),
-                (_CANCELLED, "cancelled"),
-            )
-        }
+        counts = {_STATUS_NAMES[c]: final[c] for c in range(_SUCCEEDED, len(final))}
         started, first = self.started, self.first_start
         # the earliest-started tasks still running: past a pointer over the finished
         # prefix, which moves a bounded step per refresh (a refresh holds the GIL that the
@@ -1758,6 +1748,12 @@ def outcome(run: Run, recorder: Any = None) -> RunResult:
 
 def execute(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
     """Run a validated plan in the calling thread; raise as ``flow.run`` does."""
+    return execute_run(plan, inputs, **options)[0]
+
+
+def execute_run(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> tuple[RunResult, Run]:
+    """``execute``, also giving the ended run's state (``lf.dask.get`` reads its values
+    list: through ``RunResult`` 100,000 values would build a ``TaskRun`` each)."""
     recorder = options.get("recorder")
     run = prepare(plan, inputs, **options)
     if recorder is not None:
@@ -1769,7 +1765,7 @@ def execute(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
             result = run.result()
             recorder.end(result)
         raise
-    return outcome(run, recorder)
+    return outcome(run, recorder), run
 
 
 async def execute_async(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
