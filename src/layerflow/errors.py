@@ -7,6 +7,7 @@ their data as attributes, so callers can react to them without parsing messages.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,19 @@ __all__ = [
     "RunInterrupted",
     "closest",
     "safe_str",
+    "RateLimited",
+    "PipelineError",
+    "CommandFailed",
+    "GroupTimeout",
+    "StoreError",
+    "RecordedError",
+    "WorkerDied",
+    "UnpicklableError",
+    "RemoteError",
+    "ParallelMapError",
+    "ReportError",
+    "NoValueError",
+    "MapError",
 ]
 
 
@@ -138,6 +152,96 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, message: str, result: RunResult) -> None:
         super().__init__(message)
         self.result = result
+
+
+# --- errors of particular parts, all here so that every part can raise and catch them ---
+
+
+class MapError(_NoRetry, TypeError):
+    """The upstream value of a ``map`` task is not a list."""
+
+
+class RateLimited(_NoRetry):
+    """Raise it in a task to push back (an HTTP 429, say): the task's rate limits pause for
+    ``retry_after`` seconds and the task is tried again without spending one of its
+    ``retries``."""
+
+    def __init__(self, message: str = "rate limited", *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        if not isinstance(retry_after, (int, float)) or not 0 <= retry_after < math.inf:
+            raise InvalidOptionError(f"retry_after must be seconds >= 0, got {retry_after!r}")
+        self.retry_after = float(retry_after)
+
+
+class PipelineError(LayerflowError, ValueError):
+    """A pipeline file is invalid. ``problems`` lists every ``(file, line, message)``."""
+
+    def __init__(self, problems: list[tuple[str, int | None, str]]) -> None:
+        self.problems = problems
+        lines = [f"{f}:{line}: {msg}" if line else f"{f}: {msg}" for f, line, msg in problems]
+        head = "" if len(lines) == 1 else f"{len(lines)} problems in the pipeline:\n"
+        super().__init__(head + "\n".join(lines))
+
+
+class CommandFailed(LayerflowError):
+    """A ``run:`` step exited non-zero: ``returncode`` and the tail of ``stderr``."""
+
+    def __init__(self, message: str, returncode: int, stderr: str) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class GroupTimeout(TaskTimeout, _NoRetry):
+    """A ``parallel_group``'s time ran out (not retried: the group's time is spent)."""
+
+
+class StoreError(LayerflowError):
+    """The store cannot be used (permissions, a broken database, an unknown run)."""
+
+
+class RecordedError(Exception):
+    """A task's error as the store recorded it: its text (the exception itself is gone)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class WorkerDied(LayerflowError):
+    """The worker process running a task died; ``exitcode`` says how (negative: a signal)."""
+
+    def __init__(self, message: str, exitcode: int | None) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
+
+
+class UnpicklableError(_NoRetry, TypeError):
+    """A task's function, an argument, or its result cannot be sent between processes."""
+
+
+class RemoteError(LayerflowError):
+    """A task raised an exception in a worker process that could not be sent back as is."""
+
+
+class ParallelMapError(LayerflowError):
+    """Some items failed (``fail_fast=False``): ``errors`` maps each failed index to its
+    exception; ``results`` holds the other results in input order (None where failed)."""
+
+    def __init__(self, message: str, errors: dict[int, BaseException], results: list[Any]):
+        super().__init__(message)
+        self.errors = errors
+        self.results = results
+
+
+class ReportError(LayerflowError):
+    """A trace or report cannot be written where it was asked for."""
+
+
+class NoValueError(LayerflowError, KeyError):
+    """``run[name]`` for a task that has no value (not in the run, failed, or released)."""
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return str(self.args[0])
 
 
 def raise_all(problems: list[Any], flow_name: str | None) -> None:

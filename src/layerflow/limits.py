@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidOptionError, LayerflowError, _NoRetry, did_you_mean
+from .errors import (
+    InvalidOptionError,
+    LayerflowError,
+    RateLimited,  # noqa: F401 (re-exported)
+    did_you_mean,
+)
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -102,18 +107,6 @@ class RateLimit:
             if self.per_seconds == seconds:
                 return f"{self.count:g}/{unit}"
         return f"{self.count:g}/{self.per_seconds:g}s"
-
-
-class RateLimited(_NoRetry):
-    """Raise it in a task to push back (an HTTP 429, say): the task's rate limits pause for
-    ``retry_after`` seconds and the task is tried again without spending one of its
-    ``retries``."""
-
-    def __init__(self, message: str = "rate limited", *, retry_after: float = 1.0) -> None:
-        super().__init__(message)
-        if not isinstance(retry_after, (int, float)) or not 0 <= retry_after < math.inf:
-            raise InvalidOptionError(f"retry_after must be seconds >= 0, got {retry_after!r}")
-        self.retry_after = float(retry_after)
 
 
 @dataclass(frozen=True)

@@ -10,21 +10,16 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .errors import InvalidOptionError, LayerflowError, TaskFailed, TaskTimeout
+from .errors import (
+    InvalidOptionError,
+    ParallelMapError,  # noqa: F401 (re-exported)
+    TaskFailed,
+    TaskTimeout,
+)
 from .flow import Flow
 from .metrics import record
 
 __all__ = ["parallel_map", "ParallelMapError"]
-
-
-class ParallelMapError(LayerflowError):
-    """Some items failed (``fail_fast=False``): ``errors`` maps each failed index to its
-    exception; ``results`` holds the other results in input order (None where failed)."""
-
-    def __init__(self, message: str, errors: dict[int, BaseException], results: list[Any]):
-        super().__init__(message)
-        self.errors = errors
-        self.results = results
 
 
 def _index(name: str) -> int:

@@ -32,7 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import Cancelled, LayerflowError, TaskTimeout, _NoRetry, closest, safe_str
+from .errors import (
+    Cancelled,
+    CommandFailed,  # noqa: F401 (re-exported)
+    GroupTimeout,  # noqa: F401 (re-exported)
+    LayerflowError,
+    PipelineError,  # noqa: F401 (re-exported)
+    TaskTimeout,
+    closest,
+    safe_str,
+)
 from .flow import Flow
 
 __all__ = [
@@ -43,29 +52,6 @@ __all__ = [
     "step_type",
     "step_types",
 ]
-
-
-class PipelineError(LayerflowError, ValueError):
-    """A pipeline file is invalid. ``problems`` lists every ``(file, line, message)``."""
-
-    def __init__(self, problems: list[tuple[str, int | None, str]]) -> None:
-        self.problems = problems
-        lines = [f"{f}:{line}: {msg}" if line else f"{f}: {msg}" for f, line, msg in problems]
-        head = "" if len(lines) == 1 else f"{len(lines)} problems in the pipeline:\n"
-        super().__init__(head + "\n".join(lines))
-
-
-class CommandFailed(LayerflowError):
-    """A ``run:`` step exited non-zero: ``returncode`` and the tail of ``stderr``."""
-
-    def __init__(self, message: str, returncode: int, stderr: str) -> None:
-        super().__init__(message)
-        self.returncode = returncode
-        self.stderr = stderr
-
-
-class GroupTimeout(TaskTimeout, _NoRetry):
-    """A ``parallel_group``'s time ran out (not retried: the group's time is spent)."""
 
 
 # --- step types -----------------------------------------------------------------------------

@@ -23,7 +23,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import LayerflowError, safe_str
+from .errors import (
+    ReportError,  # noqa: F401 (re-exported)
+    safe_str,
+)
 from .result import format_metrics
 
 if TYPE_CHECKING:
@@ -50,10 +53,6 @@ MAX_LAYERS = 40
 MAX_EDGES = 3_000
 MAX_ROWS = 5_000  # table rows
 MAX_GROUPS = 200  # rows of the table of task groups (labels)
-
-
-class ReportError(LayerflowError):
-    """A trace or report cannot be written where it was asked for."""
 
 
 def check_writable(path: str | os.PathLike[str]) -> Path:

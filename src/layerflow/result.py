@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import Cancelled, LayerflowError, TaskTimeout, did_you_mean, safe_str
+from .errors import (
+    Cancelled,
+    NoValueError,  # noqa: F401 (re-exported)
+    TaskTimeout,
+    did_you_mean,
+    safe_str,
+)
 from .limits import RateLimited
 
 __all__ = [
@@ -30,13 +36,6 @@ RUN_STATUSES = ("succeeded", "failed", "stopped", "interrupted")
 def format_metrics(metrics: Mapping[str, float]) -> str:
     """``tokens=1234, cost_usd=0.02`` (empty for no metrics)."""
     return ", ".join(f"{k}={v:g}" for k, v in metrics.items())
-
-
-class NoValueError(LayerflowError, KeyError):
-    """``run[name]`` for a task that has no value (not in the run, failed, or released)."""
-
-    def __str__(self) -> str:  # KeyError would show the message quoted
-        return str(self.args[0])
 
 
 @dataclass(slots=True)

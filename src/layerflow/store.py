@@ -28,7 +28,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import LayerflowError, safe_str
+from .errors import (
+    RecordedError,  # noqa: F401 (re-exported)
+    StoreError,  # noqa: F401 (re-exported)
+    safe_str,
+)
 
 if TYPE_CHECKING:
     from .graph import Graph, Task
@@ -105,10 +109,6 @@ _ADDED_COLUMNS = (
     ("task_runs", "metrics", "TEXT"),  # JSON object: what the task gave lf.record
     ("runs", "metrics", "TEXT"),  # JSON object: the run's sums
 )
-
-
-class StoreError(LayerflowError):
-    """The store cannot be used (permissions, a broken database, an unknown run)."""
 
 
 def default_store_path() -> Path:
@@ -533,13 +533,6 @@ class Store:
             self._db.execute("DELETE FROM cache")
             self._db.commit()
         return n
-
-
-class RecordedError(Exception):
-    """A task's error as the store recorded it: its text (the exception itself is gone)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class Recorder:

@@ -24,7 +24,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ..errors import LayerflowError, _NoRetry
+from ..errors import (
+    RemoteError,  # noqa: F401 (re-exported)
+    UnpicklableError,  # noqa: F401 (re-exported)
+    WorkerDied,  # noqa: F401 (re-exported)
+)
 from . import Done
 
 __all__ = ["ProcessBackend", "WorkerDied", "UnpicklableError", "RemoteError"]
@@ -32,22 +36,6 @@ __all__ = ["ProcessBackend", "WorkerDied", "UnpicklableError", "RemoteError"]
 # Run as a script, not as ``-m layerflow...``: the worker then starts without importing
 # layerflow (half its start-up time); it imports layerflow only to report an odd error.
 _WORKER = str(Path(__file__).with_name("_worker.py"))
-
-
-class WorkerDied(LayerflowError):
-    """The worker process running a task died; ``exitcode`` says how (negative: a signal)."""
-
-    def __init__(self, message: str, exitcode: int | None) -> None:
-        super().__init__(message)
-        self.exitcode = exitcode
-
-
-class UnpicklableError(_NoRetry, TypeError):
-    """A task's function, an argument, or its result cannot be sent between processes."""
-
-
-class RemoteError(LayerflowError):
-    """A task raised an exception in a worker process that could not be sent back as is."""
 
 
 def _find_unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

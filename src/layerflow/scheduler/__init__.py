@@ -1,0 +1,20 @@
+"""The engine: one documented state object (``state.py``), its core transitions
+(``transitions.py``), and one module per policy over that state:
+
+- ``admission``: may a ready task start now (resource pools, rate windows);
+- ``retries``: trying a failed attempt again, and push-back (``lf.RateLimited``);
+- ``deadlines``: task, group and run timeouts, on one timer thread;
+- ``layers``: layer events, the barrier of ``layered`` runs, checkpoints;
+- ``fanout``: ``map`` subtasks added at run time;
+- ``recording``: the ``RunResult`` and the snapshots progress displays read;
+- ``workers``: the thread backend, whose workers call the transitions themselves;
+- ``pools``: submission to the pools layerflow does not drive (loop, processes, Dask);
+- ``residency``: Dask values that stay on the cluster;
+- ``run``: all of it assembled; ``driver``: options checked, run to the end, outcome.
+"""
+
+from .driver import execute, execute_async, execute_run, outcome, prepare
+from .run import Run
+from .state import BACKENDS
+
+__all__ = ["Run", "execute", "execute_async", "execute_run", "outcome", "prepare", "BACKENDS"]

@@ -1,0 +1,131 @@
+"""Deadlines: a task's timeout, a group's, the run's; one timer thread for all."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import (
+    GroupTimeout,
+    TaskTimeout,
+)
+from ..events import (
+    logger,
+)
+from ..graph import Task
+from .state import (
+    _RUNNING,
+    _THREAD,
+    _WAITING_STATES,
+)
+
+
+class Timer:
+    """One thread for every deadline of a run (task timeouts, retry waits, run timeout).
+
+    Started only when a run has something timed. Callbacks run under the run's lock.
+    """
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.cond = threading.Condition(run.lock)
+        self.heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self.count = 0
+        self.closed = False
+        threading.Thread(target=self._loop, name="layerflow-timer", daemon=True).start()
+
+    def add(self, when: float, callback: Callable[..., None], *args: Any) -> None:
+        """Call ``callback(*args)`` at perf_counter time ``when`` (lock held by the caller)."""
+        self.count += 1
+        heapq.heappush(self.heap, (when, self.count, callback, args))
+        if self.heap[0][1] == self.count:
+            self.cond.notify()
+
+    def close(self) -> None:
+        self.closed = True
+        self.cond.notify()
+
+    def _loop(self) -> None:
+        heap = self.heap
+        with self.run.lock:
+            while not self.closed:
+                if not heap:
+                    self.cond.wait()
+                    continue
+                delay = heap[0][0] - time.perf_counter()
+                if delay > 0:
+                    self.cond.wait(min(delay, threading.TIMEOUT_MAX))
+                    continue
+                _, _, callback, args = heapq.heappop(heap)
+                try:
+                    callback(*args)
+                except Exception:  # a bug here must not stop every later deadline
+                    logger.exception("layerflow timer callback %r failed", callback)
+
+
+class Deadlines:
+    """Deadlines: a task's timeout, a group's, the run's; one timer thread for all."""
+
+    def _timer(self) -> Timer:
+        if self.timer is None:
+            self.timer = Timer(self)
+        return self.timer
+
+    def _on_task_deadline(self, i: int, token: int) -> None:
+        if self.token[i] != token or self.status[i] != _RUNNING:
+            return
+        t = self.spec[i]
+        name = self.names[i]
+        if self.kind[i] == _THREAD:
+            logger.warning(
+                "task %r timed out after %gs; its thread was abandoned and may keep running "
+                "in the background (threads cannot be killed)",
+                name,
+                t.timeout,
+            )
+        self._abandon(i, self._timeout_error(i), fail=True)
+
+    def _timeout_error(self, i: int) -> TaskTimeout:
+        """The error of an attempt that ran past its task's ``timeout``."""
+        name, limit = self.names[i], self.spec[i].timeout
+        return TaskTimeout(f"task {name!r} timed out after {limit:g}s", name, limit)
+
+    def _on_group_deadline(self, spec: Task) -> None:
+        """A parallel_group's time is up: what is still running in it fails, and so does
+        what has not started (its time is spent); the group's fail_fast decides the rest."""
+        group, limit = spec.group, spec.group_timeout
+        for i in range(len(self.status)):
+            if self.spec[i].group != group:
+                continue
+            st = self.status[i]
+            err = GroupTimeout(
+                f"group {group!r} timed out after {limit:g}s with {self.names[i]!r} unfinished",
+                self.names[i],
+                limit,
+            )
+            if st == _RUNNING:
+                self._abandon(i, err, fail=True)
+            elif st in _WAITING_STATES:
+                self._fail(i, err)
+
+    def _on_run_deadline(self) -> None:
+        if self.left == 0:
+            return
+        limit = self.run_timeout
+        self.outcome = "failed"
+        if self.cause < 0:
+            self.cause_error = TaskTimeout(f"the run timed out after {limit:g}s", None, limit)
+        self.stopping = True
+        for i in range(len(self.status)):
+            if self.status[i] == _RUNNING:
+                name = self.names[i]
+                e = TaskTimeout(
+                    f"task {name!r} was still running when the run timed out after {limit:g}s",
+                    name,
+                    limit,
+                )
+                self._abandon(i, e, fail=True)
+        self._stop(f"the run timed out after {limit:g}s")

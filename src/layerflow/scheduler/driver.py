@@ -1,0 +1,199 @@
+"""Driving a run: options checked, state built, run to the end, outcome raised."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..errors import (
+    InvalidOptionError,
+    RunInterrupted,
+    TaskFailed,
+    safe_str,
+)
+from ..events import (
+    LogObserver,
+    Observer,
+    logger,
+)
+from ..limits import (
+    LayerReport,
+    resolve_max_workers,
+)
+from ..plan import MODES, Plan
+from ..progress import Progress
+from ..progress import resolve as resolve_progress
+from ..result import RunResult
+from .run import Run
+from .state import (
+    BACKENDS,
+)
+
+
+def _observers(on_event: Observer | None, shown: Progress | None) -> list[Observer]:
+    if on_event is not None and not callable(on_event):
+        raise InvalidOptionError(f"on_event must be a callable taking an event, got {on_event!r}")
+    observers: list[Observer] = []
+    if on_event is not None:
+        observers.append(on_event)
+    if shown is not None:
+        lines = shown.observer()  # None for the live display, which reads snapshot()
+        if lines is not None:
+            observers.append(lines)
+    elif logger.isEnabledFor(20):  # logging.INFO: plain progress lines through logging
+        observers.append(LogObserver())
+    return observers
+
+
+def prepare(
+    plan: Plan,
+    inputs: Mapping[str, Any],
+    *,
+    outputs: list[int] | None,
+    mode: str,
+    max_workers: int | None,
+    fail_fast: bool,
+    timeout: float | None,
+    backend: str,
+    on_event: Observer | None,
+    progress: bool | Progress,
+    seed: int | None,
+    loop: Any = None,
+    resources: Mapping[str, float] | None = None,
+    rate_limits: Mapping[str, Any] | None = None,
+    checkpoint: Callable[[LayerReport], Any] | None = None,
+    recorder: Any = None,
+    address: str | None = None,
+    client: Any = None,
+) -> Run:
+    """Check the run options and build the run's state. ``recorder`` connects the run to
+    a store: its ``preset`` values are reused, its ``persist`` makes results durable."""
+    if checkpoint is not None and not callable(checkpoint):
+        raise InvalidOptionError(
+            f"checkpoint must be a callable taking a LayerReport, got {checkpoint!r}"
+        )
+    if mode not in MODES:
+        raise InvalidOptionError(
+            f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}"
+        )
+    if backend not in BACKENDS:
+        from ..errors import did_you_mean
+
+        raise InvalidOptionError(
+            f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}."
+            f"{did_you_mean(str(backend), BACKENDS)}"
+        )
+    if timeout is not None and (
+        not isinstance(timeout, (int, float))
+        or isinstance(timeout, bool)
+        or not 0 < timeout < math.inf
+    ):
+        raise InvalidOptionError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise InvalidOptionError(f"seed must be an int, got {seed!r}")
+    if not isinstance(fail_fast, bool):
+        raise InvalidOptionError(f"fail_fast must be True or False, got {fail_fast!r}")
+    resolve_max_workers(max_workers)
+    if not isinstance(progress, (bool, Progress)):
+        raise InvalidOptionError(
+            f"progress must be True, False or an lf.Progress, got {progress!r}"
+        )
+    shown = resolve_progress(progress)
+    run = Run(
+        plan,
+        inputs,
+        mode=mode,
+        max_workers=max_workers,
+        fail_fast=fail_fast,
+        timeout=timeout,
+        keep=outputs,
+        observers=_observers(on_event, shown),
+        seed=seed,
+        backend=backend,
+        loop=loop,
+        resources=resources,
+        rate_limits=rate_limits,
+        checkpoint=checkpoint,
+        preset=recorder.preset if recorder is not None else None,
+        persist=recorder.persist if recorder is not None else None,
+        lookup=recorder.lookup if recorder is not None and recorder.caching else None,
+        address=address,
+        client=client,
+    )
+    if shown is not None and shown.is_live():
+        run.live = shown
+    return run
+
+
+def outcome(run: Run, recorder: Any = None) -> RunResult:
+    """The run's result (recorded in the store, if any), or the exception ``flow.run``
+    raises for it."""
+    result = run.result()
+    if recorder is not None:
+        recorder.end(result)
+    if result.status == "interrupted":
+        raise RunInterrupted("the run was interrupted (Ctrl-C); finished results are kept", result)
+    if result.status == "failed" and (run.fail_fast or run.cause < 0):
+        cause = run.cause_error
+        if run.cause >= 0:
+            name = run.names[run.cause]
+            attempts = run.attempts[run.cause]
+            tries = f" after {attempts} attempts" if attempts > 1 else ""
+            message = f"task {name!r} failed{tries}: {safe_str(cause)}"
+        else:
+            name = None
+            message = safe_str(cause) if cause is not None else "the run failed"
+        raise TaskFailed(message, name, result) from cause
+    return result
+
+
+def execute(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
+    """Run a validated plan in the calling thread; raise as ``flow.run`` does."""
+    return execute_run(plan, inputs, **options)[0]
+
+
+def execute_run(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> tuple[RunResult, Run]:
+    """``execute``, also giving the ended run's state (``lf.dask.get`` reads its values
+    list: through ``RunResult`` 100,000 values would build a ``TaskRun`` each)."""
+    recorder = options.get("recorder")
+    run = prepare(plan, inputs, **options)
+    if recorder is not None:
+        recorder.begin(run.run_id, run.wall0, run.perf0)
+    try:
+        run.execute()
+    except KeyboardInterrupt:  # after the run had ended: record it, then let Ctrl-C through
+        if recorder is not None:
+            result = run.result()
+            recorder.end(result)
+        raise
+    return outcome(run, recorder), run
+
+
+async def execute_async(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
+    """Run a validated plan from a coroutine: coroutine tasks on the caller's event loop,
+    the others on their pools; the caller's loop is never blocked."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    recorder = options.get("recorder")
+    run = prepare(plan, inputs, loop=loop, **options)
+    if recorder is not None:
+        recorder.begin(run.run_id, run.wall0, run.perf0)
+    finished = loop.create_future()
+
+    def done() -> None:
+        loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+
+    run.on_done = done
+    try:
+        run.start()
+        await asyncio.shield(finished)
+        if run.dask is not None:  # a blocking round trip: not on the caller's loop
+            await loop.run_in_executor(None, run._collect_remote)
+    except asyncio.CancelledError:
+        run.interrupt()
+        raise
+    finally:
+        run.close()
+    return outcome(run, recorder)

@@ -1,0 +1,99 @@
+"""Layers: the layer events, the barrier of ``layered`` runs, and checkpoints."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ..errors import (
+    safe_str,
+)
+from ..events import (
+    LayerEvent,
+)
+from ..limits import (
+    LayerReport,
+)
+from .state import (
+    _READY,
+    _REUSED,
+    _STATUS_NAMES,
+    _SUCCEEDED,
+)
+
+
+class Layers:
+    """Layers: the layer events, the barrier of ``layered`` runs, and checkpoints."""
+
+    def _layer_started(self, li: int) -> None:
+        """Emit ``layer_started`` once per layer: at its first start, or at its end when
+        every task of it was skipped or cancelled."""
+        if not self.layer_seen[li]:
+            self.layer_seen[li] = 1
+            self.emit(LayerEvent("layer_started", None, time.time(), self.run_id, layer=li))  # type: ignore[misc]
+
+    def _layer_done(self, li: int) -> None:
+        if self.emit:
+            self._layer_started(li)
+            if self.layer_names is None:
+                g = self.graph
+                self.layer_names = [tuple(g.names[i] for i in lay) for lay in g.layers()]
+            names = self.layer_names[li]
+            self.emit(
+                LayerEvent("layer_finished", None, time.time(), self.run_id, layer=li, tasks=names)
+            )
+        if self.layered and li == self.current_layer:
+            last = li == len(self.layer_left) - 1
+            if self.checkpoint is not None and not last and not self.stopping:
+                self._ask_checkpoint(li)
+            else:
+                self._open_next_layer()
+
+    def _ask_checkpoint(self, li: int) -> None:
+        """Call the checkpoint for layer ``li`` in its own thread (it may prompt a person);
+        the next layer opens only when it has answered."""
+        names = self.graph.names
+        layer = self.graph.layers()[li]
+        report = LayerReport(
+            li,
+            tuple(names[i] for i in layer),
+            {names[i]: _STATUS_NAMES[self.status[i]] for i in layer},
+            {
+                names[i]: self.values[i]
+                for i in layer
+                if self.status[i] >= _REUSED or self.status[i] == _SUCCEEDED
+            },
+        )
+
+        def ask() -> None:
+            try:
+                answer = self.checkpoint(report)  # type: ignore[misc]
+                error = None
+            except Exception as e:  # the checkpoint's own bug stops the run, reported
+                answer, error = False, e
+            with self.lock:
+                if self.stopping:
+                    return
+                if error is not None:
+                    self.outcome = "failed"
+                    self.cause_error = error
+                    self._stop(f"the checkpoint after layer {li} raised {safe_str(error)}")
+                elif answer is False:
+                    self.outcome = "stopped"
+                    self._stop(f"the checkpoint after layer {li} said stop")
+                else:
+                    self._open_next_layer()
+                    self._kick()
+
+        threading.Thread(target=ask, name="layerflow-checkpoint", daemon=True).start()
+
+    def _open_next_layer(self) -> None:
+        """Let the next layer (the first with tasks left) start."""
+        while self.current_layer < len(self.layer_left) - 1:
+            self.current_layer += 1
+            held, self.held[self.current_layer] = self.held[self.current_layer], []
+            for j in held:
+                if self.status[j] == _READY:  # not cancelled meanwhile
+                    self._make_ready(j)
+            if self.layer_left[self.current_layer]:
+                break

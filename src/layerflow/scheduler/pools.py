@@ -1,0 +1,114 @@
+"""Pools layerflow does not drive itself (event loop, processes, Dask): submission."""
+
+from __future__ import annotations
+
+import heapq
+import time
+from typing import Any
+
+from ..plan import KEY_BASE
+from .state import (
+    _ASYNC,
+    _DASK,
+    _FETCH_NOW,
+    _FOREIGN,
+    _PROCESS,
+    _READY,
+)
+
+
+class ForeignPools:
+    """Pools layerflow does not drive itself (event loop, processes, Dask): submission."""
+
+    def _best_foreign(self) -> tuple[int, int]:
+        """(key, kind) of the best ready coroutine or process task that may start; kind -1
+        when there is none."""
+        best, best_kind = 0, -1
+        for kind in _FOREIGN:
+            ready = self.ready[kind]
+            if (
+                ready
+                and self.running_kind[kind] < self.kind_cap[kind]
+                and (best_kind < 0 or ready[0] < best)
+            ):
+                best, best_kind = ready[0], kind
+        return best, best_kind
+
+    def _foreign_first(self, key: int) -> bool:
+        """When slots are scarce, does a coroutine or process task come before ``key``?"""
+        if self.limit - self.running > len(self.ready_threads):
+            return False  # room for every ready thread task anyway
+        best, kind = self._best_foreign()
+        return kind >= 0 and best < key
+
+    def _pump(self) -> None:
+        """Submit ready coroutine and process tasks while the bounds allow. When slots are
+        scarce, the best keys over all pools go first, so priorities (and the sequential
+        order) hold across pools."""
+        if self.stopping or not (self.ready[_ASYNC] or self.ready[_PROCESS] or self.ready[_DASK]):
+            return
+        threads_ready = self.ready_threads
+        while self.running < self.limit:
+            best, kind = self._best_foreign()
+            if kind < 0:
+                return
+            if (
+                threads_ready
+                and threads_ready[0] < best
+                and self.limit - self.running <= len(threads_ready)
+            ):
+                return  # the slots left belong to better thread tasks
+            i = heapq.heappop(self.ready[kind]) % KEY_BASE
+            if self.status[i] != _READY:
+                continue
+            if (
+                kind == _DASK
+                and self.spec[i].timeout is not None
+                and self.running_kind[_DASK] >= self.dask_threads
+            ):
+                self.blocked_dask.append(i)  # queued again when a Dask task ends
+                continue
+            if self.gated and not self._admit(i):
+                continue
+            self._start(i)
+            args, kwargs = self._call_args(i)
+            token = self.token[i]
+            if self.lookup is not None:
+                hit, value = self.lookup(i, args, kwargs)
+                if hit:  # a cached result: the task does not run
+                    now = time.perf_counter()
+                    self._record(i, token, True, value, now, now, cached=True)
+                    continue
+
+            def on_done(
+                ok: bool,
+                value: Any,
+                seconds: float,
+                ref: Any = None,
+                metrics: dict[str, float] | None = None,
+                i: int = i,
+                token: int = token,
+            ) -> None:
+                self._foreign_done(i, token, ok, value, seconds, ref, metrics)
+
+            try:
+                if kind == _DASK:
+                    if self.remote:
+                        args, kwargs = self._call_args(i, remote=True)
+                    self.handle[i] = self.dask.submit(
+                        self.names[i],
+                        self.fns[i],
+                        args,
+                        kwargs,
+                        on_done,
+                        priority=self.spec[i].priority,
+                        fetch=self.fetch_mode[self._owner(i)] == _FETCH_NOW,
+                        tag=i,
+                    )
+                else:
+                    self.handle[i] = self.backends[kind].submit(
+                        self.names[i], self.fns[i], args, kwargs, on_done
+                    )
+            except Exception as e:  # could not even be sent (e.g. cannot be pickled)
+                now = time.perf_counter()
+                self._record(i, token, False, e, now, now)

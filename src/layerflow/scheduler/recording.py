@@ -1,0 +1,137 @@
+"""Recording: what the run looked like, for the ``RunResult`` and progress displays."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..result import RunResult, TaskRun, TaskRuns, timeline
+from .state import (
+    _RUNNING,
+    _STATUS_NAMES,
+    _SUCCEEDED,
+)
+
+
+class Recording:
+    """Recording: what the run looked like, for the ``RunResult`` and progress displays."""
+
+    def snapshot(self, running: int = 10) -> dict[str, Any]:
+        """What a progress display shows, read without the lock (a display may be a
+        moment behind): ``counts`` by final status, ``running_count``, the ``running``
+        tasks that started first as (name, epoch start), ``total`` and ``elapsed``."""
+        status = self.status
+        final = self.final_counts
+        counts = {_STATUS_NAMES[c]: final[c] for c in range(_SUCCEEDED, len(final))}
+        started, first = self.started, self.first_start
+        # the earliest-started tasks still running: past a pointer over the finished
+        # prefix, which moves a bounded step per refresh (a refresh holds the GIL that the
+        # workers need: on a 100k-task run it must stay at a millisecond or so)
+        window = 4096
+        n = len(started)
+        k = self._scan_from
+        stop = min(n, k + window)
+        while k < stop and status[started[k]] >= _SUCCEEDED:
+            k += 1
+        self._scan_from = k
+        offset = self.wall0 - self.perf0
+        shown: list[tuple[str, float]] = []
+        near = range(k, min(n, k + window))
+        latest = range(max(k + window, n - window), n)  # if the pointer lags behind
+        for span in (near, latest):
+            for j in span:
+                i = started[j]
+                if status[i] == _RUNNING:
+                    shown.append((self.names[i], first[i] + offset))
+                    if len(shown) >= running:
+                        break
+            if len(shown) >= running:
+                break
+        return {
+            "counts": counts,
+            "running_count": self.running,
+            "running": shown,
+            "total": len(self.names),
+            "elapsed": time.perf_counter() - self.perf0,
+        }
+
+    def _counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.status:
+            name = _STATUS_NAMES[s]
+            out[name] = out.get(name, 0) + 1
+        return out
+
+    def result(self) -> RunResult:
+        """The run's outcome as a :class:`RunResult` (call after the run has ended)."""
+        names = self.names
+        offset = self.wall0 - self.perf0  # perf_counter reading -> seconds since the epoch
+        order = range(self.n)
+        if self.children:  # subtasks right after their task
+            order = []
+            for i in range(self.n):
+                order.append(i)
+                order.extend(self.children.get(i, ()))
+        status, values, errors = self.status, self.values, self.errors
+        attempts, first, last, busy = self.attempts, self.first_start, self.last_end, self.busy
+        layer, children, metrics = self.layer, self.children, self.metrics
+
+        def make(k: int) -> TaskRun:
+            i = order[k]
+            a = attempts[i]
+            started = a or (i in children and last[i] > 0)
+            return TaskRun(
+                names[i],
+                _STATUS_NAMES[status[i]],
+                values[i],
+                errors[i],
+                a,
+                first[i] + offset if started else None,
+                last[i] + offset if started else None,
+                busy[i] if i not in children else 0.0,
+                layer[i],
+                metrics.get(i, {}),
+            )
+
+        tasks = TaskRuns([names[i] for i in order], make)
+        durations = self._static_durations()
+        plan = self.plan  # the result keeps the plan, not the whole run state
+        spans, waits, parked, end = self.spans, self.waits, self.parked_since, self.end
+        return RunResult(
+            run_id=self.run_id,
+            flow_name=self.graph.flow_name,
+            status=self.outcome,
+            tasks=tasks,
+            order=[names[i] for i in self.started],
+            layers=lambda: plan.layers,
+            critical_path=lambda: plan._longest(plan._longest_to(durations)),
+            timeline=lambda: timeline(
+                names,
+                [_STATUS_NAMES[s] for s in status],
+                attempts,
+                first,
+                last,
+                busy,
+                spans,
+                waits,
+                parked,
+                offset,
+                end,
+            ),
+            edges=plan.edges,
+            predicted=self.predicted,
+            started_at=self.wall0,
+            finished_at=self.end + offset,
+            released=frozenset(names[i] for i in range(self.n) if self.released[i])
+            if self.release
+            else frozenset(),
+            labels={names[i]: t.label for i, t in enumerate(self.spec[: self.n]) if t.label},
+        )
+
+    def _static_durations(self) -> list[float]:
+        """Seconds per graph task; a map task's are its subtasks' wall span."""
+        busy = self.busy[: self.n]
+        for m, kids in self.children.items():
+            if kids and self.status[m] == _SUCCEEDED:
+                busy[m] = self.last_end[m] - self.first_start[m]
+        return busy

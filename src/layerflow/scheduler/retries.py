@@ -1,0 +1,70 @@
+"""Retries and push-back."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import Cancelled, _NoRetry
+from ..limits import (
+    RateLimited,
+)
+from .state import (
+    _CANCELLED,
+    _RETRY_WAIT,
+)
+
+
+class Retries:
+    """Retries and push-back."""
+
+    def _try_again(self, i: int, error: BaseException) -> bool:
+        """Entry ``i``'s attempt failed: end it as cancelled (stopped by us), push it back,
+        or schedule a retry. False: it fails for good. Mutates; lock held."""
+        if isinstance(error, Cancelled) and self.stopping:  # stopped by us, not its own fault
+            self.status[i] = _CANCELLED
+            if self.emit:
+                self._task_event("task_cancelled", i, reason=str(error))
+            self._finalize(i)
+            return True
+        if self.stopping:
+            return False
+        if isinstance(error, RateLimited):
+            self._push_back(i, error)
+            return True
+        t = self.spec[i]
+        a = self.attempts[i] - self.pushbacks[i]
+        if a > t.retries or not isinstance(error, t.retry_on) or isinstance(error, _NoRetry):
+            return False
+        delay = t.retry_delay * (2 ** (a - 1)) * self.rng.uniform(0.8, 1.2)
+        self.errors[i] = error  # kept if the run stops before the next attempt
+        if self.emit:
+            self._task_event("task_retrying", i, error=error, delay=delay)
+        if delay > 0:
+            self.status[i] = _RETRY_WAIT
+            self._timer().add(time.perf_counter() + delay, self._on_retry, i, self.token[i])
+        else:
+            self._make_ready(i)
+        return True
+
+    def _push_back(self, i: int, error: RateLimited) -> None:
+        """The task said "too many requests": pause its rate limits, try it again later,
+        and do not count the attempt against its retries."""
+        self.pushbacks[i] += 1
+        self.errors[i] = error
+        until = time.perf_counter() + error.retry_after
+        if self.emit:
+            self._task_event("task_retrying", i, error=error, delay=error.retry_after)
+        cost = self.cost[i]
+        if cost:
+            for name in cost:
+                self.windows[name].pause(until)
+            self._make_ready(i)  # it waits in the paused window like any other start
+        else:
+            self.status[i] = _RETRY_WAIT
+            self._timer().add(until, self._on_retry, i, self.token[i])
+
+    def _on_retry(self, i: int, token: int) -> None:
+        if self.token[i] != token or self.status[i] != _RETRY_WAIT:
+            return
+        self._make_ready(i)
+        self._kick()

@@ -1,0 +1,134 @@
+"""The run: state, transitions and policies assembled; starting and ending it."""
+
+from __future__ import annotations
+
+import time
+
+from ..events import (
+    RunEvent,
+    final_line,
+    logger,
+)
+from .admission import Admission
+from .deadlines import Deadlines
+from .fanout import FanOut
+from .layers import Layers
+from .pools import ForeignPools
+from .recording import Recording
+from .residency import DaskResidency
+from .retries import Retries
+from .state import (
+    _ASYNC,
+    _PENDING,
+    _REUSED,
+    State,
+)
+from .transitions import Transitions
+from .workers import ThreadWorkers
+
+
+class Run(
+    ThreadWorkers,
+    ForeignPools,
+    DaskResidency,
+    Recording,
+    FanOut,
+    Layers,
+    Deadlines,
+    Retries,
+    Admission,
+    Transitions,
+    State,
+):
+    """The run: state, transitions and policies assembled; starting and ending it."""
+
+    def start(self, *, inline: bool = False) -> None:
+        """Queue the tasks without dependencies and start the pools (lock not held)."""
+        if self.live is not None:
+            self.live.start(self)
+        if self.emit:
+            self.emit(RunEvent("run_started", None, time.time(), self.run_id, total=self.n))
+        with self.lock:
+            if self.run_timeout is not None:
+                self._timer().add(self.perf0 + self.run_timeout, self._on_run_deadline)
+            if inline:
+                self.threads = 1  # the calling thread is the one worker
+            for i in self.preset:  # all reused before any is released: none runs again
+                self.status[i] = _REUSED
+            for i in self.graph.order:  # resumed tasks first: their users may be ready
+                if i in self.preset:
+                    self._succeed(i, self.preset[i], _REUSED)
+            for i in range(self.n):
+                if not self.waiting[i] and self.status[i] == _PENDING:
+                    self._make_ready(i)
+            if not self.left:
+                self._finish_run()
+            elif inline:
+                if self.has_foreign:
+                    self._pump()
+            elif self.backends[_ASYNC] is not None and self.ready[_ASYNC]:
+                # Start coroutines from the loop's own thread: there a submission creates
+                # the asyncio task directly, and completions never wait for this thread.
+                if self.ready_threads:
+                    self._dispatch()
+                self.backends[_ASYNC].loop.call_soon_threadsafe(self._kick_locked)
+            else:
+                self._kick()
+
+    def execute(self) -> None:
+        """Run to the end (or to a stop) in the calling thread."""
+        g = self.graph
+        inline = (
+            self.mode == "sequential"
+            and self.run_timeout is None
+            and not any(t.timeout is not None for t in g.tasks)
+        )
+        try:
+            self.start(inline=inline)
+            if inline:
+                with self.lock:
+                    i = self._next()
+                    token = self.token[i] if i >= 0 else 0
+                self._work(i, token, inline=True)
+            self.done.wait()
+        except KeyboardInterrupt:
+            if self.done.is_set():
+                raise  # the run had ended: the Ctrl-C is the caller's
+            self.interrupt()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Report the end to observers and release the pools."""
+        try:
+            self._collect_remote()
+        except Exception as e:
+            logger.error("could not bring the run's values back from the Dask cluster: %s", e)
+        if self.live is not None:
+            self.live.stop(
+                final_line(
+                    self.outcome,
+                    self._counts(),
+                    len(self.names),
+                    self.end - self.perf0,
+                    sum(self.busy),
+                )
+            )
+        for backend in self.backends:
+            if backend is not None:
+                backend.close()
+        if self.bus is not None:
+            self.emit(  # type: ignore[misc]
+                RunEvent(
+                    "run_finished",
+                    None,
+                    time.time(),
+                    self.run_id,
+                    total=len(self.names),
+                    status=self.outcome,
+                    duration=self.end - self.perf0,
+                    sequential_estimate=sum(self.busy),
+                    counts=self._counts(),
+                )
+            )
+            self.bus.close()

@@ -1,0 +1,413 @@
+"""The state of one run: every field, and the task state machine.
+
+One ``Run`` object holds all of a run's state in plain lists indexed by *entry*: the graph's
+tasks are entries ``0..n-1``; the subtasks a ``map`` adds at run time are appended after them.
+Every field is guarded by ``lock``; the transitions (``transitions.py`` and the policy
+modules) mutate it with the lock held and are called by whoever holds the news: a thread
+worker whose task returned, a backend's done-callback, the timer, a checkpoint's thread.
+
+Task states (``status[i]``; the names a ``RunResult`` shows are in ``_STATUS_NAMES``)::
+
+    pending ──(dependencies done)──▶ ready ──(admitted)──▶ running ──▶ succeeded
+       │                              │  ▲                   │  │
+       │                     held ◀───┘  └─── parked         │  ├──▶ retry-wait ──▶ ready
+       │            (layer barrier)       (pool, rate limit)  │  └──▶ failed
+       ├──▶ skipped   (an upstream failed, fail_fast=False)   └──▶ cancelled (stopped by us)
+       ├──▶ cancelled (the run stopped before it started)
+       └──▶ reused (loaded by resume) / cached (a cache hit: it never runs)
+
+``held`` and ``parked`` are not codes of their own: the entry is ``_READY`` and sits in a
+layer's ``held`` list or in the gate's parked lists instead of a ready heap. A ``map`` task
+is ``_MAPPED`` while its subtasks run, and ends when the last of them ends.
+
+Per-entry fields (lists, appended to by ``fanout`` for map subtasks):
+
+- ``names``, ``spec`` (the ``Task``), ``layer``, ``kind`` (the pool: ``_THREAD`` ...
+  ``_DASK``), ``fns`` (what is called), ``consts`` (constant keyword arguments: params and flow
+  inputs), ``args`` ((parameter, upstream entry) pairs), ``positional``, ``need`` (resource
+  units), ``cost`` (rate-limit costs), ``keys`` (the ready-heap key: priority, path, order).
+- ``status``, ``token`` (bumped when an attempt starts or is abandoned, so a late result of an
+  abandoned attempt is recognised as stale), ``attempts``, ``pushbacks`` (attempts that were
+  push-back, which spend no retry), ``handle`` (a foreign backend's handle of the running
+  attempt), ``parent`` (a map subtask's task, else -1), ``seq`` (start order, from 1).
+- records: ``values``, ``errors``, ``first_start``, ``last_end`` (the running attempt's start
+  while it runs), ``busy`` (seconds spent running, over attempts).
+
+Run-wide fields:
+
+- ``waiting``: per graph task, dependencies not yet succeeded; ``left``: entries not in a
+  final state (the run ends at 0); ``final_counts``: entries that ended, by status.
+- ``ready[kind]``: one heap of keys per pool kind (``ready_threads`` is the thread one).
+- ``running`` / ``running_kind``: attempts running, in all and per pool; ``limit``: the
+  ``max_workers`` bound over all pools; ``kind_cap``: per foreign pool.
+- thread workers (``workers.py``): ``threads`` (those that count towards the bound;
+  abandoned ones do not), ``idle`` (waiting in ``cond``), ``thread_cap``, ``avg_task``,
+  ``progress``, ``last_take``, ``watching`` (the tiny-task mode).
+- admission (``admission.py``): ``free`` units per pool, ``windows`` per rate limit,
+  ``blocked_units`` / ``blocked_rate`` / ``blocked_dask`` (ready entries parked), ``rate_wake``,
+  ``parked_since`` and ``waits`` (for the trace), ``gated`` (any task has a pool or a limit).
+- layers (``layers.py``): ``layered``, ``current_layer``, ``held``, ``layer_left``,
+  ``layer_seen``, ``checkpoint``.
+- map (``fanout.py``): ``map_left`` and ``children`` per mapped task.
+- deadlines (``deadlines.py``): ``timer``, ``group_deadline``, ``run_timeout``.
+- values no longer needed (``transitions._release``): ``release``, ``keep``, ``users_left``,
+  ``released``; on Dask (``residency.py``): ``remote``, ``on_cluster``, ``fetch_mode``.
+- outcome: ``stopping`` (no new starts), ``exiting`` (workers leave), ``outcome``, ``cause`` and
+  ``cause_error`` (what stopped the run), ``started`` (entries in start order), ``spans``
+  (attempts that did not succeed), ``metrics`` (``lf.record``), ``done`` (set at the end).
+- connections: ``persist`` and ``lookup`` (the store and the cache), ``preset`` (resumed
+  values), ``emit`` (the event bus, or None), ``live`` (a live progress display).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ..errors import (
+    InvalidOptionError,
+    raise_all,
+)
+from ..events import (
+    EventBus,
+    Observer,
+    TaskEvent,
+)
+from ..graph import Task, _gc_paused, positional_args
+from ..limits import (
+    LayerReport,
+    Window,
+    check_limits,
+    resolve_max_workers,
+    task_costs,
+)
+from ..plan import KEY_BASE, Plan
+from ..progress import Progress
+
+_PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED = range(5)
+_SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _REUSED, _CACHED = range(5, 11)
+_STATUS_NAMES = [
+    "pending",
+    "pending",
+    "running",
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "skipped",
+    "cancelled",
+    "reused",
+    "cached",
+]
+_WAITING_STATES = (_PENDING, _READY, _RETRY_WAIT)
+
+#: pool kinds; a task's kind comes from its ``executor`` option or the run's ``backend``
+_THREAD, _ASYNC, _PROCESS, _DASK = range(4)
+_KINDS = {"thread": _THREAD, "async": _ASYNC, "process": _PROCESS, "dask": _DASK}
+_FOREIGN = (_ASYNC, _PROCESS, _DASK)
+BACKENDS = ("thread", "process", "async", "dask")
+#: what happens to a Dask task's value (see ``Run._plan_fetch``)
+_FETCH_NOW, _FETCH_AT_END, _STAYS_REMOTE = range(3)
+_INFINITE = 1 << 62
+#: thread tasks shorter than this on average gain nothing from more threads (the GIL and
+#: the run's lock serialize them; each extra thread only adds hand-offs): one worker runs
+#: them, and the others are woken when a task turns out to take longer than _WATCH
+_SHORT = 200e-6
+_WATCH = 0.002
+
+
+def _new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _sync_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A coroutine function run to completion in a worker thread (``executor="thread"``)."""
+    import asyncio
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(fn(*args, **kwargs))
+
+    return call
+
+
+class State:
+    """The fields of one run (see the module docstring) and their set-up."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        inputs: Mapping[str, Any],
+        *,
+        mode: str = "dynamic",
+        max_workers: int | None = None,
+        fail_fast: bool = True,
+        timeout: float | None = None,
+        keep: Iterable[int] | None = None,
+        observers: Sequence[Observer] = (),
+        seed: int | None = None,
+        backend: str = "thread",
+        loop: Any = None,
+        run_id: str | None = None,
+        resources: Mapping[str, float] | None = None,
+        rate_limits: Mapping[str, Any] | None = None,
+        checkpoint: Callable[[LayerReport], Any] | None = None,
+        preset: Mapping[int, Any] | None = None,
+        persist: Callable[[int, Any, float, float], None] | None = None,
+        lookup: Callable[[int, tuple[Any, ...], dict[str, Any]], tuple[bool, Any]] | None = None,
+        address: str | None = None,
+        client: Any = None,
+    ) -> None:
+        g = plan.graph
+        self.plan = plan
+        self.graph = g
+        self.n = n = len(g)
+        self.mode = mode
+        self.fail_fast = fail_fast
+        self.run_timeout = timeout
+        self.run_id = run_id or _new_run_id()
+        self.rng = random.Random(seed)
+        self.loop = loop
+        sequential = mode == "sequential"
+        # with max_workers=None coroutines are unbounded; threads stop at the default cap
+        self.limit = 1 if sequential else (max_workers or _INFINITE)
+        self.thread_cap = 1 if sequential else resolve_max_workers(max_workers)
+        if sequential:
+            keys = [0] * n
+            for pos, i in enumerate(plan.sequence(seed)):
+                keys[i] = pos * KEY_BASE + i
+            self.keys = keys
+        else:
+            self.keys = list(plan.keys())
+
+        # limits are checked before any pool (worker processes, a cluster) is started
+        pools, limits, problems = check_limits(g, resources, rate_limits)
+        raise_all(problems, g.flow_name)
+        with _gc_paused():
+            self._init_entries(inputs, backend, address, client)
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.done = threading.Event()
+        self.on_done: Callable[[], None] | None = None
+        self.waiting = [len(d) for d in g.deps]
+        self.ready: list[list[int]] = [[], [], [], []]
+        self.ready_threads = self.ready[_THREAD]
+        # a checkpoint answers after each layer before the next may start: a barrier
+        self.checkpoint = checkpoint
+        self.layered = mode == "layered" or checkpoint is not None
+        self.current_layer = 0
+        self.held: list[list[int]] = [[] for _ in range(g.n_layers)] if self.layered else []
+        self.layer_left = [0] * g.n_layers
+        for li in g.layer:
+            self.layer_left[li] += 1
+        self.layer_seen = bytearray(g.n_layers)
+        self.layer_names: list[tuple[str, ...]] | None = None
+        self.started: list[int] = []
+        # for the trace and the report: a plain tuple per attempt that did not succeed (a
+        # succeeded attempt is known from the records above) and per wait for a limit
+        self.spans: list[tuple[int, int, float, float, BaseException | None]] = []
+        self.parked_since: dict[int, tuple[str, Any, float]] = {}  # ready, held by a limit
+        self.waits: list[tuple[int, str, Any, float, float]] = []
+        self.left = n
+        self.running = 0
+        self.running_kind = [0, 0, 0, 0]
+        self.threads = 0
+        self.idle = 0
+        self.stopping = False
+        self.exiting = False
+        self.outcome = "succeeded"
+        self.cause: int = -1  # the task whose failure stopped the run
+        self.cause_error: BaseException | None = None
+
+        # values released once their last consumer finished (only when outputs were named;
+        # a Dask task's copy on the cluster, always)
+        self.release = keep is not None
+        self.keep = bytearray(n)
+        self.users_left: list[int] = []
+        self.released = bytearray(n)
+        if keep is not None:
+            for i in keep:
+                self.keep[i] = 1
+        self.track_users = self.release or self.dask is not None
+        if self.track_users:
+            self.users_left = [len(s) for s in g.succs]
+
+        self.free = pools  # free units per resource pool
+        self.windows = {name: Window(limit) for name, limit in limits.items()}
+        self.blocked_units: list[int] = []  # ready, waiting for pool units
+        self.blocked_rate: list[int] = []  # ready, waiting for room in a rate window
+        self.blocked_dask: list[int] = []  # ready, with a timeout: waiting for a Dask thread
+        # recent thread-task duration (moving average) and completions, for _next's choice
+        # of how many workers to keep busy; a watch wakes parked workers if one is stuck
+        self.avg_task = 1.0
+        self.progress = 0
+        self.last_take = 0.0
+        self.watching = False
+        self.rate_wake = math.inf  # when a timer will look at blocked_rate again
+        self.gated = any(self.need) or any(self.cost)
+
+        self.group_deadline: dict[str | None, float] = {}  # parallel_group -> its deadline
+        # resume: values loaded from the store for tasks that need not run again
+        self.preset = dict(preset or {})
+        # the prediction from past runs, for the result: fixed now, simulated when asked
+        self.predicted = plan.prediction(max_workers, mode, resources, rate_limits, self.preset)
+        # the store: called with (task, value, start, end) when a task succeeds, in the
+        # worker (or callback) thread and before the run counts it done, so it is durable
+        self.persist = persist
+        # the cache: (task, args, kwargs) -> (hit, value), asked before a task runs
+        self.lookup = lookup
+        # Dask: the cluster's copy of finished values, by entry, and the values left there
+        self.remote: dict[int, Any] = {}
+        self.collected = False  # _collect_remote has run
+        self.metrics: dict[int, dict[str, float]] = {}  # lf.record's numbers, by entry
+        self.on_cluster: list[int] = []
+        self.fetch_mode = bytearray(n)
+        if self.dask is not None:
+            self._plan_fetch()
+
+        self.timer: Any = None  # a deadlines.Timer, started by the first deadline
+        self.live: Progress | None = None  # a live progress display, reading snapshot()
+        self._scan_from = 0  # snapshot(): tasks before it in ``started`` have all ended
+        self.final_counts = [0] * len(_STATUS_NAMES)  # entries that ended, by status
+        self.bus = EventBus(list(observers)) if observers else None
+        self.emit = self.bus.put if self.bus else None
+        self.wall0 = time.time()
+        self.perf0 = time.perf_counter()
+        self.end = self.perf0
+
+    def _init_entries(
+        self, inputs: Mapping[str, Any], backend: str, address: str | None, client: Any
+    ) -> None:
+        """Per-entry lists for the graph's tasks (map subtasks are appended later)."""
+        g = self.graph
+        n = self.n
+        tasks = g.tasks
+        self.names = list(g.names)
+        self.spec: list[Task] = list(tasks)
+        self.layer = list(g.layer)
+        self.kind: list[int] = []
+        self.fns: list[Callable[..., Any]] = []
+        default = _KINDS[backend if backend != "async" else "thread"]
+        for t in tasks:
+            if t.executor is not None:
+                kind = _KINDS[t.executor]
+            elif t.is_coroutine:
+                kind = _ASYNC
+            else:
+                kind = default
+            if kind == _ASYNC and not t.is_coroutine:
+                raise InvalidOptionError(
+                    f"task {t.name!r}: executor='async' needs an 'async def' function; "
+                    f"use executor='thread' for a plain function"
+                )
+            self.kind.append(kind)
+            self.fns.append(_sync_call(t.fn) if kind == _THREAD and t.is_coroutine else t.fn)
+        self.consts: list[dict[str, Any] | None] = []
+        for t, in_args in zip(tasks, g.input_args, strict=True):
+            if not in_args and not t.params:
+                self.consts.append(None)
+                continue
+            const = dict(t.params)
+            for param, name in in_args:
+                if name in inputs:
+                    const[param] = inputs[name]
+            self.consts.append(const or None)
+        self.args: list[tuple[tuple[str, int], ...]] = list(g.args)
+        self.positional = [t.signature.positional_only for t in tasks]
+        self.need: list[Mapping[str, float] | None] = [t.resources or None for t in tasks]
+        self.cost: list[dict[str, float] | None] = [
+            None if t.rate_limit is None else task_costs(t.rate_limit) for t in tasks
+        ]
+        self.pushbacks = [0] * n  # RateLimited push-backs: retries that cost nothing
+        self.status = [_PENDING] * n
+        self.token = [0] * n
+        self.values: list[Any] = [None] * n
+        self.errors: list[BaseException | None] = [None] * n
+        self.attempts = [0] * n
+        self.first_start = [0.0] * n
+        self.last_end = [0.0] * n
+        self.busy = [0.0] * n
+        self.seq = [0] * n
+        self.handle: list[Any] = [None] * n
+        self.parent = [-1] * n
+        self.map_left: dict[int, int] = {}
+        self.children: dict[int, list[int]] = {}
+        self.backends: list[Any] = [None, None, None, None]
+        self.kind_cap = [_INFINITE, _INFINITE, _INFINITE, _INFINITE]
+        used = set(self.kind)
+        if (address is not None or client is not None) and _DASK not in used:
+            raise InvalidOptionError(
+                "address= and client= are for the Dask backend: pass backend='dask' "
+                "(or executor='dask' on the tasks that should run there)"
+            )
+        if _PROCESS in used:
+            import os
+
+            from ..backends.process import ProcessBackend
+
+            self.backends[_PROCESS] = ProcessBackend()
+            cap = os.cpu_count() or 1
+            self.kind_cap[_PROCESS] = cap if self.limit == _INFINITE else self.limit
+            # start the workers now: their start-up overlaps the layers before them
+            self.backends[_PROCESS].warm(min(self.kind_cap[_PROCESS], self.kind.count(_PROCESS)))
+        if _ASYNC in used:
+            from ..backends.aio import AsyncBackend
+
+            self.backends[_ASYNC] = AsyncBackend(self.loop)
+        if _DASK in used:
+            from ..backends.dask import DaskBackend
+
+            try:
+                self.backends[_DASK] = DaskBackend(address=address, client=client)
+                # ready tasks are handed to Dask at once (it queues them, which hides the
+                # round trip of each completion); a task with a timeout waits here until
+                # a worker thread is free, so its deadline does not count Dask's queue
+                self.dask_threads = self.backends[_DASK].threads()
+                self.kind_cap[_DASK] = self.limit
+            except BaseException:
+                for started in self.backends:
+                    if started is not None:
+                        started.close()
+                raise
+        self.dask = self.backends[_DASK]
+        self.has_foreign = bool(used - {_THREAD})
+
+    def _task_event(self, kind: str, i: int, **fields: Any) -> None:
+        self.emit(  # type: ignore[misc]
+            TaskEvent(
+                kind,
+                self.names[i],
+                time.time(),
+                self.run_id,
+                layer=self.layer[i],
+                seq=self.seq[i],
+                total=len(self.names),
+                attempt=self.attempts[i],
+                **fields,
+            )
+        )
+
+    def _call_args(self, i: int, remote: bool = False) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The positional and keyword arguments of entry ``i``'s call; with ``remote``,
+        upstream values that are on the Dask cluster are passed as their futures."""
+        const = self.consts[i]
+        kwargs = dict(const) if const else {}
+        values = self.values
+        for param, j in self.args[i]:
+            kwargs[param] = values[j]
+        if remote and self.remote:
+            for param, j in self.args[i]:
+                ref = self._remote_ref(j)
+                if ref is not None:
+                    kwargs[param] = ref
+        if self.positional[i]:
+            return tuple(positional_args(self.positional[i], kwargs)), kwargs
+        return (), kwargs
+
+    def _owner(self, i: int) -> int:
+        """The graph task of entry ``i`` (itself, or the task a ``map`` subtask belongs to)."""
+        return i if i < self.n else self.parent[i]

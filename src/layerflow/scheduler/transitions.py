@@ -1,0 +1,334 @@
+"""The core transitions: a task becomes ready, starts, ends, succeeds or fails, is
+finalized; the run stops, is interrupted or finishes. Each mutates the state of
+``state.py`` and is called with the run's lock held.
+
+Task-selection policy (the keys of ``Plan.keys()``): among ready tasks, higher ``priority``
+first, then the longest remaining path to a sink (critical path first), then declaration
+order. ``max_workers`` bounds the tasks running at once over all pools together.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from typing import Any
+
+from ..errors import (
+    safe_str,
+)
+from ..events import (
+    logger,
+)
+from ..metrics import add as add_metrics
+from .state import (
+    _CACHED,
+    _CANCELLED,
+    _DASK,
+    _FAILED,
+    _PENDING,
+    _READY,
+    _REUSED,
+    _RUNNING,
+    _SKIPPED,
+    _SUCCEEDED,
+    _THREAD,
+    _WAITING_STATES,
+)
+
+
+class Transitions:
+    """The core transitions: a task becomes ready, starts, ends, succeeds, fails, is"""
+
+    def _make_ready(self, i: int) -> None:
+        """Entry ``i`` may start: hold it behind a layer barrier, expand it, or queue it."""
+        self.status[i] = _READY
+        if self.layered and self.layer[i] != self.current_layer:
+            self.held[self.layer[i]].append(i)
+        elif i < self.n and i in self.graph.map_source:
+            self._expand(i)
+        else:
+            heapq.heappush(self.ready[self.kind[i]], self.keys[i])
+
+    def _start(self, i: int) -> None:
+        """Record that entry ``i`` starts an attempt now."""
+        now = time.perf_counter()
+        self.status[i] = _RUNNING
+        self.token[i] += 1  # a new attempt: whatever was timed for the last one is stale
+        self.running += 1
+        self.running_kind[self.kind[i]] += 1
+        a = self.attempts[i] = self.attempts[i] + 1
+        if a == 1:
+            self.first_start[i] = now
+            self.started.append(i)
+            self.seq[i] = len(self.started)
+        self.last_end[i] = now  # start of the current attempt until it ends
+        t = self.spec[i]
+        if t.timeout is not None:
+            self._timer().add(now + t.timeout, self._on_task_deadline, i, self.token[i])
+        if t.group_timeout is not None and t.group not in self.group_deadline:
+            self.group_deadline[t.group] = now + t.group_timeout
+            self._timer().add(now + t.group_timeout, self._on_group_deadline, t)
+        if self.emit:
+            self._layer_started(self.layer[i])
+            self._task_event("task_started", i)
+
+    def _record(
+        self, i: int, token: int, ok: bool, value: Any, t0: float, t1: float, cached: bool = False
+    ) -> bool:
+        """Entry ``i``'s attempt ended; False when the attempt had been abandoned."""
+        if token != self.token[i]:
+            return False  # abandoned: its slot was given away, its result is stale
+        self.running -= 1
+        self.running_kind[self.kind[i]] -= 1
+        if self.blocked_dask and self.kind[i] == _DASK:
+            self._unblock(self.blocked_dask)
+        self.handle[i] = None
+        if self.gated:
+            self._release_units(i)
+        self.busy[i] += t1 - t0
+        self.last_end[i] = t1
+        limit = self.spec[i].timeout
+        if limit is not None and t1 - t0 > limit:  # ended past its deadline: still a timeout
+            ok, value = False, self._timeout_error(i)
+        if not ok:
+            self.spans.append((i, self.attempts[i], t0, t1, value))
+        if ok:
+            self._succeed(i, value, _CACHED if cached else _SUCCEEDED)
+        else:
+            self._fail(i, value)
+        return True
+
+    def complete(
+        self, i: int, token: int, ok: bool, value: Any, t0: float, t1: float, cached: bool = False
+    ) -> int:
+        """A thread worker's task ended: record it and return the worker's next task
+        (-1: the worker exits)."""
+        if not self._record(i, token, ok, value, t0, t1, cached):
+            return -1
+        if self.has_foreign:
+            self._pump()
+        return self._next()
+
+    def _foreign_done(
+        self,
+        i: int,
+        token: int,
+        ok: bool,
+        value: Any,
+        seconds: float,
+        ref: Any = None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        """A backend's done-callback: the same transition as a thread worker's. ``ref`` is
+        where the value stays on a cluster (a Dask future); ``value is ref`` when it was
+        not brought back here."""
+        t1 = time.perf_counter()
+        if ok and self.persist is not None and self.token[i] == token:
+            self._persist(i, value, t1 - seconds, t1)  # durable before the run counts it done
+        with self.lock:
+            if metrics and token == self.token[i]:
+                add_metrics(self.metrics, i, metrics)
+            if ref is not None and ok and token == self.token[i]:
+                self.remote[i] = ref
+                if value is ref:
+                    self.on_cluster.append(i)
+            if self._record(i, token, ok, value, t1 - seconds, t1):
+                self._kick()
+
+    def _persist(self, i: int, value: Any, t0: float, t1: float) -> None:
+        """Hand a result to the store; a store that fails is reported, and the run goes on
+        with the value in memory (it simply will not be reusable)."""
+        try:
+            self.persist(i, value, t0, t1)  # type: ignore[misc]
+        except Exception:
+            logger.exception("could not store the result of task %r", self.names[i])
+
+    def _succeed(self, i: int, value: Any, status: int = _SUCCEEDED) -> None:
+        self.status[i] = status
+        self.values[i] = value
+        self.errors[i] = None  # an earlier attempt's error is history
+        if self.emit:
+            kind = {_SUCCEEDED: "task_succeeded", _REUSED: "task_reused"}.get(status, "task_cached")
+            self._task_event(kind, i, duration=self.busy[i])
+        if i < self.n:
+            waiting = self.waiting
+            status = self.status
+            for s in self.graph.succs[i]:
+                waiting[s] -= 1
+                if not waiting[s] and status[s] == _PENDING:
+                    self._make_ready(s)
+        self._finalize(i)
+
+    def _fail(self, i: int, error: BaseException) -> None:
+        """Entry ``i``'s attempt failed with ``error``: cancelled, tried again (see
+        ``retries``), or failed for good, and then fail-fast or continue decides the rest."""
+        if self._try_again(i, error):
+            return
+        t = self.spec[i]
+        self.status[i] = _FAILED
+        self.errors[i] = error
+        if self.emit:
+            self._task_event("task_failed", i, error=error, duration=self.busy[i])
+        if self.cause < 0:
+            self.cause = i
+            self.cause_error = error
+        self.outcome = "failed"
+        fail_fast = self.fail_fast if t.fail_fast is None else t.fail_fast
+        if fail_fast:
+            self.stopping = True  # before anything below can start a task or ask a checkpoint
+        self._finalize(i)
+        if fail_fast:
+            reason = f"{self.names[i]!r} failed"
+            # what can be cancelled is: coroutines and worker processes; a running thread
+            # cannot be, so the run waits for it and keeps its result
+            for j in [j for j, st in enumerate(self.status) if st == _RUNNING]:
+                if self.kind[j] != _THREAD:
+                    self._abandon(j, None, fail=False, reason=reason)
+                elif self.spec[j].cancel is not None:
+                    try:  # e.g. a shell step kills its command; the task then ends
+                        self.spec[j].cancel()
+                    except Exception:
+                        logger.exception("could not stop task %r", self.names[j])
+            self._stop(reason)
+        elif i < self.n:
+            self._skip_downstream(i)
+
+    def _skip_downstream(self, i: int) -> None:
+        """Continue-on-failure: everything that needs ``i`` will never run."""
+        status = self.status
+        stack = [i]
+        while stack:
+            j = stack.pop()
+            for s in self.graph.succs[j]:
+                if status[s] == _PENDING:
+                    status[s] = _SKIPPED
+                    if self.emit:
+                        self._task_event(
+                            "task_skipped", s, reason=f"upstream {self.names[j]!r} did not succeed"
+                        )
+                    self._finalize(s)
+                    stack.append(s)
+
+    def _finalize(self, i: int) -> None:
+        """Entry ``i`` reached a final state: count it, end its layer or its map, release."""
+        self.final_counts[self.status[i]] += 1
+        m = self.parent[i]
+        if m >= 0:
+            self.map_left[m] -= 1
+            if not self.map_left[m]:
+                self._map_done(m)
+        else:
+            li = self.layer[i]
+            self.layer_left[li] -= 1
+            if not self.layer_left[li]:
+                self._layer_done(li)
+            if self.track_users:
+                users = self.users_left
+                for j in self.graph.deps[i]:
+                    users[j] -= 1
+                    if not users[j]:
+                        self._release(j)
+                if not users[i]:
+                    self._release(i)
+        self.left -= 1
+        if not self.left:
+            self._finish_run()
+
+    def _release(self, j: int) -> None:
+        """Entry ``j``'s last user has finished."""
+        if self.remote:
+            self._drop_remote(j)
+        if self.release:
+            self._maybe_release(j)
+
+    def _maybe_release(self, j: int) -> None:
+        """Drop a value nobody will read again (only when ``outputs`` were named). A value
+        still being computed is dropped when it arrives, not before."""
+        if (
+            not self.users_left[j]
+            and not self.keep[j]
+            and self.status[j] >= _SUCCEEDED
+            and not self.released[j]
+        ):
+            self.values[j] = None
+            self.released[j] = 1
+
+    def _stop(self, reason: str) -> None:
+        """No more starts: every entry not running now is cancelled."""
+        self.stopping = True
+        for ready in self.ready:
+            ready.clear()
+        status = self.status
+        for i in range(len(status)):
+            if status[i] in _WAITING_STATES:
+                status[i] = _CANCELLED
+                if self.emit:
+                    self._task_event("task_cancelled", i, reason=reason)
+                self._finalize(i)
+
+    def _abandon(
+        self, i: int, error: BaseException | None, *, fail: bool, reason: str = ""
+    ) -> None:
+        """Give up on entry ``i``'s running attempt. A coroutine is cancelled and a worker
+        process killed; a thread cannot be killed, so it is left to finish on its own and
+        its slot goes to a fresh worker."""
+        now = time.perf_counter()
+        kind = self.kind[i]
+        self.token[i] += 1
+        self.running -= 1
+        self.running_kind[kind] -= 1
+        if self.blocked_dask and kind == _DASK:
+            self._unblock(self.blocked_dask)
+        if self.gated:
+            self._release_units(i)
+        if kind == _THREAD:
+            self.threads -= 1
+        elif self.handle[i] is not None:
+            self.backends[kind].cancel(self.handle[i])
+            self.handle[i] = None
+        self.spans.append((i, self.attempts[i], self.last_end[i], now, error))
+        self.busy[i] += now - self.last_end[i]
+        self.last_end[i] = now
+        if fail and error is not None:
+            self._fail(i, error)
+        else:
+            self.status[i] = _CANCELLED
+            self.errors[i] = error
+            if self.emit:
+                self._task_event("task_cancelled", i, reason=reason or safe_str(error))
+            self._finalize(i)
+        self._kick()
+
+    def interrupt(self) -> None:
+        """Ctrl-C: stop starting, give up on running attempts, keep what finished."""
+        with self.lock:
+            if self.left == 0:
+                return
+            self.outcome = "interrupted"
+            self.stopping = True
+            err = KeyboardInterrupt("interrupted")
+            for i in range(len(self.status)):
+                if self.status[i] == _RUNNING:
+                    self._abandon(i, err, fail=False, reason="the run was interrupted")
+            self._stop("the run was interrupted")
+
+    def _finish_run(self) -> None:
+        self.end = time.perf_counter()
+        self.exiting = True
+        self.cond.notify_all()
+        if self.timer is not None:
+            self.timer.close()
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done()
+
+    def _kick(self) -> None:
+        """After a change: start what may start now."""
+        if self.has_foreign:
+            self._pump()
+        if self.ready_threads:
+            self._dispatch()
+
+    def _kick_locked(self) -> None:
+        with self.lock:
+            self._kick()

@@ -1,0 +1,168 @@
+"""The thread backend: layerflow's own worker threads, which call the transitions.
+
+When a task returns, its worker calls ``complete``, which records the result, releases the
+successors and hands the best ready task back to the same thread in the same critical
+section: a finished task passes its successor to the thread that just freed up, with no
+hand-off to another thread (that hand-off, 20-100 us, is what makes a ready-queue-plus-pool
+scheduler slow). Idle workers are woken only when more is ready than the finishing worker
+takes. Tiny tasks (under ``_SHORT`` on average) run on one worker: more threads would only
+add hand-offs; the others are woken when a task turns out to take longer than ``_WATCH``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+
+from ..graph import positional_args
+from ..metrics import _BOX, open_box
+from ..metrics import add as add_metrics
+from ..plan import KEY_BASE
+from .state import (
+    _READY,
+    _SHORT,
+    _THREAD,
+    _WATCH,
+)
+
+
+class ThreadWorkers:
+    """The thread backend: layerflow's own worker threads, which call the transitions."""
+
+    def _next(self) -> int:
+        """The best ready thread task for the calling worker, waiting while there is none;
+        -1 tells the worker to exit."""
+        ready = self.ready_threads
+        while True:
+            if self.exiting:
+                return -1
+            if ready and not self.stopping and self.running < self.limit:
+                short = self.avg_task < _SHORT
+                if (
+                    short
+                    and self.running_kind[_THREAD]
+                    and time.perf_counter() - self.last_take < _WATCH
+                ):
+                    # another worker, taking a task a moment ago, runs these tiny tasks
+                    # faster alone: wait, unless it turns out to be stuck in a long one
+                    self._watch()
+                else:
+                    if self.has_foreign and self._foreign_first(ready[0]):
+                        self._pump()  # a better coroutine or process task takes the slot
+                        continue
+                    i = heapq.heappop(ready) % KEY_BASE
+                    if self.status[i] != _READY or (self.gated and not self._admit(i)):
+                        continue
+                    self._start(i)
+                    self.last_take = self.last_end[i]  # when this attempt started
+                    if ready:
+                        if short:
+                            self._watch()
+                        else:
+                            self._dispatch()
+                    return i
+            self.idle += 1
+            self.cond.wait()
+
+    def _watch(self) -> None:
+        """In a moment, wake idle workers if no thread task has ended meanwhile (the one
+        busy worker is in a long task): tasks are short no more."""
+        if self.watching:
+            return
+        self.watching = True
+        self._timer().add(time.perf_counter() + _WATCH, self._on_watch, self.progress)
+
+    def _on_watch(self, progress: int) -> None:
+        self.watching = False
+        if not self.ready_threads or self.stopping or self.exiting:
+            return
+        if self.progress == progress:
+            self.avg_task = max(self.avg_task, _WATCH)
+            self._dispatch()
+        elif self.idle:
+            self._watch()
+
+    def _dispatch(self) -> None:
+        """Wake idle workers (or start new ones) for ready thread tasks nobody has taken."""
+        want = min(len(self.ready_threads), self.limit - self.running)
+        if want <= 0 or self.stopping:
+            return
+        wake = min(want, self.idle)
+        if wake:
+            self.idle -= wake
+            self.cond.notify(wake)
+            want -= wake
+        for _ in range(min(want, self.thread_cap - self.threads)):
+            self.threads += 1
+            threading.Thread(target=self._worker, name="layerflow-worker", daemon=True).start()
+
+    def _worker(self) -> None:
+        """A worker thread: take a task, run it, report it and take the next, until done."""
+        open_box()  # this thread's lf.record box, emptied after each task
+        with self.lock:
+            i = self._next()
+            token = self.token[i] if i >= 0 else 0
+        self._work(i, token, inline=False)
+
+    def _work(self, i: int, token: int, *, inline: bool) -> None:
+        if not inline:
+            self._loop(i, token, False, _BOX.get())  # type: ignore[arg-type]
+            return
+        # the calling thread (sequential mode), maybe itself a task of an outer run: a box
+        # of this run's own, and the outer one back afterwards
+        outer = _BOX.set({})
+        try:
+            self._loop(i, token, True, _BOX.get())  # type: ignore[arg-type]
+        finally:
+            _BOX.reset(outer)
+
+    def _loop(self, i: int, token: int, inline: bool, box: dict[str, float]) -> None:
+        lock = self.lock
+        fns = self.fns
+        consts = self.consts
+        args_all = self.args
+        values = self.values
+        tokens = self.token
+        positional = self.positional
+        persist = self.persist
+        lookup = self.lookup
+        perf = time.perf_counter
+        while i >= 0:
+            # _call_args, inlined: this loop runs once per task
+            const = consts[i]
+            kwargs = dict(const) if const else {}
+            for param, j in args_all[i]:
+                kwargs[param] = values[j]
+            if lookup is not None:
+                hit, value = lookup(i, (), kwargs)
+                if hit:  # a cached result: the task does not run
+                    t0 = perf()
+                    with lock:
+                        i = self.complete(i, token, True, value, t0, t0, cached=True)
+                        token = tokens[i] if i >= 0 else 0
+                    continue
+            t0 = perf()
+            try:
+                if positional[i]:
+                    value = fns[i](*positional_args(positional[i], kwargs), **kwargs)
+                else:
+                    value = fns[i](**kwargs)
+                ok = True
+            except BaseException as e:  # the task's own error, reported, never raised here
+                if inline and isinstance(e, KeyboardInterrupt):
+                    raise
+                value = e
+                ok = False
+            t1 = perf()
+            if ok and persist is not None and tokens[i] == token:
+                self._persist(i, value, t0, t1)  # durable before the run counts it done
+            with lock:
+                if box:
+                    if tokens[i] == token:
+                        add_metrics(self.metrics, i, box)
+                    box.clear()
+                self.avg_task += (t1 - t0 - self.avg_task) * 0.125
+                self.progress += 1
+                i = self.complete(i, token, ok, value, t0, t1)
+                token = tokens[i] if i >= 0 else 0  # read under the lock: a deadline may bump it
