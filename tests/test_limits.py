@@ -348,3 +348,37 @@ def test_checkpoint_that_raises_fails_the_run():
 def test_checkpoint_must_be_callable():
     with pytest.raises(lf.InvalidOptionError, match="checkpoint must be a callable"):
         three_layers([]).run(checkpoint="yes")
+
+
+def test_a_released_unit_hands_back_only_what_fits_not_every_parked_task():
+    # regression: releasing one unit re-queued every parked task (quadratic in the queue)
+    from layerflow.limits import Gate
+
+    need = [{"gpu": 1.0}] * 1000 + [{"gpu": 2.0}]
+    gate = Gate({"gpu": 1.0}, {}, need, [None] * len(need))
+    assert gate.admit(0, 0, 0.0) is None
+    for i in range(1, len(need)):
+        assert gate.admit(i, i, 0.0) == "pool"
+    back = gate.release(0)
+    assert back == [(1, 1)]  # the best parked one; the other 999 stay parked
+    assert gate.admit(1, 1, 0.0) is None
+    # a task too big for the room returned is passed by smaller ones behind it
+    gate2 = Gate(
+        {"gpu": 2.0}, {}, [{"gpu": 1.0}, {"gpu": 1.0}, {"gpu": 2.0}, {"gpu": 1.0}], [None] * 4
+    )
+    assert gate2.admit(0, 0, 0.0) is None and gate2.admit(1, 1, 0.0) is None
+    assert gate2.admit(2, 2, 0.0) == "pool" and gate2.admit(3, 3, 0.0) == "pool"
+    assert gate2.release(0) == [(3, 3)]
+
+
+def test_many_tasks_on_a_one_unit_pool_run_one_at_a_time_in_priority_order():
+    flow = lf.Flow("pool")
+    order = []
+    for k in range(300):
+        flow.add(lambda k=k: order.append(k), name=f"t{k}", resources={"slot": 1}, priority=k % 7)
+    run = flow.run(max_workers=8, resources={"slot": 1})
+    assert run.ok and len(order) == 300
+    # the first task takes the unit at once; after it, higher priorities always went first
+    later = order[1:]
+    prios = [k % 7 for k in later]
+    assert prios == sorted(prios, reverse=True)

@@ -9,10 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .result import RunResult
+from typing import Any
 
 __all__ = [
     "LayerflowError",
@@ -130,6 +127,9 @@ class TaskTimeout(LayerflowError, TimeoutError):
         self.timeout = timeout
 
 
+# ``result`` below is a RunResult, typed Any: this module sits below every other one
+
+
 class TaskFailed(LayerflowError):
     """A task failed and the run stopped (``fail_fast=True``).
 
@@ -137,7 +137,9 @@ class TaskFailed(LayerflowError):
     kept), and ``__cause__`` is the task's own exception.
     """
 
-    def __init__(self, message: str, task: str | None, result: RunResult) -> None:
+    def __init__(
+        self, message: str, task: str | None, result: Any
+    ) -> None:  # a RunResult: errors sit below it
         super().__init__(message)
         self.task = task
         self.result = result
@@ -149,7 +151,7 @@ class RunInterrupted(KeyboardInterrupt):
     A ``KeyboardInterrupt``, so code that does not know layerflow still stops as usual.
     """
 
-    def __init__(self, message: str, result: RunResult) -> None:
+    def __init__(self, message: str, result: Any) -> None:
         super().__init__(message)
         self.result = result
 

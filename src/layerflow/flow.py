@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from .errors import (
     DuplicateTaskError,
@@ -26,8 +26,9 @@ from .limits import LayerReport, RateLimit
 from .plan import Plan
 from .progress import Progress
 from .result import RunResult
-from .scheduler import execute, execute_async
-from .store import Recorder, Store
+
+if TYPE_CHECKING:  # the model does not load the engine or the store until a run
+    from .store import Recorder, Store
 
 __all__ = ["Flow", "TASK_OPTIONS"]
 
@@ -258,7 +259,10 @@ class Flow:
         ``cache=True`` (or ``cache=True`` on a task) reuses a result from any earlier run
         when the task's name, code and call values are the same (status ``"cached"``).
         """
-        return execute(**self._execution(locals()))
+        options = self._execution(locals())  # before the import below adds a local
+        from .scheduler import execute
+
+        return execute(**options)
 
     def _execution(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """``run``'s arguments turned into the scheduler's: a validated plan, the inputs,
@@ -268,6 +272,8 @@ class Flow:
         store, resume, cache = options.pop("store"), options.pop("resume"), options.pop("cache")
         given = dict(inputs or {})
         plan = self.plan(given, outputs=outputs)
+        if store is False:  # no store at all: not even the default one's history
+            plan = Plan(plan.graph, resources=plan.resources, rate_limits=plan.rate_limits)
         keep = None if outputs is None else self._output_indices(plan.graph, outputs)
         recorder = _recorder(plan, given, store, resume, cache)
         if recorder is not None:  # priorities and the prediction from the run's own store
@@ -305,12 +311,15 @@ class Flow:
         """``await flow.run_async(...)``: ``run`` from a coroutine. Coroutine tasks run on
         the caller's event loop, other tasks on their pools; the loop is never blocked.
         Cancelling the awaiting coroutine stops the run as Ctrl-C does."""
-        return await execute_async(**self._execution(locals()))
+        options = self._execution(locals())
+        from .scheduler import execute_async
+
+        return await execute_async(**options)
 
 
 def _history(graph: Graph) -> Mapping[str, float]:
     """Past durations from the store, if one exists (never created just to look)."""
-    from .store import default_store_path, flow_key
+    from .store import Store, default_store_path, flow_key
 
     folder = default_store_path()
     return Store(folder).durations(flow_key(graph)) if folder.is_dir() else {}
@@ -320,6 +329,8 @@ def _recorder(
     plan: Plan, inputs: Mapping[str, Any], store: Any, resume: Any, cache: bool
 ) -> Recorder | None:
     """The store a run records to, per the options and ``$LAYERFLOW_STORE``."""
+    from .store import Recorder, Store
+
     if not isinstance(cache, bool):
         raise InvalidOptionError(f"cache must be True or False, got {cache!r}")
     caching = cache or any(t.cache for t in plan.graph.tasks)

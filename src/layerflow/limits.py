@@ -6,10 +6,11 @@ runs on, so a limit holds across threads, processes and coroutines alike.
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_WORKERS",
+    "Gate",
     "LayerReport",
     "RateLimit",
     "RateLimited",
@@ -293,3 +295,97 @@ def _span(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds / 60:.1f} min"
     return f"{seconds:.1f} s"
+
+
+class Gate:
+    """May an entry start now? Resource pools and rate windows, one rule for the scheduler
+    (``scheduler/admission.py``) and for ``plan.simulate``, so predictions follow it.
+
+    ``need[i]`` / ``cost[i]``: entry ``i``'s pool units and rate-limit costs (the caller's
+    lists; it may append to them). An entry that does not fit is *parked*: behind the first
+    pool that lacks units (until units of that pool return), or until its rate windows have
+    room (``wake``). Parked entries are handed back to be queued again and checked again when
+    taken, so lower entries may pass one that does not fit. Not thread-safe: the caller's
+    lock guards it.
+    """
+
+    def __init__(
+        self,
+        pools: Mapping[str, float],
+        limits: Mapping[str, RateLimit],
+        need: list[Mapping[str, float] | None],
+        cost: list[dict[str, float] | None],
+    ) -> None:
+        self.free = dict(pools)  # free units per pool
+        self.windows = {name: Window(limit) for name, limit in limits.items()}
+        self.need = need
+        self.cost = cost
+        self.parked_units: dict[str, list[tuple[int, int]]] = {}  # pool -> heap of (key, i)
+        self.parked_rate: list[tuple[int, int]] = []
+        self.wake = math.inf  # when the first rate-parked entry may fit
+        self.active = any(need) or any(cost)
+
+    def admit(self, key: int, i: int, now: float) -> str | None:
+        """Take entry ``i``'s units and window room and return None, or park it and say
+        what holds it: ``"pool"`` or ``"rate_limit"``."""
+        need = self.need[i]
+        if need:
+            free = self.free
+            for pool, units in need.items():
+                if free[pool] < units - 1e-9:
+                    heapq.heappush(self.parked_units.setdefault(pool, []), (key, i))
+                    return "pool"
+        cost = self.cost[i]
+        if cost:
+            wait = 0.0
+            for name, c in cost.items():
+                wait = max(wait, self.windows[name].wait(now, c))
+            if wait > 0:
+                self.parked_rate.append((key, i))
+                if now + wait < self.wake:
+                    self.wake = now + wait
+                return "rate_limit"
+            for name, c in cost.items():
+                self.windows[name].take(now, c)
+        if need:
+            for pool, units in need.items():
+                self.free[pool] -= units
+        return None
+
+    def release(self, i: int) -> list[tuple[int, int]]:
+        """Entry ``i``'s attempt ended: its units return. Gives back the parked entries
+        (key, i) that may fit now, best first: as many as the returned room could hold, not
+        every parked one (that would make each release cost as much as the queue)."""
+        need = self.need[i]
+        if not need:
+            return []
+        free = self.free
+        for pool, units in need.items():
+            free[pool] += units
+        out: list[tuple[int, int]] = []
+        for pool in need:
+            parked = self.parked_units.get(pool)
+            room = free[pool]
+            too_big = []
+            while parked and room > 1e-9:
+                item = heapq.heappop(parked)
+                units = (self.need[item[1]] or {}).get(pool, 0.0)
+                if units > room + 1e-9:
+                    too_big.append(item)  # lower ones may pass it
+                    continue
+                room -= units
+                out.append(item)
+            for item in too_big:
+                heapq.heappush(parked, item)
+        return out
+
+    def rate_parked(self) -> list[tuple[int, int]]:
+        """The rate window's time has come: every entry parked for one, to check again."""
+        out, self.parked_rate = self.parked_rate, []
+        self.wake = math.inf
+        return out
+
+    def pause(self, names: Iterable[str], until: float) -> None:
+        """Push-back: no start on these rate limits before ``until``."""
+        for name in names:
+            self.windows[name].pause(until)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from contextvars import ContextVar
 
 from .errors import InvalidOptionError
@@ -56,3 +57,8 @@ def add(into: dict[int, dict[str, float]], i: int, box: dict[str, float]) -> Non
     else:
         for name, value in box.items():
             mine[name] = mine.get(name, 0) + value
+
+
+def format_metrics(metrics: Mapping[str, float]) -> str:
+    """``tokens=1234, cost_usd=0.02`` (empty for no metrics)."""
+    return ", ".join(f"{k}={v:g}" for k, v in metrics.items())

@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import InvalidOptionError, raise_all
 from .graph import Graph
-from .limits import RateLimit, Window, check_limits, resolve_max_workers, task_costs
+from .limits import Gate, RateLimit, check_limits, resolve_max_workers, task_costs
 
 __all__ = ["Plan", "WhatIf", "MODES", "KEY_BASE"]
 
@@ -348,7 +348,7 @@ class Plan:
         """An event-driven replay of the scheduler's transitions with task ``i`` taking
         ``w[i]`` seconds: the best ready task starts when a slot is free and its limits
         admit it; one its limits hold back is parked (lower ones may pass it) until pool
-        units return or its rate window opens, as in ``Run._admit``."""
+        units return or its rate window opens, by the same ``limits.Gate`` as the scheduler."""
         g = self.graph
         n = len(g)
         tasks = g.tasks
@@ -369,11 +369,7 @@ class Plan:
                 keys[i] = pos * KEY_BASE + i
         else:
             keys = self.keys()
-        free = dict(pools)
-        windows = {name: Window(limit) for name, limit in limits.items()}
-        parked_units: list[int] = []  # keys of ready tasks waiting for pool units
-        parked_rate: list[int] = []  # keys of ready tasks waiting for a rate window
-        wake = math.inf  # when the first rate window opens for a parked task
+        gate = Gate(pools, limits, need, cost)  # the scheduler's own admission rule
         waiting = [len(d) for d in g.deps]
         layer = g.layer
         layered = mode == "layered"
@@ -394,29 +390,9 @@ class Plan:
         now = 0.0
 
         def admit(key: int) -> bool:
-            nonlocal wake
-            i = key % KEY_BASE
-            units = need[i]
-            if units:
-                for pool, u in units.items():
-                    if free[pool] < u - 1e-9:
-                        parked_units.append(key)
-                        return False
-            costs = cost[i]
-            if costs:
-                # look a hair ahead, so a start exactly one window ago has left it
-                later = now + 1e-9 * max(1.0, now)
-                delay = max(windows[k].wait(later, c) for k, c in costs.items())
-                if delay > 0:
-                    parked_rate.append(key)
-                    wake = min(wake, later + delay)
-                    return False
-                for k, c in costs.items():
-                    windows[k].take(now, c)
-            if units:
-                for pool, u in units.items():
-                    free[pool] -= u
-            return True
+            # look a hair ahead, so a start exactly one window ago has left it
+            later = now + 1e-9 * max(1.0, now)
+            return gate.admit(key, key % KEY_BASE, later) is None
 
         while True:
             while ready and len(running) < slots:
@@ -426,22 +402,18 @@ class Plan:
                 i = key % KEY_BASE
                 heapq.heappush(running, (now + w[i], i))
             if not running:
-                if wake == math.inf:
+                if gate.wake == math.inf:
                     return now
-            elif running[0][0] <= wake:
+            elif running[0][0] <= gate.wake:
                 now, i = heapq.heappop(running)
                 done = [i]
                 while running and running[0][0] <= now:  # finish simultaneous ends together
                     done.append(heapq.heappop(running)[1])
                 for i in done:
                     left_in_layer[layer[i]] -= 1
-                    units = need[i]
-                    if units:
-                        for pool, u in units.items():
-                            free[pool] += u
-                        for key in parked_units:
+                    if need[i]:
+                        for key, _ in gate.release(i):
                             heapq.heappush(ready, key)
-                        parked_units.clear()
                     for s in g.succs[i]:
                         waiting[s] -= 1
                         if not waiting[s]:
@@ -456,10 +428,9 @@ class Plan:
                             heapq.heappush(ready, k)
                         held[current] = []
                 continue
-            now, wake = wake, math.inf  # a rate window opens before the next task ends
-            for key in parked_rate:
+            now = gate.wake  # a rate window opens before the next task ends
+            for key, _ in gate.rate_parked():
                 heapq.heappush(ready, key)
-            parked_rate.clear()
 
     def prediction(
         self,

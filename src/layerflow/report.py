@@ -21,16 +21,17 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import (
     ReportError,  # noqa: F401 (re-exported)
     safe_str,
 )
-from .result import format_metrics
+from .metrics import format_metrics
 
-if TYPE_CHECKING:
-    from .result import Attempt, RunResult, TaskRun
+# What these functions read: a layerflow.result.RunResult and its TaskRun and Attempt
+# records, duck-typed, because result.py imports this module (run.to_html), not the reverse.
+RunResult = TaskRun = Attempt = Any
 
 __all__ = [
     "ReportError",
@@ -84,7 +85,7 @@ def _error_text(error: BaseException | None) -> str:
     """An error as people read it; one loaded from the store is its recorded text."""
     if error is None:
         return ""
-    from .store import RecordedError
+    from .errors import RecordedError
 
     return str(error) if isinstance(error, RecordedError) else safe_str(error)
 

@@ -12,11 +12,12 @@ from typing import Any, NamedTuple
 from .errors import (
     Cancelled,
     NoValueError,  # noqa: F401 (re-exported)
+    RateLimited,
     TaskTimeout,
     did_you_mean,
     safe_str,
 )
-from .limits import RateLimited
+from .metrics import format_metrics
 
 __all__ = [
     "TaskRun",
@@ -31,11 +32,6 @@ __all__ = [
 
 TASK_STATUSES = ("succeeded", "failed", "skipped", "cancelled", "cached", "reused")
 RUN_STATUSES = ("succeeded", "failed", "stopped", "interrupted")
-
-
-def format_metrics(metrics: Mapping[str, float]) -> str:
-    """``tokens=1234, cost_usd=0.02`` (empty for no metrics)."""
-    return ", ".join(f"{k}={v:g}" for k, v in metrics.items())
 
 
 @dataclass(slots=True)

@@ -1,68 +1,70 @@
-"""Admission: may a ready task start now? Resource pools and rate windows."""
+"""Admission: may a ready task start now? The worker bound is checked by whoever takes a
+task (``workers``, ``pools``); resource pools and rate windows are one ``limits.Gate``,
+shared with ``plan.simulate``. This module connects the gate to the run: parking, the timer
+that looks at rate-parked tasks again, and the waits the trace shows.
+
+Fields: ``gate`` (or None when no task has a pool or a rate limit), ``gated``,
+``rate_wake`` (when the timer looks at rate-parked entries again), ``parked_since``
+(entry -> (what, which, since)), ``waits`` (entry, what, which, from, to).
+"""
 
 from __future__ import annotations
 
 import heapq
 import math
 import time
+from collections.abc import Mapping
+from typing import Any
 
-from .state import (
-    _READY,
-)
+from ..limits import Gate, RateLimit
+from .state import _READY
 
 
 class Admission:
-    """Admission: may a ready task start now? Resource pools and rate windows."""
+    """Resource pools and rate limits, through one ``Gate``."""
+
+    def _init_admission(self, pools: Mapping[str, float], limits: Mapping[str, RateLimit]) -> None:
+        self.gate = Gate(pools, limits, self.need, self.cost)
+        self.gated = self.gate.active
+        self.rate_wake = math.inf
+        self.parked_since: dict[int, tuple[str, Any, float]] = {}
+        self.waits: list[tuple[int, str, Any, float, float]] = []
 
     def _admit(self, i: int) -> bool:
         """May entry ``i`` start now? Takes its pool units and rate-window room if so;
-        otherwise parks it until units return or the window has room."""
-        need = self.need[i]
-        if need:
-            free = self.free
-            for pool, units in need.items():
-                if free[pool] < units - 1e-9:
-                    self.blocked_units.append(i)
-                    self.parked_since.setdefault(i, ("pool", pool, time.perf_counter()))
-                    return False
-        cost = self.cost[i]
-        if cost:
-            now = time.perf_counter()
-            wait = 0.0
-            for name, c in cost.items():
-                wait = max(wait, self.windows[name].wait(now, c))
-            if wait > 0:
-                self.blocked_rate.append(i)
-                self.parked_since.setdefault(i, ("rate_limit", cost, now))
-                if now + wait < self.rate_wake:
-                    self.rate_wake = now + wait
-                    self._timer().add(now + wait, self._on_rate_wake)
-                return False
-            for name, c in cost.items():
-                self.windows[name].take(now, c)
-        if need:
-            for pool, units in need.items():
-                self.free[pool] -= units
-        if i in self.parked_since:  # admitted after waiting for a pool or a rate window
-            self.waits.append((i, *self.parked_since.pop(i), time.perf_counter()))
-        return True
+        otherwise parks it until units return or the window has room. Mutates; lock held."""
+        now = time.perf_counter()
+        held = self.gate.admit(self.keys[i], i, now)
+        if held is None:
+            if i in self.parked_since:  # admitted after waiting for a pool or a rate window
+                self.waits.append((i, *self.parked_since.pop(i), now))
+            return True
+        if i not in self.parked_since:
+            if held == "pool":
+                need = self.need[i] or {}
+                which: Any = next(p for p, u in need.items() if self.gate.free[p] < u - 1e-9)
+            else:
+                which = self.cost[i]
+            self.parked_since[i] = (held, which, now)
+        wake = self.gate.wake
+        if held == "rate_limit" and wake < self.rate_wake:
+            self.rate_wake = wake
+            self._timer().add(wake, self._on_rate_wake)
+        return False
 
-    def _unblock(self, parked: list[int]) -> None:
-        """Queue parked entries again; they are checked again when taken."""
-        for i in parked:
-            if self.status[i] == _READY:
-                heapq.heappush(self.ready[self.kind[i]], self.keys[i])
-        parked.clear()
+    def _requeue(self, parked: list[tuple[int, int]]) -> None:
+        """Queue parked entries again (those still ready); they are checked when taken."""
+        status, ready, kind = self.status, self.ready, self.kind
+        for key, i in parked:
+            if status[i] == _READY:
+                heapq.heappush(ready[kind[i]], key)
 
     def _release_units(self, i: int) -> None:
-        """An attempt ended: its pool units return, and tasks waiting for units may go."""
-        need = self.need[i]
-        if need:
-            for pool, units in need.items():
-                self.free[pool] += units
-            self._unblock(self.blocked_units)
+        """An attempt ended: its pool units return, and tasks parked for them may go."""
+        if self.need[i]:
+            self._requeue(self.gate.release(i))
 
     def _on_rate_wake(self) -> None:
         self.rate_wake = math.inf
-        self._unblock(self.blocked_rate)
+        self._requeue(self.gate.rate_parked())
         self._kick()

@@ -66,7 +66,7 @@ class ForeignPools:
                 and self.spec[i].timeout is not None
                 and self.running_kind[_DASK] >= self.dask_threads
             ):
-                self.blocked_dask.append(i)  # queued again when a Dask task ends
+                self.blocked_dask.append((self.keys[i], i))  # queued again when a Dask task ends
                 continue
             if self.gated and not self._admit(i):
                 continue

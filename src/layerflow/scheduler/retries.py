@@ -56,8 +56,7 @@ class Retries:
             self._task_event("task_retrying", i, error=error, delay=error.retry_after)
         cost = self.cost[i]
         if cost:
-            for name in cost:
-                self.windows[name].pause(until)
+            self.gate.pause(cost, until)
             self._make_ready(i)  # it waits in the paused window like any other start
         else:
             self.status[i] = _RETRY_WAIT

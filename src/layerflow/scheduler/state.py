@@ -43,9 +43,10 @@ Run-wide fields:
 - thread workers (``workers.py``): ``threads`` (those that count towards the bound;
   abandoned ones do not), ``idle`` (waiting in ``cond``), ``thread_cap``, ``avg_task``,
   ``progress``, ``last_take``, ``watching`` (the tiny-task mode).
-- admission (``admission.py``): ``free`` units per pool, ``windows`` per rate limit,
-  ``blocked_units`` / ``blocked_rate`` / ``blocked_dask`` (ready entries parked), ``rate_wake``,
-  ``parked_since`` and ``waits`` (for the trace), ``gated`` (any task has a pool or a limit).
+- admission (``admission.py``): ``gate`` (the pools' free units, the rate windows and the
+  entries they park), ``gated`` (any task has a pool or a limit), ``rate_wake``,
+  ``parked_since`` and ``waits`` (for the trace); ``blocked_dask`` ((key, entry) with a
+  timeout, waiting for a free Dask thread).
 - layers (``layers.py``): ``layered``, ``current_layer``, ``held``, ``layer_left``,
   ``layer_seen``, ``checkpoint``.
 - map (``fanout.py``): ``map_left`` and ``children`` per mapped task.
@@ -61,7 +62,6 @@ Run-wide fields:
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 import time
@@ -81,7 +81,6 @@ from ..events import (
 from ..graph import Task, _gc_paused, positional_args
 from ..limits import (
     LayerReport,
-    Window,
     check_limits,
     resolve_max_workers,
     task_costs,
@@ -210,8 +209,6 @@ class State:
         # for the trace and the report: a plain tuple per attempt that did not succeed (a
         # succeeded attempt is known from the records above) and per wait for a limit
         self.spans: list[tuple[int, int, float, float, BaseException | None]] = []
-        self.parked_since: dict[int, tuple[str, Any, float]] = {}  # ready, held by a limit
-        self.waits: list[tuple[int, str, Any, float, float]] = []
         self.left = n
         self.running = 0
         self.running_kind = [0, 0, 0, 0]
@@ -236,10 +233,7 @@ class State:
         if self.track_users:
             self.users_left = [len(s) for s in g.succs]
 
-        self.free = pools  # free units per resource pool
-        self.windows = {name: Window(limit) for name, limit in limits.items()}
-        self.blocked_units: list[int] = []  # ready, waiting for pool units
-        self.blocked_rate: list[int] = []  # ready, waiting for room in a rate window
+        self._init_admission(pools, limits)
         self.blocked_dask: list[int] = []  # ready, with a timeout: waiting for a Dask thread
         # recent thread-task duration (moving average) and completions, for _next's choice
         # of how many workers to keep busy; a watch wakes parked workers if one is stuck
@@ -247,8 +241,6 @@ class State:
         self.progress = 0
         self.last_take = 0.0
         self.watching = False
-        self.rate_wake = math.inf  # when a timer will look at blocked_rate again
-        self.gated = any(self.need) or any(self.cost)
 
         self.group_deadline: dict[str | None, float] = {}  # parallel_group -> its deadline
         # resume: values loaded from the store for tasks that need not run again

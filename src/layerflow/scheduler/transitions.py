@@ -81,7 +81,8 @@ class Transitions:
         self.running -= 1
         self.running_kind[self.kind[i]] -= 1
         if self.blocked_dask and self.kind[i] == _DASK:
-            self._unblock(self.blocked_dask)
+            self._requeue(self.blocked_dask)
+            self.blocked_dask.clear()
         self.handle[i] = None
         if self.gated:
             self._release_units(i)
@@ -278,7 +279,8 @@ class Transitions:
         self.running -= 1
         self.running_kind[kind] -= 1
         if self.blocked_dask and kind == _DASK:
-            self._unblock(self.blocked_dask)
+            self._requeue(self.blocked_dask)
+            self.blocked_dask.clear()
         if self.gated:
             self._release_units(i)
         if kind == _THREAD:

@@ -1,0 +1,118 @@
+"""The package's shape: no import cycles, and the model loads no engine at import time."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import layerflow
+
+PACKAGE = Path(layerflow.__file__).parent
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path, *, top_level_only: bool = False) -> set[str]:
+    """The layerflow modules ``path`` imports (TYPE_CHECKING ones included: they show
+    where a concept lives), resolved to module names."""
+    name = _module(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("layerflow")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            if not target.startswith("layerflow"):
+                continue
+            found.add(target)
+            for a in node.names:  # `from . import dask` names a module
+                if (PACKAGE.parent / (target + "." + a.name).replace(".", "/")).exists() or (
+                    PACKAGE.parent / ((target + "." + a.name).replace(".", "/") + ".py")
+                ).exists():
+                    found.add(f"{target}.{a.name}")
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        # a package's __init__ re-exports its modules; importing them from it is no cycle
+        graph[name] = {m for m in _imports(path) if m in modules and m != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_import_graph_has_no_cycles():
+    graph = _graph()
+    # a package imports its own modules to re-export them; its modules import each
+    # other, never the package itself
+    for name in list(graph):
+        graph[name] = {m for m in graph[name] if not name.startswith(m + ".")}
+    assert _cycles(graph) == []
+
+
+def test_the_model_does_not_load_the_engine_or_the_store_at_import_time():
+    for module in ("flow", "graph", "plan"):
+        imported = _imports(PACKAGE / f"{module}.py", top_level_only=True)
+        assert not {
+            m for m in imported if m.startswith(("layerflow.scheduler", "layerflow.store"))
+        }, module
+
+
+def test_the_engine_does_not_know_the_yaml_loader():
+    for path in (PACKAGE / "scheduler").glob("*.py"):
+        assert "layerflow.pipeline" not in _imports(path), path.name
+
+
+def test_no_scheduler_module_is_long():
+    for path in (PACKAGE / "scheduler").glob("*.py"):
+        lines = len(path.read_text().splitlines())
+        assert lines <= 450, f"{path.name} has {lines} lines"
