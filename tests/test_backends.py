@@ -9,6 +9,7 @@ bounds are read from the order of those events, never from durations.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import threading
 import time
@@ -190,6 +191,136 @@ def test_fail_fast_cancels_what_has_not_started(backend, log):
     assert tasks["bad"].status == "failed"
     assert all(tasks[f"later{k}"].status == "cancelled" for k in range(4))
     assert [n for _, n, k in read_events(log) if k == "start"] == ["bad"]
+
+
+def test_a_resource_pool_bounds_its_tasks_on_every_pool(backend, log):
+    flow = lf.Flow()
+    for k in range(4):
+        flow.add(
+            make_task(backend, f"g{k}", str(log), seconds=0.1), name=f"g{k}", resources={"gpu": 1}
+        )
+    flow.add(make_task(backend, "free", str(log), seconds=0.1), name="free")
+    run = run_flow(flow, backend, max_workers=4, resources={"gpu": 1})
+    assert run.ok
+    gpu = [e for e in read_events(log) if e[1].startswith("g")]
+    assert peak(gpu) == 1
+
+
+def test_a_rate_limit_spaces_starts_on_every_pool(backend, log):
+    flow = lf.Flow()
+    for k in range(3):
+        flow.add(make_task(backend, f"r{k}", str(log)), name=f"r{k}", rate_limit="api")
+    run = run_flow(flow, backend, max_workers=3, rate_limits={"api": "2/0.6s"})
+    assert run.ok
+    # when the scheduler let each start (a worker process may begin later than that)
+    starts = sorted(run.tasks[f"r{k}"].started_at for k in range(3))
+    assert starts[2] - starts[0] >= 0.45  # the third waited for the window
+
+
+def test_map_fans_out_over_a_list(backend, log):
+    flow = lf.Flow()
+    flow.add(make_task(backend, "items", str(log), result=lambda: [1, 2, 3]), name="items")
+    flow.add(
+        make_task(backend, "double", str(log), result=lambda items: items * 2),
+        name="double",
+        map="items",
+        inputs={"items": "items"},
+    )
+    run = run_flow(flow, backend)
+    assert run["double"] == [2, 4, 6]
+    assert [run.tasks[f"double[{k}]"].status for k in range(3)] == ["succeeded"] * 3
+
+
+def test_a_checkpoint_sees_each_layer_and_can_stop(backend, log):
+    flow = lf.Flow()
+    flow.add(make_task(backend, "a", str(log), result=lambda: 1), name="a")
+    flow.add(make_task(backend, "b", str(log), result=lambda a: a + 1), name="b", inputs={"a": "a"})
+    flow.add(make_task(backend, "c", str(log), result=lambda b: b + 1), name="c", inputs={"b": "b"})
+    seen = []
+
+    def checkpoint(report):
+        seen.append((report.index, dict(report.values)))
+        return report.index < 1
+
+    run = run_flow(flow, backend, checkpoint=checkpoint)
+    assert run.status == "stopped"
+    assert seen == [(0, {"a": 1}), (1, {"b": 2})]
+    assert run.tasks["c"].status == "cancelled" and run["b"] == 2
+
+
+def test_resume_reuses_what_finished(backend, tmp_path, log):
+    marker = tmp_path / "fail"
+    marker.write_text("x")
+
+    def second():
+        if marker.exists():
+            raise RuntimeError("not yet")
+        return "ok"
+
+    def build():
+        flow = lf.Flow("resumable")
+        flow.add(make_task(backend, "first", str(log), result=lambda: 1), name="first")
+        flow.add(
+            make_task(backend, "second", str(log), result=second), name="second", after=["first"]
+        )
+        return flow
+
+    store = tmp_path / "store"
+    with pytest.raises(lf.TaskFailed):
+        run_flow(build(), backend, store=store)
+    marker.unlink()
+    run = run_flow(build(), backend, store=store, resume=True)
+    assert run.ok and run["second"] == "ok"
+    assert run.tasks["first"].status == "reused"
+    assert [n for _, n, k in read_events(log) if k == "start"].count("first") == 1
+
+
+def test_events_tell_the_story_in_order(backend, log):
+    flow = lf.Flow()
+    flow.add(make_task(backend, "a", str(log)), name="a")
+    flow.add(make_task(backend, "b", str(log)), name="b", after=["a"])
+    events = []
+    run_flow(flow, backend, on_event=events.append)
+    kinds = [(e.kind, e.task) for e in events if e.task is not None or e.kind.startswith("run")]
+    assert kinds[0] == ("run_started", None) and kinds[-1][0] == "run_finished"
+    assert kinds.index(("task_succeeded", "a")) < kinds.index(("task_started", "b"))
+
+
+def test_record_metrics_reach_the_result(backend, log):
+    def measured():
+        lf.record(tokens=5)
+        return 1
+
+    flow = lf.Flow()
+    flow.add(make_task(backend, "a", str(log), result=measured), name="a")
+    flow.add(make_task(backend, "b", str(log), result=measured), name="b")
+    run = run_flow(flow, backend)
+    assert run.tasks["a"].metrics == {"tokens": 5}
+    assert run.metrics == {"tokens": 10}
+
+
+CONTEXT = contextvars.ContextVar("layerflow_test_context", default="unset")
+
+
+def test_the_callers_contextvars_reach_every_task(backend, log):
+    if backend in ("process", "dask"):
+        pytest.skip("a ContextVar cannot be pickled: contextvars stay in this process")
+
+    def read(**_):
+        seen = CONTEXT.get()
+        CONTEXT.set("set by a task")  # seen by no other task
+        return seen
+
+    flow = lf.Flow()
+    flow.add(make_task(backend, "a", str(log), result=read), name="a")
+    flow.add(make_task(backend, "b", str(log), result=read), name="b", after=["a"])
+    flow.add(make_task(backend, "c", str(log), result=read), name="c", after=["a"])
+    token = CONTEXT.set("from the caller")
+    try:
+        run = run_flow(flow, backend, max_workers=1)
+    finally:
+        CONTEXT.reset(token)
+    assert (run["a"], run["b"], run["c"]) == ("from the caller",) * 3
 
 
 # --- backend specifics -----------------------------------------------------------------
@@ -380,3 +511,23 @@ def test_sequential_order_holds_across_pools(tmp_path):
     run = flow.run(max_workers=1)
     assert run.order == ["first", "second", "third"]
     assert [n for _, n, k in read_events(Path(log)) if k == "start"] == run.order
+
+
+def test_a_coroutine_cancelled_by_someone_else_fails_instead_of_hanging():
+    # regression: any CancelledError was taken for layerflow's own cancel, and the run hung
+    flow = lf.Flow()
+
+    @flow.task
+    async def victim():
+        fut = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.05, fut.cancel)
+        await fut
+
+    @flow.task
+    def other():
+        return 1
+
+    run = flow.run(fail_fast=False, timeout=30)
+    assert run.tasks["victim"].status == "failed"
+    assert isinstance(run.tasks["victim"].error, asyncio.CancelledError)
+    assert run["other"] == 1

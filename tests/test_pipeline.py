@@ -1076,3 +1076,51 @@ def test_shell_steps_run_in_worker_processes(tmp_path):
     run = lf.load_pipeline(path).run(backend="process")
     assert run["shout"] == "hello!"
     assert run.ok
+
+
+def test_a_fail_fast_group_stops_only_itself_when_the_run_continues(tmp_path, fresh_state):
+    # regression: the group's fail_fast: true stopped the whole run, cancelling `outside`
+    path = write(
+        tmp_path,
+        """
+        settings: {order: dataflow, fail_fast: false, max_workers: 1}
+        steps:
+          - type: parallel_group
+            name: strict
+            fail_fast: true
+            steps:
+              - {name: bad, type: lftest_work, params: {label: bad, fail: true}, priority: 9}
+              - {name: later, type: lftest_work, params: {label: later}}
+          - {name: uses_later, type: lftest_work, input_from: later, params: {label: uses_later}}
+          - {name: outside, type: lftest_work, params: {label: outside, seconds: 0.1}}
+          - {name: after_outside, type: lftest_work, input_from: outside, params: {label: x}}
+        """,
+    )
+    result = run_anyway(lf.load_pipeline(path))
+    tasks = result.tasks
+    assert result.status == "failed"
+    assert tasks["bad"].status == "failed"
+    assert tasks["later"].status == "cancelled"  # its group stopped before it started
+    assert tasks["uses_later"].status == "skipped"
+    assert tasks["outside"].status == "succeeded"  # not in the group: the run went on
+    assert tasks["after_outside"].status == "succeeded"
+    assert "later" not in fresh_state.labels()
+
+
+def test_a_task_group_from_python(fresh_state):
+    flow = lf.Flow("groups")
+    group = lf.TaskGroup("g", fail_fast=True)
+
+    def boom():
+        raise RuntimeError("boom")
+
+    flow.add(boom, group=group, priority=5)
+    flow.add(lambda: 1, name="sibling", group=group)
+    flow.add(lambda: 2, name="free")
+    result = flow.run(fail_fast=False, max_workers=1)
+    statuses = {n: t.status for n, t in result.tasks.items()}
+    assert statuses == {"boom": "failed", "sibling": "cancelled", "free": "succeeded"}
+    with pytest.raises(lf.InvalidOptionError, match="group must be an lf.TaskGroup"):
+        flow.add(lambda: 3, name="bad", group="g")
+    with pytest.raises(lf.InvalidOptionError, match="timeout must be a number"):
+        lf.TaskGroup("g", timeout=-1)

@@ -22,7 +22,7 @@ from .errors import (
 )
 from .events import Event, LayerEvent, RunEvent, TaskEvent
 from .flow import Flow
-from .graph import Task
+from .graph import Task, TaskGroup
 from .limits import DEFAULT_MAX_WORKERS, LayerReport, RateLimit, RateLimited
 from .metrics import record
 from .parallel import ParallelMapError, parallel_map
@@ -63,6 +63,7 @@ __all__ = [
     "RunInterrupted",
     "RunResult",
     "Task",
+    "TaskGroup",
     "TaskEvent",
     "TaskFailed",
     "TaskRun",

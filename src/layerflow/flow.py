@@ -47,6 +47,7 @@ TASK_OPTIONS = (
     "cache",
     "map",
     "description",
+    "group",
 )
 
 

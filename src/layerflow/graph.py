@@ -15,6 +15,7 @@ import gc
 import inspect
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -28,7 +29,7 @@ from .errors import (
     raise_all,
 )
 
-__all__ = ["Task", "Graph", "GraphBuilder", "EXECUTORS"]
+__all__ = ["Task", "TaskGroup", "Graph", "GraphBuilder", "EXECUTORS"]
 
 EXECUTORS = ("thread", "process", "async", "dask")
 
@@ -36,6 +37,38 @@ _POSITIONAL_ONLY = inspect.Parameter.POSITIONAL_ONLY
 _VAR_POSITIONAL = inspect.Parameter.VAR_POSITIONAL
 _VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
 _EMPTY = inspect.Parameter.empty
+
+
+@dataclass(frozen=True, eq=False)
+class TaskGroup:
+    """Tasks that fail and time out together (a YAML ``parallel_group`` is one).
+
+    ``fail_fast``: when one of them fails for good, the group's other tasks that have not
+    finished are cancelled (``True``), or go on (``False``); ``None`` follows the run's
+    ``fail_fast``. A group's ``fail_fast=True`` stops only the group, not the whole run,
+    when the run itself continues on failure. ``timeout``: seconds for the whole group,
+    counted from its first start; what has not finished by then fails with ``GroupTimeout``.
+    """
+
+    name: str
+    fail_fast: bool | None = None
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise InvalidOptionError(f"a TaskGroup name must be a non-empty str, got {self.name!r}")
+        if self.fail_fast is not None and not isinstance(self.fail_fast, bool):
+            raise InvalidOptionError(
+                f"group {self.name!r}: fail_fast must be True, False or None, "
+                f"got {self.fail_fast!r}"
+            )
+        t = self.timeout
+        if t is not None and (
+            not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 < t < math.inf
+        ):
+            raise InvalidOptionError(
+                f"group {self.name!r}: timeout must be a number of seconds > 0, got {t!r}"
+            )
 
 
 class _Signature:
@@ -146,8 +179,6 @@ class Task:
         "signature",
         "free_params",
         "group",
-        "fail_fast",
-        "group_timeout",
         "fingerprint",
         "cancel",
         "label",
@@ -173,6 +204,7 @@ class Task:
         cache: bool = False,
         map: str | None = None,
         description: str | None = None,
+        group: TaskGroup | None = None,
     ) -> None:
         if not callable(fn):
             shown = name or repr(fn)
@@ -266,11 +298,11 @@ class Task:
             map = _name_of(map, "map", name)
         self.map = map
         self.description = description
-        # Set by the YAML loader for steps of a parallel_group: the group's name, its own
-        # fail_fast (None: the run's), and its time limit for the whole group.
-        self.group: str | None = None
-        self.fail_fast: bool | None = None
-        self.group_timeout: float | None = None
+        if group is not None and not isinstance(group, TaskGroup):
+            raise InvalidOptionError(
+                f"task {name!r}: group must be an lf.TaskGroup, got {type(group).__name__}"
+            )
+        self.group = group
         # what identifies the task's code for the store (the YAML loader's step config);
         # None: the function's source
         self.fingerprint: str | None = None

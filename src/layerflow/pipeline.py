@@ -43,6 +43,7 @@ from .errors import (
     safe_str,
 )
 from .flow import Flow
+from .graph import TaskGroup
 
 __all__ = [
     "CommandFailed",
@@ -205,6 +206,19 @@ class _Loader:
         self.problems: list[tuple[str, int | None, str]] = []
         self.lines: dict[Path_, int] = {}
         self.group_names: set[str] = set()
+        self.task_groups: dict[str, TaskGroup] = {}
+
+    def _task_group(self, name: str, config: Mapping[str, Any]) -> TaskGroup:
+        """The one ``TaskGroup`` a parallel_group's steps share."""
+        group = self.task_groups.get(name)
+        if group is None:
+            timeout = config.get("timeout")
+            group = self.task_groups[name] = TaskGroup(
+                name,
+                fail_fast=config.get("fail_fast"),
+                timeout=float(timeout) if timeout is not None else None,
+            )
+        return group
 
     # problems ---------------------------------------------------------------------------
 
@@ -754,6 +768,8 @@ class _Loader:
         if rate:
             options["rate_limit"] = rate
         group = d.get("__group__")
+        if group is not None:
+            options["group"] = self._task_group(s.group, group)
         if group is not None and "max_workers" in group:
             options["resources"] = {**options.get("resources", {}), f"group:{s.group}": 1}
         try:
@@ -769,12 +785,6 @@ class _Loader:
                 source = inspect.getsource(s.fn)
         task.fingerprint = repr(sorted((k, repr(v)) for k, v in d.items())) + source
         task.cancel = getattr(fn, "cancel", None)
-        if group is not None:
-            task.group = s.group
-            if "fail_fast" in group:
-                task.fail_fast = group["fail_fast"]
-            if "timeout" in group:
-                task.group_timeout = float(group["timeout"])
 
 
 def _strings(*values: Any) -> list[str]:

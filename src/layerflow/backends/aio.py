@@ -9,6 +9,7 @@ wake-up of the loop, not 10,000.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections import deque
@@ -24,8 +25,16 @@ __all__ = ["AsyncBackend"]
 class AsyncBackend:
     """Runs coroutine functions on an event loop; ``cancel`` cancels the coroutine."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        context: contextvars.Context | None = None,
+    ) -> None:
         self._own = loop is None
+        # each coroutine runs in a copy of this (the run's caller's) context, whichever
+        # thread submitted it
+        self._context = context if context is not None else contextvars.copy_context()
         self._pending: deque[tuple[Any, ...]] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
@@ -90,7 +99,9 @@ class AsyncBackend:
         if handle[1]:  # cancelled before it started
             return
         # the handle (held by the scheduler while the attempt runs) keeps the task alive
-        handle[0] = self.loop.create_task(_call(fn, args, kwargs, on_done))
+        handle[0] = self.loop.create_task(
+            _call(fn, args, kwargs, on_done, handle), context=self._context.copy()
+        )
 
     def cancel(self, handle: list[Any]) -> None:
         def cancel() -> None:
@@ -117,14 +128,23 @@ class AsyncBackend:
 
 
 async def _call(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], on_done: Done
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    on_done: Done,
+    handle: list[Any],
 ) -> None:
     box = open_box()  # this coroutine's own (an asyncio task runs in a copy of the context)
     t0 = time.perf_counter()
     try:
         value = await fn(*args, **kwargs)
-    except asyncio.CancelledError:
-        return  # cancelled by layerflow (timeout, fail-fast, Ctrl-C): already reported
+    except asyncio.CancelledError as e:
+        if handle[1]:
+            return  # cancelled by layerflow (timeout, fail-fast, Ctrl-C): already reported
+        # not by us: the coroutine awaited something that someone else cancelled; that is
+        # the task's own failure (treating it as ours would leave the run waiting forever)
+        on_done(False, e, time.perf_counter() - t0, None, box)
+        return
     except BaseException as e:  # the task's own error, reported, never raised here
         on_done(False, e, time.perf_counter() - t0, None, box)
         return

@@ -3,7 +3,8 @@
 
 - ``admission``: may a ready task start now (resource pools, rate windows);
 - ``retries``: trying a failed attempt again, and push-back (``lf.RateLimited``);
-- ``deadlines``: task, group and run timeouts, on one timer thread;
+- ``deadlines``: task and run timeouts, on one timer thread;
+- ``groups``: a ``TaskGroup``'s time limit, and its fail-fast that stops only the group;
 - ``layers``: layer events, the barrier of ``layered`` runs, checkpoints;
 - ``fanout``: ``map`` subtasks added at run time;
 - ``recording``: the ``RunResult`` and the snapshots progress displays read;

@@ -9,17 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import (
-    GroupTimeout,
     TaskTimeout,
 )
 from ..events import (
     logger,
 )
-from ..graph import Task
 from .state import (
     _RUNNING,
     _THREAD,
-    _WAITING_STATES,
 )
 
 
@@ -92,24 +89,6 @@ class Deadlines:
         """The error of an attempt that ran past its task's ``timeout``."""
         name, limit = self.names[i], self.spec[i].timeout
         return TaskTimeout(f"task {name!r} timed out after {limit:g}s", name, limit)
-
-    def _on_group_deadline(self, spec: Task) -> None:
-        """A parallel_group's time is up: what is still running in it fails, and so does
-        what has not started (its time is spent); the group's fail_fast decides the rest."""
-        group, limit = spec.group, spec.group_timeout
-        for i in range(len(self.status)):
-            if self.spec[i].group != group:
-                continue
-            st = self.status[i]
-            err = GroupTimeout(
-                f"group {group!r} timed out after {limit:g}s with {self.names[i]!r} unfinished",
-                self.names[i],
-                limit,
-            )
-            if st == _RUNNING:
-                self._abandon(i, err, fail=True)
-            elif st in _WAITING_STATES:
-                self._fail(i, err)
 
     def _on_run_deadline(self) -> None:
         if self.left == 0:

@@ -117,8 +117,11 @@ class FanOut:
                 self._task_event("task_failed", m, error=self.errors[m], duration=0.0)
             self.outcome = "failed"
             self._finalize(m)
-            spec_ff = self.spec[m].fail_fast
-            if not (self.fail_fast if spec_ff is None else spec_ff):
+            group = self.spec[m].group
+            fail_fast = (
+                self.fail_fast if group is None or group.fail_fast is None else group.fail_fast
+            )
+            if not fail_fast or self._in_stopped_group(m):
                 self._skip_downstream(m)
         else:
             self.status[m] = _CANCELLED

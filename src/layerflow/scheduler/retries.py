@@ -20,7 +20,8 @@ class Retries:
     def _try_again(self, i: int, error: BaseException) -> bool:
         """Entry ``i``'s attempt failed: end it as cancelled (stopped by us), push it back,
         or schedule a retry. False: it fails for good. Mutates; lock held."""
-        if isinstance(error, Cancelled) and self.stopping:  # stopped by us, not its own fault
+        if isinstance(error, Cancelled) and (self.stopping or self._in_stopped_group(i)):
+            # stopped by us, not its own fault
             self.status[i] = _CANCELLED
             if self.emit:
                 self._task_event("task_cancelled", i, reason=str(error))

@@ -12,6 +12,7 @@ from ..events import (
 from .admission import Admission
 from .deadlines import Deadlines
 from .fanout import FanOut
+from .groups import Groups
 from .layers import Layers
 from .pools import ForeignPools
 from .recording import Recording
@@ -35,6 +36,7 @@ class Run(
     FanOut,
     Layers,
     Deadlines,
+    Groups,
     Retries,
     Admission,
     Transitions,

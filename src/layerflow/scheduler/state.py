@@ -50,18 +50,21 @@ Run-wide fields:
 - layers (``layers.py``): ``layered``, ``current_layer``, ``held``, ``layer_left``,
   ``layer_seen``, ``checkpoint``.
 - map (``fanout.py``): ``map_left`` and ``children`` per mapped task.
-- deadlines (``deadlines.py``): ``timer``, ``group_deadline``, ``run_timeout``.
+- deadlines (``deadlines.py``): ``timer``, ``run_timeout``; groups (``groups.py``):
+  ``group_deadline``, ``stopped_groups``.
 - values no longer needed (``transitions._release``): ``release``, ``keep``, ``users_left``,
   ``released``; on Dask (``residency.py``): ``remote``, ``on_cluster``, ``fetch_mode``.
 - outcome: ``stopping`` (no new starts), ``exiting`` (workers leave), ``outcome``, ``cause`` and
   ``cause_error`` (what stopped the run), ``started`` (entries in start order), ``spans``
   (attempts that did not succeed), ``metrics`` (``lf.record``), ``done`` (set at the end).
+- ``context``: the caller's ``contextvars`` when the run was made; tasks run in copies.
 - connections: ``persist`` and ``lookup`` (the store and the cache), ``preset`` (resumed
   values), ``emit`` (the event bus, or None), ``live`` (a live progress display).
 """
 
 from __future__ import annotations
 
+import contextvars
 import random
 import threading
 import time
@@ -171,6 +174,8 @@ class State:
         self.run_id = run_id or _new_run_id()
         self.rng = random.Random(seed)
         self.loop = loop
+        # the caller's contextvars: every task runs in a copy of this context
+        self.context = contextvars.copy_context()
         sequential = mode == "sequential"
         # with max_workers=None coroutines are unbounded; threads stop at the default cap
         self.limit = 1 if sequential else (max_workers or _INFINITE)
@@ -242,7 +247,7 @@ class State:
         self.last_take = 0.0
         self.watching = False
 
-        self.group_deadline: dict[str | None, float] = {}  # parallel_group -> its deadline
+        self._init_groups()
         # resume: values loaded from the store for tasks that need not run again
         self.preset = dict(preset or {})
         # the prediction from past runs, for the result: fixed now, simulated when asked
@@ -349,7 +354,7 @@ class State:
         if _ASYNC in used:
             from ..backends.aio import AsyncBackend
 
-            self.backends[_ASYNC] = AsyncBackend(self.loop)
+            self.backends[_ASYNC] = AsyncBackend(self.loop, context=self.context)
         if _DASK in used:
             from ..backends.dask import DaskBackend
 

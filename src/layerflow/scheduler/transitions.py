@@ -65,9 +65,8 @@ class Transitions:
         t = self.spec[i]
         if t.timeout is not None:
             self._timer().add(now + t.timeout, self._on_task_deadline, i, self.token[i])
-        if t.group_timeout is not None and t.group not in self.group_deadline:
-            self.group_deadline[t.group] = now + t.group_timeout
-            self._timer().add(now + t.group_timeout, self._on_group_deadline, t)
+        if t.group is not None:
+            self._group_started(t, now)
         if self.emit:
             self._layer_started(self.layer[i])
             self._task_event("task_started", i)
@@ -174,7 +173,11 @@ class Transitions:
             self.cause = i
             self.cause_error = error
         self.outcome = "failed"
-        fail_fast = self.fail_fast if t.fail_fast is None else t.fail_fast
+        fail_fast = self._fails_fast(i)
+        if fail_fast and not self.fail_fast:  # a group's own fail-fast: the run goes on
+            self._finalize(i)
+            self._stop_group(t.group, i)  # type: ignore[arg-type]
+            return
         if fail_fast:
             self.stopping = True  # before anything below can start a task or ask a checkpoint
         self._finalize(i)
@@ -262,10 +265,14 @@ class Transitions:
         status = self.status
         for i in range(len(status)):
             if status[i] in _WAITING_STATES:
-                status[i] = _CANCELLED
-                if self.emit:
-                    self._task_event("task_cancelled", i, reason=reason)
-                self._finalize(i)
+                self._cancel_waiting(i, reason)
+
+    def _cancel_waiting(self, i: int, reason: str) -> None:
+        """Entry ``i`` has not started and never will."""
+        self.status[i] = _CANCELLED
+        if self.emit:
+            self._task_event("task_cancelled", i, reason=reason)
+        self._finalize(i)
 
     def _abandon(
         self, i: int, error: BaseException | None, *, fail: bool, reason: str = ""

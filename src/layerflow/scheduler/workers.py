@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
+from contextvars import copy_context
 
 from ..graph import positional_args
 from ..metrics import _BOX, open_box
@@ -98,7 +99,12 @@ class ThreadWorkers:
             threading.Thread(target=self._worker, name="layerflow-worker", daemon=True).start()
 
     def _worker(self) -> None:
-        """A worker thread: take a task, run it, report it and take the next, until done."""
+        """A worker thread: take a task, run it, report it and take the next, until done.
+        It works in a copy of the caller's context, so the caller's contextvars reach every
+        task (each task then runs in a copy of its own)."""
+        self.context.copy().run(self._serve)
+
+    def _serve(self) -> None:
         open_box()  # this thread's lf.record box, emptied after each task
         with self.lock:
             i = self._next()
@@ -128,6 +134,7 @@ class ThreadWorkers:
         persist = self.persist
         lookup = self.lookup
         perf = time.perf_counter
+        fresh = copy_context  # each task in a copy: what one sets is not seen by the next
         while i >= 0:
             # _call_args, inlined: this loop runs once per task
             const = consts[i]
@@ -145,9 +152,9 @@ class ThreadWorkers:
             t0 = perf()
             try:
                 if positional[i]:
-                    value = fns[i](*positional_args(positional[i], kwargs), **kwargs)
+                    value = fresh().run(fns[i], *positional_args(positional[i], kwargs), **kwargs)
                 else:
-                    value = fns[i](**kwargs)
+                    value = fresh().run(fns[i], **kwargs)
                 ok = True
             except BaseException as e:  # the task's own error, reported, never raised here
                 if inline and isinstance(e, KeyboardInterrupt):
