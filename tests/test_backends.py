@@ -531,3 +531,112 @@ def test_a_coroutine_cancelled_by_someone_else_fails_instead_of_hanging():
     assert run.tasks["victim"].status == "failed"
     assert isinstance(run.tasks["victim"].error, asyncio.CancelledError)
     assert run["other"] == 1
+
+
+def test_cancelling_a_finished_process_attempt_spares_the_next_one_on_that_worker():
+    # regression: the worker was idle again before the scheduler heard of the end; a
+    # deadline firing in that window killed the next task on the worker, which never ended
+    from layerflow.backends.process import ProcessBackend
+
+    backend = ProcessBackend()
+    done = {}
+    second_done = threading.Event()
+    handles = {}
+
+    def first_done(ok, value, seconds, ref=None, metrics=None):
+        # the worker is idle again: the next submission takes it, then the late deadline
+        handles["b"] = backend.submit("b", pow, (2, 10), {}, on_second)
+        backend.cancel(handles["a"])
+
+    def on_second(ok, value, seconds, ref=None, metrics=None):
+        done["b"] = (ok, value)
+        second_done.set()
+
+    try:
+        handles["a"] = backend.submit("a", pow, (2, 3), {}, first_done)
+        assert second_done.wait(60), "the second attempt never finished"
+        assert done["b"] == (True, 1024)
+    finally:
+        backend.close()
+
+
+def test_a_process_task_timeout_kills_what_the_task_started(tmp_path):
+    # regression: grandchildren of a timed-out process task survived it
+    pidfile = tmp_path / "child.pid"
+
+    def spawn():
+        import subprocess
+
+        child = subprocess.Popen(["sleep", "60"])
+        pidfile.write_text(str(child.pid))
+        time.sleep(60)
+
+    flow = lf.Flow()
+    flow.add(spawn, name="spawn", executor="process", timeout=1.0)
+    run = flow.run(fail_fast=False)
+    assert isinstance(run.tasks["spawn"].error, lf.TaskTimeout)
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        # a killed child that nobody reaped is a zombie: gone for our purpose
+        stat = Path(f"/proc/{pid}/stat")
+        if stat.exists() and stat.read_text().split()[2] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError("the task's child process outlived the timeout")
+
+
+def test_a_cancelled_run_async_is_recorded_as_interrupted(tmp_path):
+    # regression: the run row stayed "running"
+    from layerflow.store import Store
+
+    flow = lf.Flow("cancelled")
+
+    @flow.task
+    def quick():
+        return 1
+
+    @flow.task
+    async def slow(quick):
+        await asyncio.sleep(10)
+
+    async def main():
+        task = asyncio.ensure_future(flow.run_async(store=tmp_path / "s"))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    store = Store(tmp_path / "s")
+    try:
+        (row,) = store.runs()
+        assert row["status"] == "interrupted"
+        statuses = {t["name"]: t["status"] for t in store.tasks_of(row["run_id"])}
+        assert statuses["quick"] == "succeeded"
+    finally:
+        store.close()
+
+
+def test_pipeline_run_async_uses_the_files_inputs_and_settings(tmp_path):
+    # regression: Pipeline.run_async ignored `inputs:` and `settings`
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "inputs: {word: hello}\n"
+        "settings: {max_workers: 1, order: dataflow}\n"
+        "steps:\n"
+        "  - {name: a, run: 'echo {{inputs.word}} a'}\n"
+        "  - {name: b, run: 'echo {{inputs.word}} b'}\n"
+    )
+    pipeline = lf.load_pipeline(path)
+    events = []
+    run = asyncio.run(pipeline.run_async(on_event=events.append))
+    assert run["a"] == "hello a" and run["b"] == "hello b"
+    starts = [e for e in events if e.kind in ("task_started", "task_succeeded")]
+    assert [e.kind for e in starts] == ["task_started", "task_succeeded"] * 2  # one at a time

@@ -249,7 +249,7 @@ def test_an_unpicklable_result_is_reported_and_run_again_on_resume(tmp_path, cap
         raise RuntimeError("stop here")
 
     flow.run(store=tmp_path / "s", fail_fast=False)
-    assert "cannot be stored" in caplog.text
+    assert "cannot be pickled" in caplog.text and "not stored" in caplog.text
     flow.run(store=tmp_path / "s", resume=True, fail_fast=False)
     assert len(calls) == 2
 
@@ -306,3 +306,35 @@ def test_plan_predicts_from_history(tmp_path, monkeypatch):
     predicted = plan.simulate(max_workers=2)
     assert abs(predicted - run.duration) / run.duration < 0.25
     assert "3 tasks timed in past runs" in plan.explain()
+
+
+def test_a_result_the_store_cannot_take_fails_its_task(tmp_path):
+    # regression: a result that could not be persisted still counted as succeeded
+    import shutil
+
+    folder = tmp_path / "store"
+    flow = lf.Flow("full")
+
+    @flow.task
+    def first():
+        return 1
+
+    @flow.task
+    def breaker(first):
+        results = folder / "results"
+        shutil.rmtree(results)
+        results.write_text("not a folder any more")  # every later write there fails
+        return first + 1
+
+    @flow.task
+    def independent():
+        return 3
+
+    run = flow.run(store=folder, fail_fast=False, max_workers=1)
+    assert run.tasks["first"].status == "succeeded"
+    broken = run.tasks["breaker"]
+    assert broken.status == "failed"
+    assert isinstance(broken.error, lf.StoreError)
+    assert "'breaker' finished, but its result could not be stored" in str(broken.error)
+    assert broken.attempts == 1  # the store is at fault, not the task: no retry
+    assert run.status == "failed"

@@ -16,7 +16,9 @@ from .errors import (
     LayerflowError,
     MissingDependencyError,
     MissingInputError,
+    ResultNotStored,
     RunInterrupted,
+    StoreError,
     TaskFailed,
     TaskTimeout,
 )
@@ -68,6 +70,8 @@ __all__ = [
     "TaskFailed",
     "TaskRun",
     "TaskTimeout",
+    "StoreError",
+    "ResultNotStored",
     "UnpicklableError",
     "Wait",
     "WhatIf",

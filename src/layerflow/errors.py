@@ -36,6 +36,7 @@ __all__ = [
     "ReportError",
     "NoValueError",
     "MapError",
+    "ResultNotStored",
 ]
 
 
@@ -200,6 +201,12 @@ class GroupTimeout(TaskTimeout, _NoRetry):
 
 class StoreError(LayerflowError):
     """The store cannot be used (permissions, a broken database, an unknown run)."""
+
+
+class ResultNotStored(_NoRetry, StoreError):
+    """A task finished but the store could not make its result durable (disk full, a
+    broken database): the task fails, since a task is done only once its result is stored.
+    Not retried: the store, not the task, is at fault."""
 
 
 class RecordedError(Exception):

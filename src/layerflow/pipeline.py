@@ -1055,6 +1055,15 @@ class Pipeline(Flow):
         finally:
             stop_commands(self)  # only this pipeline's: others may be running too
 
+    async def run_async(self, inputs: Mapping[str, Any] | None = None, **options: Any):  # type: ignore[override]
+        """``run`` from a coroutine, with the file's inputs and settings as defaults."""
+        try:
+            return await super().run_async(
+                {**self.inputs, **(inputs or {})}, **self.run_options(**options)
+            )
+        finally:
+            stop_commands(self)
+
     def plan(self, inputs: Mapping[str, Any] | None = None, **options: Any):  # type: ignore[override]
         """Plan with the file's inputs as defaults; its predictions model the file's pools
         (a parallel_group's ``max_workers`` among them) and rate limits."""

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     RecordedError,  # noqa: F401 (re-exported)
+    ResultNotStored,  # noqa: F401 (re-exported)
     StoreError,  # noqa: F401 (re-exported)
     safe_str,
 )
@@ -255,7 +256,9 @@ class Store:
 
     def save_value(self, run_id: str, key: str, value: Any) -> str:
         """Write a result file atomically (write, fsync, rename); return its name."""
-        data = pickle.dumps(value, protocol=5)
+        return self._save_bytes(run_id, key, pickle.dumps(value, protocol=5))
+
+    def _save_bytes(self, run_id: str, key: str, data: bytes) -> str:
         name = f"{run_id}-{key}.pkl"  # a run's own file: a later run never overwrites it
         path = self.results / name
         tmp = self.results / f".{key}.{run_id}.{threading.get_ident()}.tmp"
@@ -289,23 +292,34 @@ class Store:
     def task_succeeded(
         self, run_id: str, name: str, key: str, value: Any, started: float, seconds: float
     ) -> str | None:
-        """Make a finished task durable: its result file first, then its row."""
+        """Make a finished task durable: its result file first, then its row. A value that
+        cannot be pickled is recorded without its result (a resumed run runs it again); a
+        store that cannot take the write raises :class:`ResultNotStored`."""
         try:
-            result = self.save_value(run_id, key, value)
+            data: bytes | None = pickle.dumps(value, protocol=5)
         except Exception as e:
             from .events import logger
 
             logger.warning(
-                "the result of task %r cannot be stored (%s); a resumed run will run it again",
+                "the result of task %r cannot be pickled (%s), so it is not stored; a "
+                "resumed run will run it again",
                 name,
                 safe_str(e),
             )
-            result = None
-        self._write(
-            "INSERT OR REPLACE INTO task_runs (run_id, name, status, started_at, "
-            "finished_at, duration, key, result) VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?)",
-            (run_id, name, started, started + seconds, seconds, key, result),
-        )
+            data = None
+        try:
+            result = self._save_bytes(run_id, key, data) if data is not None else None
+            self._write(
+                "INSERT OR REPLACE INTO task_runs (run_id, name, status, started_at, "
+                "finished_at, duration, key, result) VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?)",
+                (run_id, name, started, started + seconds, seconds, key, result),
+            )
+        except (OSError, sqlite3.Error) as e:
+            raise ResultNotStored(
+                f"task {name!r} finished, but its result could not be stored in {self.folder}: "
+                f"{safe_str(e)}. Free disk space or repair the store folder, then run again "
+                f"with --resume (finished results stored so far are kept)"
+            ) from e
         return result
 
     def end_run(

@@ -56,6 +56,16 @@ def _find_unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dic
     return "the call cannot be pickled"
 
 
+class _Job:
+    """One attempt sent to a worker process: the handle ``submit`` returns."""
+
+    __slots__ = ("worker", "cancelled")
+
+    def __init__(self, worker: _Worker) -> None:
+        self.worker = worker
+        self.cancelled = False
+
+
 class _Worker:
     """One process and the parent-side thread that feeds it."""
 
@@ -68,6 +78,7 @@ class _Worker:
         self.send: Connection | None = None
         self.conn: Connection | None = None
         self.killed = False
+        self.current: _Job | None = None  # the attempt running now (guarded by the lock)
         threading.Thread(target=self._feed, name="layerflow-process-feeder", daemon=True).start()
 
     def _start_process(self) -> None:
@@ -103,7 +114,11 @@ class _Worker:
                 with contextlib.suppress(OSError):  # tried again, and reported, with a task
                     self._start_process()
                 continue
-            name, fn, args, kwargs, on_done = job
+            name, fn, args, kwargs, on_done, handle = job
+            with self.backend._lock:
+                if handle.cancelled:  # cancelled while queued: it never runs
+                    continue
+                self.current = handle
             try:
                 payload = cloudpickle.dumps((fn, args, kwargs))
             except Exception:
@@ -163,8 +178,13 @@ class _Worker:
 
     def kill(self) -> None:
         self.killed = True
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+        process = self.process
+        if process is not None and process.poll() is None:
+            # the worker leads its own process group: whatever the task started goes too
+            try:
+                os.killpg(process.pid, 9)
+            except OSError:
+                process.kill()
 
     def close(self) -> None:
         self.jobs.put(None)
@@ -198,14 +218,15 @@ class ProcessBackend:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         on_done: Done,
-    ) -> _Worker:
+    ) -> _Job:
         with self._lock:
             worker = self._idle.pop() if self._idle else None
             if worker is None:
                 worker = _Worker(self)
                 self._all.add(worker)
-        worker.submit((name, fn, args, kwargs, on_done))
-        return worker
+        handle = _Job(worker)
+        worker.submit((name, fn, args, kwargs, on_done, handle))
+        return handle
 
     def warm(self, count: int) -> None:
         """Start ``count`` worker processes now, so their start-up overlaps other work."""
@@ -217,6 +238,7 @@ class ProcessBackend:
 
     def _release(self, worker: _Worker) -> None:
         with self._lock:
+            worker.current = None
             if worker in self._all:
                 self._idle.append(worker)
 
@@ -226,9 +248,18 @@ class ProcessBackend:
             if worker in self._idle:
                 self._idle.remove(worker)
 
-    def cancel(self, handle: _Worker) -> None:
-        self._forget(handle)
-        handle.kill()
+    def cancel(self, handle: _Job) -> None:
+        """Stop that attempt: kill its process if it is running it now. The worker may
+        already have finished it and taken the next attempt (its done-callback not yet
+        heard by the scheduler): that next attempt is not this one's to kill."""
+        worker = handle.worker
+        with self._lock:
+            handle.cancelled = True
+            if worker.current is not handle:
+                return
+            worker.current = None
+        self._forget(worker)
+        worker.kill()
 
     def close(self) -> None:
         with self._lock:

@@ -193,7 +193,12 @@ async def execute_async(plan: Plan, inputs: Mapping[str, Any], **options: Any) -
             await loop.run_in_executor(None, run._collect_remote)
     except asyncio.CancelledError:
         run.interrupt()
-        raise
-    finally:
         run.close()
+        if recorder is not None:  # the run row says "interrupted", not "running"
+            recorder.end(run.result())
+        raise
+    except BaseException:
+        run.close()
+        raise
+    run.close()
     return outcome(run, recorder)

@@ -105,24 +105,31 @@ class FanOut:
             self.last_end[m] = max(self.last_end[j] for j in ran)
         if all(status[j] == _SUCCEEDED for j in kids):
             value = [self.values[j] for j in kids]
-            if self.persist is not None:  # a map's value is durable as one list
-                self._persist(m, value, self.first_start[m], self.last_end[m])
-            self._succeed(m, value)
+            # a map's value is durable as one list
+            error = self._persist(m, value, self.first_start[m], self.last_end[m])
+            if error is None:
+                self._succeed(m, value)
+            else:
+                self._map_failed(m, error)
             return
         failed = [j for j in kids if status[j] == _FAILED]
         if failed:
-            self.status[m] = _FAILED
-            self.errors[m] = self.errors[failed[0]]
-            if self.emit:
-                self._task_event("task_failed", m, error=self.errors[m], duration=0.0)
-            self.outcome = "failed"
-            self._finalize(m)
-            group = self.spec[m].group
-            fail_fast = (
-                self.fail_fast if group is None or group.fail_fast is None else group.fail_fast
-            )
-            if not fail_fast or self._in_stopped_group(m):
-                self._skip_downstream(m)
+            self._map_failed(m, self.errors[failed[0]])  # type: ignore[arg-type]
         else:
             self.status[m] = _CANCELLED
             self._finalize(m)
+
+    def _map_failed(self, m: int, error: BaseException) -> None:
+        """Map task ``m`` failed: a subtask failed, or its list could not be stored."""
+        self.status[m] = _FAILED
+        self.errors[m] = error
+        if self.emit:
+            self._task_event("task_failed", m, error=error, duration=0.0)
+        self.outcome = "failed"
+        if self.cause < 0:
+            self.cause, self.cause_error = m, error
+        self._finalize(m)
+        if not self._fails_fast(m) or self._in_stopped_group(m):
+            self._skip_downstream(m)
+        elif not self.stopping:
+            self._stop(f"{self.names[m]!r} failed")

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from ..errors import (
+    ResultNotStored,
     safe_str,
 )
 from ..events import (
@@ -124,7 +125,9 @@ class Transitions:
         not brought back here."""
         t1 = time.perf_counter()
         if ok and self.persist is not None and self.token[i] == token:
-            self._persist(i, value, t1 - seconds, t1)  # durable before the run counts it done
+            error = self._persist(i, value, t1 - seconds, t1)  # durable before counted done
+            if error is not None:
+                ok, value = False, error
         with self.lock:
             if metrics and token == self.token[i]:
                 add_metrics(self.metrics, i, metrics)
@@ -135,13 +138,23 @@ class Transitions:
             if self._record(i, token, ok, value, t1 - seconds, t1):
                 self._kick()
 
-    def _persist(self, i: int, value: Any, t0: float, t1: float) -> None:
-        """Hand a result to the store; a store that fails is reported, and the run goes on
-        with the value in memory (it simply will not be reusable)."""
+    def _persist(self, i: int, value: Any, t0: float, t1: float) -> BaseException | None:
+        """Make a result durable before its task counts as done. The error to fail the task
+        with when the store cannot take it (a task is done only once its result is stored);
+        None when it is stored, or when there is no store."""
+        if self.persist is None:
+            return None
         try:
-            self.persist(i, value, t0, t1)  # type: ignore[misc]
-        except Exception:
+            self.persist(i, value, t0, t1)
+        except ResultNotStored as e:
+            return e
+        except Exception as e:  # a bug of the store's: still the same promise
             logger.exception("could not store the result of task %r", self.names[i])
+            return ResultNotStored(
+                f"task {self.names[i]!r} finished, but its result could not be stored: "
+                f"{safe_str(e)}"
+            )
+        return None
 
     def _succeed(self, i: int, value: Any, status: int = _SUCCEEDED) -> None:
         self.status[i] = status

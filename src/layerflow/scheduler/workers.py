@@ -163,7 +163,9 @@ class ThreadWorkers:
                 ok = False
             t1 = perf()
             if ok and persist is not None and tokens[i] == token:
-                self._persist(i, value, t0, t1)  # durable before the run counts it done
+                error = self._persist(i, value, t0, t1)  # durable before counted done
+                if error is not None:
+                    ok, value = False, error
             with lock:
                 if box:
                     if tokens[i] == token:
