@@ -103,6 +103,27 @@ def test_a_killed_run_resumes_without_running_finished_tasks_again(tmp_path, how
     assert resumed["values"] == reference_values(tmp_path)
 
 
+def test_kill_resume_kill_resume_runs_nothing_twice(tmp_path):
+    # regression: a crash during a resumed run lost the results it had reused, so the
+    # second resume ran the first run's tasks a third time
+    proc = start(tmp_path, "fresh", 30)
+    wait_for(tmp_path / "slow-started")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    (tmp_path / "slow-started").unlink()
+    proc = start(tmp_path, "resume", 30)  # reuses a, b, c; killed in `slow` again
+    wait_for(tmp_path / "slow-started")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    out, err = start(tmp_path, "resume", 0).communicate(timeout=60)
+    assert out, err
+    statuses = json.loads(out)["statuses"]
+    assert [statuses[n] for n in "abc"] == ["reused"] * 3
+    after = (tmp_path / "side-effects").read_text().split()
+    assert sorted(after) == ["a", "b", "c", "d", "slow"]  # nothing ran twice
+
+
 def test_resume_reruns_what_changed_and_everything_downstream(tmp_path):
     ran: list[str] = []
 
@@ -338,3 +359,28 @@ def test_a_result_the_store_cannot_take_fails_its_task(tmp_path):
     assert "'breaker' finished, but its result could not be stored" in str(broken.error)
     assert broken.attempts == 1  # the store is at fault, not the task: no retry
     assert run.status == "failed"
+
+
+def test_the_cache_matches_equal_dicts_and_sets_built_in_another_order(tmp_path):
+    # regression: keys hashed pickle bytes, which keep insertion order
+    calls = []
+
+    def build(config):
+        flow = lf.Flow("ordered")
+
+        @flow.task(cache=True)
+        def use(config):
+            calls.append(1)
+            return sorted(config["tags"])
+
+        return flow
+
+    first = {"a": 1, "b": 2, "tags": {"x", "y", "z"}}
+    again = {"tags": {"z", "y", "x"}, "b": 2, "a": 1}
+    assert first == again
+    store = tmp_path / "s"
+    assert build(first).run({"config": first}, store=store)["use"] == ["x", "y", "z"]
+    run = build(again).run({"config": again}, store=store)
+    assert run.tasks["use"].status == "cached" and len(calls) == 1
+    other = {"a": 1, "b": 3, "tags": {"x"}}
+    assert build(other).run({"config": other}, store=store).tasks["use"].status == "succeeded"

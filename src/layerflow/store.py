@@ -153,10 +153,39 @@ def _code_of(fn: Any) -> str:
         return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
+_SCALARS = frozenset((int, float, str, bytes, bool, type(None), complex))
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with every plain dict and set put in a fixed order, so that equal values
+    built in another order hash alike (a pickle keeps insertion order). Other types,
+    ``OrderedDict`` among them (its order is part of its equality), are left as they are."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        items = [(_canonical(k), _canonical(v)) for k, v in value.items()]
+        return ("<dict>", sorted(items, key=_pickled))
+    if kind is set or kind is frozenset:
+        return ("<set>", sorted((_canonical(v) for v in value), key=_pickled))
+    if kind is list or kind is tuple:
+        if all(type(v) in _SCALARS for v in value):
+            return value
+        return kind(_canonical(v) for v in value)
+    return value
+
+
+def _pickled(value: Any) -> bytes:
+    return pickle.dumps(value, protocol=5)
+
+
 def _digest(value: Any, *, strict: bool = False) -> str:
-    """A hash of a value's pickle; with ``strict``, a value that cannot be pickled raises
-    (the cache must not match two different values by their repr)."""
+    """A hash of a value's pickle, dicts and sets in a fixed order; with ``strict``, a value
+    that cannot be pickled raises (the cache must not match two different values by their
+    repr)."""
     try:
+        with contextlib.suppress(RecursionError):  # too deep to reorder: hashed as it is
+            value = _canonical(value)
         data = pickle.dumps(value, protocol=5)
     except Exception:
         if strict:
@@ -392,15 +421,37 @@ class Store:
         return rows[0][0] if rows and rows[0][1] != "succeeded" else None
 
     def finished_results(self, run_id: str) -> dict[str, tuple[str, str]]:
-        """Tasks of ``run_id`` with a stored result: name -> (key, result file)."""
+        """Tasks with a stored result in ``run_id`` or in the runs it resumed, back along the
+        chain (a resumed run that crashed before it recorded them still has them): name ->
+        (key, result file), the latest run's first."""
         if not self._read("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)):
             raise StoreError(f"no run {run_id!r} in the store {self.folder}; see layerflow runs")
-        rows = self._read(
-            "SELECT name, key, result FROM task_runs WHERE run_id = ? AND result IS NOT NULL "
-            "AND status IN ('succeeded', 'reused', 'cached')",
-            (run_id,),
-        )
-        return {name: (key, result) for name, key, result in rows}
+        found: dict[str, tuple[str, str]] = {}
+        seen: set[str] = set()
+        current: str | None = run_id
+        while current is not None and current not in seen:
+            seen.add(current)
+            rows = self._read(
+                "SELECT name, key, result FROM task_runs WHERE run_id = ? AND result IS NOT "
+                "NULL AND status IN ('succeeded', 'reused', 'cached')",
+                (current,),
+            )
+            for name, key, result in rows:
+                found.setdefault(name, (key, result))
+            parent = self._read("SELECT resumed_from FROM runs WHERE run_id = ?", (current,))
+            current = parent[0][0] if parent else None
+        return found
+
+    def record_reused(self, run_id: str, rows: Iterable[tuple[str, str, str]]) -> None:
+        """At a resumed run's start: the results it reuses (name, key, result file), so that
+        they are this run's too the moment it starts, whatever happens to it later."""
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO task_runs (run_id, name, status, key, result) "
+                "VALUES (?, ?, 'reused', ?, ?)",
+                [(run_id, name, key, result) for name, key, result in rows],
+            )
+            self._db.commit()
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest runs, newest first."""
@@ -594,6 +645,11 @@ class Recorder:
         self.run_id = run_id
         self.offset = wall0 - perf0
         self.store.begin_run(run_id, self.flow, len(self.graph), self.resumed_from)
+        if self.preset_files:  # durable now: a crash of this run must not lose them
+            names = self.graph.names
+            self.store.record_reused(
+                run_id, [(names[i], self.keys[i], f) for i, f in self.preset_files.items()]
+            )
 
     def persist(self, i: int, value: Any, t0: float, t1: float) -> None:
         """A task succeeded: its result file, then its row (map subtasks are kept as their
