@@ -116,3 +116,35 @@ def test_no_scheduler_module_is_long():
     for path in (PACKAGE / "scheduler").glob("*.py"):
         lines = len(path.read_text().splitlines())
         assert lines <= 450, f"{path.name} has {lines} lines"
+
+
+def test_backends_are_imported_only_when_a_run_uses_them():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, layerflow as lf\n"
+        "f = lf.Flow()\n"
+        "f.add(lambda: 1, name='a')\n"
+        "assert f.run()['a'] == 1\n"
+        "print(sorted(m for m in sys.modules if m.startswith('layerflow.backends.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_missing_optional_backend_says_how_to_install_it(monkeypatch):
+    from layerflow import backends
+
+    monkeypatch.setitem(
+        backends._REGISTRY, "dask", ("no_such_module_here:Backend", "pip install 'layerflow[dask]'")
+    )
+    flow = layerflow.Flow()
+    flow.add(lambda: 1, name="a")
+    try:
+        flow.run(backend="dask")
+    except layerflow.LayerflowError as e:
+        assert "Backend 'dask' is not available" in str(e)
+        assert "Install it with: pip install 'layerflow[dask]'" in str(e)
+    else:
+        raise AssertionError("no error")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .backends.process import RemoteError, UnpicklableError, WorkerDied
 from .errors import (
     CycleError,
     DuplicateTaskError,
@@ -16,11 +15,14 @@ from .errors import (
     LayerflowError,
     MissingDependencyError,
     MissingInputError,
+    RemoteError,
     ResultNotStored,
     RunInterrupted,
     StoreError,
     TaskFailed,
     TaskTimeout,
+    UnpicklableError,
+    WorkerDied,
 )
 from .events import Event, LayerEvent, RunEvent, TaskEvent
 from .flow import Flow

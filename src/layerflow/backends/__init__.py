@@ -1,30 +1,42 @@
-"""Backends that run tasks in workers layerflow does not drive itself.
+"""Backends: the pools tasks run on, behind one small interface, looked up by name.
 
-The thread backend is not here: its workers are layerflow's own threads, which call the
-scheduler's transitions directly (see ``scheduler.py``). The others adapt a foreign pool
-to one small interface, and report each attempt's end through a callback that the
-scheduler turns into the same transition:
+``thread`` is the engine's own: its workers are layerflow's threads, which call the
+scheduler's transitions directly (``scheduler/workers.py``), because handing each task to a
+pool and each completion back costs two thread hand-offs (20-100 us) per task. Every other
+backend adapts a pool layerflow does not drive itself to :class:`Backend`, and reports each
+attempt's end through one callback that the scheduler turns into the same transition.
 
-``submit(name, fn, args, kwargs, on_done) -> handle``
-    Start ``fn(*args, **kwargs)``; later call ``on_done(ok, value_or_error, seconds)``
-    exactly once from any thread (unless the attempt was cancelled).
+``submit(name, fn, args, kwargs, on_done, *, priority=0, fetch=True, tag=None) -> handle``
+    Start ``fn(*args, **kwargs)``; later call ``on_done(ok, value_or_error, seconds, ref=None,
+    metrics=None)`` exactly once, from any thread, unless the attempt was cancelled (``ref``:
+    where the value stays, for a cluster; ``metrics``: what the task gave ``lf.record``).
+    ``priority``, ``fetch`` and ``tag`` are hints a backend may ignore.
 ``cancel(handle)``
-    Stop a running attempt (cancel the coroutine, kill the worker process); its
-    ``on_done`` may or may not still be called, and the scheduler ignores it.
+    Stop that attempt (cancel the coroutine, kill the worker process); its ``on_done`` may
+    or may not still be called, and the scheduler ignores it.
 ``close()``
     Release the pool at the end of the run.
+``capacity(limit)``, ``prepare(count)``
+    How many attempts it takes at once under the run's bound (``limit``, None for none;
+    None back: no bound of its own), and a chance to start ``count`` workers before the
+    first task arrives.
 
-Policy (what starts when, retries, timeouts, limits) stays in the scheduler.
+Backends are imported only when a run uses them (:func:`open_backend`); a missing optional
+one says how to install it. Policy (what starts when, retries, timeouts, limits) stays in the
+scheduler.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Backend", "Done"]
+from ..errors import InvalidOptionError, LayerflowError, did_you_mean
 
-Done = Callable[[bool, Any, float], None]
+__all__ = ["Backend", "Done", "BACKENDS", "open_backend"]
+
+Done = Callable[..., None]
 
 
 class Backend(Protocol):
@@ -37,8 +49,54 @@ class Backend(Protocol):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         on_done: Done,
+        *,
+        priority: int = 0,
+        fetch: bool = True,
+        tag: Any = None,
     ) -> Any: ...
 
     def cancel(self, handle: Any) -> None: ...
 
     def close(self) -> None: ...
+
+    def capacity(self, limit: int | None) -> int | None: ...
+
+    def prepare(self, count: int) -> None: ...
+
+
+#: name -> ("module:Class", how to install it when it is missing); thread is the engine's
+_REGISTRY: dict[str, tuple[str | None, str | None]] = {
+    "thread": (None, None),
+    "process": ("layerflow.backends.process:ProcessBackend", None),
+    "async": ("layerflow.backends.aio:AsyncBackend", None),
+    "dask": ("layerflow.backends.dask:DaskBackend", "pip install 'layerflow[dask]'"),
+}
+
+#: the backend names a run accepts, in the order the docs list them
+BACKENDS: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def open_backend(
+    name: str,
+    *,
+    loop: Any = None,
+    context: Any = None,
+    address: str | None = None,
+    client: Any = None,
+) -> Backend:
+    """Start backend ``name`` for one run; its module is imported only now."""
+    if name not in _REGISTRY:
+        raise InvalidOptionError(
+            f"backend must be one of {', '.join(_REGISTRY)}, got {name!r}."
+            f"{did_you_mean(str(name), _REGISTRY)}"
+        )
+    target, install = _REGISTRY[name]
+    if target is None:
+        raise InvalidOptionError(f"backend {name!r} is the engine's own; it is not opened")
+    module, _, cls = target.partition(":")
+    try:
+        backend_class = getattr(importlib.import_module(module), cls)
+    except ImportError as e:
+        how = f" Install it with: {install}" if install else ""
+        raise LayerflowError(f"Backend {name!r} is not available ({e}).{how}") from None
+    return backend_class(loop=loop, context=context, address=address, client=client)

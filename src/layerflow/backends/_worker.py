@@ -43,7 +43,7 @@ def serve(conn: Connection, reply: Connection) -> None:
         try:
             out = cloudpickle.dumps((ok, value, seconds, box))
         except Exception as e:
-            from layerflow.backends.process import RemoteError, UnpicklableError
+            from layerflow.errors import RemoteError, UnpicklableError
 
             if ok:
                 err: BaseException = UnpicklableError(

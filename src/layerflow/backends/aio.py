@@ -27,9 +27,10 @@ class AsyncBackend:
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop | None = None,
         *,
+        loop: asyncio.AbstractEventLoop | None = None,
         context: contextvars.Context | None = None,
+        **_: Any,
     ) -> None:
         self._own = loop is None
         # each coroutine runs in a copy of this (the run's caller's) context, whichever
@@ -67,6 +68,7 @@ class AsyncBackend:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         on_done: Done,
+        **_: Any,
     ) -> list[Any]:
         handle: list[Any] = [None, False]  # [asyncio.Task once created, cancelled]
         if threading.get_ident() == self._loop_thread:
@@ -102,6 +104,13 @@ class AsyncBackend:
         handle[0] = self.loop.create_task(
             _call(fn, args, kwargs, on_done, handle), context=self._context.copy()
         )
+
+    def capacity(self, limit: int | None) -> int | None:
+        """Coroutines wait for I/O: only the run's bound limits them."""
+        return limit
+
+    def prepare(self, count: int) -> None:
+        """Nothing to start: the loop is running."""
 
     def cancel(self, handle: list[Any]) -> None:
         def cancel() -> None:

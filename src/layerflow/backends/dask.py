@@ -253,7 +253,7 @@ class DaskBackend:
     scheduler to connect to (``tcp://host:8786``); neither: a local cluster for this run.
     """
 
-    def __init__(self, *, address: str | None = None, client: Any = None) -> None:
+    def __init__(self, *, address: str | None = None, client: Any = None, **_: Any) -> None:
         distributed = import_distributed()
         self.local: _LocalCluster | None = None
         self.own_client = client is None
@@ -294,6 +294,14 @@ class DaskBackend:
         self._tags: dict[str, Any] = {}  # attempt key -> the submitter's tag
         self._closed = False
         threading.Thread(target=self._send, name="layerflow-dask-submit", daemon=True).start()
+
+    def capacity(self, limit: int | None) -> int | None:
+        """Ready tasks go to Dask at once (its queue hides each completion's round trip);
+        only the run's bound limits them."""
+        return limit
+
+    def prepare(self, count: int) -> None:
+        """The cluster is up already."""
 
     def threads(self) -> int:
         """How many tasks the cluster runs at once (its worker threads, now)."""

@@ -206,7 +206,7 @@ class _Worker:
 class ProcessBackend:
     """A pool of worker processes, started as needed, each running one task at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, **_: Any) -> None:
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
@@ -218,6 +218,7 @@ class ProcessBackend:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         on_done: Done,
+        **_: Any,
     ) -> _Job:
         with self._lock:
             worker = self._idle.pop() if self._idle else None
@@ -227,6 +228,14 @@ class ProcessBackend:
         handle = _Job(worker)
         worker.submit((name, fn, args, kwargs, on_done, handle))
         return handle
+
+    def capacity(self, limit: int | None) -> int:
+        """One task per process: as many processes as cores, or the run's bound."""
+        return limit if limit is not None else (os.cpu_count() or 1)
+
+    def prepare(self, count: int) -> None:
+        """Start the workers now: their start-up overlaps the layers before them."""
+        self.warm(count)
 
     def warm(self, count: int) -> None:
         """Start ``count`` worker processes now, so their start-up overlaps other work."""

@@ -92,23 +92,18 @@ class ForeignPools:
                 self._foreign_done(i, token, ok, value, seconds, ref, metrics)
 
             try:
-                if kind == _DASK:
-                    if self.remote:
-                        args, kwargs = self._call_args(i, remote=True)
-                    self.handle[i] = self.dask.submit(
-                        self.names[i],
-                        self.fns[i],
-                        args,
-                        kwargs,
-                        on_done,
-                        priority=self.spec[i].priority,
-                        fetch=self.fetch_mode[self._owner(i)] == _FETCH_NOW,
-                        tag=i,
-                    )
-                else:
-                    self.handle[i] = self.backends[kind].submit(
-                        self.names[i], self.fns[i], args, kwargs, on_done
-                    )
+                if kind == _DASK and self.remote:  # upstream values on the cluster: futures
+                    args, kwargs = self._call_args(i, remote=True)
+                self.handle[i] = self.backends[kind].submit(
+                    self.names[i],
+                    self.fns[i],
+                    args,
+                    kwargs,
+                    on_done,
+                    priority=self.spec[i].priority,
+                    fetch=self.fetch_mode[self._owner(i)] == _FETCH_NOW,
+                    tag=i,
+                )
             except Exception as e:  # could not even be sent (e.g. cannot be pickled)
                 now = time.perf_counter()
                 self._record(i, token, False, e, now, now)

@@ -72,6 +72,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from ..backends import BACKENDS, open_backend  # noqa: F401 (BACKENDS re-exported)
 from ..errors import (
     InvalidOptionError,
     raise_all,
@@ -111,8 +112,8 @@ _WAITING_STATES = (_PENDING, _READY, _RETRY_WAIT)
 #: pool kinds; a task's kind comes from its ``executor`` option or the run's ``backend``
 _THREAD, _ASYNC, _PROCESS, _DASK = range(4)
 _KINDS = {"thread": _THREAD, "async": _ASYNC, "process": _PROCESS, "dask": _DASK}
+_KIND_NAMES = {kind: name for name, kind in _KINDS.items()}
 _FOREIGN = (_ASYNC, _PROCESS, _DASK)
-BACKENDS = ("thread", "process", "async", "dask")
 #: what happens to a Dask task's value (see ``Run._plan_fetch``)
 _FETCH_NOW, _FETCH_AT_END, _STAYS_REMOTE = range(3)
 _INFINITE = 1 << 62
@@ -341,35 +342,30 @@ class State:
                 "address= and client= are for the Dask backend: pass backend='dask' "
                 "(or executor='dask' on the tasks that should run there)"
             )
-        if _PROCESS in used:
-            import os
-
-            from ..backends.process import ProcessBackend
-
-            self.backends[_PROCESS] = ProcessBackend()
-            cap = os.cpu_count() or 1
-            self.kind_cap[_PROCESS] = cap if self.limit == _INFINITE else self.limit
-            # start the workers now: their start-up overlaps the layers before them
-            self.backends[_PROCESS].warm(min(self.kind_cap[_PROCESS], self.kind.count(_PROCESS)))
-        if _ASYNC in used:
-            from ..backends.aio import AsyncBackend
-
-            self.backends[_ASYNC] = AsyncBackend(self.loop, context=self.context)
-        if _DASK in used:
-            from ..backends.dask import DaskBackend
-
-            try:
-                self.backends[_DASK] = DaskBackend(address=address, client=client)
-                # ready tasks are handed to Dask at once (it queues them, which hides the
-                # round trip of each completion); a task with a timeout waits here until
-                # a worker thread is free, so its deadline does not count Dask's queue
+        bound = None if self.limit == _INFINITE else self.limit
+        try:
+            for kind in _FOREIGN:  # looked up by name, imported only when used
+                if kind not in used:
+                    continue
+                backend = self.backends[kind] = open_backend(
+                    _KIND_NAMES[kind],
+                    loop=self.loop,
+                    context=self.context,
+                    address=address,
+                    client=client,
+                )
+                cap = backend.capacity(bound)
+                self.kind_cap[kind] = _INFINITE if cap is None else cap
+                backend.prepare(min(self.kind_cap[kind], self.kind.count(kind)))
+            if _DASK in used:
+                # a task with a timeout waits here until a Dask worker thread is free, so
+                # its deadline does not count Dask's queue
                 self.dask_threads = self.backends[_DASK].threads()
-                self.kind_cap[_DASK] = self.limit
-            except BaseException:
-                for started in self.backends:
-                    if started is not None:
-                        started.close()
-                raise
+        except BaseException:
+            for started in self.backends:
+                if started is not None:
+                    started.close()
+            raise
         self.dask = self.backends[_DASK]
         self.has_foreign = bool(used - {_THREAD})
 
