@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import random
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import layerflow as lf  # noqa: E402
+from layerflow.store import Store, flow_key  # noqa: E402
 
 WORKERS = (4, 8)
 TOTAL_WORK = 20.0  # seconds of sleep per DAG at --scale 1
@@ -117,6 +117,31 @@ def wall(flow: lf.Flow, workers: int, mode: str, **options) -> float:
     return time.perf_counter() - t0
 
 
+def wall_with_history(flow: lf.Flow, workers: int, history: dict[str, float]) -> float:
+    """A dynamic run ranked by past durations, without a store's cost per task: the
+    ranking alone (``flow.run(store=False)`` reads no history, as it reads no store)."""
+    from layerflow.plan import Plan
+    from layerflow.scheduler import execute
+
+    plan = Plan(flow.plan().graph, history=lambda: history)
+    gc.collect()
+    t0 = time.perf_counter()
+    execute(
+        plan,
+        {},
+        outputs=None,
+        mode="dynamic",
+        max_workers=workers,
+        fail_fast=True,
+        timeout=None,
+        backend="thread",
+        on_event=None,
+        progress=False,
+        seed=None,
+    )
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 20 s of work")
@@ -151,12 +176,11 @@ def main() -> None:
             sim = plan.simulate(named, max_workers=workers)
             # the same, once the store has seen one run: ranks by past durations
             with tempfile.TemporaryDirectory() as folder:
-                os.environ["LAYERFLOW_STORE"] = folder
-                try:
-                    flow.run(max_workers=workers)  # recorded
-                    hist = wall(flow, workers, "dynamic", store=False)
-                finally:
-                    del os.environ["LAYERFLOW_STORE"]
+                flow.run(max_workers=workers, store=folder)  # recorded
+                store = Store(folder)
+                history = store.durations(flow_key(plan.graph))
+                store.close()
+                hist = wall_with_history(flow, workers, history)
             print(
                 f"{shape:<5} {workers:>7} {len(plan.layers):>6} {bound:10.2f} {tight:10.2f}"
                 f" {dyn:12.2f} {dyn / bound:9.3f}x {dyn / tight:9.3f}x {lay:12.2f}"

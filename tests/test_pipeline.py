@@ -8,6 +8,7 @@ starting with ``lftest_`` so they cannot clash with other tests' or plugins' ste
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 import threading
@@ -1124,3 +1125,29 @@ def test_a_task_group_from_python(fresh_state):
         flow.add(lambda: 3, name="bad", group="g")
     with pytest.raises(lf.InvalidOptionError, match="timeout must be a number"):
         lf.TaskGroup("g", timeout=-1)
+
+
+def test_a_shell_step_stopped_as_its_command_starts_does_not_run_it(tmp_path, monkeypatch):
+    # regression: a stop that came before the command started was erased when it started,
+    # so the command ran to its end
+    import layerflow.pipeline as pipeline_module
+
+    path = write(tmp_path, "steps:\n  - {name: nap, run: 'sleep 30'}\n")
+    flow = lf.load_pipeline(path)
+    (task,) = flow.tasks
+    command = task.fn
+    real = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        command.cancel()  # fail-fast reaches the step just as its command starts
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module.subprocess, "Popen", popen)
+    begin = time.perf_counter()
+    with pytest.raises(lf.LayerflowError, match="was stopped"):
+        command()
+    assert time.perf_counter() - begin < 10
+    monkeypatch.setattr(pipeline_module.subprocess, "Popen", real)
+    # the stop was for that attempt: the next one runs
+    command.template, command.argv_t = "true", ["true"]
+    assert command() == ""

@@ -384,3 +384,29 @@ def test_the_cache_matches_equal_dicts_and_sets_built_in_another_order(tmp_path)
     assert run.tasks["use"].status == "cached" and len(calls) == 1
     other = {"a": 1, "b": 3, "tags": {"x"}}
     assert build(other).run({"config": other}, store=store).tasks["use"].status == "succeeded"
+
+
+def test_a_run_closes_the_store_it_opened(tmp_path):
+    # regression: stores were never closed (one open database per run, for good)
+    flow = lf.Flow("closing")
+    flow.add(lambda: 1, name="a")
+
+    def open_dbs() -> int:
+        fds = Path("/proc/self/fd")
+        count = 0
+        for fd in fds.iterdir():
+            try:
+                count += os.readlink(fd).startswith(str(tmp_path))
+            except OSError:
+                continue
+        return count
+
+    for _ in range(3):
+        assert flow.run(store=tmp_path / "s").ok
+    assert open_dbs() == 0
+    mine = Store(tmp_path / "s")  # a Store the caller made stays open for the caller
+    try:
+        assert flow.run(store=mine).ok
+        assert mine.runs()  # still usable
+    finally:
+        mine.close()

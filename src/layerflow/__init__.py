@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from .errors import (
     CycleError,
     DuplicateTaskError,
+    GroupTimeout,
     InvalidOptionError,
     LayerflowError,
     MissingDependencyError,
@@ -73,6 +74,7 @@ __all__ = [
     "TaskRun",
     "TaskTimeout",
     "StoreError",
+    "GroupTimeout",
     "ResultNotStored",
     "UnpicklableError",
     "Wait",

@@ -339,10 +339,11 @@ def _recorder(
         if resume or caching:
             raise InvalidOptionError("resume and cache need a store, but store=False")
         return None
+    owns = not isinstance(store, Store)  # a Store the caller made stays open for them
     if store is None or store is True:
         if not (store or resume or caching or os.environ.get("LAYERFLOW_STORE")):
             return None
         store = Store()
     elif not isinstance(store, Store):
         store = Store(store)
-    return Recorder(store, plan.graph, inputs, resume, cache)
+    return Recorder(store, plan.graph, inputs, resume, cache, owns_store=owns)

@@ -936,17 +936,29 @@ class _Command:
         self.owner = owner
         self.running: set[subprocess.Popen[bytes]] = set()
         self.stopped = threading.Event()
+        self.active = 0  # attempts in progress here (guarded by _PROCESSES_LOCK)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("owner", "running", "stopped")}
+        local = ("owner", "running", "stopped", "active")
+        return {k: v for k, v in self.__dict__.items() if k not in local}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._local(None)
 
     def __call__(self, **kwargs: Any) -> str:
+        with _PROCESSES_LOCK:
+            self.active += 1
+        try:
+            return self._attempt(kwargs)
+        finally:
+            with _PROCESSES_LOCK:
+                self.active -= 1
+                if not self.active:  # a stop is for the attempts it found: not the next run
+                    self.stopped.clear()
+
+    def _attempt(self, kwargs: dict[str, Any]) -> str:
         name, timeout = self.name, self.timeout
-        self.stopped.clear()  # a new attempt (or a new run of the same pipeline)
         values = _template_values(kwargs)
         if self.shell:
             argv = _shell_argv(self.template, values)
@@ -956,6 +968,8 @@ class _Command:
         cwd = self.base / _render(self.cwd_t, values) if self.cwd_t else self.base
         if not cwd.is_dir():
             raise CommandFailed(f"step {name!r}: its cwd {str(cwd)!r} is not a folder", 127, "")
+        if self.stopped.is_set():  # stopped before its command started: it never starts
+            raise Cancelled(f"step {name!r} was stopped: another step failed")
         try:
             proc = subprocess.Popen(
                 argv,
@@ -971,6 +985,9 @@ class _Command:
         with _PROCESSES_LOCK:
             _PROCESSES[proc] = self.owner
             self.running.add(proc)
+            stopped = self.stopped.is_set()  # stopped while it was starting
+        if stopped:
+            _kill_group(proc)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -997,9 +1014,11 @@ class _Command:
         return out.decode(errors="replace").strip()
 
     def cancel(self) -> None:
-        """Kill the commands this step is running here (fail-fast, Ctrl-C)."""
-        self.stopped.set()
+        """Stop the attempts of this step in progress here (fail-fast, Ctrl-C): kill their
+        commands, or keep a command that has not started yet from starting."""
         with _PROCESSES_LOCK:
+            if self.active:
+                self.stopped.set()
             procs = list(self.running)
         for proc in procs:
             _kill_group(proc)

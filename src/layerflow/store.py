@@ -243,12 +243,7 @@ class Store:
         _check_folder(self.results)
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(
-                self.folder / "state.db", timeout=30, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
+            self._connection: sqlite3.Connection | None = self._connect()
             self._db.executescript(_SCHEMA)
             for table, column, kind in _ADDED_COLUMNS:
                 columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
@@ -267,10 +262,27 @@ class Store:
             with contextlib.suppress(OSError):
                 os.chmod(self.folder / name, 0o600)
 
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.folder / "state.db", timeout=30, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=30000")
+        return db
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection (callers hold ``_lock``); opened again after :meth:`close`."""
+        db = self._connection
+        if db is None:
+            db = self._connection = self._connect()
+        return db
+
     def close(self) -> None:
-        """Close the database connection."""
+        """Close the database connection (a later use opens it again)."""
         with self._lock:
-            self._db.close()
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     def _write(self, sql: str, args: Iterable[Any]) -> None:
         with self._lock:
@@ -610,8 +622,11 @@ class Recorder:
         inputs: Mapping[str, Any],
         resume: bool | str | None,
         cache: bool = False,
+        *,
+        owns_store: bool = False,
     ) -> None:
         self.store = store
+        self.owns_store = owns_store  # opened for this run: closed when it ends
         self.graph = graph
         self.flow = flow_key(graph)
         self.keys = task_keys(graph, inputs)
@@ -639,6 +654,11 @@ class Recorder:
                     except Exception:  # a missing or unreadable file: run it again
                         continue
                     self.preset_files[i] = found[1]
+
+    def close(self) -> None:
+        """The run has ended: close the store's connection if the run opened the store."""
+        if self.owns_store:
+            self.store.close()
 
     def begin(self, run_id: str, wall0: float, perf0: float) -> None:
         """The run has an id now: record its start."""

@@ -157,17 +157,20 @@ def execute_run(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> tuple[
     """``execute``, also giving the ended run's state (``lf.dask.get`` reads its values
     list: through ``RunResult`` 100,000 values would build a ``TaskRun`` each)."""
     recorder = options.get("recorder")
-    run = prepare(plan, inputs, **options)
-    if recorder is not None:
-        recorder.begin(run.run_id, run.wall0, run.perf0)
     try:
-        run.execute()
-    except KeyboardInterrupt:  # after the run had ended: record it, then let Ctrl-C through
+        run = prepare(plan, inputs, **options)
         if recorder is not None:
-            result = run.result()
-            recorder.end(result)
-        raise
-    return outcome(run, recorder), run
+            recorder.begin(run.run_id, run.wall0, run.perf0)
+        try:
+            run.execute()
+        except KeyboardInterrupt:  # after the run had ended: record it, let Ctrl-C through
+            if recorder is not None:
+                recorder.end(run.result())
+            raise
+        return outcome(run, recorder), run
+    finally:
+        if recorder is not None:
+            recorder.close()
 
 
 async def execute_async(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
@@ -177,6 +180,18 @@ async def execute_async(plan: Plan, inputs: Mapping[str, Any], **options: Any) -
 
     loop = asyncio.get_running_loop()
     recorder = options.get("recorder")
+    try:
+        return await _execute_async(plan, inputs, loop, recorder, options)
+    finally:
+        if recorder is not None:
+            recorder.close()
+
+
+async def _execute_async(
+    plan: Plan, inputs: Mapping[str, Any], loop: Any, recorder: Any, options: dict[str, Any]
+) -> RunResult:
+    import asyncio
+
     run = prepare(plan, inputs, loop=loop, **options)
     if recorder is not None:
         recorder.begin(run.run_id, run.wall0, run.perf0)

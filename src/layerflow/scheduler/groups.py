@@ -9,9 +9,8 @@ cancel, not a failure).
 from __future__ import annotations
 
 from ..errors import GroupTimeout
-from ..events import logger
 from ..graph import Task, TaskGroup
-from .state import _CANCELLED, _FAILED, _RUNNING, _THREAD, _WAITING_STATES
+from .state import _CANCELLED, _FAILED, _RUNNING, _WAITING_STATES
 
 
 class Groups:
@@ -58,13 +57,7 @@ class Groups:
         for j in members:
             st = self.status[j]
             if st == _RUNNING:
-                if self.kind[j] != _THREAD:
-                    self._abandon(j, None, fail=False, reason=reason)
-                elif self.spec[j].cancel is not None:
-                    try:  # e.g. a shell step kills its command; the task then ends
-                        self.spec[j].cancel()
-                    except Exception:
-                        logger.exception("could not stop task %r", self.names[j])
+                self._cancel_running(j, reason)
             elif st in _WAITING_STATES:
                 self._cancel_waiting(j, reason)
         for j in [i, *members]:

@@ -196,16 +196,8 @@ class Transitions:
         self._finalize(i)
         if fail_fast:
             reason = f"{self.names[i]!r} failed"
-            # what can be cancelled is: coroutines and worker processes; a running thread
-            # cannot be, so the run waits for it and keeps its result
             for j in [j for j, st in enumerate(self.status) if st == _RUNNING]:
-                if self.kind[j] != _THREAD:
-                    self._abandon(j, None, fail=False, reason=reason)
-                elif self.spec[j].cancel is not None:
-                    try:  # e.g. a shell step kills its command; the task then ends
-                        self.spec[j].cancel()
-                    except Exception:
-                        logger.exception("could not stop task %r", self.names[j])
+                self._cancel_running(j, reason)
             self._stop(reason)
         elif i < self.n:
             self._skip_downstream(i)
@@ -279,6 +271,18 @@ class Transitions:
         for i in range(len(status)):
             if status[i] in _WAITING_STATES:
                 self._cancel_waiting(i, reason)
+
+    def _cancel_running(self, j: int, reason: str) -> None:
+        """Stop entry ``j``'s running attempt if it can be stopped: a coroutine or a worker
+        process is cancelled; a thread cannot be, so the run waits for it and keeps its
+        result, unless its task knows how to stop itself (a shell step kills its command)."""
+        if self.kind[j] != _THREAD:
+            self._abandon(j, None, fail=False, reason=reason)
+        elif self.spec[j].cancel is not None:
+            try:
+                self.spec[j].cancel()
+            except Exception:
+                logger.exception("could not stop task %r", self.names[j])
 
     def _cancel_waiting(self, i: int, reason: str) -> None:
         """Entry ``i`` has not started and never will."""

@@ -16,6 +16,7 @@ import threading
 import time
 from contextvars import copy_context
 
+from ..errors import Cancelled
 from ..graph import positional_args
 from ..metrics import _BOX, open_box
 from ..metrics import add as add_metrics
@@ -151,6 +152,8 @@ class ThreadWorkers:
                     continue
             t0 = perf()
             try:
+                if self.stopping:  # the run stopped just after handing this task out
+                    raise Cancelled("the run stopped before this task began")
                 if positional[i]:
                     value = fresh().run(fns[i], *positional_args(positional[i], kwargs), **kwargs)
                 else:
