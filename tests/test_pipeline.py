@@ -1151,3 +1151,32 @@ def test_a_shell_step_stopped_as_its_command_starts_does_not_run_it(tmp_path, mo
     # the stop was for that attempt: the next one runs
     command.template, command.argv_t = "true", ["true"]
     assert command() == ""
+
+
+def test_a_fail_fast_group_stops_a_running_shell_step_and_skips_what_needs_it(tmp_path):
+    # the group's running sibling is killed; what needs it is skipped (not left waiting)
+    path = write(
+        tmp_path,
+        """
+        settings: {order: dataflow, fail_fast: false, max_workers: 2}
+        steps:
+          - type: parallel_group
+            name: strict
+            fail_fast: true
+            steps:
+              - {name: bad, run: "sh -c 'sleep 0.3; exit 3'", priority: 9}
+              - {name: long, run: "sleep 30"}
+          - {name: uses_long, run: "echo {{steps.long.output}}", needs: [long]}
+          - {name: outside, run: "echo independent"}
+        """,
+    )
+    begin = time.perf_counter()
+    result = run_anyway(lf.load_pipeline(path), timeout=60)
+    assert time.perf_counter() - begin < 20
+    statuses = {n: t.status for n, t in result.tasks.items()}
+    assert statuses == {
+        "bad": "failed",
+        "long": "cancelled",
+        "uses_long": "skipped",
+        "outside": "succeeded",
+    }

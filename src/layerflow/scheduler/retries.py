@@ -26,6 +26,8 @@ class Retries:
             if self.emit:
                 self._task_event("task_cancelled", i, reason=str(error))
             self._finalize(i)
+            if not self.stopping and i < self.n:  # only its group stopped: the run goes on
+                self._skip_downstream(i)
             return True
         if self.stopping:
             return False
