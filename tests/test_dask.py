@@ -256,7 +256,8 @@ def test_a_worker_that_dies_fails_its_task_and_retries_apply(dask_client, tmp_pa
     def die_once():
         if not marker.exists():
             marker.write_text("x")
-            os._exit(3)
+            time.sleep(0.3)  # a crash after some work (one within milliseconds of the start
+            os._exit(3)  # cannot be told from a task only queued there: it is sent again)
         return "recovered"
 
     flow = lf.Flow()
@@ -266,7 +267,7 @@ def test_a_worker_that_dies_fails_its_task_and_retries_apply(dask_client, tmp_pa
 
     dask_client.wait_for_workers(2, timeout=60)
     flow = lf.Flow()
-    flow.add(lambda: os._exit(7), name="dies")
+    flow.add(lambda: time.sleep(0.3) or os._exit(7), name="dies")
     flow.add(lambda: "fine", name="fine")
     run = flow.run(backend="dask", client=dask_client, fail_fast=False)
     dead = run.tasks["dies"]
@@ -274,6 +275,28 @@ def test_a_worker_that_dies_fails_its_task_and_retries_apply(dask_client, tmp_pa
     assert "'dies'" in str(dead.error) and "tcp://127.0.0.1:" in str(dead.error)
     assert "KilledWorker" in str(dead.error)
     assert run["fine"] == "fine"
+
+
+def test_a_worker_death_fails_only_the_task_it_was_running(dask_client):
+    # regression: tasks only queued on the dying worker failed with KilledWorker too
+    def dies():
+        time.sleep(0.5)
+        os._exit(5)
+
+    def innocent(k):
+        time.sleep(0.2)
+        return k
+
+    flow = lf.Flow()
+    flow.add(dies, name="dies", priority=10)
+    for k in range(8):
+        flow.add(innocent, name=f"innocent{k}", params={"k": k})
+    run = flow.run(backend="dask", client=dask_client, fail_fast=False)
+    assert run.tasks["dies"].status == "failed"
+    assert isinstance(run.tasks["dies"].error, lf.WorkerDied)
+    statuses = {k: run.tasks[f"innocent{k}"].status for k in range(8)}
+    assert statuses == dict.fromkeys(range(8), "succeeded")
+    assert [run[f"innocent{k}"] for k in range(8)] == list(range(8))
 
 
 # --- clusters of their own ------------------------------------------------------------------

@@ -63,6 +63,9 @@ logging.getLogger("distributed.protocol.pickle").addFilter(_SUBMITTING)
 
 
 _METRICS_TOPIC = "layerflow-metrics"
+#: a worker logs each attempt's key here as it begins: when a worker dies, an attempt that
+#: had not begun there was only queued on it and is sent again (see ``DaskBackend._done``)
+_STARTED_TOPIC = "layerflow-started"
 
 
 def _call(
@@ -78,8 +81,11 @@ def _call(
     position (an int), and an index into a list there (a ``map`` task's list), or -1.
     Numbers the task gives ``lf.record`` go back through the Dask scheduler's event log
     (its value may never come back here)."""
+    import distributed
+
     from ..metrics import _BOX
 
+    distributed.get_worker().log_event(_STARTED_TOPIC, key)
     box: dict[str, float] = {}
     reset = _BOX.set(box)
     try:
@@ -87,8 +93,6 @@ def _call(
     finally:
         _BOX.reset(reset)
         if box:
-            import distributed
-
             distributed.get_worker().log_event(_METRICS_TOPIC, {"key": key, "metrics": box})
 
 
@@ -145,7 +149,7 @@ class _Attempt:
     """One attempt of a task on the cluster: what to send, and its Dask future once sent."""
 
     __slots__ = ("name", "fn", "args", "kwargs", "on_done", "priority", "fetch", "key", "t0")
-    __slots__ += ("future", "cancelled")
+    __slots__ += ("future", "cancelled", "tag", "requeued")
 
     def __init__(
         self,
@@ -163,6 +167,8 @@ class _Attempt:
         self.t0 = time.perf_counter()
         self.future: Any = None
         self.cancelled = False
+        self.tag: Any = None
+        self.requeued = False  # sent again once after a worker died before it began
 
     def fail(self, error: BaseException) -> None:
         """It could not be sent: it ends now, with ``error``."""
@@ -324,6 +330,7 @@ class DaskBackend:
         on the cluster). Attempts queued together reach Dask as one graph. ``tag`` is what
         :meth:`metrics` names the attempt by."""
         attempt = _Attempt(name, fn, args, kwargs, on_done, priority, fetch)
+        attempt.tag = tag
         with self._lock:
             self._tags[attempt.key] = tag
             self._pending.append(attempt)
@@ -427,7 +434,34 @@ class DaskBackend:
             error = future.exception()
         except BaseException as e:  # the client lost the cluster
             error = e
+        if isinstance(error, self._killed) and not attempt.requeued and not self._began(attempt):
+            # only queued on the worker that died (allowed-failures: 0 fails every task
+            # the worker held): not this task's fault, so it is sent again, once
+            self._resend(attempt)
+            return
         on_done(False, self._explain(attempt.name, error), seconds)
+
+    def _began(self, attempt: _Attempt) -> bool:
+        """Did a worker begin this attempt? (Its key is in the scheduler's event log.)"""
+        try:
+            events = self.client.get_events(_STARTED_TOPIC)
+        except Exception:  # cannot tell: as Dask says, it failed
+            return True
+        return any(msg == attempt.key for _, msg in events)
+
+    def _resend(self, attempt: _Attempt) -> None:
+        """Queue an attempt again under a new key (its lf.record numbers under that key)."""
+        with self._lock:
+            if self._closed or attempt.cancelled:
+                return
+            self._tags.pop(attempt.key, None)
+            attempt.key = f"{attempt.name}-{uuid.uuid4().hex}"
+            self._tags[attempt.key] = attempt.tag
+            attempt.future = None
+            attempt.requeued = True
+            self._pending.append(attempt)
+            if len(self._pending) == 1:
+                self._wake.notify()
 
     def _explain(self, name: str, error: BaseException) -> BaseException:
         """A worker that died becomes ``WorkerDied`` naming the worker and Dask's reason."""
