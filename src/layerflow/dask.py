@@ -49,31 +49,14 @@ from .errors import InvalidOptionError, TaskFailed, did_you_mean, raise_all, saf
 from .events import Event, LogObserver, RunEvent, TaskEvent
 from .flow import TASK_OPTIONS, _recorder
 from .graph import Graph, Task, _gc_paused
+from .options import RUN_OPTIONS, RunOptions
 from .plan import Plan
 from .result import RunResult
 from .scheduler import execute_run
 
 __all__ = ["get", "scheduler", "RUN_OPTIONS", "TASK_GROUP_OPTIONS"]
 
-#: ``flow.run`` options that ``get`` passes on
-RUN_OPTIONS = (
-    "max_workers",
-    "mode",
-    "fail_fast",
-    "timeout",
-    "backend",
-    "address",
-    "client",
-    "on_event",
-    "progress",
-    "seed",
-    "resources",
-    "rate_limits",
-    "checkpoint",
-    "store",
-    "resume",
-    "cache",
-)
+#: ``flow.run`` options that ``get`` passes on: all of them (``layerflow.options``)
 #: options of the tasks of one key group, given as ``tasks={group: {option: value}}``: a
 #: task's options, but for those the Dask graph itself decides (its inputs and edges)
 TASK_GROUP_OPTIONS = tuple(o for o in TASK_OPTIONS if o not in ("params", "inputs", "after", "map"))
@@ -193,6 +176,7 @@ def _checked(options: dict[str, Any]) -> dict[str, Any]:
                 f"layerflow.dask.get: unknown option {key!r}.{did_you_mean(key, _ALL_OPTIONS)} "
                 f"Options: {', '.join(_ALL_OPTIONS)}"
             )
+    RunOptions.of(**{k: v for k, v in options.items() if k in RUN_OPTIONS})  # as flow.run
     groups = options.get("tasks")
     if groups is not None:
         if not isinstance(groups, Mapping):

@@ -23,6 +23,7 @@ from .errors import (
 from .events import Observer
 from .graph import Graph, GraphBuilder, Task
 from .limits import LayerReport, RateLimit
+from .options import RunOptions
 from .plan import Plan
 from .progress import Progress
 from .result import RunResult
@@ -270,6 +271,7 @@ class Flow:
         the indices of the outputs to keep, and the store's recorder."""
         options = {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
         inputs, outputs = options.pop("inputs"), options.pop("outputs")
+        RunOptions.of(**options)  # every option checked before anything is planned
         store, resume, cache = options.pop("store"), options.pop("resume"), options.pop("cache")
         given = dict(inputs or {})
         plan = self.plan(given, outputs=outputs)
@@ -332,8 +334,6 @@ def _recorder(
     """The store a run records to, per the options and ``$LAYERFLOW_STORE``."""
     from .store import Recorder, Store
 
-    if not isinstance(cache, bool):
-        raise InvalidOptionError(f"cache must be True or False, got {cache!r}")
     caching = cache or any(t.cache for t in plan.graph.tasks)
     if store is False:
         if resume or caching:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -28,6 +27,7 @@ from .errors import (
     did_you_mean,
     raise_all,
 )
+from .options import number
 
 __all__ = ["Task", "TaskGroup", "Graph", "GraphBuilder", "EXECUTORS"]
 
@@ -63,9 +63,7 @@ class TaskGroup:
                 f"got {self.fail_fast!r}"
             )
         t = self.timeout
-        if t is not None and (
-            not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 < t < math.inf
-        ):
+        if t is not None and not number(t, above=0):
             raise InvalidOptionError(
                 f"group {self.name!r}: timeout must be a number of seconds > 0, got {t!r}"
             )
@@ -143,8 +141,7 @@ def positional_args(spec: tuple[tuple[str, Any], ...], kwargs: dict[str, Any]) -
 
 
 def _number(value: Any, option: str, task: str, *, positive: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and (value > 0 if positive else value >= 0):
+    if number(value, above=0) if positive else number(value, at_least=0):
         return float(value)
     need = "a number > 0" if positive else "a number >= 0"
     raise InvalidOptionError(f"task {task!r}: {option} must be {need}, got {value!r}")
@@ -259,7 +256,7 @@ class Task:
             )
         self.after = tuple(_name_of(a, "after", name) for a in after)
 
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        if not number(retries, whole=True, at_least=0):
             raise InvalidOptionError(f"task {name!r}: retries must be an int >= 0, got {retries!r}")
         self.retries = retries
         self.retry_delay = _number(retry_delay, "retry_delay", name, positive=False)
@@ -273,7 +270,7 @@ class Task:
             )
         self.retry_on = retry_types
         self.timeout = None if timeout is None else _number(timeout, "timeout", name, positive=True)
-        if not isinstance(priority, int) or isinstance(priority, bool):
+        if not number(priority, whole=True):
             raise InvalidOptionError(f"task {name!r}: priority must be an int, got {priority!r}")
         self.priority = priority
         if executor is not None and executor not in EXECUTORS:

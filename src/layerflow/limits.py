@@ -20,6 +20,7 @@ from .errors import (
     RateLimited,  # noqa: F401 (re-exported)
     did_you_mean,
 )
+from .options import number
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -43,7 +44,7 @@ def resolve_max_workers(max_workers: int | None) -> int:
     """The number of worker slots for a run; validates the user's value."""
     if max_workers is None:
         return DEFAULT_MAX_WORKERS
-    if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+    if not number(max_workers, whole=True, at_least=1):
         raise InvalidOptionError(
             f"max_workers must be a whole number >= 1 or None, got {max_workers!r}"
         )
@@ -79,12 +80,7 @@ class RateLimit:
 
     def __post_init__(self) -> None:
         for what, v in (("count", self.count), ("per_seconds", self.per_seconds)):
-            if (
-                not isinstance(v, (int, float))
-                or isinstance(v, bool)
-                or not math.isfinite(v)
-                or v <= 0
-            ):
+            if not number(v, above=0):
                 raise InvalidOptionError(f"RateLimit {what} must be a number > 0, got {v!r}")
 
     @classmethod
@@ -187,11 +183,7 @@ def check_limits(
     problems: list[LayerflowError] = []
     pools: dict[str, float] = {}
     for name, capacity in (resources or {}).items():
-        if (
-            not isinstance(capacity, (int, float))
-            or isinstance(capacity, bool)
-            or not 0 < capacity < math.inf
-        ):
+        if not number(capacity, above=0):
             problems.append(
                 InvalidOptionError(f"resources[{name!r}] must be a number > 0, got {capacity!r}")
             )
@@ -222,11 +214,7 @@ def check_limits(
                     )
                 )
         for name, cost in (task_costs(t.rate_limit) or {}).items():
-            if (
-                not isinstance(cost, (int, float))
-                or isinstance(cost, bool)
-                or not 0 < cost < math.inf
-            ):
+            if not number(cost, above=0):
                 problems.append(
                     InvalidOptionError(
                         f"task {t.name!r}: the cost on rate limit {name!r} must be a number "

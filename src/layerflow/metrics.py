@@ -8,12 +8,12 @@ the box; the scheduler moves it to ``TaskRun.metrics``, and ``RunResult.metrics`
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 
 from .errors import InvalidOptionError
+from .options import number
 
 __all__ = ["record"]
 
@@ -29,11 +29,7 @@ def record(**numbers: float) -> None:
     test calling the function itself) it does nothing. Call it from the task's own thread
     or coroutine: threads the task starts itself have no box."""
     for name, value in numbers.items():
-        if (
-            not isinstance(value, (int, float))
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-        ):
+        if not number(value):
             raise InvalidOptionError(f"lf.record({name}=...) takes a finite number, got {value!r}")
     box = _BOX.get()
     if box is None:

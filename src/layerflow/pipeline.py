@@ -44,6 +44,7 @@ from .errors import (
 )
 from .flow import Flow
 from .graph import TaskGroup
+from .options import problem
 
 __all__ = [
     "CommandFailed",
@@ -372,6 +373,13 @@ class _Loader:
             "rate_limits": (dict, "a mapping of limit names to rates like '80/min'"),
         }
         for key, value in data.items():
+            if key in ("fail_fast", "max_workers", "timeout", "mode"):  # as flow.run has them
+                text = problem(key, value) if value is not None else f"{key} must not be empty"
+                if text is not None:
+                    self.problem(("settings", key), f"settings.{text}")
+                else:
+                    out[key] = value
+                continue
             if key not in checks:
                 continue
             types, need = checks[key]

@@ -18,6 +18,7 @@ from typing import Any
 from .errors import InvalidOptionError, raise_all
 from .graph import Graph
 from .limits import Gate, RateLimit, check_limits, resolve_max_workers, task_costs
+from .options import MODES, number
 
 __all__ = ["Plan", "WhatIf", "MODES", "KEY_BASE"]
 
@@ -25,7 +26,6 @@ __all__ = ["Plan", "WhatIf", "MODES", "KEY_BASE"]
 #: and room for the subtasks a ``map`` adds while the run goes on.
 KEY_BASE = 1 << 40
 
-MODES = ("dynamic", "layered", "sequential")
 
 Durations = Mapping[str, float] | float | int | None
 
@@ -130,12 +130,7 @@ class Plan:
                 f"durations names {unknown[0]!r}, which is not a task of this plan"
             )
         for name, v in durations.items():
-            if (
-                not isinstance(v, (int, float))
-                or isinstance(v, bool)
-                or not math.isfinite(v)
-                or v < 0
-            ):
+            if not number(v, at_least=0):
                 raise InvalidOptionError(
                     f"durations[{name!r}] must be a number of seconds >= 0, got {v!r}"
                 )

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import (
-    InvalidOptionError,
     RunInterrupted,
     TaskFailed,
     safe_str,
@@ -19,21 +17,16 @@ from ..events import (
 )
 from ..limits import (
     LayerReport,
-    resolve_max_workers,
 )
-from ..plan import MODES, Plan
+from ..options import RunOptions
+from ..plan import Plan
 from ..progress import Progress
 from ..progress import resolve as resolve_progress
 from ..result import RunResult
 from .run import Run
-from .state import (
-    BACKENDS,
-)
 
 
 def _observers(on_event: Observer | None, shown: Progress | None) -> list[Observer]:
-    if on_event is not None and not callable(on_event):
-        raise InvalidOptionError(f"on_event must be a callable taking an event, got {on_event!r}")
     observers: list[Observer] = []
     if on_event is not None:
         observers.append(on_event)
@@ -69,36 +62,21 @@ def prepare(
 ) -> Run:
     """Check the run options and build the run's state. ``recorder`` connects the run to
     a store: its ``preset`` values are reused, its ``persist`` makes results durable."""
-    if checkpoint is not None and not callable(checkpoint):
-        raise InvalidOptionError(
-            f"checkpoint must be a callable taking a LayerReport, got {checkpoint!r}"
-        )
-    if mode not in MODES:
-        raise InvalidOptionError(
-            f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}"
-        )
-    if backend not in BACKENDS:
-        from ..errors import did_you_mean
-
-        raise InvalidOptionError(
-            f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}."
-            f"{did_you_mean(str(backend), BACKENDS)}"
-        )
-    if timeout is not None and (
-        not isinstance(timeout, (int, float))
-        or isinstance(timeout, bool)
-        or not 0 < timeout < math.inf
-    ):
-        raise InvalidOptionError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise InvalidOptionError(f"seed must be an int, got {seed!r}")
-    if not isinstance(fail_fast, bool):
-        raise InvalidOptionError(f"fail_fast must be True or False, got {fail_fast!r}")
-    resolve_max_workers(max_workers)
-    if not isinstance(progress, (bool, Progress)):
-        raise InvalidOptionError(
-            f"progress must be True, False or an lf.Progress, got {progress!r}"
-        )
+    RunOptions(  # every option checked, all problems at once
+        max_workers=max_workers,
+        mode=mode,
+        fail_fast=fail_fast,
+        timeout=timeout,
+        backend=backend,
+        address=address,
+        client=client,
+        on_event=on_event,
+        progress=progress,
+        seed=seed,
+        resources=resources,
+        rate_limits=rate_limits,
+        checkpoint=checkpoint,
+    )
     shown = resolve_progress(progress)
     run = Run(
         plan,
