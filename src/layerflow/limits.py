@@ -180,6 +180,12 @@ def check_limits(
 
     ``strict=False`` lets tasks name pools and limits that are not declared (a prediction
     then leaves them out); bad values and tasks that could never start are still problems."""
+    if (
+        not resources
+        and not rate_limits
+        and not any(t.resources or t.rate_limit for t in graph.tasks)
+    ):
+        return {}, {}, []  # nothing declared, nothing asked for: the common case, fast
     problems: list[LayerflowError] = []
     pools: dict[str, float] = {}
     for name, capacity in (resources or {}).items():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import (
     safe_str,
@@ -11,9 +13,7 @@ from ..errors import (
 from ..events import (
     LayerEvent,
 )
-from ..limits import (
-    LayerReport,
-)
+from ..limits import LayerReport
 from .state import (
     _READY,
     _REUSED,
@@ -24,6 +24,22 @@ from .state import (
 
 class Layers:
     """Layers: the layer events, the barrier of ``layered`` runs, and checkpoints."""
+
+    def _init_layers(self, mode: str, checkpoint: Callable[[LayerReport], Any] | None) -> None:
+        """``layered``, ``current_layer``, ``held`` (per layer, ready entries the barrier
+        holds back), ``layer_left``, ``layer_seen`` (its layer_started was emitted),
+        ``layer_names``, ``checkpoint``."""
+        g = self.graph
+        # a checkpoint answers after each layer before the next may start: a barrier
+        self.checkpoint = checkpoint
+        self.layered = mode == "layered" or checkpoint is not None
+        self.current_layer = 0
+        self.held: list[list[int]] = [[] for _ in range(g.n_layers)] if self.layered else []
+        self.layer_left = [0] * g.n_layers
+        for li in g.layer:
+            self.layer_left[li] += 1
+        self.layer_seen = bytearray(g.n_layers)
+        self.layer_names: list[tuple[str, ...]] | None = None
 
     def _layer_started(self, li: int) -> None:
         """Emit ``layer_started`` once per layer: at its first start, or at its end when

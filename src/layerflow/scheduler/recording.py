@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..progress import Progress
 from ..result import RunResult, TaskRun, TaskRuns, timeline
 from .state import (
     _RUNNING,
@@ -15,6 +16,18 @@ from .state import (
 
 class Recording:
     """Recording: what the run looked like, for the ``RunResult`` and progress displays."""
+
+    def _init_recording(self) -> None:
+        """``started`` (entries in start order), ``spans`` (a plain tuple per attempt that did
+        not succeed: a succeeded one is known from the per-entry records), ``metrics``
+        (``lf.record``'s numbers by entry), ``final_counts`` (entries that ended, by status),
+        ``live`` (a live progress display reading ``snapshot``), ``_scan_from``."""
+        self.started: list[int] = []
+        self.spans: list[tuple[int, int, float, float, BaseException | None]] = []
+        self.metrics: dict[int, dict[str, float]] = {}
+        self.final_counts = [0] * len(_STATUS_NAMES)
+        self.live: Progress | None = None
+        self._scan_from = 0  # snapshot(): tasks before it in ``started`` have all ended
 
     def snapshot(self, running: int = 10) -> dict[str, Any]:
         """What a progress display shows, read without the lock (a display may be a

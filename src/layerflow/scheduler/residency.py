@@ -26,6 +26,17 @@ from .state import (
 class DaskResidency:
     """Dask: values that stay on the cluster until something here needs them."""
 
+    def _init_residency(self) -> None:
+        """``remote`` (entry -> its value's future on the cluster), ``on_cluster`` (entries
+        whose value was not brought back), ``fetch_mode`` (per task: now, at the end, or
+        never), ``collected`` (the end's gather has run)."""
+        self.remote: dict[int, Any] = {}
+        self.collected = False
+        self.on_cluster: list[int] = []
+        self.fetch_mode = bytearray(self.n)
+        if self.dask is not None:
+            self._plan_fetch()
+
     def _plan_fetch(self) -> None:
         """Decide, per Dask task, when its value comes back to this process: at once when
         something here needs it (a task on another pool, a ``map`` over it, the store, a

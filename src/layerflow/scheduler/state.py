@@ -90,7 +90,6 @@ from ..limits import (
     task_costs,
 )
 from ..plan import KEY_BASE, Plan
-from ..progress import Progress
 
 _PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED = range(5)
 _SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _REUSED, _CACHED = range(5, 11)
@@ -201,25 +200,12 @@ class State:
         self.waiting = [len(d) for d in g.deps]
         self.ready: list[list[int]] = [[], [], [], []]
         self.ready_threads = self.ready[_THREAD]
-        # a checkpoint answers after each layer before the next may start: a barrier
-        self.checkpoint = checkpoint
-        self.layered = mode == "layered" or checkpoint is not None
-        self.current_layer = 0
-        self.held: list[list[int]] = [[] for _ in range(g.n_layers)] if self.layered else []
-        self.layer_left = [0] * g.n_layers
-        for li in g.layer:
-            self.layer_left[li] += 1
-        self.layer_seen = bytearray(g.n_layers)
-        self.layer_names: list[tuple[str, ...]] | None = None
-        self.started: list[int] = []
-        # for the trace and the report: a plain tuple per attempt that did not succeed (a
-        # succeeded attempt is known from the records above) and per wait for a limit
-        self.spans: list[tuple[int, int, float, float, BaseException | None]] = []
+        self._init_layers(mode, checkpoint)
+        self._init_recording()
         self.left = n
         self.running = 0
         self.running_kind = [0, 0, 0, 0]
-        self.threads = 0
-        self.idle = 0
+        self._init_workers()
         self.stopping = False
         self.exiting = False
         self.outcome = "succeeded"
@@ -241,12 +227,6 @@ class State:
 
         self._init_admission(pools, limits)
         self.blocked_dask: list[int] = []  # ready, with a timeout: waiting for a Dask thread
-        # recent thread-task duration (moving average) and completions, for _next's choice
-        # of how many workers to keep busy; a watch wakes parked workers if one is stuck
-        self.avg_task = 1.0
-        self.progress = 0
-        self.last_take = 0.0
-        self.watching = False
 
         self._init_groups()
         # resume: values loaded from the store for tasks that need not run again
@@ -258,19 +238,8 @@ class State:
         self.persist = persist
         # the cache: (task, args, kwargs) -> (hit, value), asked before a task runs
         self.lookup = lookup
-        # Dask: the cluster's copy of finished values, by entry, and the values left there
-        self.remote: dict[int, Any] = {}
-        self.collected = False  # _collect_remote has run
-        self.metrics: dict[int, dict[str, float]] = {}  # lf.record's numbers, by entry
-        self.on_cluster: list[int] = []
-        self.fetch_mode = bytearray(n)
-        if self.dask is not None:
-            self._plan_fetch()
-
+        self._init_residency()
         self.timer: Any = None  # a deadlines.Timer, started by the first deadline
-        self.live: Progress | None = None  # a live progress display, reading snapshot()
-        self._scan_from = 0  # snapshot(): tasks before it in ``started`` have all ended
-        self.final_counts = [0] * len(_STATUS_NAMES)  # entries that ended, by status
         self.bus = EventBus(list(observers)) if observers else None
         self.emit = self.bus.put if self.bus else None
         self.wall0 = time.time()

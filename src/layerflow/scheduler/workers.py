@@ -32,6 +32,17 @@ from .state import (
 class ThreadWorkers:
     """The thread backend: layerflow's own worker threads, which call the transitions."""
 
+    def _init_workers(self) -> None:
+        """``threads`` (workers that count towards the bound), ``idle`` (waiting for
+        work), and for the tiny-task mode the recent thread-task duration (``avg_task``, a
+        moving average), completions (``progress``), ``last_take`` and ``watching``."""
+        self.threads = 0
+        self.idle = 0
+        self.avg_task = 1.0
+        self.progress = 0
+        self.last_take = 0.0
+        self.watching = False
+
     def _next(self) -> int:
         """The best ready thread task for the calling worker, waiting while there is none;
         -1 tells the worker to exit."""
