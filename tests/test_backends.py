@@ -275,6 +275,28 @@ def test_resume_reuses_what_finished(backend, tmp_path, log):
     assert [n for _, n, k in read_events(log) if k == "start"].count("first") == 1
 
 
+def test_the_cache_serves_every_pool_and_whole_maps(backend, tmp_path, log):
+    def build():
+        flow = lf.Flow("cached")
+        flow.add(make_task(backend, "items", str(log), result=lambda: [1, 2]), name="items")
+        flow.add(
+            make_task(backend, "double", str(log), result=lambda items: items * 2),
+            name="double",
+            map="items",
+            inputs={"items": "items"},
+        )
+        return flow
+
+    store = tmp_path / "store"
+    first = run_flow(build(), backend, store=store, cache=True)
+    again = run_flow(build(), backend, store=store, cache=True)
+    assert first["double"] == again["double"] == [2, 4]
+    assert again.tasks["items"].status == "cached"
+    assert again.tasks["double"].status == "cached"  # the whole list, read off the lock
+    starts = [n for _, n, k in read_events(log) if k == "start"]
+    assert starts.count("items") == 1 and starts.count("double") == 2
+
+
 def test_events_tell_the_story_in_order(backend, log):
     flow = lf.Flow()
     flow.add(make_task(backend, "a", str(log)), name="a")

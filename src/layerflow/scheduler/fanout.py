@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ..errors import MapError
 from ..graph import _gc_paused
@@ -36,13 +37,27 @@ class FanOut:
             self.attempts[m] = 1
             self._fail(m, err)
             return
-        if self.lookup is not None:  # the whole list, cached from an earlier run
+        if self.lookup is not None:  # the whole list, cached from an earlier run?
             args, kwargs = self._call_args(m)
-            hit, value = self.lookup(m, args, kwargs)
-            if hit:
-                self.first_start[m] = self.last_end[m] = time.perf_counter()
-                self._succeed(m, value, _CACHED)
-                return
+
+            def then(found: Any, error: BaseException | None) -> None:
+                if self.status[m] != _READY:
+                    return  # cancelled while the cache was read
+                hit, value = found if error is None else (False, None)
+                if hit:
+                    self.first_start[m] = self.last_end[m] = time.perf_counter()
+                    self._succeed(m, value, _CACHED)
+                else:
+                    self._fan_out(m, items)
+
+            self._off_lock(lambda: self.lookup(m, args, kwargs), then)
+            return
+        self._fan_out(m, items)
+
+    def _fan_out(self, m: int, items: Sequence[Any]) -> None:
+        """One subtask per element of ``items``, queued. Mutates; lock held."""
+        src = self.graph.map_source[m]
+        name = self.names[m]
         self.status[m] = _MAPPED
         k = len(items)
         if not k:
@@ -105,12 +120,19 @@ class FanOut:
             self.last_end[m] = max(self.last_end[j] for j in ran)
         if all(status[j] == _SUCCEEDED for j in kids):
             value = [self.values[j] for j in kids]
-            # a map's value is durable as one list
-            error = self._persist(m, value, self.first_start[m], self.last_end[m])
-            if error is None:
+            if self.persist is None:
                 self._succeed(m, value)
-            else:
-                self._map_failed(m, error)
+                return
+            t0, t1 = self.first_start[m], self.last_end[m]
+
+            def then(error: BaseException | None, bug: BaseException | None) -> None:
+                if error is None and bug is None:
+                    self._succeed(m, value)
+                else:
+                    self._map_failed(m, error or bug)  # type: ignore[arg-type]
+
+            # a map's value is durable as one list, written outside the lock
+            self._off_lock(lambda: self._persist(m, value, t0, t1), then)
             return
         failed = [j for j in kids if status[j] == _FAILED]
         if failed:

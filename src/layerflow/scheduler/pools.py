@@ -73,37 +73,55 @@ class ForeignPools:
             self._start(i)
             args, kwargs = self._call_args(i)
             token = self.token[i]
-            if self.lookup is not None:
-                hit, value = self.lookup(i, args, kwargs)
-                if hit:  # a cached result: the task does not run
-                    now = time.perf_counter()
-                    self._record(i, token, True, value, now, now, cached=True)
-                    continue
+            if self.lookup is not None:  # the cache is read outside the lock, then it goes
+                self._look_up_then_submit(i, token, kind, args, kwargs)
+                continue
+            self._submit(i, token, kind, args, kwargs)
 
-            def on_done(
-                ok: bool,
-                value: Any,
-                seconds: float,
-                ref: Any = None,
-                metrics: dict[str, float] | None = None,
-                i: int = i,
-                token: int = token,
-            ) -> None:
-                self._foreign_done(i, token, ok, value, seconds, ref, metrics)
+    def _look_up_then_submit(
+        self, i: int, token: int, kind: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """A cached result ends the attempt at once; otherwise it is submitted."""
 
-            try:
-                if kind == _DASK and self.remote:  # upstream values on the cluster: futures
-                    args, kwargs = self._call_args(i, remote=True)
-                self.handle[i] = self.backends[kind].submit(
-                    self.names[i],
-                    self.fns[i],
-                    args,
-                    kwargs,
-                    on_done,
-                    priority=self.spec[i].priority,
-                    fetch=self.fetch_mode[self._owner(i)] == _FETCH_NOW,
-                    tag=i,
-                )
-            except Exception as e:  # could not even be sent (e.g. cannot be pickled)
+        def then(found: Any, error: BaseException | None) -> None:
+            if token != self.token[i]:
+                return  # given up on meanwhile (a deadline, a stop)
+            hit, value = found if error is None else (False, None)
+            if hit:  # a cached result: the task does not run
                 now = time.perf_counter()
-                self._record(i, token, False, e, now, now)
+                self._record(i, token, True, value, now, now, cached=True)
+            else:
+                self._submit(i, token, kind, args, kwargs)
+
+        self._off_lock(lambda: self.lookup(i, args, kwargs), then)
+
+    def _submit(
+        self, i: int, token: int, kind: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Hand entry ``i``'s started attempt to its backend. Mutates; lock held."""
+
+        def on_done(
+            ok: bool,
+            value: Any,
+            seconds: float,
+            ref: Any = None,
+            metrics: dict[str, float] | None = None,
+        ) -> None:
+            self._foreign_done(i, token, ok, value, seconds, ref, metrics)
+
+        try:
+            if kind == _DASK and self.remote:  # upstream values on the cluster: futures
+                args, kwargs = self._call_args(i, remote=True)
+            self.handle[i] = self.backends[kind].submit(
+                self.names[i],
+                self.fns[i],
+                args,
+                kwargs,
+                on_done,
+                priority=self.spec[i].priority,
+                fetch=self.fetch_mode[self._owner(i)] == _FETCH_NOW,
+                tag=i,
+            )
+        except Exception as e:  # could not even be sent (e.g. cannot be pickled)
+            now = time.perf_counter()
+            self._record(i, token, False, e, now, now)

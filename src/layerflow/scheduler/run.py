@@ -24,6 +24,7 @@ from .state import (
     _REUSED,
     State,
 )
+from .storage import StoreIO
 from .transitions import Transitions
 from .workers import ThreadWorkers
 
@@ -38,6 +39,7 @@ class Run(
     Deadlines,
     Groups,
     Retries,
+    StoreIO,
     Admission,
     Transitions,
     State,

@@ -239,6 +239,7 @@ class State:
         # the cache: (task, args, kwargs) -> (hit, value), asked before a task runs
         self.lookup = lookup
         self._init_residency()
+        self._init_store_io()
         self.timer: Any = None  # a deadlines.Timer, started by the first deadline
         self.bus = EventBus(list(observers)) if observers else None
         self.emit = self.bus.put if self.bus else None

@@ -340,6 +340,7 @@ class Transitions:
 
     def _finish_run(self) -> None:
         self.end = time.perf_counter()
+        self._close_store_io()
         self.exiting = True
         self.cond.notify_all()
         if self.timer is not None:
