@@ -299,6 +299,17 @@ def test_a_worker_death_fails_only_the_task_it_was_running(dask_client):
     assert [run[f"innocent{k}"] for k in range(8)] == list(range(8))
 
 
+def test_dask_durations_do_not_count_the_wait_in_dasks_queue(dask_client):
+    # regression: a task's duration ran from its submission, its wait for a worker included
+    flow = lf.Flow()
+    for k in range(4):
+        flow.add(lambda: time.sleep(0.5), name=f"nap{k}")
+    run = flow.run(backend="dask", client=dask_client)  # 2 workers: two naps wait
+    durations = sorted(t.duration for t in run.tasks.values())
+    assert durations[-1] < 0.85, durations  # each ran ~0.5 s; waiting made it ~1 s
+    assert run.sequential_estimate < 3.4
+
+
 # --- clusters of their own ------------------------------------------------------------------
 
 

@@ -85,15 +85,18 @@ def _call(
 
     from ..metrics import _BOX
 
-    distributed.get_worker().log_event(_STARTED_TOPIC, key)
+    worker = distributed.get_worker()
+    worker.log_event(_STARTED_TOPIC, key)
     box: dict[str, float] = {}
     reset = _BOX.set(box)
+    t0 = time.perf_counter()
     try:
         return _call_with(fn, args, kwargs, slots, upstream)
     finally:
         _BOX.reset(reset)
-        if box:
-            distributed.get_worker().log_event(_METRICS_TOPIC, {"key": key, "metrics": box})
+        # the attempt's own time (what the client sees also counts Dask's queue)
+        seconds = time.perf_counter() - t0
+        worker.log_event(_METRICS_TOPIC, {"key": key, "metrics": box, "seconds": seconds})
 
 
 def _call_with(
@@ -476,9 +479,10 @@ class DaskBackend:
             return died
         return error
 
-    def metrics(self) -> list[tuple[Any, dict[str, float]]]:
-        """(tag, numbers) of every attempt of this run that called ``lf.record``, read from
-        the Dask scheduler's event log (a worker logs them before its task ends)."""
+    def metrics(self) -> list[tuple[Any, dict[str, float], float | None]]:
+        """(tag, lf.record's numbers, seconds it ran on its worker) of every attempt of this
+        run that ended on a worker, read from the Dask scheduler's event log (a worker logs
+        them before its task ends)."""
         if not self._tags:
             return []
         events = self.client.get_events(_METRICS_TOPIC)
@@ -486,7 +490,8 @@ class DaskBackend:
         for _, msg in events:
             key = msg.get("key") if isinstance(msg, dict) else None
             if key in self._tags:
-                out.append((self._tags[key], msg.get("metrics") or {}))
+                seconds = msg.get("seconds")
+                out.append((self._tags[key], msg.get("metrics") or {}, seconds))
         return out
 
     def gather(self, values: list[Any]) -> list[Any]:

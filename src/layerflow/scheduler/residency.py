@@ -85,8 +85,13 @@ class DaskResidency:
             logger.warning("could not read the tasks' lf.record numbers from Dask: %s", e)
             recorded = []
         with self.lock:
-            for i, box in recorded:
-                add_metrics(self.metrics, i, box)
+            ran: dict[int, list[float]] = {}
+            for i, box, seconds in recorded:
+                if box:
+                    add_metrics(self.metrics, i, box)
+                if seconds is not None:
+                    ran.setdefault(i, []).append(seconds)
+            self._without_queue_time(ran)
             entries = [i for i in self.on_cluster if self.status[i] == _SUCCEEDED]
             self.on_cluster = []
             self.remote.clear()
@@ -118,6 +123,19 @@ class DaskResidency:
                         self.values[m] = None
                         self.released[m] = 1
             self.end = time.perf_counter()
+
+    def _without_queue_time(self, ran: dict[int, list[float]]) -> None:
+        """Seen from here, a Dask attempt lasts from its submission to its callback, its
+        wait in Dask's queue included; the workers timed each attempt themselves. Where
+        every attempt of an entry was timed so, its duration is theirs, and its span in
+        the timeline ends when it ended and starts that long before."""
+        for i, times in ran.items():
+            if len(times) != self.attempts[i] or self.status[i] < _SUCCEEDED:
+                continue  # an attempt that was never timed (its worker died, say)
+            seconds = sum(times)
+            self.busy[i] = seconds
+            if len(times) == 1:
+                self.first_start[i] = max(self.first_start[i], self.last_end[i] - seconds)
 
     def _lose(self, i: int, error: BaseException) -> None:
         """A finished value could not be brought back from the cluster."""
