@@ -1180,3 +1180,26 @@ def test_a_fail_fast_group_stops_a_running_shell_step_and_skips_what_needs_it(tm
         "uses_long": "skipped",
         "outside": "succeeded",
     }
+
+
+def test_the_pipelines_folder_is_on_sys_path_only_while_it_loads_and_runs(tmp_path, fresh_state):
+    # regression: folders added to sys.path for plugins were never removed
+    (tmp_path / "lfpathsteps.py").write_text(
+        "import sys\n"
+        "def where(here):\n"
+        "    import lfpathhelper  # a sibling imported when the step runs\n"
+        "    return here in sys.path and lfpathhelper.VALUE\n"
+    )
+    (tmp_path / "lfpathhelper.py").write_text("VALUE = 'helped'\n")
+    folder = str(tmp_path.resolve())
+    path = write(
+        tmp_path,
+        f"steps:\n  - {{name: w, uses: 'lfpathsteps:where', params: {{here: {folder!r}}}}}\n",
+    )
+    pipeline = lf.load_pipeline(path)
+    assert folder not in sys.path
+    assert pipeline.run()["w"] == "helped"
+    assert folder not in sys.path
+    run = pipeline.run(backend="process")  # worker processes import it from there too
+    assert run["w"] == "helped"
+    assert folder not in sys.path

@@ -208,6 +208,7 @@ class _Loader:
         self.lines: dict[Path_, int] = {}
         self.group_names: set[str] = set()
         self.task_groups: dict[str, TaskGroup] = {}
+        self.import_paths: set[str] = set()  # folders its modules were imported from
 
     def _task_group(self, name: str, config: Mapping[str, Any]) -> TaskGroup:
         """The one ``TaskGroup`` a parallel_group's steps share."""
@@ -347,10 +348,10 @@ class _Loader:
             self.problem(at, f"a plugin is a module name, got {module!r}")
             return
         folder = str(self.path.parent.resolve())
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
+        self.import_paths.add(folder)
         try:
-            importlib.import_module(module)
+            with on_import_path([folder]):
+                importlib.import_module(module)
         except Exception as e:
             self.problem(
                 at, f"plugin module {module!r} could not be imported: {type(e).__name__}: {e}"
@@ -571,10 +572,10 @@ class _Loader:
             self.problem(at, f"uses must look like 'module:function', got {target!r}", step)
             return None
         folder = str(self.path.parent.resolve())
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
+        self.import_paths.add(folder)
         try:
-            module = importlib.import_module(module_name)
+            with on_import_path([folder]):
+                module = importlib.import_module(module_name)
         except Exception as e:
             self.problem(
                 at, f"cannot import {module_name!r} for uses: {type(e).__name__}: {e}", step
@@ -666,6 +667,7 @@ class _Loader:
         flow = Pipeline(name if isinstance(name, str) else self.path.stem)
         flow.inputs = dict(inputs)
         flow.path = self.path
+        flow.import_paths = tuple(sorted(self.import_paths))
         steps = [s for entry in entries for s in entry]
         by_name: dict[str, _Step] = {}
         for s in steps:
@@ -868,6 +870,37 @@ def _call(name: str, fn: Callable[..., Any], d: dict[str, Any]) -> Callable[...,
 
 
 # running commands, so that Ctrl-C and the end of a run can stop them
+_PATH_USERS: dict[str, int] = {}  # folder on sys.path for a pipeline -> how many hold it
+_PATH_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def on_import_path(folders: Iterable[str]) -> Any:
+    """The pipeline's own folders on ``sys.path`` while it is loaded or run (its plugins and
+    ``uses:`` modules are imported from there, by this process and by worker processes
+    started meanwhile), and off it again afterwards; one the caller had put there stays."""
+    added = []
+    with _PATH_LOCK:
+        for folder in folders:
+            if _PATH_USERS.get(folder):
+                _PATH_USERS[folder] += 1
+                added.append(folder)
+            elif folder not in sys.path:
+                sys.path.insert(0, folder)
+                _PATH_USERS[folder] = 1
+                added.append(folder)
+    try:
+        yield
+    finally:
+        with _PATH_LOCK:
+            for folder in added:
+                _PATH_USERS[folder] -= 1
+                if not _PATH_USERS[folder]:
+                    del _PATH_USERS[folder]
+                    with contextlib.suppress(ValueError):
+                        sys.path.remove(folder)
+
+
 _PROCESSES: dict[subprocess.Popen[bytes], object] = {}  # running command -> its pipeline
 _PROCESSES_LOCK = threading.Lock()
 
@@ -1047,6 +1080,8 @@ class Pipeline(Flow):
         self.settings: dict[str, Any] = {}
         self.descriptions: dict[str, str | None] = {}
         self.path: Path | None = None
+        #: folders its plugins and ``uses:`` modules come from: on ``sys.path`` while it runs
+        self.import_paths: tuple[str, ...] = ()
 
     def run_options(self, **options: Any) -> dict[str, Any]:
         """The file's settings, the environment, then ``options``, in rising precedence."""
@@ -1078,16 +1113,18 @@ class Pipeline(Flow):
     def run(self, inputs: Mapping[str, Any] | None = None, **options: Any):  # type: ignore[override]
         """Run with the file's inputs and settings as defaults."""
         try:
-            return super().run({**self.inputs, **(inputs or {})}, **self.run_options(**options))
+            with on_import_path(self.import_paths):
+                return super().run({**self.inputs, **(inputs or {})}, **self.run_options(**options))
         finally:
             stop_commands(self)  # only this pipeline's: others may be running too
 
     async def run_async(self, inputs: Mapping[str, Any] | None = None, **options: Any):  # type: ignore[override]
         """``run`` from a coroutine, with the file's inputs and settings as defaults."""
         try:
-            return await super().run_async(
-                {**self.inputs, **(inputs or {})}, **self.run_options(**options)
-            )
+            with on_import_path(self.import_paths):
+                return await super().run_async(
+                    {**self.inputs, **(inputs or {})}, **self.run_options(**options)
+                )
         finally:
             stop_commands(self)
 
