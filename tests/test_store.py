@@ -410,3 +410,11 @@ def test_a_run_closes_the_store_it_opened(tmp_path):
         assert mine.runs()  # still usable
     finally:
         mine.close()
+
+
+def test_a_store_whose_results_folder_is_a_file_is_a_clear_error(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir(mode=0o700)
+    (folder / "results").write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot keep results in .*It must be a folder"):
+        Store(folder)

@@ -239,7 +239,13 @@ class Store:
             raise StoreError(f"cannot create the store {self.folder}: {e}") from None
         _check_folder(self.folder)
         self.results = self.folder / "results"
-        self.results.mkdir(mode=0o700, exist_ok=True)
+        try:
+            self.results.mkdir(mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise StoreError(
+                f"the store {self.folder} cannot keep results in {self.results}: {e}. It "
+                f"must be a folder: move what is there away, or use another --store"
+            ) from None
         _check_folder(self.results)
         self._lock = threading.Lock()
         try:
