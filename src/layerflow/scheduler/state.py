@@ -53,11 +53,15 @@ Run-wide fields:
 - deadlines (``deadlines.py``): ``timer``, ``run_timeout``; groups (``groups.py``):
   ``group_deadline``, ``stopped_groups``.
 - values no longer needed (``transitions._release``): ``release``, ``keep``, ``users_left``,
-  ``released``; on Dask (``residency.py``): ``remote``, ``on_cluster``, ``fetch_mode``.
+  ``released``; on Dask (``residency.py``): ``remote``, ``on_cluster``, ``fetch_mode``,
+  ``collected``.
+- store I/O off the lock (``storage.py``): ``io_jobs``.
 - outcome: ``stopping`` (no new starts), ``exiting`` (workers leave), ``outcome``, ``cause`` and
   ``cause_error`` (what stopped the run), ``started`` (entries in start order), ``spans``
   (attempts that did not succeed), ``metrics`` (``lf.record``), ``done`` (set at the end).
 - ``context``: the caller's ``contextvars`` when the run was made; tasks run in copies.
+- pools: ``backends[kind]`` (opened through ``backends.open_backend``), ``handle`` per entry,
+  ``dask`` and ``dask_threads``, ``has_foreign``.
 - connections: ``persist`` and ``lookup`` (the store and the cache), ``preset`` (resumed
   values), ``emit`` (the event bus, or None), ``live`` (a live progress display).
 """
