@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from functools import partial
 from typing import Any
 
 from ..plan import KEY_BASE
@@ -100,15 +101,8 @@ class ForeignPools:
     ) -> None:
         """Hand entry ``i``'s started attempt to its backend. Mutates; lock held."""
 
-        def on_done(
-            ok: bool,
-            value: Any,
-            seconds: float,
-            ref: Any = None,
-            metrics: dict[str, float] | None = None,
-        ) -> None:
-            self._foreign_done(i, token, ok, value, seconds, ref, metrics)
-
+        # the backend's done-callback: on_done(ok, value, seconds, ref=None, metrics=None)
+        on_done = partial(self._foreign_done, i, token)
         try:
             if kind == _DASK and self.remote:  # upstream values on the cluster: futures
                 args, kwargs = self._call_args(i, remote=True)
