@@ -22,6 +22,7 @@ from ..events import (
 )
 from ..metrics import add as add_metrics
 from .state import (
+    _ASYNC,
     _CACHED,
     _CANCELLED,
     _DASK,
@@ -125,18 +126,45 @@ class Transitions:
         not brought back here."""
         t1 = time.perf_counter()
         if ok and self.persist is not None and self.token[i] == token:
+            if self.kind[i] == _ASYNC:
+                # on the event loop: the file write and its fsync go to the store thread,
+                # and the task counts as done once they are over
+                def then(error: BaseException | None, bug: BaseException | None) -> None:
+                    failed = error or bug
+                    if failed is not None:
+                        self._ended(i, token, False, failed, seconds, t1, None, metrics)
+                    else:
+                        self._ended(i, token, True, value, seconds, t1, ref, metrics)
+
+                with self.lock:
+                    self._off_lock(lambda: self._persist(i, value, t1 - seconds, t1), then)
+                return
             error = self._persist(i, value, t1 - seconds, t1)  # durable before counted done
             if error is not None:
                 ok, value = False, error
         with self.lock:
-            if metrics and token == self.token[i]:
-                add_metrics(self.metrics, i, metrics)
-            if ref is not None and ok and token == self.token[i]:
-                self.remote[i] = ref
-                if value is ref:
-                    self.on_cluster.append(i)
-            if self._record(i, token, ok, value, t1 - seconds, t1):
+            if self._ended(i, token, ok, value, seconds, t1, ref, metrics):
                 self._kick()
+
+    def _ended(
+        self,
+        i: int,
+        token: int,
+        ok: bool,
+        value: Any,
+        seconds: float,
+        t1: float,
+        ref: Any,
+        metrics: dict[str, float] | None,
+    ) -> bool:
+        """A foreign attempt's end, its result durable if it needs to be. Lock held."""
+        if metrics and token == self.token[i]:
+            add_metrics(self.metrics, i, metrics)
+        if ref is not None and ok and token == self.token[i]:
+            self.remote[i] = ref
+            if value is ref:
+                self.on_cluster.append(i)
+        return self._record(i, token, ok, value, t1 - seconds, t1)
 
     def _persist(self, i: int, value: Any, t0: float, t1: float) -> BaseException | None:
         """Make a result durable before its task counts as done. The error to fail the task
