@@ -358,7 +358,7 @@ def test_a_released_unit_hands_back_only_what_fits_not_every_parked_task():
     gate = Gate({"gpu": 1.0}, {}, need, [None] * len(need))
     assert gate.admit(0, 0, 0.0) is None
     for i in range(1, len(need)):
-        assert gate.admit(i, i, 0.0) == "pool"
+        assert gate.admit(i, i, 0.0) == ("pool", "gpu")
     back = gate.release(0)
     assert back == [(1, 1)]  # the best parked one; the other 999 stay parked
     assert gate.admit(1, 1, 0.0) is None
@@ -367,7 +367,7 @@ def test_a_released_unit_hands_back_only_what_fits_not_every_parked_task():
         {"gpu": 2.0}, {}, [{"gpu": 1.0}, {"gpu": 1.0}, {"gpu": 2.0}, {"gpu": 1.0}], [None] * 4
     )
     assert gate2.admit(0, 0, 0.0) is None and gate2.admit(1, 1, 0.0) is None
-    assert gate2.admit(2, 2, 0.0) == "pool" and gate2.admit(3, 3, 0.0) == "pool"
+    assert gate2.admit(2, 2, 0.0) == ("pool", "gpu") and gate2.admit(3, 3, 0.0) == ("pool", "gpu")
     assert gate2.release(0) == [(3, 3)]
 
 

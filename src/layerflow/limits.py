@@ -319,16 +319,16 @@ class Gate:
         self.wake = math.inf  # when the first rate-parked entry may fit
         self.active = any(need) or any(cost)
 
-    def admit(self, key: int, i: int, now: float) -> str | None:
+    def admit(self, key: int, i: int, now: float) -> tuple[str, Any] | None:
         """Take entry ``i``'s units and window room and return None, or park it and say
-        what holds it: ``"pool"`` or ``"rate_limit"``."""
+        what holds it: ``("pool", its name)`` or ``("rate_limit", the costs)``."""
         need = self.need[i]
         if need:
             free = self.free
             for pool, units in need.items():
                 if free[pool] < units - 1e-9:
                     heapq.heappush(self.parked_units.setdefault(pool, []), (key, i))
-                    return "pool"
+                    return "pool", pool
         cost = self.cost[i]
         if cost:
             wait = 0.0
@@ -338,7 +338,7 @@ class Gate:
                 self.parked_rate.append((key, i))
                 if now + wait < self.wake:
                     self.wake = now + wait
-                return "rate_limit"
+                return "rate_limit", cost
             for name, c in cost.items():
                 self.windows[name].take(now, c)
         if need:

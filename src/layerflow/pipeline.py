@@ -364,11 +364,7 @@ class _Loader:
         out: dict[str, Any] = {}
         checks = {
             "parallel": (bool, "true or false"),
-            "fail_fast": (bool, "true or false"),
-            "max_workers": (int, "a whole number >= 1"),
-            "timeout": ((int, float), "seconds > 0"),
             "rate_limit_delay": ((int, float), "seconds >= 0"),
-            "mode": (str, "dynamic, layered or sequential"),
             "order": (str, "sequence or dataflow"),
             "resources": (dict, "a mapping of pool names to capacities"),
             "rate_limits": (dict, "a mapping of limit names to rates like '80/min'"),
@@ -385,14 +381,8 @@ class _Loader:
                 continue
             types, need = checks[key]
             bad = isinstance(value, bool) and types is not bool or not isinstance(value, types)
-            if not bad and key == "max_workers":
-                bad = value < 1
-            if not bad and key == "timeout":
-                bad = value <= 0
             if not bad and key == "rate_limit_delay":
                 bad = value < 0
-            if not bad and key == "mode":
-                bad = value not in ("dynamic", "layered", "sequential")
             if not bad and key == "order":
                 bad = value not in ("sequence", "dataflow")
             if bad:

@@ -176,7 +176,7 @@ def _canonical(value: Any) -> Any:
 
 
 def _pickled(value: Any) -> bytes:
-    return pickle.dumps(value, protocol=5)
+    return pickle.dumps(value, protocol=5)  # the one way values become bytes here
 
 
 def _digest(value: Any, *, strict: bool = False) -> str:
@@ -186,7 +186,7 @@ def _digest(value: Any, *, strict: bool = False) -> str:
     try:
         with contextlib.suppress(RecursionError):  # too deep to reorder: hashed as it is
             value = _canonical(value)
-        data = pickle.dumps(value, protocol=5)
+        data = _pickled(value)
     except Exception:
         if strict:
             raise
@@ -312,7 +312,7 @@ class Store:
 
     def save_value(self, run_id: str, key: str, value: Any) -> str:
         """Write a result file atomically (write, fsync, rename); return its name."""
-        return self._save_bytes(run_id, key, pickle.dumps(value, protocol=5))
+        return self._save_bytes(run_id, key, _pickled(value))
 
     def _save_bytes(self, run_id: str, key: str, data: bytes) -> str:
         name = f"{run_id}-{key}.pkl"  # a run's own file: a later run never overwrites it
@@ -352,7 +352,7 @@ class Store:
         cannot be pickled is recorded without its result (a resumed run runs it again); a
         store that cannot take the write raises :class:`ResultNotStored`."""
         try:
-            data: bytes | None = pickle.dumps(value, protocol=5)
+            data: bytes | None = _pickled(value)
         except Exception as e:
             from .events import logger
 

@@ -40,14 +40,9 @@ class Admission:
                 self.waits.append((i, *self.parked_since.pop(i), now))
             return True
         if i not in self.parked_since:
-            if held == "pool":
-                need = self.need[i] or {}
-                which: Any = next(p for p, u in need.items() if self.gate.free[p] < u - 1e-9)
-            else:
-                which = self.cost[i]
-            self.parked_since[i] = (held, which, now)
+            self.parked_since[i] = (*held, now)
         wake = self.gate.wake
-        if held == "rate_limit" and wake < self.rate_wake:
+        if held[0] == "rate_limit" and wake < self.rate_wake:
             self.rate_wake = wake
             self._timer().add(wake, self._on_rate_wake)
         return False
