@@ -112,6 +112,15 @@ def test_the_engine_does_not_know_the_yaml_loader():
         assert "layerflow.pipeline" not in _imports(path), path.name
 
 
+def test_the_engine_imports_no_backend_module():
+    # backends meet the engine through backends/__init__.py's interface only; what is
+    # particular to one (a Dask cluster keeping values) lives in its own modules
+    for path in (PACKAGE / "scheduler").glob("*.py"):
+        imported = _imports(path)
+        assert not {m for m in imported if m.startswith("layerflow.backends.")}, path.name
+        assert "distributed" not in path.read_text(), path.name
+
+
 def test_no_scheduler_module_is_long():
     for path in (PACKAGE / "scheduler").glob("*.py"):
         lines = len(path.read_text().splitlines())

@@ -21,6 +21,11 @@ attempt's end through one callback that the scheduler turns into the same transi
     None back: no bound of its own), and a chance to start ``count`` workers before the
     first task arrives.
 
+``values(...)`` (Dask only)
+    A backend whose values may stay where they ran gives the run a record of which do,
+    and of the futures that stand for them (``dask_values.ClusterValues``); the scheduler
+    asks it whether to fetch a value, passes its futures downstream, and collects at the end.
+
 Backends are imported only when a run uses them (:func:`open_backend`); a missing optional
 one says how to install it. Policy (what starts when, retries, timeouts, limits) stays in the
 scheduler.

@@ -24,12 +24,13 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 from ..errors import LayerflowError
 from . import Done
+from .dask_values import ClusterValues
 from .process import UnpicklableError, WorkerDied, _find_unpicklable
 
 __all__ = ["DaskBackend", "import_distributed", "INSTALL_HINT"]
@@ -311,6 +312,19 @@ class DaskBackend:
 
     def prepare(self, count: int) -> None:
         """The cluster is up already."""
+
+    def values(
+        self,
+        on_dask: Sequence[bool],
+        succs: Sequence[Sequence[int]],
+        map_sources: set[int],
+        *,
+        needed_here: bool,
+        keep: Sequence[int] | None,
+    ) -> ClusterValues:
+        """The record of which of a run's values stay on this cluster (see
+        ``dask_values.py``)."""
+        return ClusterValues(self, on_dask, succs, map_sources, needed_here=needed_here, keep=keep)
 
     def threads(self) -> int:
         """How many tasks the cluster runs at once (its worker threads, now)."""

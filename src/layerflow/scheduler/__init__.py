@@ -11,7 +11,7 @@
 - ``recording``: the ``RunResult`` and the snapshots progress displays read;
 - ``workers``: the thread backend, whose workers call the transitions themselves;
 - ``pools``: submission to the pools layerflow does not drive (loop, processes, Dask);
-- ``residency``: Dask values that stay on the cluster;
+- ``remote``: values a backend kept where they ran, brought back at the end;
 - ``run``: all of it assembled; ``driver``: options checked, run to the end, outcome.
 """
 

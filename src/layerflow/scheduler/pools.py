@@ -11,7 +11,6 @@ from ..plan import KEY_BASE
 from .state import (
     _ASYNC,
     _DASK,
-    _FETCH_NOW,
     _FOREIGN,
     _PROCESS,
     _READY,
@@ -104,7 +103,7 @@ class ForeignPools:
         # the backend's done-callback: on_done(ok, value, seconds, ref=None, metrics=None)
         on_done = partial(self._foreign_done, i, token)
         try:
-            if kind == _DASK and self.remote:  # upstream values on the cluster: futures
+            if kind == _DASK and self.cluster.remote:  # upstream values there: futures
                 args, kwargs = self._call_args(i, remote=True)
             self.handle[i] = self.backends[kind].submit(
                 self.names[i],
@@ -113,7 +112,7 @@ class ForeignPools:
                 kwargs,
                 on_done,
                 priority=self.spec[i].priority,
-                fetch=self.fetch_mode[self._owner(i)] == _FETCH_NOW,
+                fetch=kind != _DASK or self.cluster.fetch_now(self._owner(i)),
                 tag=i,
             )
         except Exception as e:  # could not even be sent (e.g. cannot be pickled)

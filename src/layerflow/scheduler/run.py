@@ -16,7 +16,7 @@ from .groups import Groups
 from .layers import Layers
 from .pools import ForeignPools
 from .recording import Recording
-from .residency import DaskResidency
+from .remote import RemoteValues
 from .retries import Retries
 from .state import (
     _ASYNC,
@@ -32,7 +32,7 @@ from .workers import ThreadWorkers
 class Run(
     ThreadWorkers,
     ForeignPools,
-    DaskResidency,
+    RemoteValues,
     Recording,
     FanOut,
     Layers,

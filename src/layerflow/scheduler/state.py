@@ -53,8 +53,8 @@ Run-wide fields:
 - deadlines (``deadlines.py``): ``timer``, ``run_timeout``; groups (``groups.py``):
   ``group_deadline``, ``stopped_groups``.
 - values no longer needed (``transitions._release``): ``release``, ``keep``, ``users_left``,
-  ``released``; on Dask (``residency.py``): ``remote``, ``on_cluster``, ``fetch_mode``,
-  ``collected``.
+  ``released``; on Dask, ``cluster`` (``remote.py``; the
+  Dask backend's ``ClusterValues``: which values stay on the cluster, and their futures).
 - store I/O off the lock (``storage.py``): ``io_jobs``.
 - outcome: ``stopping`` (no new starts), ``exiting`` (workers leave), ``outcome``, ``cause`` and
   ``cause_error`` (what stopped the run), ``started`` (entries in start order), ``spans``
@@ -117,8 +117,6 @@ _THREAD, _ASYNC, _PROCESS, _DASK = range(4)
 _KINDS = {"thread": _THREAD, "async": _ASYNC, "process": _PROCESS, "dask": _DASK}
 _KIND_NAMES = {kind: name for name, kind in _KINDS.items()}
 _FOREIGN = (_ASYNC, _PROCESS, _DASK)
-#: what happens to a Dask task's value (see ``Run._plan_fetch``)
-_FETCH_NOW, _FETCH_AT_END, _STAYS_REMOTE = range(3)
 _INFINITE = 1 << 62
 #: thread tasks shorter than this on average gain nothing from more threads (the GIL and
 #: the run's lock serialize them; each extra thread only adds hand-offs): one worker runs
@@ -242,7 +240,7 @@ class State:
         self.persist = persist
         # the cache: (task, args, kwargs) -> (hit, value), asked before a task runs
         self.lookup = lookup
-        self._init_residency()
+        self._init_remote()
         self._init_store_io()
         self.timer: Any = None  # a deadlines.Timer, started by the first deadline
         self.bus = EventBus(list(observers)) if observers else None
@@ -366,11 +364,8 @@ class State:
         values = self.values
         for param, j in self.args[i]:
             kwargs[param] = values[j]
-        if remote and self.remote:
-            for param, j in self.args[i]:
-                ref = self._remote_ref(j)
-                if ref is not None:
-                    kwargs[param] = ref
+        if remote:
+            self.cluster.substitute(kwargs, self.args[i], self.children)
         if self.positional[i]:
             return tuple(positional_args(self.positional[i], kwargs)), kwargs
         return (), kwargs

@@ -161,9 +161,7 @@ class Transitions:
         if metrics and token == self.token[i]:
             add_metrics(self.metrics, i, metrics)
         if ref is not None and ok and token == self.token[i]:
-            self.remote[i] = ref
-            if value is ref:
-                self.on_cluster.append(i)
+            self.cluster.arrived(i, value, ref)
         return self._record(i, token, ok, value, t1 - seconds, t1)
 
     def _persist(self, i: int, value: Any, t0: float, t1: float) -> BaseException | None:
@@ -273,8 +271,8 @@ class Transitions:
 
     def _release(self, j: int) -> None:
         """Entry ``j``'s last user has finished."""
-        if self.remote:
-            self._drop_remote(j)
+        if self.cluster is not None:
+            self.cluster.drop(j, self.children)
         if self.release:
             self._maybe_release(j)
 
