@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..metrics import open_box
+from ..metrics import _BOX
 from . import Done
 
 __all__ = ["AsyncBackend"]
@@ -68,7 +68,10 @@ class AsyncBackend:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         on_done: Done,
-        **_: Any,
+        *,
+        priority: int = 0,
+        fetch: bool = True,
+        tag: Any = None,
     ) -> list[Any]:
         handle: list[Any] = [None, False]  # [asyncio.Task once created, cancelled]
         if threading.get_ident() == self._loop_thread:
@@ -143,7 +146,8 @@ async def _call(
     on_done: Done,
     handle: list[Any],
 ) -> None:
-    box = open_box()  # this coroutine's own (an asyncio task runs in a copy of the context)
+    box: dict[str, float] = {}  # this coroutine's lf.record box (metrics.open_box, inlined:
+    _BOX.set(box)  # the task runs in a copy of the context, so the box is its own)
     t0 = time.perf_counter()
     try:
         value = await fn(*args, **kwargs)

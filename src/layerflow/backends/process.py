@@ -218,7 +218,10 @@ class ProcessBackend:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         on_done: Done,
-        **_: Any,
+        *,
+        priority: int = 0,
+        fetch: bool = True,
+        tag: Any = None,
     ) -> _Job:
         with self._lock:
             worker = self._idle.pop() if self._idle else None

@@ -45,26 +45,38 @@ class ForeignPools:
         """Submit ready coroutine and process tasks while the bounds allow. When slots are
         scarce, the best keys over all pools go first, so priorities (and the sequential
         order) hold across pools."""
-        if self.stopping or not (self.ready[_ASYNC] or self.ready[_PROCESS] or self.ready[_DASK]):
+        ready = self.ready
+        if self.stopping or not (ready[_ASYNC] or ready[_PROCESS] or ready[_DASK]):
             return
         threads_ready = self.ready_threads
+        status = self.status
+        running_kind = self.running_kind
+        only = self.only_foreign
         while self.running < self.limit:
-            best, kind = self._best_foreign()
-            if kind < 0:
-                return
+            if only >= 0:  # one foreign pool: no comparison between pools to make
+                kind = only
+                heap = ready[kind]
+                if not heap or running_kind[kind] >= self.kind_cap[kind]:
+                    return
+                best = heap[0]
+            else:
+                best, kind = self._best_foreign()
+                if kind < 0:
+                    return
+                heap = ready[kind]
             if (
                 threads_ready
                 and threads_ready[0] < best
                 and self.limit - self.running <= len(threads_ready)
             ):
                 return  # the slots left belong to better thread tasks
-            i = heapq.heappop(self.ready[kind]) % KEY_BASE
-            if self.status[i] != _READY:
+            i = heapq.heappop(heap) % KEY_BASE
+            if status[i] != _READY:
                 continue
             if (
                 kind == _DASK
                 and self.spec[i].timeout is not None
-                and self.running_kind[_DASK] >= self.dask_threads
+                and running_kind[_DASK] >= self.dask_threads
             ):
                 self.blocked_dask.append((self.keys[i], i))  # queued again when a Dask task ends
                 continue

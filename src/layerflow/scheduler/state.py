@@ -61,7 +61,8 @@ Run-wide fields:
   (attempts that did not succeed), ``metrics`` (``lf.record``), ``done`` (set at the end).
 - ``context``: the caller's ``contextvars`` when the run was made; tasks run in copies.
 - pools: ``backends[kind]`` (opened through ``backends.open_backend``), ``handle`` per entry,
-  ``dask`` and ``dask_threads``, ``has_foreign``.
+  ``dask`` and ``dask_threads``, ``has_foreign``,
+  ``only_foreign`` (the one foreign pool kind in use, else -1).
 - connections: ``persist`` and ``lookup`` (the store and the cache), ``preset`` (resumed
   values), ``emit`` (the event bus, or None), ``live`` (a live progress display).
 """
@@ -200,6 +201,7 @@ class State:
         self.done = threading.Event()
         self.on_done: Callable[[], None] | None = None
         self.waiting = [len(d) for d in g.deps]
+        self.succs = g.succs  # the graph builds it on first use; read once per task here
         self.ready: list[list[int]] = [[], [], [], []]
         self.ready_threads = self.ready[_THREAD]
         self._init_layers(mode, checkpoint)
@@ -225,7 +227,7 @@ class State:
                 self.keep[i] = 1
         self.track_users = self.release or self.dask is not None
         if self.track_users:
-            self.users_left = [len(s) for s in g.succs]
+            self.users_left = [len(s) for s in self.succs]
 
         self._init_admission(pools, limits)
         self.blocked_dask: list[int] = []  # ready, with a timeout: waiting for a Dask thread
@@ -340,6 +342,9 @@ class State:
             raise
         self.dask = self.backends[_DASK]
         self.has_foreign = bool(used - {_THREAD})
+        # the one foreign pool in use, if only one is: the pump then skips comparing pools
+        foreign = [k for k in _FOREIGN if k in used]
+        self.only_foreign = foreign[0] if len(foreign) == 1 else -1
 
     def _task_event(self, kind: str, i: int, **fields: Any) -> None:
         self.emit(  # type: ignore[misc]

@@ -143,7 +143,10 @@ class Transitions:
             if error is not None:
                 ok, value = False, error
         with self.lock:
-            if self._ended(i, token, ok, value, seconds, t1, ref, metrics):
+            if metrics or ref is not None:
+                if self._ended(i, token, ok, value, seconds, t1, ref, metrics):
+                    self._kick()
+            elif self._record(i, token, ok, value, t1 - seconds, t1):
                 self._kick()
 
     def _ended(
@@ -192,7 +195,7 @@ class Transitions:
         if i < self.n:
             waiting = self.waiting
             status = self.status
-            for s in self.graph.succs[i]:
+            for s in self.succs[i]:
                 waiting[s] -= 1
                 if not waiting[s] and status[s] == _PENDING:
                     self._make_ready(s)
@@ -234,7 +237,7 @@ class Transitions:
         stack = [i]
         while stack:
             j = stack.pop()
-            for s in self.graph.succs[j]:
+            for s in self.succs[j]:
                 if status[s] == _PENDING:
                     status[s] = _SKIPPED
                     if self.emit:
