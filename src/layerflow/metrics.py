@@ -38,6 +38,16 @@ def record(**numbers: float) -> None:
         box[name] = box.get(name, 0) + value
 
 
+def usage(limit: str, amount: float) -> None:
+    """The running task really used ``amount`` on rate limit ``limit`` (tokens, say): the
+    limit's window counts that instead of the estimate the task declared in its
+    ``rate_limit``, so later starts see the truth. Recorded as the metric ``limit`` too
+    (``lf.record(**{limit: amount})`` is the same)."""
+    if not isinstance(limit, str) or not limit:
+        raise InvalidOptionError(f"lf.usage takes a rate limit's name first, got {limit!r}")
+    record(**{limit: amount})
+
+
 def open_box() -> dict[str, float]:
     """Give the current context (a worker thread, a coroutine, a process) a fresh box."""
     box: dict[str, float] = {}

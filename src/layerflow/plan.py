@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import InvalidOptionError, raise_all
 from .graph import Graph
-from .limits import Gate, RateLimit, check_limits, resolve_max_workers, task_costs
+from .limits import Adaptive, Gate, RateLimit, check_limits, resolve_max_workers, task_costs
 from .options import MODES, number
 
 __all__ = ["Plan", "WhatIf", "MODES", "KEY_BASE"]
@@ -291,7 +291,7 @@ class Plan:
         slots: int,
         mode: str,
         pools: dict[str, float],
-        limits: dict[str, RateLimit],
+        limits: dict[str, RateLimit | Adaptive],
         span: float,
         floor: float,
     ) -> str:
@@ -324,7 +324,7 @@ class Plan:
 
     def _limits(
         self, resources: Mapping[str, float] | None, rate_limits: Mapping[str, Any] | None
-    ) -> tuple[dict[str, float], dict[str, RateLimit]]:
+    ) -> tuple[dict[str, float], dict[str, RateLimit | Adaptive]]:
         """The pools and rate limits a prediction models: the given ones, else the plan's."""
         pools, limits, problems = check_limits(
             self.graph, *self._or_own(resources, rate_limits), strict=False
@@ -338,7 +338,7 @@ class Plan:
         slots: int,
         mode: str,
         pools: dict[str, float],
-        limits: dict[str, RateLimit],
+        limits: dict[str, RateLimit | Adaptive],
     ) -> float:
         """An event-driven replay of the scheduler's transitions with task ``i`` taking
         ``w[i]`` seconds: the best ready task starts when a slot is free and its limits
@@ -406,8 +406,8 @@ class Plan:
                     done.append(heapq.heappop(running)[1])
                 for i in done:
                     left_in_layer[layer[i]] -= 1
-                    if need[i]:
-                        for key, _ in gate.release(i):
+                    if gated:  # adaptive limits: as if nothing pushed back
+                        for key, _ in gate.release(i, now=now):
                             heapq.heappush(ready, key)
                     for s in g.succs[i]:
                         waiting[s] -= 1

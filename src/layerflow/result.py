@@ -12,12 +12,12 @@ from typing import Any, NamedTuple
 from .errors import (
     Cancelled,
     NoValueError,  # noqa: F401 (re-exported)
-    RateLimited,
     TaskTimeout,
     did_you_mean,
     safe_str,
 )
 from .metrics import format_metrics
+from .pushback import retry_after_of
 
 __all__ = [
     "TaskRun",
@@ -66,8 +66,8 @@ class Attempt(NamedTuple):
 
     ``started_at``/``finished_at`` are seconds since the epoch; ``outcome`` is
     ``"succeeded"``, ``"cached"``, ``"failed"``, ``"timed_out"``, ``"rate_limited"`` (pushed
-    back by ``lf.RateLimited``) or ``"cancelled"``; ``error`` the error's text; ``lane`` the
-    worker slot it ran in (0-based: the lowest slot free when it started).
+    back by ``lf.RateLimited`` or an HTTP 429/503) or ``"cancelled"``; ``error`` the error's
+    text; ``lane`` the worker slot it ran in (0-based: the lowest slot free when it started).
     """
 
     task: str
@@ -120,7 +120,7 @@ def _outcome(error: BaseException | None) -> str:
         return "cancelled"
     if isinstance(error, TaskTimeout):
         return "timed_out"
-    return "rate_limited" if isinstance(error, RateLimited) else "failed"
+    return "rate_limited" if retry_after_of(error) is not None else "failed"
 
 
 def _limit_reason(kind: str, what: Any) -> str:
@@ -192,7 +192,7 @@ def timeline(
         gap_end = min([t for t in limit_starts.get(i, ()) if before[1] <= t <= t0] or [t0])
         if gap_end > before[1]:
             why = (
-                "pushed back by RateLimited"
+                "pushed back (rate limited)"
                 if before[2] == "rate_limited"
                 else f"retry after attempt {before[0]} {before[2].replace('_', ' ')}"
             )

@@ -16,14 +16,17 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..limits import Gate, RateLimit
+from ..limits import Adaptive, Gate, RateLimit
+from ..pushback import retry_after_of
 from .state import _READY
 
 
 class Admission:
     """Resource pools and rate limits, through one ``Gate``."""
 
-    def _init_admission(self, pools: Mapping[str, float], limits: Mapping[str, RateLimit]) -> None:
+    def _init_admission(
+        self, pools: Mapping[str, float], limits: Mapping[str, RateLimit | Adaptive]
+    ) -> None:
         self.gate = Gate(pools, limits, self.need, self.cost)
         self.gated = self.gate.active
         self.rate_wake = math.inf
@@ -54,10 +57,14 @@ class Admission:
             if status[i] == _READY:
                 heapq.heappush(ready[kind[i]], key)
 
-    def _release_units(self, i: int) -> None:
-        """An attempt ended: its pool units return, and tasks parked for them may go."""
-        if self.need[i]:
-            self._requeue(self.gate.release(i))
+    def _release_units(
+        self, i: int, ok: bool, error: Any, now: float, used: Mapping[str, float] | None
+    ) -> None:
+        """An attempt ended: its pool units and adaptive slots return (adaptive limits
+        learn from how it ended), its rate windows count what it really used, and tasks
+        parked for the room may go."""
+        retry_after = None if ok else retry_after_of(error)
+        self._requeue(self.gate.release(i, ok, retry_after, now, used))
 
     def _on_rate_wake(self) -> None:
         self.rate_wake = math.inf

@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 
 from ..errors import Cancelled, _NoRetry
-from ..limits import (
-    RateLimited,
-)
+from ..pushback import retry_after_of
 from .state import (
     _CANCELLED,
     _RETRY_WAIT,
 )
+
+#: push-backs one task may take before it fails with the last one (a provider that never
+#: lets it through must not hold the run forever)
+MAX_PUSHBACKS = 100
 
 
 class Retries:
@@ -31,8 +33,9 @@ class Retries:
             return True
         if self.stopping:
             return False
-        if isinstance(error, RateLimited):
-            self._push_back(i, error)
+        after = retry_after_of(error)
+        if after is not None and self.pushbacks[i] < MAX_PUSHBACKS:
+            self._push_back(i, error, after)
             return True
         t = self.spec[i]
         a = self.attempts[i] - self.pushbacks[i]
@@ -49,14 +52,15 @@ class Retries:
             self._make_ready(i)
         return True
 
-    def _push_back(self, i: int, error: RateLimited) -> None:
-        """The task said "too many requests": pause its rate limits, try it again later,
-        and do not count the attempt against its retries."""
+    def _push_back(self, i: int, error: BaseException, after: float) -> None:
+        """The task said "too many requests" (``lf.RateLimited``, an HTTP 429 or 503): pause
+        its rate limits for ``after`` seconds, try it again then, and do not count the
+        attempt against its retries."""
         self.pushbacks[i] += 1
         self.errors[i] = error
-        until = time.perf_counter() + error.retry_after
+        until = time.perf_counter() + after
         if self.emit:
-            self._task_event("task_retrying", i, error=error, delay=error.retry_after)
+            self._task_event("task_retrying", i, error=error, delay=after)
         cost = self.cost[i]
         if cost:
             self.gate.pause(cost, until)

@@ -74,9 +74,18 @@ class Transitions:
             self._task_event("task_started", i)
 
     def _record(
-        self, i: int, token: int, ok: bool, value: Any, t0: float, t1: float, cached: bool = False
+        self,
+        i: int,
+        token: int,
+        ok: bool,
+        value: Any,
+        t0: float,
+        t1: float,
+        cached: bool = False,
+        used: dict[str, float] | None = None,
     ) -> bool:
-        """Entry ``i``'s attempt ended; False when the attempt had been abandoned."""
+        """Entry ``i``'s attempt ended; False when the attempt had been abandoned. ``used``:
+        what the attempt gave ``lf.record`` (real costs on its rate limits)."""
         if token != self.token[i]:
             return False  # abandoned: its slot was given away, its result is stale
         self.running -= 1
@@ -85,13 +94,13 @@ class Transitions:
             self._requeue(self.blocked_dask)
             self.blocked_dask.clear()
         self.handle[i] = None
-        if self.gated:
-            self._release_units(i)
         self.busy[i] += t1 - t0
         self.last_end[i] = t1
         limit = self.spec[i].timeout
         if limit is not None and t1 - t0 > limit:  # ended past its deadline: still a timeout
             ok, value = False, self._timeout_error(i)
+        if self.gated:
+            self._release_units(i, ok, value, t1, used)
         if not ok:
             self.spans.append((i, self.attempts[i], t0, t1, value))
         if ok:
@@ -101,11 +110,19 @@ class Transitions:
         return True
 
     def complete(
-        self, i: int, token: int, ok: bool, value: Any, t0: float, t1: float, cached: bool = False
+        self,
+        i: int,
+        token: int,
+        ok: bool,
+        value: Any,
+        t0: float,
+        t1: float,
+        cached: bool = False,
+        used: dict[str, float] | None = None,
     ) -> int:
         """A thread worker's task ended: record it and return the worker's next task
         (-1: the worker exits)."""
-        if not self._record(i, token, ok, value, t0, t1, cached):
+        if not self._record(i, token, ok, value, t0, t1, cached, used):
             return -1
         if self.has_foreign:
             self._pump()
@@ -146,7 +163,7 @@ class Transitions:
             if metrics or ref is not None:
                 if self._ended(i, token, ok, value, seconds, t1, ref, metrics):
                     self._kick()
-            elif self._record(i, token, ok, value, t1 - seconds, t1):
+            elif self._record(i, token, ok, value, t1 - seconds, t1, used=metrics):
                 self._kick()
 
     def _ended(
@@ -165,7 +182,7 @@ class Transitions:
             add_metrics(self.metrics, i, metrics)
         if ref is not None and ok and token == self.token[i]:
             self.cluster.arrived(i, value, ref)
-        return self._record(i, token, ok, value, t1 - seconds, t1)
+        return self._record(i, token, ok, value, t1 - seconds, t1, used=metrics)
 
     def _persist(self, i: int, value: Any, t0: float, t1: float) -> BaseException | None:
         """Make a result durable before its task counts as done. The error to fail the task
@@ -334,8 +351,8 @@ class Transitions:
         if self.blocked_dask and kind == _DASK:
             self._requeue(self.blocked_dask)
             self.blocked_dask.clear()
-        if self.gated:
-            self._release_units(i)
+        if self.gated:  # abandoned (a timeout, a stop): not push-back, not a success
+            self._release_units(i, False, error, now, None)
         if kind == _THREAD:
             self.threads -= 1
         elif self.handle[i] is not None:

@@ -181,11 +181,13 @@ class ThreadWorkers:
                 if error is not None:
                     ok, value = False, error
             with lock:
+                used = None
                 if box:
                     if tokens[i] == token:
                         add_metrics(self.metrics, i, box)
+                        used = dict(box)  # its real costs, for its rate windows
                     box.clear()
                 self.avg_task += (t1 - t0 - self.avg_task) * 0.125
                 self.progress += 1
-                i = self.complete(i, token, ok, value, t0, t1)
+                i = self.complete(i, token, ok, value, t0, t1, used=used)
                 token = tokens[i] if i >= 0 else 0  # read under the lock: a deadline may bump it

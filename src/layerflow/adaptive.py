@@ -1,0 +1,156 @@
+"""Adaptive limits: how many tasks on one key run at once, found from the provider's answers.
+
+``rate_limits={"llm": lf.Adaptive(start=4, max=64)}``. The number of tasks on that key that
+may run at once starts at ``start``; while tasks succeed with every slot in use it grows by
+one per round of successes (additive increase), and a push-back (``lf.RateLimited`` or an
+HTTP 429/503, see ``pushback.py``) shrinks it by a factor (multiplicative decrease), at most
+once per round, as TCP does with its congestion window. A ``Retry-After`` pauses new starts on
+the key, for every task that uses it, until it has passed. ``rate="100/min"`` adds a ceiling
+on starts per window that the limit never exceeds.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidOptionError
+from .options import number
+from .windows import RateLimit, Window
+
+__all__ = ["Adaptive"]
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """A limit on one key that adapts to push-back: between ``min`` and ``max`` tasks at
+    once, starting at ``start``; ``rate`` an optional ceiling on starts (``"100/min"``);
+    ``decrease`` the factor it shrinks by on push-back."""
+
+    start: int = 4
+    max: int = 64
+    min: int = 1
+    rate: Any = None
+    decrease: float = 0.7
+
+    def __post_init__(self) -> None:
+        problems = []
+        for what in ("start", "max", "min"):
+            value = getattr(self, what)
+            if not number(value, whole=True, at_least=1):
+                problems.append(f"{what} must be a whole number >= 1, got {value!r}")
+        if not problems and not self.min <= self.start <= self.max:
+            problems.append(
+                f"needs min <= start <= max, got min={self.min}, start={self.start}, max={self.max}"
+            )
+        if not number(self.decrease, above=0) or self.decrease >= 1:
+            problems.append(f"decrease must be a number between 0 and 1, got {self.decrease!r}")
+        if self.rate is not None:
+            try:
+                object.__setattr__(self, "rate", RateLimit.parse(self.rate))
+            except InvalidOptionError as e:
+                problems.append(f"rate: {e}")
+        if problems:
+            raise InvalidOptionError("lf.Adaptive: " + "; ".join(problems))
+
+    def __str__(self) -> str:
+        ceiling = f", at most {self.rate}" if self.rate is not None else ""
+        return f"adaptive, {self.start} to {self.max} at once{ceiling}"
+
+
+class AdaptiveState:
+    """One adaptive key during a run: its current limit, the tasks using it, the pause.
+    Not thread-safe: the caller's lock guards it."""
+
+    def __init__(self, spec: Adaptive) -> None:
+        self.spec = spec
+        self.limit = float(spec.start)  # tasks at once, now (its floor is what counts)
+        self.running = 0
+        self.paused_until = 0.0
+        self.window = Window(spec.rate) if spec.rate is not None else None
+        self.round = 0  # bumped at each decrease: push-backs of an older round do not count
+        self.started_in: dict[int, int] = {}  # entry -> the round it started in
+        self.parked: list[tuple[int, int]] = []  # (key, entry) waiting for a slot
+        self.pushbacks = 0
+        self.lowest = self.highest = self.limit
+        # after a push-back, one task probes alone until one succeeds: the pause ends when
+        # the provider has room for one more start, not for every task that was held back
+        self.probing = False
+        self.pushed_at = math.inf  # the limit at the last push-back: growth slows near it
+        # starts are spaced by (typical attempt time / limit), so a limit of 4.5 means 4.5
+        # tasks' worth of requests per attempt time, not bursts of 5 then gaps
+        self.latency = 0.0  # moving average of successful attempts' seconds
+        self.last_start = -math.inf
+        self.began: dict[int, float] = {}
+        self.held_back = False
+
+    def slots(self) -> int:
+        if self.probing:
+            return 1
+        return max(1, math.floor(self.limit + 1e-9))
+
+    def wait(self, now: float, cost: float) -> float | None:
+        """Seconds until a start fits (0: now); None when every slot is taken."""
+        if now < self.paused_until:
+            return self.paused_until - now
+        if self.running >= self.slots():
+            return None
+        wait = self.last_start + self.latency / self.limit - now
+        if wait > 0:
+            self.held_back = True  # the limit, through its spacing, held a start back
+        if self.window is not None:
+            wait = max(wait, self.window.wait(now, cost))
+        return max(wait, 0.0)
+
+    def take(self, i: int, now: float, cost: float) -> None:
+        self.running += 1
+        self.started_in[i] = self.round
+        self.began[i] = self.last_start = now
+        if self.window is not None:
+            self.window.take(now, cost)
+
+    def park(self, key: int, i: int) -> None:
+        heapq.heappush(self.parked, (key, i))
+
+    def done(self, i: int, ok: bool, retry_after: float | None, now: float) -> None:
+        """Entry ``i``'s attempt on this key ended; adapt the limit to how."""
+        started = self.started_in.pop(i, None)
+        if started is None:
+            return  # it never took a slot here (a cached result, say)
+        began = self.began.pop(i, now)
+        full = self.running >= self.slots() or bool(self.parked) or self.held_back
+        self.held_back = False
+        self.running -= 1
+        spec = self.spec
+        if retry_after is not None:
+            self.pushbacks += 1
+            self.paused_until = max(self.paused_until, now + retry_after)
+            self.probing = True
+            if started == self.round:  # one decrease per round of starts
+                self.pushed_at = self.limit
+                self.limit = max(float(spec.min), self.limit * spec.decrease)
+                self.round += 1
+                self.lowest = min(self.lowest, self.limit)
+        elif ok:
+            self.probing = False
+            took = now - began
+            self.latency = took if not self.latency else self.latency + (took - self.latency) / 8
+            if full:  # the limit was what held tasks back: it may grow, slower near the
+                # level that drew the last push-back (the provider's capacity, roughly)
+                step = 1.0 if self.limit < self.pushed_at * spec.decrease**0.5 else 0.2
+                self.limit = min(float(spec.max), self.limit + step / self.limit)
+                self.highest = max(self.highest, self.limit)
+
+    def unpark(self) -> list[tuple[int, int]]:
+        """Parked entries that free slots may take now, best first."""
+        room = self.slots() - self.running
+        out = []
+        while self.parked and room > 0:
+            out.append(heapq.heappop(self.parked))
+            room -= 1
+        return out
+
+    def pause(self, until: float) -> None:
+        self.paused_until = max(self.paused_until, until)

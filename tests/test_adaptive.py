@@ -1,0 +1,209 @@
+"""Adaptive limits, push-back from real HTTP 429s, and token accounting, through the public
+API, against a local rate-limited server (``layerflow.testing.FakeAPI``) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+import time
+from email.utils import formatdate
+
+import httpx
+import pytest
+
+import layerflow as lf
+from layerflow.pushback import retry_after_of
+from layerflow.testing import FakeAPI
+
+
+def _calls(api: FakeAPI, n: int, *, coroutine: bool) -> lf.Flow:
+    flow = lf.Flow("calls")
+    in_flight = [0, 0]  # now, peak
+    lock = threading.Lock()
+
+    @flow.task
+    def prompts() -> list[str]:
+        return [f"section {k} of the document" for k in range(n)]
+
+    body = {"max_tokens": 10}
+    shared = httpx.Client(timeout=30)  # one pool of connections (a new Client per call
+    # builds an SSL context each time: slower than the server)
+    clients: list[httpx.AsyncClient] = []
+    if coroutine:
+
+        @flow.task(map="prompts", rate_limit="llm")
+        async def call(prompts: str) -> int:
+            if not clients:  # made on the run's event loop, shared by its coroutines
+                clients.append(httpx.AsyncClient(timeout=30))
+            r = await clients[0].post(api.url + "/v1/complete", json={"prompt": prompts, **body})
+            r.raise_for_status()  # a 429 raises httpx.HTTPStatusError: push-back
+            return r.json()["usage"]["total_tokens"]
+
+    else:
+
+        @flow.task(map="prompts", rate_limit="llm")
+        def call(prompts: str) -> int:
+            with lock:
+                in_flight[0] += 1
+                in_flight[1] = max(in_flight[1], in_flight[0])
+            try:
+                r = shared.post(api.url + "/v1/complete", json={"prompt": prompts, **body})
+                r.raise_for_status()
+                return r.json()["usage"]["total_tokens"]
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+
+    flow.peak = in_flight  # type: ignore[attr-defined]
+    return flow
+
+
+@pytest.mark.parametrize("coroutine", [False, True], ids=["threads", "coroutines"])
+def test_an_adaptive_limit_finds_the_servers_capacity_without_failures(coroutine):
+    with FakeAPI(requests=20, window=0.25, latency=0.02) as api:
+        flow = _calls(api, 150, coroutine=coroutine)
+        run = flow.run(rate_limits={"llm": lf.Adaptive(start=2, max=12)})
+        assert run.ok, run.summary()
+        assert run.counts()["succeeded"] == 152  # prompts, the map and its 150 calls
+        assert api.stats["ok"] == 150
+        # it pushed against the limit (some 429s) and learnt from them (not one per call)
+        assert 0 < api.stats["rejected"] < 60
+    if not coroutine:
+        assert flow.peak[1] <= 12  # never more at once than max
+
+
+def test_an_http_429_does_not_spend_a_tasks_retries():
+    with FakeAPI(requests=1, window=0.3, latency=0.0) as api:
+        flow = lf.Flow()
+
+        def hit(k: int):
+            def call() -> int:
+                r = httpx.post(api.url + "/v1/complete", json={"prompt": "x", "max_tokens": 1})
+                r.raise_for_status()
+                return k
+
+            return call
+
+        for k in range(3):
+            flow.add(hit(k), name=f"c{k}", retries=0)
+        run = flow.run(max_workers=3)  # no limit declared: the 429s alone slow it down
+        assert run.ok, run.summary()
+        assert api.stats["rejected"] >= 1
+        assert max(run.tasks[f"c{k}"].attempts for k in range(3)) >= 2
+
+
+def test_retry_after_pauses_every_task_on_the_key():
+    times: dict[str, float] = {}
+    flow = lf.Flow()
+
+    @flow.task(rate_limit="api")
+    def first() -> str:
+        if "pushed" not in times:
+            times["pushed"] = time.monotonic()
+            raise lf.RateLimited("slow down", retry_after=0.5)
+        return "ok"
+
+    @flow.task
+    def tick() -> None:
+        time.sleep(0.1)  # "later" becomes ready while the key is paused
+
+    @flow.task(rate_limit="api")
+    def later(tick: None) -> str:
+        times["later"] = time.monotonic()
+        return "ok"
+
+    run = flow.run(rate_limits={"api": lf.Adaptive(start=2, max=2)})
+    assert run.ok, run.summary()
+    assert run.tasks["first"].attempts == 2
+    assert times["later"] - times["pushed"] >= 0.45  # held by the pause, though not pushed
+
+
+def test_a_task_that_is_always_pushed_back_fails_in_the_end():
+    flow = lf.Flow()
+
+    @flow.task(rate_limit="api")
+    def never() -> None:
+        raise lf.RateLimited("no", retry_after=0)
+
+    with pytest.raises(lf.TaskFailed) as failed:
+        flow.run(rate_limits={"api": lf.Adaptive(start=1)})
+    run = failed.value.result
+    assert run.status == "failed"
+    assert isinstance(run.tasks["never"].error, lf.RateLimited)
+    assert run.tasks["never"].attempts == 101
+
+
+def test_real_token_usage_corrects_the_window():
+    flow = lf.Flow()
+
+    def ask(k: int):
+        def call() -> int:
+            lf.usage("tokens", 10)  # declared 50, really used 10
+            return k
+
+        return call
+
+    for k in range(6):
+        flow.add(ask(k), name=f"ask{k}", rate_limit={"tokens": 50})
+    t0 = time.monotonic()
+    run = flow.run(max_workers=1, rate_limits={"tokens": "100/20s"})
+    assert run.ok
+    # by the estimates only two fit in 20 s; by what they used, all six do at once
+    assert time.monotonic() - t0 < 10
+    assert run.tasks["ask0"].metrics == {"tokens": 10}
+
+
+def test_adaptive_options_are_checked():
+    with pytest.raises(lf.InvalidOptionError, match="min <= start <= max"):
+        lf.Adaptive(start=10, max=4)
+    with pytest.raises(lf.InvalidOptionError, match="start must be a whole number"):
+        lf.Adaptive(start=0)
+    with pytest.raises(lf.InvalidOptionError, match="rate:"):
+        lf.Adaptive(rate="fast")
+    with pytest.raises(lf.InvalidOptionError, match="lf.usage takes a rate limit"):
+        lf.usage(3, 1)  # type: ignore[arg-type]
+
+
+def test_the_plan_names_an_adaptive_limit_and_predicts_with_it():
+    flow = lf.Flow()
+    for k in range(4):
+        flow.add(lambda: None, name=f"t{k}", rate_limit="llm")
+    plan = flow.plan()
+    limits = {"llm": lf.Adaptive(start=2, max=8)}
+    (line,) = plan.binding_limits(rate_limits=limits)
+    assert "adaptive, 2 to 8 at once" in line
+    # as the run would: start at two at once (their starts spaced out), not one at a time
+    predicted = plan.simulate({f"t{k}": 1.0 for k in range(4)}, rate_limits=limits)
+    assert 2.0 <= predicted < 3.0
+
+
+class _AiohttpLike(Exception):
+    """Shaped like aiohttp.ClientResponseError (not installed here)."""
+
+    __module__ = "aiohttp.client_exceptions"
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.headers = headers
+
+
+def _httpx_error(status: int, headers: dict[str, str]) -> httpx.HTTPStatusError:
+    request = httpx.Request("GET", "http://127.0.0.1/")
+    response = httpx.Response(status, headers=headers, request=request)
+    return httpx.HTTPStatusError("error", request=request, response=response)
+
+
+def test_push_back_is_read_from_http_errors():
+    assert retry_after_of(_httpx_error(429, {"Retry-After": "2"})) == 2.0
+    assert retry_after_of(_httpx_error(503, {"retry-after": "0.25"})) == 0.25
+    assert retry_after_of(_httpx_error(429, {"retry-after-ms": "150"})) == 0.15
+    assert retry_after_of(_httpx_error(429, {})) == 1.0  # no header: a default wait
+    date = formatdate(time.time() + 30, usegmt=True)
+    assert 25 < retry_after_of(_httpx_error(429, {"Retry-After": date})) <= 30  # type: ignore[operator]
+    assert retry_after_of(_httpx_error(429, {"Retry-After": "soon"})) == 1.0
+    assert retry_after_of(_httpx_error(429, {"Retry-After": "99999999"})) == 600.0
+    assert retry_after_of(_httpx_error(500, {"Retry-After": "2"})) is None
+    assert retry_after_of(_httpx_error(404, {})) is None
+    assert retry_after_of(_AiohttpLike(429, {"Retry-After": "3"})) == 3.0
+    assert retry_after_of(ValueError("429")) is None
+    assert retry_after_of(lf.RateLimited(retry_after=4)) == 4.0
