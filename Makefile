@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/makespan.py
 	$(PY) bench/plan.py
 	$(PY) bench/backends.py
+	$(PY) bench/rate_limits.py
 	$(PY) bench/dask_backend.py
 	$(PY) bench/dask_get.py
 

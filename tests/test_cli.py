@@ -77,6 +77,8 @@ def test_json_output_parses_back(quick):
         "predicted",
         "layers",
         "metrics",  # what tasks gave lf.record, summed
+        "budget",  # per budget: the ceiling and what was spent ({} without one)
+        "stop_reason",  # why a "stopped" run stopped (a budget, a checkpoint)
         "tasks",
     }
     assert data["status"] == "succeeded"

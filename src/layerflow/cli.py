@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import math
 import os
 import re
 import shlex
@@ -26,7 +27,7 @@ from .flow import Flow
 from .limits import LayerReport
 from .pipeline import Pipeline, PipelineError, load_pipeline, stop_commands
 from .progress import Progress
-from .result import RunResult, format_metrics
+from .result import RunResult, budget_line, format_metrics
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -136,6 +137,8 @@ def _as_json(run: RunResult) -> dict[str, Any]:
         "predicted": run.predicted,
         "layers": run.layers,
         "metrics": run.metrics,
+        "budget": run.budget,
+        "stop_reason": run.stop_reason,
         "tasks": {
             name: {
                 "status": t.status,
@@ -229,6 +232,13 @@ def _checkpoint(yes: bool):  # noqa: ANN202
 )
 @click.option("--checkpoint", is_flag=True, help="Ask before each next layer.")
 @click.option("--yes", is_flag=True, help="Answer yes to every --checkpoint question.")
+@click.option(
+    "--budget",
+    "budgets",
+    multiple=True,
+    metavar="NAME=AMOUNT",
+    help="Stop cleanly once the run has recorded AMOUNT of NAME (e.g. cost=5).",
+)
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Import step types.")
 @click.option(
     "--resume",
@@ -269,6 +279,7 @@ def run(
     address: str | None,
     checkpoint: bool,
     yes: bool,
+    budgets: tuple[str, ...],
     plugins: tuple[str, ...],
     resume: str | None,
     store_path: str | None,
@@ -306,8 +317,27 @@ def run(
             timeout=timeout,
             backend=backend,
             address=address,
+            budget=_parse_budgets(budgets),
         )
     sys.exit(code)
+
+
+def _parse_budgets(budgets: tuple[str, ...]) -> dict[str, float] | None:
+    """``--budget cost=5 --budget tokens=2e6`` as ``{"cost": 5.0, "tokens": 2000000.0}``."""
+    out: dict[str, float] = {}
+    for text in budgets:
+        name, eq, amount = text.partition("=")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = math.nan
+        if not eq or not name.strip() or not math.isfinite(value) or value <= 0:
+            raise _Usage(
+                f"--budget takes NAME=AMOUNT with an amount > 0 (e.g. --budget cost=5), "
+                f"got {text!r}"
+            )
+        out[name.strip()] = value
+    return out or None
 
 
 def _run(
@@ -377,6 +407,14 @@ def _run(
             click.echo(note[0].upper() + note[1:])
         if result.metrics:
             click.echo("metrics: " + format_metrics(result.metrics))
+        if result.budget:
+            click.echo("budget: " + budget_line(result.budget))
+        if result.stop_reason:
+            click.echo(f"Stopped: {result.stop_reason}.")
+            if options.get("store") is not False:
+                click.echo(
+                    "Finished results were kept; continue with --resume (and a larger budget)."
+                )
         click.echo(_final_line(result))
         if status == EXIT_INTERRUPTED:
             click.echo("Interrupted: finished results were kept; running steps were stopped.")

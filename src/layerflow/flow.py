@@ -229,6 +229,7 @@ class Flow:
         resources: Mapping[str, float] | None = None,
         rate_limits: Mapping[str, RateLimit | str] | None = None,
         checkpoint: Callable[[LayerReport], Any] | None = None,
+        budget: Mapping[str, float] | None = None,
         store: Store | str | os.PathLike[str] | bool | None = None,
         resume: bool | str | None = None,
         cache: bool = False,
@@ -251,15 +252,18 @@ class Flow:
         every event, in order, from one thread; ``progress=True`` shows progress on stderr (a
         live display on a terminal, plain lines otherwise; ``lf.Progress`` chooses).
         ``resources`` declares pool capacities (``{"gpu": 2}``) that tasks' ``resources``
-        draw units from; ``rate_limits`` declares limits (``{"api": "80/min"}``) that
-        tasks' ``rate_limit`` names; ``checkpoint(report)`` is called after each layer but
-        the last, and the next layer starts only once it has answered (False stops the
-        run with status ``"stopped"``). ``store`` records the run (a folder path, a
-        :class:`Store`, or False for none; by default only when ``$LAYERFLOW_STORE`` is
-        set or ``resume`` asks); ``resume=True`` (the latest unfinished run of this flow)
-        or a run id reuses every result that run finished, unless the task changed.
-        ``cache=True`` (or ``cache=True`` on a task) reuses a result from any earlier run
-        when the task's name, code and call values are the same (status ``"cached"``).
+        draw units from; ``rate_limits`` declares limits (``{"api": "80/min"}``) that tasks'
+        ``rate_limit`` names; ``checkpoint(report)`` is called after each layer but the
+        last, and the next layer starts only once it has answered (False stops the run with
+        status ``"stopped"``). ``budget`` (``{"cost": 5.0}``) caps what the run spends of
+        numbers the tasks ``lf.record``: a start whose declared cost of that name would
+        cross it, or reaching it, stops the run (status ``"stopped"``). ``store`` records
+        the run (a folder path, a :class:`Store`, or False for none; by default only when
+        ``$LAYERFLOW_STORE`` is set or ``resume`` asks); ``resume=True`` (the latest
+        unfinished run of this flow) or a run id reuses every result that run finished,
+        unless the task changed. ``cache=True`` (or ``cache=True`` on a task) reuses a
+        result from any earlier run when the task's name, code and call values are the same
+        (status ``"cached"``).
         """
         options = self._execution(locals())  # before the import below adds a local
         from .scheduler import execute
@@ -307,6 +311,7 @@ class Flow:
         resources: Mapping[str, float] | None = None,
         rate_limits: Mapping[str, RateLimit | str] | None = None,
         checkpoint: Callable[[LayerReport], Any] | None = None,
+        budget: Mapping[str, float] | None = None,
         store: Store | str | os.PathLike[str] | bool | None = None,
         resume: bool | str | None = None,
         cache: bool = False,

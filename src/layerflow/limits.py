@@ -85,8 +85,10 @@ def check_limits(
     rate_limits: Mapping[str, Any] | None,
     *,
     strict: bool = True,
+    budget: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, float], dict[str, RateLimit], list[LayerflowError]]:
     """Validate the run's pools and limits against every task, before anything runs.
+    A cost named after a ``budget`` needs no rate limit: it is the task's estimate.
 
     ``strict=False`` lets tasks name pools and limits that are not declared (a prediction
     then leaves them out); bad values and tasks that could never start are still problems."""
@@ -141,6 +143,8 @@ def check_limits(
                     )
                 )
             elif name not in limits and name not in (rate_limits or {}):
+                if budget and name in budget:
+                    continue  # an estimate against the budget, not a rate limit
                 if strict:
                     problems.append(
                         InvalidOptionError(

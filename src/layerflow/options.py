@@ -86,6 +86,15 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a mapping of limit names to rates like '80/min'",
     ),
     "checkpoint": (_none_or(callable), "a callable taking a LayerReport"),
+    "budget": (
+        _none_or(
+            lambda v: (
+                isinstance(v, Mapping)
+                and all(isinstance(k, str) and number(x, above=0) for k, x in v.items())
+            )
+        ),
+        "a mapping of recorded metric names to ceilings > 0, like {'cost': 5.0}",
+    ),
     "store": (_anything, ""),
     "resume": (_none_or(lambda v: isinstance(v, (bool, str))), "True, a run id, or None"),
     "cache": (lambda v: isinstance(v, bool), "True or False"),
@@ -124,6 +133,7 @@ class RunOptions:
     resources: Mapping[str, float] | None = None
     rate_limits: Mapping[str, Any] | None = None
     checkpoint: Callable[[Any], Any] | None = None
+    budget: Mapping[str, float] | None = None
     store: Any = None
     resume: bool | str | None = None
     cache: bool = False

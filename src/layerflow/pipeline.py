@@ -153,6 +153,7 @@ SETTINGS_KEYS = (
     "order",
     "resources",
     "rate_limits",
+    "budget",
 )
 COMMON_KEYS = (
     "name",
@@ -370,7 +371,7 @@ class _Loader:
             "rate_limits": (dict, "a mapping of limit names to rates like '80/min'"),
         }
         for key, value in data.items():
-            if key in ("fail_fast", "max_workers", "timeout", "mode"):  # as flow.run has them
+            if key in ("fail_fast", "max_workers", "timeout", "mode", "budget"):  # as flow.run
                 text = problem(key, value) if value is not None else f"{key} must not be empty"
                 if text is not None:
                     self.problem(("settings", key), f"settings.{text}")
@@ -706,6 +707,8 @@ class _Loader:
             run_settings["timeout"] = settings["timeout"]
         if "mode" in settings:
             run_settings["mode"] = settings["mode"]
+        if "budget" in settings:
+            run_settings["budget"] = settings["budget"]
         if settings.get("parallel") is False:
             run_settings["mode"] = "sequential"
         limits = dict(settings.get("rate_limits") or {})
@@ -1094,7 +1097,7 @@ class Pipeline(Flow):
                     ]
                 ) from None
         for key, value in options.items():
-            if key in ("resources", "rate_limits") and value and key in merged:
+            if key in ("resources", "rate_limits", "budget") and value and key in merged:
                 merged[key] = {**merged[key], **value}
             else:
                 merged[key] = value

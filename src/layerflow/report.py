@@ -186,6 +186,8 @@ def chrome_trace(run: RunResult) -> dict[str, Any]:
             "sequential_estimate_s": run.sequential_estimate,
             "speedup": run.speedup,
             "metrics": run.metrics,
+            "budget": run.budget,
+            "stop_reason": run.stop_reason,
         },
     }
 
@@ -284,7 +286,11 @@ def _summary(run: RunResult, counts: dict[str, int]) -> str:
         ("Tasks", f"{len(run.tasks)}"),
         ("Worker lanes", f"{lanes}"),
     ]
-    cells += [(_esc(k), _esc(f"{v:g}")) for k, v in run.metrics.items()]  # lf.record
+    spent = run.budget or {}
+    cells += [
+        (_esc(k), _esc(f"{v:g}") + (f" of {spent[k]['budget']:g}" if k in spent else ""))
+        for k, v in run.metrics.items()  # lf.record, and the budget it counts against
+    ]
     cards = "".join(
         f'<div class="card"><div class="k">{k}</div><div class="v">{v}</div></div>'
         for k, v in cells
@@ -296,7 +302,12 @@ def _summary(run: RunResult, counts: dict[str, int]) -> str:
         if path
         else ""
     )
-    return f'<div class="cards">{cards}</div><p class="tally">{tally}</p>{crit}'
+    stopped = (
+        f'<p class="tally"><strong>Stopped:</strong> {_esc(run.stop_reason)}</p>'
+        if run.stop_reason
+        else ""
+    )
+    return f'<div class="cards">{cards}</div><p class="tally">{tally}</p>{stopped}{crit}'
 
 
 def _groups(run: RunResult) -> str:

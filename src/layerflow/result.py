@@ -114,6 +114,11 @@ def assign_lanes(spans: Sequence[tuple[float, float]]) -> list[int]:
     return lanes
 
 
+def budget_line(budget: Mapping[str, Mapping[str, float]]) -> str:
+    """``cost 4.98 of 5 spent, tokens 120000 of 2e+06 spent``."""
+    return ", ".join(f"{k} {v['spent']:g} of {v['budget']:g} spent" for k, v in budget.items())
+
+
 def _outcome(error: BaseException | None) -> str:
     """How an attempt that did not succeed ended, told by its error (none: cancelled)."""
     if error is None or isinstance(error, (Cancelled, KeyboardInterrupt)):
@@ -276,6 +281,10 @@ class RunResult:
         #: the group each task is shown under in reports, by name (a Dask key's group);
         #: empty when no task has a ``label``
         self.labels: Mapping[str, str] = labels or {}
+        #: why a ``"stopped"`` run stopped (a budget, a checkpoint), else None
+        self.stop_reason: str | None = None
+        #: per budget of the run: ``{"budget": ceiling, "spent": what this run recorded}``
+        self.budget: dict[str, dict[str, float]] = {}
 
     @property
     def critical_path(self) -> list[str]:
@@ -454,6 +463,10 @@ class RunResult:
             lines.append(f"  ... and {len(rows) - 41} more tasks")
         counts = ", ".join(f"{n} {s}" for s, n in self.counts().items())
         lines.append(f"tasks: {counts}")
+        if self.budget:
+            lines.append("budget: " + budget_line(self.budget))
+        if self.stop_reason:
+            lines.append(f"stopped: {self.stop_reason}")
         if self.critical_path:
             lines.append("critical path: " + " -> ".join(self.critical_path))
         metrics = self.metrics

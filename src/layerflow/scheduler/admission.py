@@ -28,7 +28,7 @@ class Admission:
         self, pools: Mapping[str, float], limits: Mapping[str, RateLimit | Adaptive]
     ) -> None:
         self.gate = Gate(pools, limits, self.need, self.cost)
-        self.gated = self.gate.active
+        self.gated = self.gate.active or bool(self.budget)  # a budget asks at every start
         self.rate_wake = math.inf
         self.parked_since: dict[int, tuple[str, Any, float]] = {}
         self.waits: list[tuple[int, str, Any, float, float]] = []
@@ -36,9 +36,15 @@ class Admission:
     def _admit(self, i: int) -> bool:
         """May entry ``i`` start now? Takes its pool units and rate-window room if so;
         otherwise parks it until units return or the window has room. Mutates; lock held."""
+        if self.budget:
+            estimates = self._within_budget(i)
+            if estimates is None:
+                return False  # the run stops: this start would cross a budget
         now = time.perf_counter()
         held = self.gate.admit(self.keys[i], i, now)
         if held is None:
+            if self.budget:
+                self._commit(i, estimates)
             if i in self.parked_since:  # admitted after waiting for a pool or a rate window
                 self.waits.append((i, *self.parked_since.pop(i), now))
             return True
@@ -63,6 +69,8 @@ class Admission:
         """An attempt ended: its pool units and adaptive slots return (adaptive limits
         learn from how it ended), its rate windows count what it really used, and tasks
         parked for the room may go."""
+        if self.budget:
+            self._charge(i, used)
         retry_after = None if ok else retry_after_of(error)
         self._requeue(self.gate.release(i, ok, retry_after, now, used))
 

@@ -59,6 +59,7 @@ def prepare(
     recorder: Any = None,
     address: str | None = None,
     client: Any = None,
+    budget: Mapping[str, float] | None = None,
 ) -> Run:
     """Check the run options and build the run's state. ``recorder`` connects the run to
     a store: its ``preset`` values are reused, its ``persist`` makes results durable."""
@@ -76,6 +77,7 @@ def prepare(
         resources=resources,
         rate_limits=rate_limits,
         checkpoint=checkpoint,
+        budget=budget,
     )
     shown = resolve_progress(progress)
     run = Run(
@@ -98,6 +100,7 @@ def prepare(
         lookup=recorder.lookup if recorder is not None and recorder.caching else None,
         address=address,
         client=client,
+        budget=budget,
     )
     if shown is not None and shown.is_live():
         run.live = shown

@@ -96,7 +96,8 @@ class Layers:
                     self._stop(f"the checkpoint after layer {li} raised {safe_str(error)}")
                 elif answer is False:
                     self.outcome = "stopped"
-                    self._stop(f"the checkpoint after layer {li} said stop")
+                    self.stop_reason = f"the checkpoint after layer {li} said stop"
+                    self._stop(self.stop_reason)
                 else:
                     self._open_next_layer()
                     self._kick()

@@ -110,7 +110,7 @@ class Recording:
         durations = self._static_durations()
         plan = self.plan  # the result keeps the plan, not the whole run state
         spans, waits, parked, end = self.spans, self.waits, self.parked_since, self.end
-        return RunResult(
+        result = RunResult(
             run_id=self.run_id,
             flow_name=self.graph.flow_name,
             status=self.outcome,
@@ -140,6 +140,9 @@ class Recording:
             else frozenset(),
             labels={names[i]: t.label for i, t in enumerate(self.spec[: self.n]) if t.label},
         )
+        result.stop_reason = self.stop_reason
+        result.budget = self.budget_report()
+        return result
 
     def _static_durations(self) -> list[float]:
         """Seconds per graph task; a map task's are its subtasks' wall span."""

@@ -10,6 +10,7 @@ from ..events import (
     logger,
 )
 from .admission import Admission
+from .budgets import Budgets
 from .deadlines import Deadlines
 from .fanout import FanOut
 from .groups import Groups
@@ -40,6 +41,7 @@ class Run(
     Groups,
     Retries,
     StoreIO,
+    Budgets,
     Admission,
     Transitions,
     State,

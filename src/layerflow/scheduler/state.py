@@ -47,6 +47,8 @@ Run-wide fields:
   entries they park), ``gated`` (any task has a pool or a limit), ``rate_wake``,
   ``parked_since`` and ``waits`` (for the trace); ``blocked_dask`` ((key, entry) with a
   timeout, waiting for a free Dask thread).
+- budgets (``budgets.py``): ``budget``, ``spent``, ``committed``, ``estimates``,
+  ``stop_reason``.
 - layers (``layers.py``): ``layered``, ``current_layer``, ``held``, ``layer_left``,
   ``layer_seen``, ``checkpoint``.
 - map (``fanout.py``): ``map_left`` and ``children`` per mapped task.
@@ -166,6 +168,7 @@ class State:
         lookup: Callable[[int, tuple[Any, ...], dict[str, Any]], tuple[bool, Any]] | None = None,
         address: str | None = None,
         client: Any = None,
+        budget: Mapping[str, float] | None = None,
     ) -> None:
         g = plan.graph
         self.plan = plan
@@ -192,7 +195,7 @@ class State:
             self.keys = list(plan.keys())
 
         # limits are checked before any pool (worker processes, a cluster) is started
-        pools, limits, problems = check_limits(g, resources, rate_limits)
+        pools, limits, problems = check_limits(g, resources, rate_limits, budget=budget)
         raise_all(problems, g.flow_name)
         with _gc_paused():
             self._init_entries(inputs, backend, address, client)
@@ -229,6 +232,7 @@ class State:
         if self.track_users:
             self.users_left = [len(s) for s in self.succs]
 
+        self._init_budgets(budget, limits)  # before the gate: it takes its costs apart
         self._init_admission(pools, limits)
         self.blocked_dask: list[int] = []  # ready, with a timeout: waiting for a Dask thread
 

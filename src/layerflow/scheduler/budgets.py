@@ -1,0 +1,97 @@
+"""Budgets: a ceiling on what a run may spend of any number the tasks ``lf.record``.
+
+``budget={"cost": 5.00, "tokens": 2_000_000}``. A task's estimate is its declared cost of
+that name (``rate_limit={"tokens": 1200}``; no rate limit of that name is needed); before
+it starts, what has been spent, plus the estimates of the attempts running, plus its own,
+must stay within the budget. When a start
+would cross it, or what was spent reaches it, the run stops cleanly: nothing new starts, the
+running tasks finish (their results are kept, in the store too), and the run ends with status
+``"stopped"`` and the reason. Resuming it with a larger budget continues from there; the
+budget counts what this run spends, not what earlier runs did.
+
+Fields: ``budget`` (name -> ceiling), ``spent`` (name -> recorded so far in this run),
+``committed`` (name -> estimates of running attempts), ``estimates`` (entry -> what its
+running attempt committed), ``stop_reason``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class Budgets:
+    """Budgets: a ceiling on what a run may spend of any number the tasks record."""
+
+    def _init_budgets(self, budget: Mapping[str, float] | None, limits: Mapping[str, Any]) -> None:
+        """Budgets and the tasks' estimates: a declared cost named after a budget is an
+        estimate (``est``); it is also a rate-limit cost only if such a limit exists."""
+        self.budget = {k: float(v) for k, v in (budget or {}).items()}
+        self.est: list[dict[str, float] | None] = []
+        if self.budget:
+            for i, c in enumerate(self.cost):
+                self.est.append({k: v for k, v in c.items() if k in self.budget} if c else None)
+                if c and any(k not in limits for k in c):
+                    self.cost[i] = {k: v for k, v in c.items() if k in limits} or None
+        self.spent = dict.fromkeys(self.budget, 0.0)
+        self.committed = dict.fromkeys(self.budget, 0.0)
+        self.estimates: dict[int, dict[str, float]] = {}
+        self.stop_reason: str | None = None
+
+    def _within_budget(self, i: int) -> dict[str, float] | None:
+        """May entry ``i`` start without crossing a budget? Its estimates if so (to
+        :meth:`_commit` once it is admitted); None if not, and the run stops. Lock held."""
+        cost = self.est[i] if i < len(self.est) else self.est[self._owner(i)]
+        cost = cost or {}
+        mine = {}
+        for name, ceiling in self.budget.items():
+            estimate = cost.get(name, 0.0)
+            ahead = self.spent[name] + self.committed[name]
+            if ahead + estimate > ceiling + 1e-9 or self.spent[name] >= ceiling - 1e-9:
+                shown = f" (its estimate {estimate:g})" if estimate else ""
+                self._budget_stop(
+                    f"budget {name} {ceiling:g}: {self.spent[name]:g} spent, "
+                    f"{self.committed[name]:g} committed by running tasks; "
+                    f"{self.names[i]!r}{shown} would cross it"
+                )
+                return None
+            if estimate:
+                mine[name] = estimate
+        return mine
+
+    def _commit(self, i: int, mine: dict[str, float]) -> None:
+        """Entry ``i`` starts: its estimates count as spent until it reports the truth."""
+        for name, estimate in mine.items():
+            self.committed[name] += estimate
+        if mine:
+            self.estimates[i] = mine
+
+    def _charge(self, i: int, used: Mapping[str, float] | None) -> None:
+        """Entry ``i``'s attempt ended having recorded ``used``: its estimates give way to
+        what it spent; a budget reached stops the run."""
+        for name, estimate in self.estimates.pop(i, {}).items():
+            self.committed[name] -= estimate
+        if not used:
+            return
+        for name, ceiling in self.budget.items():
+            if name in used:
+                self.spent[name] += used[name]
+                if self.spent[name] >= ceiling - 1e-9 and not self.stopping:
+                    self._budget_stop(
+                        f"budget {name} {ceiling:g} reached: {self.spent[name]:g} spent"
+                    )
+
+    def _budget_stop(self, reason: str) -> None:
+        if self.stopping:
+            return
+        self.stop_reason = reason
+        if self.outcome == "succeeded":
+            self.outcome = "stopped"
+        self._stop(reason)
+
+    def budget_report(self) -> dict[str, dict[str, float]]:
+        """Per budget: its ceiling and what the run spent."""
+        return {
+            name: {"budget": ceiling, "spent": self.spent[name]}
+            for name, ceiling in self.budget.items()
+        }
