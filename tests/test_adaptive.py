@@ -207,3 +207,28 @@ def test_push_back_is_read_from_http_errors():
     assert retry_after_of(_AiohttpLike(429, {"Retry-After": "3"})) == 3.0
     assert retry_after_of(ValueError("429")) is None
     assert retry_after_of(lf.RateLimited(retry_after=4)) == 4.0
+
+
+def test_the_llm_example_runs_offline_and_stops_at_its_budget():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "llm_pipeline.py"
+    out = subprocess.run(
+        [sys.executable, str(example), "--sections", "40"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "40 sections analyzed" in out.stdout
+    assert "succeeded" in out.stdout
+    out = subprocess.run(
+        [sys.executable, str(example), "--sections", "40", "--budget", "0.003"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "stopped: budget cost 0.003" in out.stdout

@@ -56,14 +56,17 @@ def test_a_start_whose_estimate_would_cross_the_budget_does_not_happen():
 def test_running_tasks_finish_when_the_budget_is_reached():
     flow = lf.Flow()
     release = threading.Event()
+    running = threading.Event()
 
     @flow.task
     def spender() -> str:
+        running.wait(5)  # spends only once "slow" is running
         lf.record(cost=10)
         return "spent"
 
     @flow.task
     def slow() -> str:
+        running.set()
         release.wait(5)
         return "finished anyway"
 
