@@ -232,3 +232,33 @@ def test_the_llm_example_runs_offline_and_stops_at_its_budget():
     )
     assert out.returncode == 0, out.stderr
     assert "stopped: budget cost 0.003" in out.stdout
+
+
+def test_yaml_declares_an_adaptive_limit(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "name: p\n"
+        "settings:\n"
+        "  rate_limits:\n"
+        "    llm: {adaptive: {start: 2, max: 8}}\n"
+        "    api: 10/s\n"
+        "steps:\n"
+        "  - {name: a, run: echo a, rate_limit: llm}\n"
+    )
+    limits = lf.load_pipeline(path).run_options()["rate_limits"]
+    assert limits["llm"] == lf.Adaptive(start=2, max=8)
+    assert limits["api"] == "10/s"
+    path.write_text(
+        "name: p\n"
+        "settings:\n"
+        "  rate_limits:\n"
+        "    llm: {adaptive: {start: 9, max: 2}}\n"
+        "    api: {adaptiv: 3}\n"
+        "steps:\n"
+        "  - {name: a, run: echo a}\n"
+    )
+    with pytest.raises(lf.PipelineError) as e:
+        lf.load_pipeline(path)
+    lines = {line: text for _, line, text in e.value.problems}
+    assert "needs min <= start <= max" in lines[4]
+    assert "must be a rate like '80/min' or {adaptive" in lines[5]

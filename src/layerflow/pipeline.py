@@ -18,6 +18,7 @@ and builds an ordinary :class:`Flow`: one engine, not two. Step kinds:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import inspect
 import os
@@ -32,10 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .adaptive import Adaptive
 from .errors import (
     Cancelled,
     CommandFailed,  # noqa: F401 (re-exported)
     GroupTimeout,  # noqa: F401 (re-exported)
+    InvalidOptionError,
     LayerflowError,
     PipelineError,  # noqa: F401 (re-exported)
     TaskTimeout,
@@ -368,7 +371,10 @@ class _Loader:
             "rate_limit_delay": ((int, float), "seconds >= 0"),
             "order": (str, "sequence or dataflow"),
             "resources": (dict, "a mapping of pool names to capacities"),
-            "rate_limits": (dict, "a mapping of limit names to rates like '80/min'"),
+            "rate_limits": (
+                dict,
+                "a mapping of limit names to rates like '80/min' or {adaptive: {max: 64}}",
+            ),
         }
         for key, value in data.items():
             if key in ("fail_fast", "max_workers", "timeout", "mode", "budget"):  # as flow.run
@@ -388,9 +394,34 @@ class _Loader:
                 bad = value not in ("sequence", "dataflow")
             if bad:
                 self.problem(("settings", key), f"settings.{key} must be {need}, got {value!r}")
+            elif key == "rate_limits":
+                out[key] = {name: self.rate_limit(name, v) for name, v in value.items()}
             else:
                 out[key] = value
         return out
+
+    def rate_limit(self, name: Any, value: Any) -> Any:
+        """A rate limit's value: a rate like '80/min', or ``{adaptive: {start: 4, max: 64}}``
+        for an ``lf.Adaptive``."""
+        if not isinstance(value, dict):
+            return value  # a rate: checked with the run's options
+        at = ("settings", "rate_limits", name)
+        options = value.get("adaptive")
+        if set(value) != {"adaptive"} or not isinstance(options, dict | None):
+            self.problem(
+                at,
+                f"settings.rate_limits.{name} must be a rate like '80/min' or "
+                f"{{adaptive: {{start: 4, max: 64}}}}, got {value!r}",
+            )
+            return value
+        try:
+            return Adaptive(**(options or {}))
+        except InvalidOptionError as e:  # before TypeError: it is one too
+            self.problem(at, f"settings.rate_limits.{name}: {e}")
+        except TypeError:
+            known = ", ".join(f.name for f in dataclasses.fields(Adaptive))
+            self.problem(at, f"settings.rate_limits.{name}.adaptive takes {known}, got {options!r}")
+        return value
 
     def entries(self, steps_data: list[Any]) -> list[list[_Step]]:
         """Top-level entries, each a list of steps (a group's steps, or one step)."""
