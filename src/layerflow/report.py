@@ -288,7 +288,7 @@ def _summary(run: RunResult, counts: dict[str, int]) -> str:
     ]
     spent = run.budget or {}
     cells += [
-        (_esc(k), _esc(f"{v:g}") + (f" of {spent[k]['budget']:g}" if k in spent else ""))
+        (_esc(k), _esc(f"{v:g}") + (f" of {spent[k]['budget']:g} budget" if k in spent else ""))
         for k, v in run.metrics.items()  # lf.record, and the budget it counts against
     ]
     cards = "".join(
