@@ -262,3 +262,23 @@ def test_yaml_declares_an_adaptive_limit(tmp_path):
     lines = {line: text for _, line, text in e.value.problems}
     assert "needs min <= start <= max" in lines[4]
     assert "must be a rate like '80/min' or {adaptive" in lines[5]
+
+
+def test_the_fake_api_enforces_tokens_per_key_and_changes_limits_mid_run():
+    with FakeAPI(requests=None, tokens=30, window=1.0, latency=0.0) as api:
+
+        def ask(key: str, tokens: int) -> httpx.Response:
+            return httpx.post(
+                api.url + "/v1/complete",
+                json={"prompt": "two words", "max_tokens": tokens},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+
+        assert ask("a", 18).status_code == 200  # 2 + 18 = 20 tokens
+        refused = ask("a", 18)
+        assert refused.status_code == 429
+        assert 0 < float(refused.headers["Retry-After"]) <= 1.0
+        assert ask("b", 18).status_code == 200  # another key has its own window
+        api.set_limits(tokens=100)
+        assert ask("a", 18).status_code == 200
+        assert api.stats["ok"] == 3 and api.stats["rejected"] == 1

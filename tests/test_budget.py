@@ -154,3 +154,10 @@ def test_yaml_settings_take_a_budget(tmp_path):
     assert "settings.budget must be a mapping" in out.stderr
     path.write_text("name: p\nsettings:\n  budget: {cost: 5}\n" + steps)
     assert lf.load_pipeline(path).run_options()["budget"] == {"cost": 5}
+
+
+def test_the_report_shows_spent_against_budget(tmp_path):
+    run = _spending(4).run(max_workers=1, budget={"cost": 2})
+    page = run.to_html(tmp_path / "report.html").read_text()
+    assert "2 of 2 budget" in page
+    assert "budget cost 2 reached: 2 spent" in page
