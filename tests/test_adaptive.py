@@ -282,3 +282,69 @@ def test_the_fake_api_enforces_tokens_per_key_and_changes_limits_mid_run():
         api.set_limits(tokens=100)
         assert ask("a", 18).status_code == 200
         assert api.stats["ok"] == 3 and api.stats["rejected"] == 1
+
+
+@pytest.mark.parametrize("limit", ["adaptive", "pool"])
+@pytest.mark.parametrize("how", ["group fails fast", "group times out"])
+def test_room_handed_to_a_cancelled_task_goes_to_the_next_one(limit, how):
+    # regression: the freed slot went to a parked task of the group that was then
+    # cancelled; the task behind it waited forever
+    group = (
+        lf.TaskGroup("g", fail_fast=True)
+        if how == "group fails fast"
+        else lf.TaskGroup("g", timeout=0.3)
+    )
+    flow = lf.Flow()
+
+    def a() -> None:
+        time.sleep(0.3 if how == "group fails fast" else 1.0)
+        raise ValueError("boom")
+
+    option = {"rate_limit": "k"} if limit == "adaptive" else {"resources": {"k": 1}}
+    flow.add(a, name="a", group=group, priority=10, **option)
+    flow.add(lambda: "b", name="b", group=group, priority=5, **option)
+    flow.add(lambda: "c", name="c", priority=0, **option)
+    kwargs = (
+        {"rate_limits": {"k": lf.Adaptive(start=1, max=1)}}
+        if limit == "adaptive"
+        else {"resources": {"k": 1}}
+    )
+    done = threading.Event()
+    result: list[lf.RunResult] = []
+
+    def run() -> None:
+        try:
+            result.append(flow.run(fail_fast=False, **kwargs))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(10), "the run hung"
+    assert result[0].tasks["c"].status == "succeeded"
+
+
+def test_an_unreadable_http_error_is_an_ordinary_failure():
+    class HTTPError(Exception):
+        @property
+        def response(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("not set")
+
+    HTTPError.__module__ = "httpx._exceptions"
+    assert retry_after_of(HTTPError("x")) is None
+    assert retry_after_of(lf.RateLimited(retry_after=10**9)) == 600.0  # capped like headers
+
+
+def test_real_usage_corrects_an_adaptive_limits_rate_ceiling():
+    flow = lf.Flow()
+    for k in range(4):
+
+        def call() -> None:
+            lf.usage("k", 0.1)  # declared 1, really 0.1
+
+        flow.add(call, name=f"c{k}", rate_limit={"k": 1})
+    t0 = time.monotonic()
+    run = flow.run(max_workers=1, rate_limits={"k": lf.Adaptive(start=1, max=1, rate="2/10s")})
+    assert run.ok
+    assert time.monotonic() - t0 < 5  # by the estimates only two fit in 10 s
+    with pytest.raises(lf.InvalidOptionError, match="amount >= 0"):
+        lf.usage("k", -1)

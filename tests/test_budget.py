@@ -161,3 +161,42 @@ def test_the_report_shows_spent_against_budget(tmp_path):
     page = run.to_html(tmp_path / "report.html").read_text()
     assert "2 of 2 budget" in page
     assert "budget cost 2 reached: 2 spent" in page
+
+
+def test_an_abandoned_attempt_is_charged_its_estimate():
+    # regression: a timed-out thread's spending was never heard of, and each retry
+    # committed a fresh estimate, so retries crossed the budget without limit
+    spent: list[int] = []
+    flow = lf.Flow()
+
+    def call() -> str:
+        time.sleep(0.3)
+        spent.append(1)
+        lf.record(cost=1.0)
+        return "ok"
+
+    flow.add(call, name="call", timeout=0.1, retries=5, retry_delay=0, rate_limit={"cost": 1})
+    try:
+        run = flow.run(budget={"cost": 2})
+    except lf.TaskFailed as e:
+        run = e.result
+    assert run.budget["cost"]["spent"] == 2
+    assert run.tasks["call"].attempts == 2
+
+
+def test_push_back_during_a_budget_stop_is_not_a_failure():
+    flow = lf.Flow()
+
+    def pushed() -> None:
+        time.sleep(0.3)
+        raise lf.RateLimited(retry_after=0.1)
+
+    def spender() -> str:
+        lf.record(cost=5.0)
+        return "spent"
+
+    flow.add(pushed, name="pushed")
+    flow.add(spender, name="spender")
+    run = flow.run(budget={"cost": 5})
+    assert run.status == "stopped"
+    assert run.tasks["pushed"].status == "cancelled"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,12 +105,12 @@ class AdaptiveState:
             wait = max(wait, self.window.wait(now, cost))
         return max(wait, 0.0)
 
-    def take(self, i: int, now: float, cost: float) -> None:
+    def take(self, i: int, now: float, cost: float) -> list[Any] | None:
+        """Entry ``i`` starts on this key; its entry in the rate ceiling's window, if any."""
         self.running += 1
         self.started_in[i] = self.round
         self.began[i] = self.last_start = now
-        if self.window is not None:
-            self.window.take(now, cost)
+        return self.window.take(now, cost) if self.window is not None else None
 
     def park(self, key: int, i: int) -> None:
         heapq.heappush(self.parked, (key, i))
@@ -143,13 +144,17 @@ class AdaptiveState:
                 self.limit = min(float(spec.max), self.limit + step / self.limit)
                 self.highest = max(self.highest, self.limit)
 
-    def unpark(self) -> list[tuple[int, int]]:
-        """Parked entries that free slots may take now, best first."""
+    def unpark(self, waiting: Callable[[int], bool] | None = None) -> list[tuple[int, int]]:
+        """Parked entries that free slots may take now, best first. Entries no longer
+        ``waiting`` (cancelled meanwhile, say) are dropped and take no slot: otherwise the
+        slot would go to nobody, and the entries behind them would wait forever."""
         room = self.slots() - self.running
         out = []
         while self.parked and room > 0:
-            out.append(heapq.heappop(self.parked))
-            room -= 1
+            item = heapq.heappop(self.parked)
+            if waiting is None or waiting(item[1]):
+                out.append(item)
+                room -= 1
         return out
 
     def pause(self, until: float) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -290,7 +290,9 @@ class Gate:
             taken = []
             for name, c in cost.items():
                 if name in adaptive:
-                    adaptive[name].take(i, now, c)
+                    item = adaptive[name].take(i, now, c)
+                    if item is not None:  # its rate ceiling counts real usage too
+                        taken.append((name, item))
                 else:
                     taken.append((name, self.windows[name].take(now, c)))
             if taken:
@@ -307,12 +309,14 @@ class Gate:
         retry_after: float | None = None,
         now: float = 0.0,
         used: Mapping[str, float] | None = None,
+        waiting: Callable[[int], bool] | None = None,
     ) -> list[tuple[int, int]]:
         """Entry ``i``'s attempt ended (``ok``; pushed back for ``retry_after`` seconds; its
         real ``used`` costs, by limit name): its units and slots return, adaptive limits
         learn from how it ended. Gives back the parked entries (key, i) that may fit now,
         best first: as many as the returned room could hold, not every parked one (that
-        would make each release cost as much as the queue)."""
+        would make each release cost as much as the queue). Parked entries no longer
+        ``waiting`` (cancelled meanwhile) are dropped and take none of the room."""
         out: list[tuple[int, int]] = []
         cost = self.cost[i]
         if cost:
@@ -320,13 +324,14 @@ class Gate:
             if taken and used:
                 for name, item in taken:
                     if name in used:
-                        self.windows[name].correct(item, used[name])
+                        window = self.windows.get(name) or self.adaptive[name].window
+                        window.correct(item, used[name])
             if self.adaptive:
                 for name in cost:
                     state = self.adaptive.get(name)
                     if state is not None:
                         state.done(i, ok, retry_after, now)
-                        out += state.unpark()
+                        out += state.unpark(waiting)
         need = self.need[i]
         if not need:
             return out
@@ -334,19 +339,39 @@ class Gate:
         for pool, units in need.items():
             free[pool] += units
         for pool in need:
-            parked = self.parked_units.get(pool)
-            room = free[pool]
-            too_big = []
-            while parked and room > 1e-9:
-                item = heapq.heappop(parked)
-                units = (self.need[item[1]] or {}).get(pool, 0.0)
-                if units > room + 1e-9:
-                    too_big.append(item)  # lower ones may pass it
-                    continue
-                room -= units
-                out.append(item)
-            for item in too_big:
-                heapq.heappush(parked, item)
+            out += self._unpark_pool(pool, waiting)
+        return out
+
+    def _unpark_pool(
+        self, pool: str, waiting: Callable[[int], bool] | None
+    ) -> list[tuple[int, int]]:
+        """Parked entries of ``pool`` that its free units could hold, best first."""
+        parked = self.parked_units.get(pool)
+        room = self.free[pool]
+        out, too_big = [], []
+        while parked and room > 1e-9:
+            item = heapq.heappop(parked)
+            if waiting is not None and not waiting(item[1]):
+                continue  # not waiting any more: the room goes to the next one
+            units = (self.need[item[1]] or {}).get(pool, 0.0)
+            if units > room + 1e-9:
+                too_big.append(item)  # lower ones may pass it
+                continue
+            room -= units
+            out.append(item)
+        for item in too_big:
+            heapq.heappush(parked, item)
+        return out
+
+    def offer(self, waiting: Callable[[int], bool]) -> list[tuple[int, int]]:
+        """Room handed to entries that were then cancelled (a group stopped at once) goes
+        to the next ones: the parked entries that the free room could hold now. Handing
+        out too much is harmless: each is checked again when taken."""
+        out: list[tuple[int, int]] = []
+        for pool in self.parked_units:
+            out += self._unpark_pool(pool, waiting)
+        for state in self.adaptive.values():
+            out += state.unpark(waiting)
         return out
 
     def rate_parked(self) -> list[tuple[int, int]]:

@@ -45,6 +45,8 @@ def usage(limit: str, amount: float) -> None:
     (``lf.record(**{limit: amount})`` is the same)."""
     if not isinstance(limit, str) or not limit:
         raise InvalidOptionError(f"lf.usage takes a rate limit's name first, got {limit!r}")
+    if not number(amount, at_least=0):
+        raise InvalidOptionError(f"lf.usage({limit!r}, ...) takes an amount >= 0, got {amount!r}")
     record(**{limit: amount})
 
 

@@ -35,10 +35,13 @@ def retry_after_of(error: BaseException | None) -> float | None:
     if error is None:
         return None
     if isinstance(error, RateLimited):
-        return error.retry_after
+        return min(error.retry_after, MAX_RETRY_AFTER)
     if type(error).__module__.partition(".")[0] not in _HTTP_LIBRARIES:
         return None
-    status, headers = _status_and_headers(error)
+    try:
+        status, headers = _status_and_headers(error)
+    except Exception:  # an error object that cannot be read: an ordinary failure
+        return None
     if status not in PUSHBACK_STATUSES:
         return None
     return _retry_after(headers)

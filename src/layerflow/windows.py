@@ -107,6 +107,7 @@ class Window:
     def correct(self, item: list[Any], actual: float) -> None:
         """A start's real cost is known (``lf.usage``): count that instead of the estimate,
         while the start is still in the window."""
+        actual = max(actual, 0.0)
         if item[2]:
             self.used += actual - item[1]
             item[1] = actual

@@ -64,15 +64,30 @@ class Admission:
                 heapq.heappush(ready[kind[i]], key)
 
     def _release_units(
-        self, i: int, ok: bool, error: Any, now: float, used: Mapping[str, float] | None
+        self,
+        i: int,
+        ok: bool,
+        error: Any,
+        now: float,
+        used: Mapping[str, float] | None,
+        abandoned: bool = False,
     ) -> None:
         """An attempt ended: its pool units and adaptive slots return (adaptive limits
         learn from how it ended), its rate windows count what it really used, and tasks
         parked for the room may go."""
         if self.budget:
-            self._charge(i, used)
+            self._charge(i, used, abandoned=abandoned)
         retry_after = None if ok else retry_after_of(error)
-        self._requeue(self.gate.release(i, ok, retry_after, now, used))
+        status = self.status
+        self._requeue(
+            self.gate.release(i, ok, retry_after, now, used, lambda j: status[j] == _READY)
+        )
+
+    def _offer_room(self) -> None:
+        """After many entries were cancelled at once: free room to those still waiting."""
+        if self.gated:
+            status = self.status
+            self._requeue(self.gate.offer(lambda j: status[j] == _READY))
 
     def _on_rate_wake(self) -> None:
         self.rate_wake = math.inf

@@ -66,11 +66,16 @@ class Budgets:
         if mine:
             self.estimates[i] = mine
 
-    def _charge(self, i: int, used: Mapping[str, float] | None) -> None:
+    def _charge(self, i: int, used: Mapping[str, float] | None, *, abandoned: bool = False) -> None:
         """Entry ``i``'s attempt ended having recorded ``used``: its estimates give way to
-        what it spent; a budget reached stops the run."""
-        for name, estimate in self.estimates.pop(i, {}).items():
+        what it spent; a budget reached stops the run. An attempt given up on (a timeout,
+        a stop) is charged its estimates: a thread goes on, and what it spends is never
+        heard of."""
+        mine = self.estimates.pop(i, {})
+        for name, estimate in mine.items():
             self.committed[name] -= estimate
+        if abandoned:
+            used = mine
         if not used:
             return
         for name, ceiling in self.budget.items():

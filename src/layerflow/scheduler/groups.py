@@ -46,6 +46,7 @@ class Groups:
                 self._abandon(i, err, fail=True)
             elif st in _WAITING_STATES:
                 self._fail(i, err)
+        self._offer_room()  # room its members were handed goes to those still waiting
 
     def _stop_group(self, group: TaskGroup, i: int) -> None:
         """Entry ``i`` of ``group`` failed and the group is fail-fast while the run is not:
@@ -63,6 +64,7 @@ class Groups:
         for j in [i, *members]:
             if j < self.n and self.status[j] in (_FAILED, _CANCELLED):
                 self._skip_downstream(j)
+        self._offer_room()  # room its members were handed goes to those still waiting
 
     def _fails_fast(self, i: int) -> bool:
         """Does a failure of entry ``i`` stop what is left (its group's, or the run's)?"""

@@ -31,16 +31,25 @@ class Retries:
             if not self.stopping and i < self.n:  # only its group stopped: the run goes on
                 self._skip_downstream(i)
             return True
-        if self.stopping:
-            return False
         after = retry_after_of(error)
-        if after is not None and self.pushbacks[i] < MAX_PUSHBACKS:
-            self._push_back(i, error, after)
+        pushed = after is not None and self.pushbacks[i] < MAX_PUSHBACKS
+        if self.stopping:
+            if self.outcome == "stopped" and (pushed or self._retryable(i, error)):
+                # a clean stop (a budget, a checkpoint): an attempt that would have been
+                # tried again is not a failure of the run
+                self.status[i] = _CANCELLED
+                if self.emit:
+                    self._task_event("task_cancelled", i, reason=self.stop_reason or "stopped")
+                self._finalize(i)
+                return True
+            return False
+        if pushed:
+            self._push_back(i, error, after)  # type: ignore[arg-type]
             return True
+        if not self._retryable(i, error):
+            return False
         t = self.spec[i]
         a = self.attempts[i] - self.pushbacks[i]
-        if a > t.retries or not isinstance(error, t.retry_on) or isinstance(error, _NoRetry):
-            return False
         delay = t.retry_delay * (2 ** (a - 1)) * self.rng.uniform(0.8, 1.2)
         self.errors[i] = error  # kept if the run stops before the next attempt
         if self.emit:
@@ -51,6 +60,12 @@ class Retries:
         else:
             self._make_ready(i)
         return True
+
+    def _retryable(self, i: int, error: BaseException) -> bool:
+        """Would entry ``i`` be tried again after ``error``?"""
+        t = self.spec[i]
+        a = self.attempts[i] - self.pushbacks[i]
+        return a <= t.retries and isinstance(error, t.retry_on) and not isinstance(error, _NoRetry)
 
     def _push_back(self, i: int, error: BaseException, after: float) -> None:
         """The task said "too many requests" (``lf.RateLimited``, an HTTP 429 or 503): pause

@@ -99,14 +99,16 @@ class Transitions:
         limit = self.spec[i].timeout
         if limit is not None and t1 - t0 > limit:  # ended past its deadline: still a timeout
             ok, value = False, self._timeout_error(i)
-        if self.gated:
-            self._release_units(i, ok, value, t1, used)
         if not ok:
             self.spans.append((i, self.attempts[i], t0, t1, value))
         if ok:
             self._succeed(i, value, _CACHED if cached else _SUCCEEDED)
         else:
             self._fail(i, value)
+        if self.gated:
+            # after the outcome: the room goes to entries still waiting once everything
+            # this end caused (a group stopped, a retry queued) has happened
+            self._release_units(i, ok, value, t1, used)
         return True
 
     def complete(
@@ -352,7 +354,7 @@ class Transitions:
             self._requeue(self.blocked_dask)
             self.blocked_dask.clear()
         if self.gated:  # abandoned (a timeout, a stop): not push-back, not a success
-            self._release_units(i, False, error, now, None)
+            self._release_units(i, False, error, now, None, abandoned=True)
         if kind == _THREAD:
             self.threads -= 1
         elif self.handle[i] is not None:
