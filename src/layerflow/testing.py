@@ -36,6 +36,12 @@ class _Key:
         self.tokens = 0
 
 
+class _Server(ThreadingHTTPServer):
+    # a burst of new connections (50 clients starting at once) must queue, not be reset:
+    # the default backlog of 5 drops some, and the client sees a ReadError
+    request_queue_size = 256
+
+
 class FakeAPI:
     """A local HTTP server that enforces requests and tokens per window, per API key.
 
@@ -130,7 +136,7 @@ class FakeAPI:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = _Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
