@@ -72,10 +72,9 @@ class AdaptiveState:
         self.paused_until = 0.0
         self.window = Window(spec.rate) if spec.rate is not None else None
         self.round = 0  # bumped at each decrease: push-backs of an older round do not count
-        self.started_in: dict[int, int] = {}  # entry -> the round it started in
+        # entry -> (the round its running attempt started in, when it started)
+        self.started: dict[int, tuple[int, float]] = {}
         self.parked: list[tuple[int, int]] = []  # (key, entry) waiting for a slot
-        self.pushbacks = 0
-        self.lowest = self.highest = self.limit
         # after a push-back, one task probes alone until one succeeds: the pause ends when
         # the provider has room for one more start, not for every task that was held back
         self.probing = False
@@ -84,7 +83,6 @@ class AdaptiveState:
         # tasks' worth of requests per attempt time, not bursts of 5 then gaps
         self.latency = 0.0  # moving average of successful attempts' seconds
         self.last_start = -math.inf
-        self.began: dict[int, float] = {}
         self.held_back = False
 
     def slots(self) -> int:
@@ -108,8 +106,8 @@ class AdaptiveState:
     def take(self, i: int, now: float, cost: float) -> list[Any] | None:
         """Entry ``i`` starts on this key; its entry in the rate ceiling's window, if any."""
         self.running += 1
-        self.started_in[i] = self.round
-        self.began[i] = self.last_start = now
+        self.started[i] = (self.round, now)
+        self.last_start = now
         return self.window.take(now, cost) if self.window is not None else None
 
     def park(self, key: int, i: int) -> None:
@@ -117,23 +115,21 @@ class AdaptiveState:
 
     def done(self, i: int, ok: bool, retry_after: float | None, now: float) -> None:
         """Entry ``i``'s attempt on this key ended; adapt the limit to how."""
-        started = self.started_in.pop(i, None)
-        if started is None:
+        attempt = self.started.pop(i, None)
+        if attempt is None:
             return  # it never took a slot here (a cached result, say)
-        began = self.began.pop(i, now)
+        started, began = attempt
         full = self.running >= self.slots() or bool(self.parked) or self.held_back
         self.held_back = False
         self.running -= 1
         spec = self.spec
         if retry_after is not None:
-            self.pushbacks += 1
-            self.paused_until = max(self.paused_until, now + retry_after)
+            self.pause(now + retry_after)
             self.probing = True
             if started == self.round:  # one decrease per round of starts
                 self.pushed_at = self.limit
                 self.limit = max(float(spec.min), self.limit * spec.decrease)
                 self.round += 1
-                self.lowest = min(self.lowest, self.limit)
         elif ok:
             self.probing = False
             took = now - began
@@ -142,7 +138,6 @@ class AdaptiveState:
                 # level that drew the last push-back (the provider's capacity, roughly)
                 step = 1.0 if self.limit < self.pushed_at * spec.decrease**0.5 else 0.2
                 self.limit = min(float(spec.max), self.limit + step / self.limit)
-                self.highest = max(self.highest, self.limit)
 
     def unpark(self, waiting: Callable[[int], bool] | None = None) -> list[tuple[int, int]]:
         """Parked entries that free slots may take now, best first. Entries no longer

@@ -387,16 +387,3 @@ class Gate:
                 self.adaptive[name].pause(until)
             else:
                 self.windows[name].pause(until)
-
-    def adaptive_report(self) -> dict[str, dict[str, float]]:
-        """Per adaptive limit: where it ended, the lowest and highest it reached, and how
-        many push-backs it took."""
-        return {
-            name: {
-                "limit": round(st.limit, 2),
-                "lowest": round(st.lowest, 2),
-                "highest": round(st.highest, 2),
-                "pushbacks": st.pushbacks,
-            }
-            for name, st in self.adaptive.items()
-        }

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -65,8 +64,7 @@ def _retry_after(headers: Any) -> float:
     if headers is None:
         return DEFAULT_RETRY_AFTER
     try:
-        items = headers.items() if isinstance(headers, Mapping) or hasattr(headers, "items") else ()
-        found = {str(k).lower(): str(v) for k, v in items}
+        found = {str(k).lower(): str(v) for k, v in headers.items()}
     except Exception:  # headers of an unexpected shape: the default wait
         return DEFAULT_RETRY_AFTER
     ms = found.get("retry-after-ms")

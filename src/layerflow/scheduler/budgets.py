@@ -3,11 +3,11 @@
 ``budget={"cost": 5.00, "tokens": 2_000_000}``. A task's estimate is its declared cost of
 that name (``rate_limit={"tokens": 1200}``; no rate limit of that name is needed); before
 it starts, what has been spent, plus the estimates of the attempts running, plus its own,
-must stay within the budget. When a start
-would cross it, or what was spent reaches it, the run stops cleanly: nothing new starts, the
-running tasks finish (their results are kept, in the store too), and the run ends with status
-``"stopped"`` and the reason. Resuming it with a larger budget continues from there; the
-budget counts what this run spends, not what earlier runs did.
+must stay within the budget. When a start would cross it, or what was spent reaches it, the
+run stops cleanly: nothing new starts, the running tasks finish (their results are kept, in
+the store too), and the run ends with status ``"stopped"`` and the reason. Resuming it with
+a larger budget continues from there; the budget counts what this run spends, not what
+earlier runs did.
 
 Fields: ``budget`` (name -> ceiling), ``spent`` (name -> recorded so far in this run),
 ``committed`` (name -> estimates of running attempts), ``estimates`` (entry -> what its
@@ -41,8 +41,7 @@ class Budgets:
     def _within_budget(self, i: int) -> dict[str, float] | None:
         """May entry ``i`` start without crossing a budget? Its estimates if so (to
         :meth:`_commit` once it is admitted); None if not, and the run stops. Lock held."""
-        cost = self.est[i] if i < len(self.est) else self.est[self._owner(i)]
-        cost = cost or {}
+        cost = self.est[self._owner(i)] or {}  # a map's elements: their task's estimate
         mine = {}
         for name, ceiling in self.budget.items():
             estimate = cost.get(name, 0.0)
@@ -81,12 +80,14 @@ class Budgets:
         for name, ceiling in self.budget.items():
             if name in used:
                 self.spent[name] += used[name]
-                if self.spent[name] >= ceiling - 1e-9 and not self.stopping:
+                if self.spent[name] >= ceiling - 1e-9:
                     self._budget_stop(
                         f"budget {name} {ceiling:g} reached: {self.spent[name]:g} spent"
                     )
 
     def _budget_stop(self, reason: str) -> None:
+        """No new start: the run ends "stopped" for ``reason`` (unless it already failed or
+        is stopping for another reason)."""
         if self.stopping:
             return
         self.stop_reason = reason

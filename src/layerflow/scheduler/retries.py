@@ -7,7 +7,6 @@ import time
 from ..errors import Cancelled, _NoRetry
 from ..pushback import retry_after_of
 from .state import (
-    _CANCELLED,
     _RETRY_WAIT,
 )
 
@@ -23,11 +22,7 @@ class Retries:
         """Entry ``i``'s attempt failed: end it as cancelled (stopped by us), push it back,
         or schedule a retry. False: it fails for good. Mutates; lock held."""
         if isinstance(error, Cancelled) and (self.stopping or self._in_stopped_group(i)):
-            # stopped by us, not its own fault
-            self.status[i] = _CANCELLED
-            if self.emit:
-                self._task_event("task_cancelled", i, reason=str(error))
-            self._finalize(i)
+            self._cancel_waiting(i, str(error))  # stopped by us, not its own fault
             if not self.stopping and i < self.n:  # only its group stopped: the run goes on
                 self._skip_downstream(i)
             return True
@@ -36,11 +31,8 @@ class Retries:
         if self.stopping:
             if self.outcome == "stopped" and (pushed or self._retryable(i, error)):
                 # a clean stop (a budget, a checkpoint): an attempt that would have been
-                # tried again is not a failure of the run
-                self.status[i] = _CANCELLED
-                if self.emit:
-                    self._task_event("task_cancelled", i, reason=self.stop_reason or "stopped")
-                self._finalize(i)
+                # tried again is not a failure of the run; it will not run again
+                self._cancel_waiting(i, self.stop_reason or "stopped")
                 return True
             return False
         if pushed:
