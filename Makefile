@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint format clean browser
+.PHONY: demo test bench fuzz lint format clean browser
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The loader against 20,000 mutated pipelines (make test runs 500); a new seed each time,
+# printed with any failure so that it can be replayed: make fuzz SEED=...
+SEED ?= $(shell date +%s)
+fuzz: $(STAMP)
+	LAYERFLOW_FUZZ_CASES=20000 LAYERFLOW_FUZZ_SEED=$(SEED) $(PY) -m pytest -q tests/test_fuzz_pipeline.py
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py

@@ -1130,8 +1130,6 @@ def test_a_task_group_from_python(fresh_state):
 def test_a_shell_step_stopped_as_its_command_starts_does_not_run_it(tmp_path, monkeypatch):
     # regression: a stop that came before the command started was erased when it started,
     # so the command ran to its end
-    import layerflow.pipeline as pipeline_module
-
     path = write(tmp_path, "steps:\n  - {name: nap, run: 'sleep 30'}\n")
     flow = lf.load_pipeline(path)
     (task,) = flow.tasks
@@ -1142,12 +1140,12 @@ def test_a_shell_step_stopped_as_its_command_starts_does_not_run_it(tmp_path, mo
         command.cancel()  # fail-fast reaches the step just as its command starts
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline_module.subprocess, "Popen", popen)
+    monkeypatch.setattr(subprocess, "Popen", popen)
     begin = time.perf_counter()
     with pytest.raises(lf.LayerflowError, match="was stopped"):
         command()
     assert time.perf_counter() - begin < 10
-    monkeypatch.setattr(pipeline_module.subprocess, "Popen", real)
+    monkeypatch.setattr(subprocess, "Popen", real)
     # the stop was for that attempt: the next one runs
     command.template, command.argv_t = "true", ["true"]
     assert command() == ""

@@ -85,7 +85,13 @@ def _options(flow: Flow, **options: Any) -> dict[str, Any]:
 
 
 def _inputs(flow: Flow, sets: dict[str, Any]) -> dict[str, Any]:
-    return {**flow.inputs, **sets} if isinstance(flow, Pipeline) else sets
+    """The run's inputs: a pipeline's defaults, then ``--set``; a name no step uses, or an
+    input no one gave, is an error that says where it is used and how to give it."""
+    if not isinstance(flow, Pipeline):
+        return sets
+    inputs = {**flow.inputs, **sets}
+    flow.check_inputs(inputs, given=sets)
+    return inputs
 
 
 def _fail_usage(message: str) -> None:

@@ -24,8 +24,6 @@ import inspect
 import os
 import re
 import shlex
-import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -34,20 +32,20 @@ from pathlib import Path
 from typing import Any
 
 from .adaptive import Adaptive
+from .commands import TEMPLATE, _Command, render, script_templates, stop_commands, template_values
 from .errors import (
-    Cancelled,
     CommandFailed,  # noqa: F401 (re-exported)
     GroupTimeout,  # noqa: F401 (re-exported)
     InvalidOptionError,
     LayerflowError,
     PipelineError,  # noqa: F401 (re-exported)
-    TaskTimeout,
     closest,
     safe_str,
 )
 from .flow import Flow
 from .graph import TaskGroup
-from .options import problem
+from .options import MAX_SECONDS, number, problem
+from .yamlread import Path_, read_yaml
 
 __all__ = [
     "CommandFailed",
@@ -88,59 +86,6 @@ def step_types() -> dict[str, Callable[..., Any]]:
             with contextlib.suppress(Exception):  # a broken plugin must not hide the others
                 _STEP_TYPES.setdefault(ep.name, ep.load())
     return dict(_STEP_TYPES)
-
-
-# --- reading YAML with line numbers -----------------------------------------------------------
-
-Path_ = tuple[Any, ...]
-
-
-def _read(path: Path) -> tuple[Any, dict[Path_, int]]:
-    """The document and the line of every key/item (by path), via PyYAML's safe loader."""
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise PipelineError([(str(path), None, f"this is not UTF-8 text: {e}")]) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        problem_mark = getattr(e, "problem_mark", None)
-        context_mark = getattr(e, "context_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
-        line = problem_mark.line + 1 if problem_mark is not None else None
-        if context_mark is not None and (line is None or context_mark.line + 1 < line):
-            # an unclosed bracket or quote: where it was opened, not where the parser gave up
-            context = getattr(e, "context", None) or "this"
-            problem = f"{problem} ({context} line {context_mark.line + 1} is never closed)"
-            line = context_mark.line + 1
-        raise PipelineError([(str(path), line, f"this is not valid YAML: {problem}")]) from None
-    lines: dict[Path_, int] = {}
-    dupes: list[tuple[str, int | None, str]] = []
-
-    def walk(n: Any, at: Path_) -> None:
-        lines[at] = n.start_mark.line + 1
-        if isinstance(n, yaml.MappingNode):
-            seen: set[Any] = set()
-            for k, v in n.value:
-                key = k.value
-                if key in seen:
-                    dupes.append((str(path), k.start_mark.line + 1, f"duplicate key {key!r}"))
-                seen.add(key)
-                lines[(*at, key)] = k.start_mark.line + 1
-                walk(v, (*at, key))
-                lines[(*at, key)] = k.start_mark.line + 1
-        elif isinstance(n, yaml.SequenceNode):
-            for k, v in enumerate(n.value):
-                walk(v, (*at, k))
-
-    if node is not None:
-        walk(node, ())
-    if dupes:
-        raise PipelineError(dupes)
-    return data, lines
 
 
 # --- the schema ---------------------------------------------------------------------------------
@@ -184,8 +129,55 @@ GROUP_KEYS = (
     "fail_fast",
     "timeout",
 )
-_TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _REF = re.compile(r"^(input|inputs\.([A-Za-z_]\w*)|steps\.([^.\s]+)\.output)$")
+
+
+def _seconds(v: Any) -> bool:
+    return number(v, at_least=0, at_most=MAX_SECONDS)
+
+
+def _text_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(x, str | int | float) and not isinstance(x, bool)
+        for k, x in v.items()
+    )
+
+
+def _unit_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and number(x) for k, x in v.items())
+
+
+# key -> (is the value acceptable?, what it must be): the one type check for every key of
+# a step, a group and settings that the run's own options do not check (options.problem)
+_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda v: isinstance(v, str) and v != "", "non-empty text"),
+    "description": (lambda v: isinstance(v, str), "text"),
+    "enabled": (lambda v: isinstance(v, bool), "true or false"),
+    "input_from": (lambda v: isinstance(v, str) and v != "", "a step's name"),
+    "params": (lambda v: isinstance(v, dict), "a mapping of names to values"),
+    "retries": (lambda v: number(v, whole=True, at_least=0), "a whole number >= 0"),
+    "priority": (lambda v: number(v, whole=True), "a whole number"),
+    "timeout": (lambda v: _seconds(v) and v > 0, "seconds > 0 (at most 1e9)"),
+    "retry_delay": (_seconds, "seconds >= 0 (at most 1e9)"),
+    "rate_limit_delay": (_seconds, "seconds >= 0 (at most 1e9)"),
+    "cache": (lambda v: isinstance(v, bool), "true or false"),
+    "shell": (lambda v: isinstance(v, bool), "true or false"),
+    "fail_fast": (lambda v: isinstance(v, bool), "true or false"),
+    "parallel": (lambda v: isinstance(v, bool), "true or false"),
+    "max_workers": (lambda v: number(v, whole=True, at_least=1), "a whole number >= 1"),
+    "env": (_text_map, "a mapping of names to text"),
+    "cwd": (lambda v: isinstance(v, str) and v != "", "a folder"),
+    "resources": (_unit_map, "a mapping of pool names to numbers"),
+    "rate_limit": (
+        lambda v: isinstance(v, str) and v != "" or _unit_map(v),
+        "a rate limit's name or a mapping of names to costs",
+    ),
+    "order": (lambda v: v in ("sequence", "dataflow"), "sequence or dataflow"),
+    "rate_limits": (
+        lambda v: isinstance(v, dict),
+        "a mapping of limit names to rates like '80/min' or {adaptive: {max: 64}}",
+    ),
+}
 
 
 @dataclass
@@ -213,6 +205,9 @@ class _Loader:
         self.group_names: set[str] = set()
         self.task_groups: dict[str, TaskGroup] = {}
         self.import_paths: set[str] = set()  # folders its modules were imported from
+        # flow input -> (the first step whose templates use it, the line)
+        self.input_lines: dict[str, tuple[str, int | None]] = {}
+        self.dropped: set[str] = set()  # steps refused for their own problems: no cascade
 
     def _task_group(self, name: str, config: Mapping[str, Any]) -> TaskGroup:
         """The one ``TaskGroup`` a parallel_group's steps share."""
@@ -273,15 +268,35 @@ class _Loader:
                 t.__name__ for t in (types if isinstance(types, tuple) else (types,))
             )
             names = names.replace("str", "text").replace("dict", "mapping").replace("list", "list")
-            self.problem(at, f"{what} must be {names}, got {value!r}", step)
+            self.problem(at, f"{what} must be {names}, got {_short(value)}", step)
         return ok
+
+    def fields(
+        self,
+        data: dict[str, Any],
+        keys: Iterable[str],
+        at: Path_,
+        step: str | None = None,
+        prefix: str = "",
+    ) -> None:
+        """Check the values of ``keys`` (those that ``data`` has) against the field table; a
+        bad value is dropped from ``data``: reported once, and never used."""
+        for key in keys:
+            spec = _FIELDS.get(key)
+            if spec is None or key not in data:
+                continue
+            ok, need = spec
+            value = data[key]
+            if not ok(value):
+                self.problem((*at, key), f"{prefix}{key} must be {need}, got {_short(value)}", step)
+                del data[key]
 
     # loading ------------------------------------------------------------------------------
 
     def load(self) -> Pipeline:
         if not self.path.is_file():
             raise PipelineError([(self.file, None, "no such file")])
-        data, self.lines = _read(self.path)
+        data, self.lines = read_yaml(self.path)
         if not isinstance(data, dict):
             raise PipelineError(
                 [
@@ -293,14 +308,19 @@ class _Loader:
                     )
                 ]
             )
+        data = dict(data)
         self.unknown_keys(data, TOP_KEYS, (), "the pipeline")
+        self.fields(data, ("name", "description"), ())
         name = data.get("name")
-        if name is not None:
-            self.expect(name, str, ("name",), "name")
-        inputs = data.get("inputs") or {}
-        if not isinstance(inputs, dict):
+        inputs = data.get("inputs")
+        if inputs is None:
+            inputs = {}
+        elif not isinstance(inputs, dict):
             self.expect(inputs, dict, ("inputs",), "inputs")
             inputs = {}
+        bad = [k for k in inputs if not isinstance(k, str) or not k.isidentifier()]
+        for k in bad:
+            self.problem(("inputs", k), f"an input's name must be a word, got {k!r}")
         if "prompt" in data and "input" not in inputs:
             inputs = {**inputs, "input": data["prompt"]}
         settings = self.settings(data.get("settings") or {})
@@ -317,14 +337,22 @@ class _Loader:
                 self.problem(("steps",), "steps is empty")
             raise PipelineError(self.problems)
         entries = self.entries(steps_data)
+        # names and references are checked even when steps had problems of their own, so
+        # that one round reports every kind of problem
+        self.check_names(entries, inputs)
         if self.problems:
-            raise PipelineError(self.problems)
+            raise PipelineError(self._sorted())
         flow = self.build(name, inputs, settings, entries)
         if not self.problems:
             self.check_graph(flow, entries)
         if self.problems:
-            raise PipelineError(self.problems)
+            raise PipelineError(self._sorted())
         return flow
+
+    def _sorted(self) -> list[tuple[str, int | None, str]]:
+        """Problems in file order, each once."""
+        unique = list(dict.fromkeys(self.problems))
+        return sorted(unique, key=lambda p: (p[0] != self.file, p[1] or 0))
 
     def check_graph(self, flow: Pipeline, entries: list[list[_Step]]) -> None:
         """Cycles (through needs/input_from) and other graph problems, with their lines."""
@@ -348,8 +376,8 @@ class _Loader:
                     self.problems.append((self.file, lines.get(task), safe_str(p)))
 
     def import_plugin(self, module: Any, at: Path_) -> None:
-        if not isinstance(module, str):
-            self.problem(at, f"a plugin is a module name, got {module!r}")
+        if not isinstance(module, str) or not module:
+            self.problem(at, f"a plugin is a module name, got {_short(module)}")
             return
         folder = str(self.path.parent.resolve())
         self.import_paths.add(folder)
@@ -364,18 +392,9 @@ class _Loader:
     def settings(self, data: Any) -> dict[str, Any]:
         if not self.expect(data, dict, ("settings",), "settings"):
             return {}
+        data = dict(data)
         self.unknown_keys(data, SETTINGS_KEYS, ("settings",), "settings")
         out: dict[str, Any] = {}
-        checks = {
-            "parallel": (bool, "true or false"),
-            "rate_limit_delay": ((int, float), "seconds >= 0"),
-            "order": (str, "sequence or dataflow"),
-            "resources": (dict, "a mapping of pool names to capacities"),
-            "rate_limits": (
-                dict,
-                "a mapping of limit names to rates like '80/min' or {adaptive: {max: 64}}",
-            ),
-        }
         for key, value in data.items():
             if key in ("fail_fast", "max_workers", "timeout", "mode", "budget"):  # as flow.run
                 text = problem(key, value) if value is not None else f"{key} must not be empty"
@@ -383,36 +402,37 @@ class _Loader:
                     self.problem(("settings", key), f"settings.{text}")
                 else:
                     out[key] = value
+        self.fields(data, SETTINGS_KEYS, ("settings",), prefix="settings.")
+        for key in ("parallel", "rate_limit_delay", "order", "resources", "rate_limits"):
+            if key not in data:
                 continue
-            if key not in checks:
-                continue
-            types, need = checks[key]
-            bad = isinstance(value, bool) and types is not bool or not isinstance(value, types)
-            if not bad and key == "rate_limit_delay":
-                bad = value < 0
-            if not bad and key == "order":
-                bad = value not in ("sequence", "dataflow")
-            if bad:
-                self.problem(("settings", key), f"settings.{key} must be {need}, got {value!r}")
-            elif key == "rate_limits":
-                out[key] = {name: self.rate_limit(name, v) for name, v in value.items()}
+            if key == "rate_limits":
+                out[key] = {
+                    name: self.rate_limit(name, v) for name, v in data["rate_limits"].items()
+                }
             else:
-                out[key] = value
+                out[key] = data[key]
         return out
 
     def rate_limit(self, name: Any, value: Any) -> Any:
         """A rate limit's value: a rate like '80/min', or ``{adaptive: {start: 4, max: 64}}``
         for an ``lf.Adaptive``."""
+        at = ("settings", "rate_limits", name)
+        if not isinstance(name, str) or not name:
+            self.problem(at, f"a rate limit's name must be text, got {_short(name)}")
+            return value
         if not isinstance(value, dict):
             return value  # a rate: checked with the run's options
-        at = ("settings", "rate_limits", name)
         options = value.get("adaptive")
         if set(value) != {"adaptive"} or not isinstance(options, dict | None):
             self.problem(
                 at,
                 f"settings.rate_limits.{name} must be a rate like '80/min' or "
-                f"{{adaptive: {{start: 4, max: 64}}}}, got {value!r}",
+                f"{{adaptive: {{start: 4, max: 64}}}}, got {_short(value)}",
             )
+            return value
+        if options and not all(isinstance(k, str) for k in options):
+            self.problem(at, f"settings.rate_limits.{name}.adaptive has a key that is not text")
             return value
         try:
             return Adaptive(**(options or {}))
@@ -420,7 +440,9 @@ class _Loader:
             self.problem(at, f"settings.rate_limits.{name}: {e}")
         except TypeError:
             known = ", ".join(f.name for f in dataclasses.fields(Adaptive))
-            self.problem(at, f"settings.rate_limits.{name}.adaptive takes {known}, got {options!r}")
+            self.problem(
+                at, f"settings.rate_limits.{name}.adaptive takes {known}, got {_short(options)}"
+            )
         return value
 
     def entries(self, steps_data: list[Any]) -> list[list[_Step]]:
@@ -433,40 +455,36 @@ class _Loader:
             if raw.get("enabled") is False:
                 continue
             if raw.get("type") == "parallel_group":
-                out.append(self.group(raw, at))
+                out.append(self.group(dict(raw), at))
+                kept = {s.name for s in out[-1]}
+                children = raw.get("steps")
+                for child in children if isinstance(children, list) else []:
+                    name = child.get("name") if isinstance(child, dict) else None
+                    if isinstance(name, str) and name not in kept:
+                        self.dropped.add(name)
             else:
-                step = self.step(raw, at, None)
+                step = self.step(dict(raw), at, None)
                 if step is not None:
                     out.append([step])
+                elif isinstance(raw.get("name"), str):
+                    self.dropped.add(raw["name"])
         return out
 
     def group(self, raw: dict[str, Any], at: Path_) -> list[_Step]:
-        name = raw.get("name")
-        if name is not None and not isinstance(name, str):
-            self.problem((*at, "name"), f"a group's name must be text, got {name!r}")
-            name = None
-        name = name or f"group{at[-1] + 1}"
+        shown = raw.get("name")
+        label = f"parallel_group {shown!r}: " if isinstance(shown, str) else "a parallel_group's "
+        self.fields(raw, GROUP_KEYS, at, prefix=label)
+        name = raw.get("name") or f"group{at[-1] + 1}"
         if name in self.group_names:
             self.problem((*at, "name"), f"two parallel_groups are named {name!r}")
         self.group_names.add(name)
         self.unknown_keys(raw, GROUP_KEYS, at, f"parallel_group {name!r}")
-        for key, types, what in (
-            ("max_workers", int, "a whole number >= 1"),
-            ("fail_fast", bool, "true or false"),
-            ("timeout", (int, float), "seconds > 0"),
-        ):
-            if key in raw:
-                v = raw[key]
-                ok = isinstance(v, types) and (key == "fail_fast" or not isinstance(v, bool))
-                ok = ok and (key == "fail_fast" or v > 0)
-                if not ok:
-                    self.problem(
-                        (*at, key), f"parallel_group {name!r}: {key} must be {what}, got {v!r}"
-                    )
         children = raw.get("steps")
         if not isinstance(children, list) or not children:
             self.problem((*at, "steps"), f"parallel_group {name!r} needs a list of steps")
             return []
+        if shown is not None and "name" not in raw:
+            return []  # its name was bad: its steps would be reported under the wrong one
         steps = []
         for k, child in enumerate(children):
             cat = (*at, "steps", k)
@@ -477,7 +495,7 @@ class _Loader:
             if child.get("type") == "parallel_group":
                 self.problem(cat, "a parallel_group cannot contain another parallel_group")
                 continue
-            step = self.step(child, cat, name)
+            step = self.step(dict(child), cat, name)
             if step is not None:
                 step.data["__group__"] = {
                     key: raw[key] for key in ("max_workers", "fail_fast", "timeout") if key in raw
@@ -489,7 +507,7 @@ class _Loader:
         kinds = [k for k in ("run", "uses", "type") if k in raw]
         shown = raw.get("name") if isinstance(raw.get("name"), str) else None
         if "name" in raw and not (isinstance(raw["name"], str) and raw["name"]):
-            self.problem((*at, "name"), f"a step's name must be text, got {raw['name']!r}")
+            self.problem((*at, "name"), f"a step's name must be text, got {_short(raw['name'])}")
             return None
         if len(kinds) != 1:
             what = "none" if not kinds else " and ".join(kinds)
@@ -512,66 +530,83 @@ class _Loader:
             if not words:
                 self.problem((*at, "run"), "the command is empty", name)
                 return None
-            step = _Step(name, line, dict(raw), "run", group)
+            if not raw.get("shell"):
+                for message in script_templates(words):
+                    self.problem((*at, "run"), message, name)
+            step = _Step(name, line, raw, "run", group)
         else:
             target = raw[kind]
             fn = self.resolve(kind, target, (*at, kind), shown)
             name = shown or (str(target).split(":")[-1] if kind == "uses" else str(target))
             if fn is None:
                 return None
-            accepted = self.signature_keys(fn)
-            suggested: set[str] = set()  # a typo already reported is not also "missing"
-            extra = [k for k in raw if k not in COMMON_KEYS and k != kind]
+            self.check_call(fn, raw, kind, at, name)
+            step = _Step(name, line, raw, "call", group, fn=fn)
+        self.common(step, at)
+        return step
+
+    def check_call(
+        self, fn: Callable[..., Any], raw: dict[str, Any], kind: str, at: Path_, name: str
+    ) -> None:
+        """A ``uses:``/``type:`` step's keys and params against its function's signature."""
+        try:
             sig = inspect.signature(fn)
-            var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-            for key in extra:
+        except (TypeError, ValueError):
+            return  # a builtin without a signature: whatever it takes is its own check
+        accepted = self.signature_keys(fn)
+        suggested: set[str] = set()  # a typo already reported is not also "missing"
+        extra = [k for k in raw if k not in COMMON_KEYS and k != kind]
+        var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        for key in extra:
+            if key not in accepted and not var_kw:
+                hint = closest(str(key), [*accepted, *COMMON_KEYS])
+                suggested.add(hint or "")
+                tip = f" Did you mean {hint!r}?" if hint else ""
+                self.problem(
+                    (*at, key),
+                    f"unknown key {key!r}: {_describe(fn)} does not accept it.{tip}",
+                    name,
+                )
+        params = raw.get("params")
+        if params is None:
+            params = {}
+        elif self.expect(params, dict, (*at, "params"), "params", name):
+            for key in params:
                 if key not in accepted and not var_kw:
-                    hint = closest(str(key), [*accepted, *COMMON_KEYS])
+                    hint = closest(str(key), accepted)
                     suggested.add(hint or "")
                     tip = f" Did you mean {hint!r}?" if hint else ""
                     self.problem(
-                        (*at, key),
-                        f"unknown key {key!r}: {_describe(fn)} does not accept it.{tip}",
+                        (*at, "params", key),
+                        f"params has {key!r}, which {_describe(fn)} does not accept.{tip}",
                         name,
                     )
-            params = raw.get("params") or {}
-            if self.expect(params, dict, (*at, "params"), "params", name):
-                for key in params:
-                    if key not in accepted and not var_kw:
-                        hint = closest(str(key), accepted)
-                        suggested.add(hint or "")
-                        tip = f" Did you mean {hint!r}?" if hint else ""
-                        self.problem(
-                            (*at, "params", key),
-                            f"params has {key!r}, which {_describe(fn)} does not accept.{tip}",
-                            name,
-                        )
-            given = set(params) | set(extra) | {"input"}  # input: upstream or flow input
-            missing = [
-                p.name
-                for p in sig.parameters.values()
-                if p.default is p.empty
-                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-                and p.name not in given
-                and p.name not in suggested
-            ]
-            if missing:
-                self.problem(
-                    at,
-                    f"{_describe(fn)} needs {', '.join(repr(m) for m in missing)}: give "
-                    f"{'it' if len(missing) == 1 else 'them'} under params: or as a key of the "
-                    f"step",
-                    name,
-                )
-            step = _Step(name, line, dict(raw), "call", group, fn=fn)
-        self.common(step, at)
-        return step
+        else:
+            params = {}
+            raw.pop("params", None)
+        given = set(params) | set(extra) | {"input"}  # input: upstream or flow input
+        missing = [
+            p.name
+            for p in sig.parameters.values()
+            if p.default is p.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            and p.name not in given
+            and p.name not in suggested
+        ]
+        if missing:
+            self.problem(
+                at,
+                f"{_describe(fn)} needs {', '.join(repr(m) for m in missing)}: give "
+                f"{'it' if len(missing) == 1 else 'them'} under params: or as a key of the "
+                f"step",
+                name,
+            )
 
     def resolve(
         self, kind: str, target: Any, at: Path_, step: str | None
     ) -> Callable[..., Any] | None:
         if not isinstance(target, str) or not target:
-            self.problem(at, f"{kind} must be text, got {target!r}", step)
+            self.problem(at, f"{kind} must be text, got {_short(target)}", step)
             return None
         if kind == "type":
             if target == "parallel_group":
@@ -590,7 +625,7 @@ class _Loader:
                 )
             return fn
         module_name, _, attr = target.partition(":")
-        if not attr:
+        if not attr or not module_name:
             self.problem(at, f"uses must look like 'module:function', got {target!r}", step)
             return None
         folder = str(self.path.parent.resolve())
@@ -614,82 +649,59 @@ class _Loader:
 
     @staticmethod
     def signature_keys(fn: Callable[..., Any]) -> list[str]:
-        return [
-            p.name
-            for p in inspect.signature(fn).parameters.values()
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
+        try:
+            parameters = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            return []
+        return [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
     def common(self, step: _Step, at: Path_) -> None:
         d = step.data
         name = step.name
-        if "input_from" in d:
-            self.expect(d["input_from"], str, (*at, "input_from"), "input_from", name)
         if "needs" in d:
             needs = d["needs"]
             if isinstance(needs, str):
                 d["needs"] = [needs]
             elif not isinstance(needs, list) or not all(isinstance(x, str) for x in needs):
                 self.problem(
-                    (*at, "needs"), f"needs must be a list of step names, got {needs!r}", name
+                    (*at, "needs"),
+                    f"needs must be a list of step names, got {_short(needs)}",
+                    name,
                 )
                 d["needs"] = []
-        for key, types, what in (
-            ("retries", int, "a whole number >= 0"),
-            ("priority", int, "a whole number"),
-            ("timeout", (int, float), "seconds > 0"),
-            ("retry_delay", (int, float), "seconds >= 0"),
-            ("cache", bool, "true or false"),
-            ("shell", bool, "true or false"),
-            ("env", dict, "a mapping of names to text"),
-            ("cwd", str, "a folder"),
-            ("resources", dict, "a mapping of pool names to units"),
-            ("rate_limit", (str, dict), "a rate limit's name or a mapping of names to costs"),
-        ):
-            if key in d:
-                v = d[key]
-                ok = isinstance(v, types) and (key in ("cache", "shell") or not isinstance(v, bool))
-                if ok and key == "retries":
-                    ok = v >= 0
-                if ok and key == "timeout":
-                    ok = v > 0
-                if ok and key == "retry_delay":
-                    ok = v >= 0
-                if not ok:
-                    self.problem((*at, key), f"{key} must be {what}, got {v!r}", name)
+        self.fields(d, RUN_KEYS if step.kind == "run" else COMMON_KEYS, at, name)
         # templates: which steps and inputs they read
         skip = ("name", "description", "needs", "input_from", "__group__", "uses", "type")
-        for text in _strings(*(v for k, v in d.items() if k not in skip)):
-            for m in _TEMPLATE.finditer(text):
+        for where, text in _strings_at({k: v for k, v in d.items() if k not in skip}, at):
+            for m in TEMPLATE.finditer(text):
                 ref = m.group(1)
                 parsed = _REF.match(ref)
                 if parsed is None:
                     self.problem(
-                        at,
+                        where,
                         f"unknown template {{{{{ref}}}}}: use {{{{input}}}}, {{{{inputs.NAME}}}} "
                         f"or {{{{steps.NAME.output}}}}",
                         name,
                     )
                 elif parsed.group(2):
                     step.input_refs.add(parsed.group(2))
+                    self.input_lines.setdefault(parsed.group(2), (name, self.line_at(where)))
                 elif parsed.group(3):
                     step.refs.add(parsed.group(3))
                 elif "input_from" not in d:
                     step.uses_input = True
+                    self.input_lines.setdefault("input", (name, self.line_at(where)))
 
-    # building -----------------------------------------------------------------------------
+    def line_at(self, at: Path_) -> int | None:
+        """The line of ``at``, or of the closest enclosing node that has one."""
+        while at:
+            if at in self.lines:
+                return self.lines[at]
+            at = at[:-1]
+        return self.lines.get(())
 
-    def build(
-        self,
-        name: Any,
-        inputs: dict[str, Any],
-        settings: dict[str, Any],
-        entries: list[list[_Step]],
-    ) -> Pipeline:
-        flow = Pipeline(name if isinstance(name, str) else self.path.stem)
-        flow.inputs = dict(inputs)
-        flow.path = self.path
-        flow.import_paths = tuple(sorted(self.import_paths))
+    def check_names(self, entries: list[list[_Step]], inputs: Mapping[str, Any]) -> None:
+        """Duplicate names, references to steps that do not exist, names that clash."""
         steps = [s for entry in entries for s in entry]
         by_name: dict[str, _Step] = {}
         for s in steps:
@@ -699,7 +711,7 @@ class _Loader:
         names = list(by_name)
         for s in steps:
             for ref in [s.data.get("input_from"), *s.data.get("needs", []), *sorted(s.refs)]:
-                if isinstance(ref, str) and ref not in by_name:
+                if isinstance(ref, str) and ref not in by_name and ref not in self.dropped:
                     hint = closest(ref, names)
                     tip = f" Did you mean {hint!r}?" if hint else ""
                     self.problems.append(
@@ -718,8 +730,22 @@ class _Loader:
                         f"use {{{{steps.{ref}.output}}}} for its output",
                     )
                 )
-        if self.problems:
-            return flow
+
+    # building -----------------------------------------------------------------------------
+
+    def build(
+        self,
+        name: Any,
+        inputs: dict[str, Any],
+        settings: dict[str, Any],
+        entries: list[list[_Step]],
+    ) -> Pipeline:
+        flow = Pipeline(name if isinstance(name, str) else self.path.stem)
+        flow.inputs = dict(inputs)
+        flow.path = self.path
+        flow.import_paths = tuple(sorted(self.import_paths))
+        flow.input_lines = dict(self.input_lines)
+        steps = [s for entry in entries for s in entry]
         order = settings.get("order", "sequence")
         previous: list[str] = []
         rate_limit_delay = settings.get("rate_limit_delay") or 0
@@ -756,6 +782,7 @@ class _Loader:
             run_settings["resources"] = resources
         flow.settings = run_settings
         flow.descriptions = {s.name: s.data.get("description") for s in steps}
+        flow.step_lines = {s.name: s.line for s in steps}
         return flow
 
     def add_step(
@@ -821,16 +848,25 @@ class _Loader:
         task.cancel = getattr(fn, "cancel", None)
 
 
-def _strings(*values: Any) -> list[str]:
-    out: list[str] = []
-    for v in values:
+def _strings_at(value: Any, at: Path_) -> list[tuple[Path_, str]]:
+    """Every text inside ``value`` with its path (below ``at``)."""
+    out: list[tuple[Path_, str]] = []
+    stack = [(value, at)]
+    while stack:  # the document's size is bounded by the reader
+        v, where = stack.pop()
         if isinstance(v, str):
-            out.append(v)
+            out.append((where, v))
         elif isinstance(v, dict):
-            out.extend(_strings(*v.values()))
+            stack.extend((x, (*where, k)) for k, x in v.items())
         elif isinstance(v, list):
-            out.extend(_strings(*v))
-    return out
+            stack.extend((x, (*where, k)) for k, x in enumerate(v))
+    return out[::-1]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a problem quotes, never floods."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _describe(fn: Callable[..., Any]) -> str:
@@ -843,31 +879,9 @@ def _wants_input(fn: Callable[..., Any]) -> bool:
     return p is not None and p.default is inspect.Parameter.empty
 
 
-def _render(text: str, values: Mapping[str, Any], quote: Callable[[str], str] = str) -> str:
-    def sub(m: re.Match[str]) -> str:
-        return quote(str(values[m.group(1).strip()]))
-
-    return _TEMPLATE.sub(sub, text)
-
-
-def _template_values(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The values templates may name, from a step function's keyword arguments."""
-    values: dict[str, Any] = {}
-    for key, value in kwargs.items():
-        if key == "__input__":
-            values["input"] = value
-        elif key.startswith("__step__"):
-            values[f"steps.{key[8:]}.output"] = value
-        else:
-            values[f"inputs.{key}"] = value
-            if key == "input" and "input" not in values:
-                values["input"] = value
-    return values
-
-
 def _render_all(value: Any, values: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
-        return _render(value, values)
+        return render(value, values)
     if isinstance(value, dict):
         return {k: _render_all(v, values) for k, v in value.items()}
     if isinstance(value, list):
@@ -883,7 +897,7 @@ def _call(name: str, fn: Callable[..., Any], d: dict[str, Any]) -> Callable[...,
     accepted = set(_Loader.signature_keys(fn))
 
     def step(**kwargs: Any) -> Any:
-        values = _template_values(kwargs)
+        values = template_values(kwargs)
         call = {k: _render_all(v, values) for k, v in {**extra, **params}.items()}
         if "input" in values and "input" in accepted:
             call.setdefault("input", values["input"])
@@ -925,170 +939,6 @@ def on_import_path(folders: Iterable[str]) -> Any:
                         sys.path.remove(folder)
 
 
-_PROCESSES: dict[subprocess.Popen[bytes], object] = {}  # running command -> its pipeline
-_PROCESSES_LOCK = threading.Lock()
-
-
-def stop_commands(owner: object | None = None) -> None:
-    """Kill the commands ``run:`` steps started that are still running (each with its
-    process group): those of pipeline ``owner``, or all of them."""
-    with _PROCESSES_LOCK:
-        running = [p for p, o in _PROCESSES.items() if owner is None or o is owner]
-    for proc in running:
-        _kill_group(proc)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _shell_argv(template: str, values: Mapping[str, Any]) -> list[str]:
-    """``sh -c SCRIPT`` where every value is a positional parameter (``"$1"``), never part of
-    the script's text, so the shell cannot parse it whatever quotes surround it. Inside
-    double quotes the reference stays as is; inside single quotes (where ``$`` means
-    nothing) the quote is closed around it."""
-    script: list[str] = []
-    args: list[str] = []
-    quote = ""  # the quote we are inside: "", "'" or '"'
-    pos = 0
-    for m in _TEMPLATE.finditer(template):
-        text = template[pos : m.start()]
-        k = 0
-        while k < len(text):  # track the quoting state up to the placeholder
-            ch = text[k]
-            if quote == "'":
-                if ch == "'":
-                    quote = ""
-            elif ch == "\\":
-                k += 1  # an escaped character
-            elif quote == '"':
-                if ch == '"':
-                    quote = ""
-            elif ch in "'\"":
-                quote = ch
-            k += 1
-        script.append(text)
-        args.append(str(values[m.group(1).strip()]))
-        ref = f"${{{len(args)}}}"
-        script.append(ref if quote == '"' else f"'\"{ref}\"'" if quote == "'" else f'"{ref}"')
-        pos = m.end()
-    script.append(template[pos:])
-    return ["/bin/sh", "-c", "".join(script), "layerflow", *args]
-
-
-class _Command:
-    """A ``run:`` step. The template is split first and each argument rendered after, so a
-    value is always one literal argument; with ``shell: true`` every value is quoted.
-
-    A plain object rather than a closure, so that the step can be pickled and run in a
-    worker process or on a Dask worker: what only makes sense in this process (the
-    commands it is running, its pipeline) is left behind and started afresh there."""
-
-    def __init__(self, name: str, d: dict[str, Any], base: Path, owner: object) -> None:
-        self.__name__ = self.name = name
-        self.template = d["run"]
-        self.shell = bool(d.get("shell"))
-        self.env_t = d.get("env") or {}
-        self.cwd_t = d.get("cwd")
-        self.timeout = d.get("timeout")
-        self.argv_t = None if self.shell else shlex.split(self.template)
-        self.base = base
-        self._local(owner)
-
-    def _local(self, owner: object) -> None:
-        self.owner = owner
-        self.running: set[subprocess.Popen[bytes]] = set()
-        self.stopped = threading.Event()
-        self.active = 0  # attempts in progress here (guarded by _PROCESSES_LOCK)
-
-    def __getstate__(self) -> dict[str, Any]:
-        local = ("owner", "running", "stopped", "active")
-        return {k: v for k, v in self.__dict__.items() if k not in local}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._local(None)
-
-    def __call__(self, **kwargs: Any) -> str:
-        with _PROCESSES_LOCK:
-            self.active += 1
-        try:
-            return self._attempt(kwargs)
-        finally:
-            with _PROCESSES_LOCK:
-                self.active -= 1
-                if not self.active:  # a stop is for the attempts it found: not the next run
-                    self.stopped.clear()
-
-    def _attempt(self, kwargs: dict[str, Any]) -> str:
-        name, timeout = self.name, self.timeout
-        values = _template_values(kwargs)
-        if self.shell:
-            argv = _shell_argv(self.template, values)
-        else:
-            argv = [_render(arg, values) for arg in self.argv_t]  # type: ignore[union-attr]
-        env = {**os.environ, **{k: _render(str(v), values) for k, v in self.env_t.items()}}
-        cwd = self.base / _render(self.cwd_t, values) if self.cwd_t else self.base
-        if not cwd.is_dir():
-            raise CommandFailed(f"step {name!r}: its cwd {str(cwd)!r} is not a folder", 127, "")
-        if self.stopped.is_set():  # stopped before its command started: it never starts
-            raise Cancelled(f"step {name!r} was stopped: another step failed")
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=cwd,
-                start_new_session=True,  # its own process group: a timeout kills it all
-            )
-        except OSError as e:
-            raise CommandFailed(f"step {name!r}: cannot run {argv[0]!r}: {e}", 127, "") from None
-        with _PROCESSES_LOCK:
-            _PROCESSES[proc] = self.owner
-            self.running.add(proc)
-            stopped = self.stopped.is_set()  # stopped while it was starting
-        if stopped:
-            _kill_group(proc)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            proc.communicate()
-            raise TaskTimeout(
-                f"step {name!r} timed out after {timeout:g}s", name, timeout
-            ) from None
-        finally:
-            _kill_group(proc)  # anything it left running in its group
-            with _PROCESSES_LOCK:
-                _PROCESSES.pop(proc, None)
-                self.running.discard(proc)
-        if self.stopped.is_set():
-            raise Cancelled(f"step {name!r} was stopped: another step failed")
-        if proc.returncode != 0:
-            tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-20:])
-            raise CommandFailed(
-                f"step {name!r}: command exited with code {proc.returncode}"
-                + (f"; stderr ends with:\n{tail}" if tail else ""),
-                proc.returncode,
-                tail,
-            )
-        return out.decode(errors="replace").strip()
-
-    def cancel(self) -> None:
-        """Stop the attempts of this step in progress here (fail-fast, Ctrl-C): kill their
-        commands, or keep a command that has not started yet from starting."""
-        with _PROCESSES_LOCK:
-            if self.active:
-                self.stopped.set()
-            procs = list(self.running)
-        for proc in procs:
-            _kill_group(proc)
-
-
 # --- the flow a pipeline becomes --------------------------------------------------------------
 
 
@@ -1106,6 +956,9 @@ class Pipeline(Flow):
         self.path: Path | None = None
         #: folders its plugins and ``uses:`` modules come from: on ``sys.path`` while it runs
         self.import_paths: tuple[str, ...] = ()
+        #: flow input -> (the first step whose templates use it, its line in ``path``)
+        self.input_lines: dict[str, tuple[str, int | None]] = {}
+        self.step_lines: dict[str, int | None] = {}
 
     def run_options(self, **options: Any) -> dict[str, Any]:
         """The file's settings, the environment, then ``options``, in rising precedence."""
@@ -1134,11 +987,53 @@ class Pipeline(Flow):
                 merged[key] = value
         return merged
 
+    def check_inputs(self, inputs: Mapping[str, Any], given: Iterable[str] = ()) -> None:
+        """Raise :class:`PipelineError` for an input some step needs that has no value (with
+        the file and line where it is used, and how to give it), and for each name in
+        ``given`` (``--set``) that no step uses (with the closest input name)."""
+        graph, problems = self._graph.check(self.name, inputs)
+        if problems:
+            return  # the graph's own problems: reported by plan() with their own words
+        file = str(self.path or self.name)
+        out: list[tuple[str, int | None, str]] = []
+        for name, task in graph.needs_input.items():
+            if name in inputs:
+                continue
+            step, line = self.input_lines.get(name, (task, self.step_lines.get(task)))
+            out.append(
+                (
+                    file,
+                    line,
+                    f"step {step!r} uses the input {name!r}, which has no value: give it on the "
+                    f"command line with --set {name}=VALUE, or a default under inputs: (from "
+                    f"Python: run({{{name!r}: ...}}))",
+                )
+            )
+        used = {n for pairs in graph.input_args for n, _ in pairs}
+        for name in given:
+            if name not in used:
+                known = sorted(used | set(self.inputs))
+                hint = closest(name, known)
+                tip = f" Did you mean {hint!r}?" if hint else ""
+                inputs_list = ", ".join(known) if known else "none"
+                out.append(
+                    (
+                        file,
+                        None,
+                        f"--set {name}=...: no step uses an input named {name!r}.{tip} "
+                        f"The pipeline's inputs: {inputs_list}",
+                    )
+                )
+        if out:
+            raise PipelineError(out)
+
     def run(self, inputs: Mapping[str, Any] | None = None, **options: Any):  # type: ignore[override]
         """Run with the file's inputs and settings as defaults."""
         try:
             with on_import_path(self.import_paths):
-                return super().run({**self.inputs, **(inputs or {})}, **self.run_options(**options))
+                merged = {**self.inputs, **(inputs or {})}
+                self.check_inputs(merged)
+                return super().run(merged, **self.run_options(**options))
         finally:
             stop_commands(self)  # only this pipeline's: others may be running too
 
@@ -1146,16 +1041,19 @@ class Pipeline(Flow):
         """``run`` from a coroutine, with the file's inputs and settings as defaults."""
         try:
             with on_import_path(self.import_paths):
-                return await super().run_async(
-                    {**self.inputs, **(inputs or {})}, **self.run_options(**options)
-                )
+                merged = {**self.inputs, **(inputs or {})}
+                self.check_inputs(merged)
+                return await super().run_async(merged, **self.run_options(**options))
         finally:
             stop_commands(self)
 
     def plan(self, inputs: Mapping[str, Any] | None = None, **options: Any):  # type: ignore[override]
         """Plan with the file's inputs as defaults; its predictions model the file's pools
         (a parallel_group's ``max_workers`` among them) and rate limits."""
-        plan = super().plan({**self.inputs, **(inputs or {})}, **options)
+        merged = {**self.inputs, **(inputs or {})}
+        if inputs is not None:
+            self.check_inputs(merged)
+        plan = super().plan(merged, **options)
         plan.resources = self.settings.get("resources")
         plan.rate_limits = self.settings.get("rate_limits")
         return plan
