@@ -158,16 +158,18 @@ def test_problems_of_different_kinds_are_reported_in_one_round(tmp_path):
         "  - {name: a, run: echo, retries: -1}\n"
         "  - {name: a, run: echo}\n"
         "  - {name: c, run: 'echo {{steps.nope.output}}'}\n"
-        "  - {name: d, run: echo, timout: 3}\n",
+        "  - {name: d, run: echo, timout: 3}\n"
+        "  - {name: e, run: echo, run: again}\n",
     )
     with pytest.raises(lf.PipelineError) as caught:
         lf.load_pipeline(path)
     text = str(caught.value)
-    assert "4 problems" in text, text
+    assert "5 problems" in text, text
     assert f"{path}:2: step 'a': retries must be" in text
     assert f"{path}:3: step 'a': duplicate step name" in text
     assert f"{path}:4: step 'c': no step named 'nope'" in text
     assert f"{path}:5:" in text and "Did you mean 'timeout'?" in text
+    assert f"{path}:6: duplicate key 'run'" in text
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -296,7 +296,7 @@ class _Loader:
     def load(self) -> Pipeline:
         if not self.path.is_file():
             raise PipelineError([(self.file, None, "no such file")])
-        data, self.lines = read_yaml(self.path)
+        data, self.lines, self.problems = read_yaml(self.path)
         if not isinstance(data, dict):
             raise PipelineError(
                 [

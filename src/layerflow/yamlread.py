@@ -132,9 +132,10 @@ def _line_of(text: str, position: int) -> int:
     return text.count("\n", 0, max(position, 0)) + 1
 
 
-def read_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
-    """The document in ``path`` and the line of every key/item (by path); a
-    :class:`PipelineError` with the file and line for anything unreadable or out of bounds."""
+def read_yaml(path: Path) -> tuple[Any, dict[Path_, int], list[tuple[str, int | None, str]]]:
+    """The document in ``path``, the line of every key/item (by path), and its duplicate
+    keys as problems (the loader reports them with its own); a :class:`PipelineError` with
+    the file and line for anything unreadable or out of bounds."""
     file = str(path)
     try:
         size = path.stat().st_size
@@ -161,7 +162,7 @@ def read_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
         node = loader.get_single_node()
         if node is not None:
             _check_expansion(node)
-        lines = _lines(file, node)  # before constructing: a merge (<<) rewrites the node
+        lines, dupes = _lines(file, node)  # before constructing: a merge (<<) rewrites it
         document = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as e:
         raise _as_problem(file, e) from None
@@ -173,7 +174,7 @@ def read_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
         raise PipelineError([(file, None, "this is nested too deeply to read")]) from None
     finally:
         loader.dispose()
-    return document, lines
+    return document, lines, dupes
 
 
 def _as_problem(file: str, e: yaml.MarkedYAMLError) -> PipelineError:
@@ -190,12 +191,12 @@ def _as_problem(file: str, e: yaml.MarkedYAMLError) -> PipelineError:
     return PipelineError([(file, line, f"this is not valid YAML: {problem}")])
 
 
-def _lines(file: str, root: Any) -> dict[Path_, int]:
-    """The line of every key and item by path; a duplicate key is an error."""
+def _lines(file: str, root: Any) -> tuple[dict[Path_, int], list[tuple[str, int | None, str]]]:
+    """The line of every key and item by path, and a problem for each duplicate key."""
     lines: dict[Path_, int] = {}
     dupes: list[tuple[str, int | None, str]] = []
     if root is None:
-        return lines
+        return lines, dupes
     stack: list[tuple[Any, Path_]] = [(root, ())]
     while stack:  # bounded by MAX_NODES, checked above
         n, at = stack.pop()
@@ -212,6 +213,4 @@ def _lines(file: str, root: Any) -> dict[Path_, int]:
         elif isinstance(n, yaml.SequenceNode):
             for k, v in enumerate(n.value):
                 stack.append((v, (*at, k)))
-    if dupes:
-        raise PipelineError(sorted(dupes, key=lambda p: p[1] or 0))
-    return lines
+    return lines, dupes
