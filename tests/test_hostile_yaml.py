@@ -35,9 +35,9 @@ HOSTILE: dict[str, tuple[str | bytes, int, str]] = {
     ),
     "5000-digit integer": ("steps:\n  - run: echo\n    retries: " + "9" * 5000 + "\n", 3, "digits"),
     "timeout too large for a float": (
-        "steps:\n  - run: echo\n    timeout: 1" + "0" * 99 + "\n",
+        "steps:\n  - run: echo\n    timeout: 1" + "0" * 99 + "0" * 310 + "\n",
         3,
-        "timeout must be seconds > 0 (at most 1e9)",
+        "this number has 410 digits",
     ),
     "retry_delay as huge text": (
         "steps:\n  - run: echo\n    retry_delay: 1e400\n",
@@ -243,3 +243,11 @@ def test_the_script_refusal_names_the_fix(tmp_path):
     text = str(caught.value)
     assert "sh -c" in text and "'; rm -rf ~' would run" in text, text
     assert not (tmp_path / "x").exists()
+
+
+def test_an_integer_beyond_any_float_is_refused_not_overflowed():
+    flow = lf.Flow()
+    with pytest.raises(lf.InvalidOptionError, match="timeout must be a number > 0"):
+        flow.add(lambda: 1, name="b", timeout=10**400)
+    with pytest.raises(lf.InvalidOptionError, match="timeout must be a number of seconds"):
+        flow.run(timeout=10**400)

@@ -27,7 +27,7 @@ from .errors import (
     did_you_mean,
     raise_all,
 )
-from .options import MAX_SECONDS, number
+from .options import number
 
 __all__ = ["Task", "TaskGroup", "Graph", "GraphBuilder", "EXECUTORS"]
 
@@ -63,10 +63,9 @@ class TaskGroup:
                 f"got {self.fail_fast!r}"
             )
         t = self.timeout
-        if t is not None and not number(t, above=0, at_most=MAX_SECONDS):
+        if t is not None and not number(t, above=0):
             raise InvalidOptionError(
-                f"group {self.name!r}: timeout must be a number of seconds > 0 and at most "
-                f"{MAX_SECONDS:g}, got {t!r}"
+                f"group {self.name!r}: timeout must be a number of seconds > 0, got {t!r}"
             )
 
 
@@ -142,13 +141,9 @@ def positional_args(spec: tuple[tuple[str, Any], ...], kwargs: dict[str, Any]) -
 
 
 def _number(value: Any, option: str, task: str, *, positive: bool) -> float:
-    if number(
-        value, above=0 if positive else None, at_least=None if positive else 0, at_most=MAX_SECONDS
-    ):
+    if number(value, above=0) if positive else number(value, at_least=0):
         return float(value)
     need = "a number > 0" if positive else "a number >= 0"
-    if number(value) and value > MAX_SECONDS:
-        need = f"at most {MAX_SECONDS:g} seconds"
     raise InvalidOptionError(f"task {task!r}: {option} must be {need}, got {value!r}")
 
 

@@ -73,7 +73,7 @@ class _BoundedLoader(yaml.SafeLoader):
             ) from None
 
     def construct_yaml_int(self, node: Any) -> Any:
-        digits = sum(ch.isdigit() for ch in str(node.value))
+        digits = sum(ch.isalnum() for ch in str(node.value))  # 0x and 0o forms too
         if digits > MAX_DIGITS:
             raise _Refused(
                 f"this number has {digits} digits; numbers here have at most {MAX_DIGITS}",
