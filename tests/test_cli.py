@@ -179,7 +179,11 @@ def test_a_python_flow_as_module_colon_name(tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["tasks"]["double"]["output"] == 42
     out = layerflow("run", "myflows:nothing", cwd=tmp_path)
-    assert out.returncode == 2 and "not a layerflow.Flow" in out.stderr
+    assert (
+        out.returncode == 2
+        and "has no 'nothing'" in out.stderr
+        and "Flow objects: flow" in out.stderr
+    )
 
 
 def test_checkpoint_needs_a_terminal_or_yes(quick):

@@ -10,7 +10,6 @@ import contextlib
 import importlib
 import json
 import math
-import os
 import re
 import shlex
 import sys
@@ -28,6 +27,7 @@ from .limits import LayerReport
 from .pipeline import Pipeline, PipelineError, load_pipeline, stop_commands
 from .progress import Progress
 from .result import RunResult, budget_line, format_metrics
+from .targets import TargetError, load_flow
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -36,25 +36,20 @@ class _Usage(Exception):
     """A problem with what the user asked for: printed, exit code 2."""
 
 
-def _load(target: str, plugins: tuple[str, ...]) -> Flow:
-    """A pipeline file, or ``module:flow`` for a Python flow."""
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def _load(target: str, plugins: tuple[str, ...], quiet: bool = False) -> Flow:
+    """A pipeline file, or ``module:flow`` for a Python flow (``-q``: without warnings)."""
     path = Path(target)
+    if path.suffix == ".py" and path.is_file():
+        raise _Usage(f"{target} is Python: name the flow in it, as in {target}:flow")
     if path.suffix in (".yaml", ".yml") or path.exists():
         return load_pipeline(path, plugins=plugins)
-    module_name, _, attr = target.partition(":")
-    if not attr:
-        raise _Usage(f"{target}: no such file (and not of the form module:flow)")
     for module in plugins:
         importlib.import_module(module)
-    sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:  # the user's module failed to import: say so, no traceback
-        raise _Usage(f"{target}: cannot import {module_name!r}: {safe_str(e)}") from None
-    flow = getattr(module, attr, None)
-    if not isinstance(flow, Flow):
-        raise _Usage(f"{target}: {attr!r} in {module_name!r} is not a layerflow.Flow")
-    return flow
+    return load_flow(target, warn=(lambda _: None) if quiet else _warn)
 
 
 _INT = re.compile(r"-?(0|[1-9][0-9]*)")
@@ -104,7 +99,7 @@ def _errors() -> Iterator[None]:
     """Known errors become a message and exit code 2, never a traceback."""
     try:
         yield
-    except (_Usage, PipelineError) as e:
+    except (_Usage, PipelineError, TargetError) as e:
         _fail_usage(str(e))
     except LayerflowError as e:
         _fail_usage(safe_str(e))
@@ -359,7 +354,7 @@ def _run(
     **chosen: Any,
 ) -> int:
     _check_outputs(*outputs)
-    flow = _load(file, plugins)
+    flow = _load(file, plugins, quiet)
     given = {key: value for key, value in chosen.items() if value is not None}
     resume_hint = ""
     if checkpoint:
