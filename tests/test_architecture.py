@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import layerflow
@@ -145,15 +146,27 @@ def test_backends_are_imported_only_when_a_run_uses_them():
 def test_a_missing_optional_backend_says_how_to_install_it(monkeypatch):
     from layerflow import backends
 
-    monkeypatch.setitem(
-        backends._REGISTRY, "dask", ("no_such_module_here:Backend", "pip install 'layerflow[dask]'")
-    )
+    monkeypatch.setitem(backends._REGISTRY, "dask", ("no_such_module_here:Backend", "dask"))
     flow = layerflow.Flow()
     flow.add(lambda: 1, name="a")
     try:
         flow.run(backend="dask")
     except layerflow.LayerflowError as e:
         assert "Backend 'dask' is not available" in str(e)
-        assert "Install it with: pip install 'layerflow[dask]'" in str(e)
+        # from a clone (as here) the command installs from the clone, else from the index
+        assert f"Install it with: {backends.install_command('dask')}" in str(e)
+        assert backends.install_command("dask").startswith("pip install -e '")
     else:
         raise AssertionError("no error")
+
+
+def test_make_demo_installs_only_the_package():
+    # the demo runs one YAML file: it must not pull in the test and benchmark stack
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    demo = re.search(r"^demo: *(\S+)$", makefile, re.M)
+    assert demo is not None, "no demo target"
+    stamp = demo.group(1).replace("$(", r"\$\(").replace(")", r"\)")
+    recipe = re.search(rf"^{stamp}:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert recipe is not None, demo.group(1)
+    installs = [line for line in recipe.group(1).splitlines() if "pip install" in line]
+    assert installs and all("[" not in line for line in installs), installs

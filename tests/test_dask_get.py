@@ -41,7 +41,8 @@ def test_without_dask_one_line_says_what_to_install():
     code = "import sys; sys.modules['dask'] = None\nimport layerflow as lf\nlf.dask"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode != 0
-    assert "pip install 'layerflow[dask]'" in out.stderr.strip().splitlines()[-1]
+    assert "[dask]'" in out.stderr.strip().splitlines()[-1]
+    assert "pip install -e '" in out.stderr.strip().splitlines()[-1]  # from this clone
 
 
 def test_missing_key_raises_key_error_and_nesting_is_kept():

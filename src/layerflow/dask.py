@@ -41,8 +41,10 @@ try:
     from dask.core import flatten
     from dask.utils import ensure_dict, key_split
 except ImportError:  # pragma: no cover - exercised only without Dask
+    from .backends import install_command
+
     raise ImportError(
-        "layerflow.dask needs Dask, which is not installed: pip install 'layerflow[dask]'"
+        f"layerflow.dask needs Dask, which is not installed: {install_command('dask')}"
     ) from None
 
 from .errors import InvalidOptionError, TaskFailed, did_you_mean, raise_all, safe_str

@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import InvalidOptionError, LayerflowError, did_you_mean
 
-__all__ = ["Backend", "Done", "BACKENDS", "open_backend"]
+__all__ = ["Backend", "Done", "BACKENDS", "install_command", "open_backend"]
 
 Done = Callable[..., None]
 
@@ -69,12 +70,22 @@ class Backend(Protocol):
     def prepare(self, count: int) -> None: ...
 
 
-#: name -> ("module:Class", how to install it when it is missing); thread is the engine's
+def install_command(extra: str) -> str:
+    """How to install layerflow's optional ``extra``: from the clone that layerflow runs
+    from (an editable install), or else from the package index."""
+    root = Path(__file__).resolve().parents[3]  # src/layerflow/backends/ -> the clone
+    if (root / "pyproject.toml").is_file() and (root / "src" / "layerflow").is_dir():
+        where = "." if Path.cwd().resolve() == root else str(root)
+        return f"pip install -e '{where}[{extra}]'"
+    return f"pip install 'layerflow[{extra}]'"
+
+
+#: name -> ("module:Class", the optional extra it needs); thread is the engine's own
 _REGISTRY: dict[str, tuple[str | None, str | None]] = {
     "thread": (None, None),
     "process": ("layerflow.backends.process:ProcessBackend", None),
     "async": ("layerflow.backends.aio:AsyncBackend", None),
-    "dask": ("layerflow.backends.dask:DaskBackend", "pip install 'layerflow[dask]'"),
+    "dask": ("layerflow.backends.dask:DaskBackend", "dask"),
 }
 
 #: the backend names a run accepts, in the order the docs list them
@@ -102,6 +113,6 @@ def open_backend(
     try:
         backend_class = getattr(importlib.import_module(module), cls)
     except ImportError as e:
-        how = f" Install it with: {install}" if install else ""
+        how = f" Install it with: {install_command(install)}" if install else ""
         raise LayerflowError(f"Backend {name!r} is not available ({e}).{how}") from None
     return backend_class(loop=loop, context=context, address=address, client=client)

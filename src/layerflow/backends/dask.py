@@ -29,13 +29,11 @@ from functools import partial
 from typing import Any
 
 from ..errors import LayerflowError
-from . import Done
+from . import Done, install_command
 from .dask_values import ClusterValues
 from .process import UnpicklableError, WorkerDied, _find_unpicklable
 
-__all__ = ["DaskBackend", "import_distributed", "INSTALL_HINT"]
-
-INSTALL_HINT = "Backend 'dask' is not available. Install it with: pip install 'layerflow[dask]'"
+__all__ = ["DaskBackend", "import_distributed"]
 
 
 def import_distributed() -> Any:
@@ -43,7 +41,9 @@ def import_distributed() -> Any:
     try:
         import distributed
     except ImportError:
-        raise LayerflowError(INSTALL_HINT) from None
+        raise LayerflowError(
+            f"Backend 'dask' is not available. Install it with: {install_command('dask')}"
+        ) from None
     return distributed
 
 
