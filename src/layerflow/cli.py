@@ -413,9 +413,8 @@ def _run(
         if result.stop_reason:
             click.echo(f"Stopped: {result.stop_reason}.")
             if options.get("store") is not False:
-                click.echo(
-                    "Finished results were kept; continue with --resume (and a larger budget)."
-                )
+                larger = " (and a larger budget)" if result.budget else ""
+                click.echo(f"Finished results were kept; continue with --resume{larger}.")
         click.echo(_final_line(result))
         if status == EXIT_INTERRUPTED:
             click.echo("Interrupted: finished results were kept; running steps were stopped.")
@@ -527,25 +526,117 @@ def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
+class _Duration(click.ParamType):
+    """``30s``, ``30m``, ``12h``, ``7d``, ``2w`` as seconds."""
+
+    name = "duration"
+    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):  # noqa: ANN201
+        if isinstance(value, (int, float)):
+            return float(value)
+        found = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*", str(value))
+        if found is None:
+            self.fail(
+                f"{value!r} is not a duration: a number and a unit (s, m, h, d or w), "
+                f"e.g. 30m, 12h or 7d",
+                param,
+                ctx,
+            )
+        return float(found[1]) * self._UNITS[found[2]]
+
+
+def _many(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def _size(n: float) -> str:
+    """Bytes as people read them: 512 B, 4.2 MB."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover (the loop returns)
+
+
 @main.command()
 @click.option("--store", "store_path", default=None, metavar="PATH")
 @click.option("--limit", default=20, show_default=True, help="How many runs.")
-def runs(store_path: str | None, limit: int) -> None:
-    """List recorded runs, newest first."""
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Remove old runs and the result files nothing else uses (with --keep, --older-than).",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="With --prune: keep the N newest runs.",
+)
+@click.option(
+    "--older-than",
+    type=_Duration(),
+    default=None,
+    metavar="D",
+    help="With --prune: remove runs started more than D ago (30m, 12h, 7d).",
+)
+def runs(
+    store_path: str | None,
+    limit: int,
+    prune: bool,
+    keep: int | None,
+    older_than: float | None,
+) -> None:
+    """List recorded runs, newest first, and what the store holds; --prune removes old
+    runs (never one still running)."""
+    if prune and keep is None and older_than is None:
+        _fail_usage("--prune needs --keep N or --older-than D (e.g. --older-than 7d)")
+    if not prune and (keep is not None or older_than is not None):
+        _fail_usage("--keep and --older-than say what --prune removes: add --prune")
     with _errors():
         store = _open_store(store_path)
-        rows = store.runs(limit)
+        if prune:
+            _prune(store, keep, older_than)
+        else:
+            _list_runs(store, limit)
+        used = store.usage()
         click.echo(
-            f"{'run id':<24} {'flow':<16} {'started':<19} {'duration':>9} "
-            f"{'status':<11} {'tasks':>5}  metrics"
+            f"store {store.folder}: {_many(used['runs'], 'run')}, "
+            f"{_many(used['result_files'], 'result file')}, {_size(used['bytes'])}"
         )
-        for r in rows:
-            took = f"{r['finished_at'] - r['started_at']:.1f}s" if r["finished_at"] else "-"
-            click.echo(
-                f"{r['run_id']:<24} {r['flow'][:16]:<16} {_when(r['started_at']):<19} "
-                f"{took:>9} {r['status']:<11} {r['tasks']:>5}  {format_metrics(r['metrics'])}"
-            )
     sys.exit(EXIT_OK)
+
+
+def _list_runs(store: Any, limit: int) -> None:
+    rows = store.runs(limit)
+    click.echo(
+        f"{'run id':<24} {'flow':<16} {'started':<19} {'duration':>9} "
+        f"{'status':<11} {'tasks':>5}  metrics"
+    )
+    for r in rows:
+        took = f"{r['finished_at'] - r['started_at']:.1f}s" if r["finished_at"] else "-"
+        click.echo(
+            f"{r['run_id']:<24} {r['flow'][:16]:<16} {_when(r['started_at']):<19} "
+            f"{took:>9} {r['status']:<11} {r['tasks']:>5}  {format_metrics(r['metrics'])}"
+        )
+
+
+def _prune(store: Any, keep: int | None, older_than: float | None) -> None:
+    done = store.prune(keep=keep, older_than=older_than)
+    if done.runs:
+        shown = ", ".join(done.runs[:5]) + (", ..." if len(done.runs) > 5 else "")
+        click.echo(
+            f"removed {_many(len(done.runs), 'run')} ({shown}) and "
+            f"{_many(done.files, 'result file')}: {_size(done.freed)} freed"
+        )
+    else:
+        click.echo("nothing to prune")
+    if done.still_running:
+        click.echo(
+            f"kept {_many(done.still_running, 'old run')} listed as running (still "
+            f"running, or killed before it could end: --resume finishes it)"
+        )
 
 
 @main.command()

@@ -200,7 +200,20 @@ class GroupTimeout(TaskTimeout, _NoRetry):
 
 
 class StoreError(LayerflowError):
-    """The store cannot be used (permissions, a broken database, an unknown run)."""
+    """The store cannot be used (permissions, a broken database, an unknown run).
+
+    ``path`` is the store file or folder at fault (None when the message says it), ``kind``
+    what is wrong when layerflow knows: ``"full"``, ``"damaged"``, ``"empty"``,
+    ``"read-only"``, ``"locked"`` or ``"io"``. ``result`` is the run's :class:`RunResult`
+    when the run ended but the store could not record its end.
+    """
+
+    result: Any = None
+
+    def __init__(self, message: str, *, path: Any = None, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.kind = kind
 
 
 class ResultNotStored(_NoRetry, StoreError):

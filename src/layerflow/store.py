@@ -11,6 +11,7 @@ and unpickling runs code.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import inspect
@@ -24,7 +25,8 @@ import statistics
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +41,15 @@ if TYPE_CHECKING:
     from .graph import Graph, Task
     from .result import RunResult
 
-__all__ = ["Recorder", "RecordedError", "Store", "StoreError", "default_store_path", "task_keys"]
+__all__ = [
+    "Pruned",
+    "Recorder",
+    "RecordedError",
+    "Store",
+    "StoreError",
+    "default_store_path",
+    "task_keys",
+]
 
 DEFAULT_FOLDER = ".layerflow"
 
@@ -129,6 +139,32 @@ def _check_folder(folder: Path) -> None:
             f"refusing to use the store {folder}: it belongs to another user (uid "
             f"{info.st_uid}). Use a store of your own: --store PATH or LAYERFLOW_STORE"
         )
+
+
+def _owner_only(path: Path) -> None:
+    """Take group and other permissions away (a file the owner made read-only stays so)."""
+    with contextlib.suppress(OSError):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+
+
+def _writable(path: Path) -> bool:
+    """Whether this user may write the database, its WAL files and its folder."""
+    files = (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
+    return os.access(path.parent, os.W_OK) and all(
+        os.access(f, os.W_OK) for f in files if f.exists()
+    )
+
+
+_FULL = frozenset((errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)))
+
+
+def _os_cause(error: OSError) -> str:
+    """An OS error as people read it; a full disk (or quota) said so in plain words."""
+    if error.errno in _FULL:
+        return f"the disk is full ({safe_str(error)})"
+    return safe_str(error)
 
 
 def _fingerprint(task: Task) -> str:
@@ -228,8 +264,36 @@ def task_keys(graph: Graph, inputs: Mapping[str, Any]) -> list[str]:
     return keys
 
 
+# SQLite's primary result codes (an error's code & 0xFF) that say what is wrong with a store
+_SQLITE_KINDS = {
+    5: "locked",  # SQLITE_BUSY: another process held it past the busy timeout
+    6: "locked",
+    8: "read-only",
+    10: "io",
+    11: "damaged",  # SQLITE_CORRUPT
+    13: "full",
+    14: "io",  # SQLITE_CANTOPEN
+    26: "damaged",  # SQLITE_NOTADB
+}
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What :meth:`Store.prune` removed: the ``runs`` (ids), how many result ``files``,
+    the bytes ``freed``, and how many old runs it kept because they are still running."""
+
+    runs: list[str]
+    files: int
+    freed: int
+    still_running: int
+
+
 class Store:
-    """A run store in ``folder`` (created, owner-only, when missing)."""
+    """A run store in ``folder`` (created, owner-only, when missing).
+
+    Every database error comes out as a :class:`StoreError` naming the database, what is
+    wrong with it (``kind``) and what to do; a failed write is rolled back whole.
+    """
 
     def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
         self.folder = Path(folder) if folder is not None else default_store_path()
@@ -247,9 +311,11 @@ class Store:
                 f"must be a folder: move what is there away, or use another --store"
             ) from None
         _check_folder(self.results)
+        self.path = self.folder / "state.db"
         self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
         try:
-            self._connection: sqlite3.Connection | None = self._connect()
+            self._create_or_check()
             self._db.executescript(_SCHEMA)
             for table, column, kind in _ADDED_COLUMNS:
                 columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
@@ -260,16 +326,56 @@ class Store:
                     except sqlite3.OperationalError as e:
                         if "duplicate column" not in str(e):  # another process was first
                             raise
-        except sqlite3.DatabaseError as e:
-            raise StoreError(
-                f"the store database {self.folder / 'state.db'} is unusable: {e}"
-            ) from None
+        except sqlite3.Error as e:
+            raise self._failed(e) from e
         for name in ("state.db", "state.db-wal", "state.db-shm"):
+            _owner_only(self.folder / name)
+
+    def _create_or_check(self) -> None:
+        """Create a missing database whole; refuse an empty one. SQLite takes a 0-byte file
+        for a new database, so a truncated store would silently become an empty one; ours
+        are built under another name and linked into place, never seen at 0 bytes."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = None
+        except OSError as e:
+            raise StoreError(
+                f"cannot read the store database {self.path}: {e}", path=self.path, kind="io"
+            ) from None
+        if size == 0:
+            raise StoreError(
+                f"the store database {self.path} is empty (0 bytes): it was probably "
+                f"truncated (a full disk, a copy cut short), and the runs it recorded are "
+                f"gone. layerflow does not start a new history over it on its own: restore it "
+                f"from a backup, or remove it (rm {self.path}) to start a new one. The result "
+                f"files in {self.results} are kept, but a new database does not know them, so "
+                f"--resume runs those tasks again",
+                path=self.path,
+                kind="empty",
+            )
+        if size is not None:
+            return
+        new = self.folder / f".state.db.{os.getpid()}.{threading.get_ident()}.new"
+        try:
+            db = sqlite3.connect(new)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
+                db.executescript(_SCHEMA)
+            finally:
+                db.close()
+            os.chmod(new, 0o600)
+            # never over a database another process made meanwhile; where there are no
+            # hard links, SQLite creates it in place below
             with contextlib.suppress(OSError):
-                os.chmod(self.folder / name, 0o600)
+                os.link(new, self.path)
+        finally:
+            for leftover in (new, Path(f"{new}-wal"), Path(f"{new}-shm")):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.folder / "state.db", timeout=30, check_same_thread=False)
+        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=30000")
         # WAL is a property of the file: set once. Switching takes an exclusive lock that
         # SQLite does not wait for, so while other runs open the store it is retried
@@ -299,14 +405,74 @@ class Store:
                 self._connection.close()
                 self._connection = None
 
+    def _failed(self, error: sqlite3.Error) -> StoreError:
+        """``error`` as a :class:`StoreError` that says what is wrong and what to do, the
+        transaction it interrupted rolled back (so the store keeps only whole writes).
+        Called with ``_lock`` held."""
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.rollback()
+        code = getattr(error, "sqlite_errorcode", None)
+        kind = _SQLITE_KINDS.get(code & 0xFF) if isinstance(code, int) else None
+        db, cause = self.path, safe_str(error)
+        if kind in (None, "io") and not _writable(db):
+            kind = "read-only"  # SQLite may only say it cannot open the file
+        if kind == "full":
+            text = (
+                f"the store database {db} is full ({cause}): there is no room left on its "
+                f"disk. Free disk space (layerflow runs --prune removes old runs), then run "
+                f"again with --resume: every result stored so far is kept"
+            )
+        elif kind == "damaged":
+            text = (
+                f"the store database {db} is damaged ({cause}). Move it away (mv {db} "
+                f"{db}.damaged) or restore it from a backup; the next run then starts a new "
+                f"history. The result files stay in {self.results}, but a new database does "
+                f"not know them, so --resume runs those tasks again"
+            )
+        elif kind == "read-only":
+            text = (
+                f"the store database {db} cannot be written ({cause}): it, its WAL files "
+                f"or its folder are read-only for this user. Make them writable (chmod u+w "
+                f"{self.folder} {db}*), or record elsewhere with --store PATH"
+            )
+        elif kind == "locked":
+            text = (
+                f"the store database {db} stayed locked by another process for 30 s "
+                f"({cause}). Wait for the other run to end, or use another --store PATH"
+            )
+        elif kind == "io":
+            text = (
+                f"the store database {db} could not be read or written ({cause}): check "
+                f"the disk and the file, then try again"
+            )
+        else:
+            text = f"the store database {db} is unusable: {cause}"
+        return StoreError(text, path=db, kind=kind)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, for statements committed together."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as e:
+                raise self._failed(e) from e
+
     def _write(self, sql: str, args: Iterable[Any]) -> None:
         with self._lock:
-            self._db.execute(sql, tuple(args))
-            self._db.commit()
+            try:
+                self._db.execute(sql, tuple(args))
+                self._db.commit()
+            except sqlite3.Error as e:
+                raise self._failed(e) from e
 
     def _read(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
+            try:
+                return self._db.execute(sql, tuple(args)).fetchall()
+            except sqlite3.Error as e:
+                raise self._failed(e) from e
 
     # --- results ---------------------------------------------------------------------------
 
@@ -365,16 +531,28 @@ class Store:
             data = None
         try:
             result = self._save_bytes(run_id, key, data) if data is not None else None
+        except OSError as e:
+            raise ResultNotStored(
+                f"task {name!r} finished, but its result could not be stored in "
+                f"{self.results}: {_os_cause(e)}. Free disk space or repair the store folder, "
+                f"then run again with --resume (finished results stored so far are kept)",
+                path=self.results,
+                kind="full" if e.errno in _FULL else "io",
+            ) from e
+        try:
             self._write(
                 "INSERT OR REPLACE INTO task_runs (run_id, name, status, started_at, "
                 "finished_at, duration, key, result) VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?)",
                 (run_id, name, started, started + seconds, seconds, key, result),
             )
-        except (OSError, sqlite3.Error) as e:
+        except StoreError as e:
+            if result is not None:  # no row names it: the file would only take up room
+                with contextlib.suppress(OSError):
+                    os.unlink(self.results / result)
             raise ResultNotStored(
-                f"task {name!r} finished, but its result could not be stored in {self.folder}: "
-                f"{safe_str(e)}. Free disk space or repair the store folder, then run again "
-                f"with --resume (finished results stored so far are kept)"
+                f"task {name!r} finished, but its result could not be stored: {e}",
+                path=e.path,
+                kind=e.kind,
             ) from e
         return result
 
@@ -397,8 +575,8 @@ class Store:
         outcome, error) and ``waits`` (name, kind, reason, started, finished), the run's
         status, times (the run's own clock when given, so its wall time excludes this
         write) and summed ``metrics``."""
-        with self._lock:
-            self._db.executemany(
+        with self._transaction() as db:
+            db.executemany(
                 "INSERT INTO task_runs (run_id, name, status, attempts, started_at, "
                 "finished_at, duration, error, key, result, traceback, layer, needs, metrics, "
                 "position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -412,19 +590,19 @@ class Store:
                 ((run_id, *row, k) for k, row in enumerate(rows)),
             )
             # ended once; deleting first keeps a second end from doubling the rows
-            self._db.execute("DELETE FROM attempts WHERE run_id = ?", (run_id,))
-            self._db.executemany(
+            db.execute("DELETE FROM attempts WHERE run_id = ?", (run_id,))
+            db.executemany(
                 "INSERT INTO attempts (run_id, name, attempt, started_at, finished_at, "
                 "outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 ((run_id, *row) for row in attempts),
             )
-            self._db.execute("DELETE FROM waits WHERE run_id = ?", (run_id,))
-            self._db.executemany(
+            db.execute("DELETE FROM waits WHERE run_id = ?", (run_id,))
+            db.executemany(
                 "INSERT INTO waits (run_id, name, kind, reason, started_at, finished_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 ((run_id, *row) for row in waits),
             )
-            self._db.execute(
+            db.execute(
                 "UPDATE runs SET status = ?, started_at = COALESCE(?, started_at), "
                 "finished_at = ?, critical_path = ?, metrics = ? WHERE run_id = ?",
                 (
@@ -436,7 +614,14 @@ class Store:
                     run_id,
                 ),
             )
-            self._db.commit()
+            db.commit()
+
+    def mark_ended(self, run_id: str, status: str, finished_at: float | None = None) -> None:
+        """Only the run's status and end (when :meth:`end_run` cannot be written)."""
+        self._write(
+            "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
+            (status, finished_at if finished_at is not None else time.time(), run_id),
+        )
 
     def latest_unfinished(self, flow: str | None) -> str | None:
         """The most recent run of ``flow``, if it did not succeed (a run that a later run
@@ -472,13 +657,13 @@ class Store:
     def record_reused(self, run_id: str, rows: Iterable[tuple[str, str, str]]) -> None:
         """At a resumed run's start: the results it reuses (name, key, result file), so that
         they are this run's too the moment it starts, whatever happens to it later."""
-        with self._lock:
-            self._db.executemany(
+        with self._transaction() as db:
+            db.executemany(
                 "INSERT OR REPLACE INTO task_runs (run_id, name, status, key, result) "
                 "VALUES (?, ?, 'reused', ?, ?)",
                 [(run_id, name, key, result) for name, key, result in rows],
             )
-            self._db.commit()
+            db.commit()
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest runs, newest first."""
@@ -618,12 +803,79 @@ class Store:
             (key, name, result, time.time()),
         )
 
+    # --- size and pruning -----------------------------------------------------------------
+
+    def usage(self) -> dict[str, int]:
+        """What the store holds: ``runs``, ``result_files``, and ``bytes`` on disk (the
+        database with its WAL, and the result files)."""
+        runs = self._read("SELECT COUNT(*) FROM runs")[0][0]
+        files, size = 0, 0
+        for name in ("state.db", "state.db-wal", "state.db-shm"):
+            with contextlib.suppress(OSError):
+                size += (self.folder / name).stat().st_size
+        with os.scandir(self.results) as entries:
+            for entry in entries:
+                if entry.name.endswith(".pkl"):
+                    with contextlib.suppress(OSError):
+                        size += entry.stat().st_size
+                        files += 1
+        return {"runs": runs, "result_files": files, "bytes": size}
+
+    def prune(self, keep: int | None = None, older_than: float | None = None) -> Pruned:
+        """Remove old runs: those past the ``keep`` newest and/or started more than
+        ``older_than`` seconds ago (both given: runs that are both), never one still running.
+        Their rows go, and every result file that no remaining run or cache entry refers to.
+        """
+        if keep is None and older_than is None:
+            raise ValueError("prune needs keep or older_than")
+        if (keep is not None and keep < 0) or (older_than is not None and not older_than >= 0):
+            raise ValueError(f"keep and older_than must be >= 0, got {keep!r}, {older_than!r}")
+        # the files first: any of them was written after its run's row was committed, so
+        # the rows read next know the run of every file listed here (one of a run that
+        # starts meanwhile is not listed, hence not touched)
+        with os.scandir(self.results) as entries:
+            listed = [e.name for e in entries if e.name.endswith(".pkl")]
+        runs = self._read("SELECT run_id, started_at, status FROM runs ORDER BY started_at DESC")
+        candidates = runs[keep:] if keep is not None else runs
+        if older_than is not None:
+            cutoff = time.time() - older_than
+            candidates = [r for r in candidates if (r[1] or 0.0) < cutoff]
+        gone = {r[0] for r in candidates if r[2] != "running"}
+        still_running = sum(1 for r in candidates if r[2] == "running")
+        if not gone:
+            return Pruned([], 0, 0, still_running)
+        rows = self._read("SELECT run_id, result FROM task_runs WHERE result IS NOT NULL")
+        used = {result for run_id, result in rows if run_id not in gone}
+        used.update(r[0] for r in self._read("SELECT result FROM cache"))
+        kept = {r[0] for r in runs} - gone
+        files = freed = 0
+        # the files before the rows: on a full disk, deleting rows needs room in the WAL
+        # that deleting files makes; if the rows then cannot go, the next prune does it
+        for name in listed:
+            owner = name[:-4].rpartition("-")[0]  # "<run id>-<key>.pkl", or "cache-<key>"
+            if name in used or owner in kept:
+                continue
+            path = self.results / name
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except OSError:
+                continue
+            files += 1
+            freed += size
+        ids = [(run_id,) for run_id in sorted(gone)]
+        with self._transaction() as db:
+            for table in ("task_runs", "attempts", "waits", "runs"):
+                db.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
+            db.commit()
+        return Pruned(sorted(gone), files, freed, still_running)
+
     def cache_clear(self) -> int:
         """Forget every cached result; return how many there were."""
-        with self._lock:
-            n = self._db.execute("SELECT COUNT(*) FROM cache").fetchone()[0]
-            self._db.execute("DELETE FROM cache")
-            self._db.commit()
+        with self._transaction() as db:
+            n = db.execute("SELECT COUNT(*) FROM cache").fetchone()[0]
+            db.execute("DELETE FROM cache")
+            db.commit()
         return n
 
 
@@ -699,9 +951,9 @@ class Recorder:
         if key is not None and result is not None:
             try:  # the cache keeps its own copy, named by the cache key
                 cached = self.store.save_value("cache", key, value)
-            except Exception:
+                self.store.cache_put(key, name, cached)
+            except Exception:  # the result is stored: only a later cache hit is lost
                 return
-            self.store.cache_put(key, name, cached)
 
     def lookup(self, i: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
         """Before task ``i`` runs: a cached result for exactly this call, if there is one.
@@ -717,7 +969,10 @@ class Recorder:
         except Exception:  # values that cannot be pickled cannot be compared: no cache
             return False, None
         key = h.hexdigest()
-        found = self.store.cache_get(key)
+        try:
+            found = self.store.cache_get(key)
+        except StoreError:  # a cache that cannot be read is a miss (the run says the rest)
+            found = None
         if found is not None:
             try:
                 value = self.store.load_value(found)
@@ -753,14 +1008,46 @@ class Recorder:
                     json.dumps(t.metrics) if t.metrics else None,
                 )
             )
-        self.store.end_run(
-            self.run_id,
-            result.status,
-            rows,
-            attempts=(a[:6] for a in result.attempts),
-            waits=(w[:5] for w in result.waits),
-            critical_path=result.critical_path,
-            started_at=result.started_at,
-            finished_at=result.finished_at,
-            metrics=result.metrics,
-        )
+        try:
+            self.store.end_run(
+                self.run_id,
+                result.status,
+                rows,
+                attempts=(a[:6] for a in result.attempts),
+                waits=(w[:5] for w in result.waits),
+                critical_path=result.critical_path,
+                started_at=result.started_at,
+                finished_at=result.finished_at,
+                metrics=result.metrics,
+            )
+        except StoreError as e:
+            self._end_briefly(result, e)
+
+    def _end_briefly(self, result: RunResult, error: StoreError) -> None:
+        """The whole end could not be written (rolled back): the run's status at least, one
+        row changed in place, which needs no new room. If not even that, the error says so;
+        the run stays "running" in the store, which ``--resume`` takes as unfinished."""
+        try:
+            self.store.mark_ended(self.run_id, result.status, result.finished_at)
+        except StoreError as again:
+            why = f" ({result.stop_reason})" if result.stop_reason else ""
+            failure = StoreError(
+                f"the run {self.run_id} ended {result.status}{why}, but the store could not "
+                f"record its end: {again}. The store still lists the run as running; every "
+                f"result it stored is kept, and --resume reuses them",
+                path=again.path,
+                kind=again.kind,
+            )
+            failure.result = result
+            raise failure from error
+        if not any(isinstance(t.error, ResultNotStored) for t in result.tasks.values()):
+            # (when results could not be stored, the run's own error already says why)
+            from .events import logger
+
+            logger.warning(
+                "run %s ended %s, but only its status could be recorded, not its tasks' "
+                "details: %s",
+                self.run_id,
+                result.status,
+                error,
+            )

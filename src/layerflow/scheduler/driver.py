@@ -129,6 +129,16 @@ def outcome(run: Run, recorder: Any = None) -> RunResult:
     return result
 
 
+def _begin(run: Run, recorder: Any) -> None:
+    """Record the run's start; a store that cannot take it (read-only, full) ends the run
+    before anything started, its pools released."""
+    try:
+        recorder.begin(run.run_id, run.wall0, run.perf0)
+    except BaseException:
+        run.close_unstarted()
+        raise
+
+
 def execute(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
     """Run a validated plan in the calling thread; raise as ``flow.run`` does."""
     return execute_run(plan, inputs, **options)[0]
@@ -141,7 +151,7 @@ def execute_run(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> tuple[
     try:
         run = prepare(plan, inputs, **options)
         if recorder is not None:
-            recorder.begin(run.run_id, run.wall0, run.perf0)
+            _begin(run, recorder)
         try:
             run.execute()
         except KeyboardInterrupt:  # after the run had ended: record it, let Ctrl-C through
@@ -175,7 +185,7 @@ async def _execute_async(
 
     run = prepare(plan, inputs, loop=loop, **options)
     if recorder is not None:
-        recorder.begin(run.run_id, run.wall0, run.perf0)
+        _begin(run, recorder)
     finished = loop.create_future()
 
     def done() -> None:

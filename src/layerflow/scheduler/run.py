@@ -104,6 +104,14 @@ class Run(
         finally:
             self.close()
 
+    def close_unstarted(self) -> None:
+        """Release the pools and the event thread of a run that never started."""
+        for backend in self.backends:
+            if backend is not None:
+                backend.close()
+        if self.bus is not None:
+            self.bus.close()
+
     def close(self) -> None:
         """Report the end to observers and release the pools."""
         try:

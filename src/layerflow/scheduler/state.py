@@ -59,7 +59,8 @@ Run-wide fields:
   Dask backend's ``ClusterValues``: which values stay on the cluster, and their futures).
 - store I/O off the lock (``storage.py``): ``io_jobs``.
 - outcome: ``stopping`` (no new starts), ``exiting`` (workers leave), ``outcome``, ``cause`` and
-  ``cause_error`` (what stopped the run), ``started`` (entries in start order), ``spans``
+  ``cause_error`` (what stopped the run), ``store_failed`` (the first entry whose result
+  the store could not take, else -1), ``started`` (entries in start order), ``spans``
   (attempts that did not succeed), ``metrics`` (``lf.record``), ``done`` (set at the end).
 - ``context``: the caller's ``contextvars`` when the run was made; tasks run in copies.
 - pools: ``backends[kind]`` (opened through ``backends.open_backend``), ``handle`` per entry,
@@ -218,6 +219,7 @@ class State:
         self.outcome = "succeeded"
         self.cause: int = -1  # the task whose failure stopped the run
         self.cause_error: BaseException | None = None
+        self.store_failed: int = -1  # the first task whose result the store could not take
 
         # values released once their last consumer finished (only when outputs were named;
         # a Dask task's copy on the cluster, always)

@@ -37,6 +37,14 @@ from .state import (
     _WAITING_STATES,
 )
 
+_STORE_TROUBLE = {
+    "full": " (disk full)",
+    "read-only": " (read-only)",
+    "damaged": " (damaged database)",
+    "locked": " (locked)",
+    "io": " (I/O error)",
+}
+
 
 class Transitions:
     """The core transitions: a task becomes ready, starts, ends, succeeds, fails, is"""
@@ -225,6 +233,8 @@ class Transitions:
         ``retries``), or failed for good, and then fail-fast or continue decides the rest."""
         if self._try_again(i, error):
             return
+        if isinstance(error, ResultNotStored) and self.store_failed >= 0:
+            error = self._not_stored_either(i, error)
         t = self.spec[i]
         self.status[i] = _FAILED
         self.errors[i] = error
@@ -234,6 +244,9 @@ class Transitions:
             self.cause = i
             self.cause_error = error
         self.outcome = "failed"
+        if isinstance(error, ResultNotStored):
+            self._store_stop(i, error)
+            return
         fail_fast = self._fails_fast(i)
         if fail_fast and not self.fail_fast:  # a group's own fail-fast: the run goes on
             self._finalize(i)
@@ -249,6 +262,32 @@ class Transitions:
             self._stop(reason)
         elif i < self.n:
             self._skip_downstream(i)
+
+    def _store_stop(self, i: int, error: ResultNotStored) -> None:
+        """The store could not take entry ``i``'s result: whatever ran next could not be
+        kept either, so the run stops as a budget stop does (nothing new starts, running
+        tasks finish and are stored if the store takes them), with one reason, whatever
+        ``fail_fast`` says."""
+        if self.store_failed < 0:
+            self.store_failed = i
+        if not self.stopping:
+            what = _STORE_TROUBLE.get(error.kind or "", "")
+            self.stop_reason = f"the store could not take the result of {self.names[i]!r}{what}"
+        self.stopping = True  # before finalizing: nothing may start meanwhile
+        self._finalize(i)
+        self._stop(self.stop_reason or "the store failed")
+
+    def _not_stored_either(self, i: int, error: ResultNotStored) -> ResultNotStored:
+        """A later task the store could not take: said briefly, the first one's error
+        says why and what to do."""
+        short = ResultNotStored(
+            f"task {self.names[i]!r} finished, but its result could not be stored either "
+            f"(see {self.names[self.store_failed]!r}); --resume runs it again",
+            path=error.path,
+            kind=error.kind,
+        )
+        short.__cause__ = error
+        return short
 
     def _skip_downstream(self, i: int) -> None:
         """Continue-on-failure: everything that needs ``i`` will never run."""
