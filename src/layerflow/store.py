@@ -813,7 +813,7 @@ class Store:
         for name in ("state.db", "state.db-wal", "state.db-shm"):
             with contextlib.suppress(OSError):
                 size += (self.folder / name).stat().st_size
-        with os.scandir(self.results) as entries:
+        with contextlib.suppress(OSError), os.scandir(self.results) as entries:
             for entry in entries:
                 if entry.name.endswith(".pkl"):
                     with contextlib.suppress(OSError):
@@ -833,8 +833,15 @@ class Store:
         # the files first: any of them was written after its run's row was committed, so
         # the rows read next know the run of every file listed here (one of a run that
         # starts meanwhile is not listed, hence not touched)
-        with os.scandir(self.results) as entries:
-            listed = [e.name for e in entries if e.name.endswith(".pkl")]
+        try:
+            with os.scandir(self.results) as entries:
+                listed = [e.name for e in entries if e.name.endswith(".pkl")]
+        except OSError as e:
+            raise StoreError(
+                f"cannot list the result files of the store {self.folder}: {e}",
+                path=self.results,
+                kind="io",
+            ) from None
         runs = self._read("SELECT run_id, started_at, status FROM runs ORDER BY started_at DESC")
         candidates = runs[keep:] if keep is not None else runs
         if older_than is not None:
@@ -1031,10 +1038,15 @@ class Recorder:
             self.store.mark_ended(self.run_id, result.status, result.finished_at)
         except StoreError as again:
             why = f" ({result.stop_reason})" if result.stop_reason else ""
+            after = (  # a damaged store's own message says what to do instead
+                ""
+                if again.kind == "damaged"
+                else ". The store still lists the run as running; every result it stored is "
+                "kept, and --resume reuses them"
+            )
             failure = StoreError(
                 f"the run {self.run_id} ended {result.status}{why}, but the store could not "
-                f"record its end: {again}. The store still lists the run as running; every "
-                f"result it stored is kept, and --resume reuses them",
+                f"record its end: {again}{after}",
                 path=again.path,
                 kind=again.kind,
             )
