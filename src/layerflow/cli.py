@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import math
 import re
 import shlex
@@ -38,6 +39,21 @@ class _Usage(Exception):
 
 def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
+
+
+class _WarningLines(logging.Handler):
+    """layerflow's log warnings on stderr as ``warning: ...`` lines (``-q``: errors only)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "warning" if record.levelno < logging.ERROR else "error"
+        click.echo(f"{level}: {record.getMessage()}", err=True)
+
+
+def _log_to_stderr(quiet: bool) -> None:
+    log = logging.getLogger("layerflow")
+    if not any(isinstance(h, _WarningLines) for h in log.handlers):
+        log.addHandler(_WarningLines(logging.WARNING))
+    log.setLevel(logging.ERROR if quiet else logging.WARNING)
 
 
 def _load(target: str, plugins: tuple[str, ...], quiet: bool = False) -> Flow:
@@ -354,6 +370,7 @@ def _run(
     **chosen: Any,
 ) -> int:
     _check_outputs(*outputs)
+    _log_to_stderr(quiet)
     flow = _load(file, plugins, quiet)
     given = {key: value for key, value in chosen.items() if value is not None}
     resume_hint = ""

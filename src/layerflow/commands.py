@@ -253,7 +253,9 @@ class _Command:
             _kill_group(proc)
             proc.communicate()
             raise TaskTimeout(
-                f"step {name!r} timed out after {timeout:g}s", name, timeout
+                f"step {name!r} timed out after {timeout:g}s; its command was killed",
+                name,
+                timeout,
             ) from None
         finally:
             _kill_group(proc)  # anything it left running in its group

@@ -172,13 +172,27 @@ class LogObserver:
         return None, logging.DEBUG
 
 
+#: below this, a run's speedup is mostly noise: it is not shown
+SHORTEST_COMPARED = 0.05
+
+
+def timing_text(status: str, duration: float, sequential: float) -> str:
+    """``in 2.8s (sequential estimate 10.3s, speedup 3.7x)``; a failed, stopped or
+    interrupted run, or one too short to compare, gets no speedup, and says why."""
+    if status != "succeeded":
+        return f"in {duration:.1f}s (no speedup: the run {status})"
+    if duration < SHORTEST_COMPARED:
+        return f"in {duration * 1000:.0f} ms (too short for a speedup to mean anything)"
+    speedup = sequential / duration if duration > 0 and sequential > 0 else 1.0
+    return f"in {duration:.1f}s (sequential estimate {sequential:.1f}s, speedup {speedup:.1f}x)"
+
+
 def final_line(
     status: str, counts: dict[str, int], total: int, duration: float, sequential: float
 ) -> str:
     """``Completed 4 tasks in 2.8s (sequential estimate 10.3s, speedup 3.7x)``, or what
     went wrong; reused and cached tasks count as completed."""
-    speedup = sequential / duration if duration > 0 and sequential > 0 else 1.0
-    tail = f"in {duration:.1f}s (sequential estimate {sequential:.1f}s, speedup {speedup:.1f}x)"
+    tail = timing_text(status, duration, sequential)
     finished = ("succeeded", "reused", "cached")
     done = sum(counts.get(s, 0) for s in finished)
     if status == "succeeded":

@@ -16,6 +16,7 @@ from .errors import (
     did_you_mean,
     safe_str,
 )
+from .events import timing_text
 from .metrics import format_metrics
 from .pushback import retry_after_of
 
@@ -339,6 +340,8 @@ class RunResult:
             return None
         took = self.duration
         line = f"predicted {predicted:.2f}s from past runs; took {took:.2f}s"
+        if self.status != "succeeded":
+            return f"predicted {predicted:.2f}s from past runs; {self.status} after {took:.2f}s"
         if predicted <= 0:
             return line
         off = (took - predicted) / predicted
@@ -439,11 +442,8 @@ class RunResult:
     def summary(self) -> str:
         """A readable table of the run: status, timing, speedup and one row per task."""
         title = f" of flow {self.flow_name!r}" if self.flow_name else ""
-        lines = [
-            f"Run {self.run_id}{title}: {self.status} in {self.duration:.2f}s "
-            f"(sequential estimate {self.sequential_estimate:.2f}s, "
-            f"speedup {self.speedup:.1f}x)"
-        ]
+        timing = timing_text(self.status, self.duration, self.sequential_estimate)
+        lines = [f"Run {self.run_id}{title}: {self.status} {timing}"]
         note = self.prediction_note()
         if note is not None:
             lines.append(note)
@@ -483,10 +483,8 @@ class RunResult:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return (
-            f"<RunResult {self.run_id} {self.status}: {len(self.tasks)} tasks in "
-            f"{self.duration:.2f}s, speedup {self.speedup:.1f}x>"
-        )
+        timing = timing_text(self.status, self.duration, self.sequential_estimate)
+        return f"<RunResult {self.run_id} {self.status}: {len(self.tasks)} tasks {timing}>"
 
 
 _MISSING = object()

@@ -77,18 +77,25 @@ class Deadlines:
         t = self.spec[i]
         name = self.names[i]
         if self.kind[i] == _THREAD:
-            logger.warning(
-                "task %r timed out after %gs; its thread was abandoned and may keep running "
-                "in the background (threads cannot be killed)",
-                name,
-                t.timeout,
-            )
+            if t.cancel is not None:  # it knows how to stop (a shell step kills its command)
+                try:
+                    t.cancel()
+                except Exception:
+                    logger.exception("could not stop task %r", name)
+            else:
+                logger.warning(
+                    "task %r timed out after %gs; its thread was abandoned and may keep "
+                    "running in the background (threads cannot be killed)",
+                    name,
+                    t.timeout,
+                )
         self._abandon(i, self._timeout_error(i), fail=True)
 
     def _timeout_error(self, i: int) -> TaskTimeout:
         """The error of an attempt that ran past its task's ``timeout``."""
         name, limit = self.names[i], self.spec[i].timeout
-        return TaskTimeout(f"task {name!r} timed out after {limit:g}s", name, limit)
+        stopped = " and was stopped" if self.spec[i].cancel is not None else ""
+        return TaskTimeout(f"task {name!r} timed out after {limit:g}s{stopped}", name, limit)
 
     def _on_run_deadline(self) -> None:
         if self.left == 0:

@@ -1,0 +1,52 @@
+"""What the command line says about timeouts, and what ``-q`` leaves out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+
+def layerflow(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "layerflow", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def test_a_shell_step_timeout_says_its_command_was_stopped(tmp_path):
+    (tmp_path / "nap.yaml").write_text('steps:\n  - {name: nap, run: "sleep 30", timeout: 1}\n')
+    done = layerflow(tmp_path, "run", "nap.yaml", "--no-store")
+    assert done.returncode == 1
+    out = done.stdout + done.stderr
+    assert "timed out after 1s" in out
+    assert "stopped" in out or "killed" in out
+    assert "abandoned" not in out
+
+
+SLOW = textwrap.dedent(
+    """
+    import time
+    import layerflow as lf
+
+    flow = lf.Flow("slow")
+
+    @flow.task(timeout=0.2)
+    def nap():
+        time.sleep(1)
+    """
+)
+
+
+def test_a_thread_timeout_warns_and_q_hides_the_warning(tmp_path):
+    (tmp_path / "slowflow.py").write_text(SLOW)
+    done = layerflow(tmp_path, "run", "slowflow:flow", "--no-store")
+    assert done.returncode == 1
+    assert "warning: task 'nap' timed out after 0.2s; its thread was abandoned" in done.stderr
+    quiet = layerflow(tmp_path, "run", "slowflow:flow", "--no-store", "-q")
+    assert quiet.returncode == 1
+    assert "warning" not in quiet.stderr and "abandoned" not in quiet.stderr
