@@ -50,3 +50,22 @@ def test_a_thread_timeout_warns_and_q_hides_the_warning(tmp_path):
     quiet = layerflow(tmp_path, "run", "slowflow:flow", "--no-store", "-q")
     assert quiet.returncode == 1
     assert "warning" not in quiet.stderr and "abandoned" not in quiet.stderr
+
+
+def test_resume_with_nothing_unfinished_says_so_and_runs_nothing(tmp_path):
+    (tmp_path / "p.yaml").write_text(
+        "steps:\n  - {name: mark, run: \"sh -c 'echo x >> marks.txt; test -f ok'\"}\n"
+    )
+    done = layerflow(tmp_path, "run", "p.yaml", "--resume")
+    assert done.returncode == 0, done.stderr
+    assert "Nothing to resume" in done.stdout and "without --resume" in done.stdout
+    assert not (tmp_path / "marks.txt").exists()
+    failed = layerflow(tmp_path, "run", "p.yaml")  # fails: an unfinished run to resume
+    assert failed.returncode == 1
+    (tmp_path / "ok").write_text("")
+    resumed = layerflow(tmp_path, "run", "p.yaml", "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (tmp_path / "marks.txt").read_text().count("x") == 2
+    again = layerflow(tmp_path, "run", "p.yaml", "--resume")  # finished now: nothing left
+    assert "Nothing to resume" in again.stdout
+    assert (tmp_path / "marks.txt").read_text().count("x") == 2

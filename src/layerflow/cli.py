@@ -387,7 +387,17 @@ def _run(
     live = stream.isatty() and not verbose
     if not quiet:  # the command line prints its own closing line
         options["progress"] = Progress(stream, live=live, final=False)
-    flow.plan(inputs)  # every problem before anything runs (exit 2, no traceback)
+    the_plan = flow.plan(inputs)  # every problem before anything runs (exit 2, no traceback)
+    if options.get("resume") is True and options.get("store") is not False:
+        store_at = options.get("store")
+        unfinished, folder = _unfinished(the_plan, None if store_at is True else store_at)
+        if unfinished is None:  # a run that is not there to resume: say so, run nothing
+            if not quiet:
+                click.echo(
+                    f"Nothing to resume: the store {folder} has no unfinished run of "
+                    f"{flow.name or file!r}. Run it without --resume to start afresh."
+                )
+            return EXIT_OK
     status = EXIT_OK
     try:
         result = Flow.run(flow, inputs, **options)
@@ -438,6 +448,20 @@ def _run(
             if options.get("store") is not False:
                 click.echo(f"Resume with: {resume_hint}")
     return status
+
+
+def _unfinished(the_plan: Any, store_at: str | None) -> tuple[str | None, Path]:
+    """The latest unfinished run of the plan's flow in the store, and the store's folder."""
+    from .store import Store, default_store_path, flow_key
+
+    folder = Path(store_at) if store_at else default_store_path()
+    if not (folder / "state.db").is_file():
+        return None, folder
+    store = Store(folder)
+    try:
+        return store.latest_unfinished(flow_key(the_plan.graph)), folder
+    finally:
+        store.close()
 
 
 # --- plan, graph, validate ------------------------------------------------------------------
