@@ -90,6 +90,7 @@ def test_json_output_parses_back(quick):
         "layer",
         "output",
         "error",
+        "traceback",  # the user's frames of a failure, as text (None when it succeeded)
         "metrics",
     }
     assert data["layers"] == [["base"], ["upper", "slow"], ["final"]]

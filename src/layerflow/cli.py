@@ -14,6 +14,7 @@ import math
 import re
 import shlex
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +22,16 @@ from typing import Any
 
 import click
 
-from .errors import LayerflowError, RunInterrupted, TaskFailed, safe_str
+from .errors import LayerflowError, RunInterrupted, TaskFailed, closest, safe_str
 from .events import final_line
 from .flow import Flow
 from .limits import LayerReport
 from .pipeline import Pipeline, PipelineError, load_pipeline, stop_commands
+from .preview import preview, sinks
 from .progress import Progress
 from .result import RunResult, budget_line, format_metrics
 from .targets import TargetError, load_flow
+from .tracebacks import format_failure
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -164,6 +167,7 @@ def _as_json(run: RunResult) -> dict[str, Any]:
                 "layer": t.layer,
                 "output": _jsonable(t.value) if t.ok else None,
                 "error": safe_str(t.error) if t.error is not None else None,
+                "traceback": format_failure(t.error, last=None) if t.error is not None else None,
                 "metrics": t.metrics,
             }
             for name, t in run.tasks.items()
@@ -282,8 +286,15 @@ def _checkpoint(yes: bool):  # noqa: ANN202
 @_TRACE_OPTION
 @_REPORT_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-@click.option("-v", "--verbose", is_flag=True, help="Plain progress lines even on a terminal.")
+@click.option(
+    "--output",
+    "shown",
+    multiple=True,
+    metavar="NAME",
+    help="Print this task's value at the end (default: the tasks nothing else uses).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Plain progress lines, and whole tracebacks.")
 def run(
     file: str,
     sets: tuple[str, ...],
@@ -305,6 +316,7 @@ def run(
     trace_path: str | None,
     report_path: str | None,
     as_json: bool,
+    shown: tuple[str, ...],
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -325,6 +337,7 @@ def run(
             checkpoint,
             yes,
             (trace_path, report_path),
+            shown,
             store=store,
             resume=True if resume == "latest" else resume,
             cache=use_cache or None,
@@ -367,6 +380,7 @@ def _run(
     checkpoint: bool,
     yes: bool,
     outputs: tuple[str | None, str | None],
+    shown: tuple[str, ...],
     **chosen: Any,
 ) -> int:
     _check_outputs(*outputs)
@@ -388,6 +402,11 @@ def _run(
     if not quiet:  # the command line prints its own closing line
         options["progress"] = Progress(stream, live=live, final=False)
     the_plan = flow.plan(inputs)  # every problem before anything runs (exit 2, no traceback)
+    for name in shown:
+        if name not in the_plan.graph.index:
+            hint = closest(name, the_plan.graph.names)
+            tip = f" Did you mean {hint!r}?" if hint else ""
+            raise _Usage(f"--output {name}: the flow has no task {name!r}.{tip}")
     if options.get("resume") is True and options.get("store") is not False:
         store_at = options.get("store")
         unfinished, folder = _unfinished(the_plan, None if store_at is True else store_at)
@@ -426,10 +445,10 @@ def _run(
     _write_outputs(result, *outputs, None if quiet else stream)
     if as_json:
         click.echo(json.dumps(_as_json(result), indent=2))
-    elif not quiet:
-        failed = [t for t in result.tasks.values() if t.status == "failed"]
-        for t in failed:
-            click.echo(f"  {t.name}: {safe_str(t.error)}" if t.error else f"  {t.name}: failed")
+    else:
+        _print_failures(result, verbose, err=quiet)  # -q: errors still, on stderr
+    if not as_json and not quiet:
+        _print_results(result, shown)
         note = result.prediction_note()
         if note is not None:  # before the final line, which stays the last (DESIGN 4)
             click.echo(note[0].upper() + note[1:])
@@ -448,6 +467,39 @@ def _run(
             if options.get("store") is not False:
                 click.echo(f"Resume with: {resume_hint}")
     return status
+
+
+def _print_failures(result: RunResult, verbose: bool, err: bool = False) -> None:
+    """Each failed task with the user's own frames: the last few, or all with -v."""
+    failed = [t for t in result.tasks.values() if t.status == "failed"]
+    for t in failed:
+        click.echo(f"\n{t.name} failed:", err=err)
+        text = format_failure(t.error, last=None if verbose else 3) if t.error else "failed"
+        click.echo(textwrap.indent(text, "  "), err=err)
+    if failed:
+        click.echo("", err=err)
+
+
+_MAX_RESULTS = 10  # sinks shown at the end of a run; --output shows any
+
+
+def _print_results(result: RunResult, shown: tuple[str, ...]) -> None:
+    """The values of ``shown``, or of the run's sinks: what the run was for."""
+    names = list(shown) or sinks([n for n in result.order if n in result.tasks], result.edges)
+    ready = [n for n in names if result.tasks[n].ok] if names else []
+    if not ready:
+        return
+    click.echo("Results:" if len(ready) > 1 else "Result:")
+    for name in ready[: len(ready) if shown else _MAX_RESULTS]:
+        text = preview(result.tasks[name].value)
+        if "\n" in text:
+            click.echo(f"  {name}:\n" + textwrap.indent(text, "    "))
+        else:
+            click.echo(f"  {name} = {text}")
+    if not shown and len(ready) > _MAX_RESULTS:
+        click.echo(
+            f"  ... and {len(ready) - _MAX_RESULTS} more: --output NAME shows one, --json all"
+        )
 
 
 def _unfinished(the_plan: Any, store_at: str | None) -> tuple[str | None, Path]:
@@ -682,31 +734,95 @@ def _prune(store: Any, keep: int | None, older_than: float | None) -> None:
 
 @main.command()
 @click.argument("run_id")
+@click.argument("task", required=False)
 @click.option("--store", "store_path", default=None, metavar="PATH")
+@click.option("--output", "output_name", default=None, metavar="NAME", help="Print a stored value.")
 @_TRACE_OPTION
 @_REPORT_OPTION
 def show(
-    run_id: str, store_path: str | None, trace_path: str | None, report_path: str | None
+    run_id: str,
+    task: str | None,
+    store_path: str | None,
+    output_name: str | None,
+    trace_path: str | None,
+    report_path: str | None,
 ) -> None:
-    """Show one recorded run: every task's status, duration and error; with --trace or
-    --report, write its trace or HTML report too."""
+    """Show one recorded run: every task's status, duration and error (and the traceback of
+    each failure); TASK: one task in detail; --output NAME: a task's stored value."""
     with _errors():
         _check_outputs(trace_path, report_path)
         store = _open_store(store_path)
         tasks = store.tasks_of(run_id)
         if not tasks:
             raise _Usage(f"no run {run_id!r} in {store.folder}; see layerflow runs")
-        for t in tasks:
-            took = f"{t['duration']:.2f}s" if t["duration"] is not None else "-"
-            line = f"  {t['name']:<24} {t['status']:<10} {took:>9}"
-            if t["attempts"] and t["attempts"] > 1:
-                line += f"  {t['attempts']} attempts"
-            if t["error"]:
-                line += f"  {t['error'][:100]}"
-            click.echo(line)
+        by_name = {t["name"]: t for t in tasks}
+        for wanted in (task, output_name):
+            if wanted is not None and wanted not in by_name:
+                hint = closest(wanted, by_name)
+                tip = f" Did you mean {hint!r}?" if hint else ""
+                raise _Usage(f"run {run_id} has no task {wanted!r}.{tip}")
+        if output_name is not None:
+            click.echo(preview(_stored_value(store, run_id, output_name)))
+        elif task is not None:
+            _show_task(store, run_id, by_name[task])
+        else:
+            _show_run(tasks)
         if trace_path is not None or report_path is not None:
             _write_outputs(store.load_run(run_id), trace_path, report_path, sys.stdout)
     sys.exit(EXIT_OK)
+
+
+def _stored_value(store: Any, run_id: str, name: str) -> Any:
+    found = store.finished_results(run_id).get(name)
+    if found is None:
+        raise _Usage(f"run {run_id} has no stored value of {name!r}: it did not finish")
+    try:
+        return store.load_value(found[1])
+    except Exception as e:  # a file pruned, damaged, or of code that is gone
+        raise _Usage(f"the stored value of {name!r} cannot be read: {safe_str(e)}") from None
+
+
+def _show_run(tasks: list[dict[str, Any]]) -> None:
+    for t in tasks:
+        took = f"{t['duration']:.2f}s" if t["duration"] is not None else "-"
+        line = f"  {t['name']:<24} {t['status']:<10} {took:>9}"
+        if t["attempts"] and t["attempts"] > 1:
+            line += f"  {t['attempts']} attempts"
+        if t["error"]:
+            line += f"  {t['error'].splitlines()[0][:100]}"
+        click.echo(line)
+    for t in tasks:
+        if t["status"] == "failed" and (t["traceback"] or t["error"]):
+            click.echo(f"\n{t['name']} failed:")
+            click.echo(textwrap.indent(_last_frames(t["traceback"] or t["error"]), "  "))
+
+
+def _last_frames(text: str, frames: int = 3) -> str:
+    """A stored traceback cut to its last ``frames`` frames (``show RUN TASK``: all)."""
+    lines = text.splitlines()
+    starts = [k for k, line in enumerate(lines) if line.startswith('  File "')]
+    if len(starts) <= frames:
+        return text
+    keep = lines[starts[-frames] :]
+    hidden = len(starts) - frames
+    return f"Traceback (most recent call last) ({hidden} earlier frames not shown):\n" + (
+        "\n".join(keep)
+    )
+
+
+def _show_task(store: Any, run_id: str, t: dict[str, Any]) -> None:
+    took = f"{t['duration']:.2f}s" if t["duration"] is not None else "-"
+    click.echo(f"{t['name']}: {t['status']} in {took}, {_many(t['attempts'] or 0, 'attempt')}")
+    if t["started_at"]:
+        click.echo(f"  started {_when(t['started_at'])}")
+    if t["traceback"] or t["error"]:
+        click.echo(textwrap.indent(t["traceback"] or t["error"], "  "))
+    elif t["status"] in ("succeeded", "reused", "cached"):
+        with contextlib.suppress(_Usage):
+            click.echo(
+                "  value:\n"
+                + textwrap.indent(preview(_stored_value(store, run_id, t["name"])), "    ")
+            )
 
 
 @main.group()

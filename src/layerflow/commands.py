@@ -266,9 +266,11 @@ class _Command:
             raise Cancelled(f"step {name!r} was stopped: another step failed")
         if proc.returncode != 0:
             tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-20:])
+            command = shlex.join(argv)
+            command = command if len(command) <= 200 else command[:197] + "..."
             raise CommandFailed(
-                f"step {name!r}: command exited with code {proc.returncode}"
-                + (f"; stderr ends with:\n{tail}" if tail else ""),
+                f"step {name!r}: command exited with code {proc.returncode}: {command}"
+                + (f"\nstderr ends with:\n{tail}" if tail else "\n(nothing on stderr)"),
                 proc.returncode,
                 tail,
             )

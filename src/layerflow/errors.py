@@ -223,7 +223,12 @@ class ResultNotStored(_NoRetry, StoreError):
 
 
 class RecordedError(Exception):
-    """A task's error as the store recorded it: its text (the exception itself is gone)."""
+    """A task's error as the store recorded it: its text, and ``traceback`` (the user's
+    frames, as text) when one was recorded; the exception itself is gone."""
+
+    def __init__(self, text: str, traceback: str | None = None) -> None:
+        super().__init__(text)
+        self.traceback = traceback
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

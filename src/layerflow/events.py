@@ -114,7 +114,7 @@ class EventBus:
 def _short_error(error: BaseException | None) -> str:
     if error is None:
         return ""
-    text = safe_str(error)
+    text = safe_str(error).split("\n", 1)[0]  # one line: the details follow the run
     return text if len(text) <= 200 else text[:197] + "..."
 
 

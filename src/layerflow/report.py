@@ -81,6 +81,29 @@ def _write(path: str | os.PathLike[str], text: str) -> Path:
     return p
 
 
+def _error_cell(err: str, tb: str) -> str:
+    """The error column: the error, and its traceback to unfold when there is one."""
+    if tb and tb.strip() != err.strip():
+        return (
+            f'<td class="err"><details><summary title="{_esc(_clip(err, 2000))}">'
+            f'{_esc(_clip(err, 160))}</summary><pre class="tb">{_esc(_clip(tb, 20000))}'
+            "</pre></details></td>"
+        )
+    return f'<td class="err" title="{_esc(_clip(err, 2000))}">{_esc(_clip(err, 160))}</td>'
+
+
+def _traceback_text(error: BaseException | None) -> str:
+    """The user's frames of an error and the error (a recorded one: what was recorded)."""
+    if error is None:
+        return ""
+    from .errors import RecordedError
+    from .tracebacks import format_failure
+
+    if isinstance(error, RecordedError):
+        return error.traceback or str(error)
+    return format_failure(error, last=None)
+
+
 def _error_text(error: BaseException | None) -> str:
     """An error as people read it; one loaded from the store is its recorded text."""
     if error is None:
@@ -611,7 +634,7 @@ def _table(run: RunResult, critical: set[str], notes: list[str]) -> str:
             f'<td data-v="{t.duration:.6f}">{_esc(_secs(t.duration))}</td>'
             f'<td data-v="{start if start is not None else "Infinity"}">'
             f"{_esc(_secs(start) if start is not None else '-')}</td>"
-            f'<td class="err" title="{_esc(_clip(err, 2000))}">{_esc(_clip(err, 160))}</td>'
+            + _error_cell(err, _traceback_text(t.error))
             + (f"<td>{_esc(format_metrics(t.metrics))}</td>" if numbers else "")
             + "</tr>"
         )
@@ -690,6 +713,9 @@ td:nth-child(3),td:nth-child(4),td:nth-child(5),td:nth-child(6){text-align:right
 font-variant-numeric:tabular-nums}
 td:first-child{word-break:break-all}tr.crit td:first-child{box-shadow:inset 3px 0 #111}
 td.err{color:#8c1d18;max-width:480px;word-break:break-word}
+td.err summary{cursor:pointer}
+pre.tb{white-space:pre-wrap;font-size:12px;color:#222;background:#f6f6f6;padding:6px;
+margin:4px 0 0;max-height:320px;overflow:auto}
 .pill{display:inline-block;padding:0 8px;border-radius:10px;color:#fff;font-size:12px;
 background:var(--pending)}
 .pill.s-succeeded{background:var(--succeeded)}.pill.s-cached{background:var(--cached)}

@@ -24,7 +24,6 @@ import stat
 import statistics
 import threading
 import time
-import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from .errors import (
     StoreError,  # noqa: F401 (re-exported)
     safe_str,
 )
+from .tracebacks import format_failure
 
 if TYPE_CHECKING:
     from .graph import Graph, Task
@@ -233,8 +233,8 @@ def _digest(value: Any, *, strict: bool = False) -> str:
 def _traceback(error: BaseException | None) -> str | None:
     if error is None:
         return None
-    try:
-        return "".join(traceback.format_exception(error))
+    try:  # the user's frames only: layerflow's and the executors' help nobody
+        return format_failure(error, last=None)
     except Exception:  # an exception that cannot even be formatted
         return safe_str(error)
 
@@ -715,7 +715,7 @@ class Store:
         flow, run_start, run_end, status, critical = found[0]
         rows = self._read(
             "SELECT name, status, attempts, started_at, finished_at, duration, error, layer, "
-            "needs, metrics FROM task_runs WHERE run_id = ? ORDER BY position, rowid",
+            "needs, metrics, traceback FROM task_runs WHERE run_id = ? ORDER BY position, rowid",
             (run_id,),
         )
         tasks: dict[str, TaskRun] = {}
@@ -723,14 +723,14 @@ class Store:
         # graph tasks have a needs list; map subtasks (and every task of an old run) none
         recorded_needs = any(row[8] is not None for row in rows)
         by_layer: dict[int, list[str]] = {}
-        for name, st, tries, started, finished, duration, error, layer, needs, numbers in rows:
+        for name, st, tries, started, finished, duration, error, layer, needs, numbers, tb in rows:
             if needs is not None or not recorded_needs:
                 by_layer.setdefault(layer or 0, []).append(name)
             tasks[name] = TaskRun(
                 name,
                 st,
                 None,
-                RecordedError(error) if error is not None else None,
+                RecordedError(error, tb) if error is not None else None,
                 tries or 0,
                 started,
                 finished,

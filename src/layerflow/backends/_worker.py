@@ -32,8 +32,15 @@ def serve(conn: Connection, reply: Connection) -> None:
             else:
                 value = fn(*args, **kwargs)
             ok = True
-        except BaseException as e:  # the task's own error, sent back
+        except BaseException as e:  # the task's own error, sent back with its frames
             ok, value = False, e
+            try:  # noqa: SIM105 (a traceback does not pickle; its frames do: see tracebacks.py)
+                e._layerflow_frames = [
+                    (f.filename, f.lineno, f.name, f.line)
+                    for f in traceback.extract_tb(e.__traceback__)[1:]  # [0]: this loop
+                ]
+            except Exception:
+                pass
         seconds = time.perf_counter() - t0
         box = None
         metrics = sys.modules.get("layerflow.metrics")  # loaded if the task used lf.record
