@@ -46,3 +46,19 @@ def test_an_interrupted_run_claims_no_speedup():
 
     assert timing_text("interrupted", 3.0, 9.0) == "in 3.0s (no speedup: the run interrupted)"
     assert timing_text("succeeded", 2.0, 6.0).endswith("speedup 3.0x)")
+
+
+def test_the_report_claims_no_speedup_for_a_failed_or_short_run(tmp_path):
+    flow = lf.Flow()
+    flow.add(lambda: 1, name="quick")
+    html = flow.run().to_html(tmp_path / "quick.html").read_text()
+    assert "too short to compare" in html and "0.0×" not in html
+
+    @flow.task
+    def boom():
+        raise ValueError("no")
+
+    with pytest.raises(lf.TaskFailed) as caught:
+        flow.run()
+    html = caught.value.result.to_html(tmp_path / "failed.html").read_text()
+    assert "the run failed" in html

@@ -297,6 +297,17 @@ def write_html(run: RunResult, path: str | os.PathLike[str]) -> Path:
     return _write(path, html_report(run))
 
 
+def _speedup_card(run: RunResult) -> str:
+    """The speedup, or why there is none (a failed run, or one too short to compare)."""
+    from .events import SHORTEST_COMPARED
+
+    if run.status != "succeeded":
+        return f'—<div class="why">the run {_esc(run.status)}</div>'
+    if run.duration < SHORTEST_COMPARED:
+        return '—<div class="why">too short to compare</div>'
+    return f"{run.speedup:.1f}×"
+
+
 def _summary(run: RunResult, counts: dict[str, int]) -> str:
     lanes = max((a.lane for a in run.attempts), default=-1) + 1
     path = run.critical_path
@@ -305,7 +316,7 @@ def _summary(run: RunResult, counts: dict[str, int]) -> str:
         ("Status", f'<span class="pill s-{_esc(run.status)}">{_esc(run.status)}</span>'),
         ("Wall time", _esc(_secs(run.duration))),
         ("Sequential estimate", _esc(_secs(run.sequential_estimate))),
-        ("Speedup", f"{run.speedup:.1f}×"),
+        ("Speedup", _speedup_card(run)),
         ("Tasks", f"{len(run.tasks)}"),
         ("Worker lanes", f"{lanes}"),
     ]
@@ -714,6 +725,7 @@ font-variant-numeric:tabular-nums}
 td:first-child{word-break:break-all}tr.crit td:first-child{box-shadow:inset 3px 0 #111}
 td.err{color:#8c1d18;max-width:480px;word-break:break-word}
 td.err summary{cursor:pointer}
+.card .why{font-size:12px;font-weight:normal;color:#666}
 pre.tb{white-space:pre-wrap;font-size:12px;color:#222;background:#f6f6f6;padding:6px;
 margin:4px 0 0;max-height:320px;overflow:auto}
 .pill{display:inline-block;padding:0 8px;border-radius:10px;color:#fff;font-size:12px;
