@@ -62,3 +62,38 @@ def test_the_report_claims_no_speedup_for_a_failed_or_short_run(tmp_path):
         flow.run()
     html = caught.value.result.to_html(tmp_path / "failed.html").read_text()
     assert "the run failed" in html
+
+
+def _spin() -> int:
+    x = 0
+    for k in range(300_000):
+        x += k
+    return x
+
+
+def test_long_thread_tasks_get_their_cpu_time_and_short_ones_do_not():
+    flow = lf.Flow()
+    for k in range(3):
+        flow.add(_spin, name=f"spin{k}")
+        flow.add(lambda: time.sleep(0.05), name=f"nap{k}")
+    flow.add(lambda: 1, name="tiny")
+    run = flow.run(max_workers=2)
+    assert "tiny" not in run.cpu  # a short task never pays for the clock reads
+    for k in range(3):
+        assert 0 < run.cpu[f"spin{k}"] <= run.tasks[f"spin{k}"].duration
+        assert run.cpu[f"nap{k}"] < 0.5 * run.tasks[f"nap{k}"].duration  # asleep, not busy
+    assert "CPU:" in run.summary()
+
+
+def test_cpu_bound_threads_that_ran_one_at_a_time_are_called_out(tmp_path):
+    flow = lf.Flow()
+    for k in range(4):
+        flow.add(lambda: time.sleep(0.25), name=f"t{k}")
+    run = flow.run(max_workers=4)
+    assert run.cpu_note() is None or "Warning" not in run.cpu_note()  # sleeping is not CPU
+    # as the GIL leaves it: each task on the CPU for a quarter of its time, one CPU in all
+    run.cpu = {name: t.duration / 4 for name, t in run.tasks.items()}
+    note = run.cpu_note()
+    assert note is not None and "threads do not run Python in parallel" in note
+    assert "backend='process'" in note and f"speedup of {run.speedup:.1f}x" in note
+    assert "GIL:" in run.to_html(tmp_path / "r.html").read_text()

@@ -452,6 +452,9 @@ def _run(
         note = result.prediction_note()
         if note is not None:  # before the final line, which stays the last (DESIGN 4)
             click.echo(note[0].upper() + note[1:])
+        cpu = result.cpu_note()
+        if cpu is not None and "Warning" in cpu:  # the CPU line itself: in the summary
+            click.echo(cpu)
         if result.metrics:
             click.echo("metrics: " + format_metrics(result.metrics))
         if result.budget:

@@ -320,6 +320,8 @@ def _summary(run: RunResult, counts: dict[str, int]) -> str:
         ("Tasks", f"{len(run.tasks)}"),
         ("Worker lanes", f"{lanes}"),
     ]
+    if run.cpu:
+        cells.append(("CPU time", _esc(_secs(sum(run.cpu.values())))))
     spent = run.budget or {}
     cells += [
         (_esc(k), _esc(f"{v:g}") + (f" of {spent[k]['budget']:g} budget" if k in spent else ""))
@@ -341,7 +343,13 @@ def _summary(run: RunResult, counts: dict[str, int]) -> str:
         if run.stop_reason
         else ""
     )
-    return f'<div class="cards">{cards}</div><p class="tally">{tally}</p>{stopped}{crit}'
+    note = run.cpu_note()
+    warn = (
+        f'<p class="tally warn"><strong>GIL:</strong> {_esc(note.split("Warning: ", 1)[1])}</p>'
+        if note is not None and "Warning: " in note
+        else ""
+    )
+    return f'<div class="cards">{cards}</div><p class="tally">{tally}</p>{stopped}{warn}{crit}'
 
 
 def _groups(run: RunResult) -> str:
@@ -726,6 +734,7 @@ td:first-child{word-break:break-all}tr.crit td:first-child{box-shadow:inset 3px 
 td.err{color:#8c1d18;max-width:480px;word-break:break-word}
 td.err summary{cursor:pointer}
 .card .why{font-size:12px;font-weight:normal;color:#666}
+.warn{color:#8a5a00}
 pre.tb{white-space:pre-wrap;font-size:12px;color:#222;background:#f6f6f6;padding:6px;
 margin:4px 0 0;max-height:320px;overflow:auto}
 .pill{display:inline-block;padding:0 8px;border-radius:10px;color:#fff;font-size:12px;

@@ -286,6 +286,8 @@ class RunResult:
         self.stop_reason: str | None = None
         #: per budget of the run: ``{"budget": ceiling, "spent": what this run recorded}``
         self.budget: dict[str, dict[str, float]] = {}
+        #: CPU seconds of the thread tasks that took longer than 5 ms, by name
+        self.cpu: dict[str, float] = {}
 
     @property
     def critical_path(self) -> list[str]:
@@ -331,6 +333,30 @@ class RunResult:
         if callable(self._predicted):
             self._predicted = self._predicted()
         return self._predicted
+
+    def cpu_note(self) -> str | None:
+        """The CPU time of the run's long thread tasks, and a warning when they were
+        CPU-bound Python that the GIL ran one at a time (so the speedup counts waiting as
+        work): ``None`` without long thread tasks."""
+        if not self.cpu or self.duration <= 0:
+            return None
+        busy = sum(self.tasks[n].duration for n in self.cpu if n in self.tasks)
+        used = sum(self.cpu.values())
+        line = (
+            f"CPU: {used:.2f}s in {len(self.cpu)} thread tasks ({used / len(self.cpu):.3g}s "
+            f"each), {used / busy:.0%} of their time"
+            if busy > 0
+            else f"CPU: {used:.2f}s"
+        )
+        cores = used / self.duration  # CPUs kept busy on average by these tasks
+        if self.speedup >= 1.5 and self.duration >= 0.2 and 0.75 <= cores < 1.4:
+            line += (
+                f". Warning: together they kept about one CPU busy ({cores:.0%} of the run), so "
+                f"they ran one at a time: threads do not run Python in parallel (the GIL), and "
+                f"the speedup of {self.speedup:.1f}x counts that waiting as work. Try "
+                f"backend='process' (--backend process)"
+            )
+        return line
 
     def prediction_note(self) -> str | None:
         """How far the prediction was from what happened, for people, e.g. "predicted 5.1s
@@ -444,9 +470,9 @@ class RunResult:
         title = f" of flow {self.flow_name!r}" if self.flow_name else ""
         timing = timing_text(self.status, self.duration, self.sequential_estimate)
         lines = [f"Run {self.run_id}{title}: {self.status} {timing}"]
-        note = self.prediction_note()
-        if note is not None:
-            lines.append(note)
+        for note in (self.prediction_note(), self.cpu_note()):
+            if note is not None:
+                lines.append(note)
         rows = [("task", "status", "layer", "attempts", "duration", "error")]
         for t in self.tasks.values():
             err = safe_str(t.error) if t.error is not None else ""

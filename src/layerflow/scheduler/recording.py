@@ -141,6 +141,7 @@ class Recording:
             labels={names[i]: t.label for i, t in enumerate(self.spec[: self.n]) if t.label},
         )
         result.stop_reason = self.stop_reason
+        result.cpu = {names[i]: c for i, c in self.cpu_times.items() if i < self.n}
         result.budget = self.budget_report()
         return result
 

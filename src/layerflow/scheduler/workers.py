@@ -28,6 +28,10 @@ from .state import (
     _WATCH,
 )
 
+#: a thread task longer than this gets its CPU time read (two clock reads, about 1 us): the
+#: GIL note of ``RunResult.cpu_note`` needs it; a short one never pays for it
+_LONG = 0.005
+
 
 class ThreadWorkers:
     """The thread backend: layerflow's own worker threads, which call the transitions."""
@@ -35,7 +39,9 @@ class ThreadWorkers:
     def _init_workers(self) -> None:
         """``threads`` (workers that count towards the bound), ``idle`` (waiting for
         work), and for the tiny-task mode the recent thread-task duration (``avg_task``, a
-        moving average), completions (``progress``), ``last_take`` and ``watching``."""
+        moving average), completions (``progress``), ``last_take`` and ``watching``;
+        ``cpu_times``: the CPU seconds of long thread tasks, by task."""
+        self.cpu_times: dict[int, float] = {}
         self.threads = 0
         self.idle = 0
         self.avg_task = 1.0
@@ -147,6 +153,10 @@ class ThreadWorkers:
         lookup = self.lookup
         perf = time.perf_counter
         fresh = copy_context  # each task in a copy: what one sets is not seen by the next
+        cpu = time.thread_time
+        cpu_times = self.cpu_times
+        cpu_mark = cpu()  # this thread's CPU clock at its last long task (or its start)
+        long = _LONG
         while i >= 0:
             # _call_args, inlined: this loop runs once per task
             const = consts[i]
@@ -176,6 +186,10 @@ class ThreadWorkers:
                 value = e
                 ok = False
             t1 = perf()
+            if t1 - t0 > long:  # its CPU time: read only after long tasks, never per short one
+                now = cpu()  # (what short tasks since the last mark used counts too: capped)
+                cpu_times[i] = min(now - cpu_mark, t1 - t0)
+                cpu_mark = now
             if ok and persist is not None and tokens[i] == token:
                 error = self._persist(i, value, t0, t1)  # durable before counted done
                 if error is not None:
