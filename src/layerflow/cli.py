@@ -16,6 +16,7 @@ import shlex
 import sys
 import textwrap
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,10 @@ class _WarningLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         level = "warning" if record.levelno < logging.ERROR else "error"
-        click.echo(f"{level}: {record.getMessage()}", err=True)
+        text = f"{level}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:  # a bug of ours: its traceback
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        click.echo(text, err=True)
 
 
 def _log_to_stderr(quiet: bool) -> None:
@@ -400,7 +404,11 @@ def _run(
     stream = sys.stderr if as_json else sys.stdout
     live = stream.isatty() and not verbose
     if not quiet:  # the command line prints its own closing line
-        options["progress"] = Progress(stream, live=live, final=False)
+        groups: dict[str, list[str]] = {}  # a parallel_group's steps: lines of its own
+        for t in flow.tasks:
+            if t.group is not None:
+                groups.setdefault(t.group.name, []).append(t.name)
+        options["progress"] = Progress(stream, live=live, final=False, groups=groups)
     the_plan = flow.plan(inputs)  # every problem before anything runs (exit 2, no traceback)
     for name in shown:
         if name not in the_plan.graph.index:
@@ -479,6 +487,11 @@ def _print_failures(result: RunResult, verbose: bool, err: bool = False) -> None
         click.echo(f"\n{t.name} failed:", err=err)
         text = format_failure(t.error, last=None if verbose else 3) if t.error else "failed"
         click.echo(textwrap.indent(text, "  "), err=err)
+    for status, why in (("skipped", "what they need failed"), ("cancelled", "the run stopped")):
+        names = [t.name for t in result.tasks.values() if t.status == status]
+        if names:
+            more = f" and {len(names) - 20} more" if len(names) > 20 else ""
+            click.echo(f"{status.capitalize()} ({why}): {', '.join(names[:20])}{more}", err=err)
     if failed:
         click.echo("", err=err)
 
@@ -488,7 +501,8 @@ _MAX_RESULTS = 10  # sinks shown at the end of a run; --output shows any
 
 def _print_results(result: RunResult, shown: tuple[str, ...]) -> None:
     """The values of ``shown``, or of the run's sinks: what the run was for."""
-    names = list(shown) or sinks([n for n in result.order if n in result.tasks], result.edges)
+    graph_tasks = [n for layer in result.layers for n in layer]  # not a map's elements
+    names = list(shown) or sinks(graph_tasks, result.edges)
     ready = [n for n in names if result.tasks[n].ok] if names else []
     if not ready:
         return

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,48 +118,108 @@ def _short_error(error: BaseException | None) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+_FINISHED_KINDS = frozenset(
+    {
+        "task_succeeded",
+        "task_failed",
+        "task_skipped",
+        "task_cancelled",
+        "task_reused",
+        "task_cached",
+    }
+)
+
+
 class LogObserver:
     """Turns events into the plain progress lines of the command line::
 
+    Starting parallel group 'variations' with 3 steps
     [2/4] Started: image_2
-    [2/4] Completed: image_2 (2.7s)
+    [2/4] Completed: image_2 (2.7s), 3 of 4 done
+    Parallel group 'variations' completed in 2.8s (vs 10.3s sequential)
     Completed 4 tasks in 2.8s (sequential estimate 10.3s, speedup 3.7x)
+
+    ``[k/N]``: k is the task's place in the start order (as ai-content-pipeline prints it),
+    the same on its started and its finished line; N is the number of tasks known so far
+    (a ``map`` adds its elements once its list is known). ``groups``: a YAML
+    ``parallel_group``'s steps by group name, for the group's own lines. ``final=False``
+    leaves out the closing line (the command line prints its own).
     """
 
-    def __init__(self, emit: Callable[[str, int], Any] | None = None) -> None:
+    def __init__(
+        self,
+        emit: Callable[[str, int], Any] | None = None,
+        groups: Mapping[str, Sequence[str]] | None = None,
+        *,
+        final: bool = True,
+    ) -> None:
         self._emit = emit or (lambda line, level: logger.log(level, "%s", line))
+        self.final = final
+        self.done = 0
+        self._group_of = {task: g for g, tasks in (groups or {}).items() for task in tasks}
+        self._groups = {g: list(tasks) for g, tasks in (groups or {}).items()}
+        self._group_start: dict[str, float] = {}
+        self._group_left = {g: set(tasks) for g, tasks in self._groups.items()}
+        self._group_work: dict[str, float] = {}
 
     def __call__(self, event: Event) -> None:
+        kind = event.kind
+        group = self._group_of.get(event.task) if isinstance(event, TaskEvent) else None
+        if group is not None and kind == "task_started" and group not in self._group_start:
+            self._group_start[group] = event.time
+            steps = len(self._groups[group])
+            self._emit(
+                f"Starting parallel group {group!r} with {steps} step{'s' * (steps != 1)}",
+                logging.INFO,
+            )
+        if kind in _FINISHED_KINDS:
+            self.done += 1
         line, level = self.format(event)
-        if line:
+        if line and (self.final or kind != "run_finished"):
+            if kind in _FINISHED_KINDS and isinstance(event, TaskEvent):
+                line += f", {self.done} of {event.total} done"
             self._emit(line, level)
+        if group is not None and kind in _FINISHED_KINDS:
+            self._group_work[group] = self._group_work.get(group, 0.0) + (event.duration or 0.0)
+            left = self._group_left[group]
+            left.discard(event.task)
+            if not left and group in self._group_start:
+                took = event.time - self._group_start[group]
+                work = self._group_work[group]
+                self._emit(
+                    f"Parallel group {group!r} completed in {took:.1f}s "
+                    f"(vs {work:.1f}s sequential)",
+                    logging.INFO,
+                )
 
     @staticmethod
     def format(event: Event) -> tuple[str | None, int]:
         """The line for one event (None for events that print nothing) and its log level."""
         kind = event.kind
         if isinstance(event, TaskEvent):
-            tag = f"[{event.seq}/{event.total}]" if event.seq else f"[-/{event.total}]"
+            # a map task never starts itself (its elements do): no number of its own
+            tag = f"[{event.seq}/{event.total}] " if event.seq else ""
             if kind == "task_started":
                 again = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-                return f"{tag} Started: {event.task}{again}", logging.INFO
+                return f"{tag}Started: {event.task}{again}", logging.INFO
             if kind == "task_succeeded":
-                return f"{tag} Completed: {event.task} ({event.duration:.1f}s)", logging.INFO
+                took = f"{event.duration:.1f}s" if event.seq else "every element done"
+                return f"{tag}Completed: {event.task} ({took})", logging.INFO
             if kind in ("task_reused", "task_cached"):
                 how = "Reused" if kind == "task_reused" else "Cached"
-                return f"{tag} {how}: {event.task}", logging.INFO
+                return f"{tag}{how}: {event.task}", logging.INFO
             if kind == "task_failed":
-                return f"{tag} Failed: {event.task} ({_short_error(event.error)})", logging.ERROR
+                return f"{tag}Failed: {event.task} ({_short_error(event.error)})", logging.ERROR
             if kind == "task_retrying":
                 return (
-                    f"{tag} Retrying: {event.task} in {event.delay or 0:.1f}s "
+                    f"{tag}Retrying: {event.task} in {event.delay or 0:.1f}s "
                     f"(attempt {event.attempt} failed: {_short_error(event.error)})",
                     logging.WARNING,
                 )
             if kind == "task_skipped":
-                return f"{tag} Skipped: {event.task} ({event.reason})", logging.WARNING
+                return f"{tag}Skipped: {event.task} ({event.reason})", logging.WARNING
             if kind == "task_cancelled":
-                return f"{tag} Cancelled: {event.task} ({event.reason})", logging.WARNING
+                return f"{tag}Cancelled: {event.task} ({event.reason})", logging.WARNING
         elif isinstance(event, RunEvent) and kind == "run_finished":
             line = final_line(
                 event.status or "",

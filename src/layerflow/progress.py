@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from .events import LogObserver, Observer
@@ -25,14 +26,21 @@ class Progress:
 
     ``live=None`` chooses by the stream: a live display when it is a terminal, plain lines
     otherwise; ``live=True``/``False`` forces one. ``stream`` defaults to stderr.
-    ``progress=True`` is ``Progress()``.
+    ``progress=True`` is ``Progress()``. ``groups`` (steps by group name) adds a line when a
+    group starts and one when it is done, with its time against its sequential time.
     """
 
     def __init__(
-        self, stream: IO[str] | None = None, *, live: bool | None = None, final: bool = True
+        self,
+        stream: IO[str] | None = None,
+        *,
+        live: bool | None = None,
+        final: bool = True,
+        groups: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.stream = stream
         self.live = live
+        self.groups = groups  # a YAML parallel_group's steps, for the group's own lines
         self.final = final  # print the closing line (the command line prints its own)
         self._display: Any = None
         self._run: Any = None
@@ -53,13 +61,11 @@ class Progress:
         if self.is_live():
             return None
         out = self._out()
-        final = self.final
 
         def emit(line: str, level: int) -> None:
-            if final or not line.startswith(("Completed ", "Run ")):
-                print(line, file=out, flush=True)
+            print(line, file=out, flush=True)
 
-        return LogObserver(emit)
+        return LogObserver(emit, self.groups, final=self.final)
 
     # --- the live display, driven by the run -------------------------------------------
 
