@@ -117,3 +117,32 @@ def test_a_bad_progress_value_is_refused():
     flow.add(lambda: 1, name="a")
     with pytest.raises(lf.InvalidOptionError, match="progress must be True, False or an lf"):
         flow.run(progress="yes")
+
+
+def test_the_live_display_shows_attempts_waits_and_keeps_its_last_frame(tmp_path):
+    path = tmp_path / "live.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            name: live
+            settings:
+              resources: {gpu: 1}
+            steps:
+              - type: parallel_group
+                name: work
+                steps:
+                  - {name: render_a, run: "sleep 1.2", resources: {gpu: 1}}
+                  - {name: render_b, run: "sleep 1.2", resources: {gpu: 1}}
+                  - name: flaky
+                    run: "sh -c 'test -f flag || { touch flag; sleep 0.3; exit 1; }; sleep 1'"
+                    retries: 2
+            """
+        )
+    )
+    out = run_in_pty([sys.executable, "-m", "layerflow", "run", str(path), "--no-store"], tmp_path)
+    assert re.search(r"waiting render_[ab]\s+for pool 'gpu'", out), out
+    assert re.search(r"running flaky\s+[0-9.]+s\s+attempt 2/3", out), out
+    assert "1 waiting" in out and "━" in out  # the counter and the bar
+    # the last frame stays: every task done, counted by status, above the closing line
+    last = out[out.rindex("3/3 done") :]
+    assert "3 succeeded" in last.splitlines()[0] and "Completed 3 tasks" in last

@@ -16,7 +16,8 @@ def preview(value: Any, *, lines: int = MAX_LINES, chars: int = MAX_CHARS) -> st
     """Text as it is; anything else pretty-printed; at most ``lines`` lines and ``chars``
     characters, with a note of how much was left out."""
     try:
-        text = value if isinstance(value, str) else pprint.pformat(value, width=96, compact=True)
+        plain = isinstance(value, str) and value.strip() != ""  # '' shows as ''
+        text = value if plain else pprint.pformat(value, width=96, compact=True)
     except Exception as e:  # a value whose repr fails
         text = f"<{type(value).__name__}: cannot be shown: {e}>"
     shown = text[:chars]

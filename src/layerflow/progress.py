@@ -44,6 +44,7 @@ class Progress:
         self.final = final  # print the closing line (the command line prints its own)
         self._display: Any = None
         self._run: Any = None
+        self._final = False  # the run has ended: the last frame is its summary
         self._predicted: float | None = None
 
     def _out(self) -> IO[str]:
@@ -82,8 +83,9 @@ class Progress:
             get_renderable=self.render,
             console=console,
             refresh_per_second=REFRESH_PER_SECOND,
-            transient=True,
+            transient=False,  # the last frame stays: the run's summary
         )
+        self._final = False
         self._display.__enter__()
 
     def _predict(self, predicted: Any) -> None:
@@ -93,33 +95,57 @@ class Progress:
             self._predicted = None
 
     def stop(self, line: str | None = None) -> None:
-        """Take the live display down, then print the run's closing ``line``."""
+        """Leave the display's last frame on the screen as the run's summary (what finished,
+        how), then print the run's closing ``line``."""
         if self._display is not None:
+            self._final = True
+            self._display.refresh()
             self._display.__exit__(None, None, None)
             self._display = None
         if line and self.final:
             print(line, file=self._out(), flush=True)
 
     def render(self) -> Any:
-        """The display's current picture: counts, ETA, and the tasks running now. Plain
-        text, so that a refresh costs a millisecond or two, not the run's time."""
+        """The display's current picture: a bar of finished over known tasks, the elapsed
+        time and ETA, counts by status, the tasks running (attempt, time) and the tasks
+        waiting for a pool or a rate limit. Plain text, so that a refresh costs a
+        millisecond or two, not the run's time."""
         from rich.text import Text
 
         snap = self._run.snapshot(SHOWN_RUNNING)
         counts = snap["counts"]
         done = sum(counts.values())
         total = snap["total"]
-        tally = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "starting"
-        running = snap["running_count"]
-        eta = self._eta(snap["elapsed"], done, total)
+        elapsed = snap["elapsed"]
         text = Text()
-        text.append(f"{done}/{total} done, {running} running", style="bold")
-        text.append(f"  {tally}" + (f"  {eta}" if eta else ""))
+        text.append(_bar(done, total), style="green" if not counts.get("failed") else "red")
+        if self._final:
+            text.append(f" {done}/{total} done", style="bold")
+            text.append(f"  {_clock(elapsed)}  " + (_tally(counts) or "nothing ran"))
+            return text
+        running, waiting = snap["running_count"], snap["waiting_count"]
+        text.append(f" {done}/{total} done, {running} running", style="bold")
+        text.append(f", {waiting} waiting" if waiting else "")
+        text.append(f"  {_clock(elapsed)}")
+        eta = self._eta(elapsed, done, total)
+        text.append(f"  {eta}" if eta else "")
+        tally = _tally(counts)
+        if tally:
+            text.append(f"\n  {tally}", style="dim")
         now = time.time()
-        for name, started in snap["running"]:
-            text.append(f"\n  running {name}  {now - started:.1f}s")
+        for name, started, attempt, allowed in snap["running"]:
+            tries = f"  attempt {attempt}/{allowed}" if allowed > 1 else ""
+            text.append(f"\n  running {name}  {_clock(now - started)}{tries}")
         if running > len(snap["running"]):
             text.append(f"\n  ... and {running - len(snap['running'])} more running")
+        for name, kind, limit, since in snap["waiting"]:
+            what = "pool" if kind == "pool" else "rate limit"
+            text.append(
+                f"\n  waiting {name}  for {what} {limit!r}  {_clock(now - since)}",
+                style="yellow",
+            )
+        if waiting > len(snap["waiting"]):
+            text.append(f"\n  ... and {waiting - len(snap['waiting'])} more waiting")
         return text
 
     def _eta(self, elapsed: float, done: int, total: int) -> str:
@@ -129,6 +155,25 @@ class Progress:
         if done and total > done:  # no history: as fast as so far
             return f"ETA {elapsed / done * (total - done):.0f}s"
         return ""
+
+
+def _bar(done: int, total: int, width: int = 24) -> str:
+    filled = round(width * done / total) if total else width
+    return "━" * filled + "╌" * (width - filled)
+
+
+def _clock(seconds: float) -> str:
+    """Elapsed time as people read it: 4.2s, 3m05s, 1h02m."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _tally(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k}" for k, n in counts.items() if n)
 
 
 def resolve(progress: bool | Progress) -> Progress | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from itertools import islice
 from typing import Any
 
 from ..progress import Progress
@@ -32,11 +33,14 @@ class Recording:
     def snapshot(self, running: int = 10) -> dict[str, Any]:
         """What a progress display shows, read without the lock (a display may be a
         moment behind): ``counts`` by final status, ``running_count``, the ``running``
-        tasks that started first as (name, epoch start), ``total`` and ``elapsed``."""
+        tasks that started first as (name, epoch start of this attempt, attempt, attempts
+        allowed), ``waiting``: up to ``running`` tasks held by a pool or a rate limit as
+        (name, "pool" or "rate_limit", the limit's name, epoch since), ``waiting_count``,
+        ``total`` and ``elapsed``."""
         status = self.status
         final = self.final_counts
         counts = {_STATUS_NAMES[c]: final[c] for c in range(_SUCCEEDED, len(final))}
-        started, first = self.started, self.first_start
+        started = self.started
         # the earliest-started tasks still running: past a pointer over the finished
         # prefix, which moves a bounded step per refresh (a refresh holds the GIL that the
         # workers need: on a 100k-task run it must stay at a millisecond or so)
@@ -55,15 +59,27 @@ class Recording:
             for j in span:
                 i = started[j]
                 if status[i] == _RUNNING:
-                    shown.append((self.names[i], first[i] + offset))
+                    tries = self.attempts[i]
+                    allowed = self.spec[i].retries + 1
+                    shown.append((self.names[i], self.last_end[i] + offset, tries, allowed))
                     if len(shown) >= running:
                         break
             if len(shown) >= running:
                 break
+        held = self.parked_since  # the admission policy's own dict: it changes meanwhile
+        try:  # the first few only: 100k tasks behind one pool must not cost a refresh
+            parked = list(islice(held.items(), running))
+        except RuntimeError:  # it changed while being read: the next refresh shows it
+            parked = []
+        waiting = [
+            (self.names[i], kind, str(name), since + offset) for i, (kind, name, since) in parked
+        ]
         return {
             "counts": counts,
             "running_count": self.running,
             "running": shown,
+            "waiting": waiting,
+            "waiting_count": len(held),
             "total": len(self.names),
             "elapsed": time.perf_counter() - self.perf0,
         }
