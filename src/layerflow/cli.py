@@ -56,11 +56,20 @@ class _WarningLines(logging.Handler):
         click.echo(text, err=True)
 
 
-def _log_to_stderr(quiet: bool) -> None:
+@contextlib.contextmanager
+def _log_to_stderr(quiet: bool) -> Iterator[None]:
+    """layerflow's log on stderr for one command, and the logger as it was afterwards (a
+    command run in-process, as tests do, must not change logging for what follows)."""
     log = logging.getLogger("layerflow")
-    if not any(isinstance(h, _WarningLines) for h in log.handlers):
-        log.addHandler(_WarningLines(logging.WARNING))
+    handler = _WarningLines(logging.WARNING)
+    level = log.level
+    log.addHandler(handler)
     log.setLevel(logging.ERROR if quiet else logging.WARNING)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def _load(target: str, plugins: tuple[str, ...], quiet: bool = False) -> Flow:
@@ -388,7 +397,25 @@ def _run(
     **chosen: Any,
 ) -> int:
     _check_outputs(*outputs)
-    _log_to_stderr(quiet)
+    with _log_to_stderr(quiet):
+        return _run_logged(
+            file, sets, plugins, as_json, quiet, verbose, checkpoint, yes, outputs, shown, **chosen
+        )
+
+
+def _run_logged(
+    file: str,
+    sets: tuple[str, ...],
+    plugins: tuple[str, ...],
+    as_json: bool,
+    quiet: bool,
+    verbose: bool,
+    checkpoint: bool,
+    yes: bool,
+    outputs: tuple[str | None, str | None],
+    shown: tuple[str, ...],
+    **chosen: Any,
+) -> int:
     flow = _load(file, plugins, quiet)
     given = {key: value for key, value in chosen.items() if value is not None}
     resume_hint = ""
