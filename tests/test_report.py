@@ -378,3 +378,63 @@ def test_a_missing_folder_for_trace_or_report_exits_2_before_running(tmp_path):
     assert "Traceback" not in out.stderr
     out = layerflow("show", "no-such-run", "--trace", "t.json", cwd=tmp_path)
     assert out.returncode == 2 and "no run 'no-such-run'" in out.stderr
+
+
+def test_the_report_explains_the_run_in_headless_chromium(busy, browser, tmp_path):
+    path = busy.to_html(tmp_path / "explained.html")
+    page, errors, requests = open_report(browser, path)
+    # names are drawn on the bars that have room, inside their bar
+    shown = page.evaluate(
+        """() => Array.from(document.querySelectorAll('#timeline text.bl'))
+            .filter(t => t.style.display !== 'none' && !t.hasAttribute('hidden'))
+            .map(t => [t.dataset.name, t.textContent, t.getBBox().width])"""
+    )
+    assert any(name == "start" and text == "start" and width > 0 for name, text, width in shown)
+    inside = page.evaluate(  # each drawn name lies within its own bar
+        """() => Array.from(document.querySelectorAll('#timeline text.bl'))
+            .filter(t => t.style.display !== 'none' && !t.hasAttribute('hidden'))
+            .map(t => { const b = t.getBBox(), r = t.previousElementSibling.getBBox();
+                        return b.x >= r.x && b.x + b.width <= r.x + r.width + 1; })"""
+    )
+    assert inside and all(inside)
+    # waits: one row per limit, not one per wait
+    rows = page.evaluate(
+        "() => Array.from(document.querySelectorAll('#timeline text.lbl')).map(t => t.textContent)"
+    )
+    assert "waiting for" in rows
+    assert sum(1 for r in rows if r.startswith("pool ")) == 1
+    assert sum(1 for r in rows if r.startswith("rate limit ")) == 1
+    # instant tasks still show; the legend lists what is there; what bound the run is said
+    widths = page.evaluate(
+        "() => Array.from(document.querySelectorAll('#timeline rect.bar'))"
+        ".map(r => +r.getAttribute('width'))"
+    )
+    assert min(widths) >= 3
+    legend = page.locator(".legend").first.inner_text()
+    assert "failed, retried" in legend and "waiting for a pool" in legend
+    assert "timed out" not in legend and "cached" not in legend
+    assert "What bound this run:" in page.locator("#summary").inner_text()
+    # zoom and pan: the wheel narrows the window (ticks change), a double-click resets it
+    tick_texts = (
+        "() => Array.from(document.querySelectorAll('#timeline g.ticks text'))"
+        ".map(t => t.textContent)"
+    )
+    ticks = page.evaluate(tick_texts)
+    box = page.locator("#timeline").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + 40)
+    for _ in range(6):
+        page.mouse.wheel(0, -200)
+    zoomed = page.evaluate(tick_texts)
+    assert zoomed != ticks
+    start_w = page.evaluate(
+        "() => +document.querySelector('#timeline rect.bar[data-task=start]').getAttribute('width')"
+    )
+    page.mouse.dblclick(box["x"] + box["width"] * 0.4, box["y"] + 40)
+    assert page.evaluate(tick_texts) == ticks
+    reset_w = page.evaluate(
+        "() => +document.querySelector('#timeline rect.bar[data-task=start]').getAttribute('width')"
+    )
+    assert start_w > reset_w
+    page.screenshot(path=str(tmp_path / "explained.png"), full_page=True)
+    assert errors == [] and requests == [path.resolve().as_uri()]
+    page.close()

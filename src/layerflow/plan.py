@@ -503,6 +503,26 @@ class Plan:
                 )
         return "\n".join(lines)
 
+    def binding(
+        self,
+        durations: Durations,
+        max_workers: int | None,
+        mode: str = "dynamic",
+        resources: Mapping[str, float] | None = None,
+        rate_limits: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Which limit bound a run of these ``durations`` (``"critical path"``,
+        ``"workers"``, ``"pool gpu"``, ``"rate limit api"``, ``"layers"``...), by the same
+        simulation :meth:`what_if` uses."""
+        row = self.what_if(
+            [max_workers],
+            durations,
+            mode=mode,
+            resources=resources or {},
+            rate_limits=rate_limits or {},
+        )[0]
+        return row.binding
+
     def history_note(self) -> str:
         """Where predictions get their durations, for people: e.g. "8 tasks timed in past
         runs; 2 of 10 tasks never ran before: they take the median, 1.2s"."""

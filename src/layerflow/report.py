@@ -81,6 +81,26 @@ def _write(path: str | os.PathLike[str], text: str) -> Path:
     return p
 
 
+def _task_cell(t: TaskRun, tries: list[Attempt], t0: float) -> str:
+    """A task's name, unfolding to its detail: every attempt, and its value (a run loaded
+    from the store has no values: they stay in their result files)."""
+    lines = [
+        f"attempt {a.attempt}: {a.outcome} at {_secs(a.started_at - t0)} for "
+        f"{_secs(a.finished_at - a.started_at)}" + (f" ({_clip(a.error, 200)})" if a.error else "")
+        for a in sorted(tries, key=lambda a: a.attempt)
+    ]
+    if t.ok and t.value is not None:
+        from .preview import preview
+
+        lines.append("value:\n" + preview(t.value, lines=12, chars=1500))
+    if not lines:
+        return _esc(t.name)
+    return (
+        f'<details class="task"><summary>{_esc(t.name)}</summary>'
+        f'<pre class="tb">{_esc(chr(10).join(lines))}</pre></details>'
+    )
+
+
 def _error_cell(err: str, tb: str) -> str:
     """The error column: the error, and its traceback to unfold when there is one."""
     if tb and tb.strip() != err.strip():
@@ -235,16 +255,20 @@ def _esc(text: Any) -> str:
 
 
 def _secs(s: float | None) -> str:
+    """Seconds in one style everywhere: three significant digits and a unit (14.0 µs,
+    1.30 ms, 800 ms, 1.00 s, 2m 05s)."""
     if s is None:
         return "-"
-    if s < 1e-3:
-        return f"{s * 1e6:.0f} µs"
-    if s < 1:
-        return f"{s * 1e3:.1f} ms"
-    if s < 60:
-        return f"{s:.2f} s"
-    m, sec = divmod(s, 60)
-    return f"{int(m)}m {sec:04.1f}s"
+    if s == 0:
+        return "0"
+    if s >= 60:
+        m, sec = divmod(round(s), 60)
+        return f"{m}m {sec:02d}s"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale or unit == "µs":
+            v = s / scale
+            return f"{v:.3g} {unit}" if v >= 100 else f"{v:#.3g} {unit}".replace(". ", " ")
+    return f"{s:.3g} s"  # pragma: no cover (the loop returns)
 
 
 def _clip(text: str, n: int) -> str:
@@ -285,7 +309,7 @@ def html_report(run: RunResult) -> str:
         timeline=timeline,
         graph=graph,
         table=table,
-        legend=_legend(),
+        legend=_legend(run),
         csp=_CSP,
         css=_CSS,
         js=_JS,
@@ -295,6 +319,32 @@ def html_report(run: RunResult) -> str:
 def write_html(run: RunResult, path: str | os.PathLike[str]) -> Path:
     """Write :func:`html_report` to ``path``; return the path."""
     return _write(path, html_report(run))
+
+
+def _bound_line(run: RunResult) -> str:
+    """What bound this run, in words, from the planner's analysis of its durations."""
+    bound = run.bound_by
+    if not bound or run.duration < 0.05:
+        return ""
+    waited: dict[str, float] = {}
+    for w in run.waits:
+        key = w.reason.replace("'", "")  # "pool 'gpu'" is the planner's "pool gpu"
+        waited[key] = waited.get(key, 0.0) + (w.finished_at - w.started_at)
+    lanes = max((a.lane for a in run.attempts), default=-1) + 1
+    if bound == "critical path":
+        why = (
+            f"the critical path ({len(run.critical_path)} tasks one after another): "
+            "more workers or larger pools would not make the run shorter"
+        )
+    elif bound == "workers":
+        why = f"the workers ({lanes} at once): more would make the run shorter"
+    elif bound == "layers":
+        why = "the layers: each waits for the slowest task of the one before (try mode dynamic)"
+    elif bound in waited:
+        why = f"{bound}: tasks waited {_secs(waited[bound])} for it in all"
+    else:
+        why = bound
+    return f'<p class="tally"><strong>What bound this run:</strong> {_esc(why)}</p>'
 
 
 def _speedup_card(run: RunResult) -> str:
@@ -343,13 +393,16 @@ def _summary(run: RunResult, counts: dict[str, int]) -> str:
         if run.stop_reason
         else ""
     )
+    bound = _bound_line(run)
     note = run.cpu_note()
     warn = (
         f'<p class="tally warn"><strong>GIL:</strong> {_esc(note.split("Warning: ", 1)[1])}</p>'
         if note is not None and "Warning: " in note
         else ""
     )
-    return f'<div class="cards">{cards}</div><p class="tally">{tally}</p>{stopped}{warn}{crit}'
+    return (
+        f'<div class="cards">{cards}</div><p class="tally">{tally}</p>{stopped}{bound}{warn}{crit}'
+    )
 
 
 def _groups(run: RunResult) -> str:
@@ -387,7 +440,7 @@ def _tip_attempt(a: Attempt, t: TaskRun | None, t0: float, critical: bool) -> st
     layer = f" · layer {t.layer}" if t is not None else ""
     lines.append(f"attempt {a.attempt} of {tries} · {a.outcome.replace('_', ' ')}{layer}")
     lines.append(
-        f"{a.started_at - t0:.3f}s → {a.finished_at - t0:.3f}s "
+        f"{_secs(a.started_at - t0)} → {_secs(a.finished_at - t0)} "
         f"({_secs(a.finished_at - a.started_at)})"
     )
     if a.error:
@@ -402,6 +455,22 @@ def _ticks(span: float) -> list[float]:
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
     return [k * step for k in range(int(span / step) + 1)]
+
+
+_LABEL_CHAR = 6.2  # px per character of a bar's name (11px font): a name is drawn if it fits
+MAX_LABELS = 3000
+MIN_BAR = 3.0  # px: an instant task still shows
+
+
+def _wait_rows(waits: list[Any]) -> list[tuple[str, str, list[Any]]]:
+    """Waits summarized per limit: one row per pool or rate limit (and one for retries),
+    the limit held up most first, as (kind, label, its waits)."""
+    rows: dict[tuple[str, str], list[Any]] = {}
+    for w in waits:
+        label = "retry delays" if w.kind == "retry" else w.reason
+        rows.setdefault((w.kind, label), []).append(w)
+    ranked = sorted(rows.items(), key=lambda kv: -sum(w.finished_at - w.started_at for w in kv[1]))
+    return [(kind, label, ws) for (kind, label), ws in ranked]
 
 
 def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
@@ -423,11 +492,7 @@ def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
             "the critical path, then the longest."
         )
         drawn = _longest_first(drawn, lambda a: a.task in critical, MAX_BARS)
-    shown_waits = [w for w in waits if w.lane < MAX_WAIT_LANES]
-    if len(shown_waits) > MAX_BARS // 2:
-        shown_waits = _longest_first(shown_waits, lambda w: False, MAX_BARS // 2)
-    if len(shown_waits) < len(waits):
-        notes.append(f"The timeline draws {len(shown_waits):,} of {len(waits):,} waits.")
+    wait_rows = _wait_rows(waits)[:MAX_WAIT_LANES]
     mapped = {name.rsplit("[", 1)[0] for name in run.tasks if name.endswith("]")}
     never = sum(1 for t in run.tasks.values() if not t.attempts and t.name not in mapped)
     if never:
@@ -437,12 +502,11 @@ def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
             "no bar on the timeline, a row in the table."
         )
     lanes = min(max(a.lane for a in attempts) + 1, MAX_LANES)
-    wait_lanes = min(max((w.lane for w in waits), default=-1) + 1, MAX_WAIT_LANES)
-    rows = lanes + wait_lanes
-    h = max(3, min(20, 900 // max(rows, 1)))
-    gutter, width, top = 96, 1000, 26
-    gap = 22 if wait_lanes else 0
-    height = top + lanes * h + gap + wait_lanes * h + 6
+    rows = lanes + len(wait_rows)
+    h = max(3, min(22, 900 // max(rows, 1)))
+    gutter, width, top = 150, 1000, 26
+    gap = 22 if wait_rows else 0
+    height = top + lanes * h + gap + len(wait_rows) * h + 6
     bar_h = max(2, h - 4)
 
     def x(t: float) -> float:
@@ -450,8 +514,11 @@ def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
 
     out = [
         f'<svg id="timeline" class="timeline" width="{gutter + width + 40}" height="{height}" '
-        f'viewBox="0 0 {gutter + width + 40} {height}" role="img" '
-        f'aria-label="timeline of the run by worker lane">'
+        f'viewBox="0 0 {gutter + width + 40} {height}" role="img" data-span="{span:.9g}" '
+        f'data-gutter="{gutter}" data-width="{width}" '
+        f'aria-label="timeline of the run by worker lane (wheel: zoom, drag: pan)">'
+        f'<defs><clipPath id="plot"><rect x="{gutter}" y="0" width="{width}" '
+        f'height="{height}"/></clipPath></defs><g class="ticks">'
     ]
     for tick in _ticks(span):
         tx = x(t0 + tick)
@@ -460,6 +527,7 @@ def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
             f'<text class="axis" x="{tx:.1f}" y="{top - 8}">{_esc(_secs(tick) if tick else "0")}'
             "</text>"
         )
+    out.append("</g>")
     labels = h >= 11
     for lane in range(lanes):
         y = top + lane * h
@@ -469,6 +537,8 @@ def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
             out.append(
                 f'<text class="lbl" x="{gutter - 8}" y="{y + h - 5}">worker {lane + 1}</text>'
             )
+    out.append('<g class="plot" clip-path="url(#plot)">')
+    named = 0
     for a in drawn:
         t = _owner(run, a.task)
         classes = f"bar s-{a.outcome}"
@@ -477,35 +547,67 @@ def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
         if t is not None and a.attempt < t.attempts:
             classes += " retried"
         x0 = x(a.started_at)
-        w = max(1.0, x(a.finished_at) - x0)
+        w = max(MIN_BAR, x(a.finished_at) - x0)
         y = top + a.lane * h + (h - bar_h) / 2
         tip = _tip_attempt(a, t, t0, a.task in critical)
         out.append(
             f'<rect class="{classes}" x="{x0:.2f}" y="{y:.1f}" width="{w:.2f}" '
-            f'height="{bar_h}" data-task="{_esc(a.task)}" data-tip="{_esc(tip)}"/>'
+            f'height="{bar_h}" data-t0="{a.started_at - t0:.9g}" '
+            f'data-t1="{a.finished_at - t0:.9g}" data-task="{_esc(a.task)}" '
+            f'data-tip="{_esc(tip)}"/>'
         )
-    if wait_lanes:
+        if labels and named < MAX_LABELS:  # the name on the bar, shown when it fits
+            named += 1
+            fits = w - 6 >= _LABEL_CHAR * min(len(a.task), 4)
+            out.append(
+                f'<text class="bl" x="{x0 + 3:.2f}" y="{y + bar_h / 2 + 4:.1f}" '
+                f'data-t0="{a.started_at - t0:.9g}" data-t1="{a.finished_at - t0:.9g}" '
+                f'data-name="{_esc(a.task)}"{"" if fits else " hidden"}>'
+                f"{_esc(_fit(a.task, w))}</text>"
+            )
+    if wait_rows:
         base = top + lanes * h + gap
         out.append(
-            f'<text class="lbl group" x="{gutter - 8}" y="{base - 7}">waiting</text>'
             f'<line class="sep" x1="{gutter}" y1="{base - 4}" x2="{gutter + width}" '
             f'y2="{base - 4}"/>'
         )
-        for w in shown_waits:
-            x0 = x(w.started_at)
-            ww = max(1.0, x(w.finished_at) - x0)
-            y = base + w.lane * h + (h - bar_h) / 2
-            tip = (
-                f"{w.task}\nwaiting: {w.reason}\n{w.started_at - t0:.3f}s → "
-                f"{w.finished_at - t0:.3f}s ({_secs(w.finished_at - w.started_at)})"
-            )
+        for row, (kind, _label, ws) in enumerate(wait_rows):
+            y = base + row * h + (h - bar_h) / 2
+            for w in ws[: MAX_BARS // 4]:
+                x0 = x(w.started_at)
+                ww = max(MIN_BAR, x(w.finished_at) - x0)
+                tip = (
+                    f"{w.task}\nwaiting: {w.reason}\n{_secs(w.started_at - t0)} → "
+                    f"{_secs(w.finished_at - t0)} ({_secs(w.finished_at - w.started_at)})"
+                )
+                out.append(
+                    f'<rect class="wait w-{_esc(kind)}" x="{x0:.2f}" y="{y:.1f}" '
+                    f'width="{ww:.2f}" height="{bar_h}" data-t0="{w.started_at - t0:.9g}" '
+                    f'data-t1="{w.finished_at - t0:.9g}" data-task="{_esc(w.task)}" '
+                    f'data-tip="{_esc(tip)}"/>'
+                )
+    out.append("</g>")
+    if wait_rows and labels:
+        base = top + lanes * h + gap
+        out.append(f'<text class="lbl group" x="{gutter - 8}" y="{base - 7}">waiting for</text>')
+        for row, (_kind, label, ws) in enumerate(wait_rows):
+            total = sum(w.finished_at - w.started_at for w in ws)
+            name = label  # "pool 'gpu'", "rate limit 'api'", "retry delays"
+            tip = f"{name}: {len(ws)} waits, {_secs(total)} in all"
             out.append(
-                f'<rect class="wait w-{_esc(w.kind)}" x="{x0:.2f}" y="{y:.1f}" '
-                f'width="{ww:.2f}" height="{bar_h}" data-task="{_esc(w.task)}" '
-                f'data-tip="{_esc(tip)}"/>'
+                f'<text class="lbl" x="{gutter - 8}" y="{base + row * h + h - 5}" '
+                f'data-tip="{_esc(tip)}">{_esc(_clip(name, 22))}</text>'
             )
+    if len(_wait_rows(waits)) > MAX_WAIT_LANES:
+        notes.append(f"The timeline draws the {MAX_WAIT_LANES} limits that held tasks longest.")
     out.append("</svg>")
     return "".join(out)
+
+
+def _fit(name: str, width: float) -> str:
+    """``name`` cut to what a bar ``width`` px wide can hold."""
+    room = int((width - 6) / _LABEL_CHAR)
+    return name if len(name) <= room else name[: max(room - 1, 1)] + "…"
 
 
 def _tip_task(t: TaskRun, needs: list[str], critical: bool) -> str:
@@ -640,13 +742,16 @@ def _table(run: RunResult, critical: set[str], notes: list[str]) -> str:
         f'<th data-type="{kind}" tabindex="0" scope="col">{name}</th>' for name, kind in columns
     )
     t0 = run.started_at
+    tries: dict[str, list[Attempt]] = {}
+    for a in run.attempts:
+        tries.setdefault(a.task, []).append(a)
     body = []
     for t in rows:
         err = _error_text(t.error)
         start = t.started_at - t0 if t.started_at is not None else None
         crit = ' class="crit"' if t.name in critical else ""
         body.append(
-            f"<tr{crit}><td>{_esc(t.name)}</td>"
+            f"<tr{crit}><td>{_task_cell(t, tries.get(t.name, []), t0)}</td>"
             f'<td><span class="pill s-{_esc(t.status)}">{_esc(t.status)}</span></td>'
             f'<td data-v="{t.layer}">{t.layer}</td>'
             f'<td data-v="{t.attempts}">{t.attempts}</td>'
@@ -660,28 +765,45 @@ def _table(run: RunResult, critical: set[str], notes: list[str]) -> str:
     return f'<table id="tasks"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _legend() -> str:
+def _legend(run: RunResult) -> str:
+    """A key for what the timeline shows: only the outcomes and waits that are there."""
+    outcomes = {a.outcome for a in run.attempts}
+    retried = any(
+        (t := _owner(run, a.task)) is not None and a.attempt < t.attempts for a in run.attempts
+    )
+    kinds = {w.kind for w in run.waits}
     items = [
-        ("s-succeeded", "succeeded"),
-        ("s-cached", "cached"),
-        ("s-failed", "failed"),
-        ("s-timed_out", "timed out"),
-        ("s-rate_limited", "pushed back"),
-        ("s-cancelled", "cancelled"),
-        ("retried s-failed", "failed, retried"),
-        ("w-pool", "waiting for a pool"),
-        ("w-rate_limit", "waiting for a rate limit"),
-        ("w-retry", "waiting to retry"),
+        (f"s-{o}", label, o in outcomes)
+        for o, label in (
+            ("succeeded", "succeeded"),
+            ("cached", "cached"),
+            ("failed", "failed"),
+            ("timed_out", "timed out"),
+            ("rate_limited", "pushed back"),
+            ("cancelled", "cancelled"),
+        )
+    ]
+    items.append(("retried s-failed", "failed, retried", retried))
+    items += [
+        (f"w-{k}", label, k in kinds)
+        for k, label in (
+            ("pool", "waiting for a pool"),
+            ("rate_limit", "waiting for a rate limit"),
+            ("retry", "waiting to retry"),
+        )
     ]
     out = [
         f'<span class="key"><svg width="14" height="10"><rect class="{cls}" width="14" '
         f'height="10"/></svg>{label}</span>'
-        for cls, label in items
+        for cls, label, present in items
+        if present
     ]
-    out.append(
-        '<span class="key"><svg width="14" height="10"><rect class="s-succeeded crit" '
-        'x="1" y="1" width="12" height="8"/></svg>critical path (outlined)</span>'
-    )
+    if run.critical_path:
+        out.append(
+            '<span class="key"><svg width="14" height="10"><rect class="s-succeeded crit" '
+            'x="1" y="1" width="12" height="8"/></svg>critical path (outlined)</span>'
+        )
+    out.append('<span class="key hint">wheel: zoom · drag: pan · double-click: reset</span>')
     return "".join(out)
 
 
@@ -732,9 +854,13 @@ td:nth-child(3),td:nth-child(4),td:nth-child(5),td:nth-child(6){text-align:right
 font-variant-numeric:tabular-nums}
 td:first-child{word-break:break-all}tr.crit td:first-child{box-shadow:inset 3px 0 #111}
 td.err{color:#8c1d18;max-width:480px;word-break:break-word}
-td.err summary{cursor:pointer}
+td.err summary,details.task summary{cursor:pointer}
+#tasks td[data-v]{white-space:nowrap}
 .card .why{font-size:12px;font-weight:normal;color:#666}
 .warn{color:#8a5a00}
+.bl{font-size:11px;fill:#fff;pointer-events:none}
+.key.hint{color:var(--muted);margin-left:auto}
+svg.timeline{cursor:grab}
 pre.tb{white-space:pre-wrap;font-size:12px;color:#222;background:#f6f6f6;padding:6px;
 margin:4px 0 0;max-height:320px;overflow:auto}
 .pill{display:inline-block;padding:0 8px;border-radius:10px;color:#fff;font-size:12px;
@@ -771,6 +897,80 @@ _JS = """
     move(e);
   });
   document.addEventListener("mousemove", move);
+  var svg = document.getElementById("timeline");
+  if (svg) zoomable(svg);
+  function zoomable(svg) {
+    // zoom and pan change the time window, then place every bar and name again: text
+    // keeps its size, which a scaled viewBox would not
+    var span = parseFloat(svg.dataset.span), g = parseFloat(svg.dataset.gutter),
+      w = parseFloat(svg.dataset.width), v0 = 0, v1 = span;
+    var items = svg.querySelectorAll("[data-t0]"), ticks = svg.querySelector("g.ticks");
+    var height = svg.viewBox.baseVal.height;
+    function px(t) { return g + (t - v0) / (v1 - v0) * w; }
+    function secs(s) {  // as _secs writes them
+      if (s >= 60) {
+        var r = Math.round(s), m = Math.floor(r / 60), sec = r % 60;
+        return m + "m " + (sec < 10 ? "0" : "") + sec + "s";
+      }
+      var u = s >= 1 ? [1, "s"] : s >= 1e-3 ? [1e-3, "ms"] : [1e-6, "\u00b5s"];
+      return (s / u[0]).toPrecision(3) + " " + u[1];
+    }
+    function draw() {
+      items.forEach(function (el) {
+        var a = px(parseFloat(el.dataset.t0)), b = px(parseFloat(el.dataset.t1));
+        var width = Math.max(3, b - a);
+        if (el.tagName === "text") {
+          el.setAttribute("x", a + 3);
+          var name = el.dataset.name, room = Math.floor((width - 6) / 6.2);
+          el.textContent =
+            name.length <= room ? name : name.slice(0, Math.max(room - 1, 1)) + "\u2026";
+          el.removeAttribute("hidden");
+          el.style.display = room >= Math.min(name.length, 4) ? "" : "none";
+        } else {
+          el.setAttribute("x", a);
+          el.setAttribute("width", width);
+        }
+      });
+      var raw = (v1 - v0) / 8, mag = Math.pow(10, Math.floor(Math.log10(raw)));
+      var step = [1, 2, 5, 10].map(function (m) { return m * mag; })
+        .find(function (s) { return s >= raw; });
+      var out = "";
+      for (var t = Math.ceil(v0 / step) * step; t <= v1 + 1e-12; t += step) {
+        var x = px(t).toFixed(1);
+        out += '<line class="tick" x1="' + x + '" y1="22" x2="' + x + '" y2="' + height + '"/>' +
+          '<text class="axis" x="' + x + '" y="18">' + (t ? secs(t) : "0") + "</text>";
+      }
+      ticks.innerHTML = out;
+    }
+    function at(e) {  // the time under the pointer
+      var r = svg.getBoundingClientRect(), scale = svg.viewBox.baseVal.width / r.width;
+      var xs = (e.clientX - r.left) * scale;
+      return v0 + (Math.min(Math.max(xs, g), g + w) - g) / w * (v1 - v0);
+    }
+    svg.addEventListener("wheel", function (e) {
+      e.preventDefault();
+      var t = at(e), f = e.deltaY < 0 ? 0.8 : 1.25;
+      var len = Math.min(span, Math.max(span * 1e-4, (v1 - v0) * f));
+      v0 = Math.max(0, t - (t - v0) / (v1 - v0) * len);
+      v1 = Math.min(span, v0 + len);
+      v0 = Math.max(0, v1 - len);
+      draw();
+    }, {passive: false});
+    var drag = null;
+    svg.addEventListener("mousedown", function (e) { drag = {x: e.clientX, v0: v0, v1: v1}; });
+    window.addEventListener("mouseup", function () { drag = null; });
+    window.addEventListener("mousemove", function (e) {
+      if (!drag) return;
+      var r = svg.getBoundingClientRect(), scale = svg.viewBox.baseVal.width / r.width;
+      var dt = (drag.x - e.clientX) * scale / w * (drag.v1 - drag.v0);
+      var len = drag.v1 - drag.v0;
+      v0 = Math.min(Math.max(0, drag.v0 + dt), span - len);
+      v1 = v0 + len;
+      draw();
+    });
+    svg.addEventListener("dblclick", function () { v0 = 0; v1 = span; draw(); });
+    svg.zoomTo = function (a, b) { v0 = a; v1 = b; draw(); };  // for tests and links
+  }
   var table = document.getElementById("tasks");
   if (!table) return;
   var heads = table.tHead.rows[0].cells, body = table.tBodies[0];
@@ -781,7 +981,8 @@ _JS = """
       th.setAttribute("aria-sort", asc ? "ascending" : "descending");
       var key = function (row) {
         var c = row.cells[col];
-        return num ? parseFloat(c.dataset.v) : c.textContent.toLowerCase();
+        var shown = c.querySelector("summary") || c;  // a detail's name, not its body
+        return num ? parseFloat(c.dataset.v) : shown.textContent.toLowerCase();
       };
       var rows = Array.prototype.slice.call(body.rows).map(function (r) { return [key(r), r]; });
       var sign = asc ? 1 : -1;

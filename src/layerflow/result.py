@@ -288,6 +288,7 @@ class RunResult:
         self.budget: dict[str, dict[str, float]] = {}
         #: CPU seconds of the thread tasks that took longer than 5 ms, by name
         self.cpu: dict[str, float] = {}
+        self._bound: Callable[[], str] | None = None  # set by the run: see bound_by
 
     @property
     def critical_path(self) -> list[str]:
@@ -333,6 +334,19 @@ class RunResult:
         if callable(self._predicted):
             self._predicted = self._predicted()
         return self._predicted
+
+    @property
+    def bound_by(self) -> str | None:
+        """What bound the run's wall time, by the planner's simulation of its measured
+        durations under its limits: ``"critical path"``, ``"workers"``, ``"pool NAME"``,
+        ``"rate limit NAME"``, ``"layers"`` or two of them joined by ``+``; ``None`` for a
+        run loaded from the store or one the simulation cannot model."""
+        if callable(self._bound):
+            try:
+                self._bound = self._bound()  # type: ignore[assignment]
+            except Exception:  # an explanation is a nicety: never a failure of the report
+                self._bound = None
+        return self._bound  # type: ignore[return-value]
 
     def cpu_note(self) -> str | None:
         """The CPU time of the run's long thread tasks, and a warning when they were

@@ -157,6 +157,9 @@ class Recording:
             labels={names[i]: t.label for i, t in enumerate(self.spec[: self.n]) if t.label},
         )
         result.stop_reason = self.stop_reason
+        result._bound = lambda: plan.binding(
+            {names[i]: durations[i] for i in range(self.n)}, *self.given_limits
+        )
         result.cpu = {names[i]: c for i, c in self.cpu_times.items() if i < self.n}
         result.budget = self.budget_report()
         return result

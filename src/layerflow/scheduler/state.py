@@ -243,6 +243,8 @@ class State:
         self.preset = dict(preset or {})
         # the prediction from past runs, for the result: fixed now, simulated when asked
         self.predicted = plan.prediction(max_workers, mode, resources, rate_limits, self.preset)
+        # the limits as the run was given them: what_if explains afterwards which one bound it
+        self.given_limits = (max_workers, mode, resources, rate_limits)
         # the store: called with (task, value, start, end) when a task succeeds, in the
         # worker (or callback) thread and before the run counts it done, so it is durable
         self.persist = persist
