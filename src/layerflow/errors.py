@@ -29,6 +29,7 @@ __all__ = [
     "GroupTimeout",
     "StoreError",
     "RecordedError",
+    "MissingOnWorker",
     "WorkerDied",
     "UnpicklableError",
     "RemoteError",
@@ -232,6 +233,18 @@ class RecordedError(Exception):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class MissingOnWorker(_NoRetry):
+    """A Dask worker cannot import a module the task's code needs (``module``): not retried,
+    since another attempt on the same workers fails the same way."""
+
+    def __init__(self, message: str, module: str | None = None) -> None:
+        super().__init__(message)
+        self.module = module
+
+    def __reduce__(self) -> Any:  # raised on a worker, unpickled here: keep the module
+        return (type(self), (str(self), self.module))
 
 
 class WorkerDied(LayerflowError):

@@ -71,20 +71,33 @@ _STARTED_TOPIC = "layerflow-started"
 
 def _call(
     key: str,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    payload: bytes,
     slots: tuple[tuple[str | int, int], ...],
     *upstream: Any,
 ) -> Any:
-    """Runs on a Dask worker. ``upstream`` are the values of the Dask tasks this one
-    uses (Dask resolves them); ``slots`` says where each goes: a keyword (a name) or a
-    position (an int), and an index into a list there (a ``map`` task's list), or -1.
-    Numbers the task gives ``lf.record`` go back through the Dask scheduler's event log
-    (its value may never come back here)."""
+    """Runs on a Dask worker. ``payload`` is the pickled call (function, arguments): bytes
+    to the Dask scheduler, which so never needs the user's modules (only workers unpickle
+    it). ``upstream`` are the values of the Dask tasks this one uses (Dask resolves them);
+    ``slots`` says where each goes: a keyword (a name) or a position (an int), and an index
+    into a list there (a ``map`` task's list), or -1. Numbers the task gives ``lf.record``
+    go back through the Dask scheduler's event log (its value may never come back here)."""
+    import cloudpickle
     import distributed
 
+    from ..errors import MissingOnWorker
     from ..metrics import _BOX
+
+    try:
+        fn, args, kwargs = cloudpickle.loads(payload)
+    except ImportError as e:  # the task's code is not importable on this worker
+        module = getattr(e, "name", None) or str(e)
+        raise MissingOnWorker(
+            f"task {key!r}: the Dask worker cannot import {module!r}, which the task's code "
+            f"needs ({e}). Make it importable where the workers run: install it there, or "
+            f"start them with its folder on PYTHONPATH (PYTHONPATH=/path/to/pipeline dask "
+            f"worker ...)",
+            module,
+        ) from None
 
     worker = distributed.get_worker()
     worker.log_event(_STARTED_TOPIC, key)
@@ -383,12 +396,22 @@ class DaskBackend:
         except ImportError:  # dask before the task spec was public
             from dask._task_spec import Task, TaskRef
 
+        import cloudpickle
+
         dsk = {}
+        sendable = []
         for a in group:
             args, kwargs, slots, refs = _split(a.args, a.kwargs, self._future)
-            dsk[a.key] = Task(
-                a.key, _call, a.key, a.fn, args, kwargs, slots, *(TaskRef(r.key) for r in refs)
-            )
+            try:  # opaque to the scheduler: only workers unpickle the user's code
+                payload = cloudpickle.dumps((a.fn, args, kwargs))
+            except Exception:
+                a.fail(_unpicklable(a))
+                continue
+            dsk[a.key] = Task(a.key, _call, a.key, payload, slots, *(TaskRef(r.key) for r in refs))
+            sendable.append(a)
+        if not sendable:
+            return
+        group = sendable
         try:
             futures = self._graph(dsk, [a.key for a in group], priority)
         except UnpicklableError:
