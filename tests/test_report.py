@@ -438,3 +438,18 @@ def test_the_report_explains_the_run_in_headless_chromium(busy, browser, tmp_pat
     page.screenshot(path=str(tmp_path / "explained.png"), full_page=True)
     assert errors == [] and requests == [path.resolve().as_uri()]
     page.close()
+
+
+def test_a_tasks_detail_in_the_report_says_what_it_runs(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "steps:\n"
+        "  - {name: greet, run: 'echo hello {{inputs.who}}', description: says hello}\n"
+        "inputs: {who: world}\n"
+    )
+    run = lf.load_pipeline(path).run()
+    html = run.to_html(tmp_path / "r.html").read_text()
+    assert "says hello\nrun: echo hello {{inputs.who}}" in html.replace("&#x27;", "'")
+    assert "attempt 1: succeeded" in html and "value:\nhello world" in html
+    busy = run_busy()
+    assert "start()" in busy.details["start"] and "test_report.py:" in busy.details["start"]

@@ -276,6 +276,11 @@ class _Command:
             )
         return out.decode(errors="replace").strip()
 
+    @property
+    def detail(self) -> str:
+        """What a report shows of this step: its command, as written."""
+        return f"run: {self.template}" + ("  (shell: true)" if self.shell else "")
+
     def cancel(self) -> None:
         """Stop the attempts of this step in progress here (fail-fast, Ctrl-C): kill their
         commands, or keep a command that has not started yet from starting."""

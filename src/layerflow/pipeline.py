@@ -904,6 +904,8 @@ def _call(name: str, fn: Callable[..., Any], d: dict[str, Any]) -> Callable[...,
         return fn(**call)
 
     step.__name__ = name
+    shown = ", ".join(f"{k}={v!r}" for k, v in {**extra, **params}.items())
+    step.detail = f"{_describe(fn)[:-2]}({shown})"  # type: ignore[attr-defined]  (reports)
     return step
 
 

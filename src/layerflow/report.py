@@ -81,10 +81,12 @@ def _write(path: str | os.PathLike[str], text: str) -> Path:
     return p
 
 
-def _task_cell(t: TaskRun, tries: list[Attempt], t0: float) -> str:
+def _task_cell(t: TaskRun, tries: list[Attempt], t0: float, details: dict[str, str]) -> str:
     """A task's name, unfolding to its detail: every attempt, and its value (a run loaded
     from the store has no values: they stay in their result files)."""
-    lines = [
+    what = details.get(t.name)
+    lines = [what] if what else []
+    lines += [
         f"attempt {a.attempt}: {a.outcome} at {_secs(a.started_at - t0)} for "
         f"{_secs(a.finished_at - a.started_at)}" + (f" ({_clip(a.error, 200)})" if a.error else "")
         for a in sorted(tries, key=lambda a: a.attempt)
@@ -742,6 +744,7 @@ def _table(run: RunResult, critical: set[str], notes: list[str]) -> str:
         f'<th data-type="{kind}" tabindex="0" scope="col">{name}</th>' for name, kind in columns
     )
     t0 = run.started_at
+    details = run.details
     tries: dict[str, list[Attempt]] = {}
     for a in run.attempts:
         tries.setdefault(a.task, []).append(a)
@@ -751,7 +754,7 @@ def _table(run: RunResult, critical: set[str], notes: list[str]) -> str:
         start = t.started_at - t0 if t.started_at is not None else None
         crit = ' class="crit"' if t.name in critical else ""
         body.append(
-            f"<tr{crit}><td>{_task_cell(t, tries.get(t.name, []), t0)}</td>"
+            f"<tr{crit}><td>{_task_cell(t, tries.get(t.name, []), t0, details)}</td>"
             f'<td><span class="pill s-{_esc(t.status)}">{_esc(t.status)}</span></td>'
             f'<td data-v="{t.layer}">{t.layer}</td>'
             f'<td data-v="{t.attempts}">{t.attempts}</td>'

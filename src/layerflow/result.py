@@ -289,6 +289,7 @@ class RunResult:
         #: CPU seconds of the thread tasks that took longer than 5 ms, by name
         self.cpu: dict[str, float] = {}
         self._bound: Callable[[], str] | None = None  # set by the run: see bound_by
+        self._details: Callable[[], dict[str, str]] | dict[str, str] = {}  # see details
 
     @property
     def critical_path(self) -> list[str]:
@@ -334,6 +335,18 @@ class RunResult:
         if callable(self._predicted):
             self._predicted = self._predicted()
         return self._predicted
+
+    @property
+    def details(self) -> dict[str, str]:
+        """What each task is, for people, by name: its description and what it calls (a
+        YAML step's command, a step function with its params, a function and its file and
+        line); empty for a run loaded from the store."""
+        if callable(self._details):
+            try:
+                self._details = self._details()
+            except Exception:  # a nicety of the report: never its failure
+                self._details = {}
+        return self._details
 
     @property
     def bound_by(self) -> str | None:

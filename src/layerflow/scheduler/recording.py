@@ -157,6 +157,8 @@ class Recording:
             labels={names[i]: t.label for i, t in enumerate(self.spec[: self.n]) if t.label},
         )
         result.stop_reason = self.stop_reason
+        specs = self.spec[: self.n]
+        result._details = lambda: {names[i]: _detail(t) for i, t in enumerate(specs)}
         result._bound = lambda: plan.binding(
             {names[i]: durations[i] for i in range(self.n)}, *self.given_limits
         )
@@ -171,3 +173,20 @@ class Recording:
             if kids and self.status[m] == _SUCCEEDED:
                 busy[m] = self.last_end[m] - self.first_start[m]
         return busy
+
+
+def _detail(task: Any) -> str:
+    """What a report shows of a task's definition: its description, and what it calls (a
+    YAML step's command or step function with its params; else the function and where it
+    is defined)."""
+    lines = [task.description] if task.description else []
+    detail = getattr(task.fn, "detail", None)
+    if isinstance(detail, str):
+        lines.append(detail)
+    else:
+        fn = task.fn
+        code = getattr(fn, "__code__", None)
+        where = f"  ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+        name = getattr(fn, "__qualname__", None) or type(fn).__name__
+        lines.append(f"{getattr(fn, '__module__', '?')}.{name}(){where}")
+    return "\n".join(lines)
