@@ -5,12 +5,11 @@ showing its results."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from cli_run import layerflow
 
 FLOW = textwrap.dedent(
     """
@@ -32,16 +31,6 @@ FLOW = textwrap.dedent(
         return {"rows": list(range(100)), "name": "table"}
     """
 )
-
-
-def layerflow(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "layerflow", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=60,
-    )
 
 
 @pytest.fixture
@@ -66,9 +55,7 @@ def test_json_carries_the_traceback(folder):
     done = layerflow(folder, "run", "parsing:flow", "--no-store", "--json")
     task = json.loads(done.stdout)["tasks"]["parse"]
     assert task["traceback"].startswith("Traceback (most recent call last):")
-    assert "in parse" in task["traceback"] and task["traceback"].endswith(
-        "KeyError: 'missing_key'"
-    )
+    assert "in parse" in task["traceback"] and task["traceback"].endswith("KeyError: 'missing_key'")
 
 
 def test_q_prints_only_the_error(folder):

@@ -11,6 +11,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from cli_run import layerflow
 
 import layerflow as lf
 
@@ -172,16 +173,6 @@ def test_problems_of_different_kinds_are_reported_in_one_round(tmp_path):
     assert f"{path}:6: duplicate key 'run'" in text
 
 
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "layerflow", *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
-
-
 INPUTS = """\
 name: inp
 inputs: {topic: cats}
@@ -195,7 +186,7 @@ steps:
 
 def test_a_missing_input_says_where_it_is_used_and_how_to_give_it(tmp_path):
     path = _write(tmp_path, INPUTS)
-    done = _cli(tmp_path, "run", str(path), "--no-store")
+    done = layerflow(tmp_path, "run", str(path), "--no-store")
     assert done.returncode == 2
     assert f"{path}:7: step 'b' uses the input 'audience'" in done.stderr
     assert "--set audience=VALUE" in done.stderr
@@ -207,13 +198,13 @@ def test_a_missing_input_says_where_it_is_used_and_how_to_give_it(tmp_path):
 
 def test_a_set_name_no_step_uses_is_an_error_with_the_closest_name(tmp_path):
     path = _write(tmp_path, INPUTS)
-    done = _cli(tmp_path, "run", str(path), "--no-store", "--set", "audence=kids")
+    done = layerflow(tmp_path, "run", str(path), "--no-store", "--set", "audence=kids")
     assert done.returncode == 2
     assert "--set audence=...: no step uses an input named 'audence'" in done.stderr
     assert "Did you mean 'audience'?" in done.stderr
-    done = _cli(tmp_path, "plan", str(path), "--set", "topc=dogs", "--set", "audience=x")
+    done = layerflow(tmp_path, "plan", str(path), "--set", "topc=dogs", "--set", "audience=x")
     assert done.returncode == 2 and "Did you mean 'topic'?" in done.stderr
-    done = _cli(tmp_path, "run", str(path), "--no-store", "--set", "audience=kids", "-q")
+    done = layerflow(tmp_path, "run", str(path), "--no-store", "--set", "audience=kids", "-q")
     assert done.returncode == 0, done.stderr
 
 

@@ -4,21 +4,9 @@ line, numbers for mapped elements, a parallel_group's own lines, skipped tasks n
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-
-def layerflow(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "layerflow", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=60,
-    )
-
+from cli_run import layerflow
 
 GROUP = """\
 steps:

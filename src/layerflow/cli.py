@@ -339,7 +339,7 @@ def run(
     if address is not None and backend != "dask":
         _fail_usage("--address is the Dask scheduler's: use it with --backend dask")
     store: Any = False if no_store else (store_path or True)
-    with _errors():
+    with _errors(), _log_to_stderr(quiet):
         code = _run(
             file,
             sets,
@@ -397,25 +397,6 @@ def _run(
     **chosen: Any,
 ) -> int:
     _check_outputs(*outputs)
-    with _log_to_stderr(quiet):
-        return _run_logged(
-            file, sets, plugins, as_json, quiet, verbose, checkpoint, yes, outputs, shown, **chosen
-        )
-
-
-def _run_logged(
-    file: str,
-    sets: tuple[str, ...],
-    plugins: tuple[str, ...],
-    as_json: bool,
-    quiet: bool,
-    verbose: bool,
-    checkpoint: bool,
-    yes: bool,
-    outputs: tuple[str | None, str | None],
-    shown: tuple[str, ...],
-    **chosen: Any,
-) -> int:
     flow = _load(file, plugins, quiet)
     given = {key: value for key, value in chosen.items() if value is not None}
     resume_hint = ""
