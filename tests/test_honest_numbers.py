@@ -83,6 +83,17 @@ def test_long_thread_tasks_get_their_cpu_time_and_short_ones_do_not():
         assert 0 < run.cpu[f"spin{k}"] <= run.tasks[f"spin{k}"].duration
         assert run.cpu[f"nap{k}"] < 0.5 * run.tasks[f"nap{k}"].duration  # asleep, not busy
     assert "CPU:" in run.summary()
+    assert run.cpu_threads == {f"spin{k}" for k in range(3)} | {f"nap{k}" for k in range(3)}
+
+
+def test_long_tasks_in_worker_processes_get_their_cpu_time_too():
+    flow = lf.Flow()
+    flow.add(_spin, name="spin", executor="process")
+    flow.add(lambda: time.sleep(0.05), name="nap", executor="process")
+    run = flow.run()
+    assert run.cpu["spin"] > 0 and run.cpu["nap"] < 0.5 * run.tasks["nap"].duration
+    assert not run.cpu_threads  # the GIL note is about threads only
+    assert "Warning" not in (run.cpu_note() or "")
 
 
 def test_cpu_bound_threads_that_ran_one_at_a_time_are_called_out(tmp_path):
@@ -93,6 +104,7 @@ def test_cpu_bound_threads_that_ran_one_at_a_time_are_called_out(tmp_path):
     assert run.cpu_note() is None or "Warning" not in run.cpu_note()  # sleeping is not CPU
     # as the GIL leaves it: each task on the CPU for a quarter of its time, one CPU in all
     run.cpu = {name: t.duration / 4 for name, t in run.tasks.items()}
+    run.cpu_threads = frozenset(run.cpu)
     note = run.cpu_note()
     assert note is not None and "threads do not run Python in parallel" in note
     assert "backend='process'" in note and f"speedup of {run.speedup:.1f}x" in note

@@ -286,8 +286,10 @@ class RunResult:
         self.stop_reason: str | None = None
         #: per budget of the run: ``{"budget": ceiling, "spent": what this run recorded}``
         self.budget: dict[str, dict[str, float]] = {}
-        #: CPU seconds of the thread tasks that took longer than 5 ms, by name
+        #: CPU seconds of the tasks that took longer than 5 ms on threads or in worker
+        #: processes, by name (``cpu_threads``: which of them ran on threads)
         self.cpu: dict[str, float] = {}
+        self.cpu_threads: frozenset[str] = frozenset()
         self._bound: Callable[[], str] | None = None  # set by the run: see bound_by
         self._details: Callable[[], dict[str, str]] | dict[str, str] = {}  # see details
 
@@ -362,26 +364,27 @@ class RunResult:
         return self._bound  # type: ignore[return-value]
 
     def cpu_note(self) -> str | None:
-        """The CPU time of the run's long thread tasks, and a warning when they were
-        CPU-bound Python that the GIL ran one at a time (so the speedup counts waiting as
-        work): ``None`` without long thread tasks."""
+        """The CPU time of the run's long tasks (on threads and in worker processes), and
+        a warning when thread tasks were CPU-bound Python that the GIL ran one at a time
+        (so the speedup counts waiting as work): ``None`` without long tasks."""
         if not self.cpu or self.duration <= 0:
             return None
         busy = sum(self.tasks[n].duration for n in self.cpu if n in self.tasks)
         used = sum(self.cpu.values())
         line = (
-            f"CPU: {used:.2f}s in {len(self.cpu)} thread tasks ({used / len(self.cpu):.3g}s "
-            f"each), {used / busy:.0%} of their time"
+            f"CPU: {used:.2f}s in {len(self.cpu)} tasks ({used / len(self.cpu):.3g}s each), "
+            f"{used / busy:.0%} of their time"
             if busy > 0
             else f"CPU: {used:.2f}s"
         )
-        cores = used / self.duration  # CPUs kept busy on average by these tasks
-        if self.speedup >= 1.5 and self.duration >= 0.2 and 0.75 <= cores < 1.4:
+        threads = [self.cpu[n] for n in self.cpu_threads if n in self.cpu]
+        cores = sum(threads) / self.duration  # CPUs the thread tasks kept busy on average
+        if threads and self.speedup >= 1.5 and self.duration >= 0.2 and 0.75 <= cores < 1.4:
             line += (
-                f". Warning: together they kept about one CPU busy ({cores:.0%} of the run), so "
-                f"they ran one at a time: threads do not run Python in parallel (the GIL), and "
-                f"the speedup of {self.speedup:.1f}x counts that waiting as work. Try "
-                f"backend='process' (--backend process)"
+                f". Warning: the thread tasks together kept about one CPU busy ({cores:.0%} of "
+                f"the run), so they ran one at a time: threads do not run Python in parallel "
+                f"(the GIL), and the speedup of {self.speedup:.1f}x counts that waiting as "
+                f"work. Try backend='process' (--backend process)"
             )
         return line
 

@@ -8,8 +8,9 @@ attempt's end through one callback that the scheduler turns into the same transi
 
 ``submit(name, fn, args, kwargs, on_done, *, priority=0, fetch=True, tag=None) -> handle``
     Start ``fn(*args, **kwargs)``; later call ``on_done(ok, value_or_error, seconds, ref=None,
-    metrics=None)`` exactly once, from any thread, unless the attempt was cancelled (``ref``:
-    where the value stays, for a cluster; ``metrics``: what the task gave ``lf.record``).
+    metrics=None, cpu=None)`` exactly once, from any thread, unless the attempt was cancelled
+    (``ref``: where the value stays, for a cluster; ``metrics``: what the task gave
+    ``lf.record``; ``cpu``: its CPU seconds, when the backend measures them).
     ``priority``, ``fetch`` and ``tag`` are hints a backend may ignore.
 ``cancel(handle)``
     Stop that attempt (cancel the coroutine, kill the worker process); its ``on_done`` may

@@ -25,6 +25,7 @@ def serve(conn: Connection, reply: Connection) -> None:
         except (EOFError, OSError):
             return
         t0 = time.perf_counter()
+        c0 = time.process_time()  # the task's CPU time, for the run's CPU note
         try:
             fn, args, kwargs = cloudpickle.loads(payload)
             if inspect.iscoroutinefunction(fn):
@@ -42,13 +43,14 @@ def serve(conn: Connection, reply: Connection) -> None:
             except Exception:
                 pass
         seconds = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         box = None
         metrics = sys.modules.get("layerflow.metrics")  # loaded if the task used lf.record
         if metrics is not None and metrics.WORKER_BOX:
             box = dict(metrics.WORKER_BOX)
             metrics.WORKER_BOX.clear()
         try:
-            out = cloudpickle.dumps((ok, value, seconds, box))
+            out = cloudpickle.dumps((ok, value, seconds, box, cpu))
         except Exception as e:
             from layerflow.errors import RemoteError, UnpicklableError
 
@@ -62,7 +64,7 @@ def serve(conn: Connection, reply: Connection) -> None:
                     f"{type(value).__name__}: {value}\n"
                     + "".join(traceback.format_exception(value))
                 )
-            out = cloudpickle.dumps((False, err, seconds, box))
+            out = cloudpickle.dumps((False, err, seconds, box, cpu))
         reply.send_bytes(out)
 
 

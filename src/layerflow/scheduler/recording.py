@@ -163,6 +163,8 @@ class Recording:
             {names[i]: durations[i] for i in range(self.n)}, *self.given_limits
         )
         result.cpu = {names[i]: c for i, c in self.cpu_times.items() if i < self.n}
+        result.cpu_threads = frozenset(result.cpu)  # the GIL note is about these
+        result.cpu.update((names[i], c) for i, c in self.cpu_foreign.items() if i < self.n)
         result.budget = self.budget_report()
         return result
 

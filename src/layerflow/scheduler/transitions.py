@@ -147,11 +147,15 @@ class Transitions:
         seconds: float,
         ref: Any = None,
         metrics: dict[str, float] | None = None,
+        cpu: float | None = None,
     ) -> None:
         """A backend's done-callback: the same transition as a thread worker's. ``ref`` is
         where the value stays on a cluster (a Dask future); ``value is ref`` when it was
-        not brought back here."""
+        not brought back here; ``cpu`` the attempt's CPU seconds, when the backend knows
+        them (a worker process does)."""
         t1 = time.perf_counter()
+        if cpu is not None and seconds > 0.005:  # as for threads: long tasks only
+            self.cpu_foreign[i] = cpu
         if ok and self.persist is not None and self.token[i] == token:
             if self.kind[i] == _ASYNC:
                 # on the event loop: the file write and its fsync go to the store thread,

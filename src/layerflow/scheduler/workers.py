@@ -40,8 +40,10 @@ class ThreadWorkers:
         """``threads`` (workers that count towards the bound), ``idle`` (waiting for
         work), and for the tiny-task mode the recent thread-task duration (``avg_task``, a
         moving average), completions (``progress``), ``last_take`` and ``watching``;
-        ``cpu_times``: the CPU seconds of long thread tasks, by task."""
+        ``cpu_times``: the CPU seconds of long thread tasks, by task (``cpu_foreign``: of
+        long tasks in worker processes)."""
         self.cpu_times: dict[int, float] = {}
+        self.cpu_foreign: dict[int, float] = {}  # a worker process's tasks, by the same rule
         self.threads = 0
         self.idle = 0
         self.avg_task = 1.0
