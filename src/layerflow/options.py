@@ -32,7 +32,7 @@ def number(
     """Is ``value`` a number (an int or a float, never a bool) in the given range?"""
     if isinstance(value, bool) or not isinstance(value, (int, float) if not whole else int):
         return False
-    if isinstance(value, int) and not -(2**1000) < value < 2**1000:
+    if isinstance(value, int) and value.bit_length() > 1000:
         return False  # beyond any float: comparing it with one, or converting it, overflows
     if finite and not math.isfinite(value):
         return False
