@@ -6,6 +6,10 @@ One thread per run, started by the first such job: it runs the job, then its con
 under the lock. The entry concerned is not final while its job is out, so the run cannot
 end before it.
 
+And when the store cannot take a result (``_persist``): the task fails with
+``ResultNotStored``, and the run stops once, as a budget stop does (``_store_stop``;
+``store_failed`` is the first entry it could not keep).
+
 Fields: ``io_jobs`` (the thread's queue, or None before the first job).
 """
 
@@ -16,7 +20,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import ResultNotStored, safe_str
 from ..events import logger
+
+_STORE_TROUBLE = {
+    "full": " (disk full)",
+    "read-only": " (read-only)",
+    "damaged": " (damaged database)",
+    "locked": " (locked)",
+    "io": " (I/O error)",
+}
 
 
 class StoreIO:
@@ -56,3 +69,47 @@ class StoreIO:
     def _close_store_io(self) -> None:
         if self.io_jobs is not None:
             self.io_jobs.put(None)
+
+    def _persist(self, i: int, value: Any, t0: float, t1: float) -> BaseException | None:
+        """Make a result durable before its task counts as done. The error to fail the task
+        with when the store cannot take it (a task is done only once its result is stored);
+        None when it is stored, or when there is no store."""
+        if self.persist is None:
+            return None
+        try:
+            self.persist(i, value, t0, t1)
+        except ResultNotStored as e:
+            return e
+        except Exception as e:  # a bug of the store's: still the same promise
+            logger.exception("could not store the result of task %r", self.names[i])
+            return ResultNotStored(
+                f"task {self.names[i]!r} finished, but its result could not be stored: "
+                f"{safe_str(e)}"
+            )
+        return None
+
+    def _store_stop(self, i: int, error: ResultNotStored) -> None:
+        """The store could not take entry ``i``'s result: whatever ran next could not be
+        kept either, so the run stops as a budget stop does (nothing new starts, running
+        tasks finish and are stored if the store takes them), with one reason, whatever
+        ``fail_fast`` says."""
+        if self.store_failed < 0:
+            self.store_failed = i
+        if not self.stopping:
+            what = _STORE_TROUBLE.get(error.kind or "", "")
+            self.stop_reason = f"the store could not take the result of {self.names[i]!r}{what}"
+        self.stopping = True  # before finalizing: nothing may start meanwhile
+        self._finalize(i)
+        self._stop(self.stop_reason or "the store failed")
+
+    def _not_stored_either(self, i: int, error: ResultNotStored) -> ResultNotStored:
+        """A later task the store could not take: said briefly, the first one's error
+        says why and what to do."""
+        short = ResultNotStored(
+            f"task {self.names[i]!r} finished, but its result could not be stored either "
+            f"(see {self.names[self.store_failed]!r}); --resume runs it again",
+            path=error.path,
+            kind=error.kind,
+        )
+        short.__cause__ = error
+        return short

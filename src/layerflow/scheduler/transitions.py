@@ -13,13 +13,8 @@ import heapq
 import time
 from typing import Any
 
-from ..errors import (
-    ResultNotStored,
-    safe_str,
-)
-from ..events import (
-    logger,
-)
+from ..errors import ResultNotStored, safe_str
+from ..events import logger
 from ..metrics import add as add_metrics
 from .state import (
     _ASYNC,
@@ -36,14 +31,6 @@ from .state import (
     _THREAD,
     _WAITING_STATES,
 )
-
-_STORE_TROUBLE = {
-    "full": " (disk full)",
-    "read-only": " (read-only)",
-    "damaged": " (damaged database)",
-    "locked": " (locked)",
-    "io": " (I/O error)",
-}
 
 
 class Transitions:
@@ -198,24 +185,6 @@ class Transitions:
             self.cluster.arrived(i, value, ref)
         return self._record(i, token, ok, value, t1 - seconds, t1, used=metrics)
 
-    def _persist(self, i: int, value: Any, t0: float, t1: float) -> BaseException | None:
-        """Make a result durable before its task counts as done. The error to fail the task
-        with when the store cannot take it (a task is done only once its result is stored);
-        None when it is stored, or when there is no store."""
-        if self.persist is None:
-            return None
-        try:
-            self.persist(i, value, t0, t1)
-        except ResultNotStored as e:
-            return e
-        except Exception as e:  # a bug of the store's: still the same promise
-            logger.exception("could not store the result of task %r", self.names[i])
-            return ResultNotStored(
-                f"task {self.names[i]!r} finished, but its result could not be stored: "
-                f"{safe_str(e)}"
-            )
-        return None
-
     def _succeed(self, i: int, value: Any, status: int = _SUCCEEDED) -> None:
         self.status[i] = status
         self.values[i] = value
@@ -266,32 +235,6 @@ class Transitions:
             self._stop(reason)
         elif i < self.n:
             self._skip_downstream(i)
-
-    def _store_stop(self, i: int, error: ResultNotStored) -> None:
-        """The store could not take entry ``i``'s result: whatever ran next could not be
-        kept either, so the run stops as a budget stop does (nothing new starts, running
-        tasks finish and are stored if the store takes them), with one reason, whatever
-        ``fail_fast`` says."""
-        if self.store_failed < 0:
-            self.store_failed = i
-        if not self.stopping:
-            what = _STORE_TROUBLE.get(error.kind or "", "")
-            self.stop_reason = f"the store could not take the result of {self.names[i]!r}{what}"
-        self.stopping = True  # before finalizing: nothing may start meanwhile
-        self._finalize(i)
-        self._stop(self.stop_reason or "the store failed")
-
-    def _not_stored_either(self, i: int, error: ResultNotStored) -> ResultNotStored:
-        """A later task the store could not take: said briefly, the first one's error
-        says why and what to do."""
-        short = ResultNotStored(
-            f"task {self.names[i]!r} finished, but its result could not be stored either "
-            f"(see {self.names[self.store_failed]!r}); --resume runs it again",
-            path=error.path,
-            kind=error.kind,
-        )
-        short.__cause__ = error
-        return short
 
     def _skip_downstream(self, i: int) -> None:
         """Continue-on-failure: everything that needs ``i`` will never run."""
