@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BASE   := $(VENV)/.installed-base
 
-.PHONY: demo test bench fuzz lint format clean browser
+.PHONY: demo test bench fuzz dask-suite lint format clean browser
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: $(STAMP) browser
 SEED ?= $(shell date +%s)
 fuzz: $(STAMP)
 	LAYERFLOW_FUZZ_CASES=20000 LAYERFLOW_FUZZ_SEED=$(SEED) $(PY) -m pytest -q tests/test_fuzz_pipeline.py
+
+# Dask's own scheduler tests (from the installed wheel) on lf.dask.get and on stock Dask;
+# not part of make test (minutes of dataframe and array tests)
+dask-suite: $(STAMP)
+	$(PY) bench/dask_suite.py --show-failures
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py

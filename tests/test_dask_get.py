@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -287,3 +288,44 @@ def test_sigkilled_delayed_computation_resumes_without_rerunning_finished_tasks(
     for i, count in executions.items():  # every step ran, and at most once after the kill
         assert 1 <= count <= 2, (i, executions)
     assert status["total-squares"] == "succeeded"
+
+
+def test_keywords_meant_for_other_schedulers_are_ignored_as_dask_does(caplog):
+    # dask's compute(**kwargs) hands every keyword to the scheduler
+    with caplog.at_level(logging.DEBUG, logger="layerflow.dask"):
+        assert lf.dask.get({"x": 1, "y": (inc, "x")}, "y", bogus_keyword=10) == 2
+    assert any("ignores the keyword 'bogus_keyword'" in r.message for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="layerflow.dask"):
+        assert lf.dask.get({"x": 1}, "x", max_worker=2) == 1  # a typo of ours: a warning
+    assert any("Did you mean 'max_workers'" in r.message for r in caplog.records)
+    with pytest.raises(lf.InvalidOptionError, match="max_workers"):
+        lf.dask.get({"x": 1}, "x", max_workers=0)  # our own options stay checked
+
+
+@pytest.mark.parametrize("kind", ["ThreadPoolExecutor", "ThreadPool"])
+def test_pool_sets_how_many_threads_run_the_tasks(kind):
+    import concurrent.futures
+    import multiprocessing.pool
+
+    def ident():
+        time.sleep(0.01)
+        return threading.get_ident()
+
+    dsk = {("x", i): (ident,) for i in range(30)}
+    dsk["x"] = (len, (set, [("x", i) for i in range(30)]))
+    make = (
+        concurrent.futures.ThreadPoolExecutor
+        if kind == "ThreadPoolExecutor"
+        else multiprocessing.pool.ThreadPool
+    )
+    with make(3) as pool:
+        assert lf.dask.get(dsk, "x", pool=pool) == 3
+    with pytest.raises(lf.InvalidOptionError, match="pool= must be"):
+        lf.dask.get(dsk, "x", pool=object())
+
+
+def test_a_missing_dependency_is_the_value_error_dask_raises():
+    with pytest.raises(ValueError, match="Missing dependency") as info:
+        lf.dask.get({"y": Task("y", lambda x: x, TaskRef("x"))}, "y")
+    assert isinstance(info.value, lf.LayerflowError)

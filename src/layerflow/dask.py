@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import sys
 from collections import Counter
@@ -47,7 +48,14 @@ except ImportError:  # pragma: no cover - exercised only without Dask
         f"layerflow.dask needs Dask, which is not installed: {install_command('dask')}"
     ) from None
 
-from .errors import InvalidOptionError, TaskFailed, did_you_mean, raise_all, safe_str
+from .errors import (
+    InvalidOptionError,
+    MissingDependencyError,
+    TaskFailed,
+    did_you_mean,
+    raise_all,
+    safe_str,
+)
 from .events import Event, LogObserver, RunEvent, TaskEvent
 from .flow import TASK_OPTIONS, _recorder
 from .graph import Graph, Task, _gc_paused
@@ -63,8 +71,9 @@ __all__ = ["get", "scheduler", "RUN_OPTIONS", "TASK_GROUP_OPTIONS"]
 #: task's options, but for those the Dask graph itself decides (its inputs and edges)
 TASK_GROUP_OPTIONS = tuple(o for o in TASK_OPTIONS if o not in ("params", "inputs", "after", "map"))
 # get's own options (besides the run's); num_workers is what Dask's schedulers call max_workers
-_OWN_OPTIONS = ("name", "tasks", "report", "trace", "on_result", "num_workers")
+_OWN_OPTIONS = ("name", "tasks", "report", "trace", "on_result", "num_workers", "pool")
 _ALL_OPTIONS = RUN_OPTIONS + _OWN_OPTIONS
+logger = logging.getLogger("layerflow.dask")
 
 
 class _Call:
@@ -104,7 +113,7 @@ def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
     group), ``report`` / ``trace`` (paths: write the run's HTML report / Chrome trace,
     also when it fails) and ``on_result`` (called with the run's ``RunResult``).
     """
-    options = _checked(options)
+    options = _checked(_known(options))
     name = options.pop("name", None)
     groups = options.pop("tasks", None) or {}
     report, trace = options.pop("report", None), options.pop("trace", None)
@@ -112,6 +121,9 @@ def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
     if "num_workers" in options:
         workers = options.pop("num_workers")
         options.setdefault("max_workers", workers)
+    pool = options.pop("pool", None)
+    if pool is not None:
+        options.setdefault("max_workers", _pool_size(pool))
     options.setdefault("max_workers", os.cpu_count() or 1)
     store, resume = options.pop("store", None), options.pop("resume", None)
     cache = options.pop("cache", False)
@@ -169,6 +181,36 @@ def scheduler(**options: Any) -> Callable[..., Any]:
 
     layerflow_get.__doc__ = f"layerflow.dask.get with {sorted(options)} bound."
     return layerflow_get
+
+
+def _known(options: dict[str, Any]) -> dict[str, Any]:
+    """Dask's ``compute(**kwargs)`` hands every keyword to the scheduler, including those
+    meant for others: as in Dask, a keyword layerflow does not know is ignored (logged at
+    debug level; at warning level when it looks like a typo of one of ours)."""
+    known = {}
+    for key, value in options.items():
+        if key in _ALL_OPTIONS:
+            known[key] = value
+            continue
+        hint = did_you_mean(str(key), _ALL_OPTIONS)
+        level = logging.WARNING if hint else logging.DEBUG
+        logger.log(level, "layerflow.dask.get ignores the keyword %r.%s", key, hint)
+    return known
+
+
+def _pool_size(pool: Any) -> int:
+    """The workers of a ``concurrent.futures`` or ``multiprocessing.pool`` thread pool:
+    layerflow runs the tasks on that many threads of its own (its workers call the
+    transitions themselves; a foreign pool would add two hand-offs per task)."""
+    for attr in ("_max_workers", "_processes"):
+        size = getattr(pool, attr, None)
+        if isinstance(size, int) and size > 0:
+            logger.debug("layerflow.dask.get runs on %d threads of its own, as pool= has", size)
+            return size
+    raise InvalidOptionError(
+        f"layerflow.dask.get: pool= must be a ThreadPoolExecutor or a "
+        f"multiprocessing.pool.ThreadPool (layerflow uses its size), got {type(pool).__name__}"
+    )
 
 
 def _checked(options: dict[str, Any]) -> dict[str, Any]:
@@ -230,9 +272,13 @@ def _translate(
                     ds = [position[k] for k in dep_keys]
                 except KeyError:
                     missing = next(k for k in dep_keys if k not in position)
-                    raise KeyError(
-                        f"Dask task {name!r} depends on key {missing!r}, which is not in the "
-                        f"graph; compute the collections together, or add that key"
+                    raise MissingDependencyError(  # a ValueError, as Dask raises
+                        f"Missing dependency: Dask task {name!r} depends on key {missing!r}, "
+                        f"which is not in the graph; compute the collections together, or "
+                        f"add that key",
+                        name,
+                        str(missing),
+                        None,
                     ) from None
                 if len(dep_keys) > len(params):
                     params = _params(len(dep_keys))
