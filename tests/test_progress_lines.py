@@ -89,3 +89,21 @@ def test_skipped_tasks_are_named_at_the_end(tmp_path):
     assert "Skipped (what they need failed): later, last" in out
     stopped = layerflow(tmp_path, "run", "p.yaml", "--no-store").stdout  # fail-fast
     assert "Cancelled (the run stopped): later, last" in stopped
+
+
+def test_a_reader_that_goes_away_stops_the_lines_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "p.yaml").write_text(GROUP)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "layerflow", "run", "p.yaml", "--no-store"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline()  # as `| head -1` reads
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert "observer" not in err and "Traceback" not in err, err

@@ -62,9 +62,15 @@ class Progress:
         if self.is_live():
             return None
         out = self._out()
+        closed = []  # the reader went away (a pipe into `head`): stop printing, quietly
 
         def emit(line: str, level: int) -> None:
-            print(line, file=out, flush=True)
+            if closed:
+                return
+            try:
+                print(line, file=out, flush=True)
+            except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+                closed.append(True)
 
         return LogObserver(emit, self.groups, final=self.final)
 
