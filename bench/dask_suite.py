@@ -47,7 +47,18 @@ dask.config.set(scheduler=lf.dask.get)
 
 def _run(folder: Path, files: list[str], extra: list[str]) -> tuple[dict[str, int], str]:
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *files, *extra],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rfE",
+            "-p",
+            "no:cacheprovider",
+            "--continue-on-collection-errors",
+            *files,
+            *extra,
+        ],
         cwd=folder,
         capture_output=True,
         text=True,
