@@ -329,3 +329,44 @@ def test_a_missing_dependency_is_the_value_error_dask_raises():
     with pytest.raises(ValueError, match="Missing dependency") as info:
         lf.dask.get({"y": Task("y", lambda x: x, TaskRef("x"))}, "y")
     assert isinstance(info.value, lf.LayerflowError)
+
+
+def test_dasks_diagnostics_work_as_with_dask_threaded(capsys):
+    from dask.diagnostics import Profiler, ProgressBar, ResourceProfiler
+
+    x = da.ones((400, 400), chunks=100)
+    with ProgressBar():
+        assert (x + x.T).sum().compute(scheduler=lf.dask.get) == 320_000
+    assert "100% Completed" in capsys.readouterr().out
+    with Profiler() as prof, ResourceProfiler(dt=0.01) as rprof:
+        (x + 1).sum().compute(scheduler=lf.dask.get)
+    keys = {r.key for r in prof.results}
+    assert len(keys) == len(prof.results) > 16  # one record per task, with its key
+    assert all(r.end_time >= r.start_time for r in prof.results)
+    assert isinstance(rprof.results, list)
+
+
+def test_an_exception_in_a_dask_callback_reaches_the_caller():
+    from dask.callbacks import Callback
+
+    def ok(*args):
+        pass
+
+    def broken(*args):
+        raise ValueError("my_exception")
+
+    with (
+        Callback(start=broken, finish=ok),
+        Callback(start=ok, finish=ok),
+        pytest.raises(ValueError, match="my_exception"),
+    ):
+        lf.dask.get({"x": 1}, "x")
+    seen = []
+    with Callback(pretask=lambda key, dsk, state: seen.append(key)):
+        assert lf.dask.get({"x": 1, "y": (inc, "x")}, "y") == 2
+    assert seen == ["x", "y"]
+    with (
+        Callback(posttask=lambda *a: (_ for _ in ()).throw(RuntimeError("late"))),
+        pytest.raises(RuntimeError, match="late"),
+    ):
+        lf.dask.get({"x": 1, "y": (inc, "x")}, "y")

@@ -39,6 +39,7 @@ from typing import Any
 
 try:
     from dask._task_spec import GraphNode, convert_legacy_graph
+    from dask.callbacks import local_callbacks, unpack_callbacks
     from dask.core import flatten
     from dask.utils import ensure_dict, key_split
 except ImportError:  # pragma: no cover - exercised only without Dask
@@ -71,7 +72,16 @@ __all__ = ["get", "scheduler", "RUN_OPTIONS", "TASK_GROUP_OPTIONS"]
 #: task's options, but for those the Dask graph itself decides (its inputs and edges)
 TASK_GROUP_OPTIONS = tuple(o for o in TASK_OPTIONS if o not in ("params", "inputs", "after", "map"))
 # get's own options (besides the run's); num_workers is what Dask's schedulers call max_workers
-_OWN_OPTIONS = ("name", "tasks", "report", "trace", "on_result", "num_workers", "pool")
+_OWN_OPTIONS = (
+    "name",
+    "tasks",
+    "report",
+    "trace",
+    "on_result",
+    "num_workers",
+    "pool",
+    "callbacks",
+)
 _ALL_OPTIONS = RUN_OPTIONS + _OWN_OPTIONS
 logger = logging.getLogger("layerflow.dask")
 
@@ -134,8 +144,69 @@ def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
 
             check_writable(path)  # before anything runs
 
+    given_callbacks = options.pop("callbacks", None)
     wanted = list(flatten(keys)) if isinstance(keys, list) else [keys]
     graph, labels, named = _translate(dsk, wanted, name, groups)
+    with local_callbacks(given_callbacks) as callbacks:
+        if not callbacks:
+            return _run(
+                graph,
+                labels,
+                named,
+                keys,
+                wanted,
+                options,
+                store,
+                resume,
+                cache,
+                progress,
+                report,
+                trace,
+                on_result,
+            )
+        hooks = _DaskCallbacks(callbacks, dsk, graph)
+        hooks.begin()  # in the caller's thread: an error here is raised before anything runs
+        options["on_event"] = hooks.chain(options.get("on_event"))
+        failed = True
+        try:
+            out = _run(
+                graph,
+                labels,
+                named,
+                keys,
+                wanted,
+                options,
+                store,
+                resume,
+                cache,
+                progress,
+                report,
+                trace,
+                on_result,
+            )
+            failed = hooks.error is not None
+        finally:
+            hooks.end(failed)
+        hooks.raise_error()
+        return out
+
+
+def _run(
+    graph: Graph,
+    labels: dict[str, str],
+    named: dict[Hashable, str],
+    keys: Any,
+    wanted: list[Hashable],
+    options: dict[str, Any],
+    store: Any,
+    resume: Any,
+    cache: Any,
+    progress: bool,
+    report: Any,
+    trace: Any,
+    on_result: Any,
+) -> Any:
+    """Run the translated graph; the values of ``keys``, nested as asked."""
     if progress:
         options["on_event"] = _with_progress(options.get("on_event"), labels)
     if _wants_store(store, resume, cache):
@@ -181,6 +252,101 @@ def scheduler(**options: Any) -> Callable[..., Any]:
 
     layerflow_get.__doc__ = f"layerflow.dask.get with {sorted(options)} bound."
     return layerflow_get
+
+
+class _DaskCallbacks:
+    """Dask's local-scheduler callbacks (``dask.callbacks.Callback``: ``start``,
+    ``start_state``, ``pretask``, ``posttask``, ``finish``) driven by the run's events, so
+    that ``dask.diagnostics.ProgressBar``, ``Profiler`` and ``ResourceProfiler`` work as with
+    ``dask.threaded.get``. ``state`` keeps the keys Dask's has for them (``ready``,
+    ``waiting``, ``running``, ``finished``, ``cache``...). ``start`` and ``finish`` run in the
+    caller's thread; ``pretask``/``posttask`` in the thread that delivers events, and the
+    first exception one raises is raised to the caller when the run ends. ``posttask``
+    gets ``None`` for the result (the value is not carried by events) and worker id 0."""
+
+    def __init__(self, callbacks: Any, dsk: Any, graph: Graph) -> None:
+        self.callbacks = [getattr(c, "_callback", c) for c in callbacks]
+        _, _, self.pretask, self.posttask, _ = unpack_callbacks(self.callbacks)
+        self.dsk = ensure_dict(dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__())
+        self.key = {t.name: t.fn.node.key for t in graph.tasks}  # name -> Dask key
+        deps = {
+            self.key[n]: {self.key[graph.names[j]] for j in graph.deps[i]}
+            for i, n in enumerate(graph.names)
+        }
+        dependents: dict[Hashable, set[Hashable]] = {k: set() for k in deps}
+        for k, ds in deps.items():
+            for d in ds:
+                dependents[d].add(k)
+        self.state: dict[str, Any] = {
+            "dependencies": deps,
+            "dependents": dependents,
+            "waiting": {k: set(ds) for k, ds in deps.items() if ds},
+            "waiting_data": {k: set(v) for k, v in dependents.items() if v},
+            "ready": [k for k, ds in deps.items() if not ds],
+            "running": set(),
+            "finished": set(),
+            "released": set(),
+            "cache": {},
+        }
+        self.started: list[Any] = []
+        self.error: BaseException | None = None
+
+    def begin(self) -> None:
+        for cb in self.callbacks:
+            if cb[0]:
+                cb[0](self.dsk)
+            self.started.append(cb)
+        for cb in self.callbacks:
+            if cb[1]:
+                cb[1](self.dsk, self.state)
+
+    def chain(self, on_event: Callable[[Event], Any] | None) -> Callable[[Event], Any]:
+        if on_event is None:
+            return self
+
+        def both(event: Event) -> None:
+            on_event(event)
+            self(event)
+
+        return both
+
+    def __call__(self, event: Event) -> None:
+        if self.error is not None or not isinstance(event, TaskEvent) or event.task is None:
+            return
+        key = self.key.get(event.task)
+        if key is None:
+            return
+        s = self.state
+        try:
+            if event.kind == "task_started" and event.attempt == 1:
+                with contextlib.suppress(ValueError):
+                    s["ready"].remove(key)
+                s["running"].add(key)
+                for f in self.pretask:
+                    f(key, self.dsk, s)
+            elif event.kind in ("task_succeeded", "task_reused", "task_cached"):
+                s["running"].discard(key)
+                s["finished"].add(key)
+                for k in s["dependents"].get(key, ()):
+                    waiting = s["waiting"].get(k)
+                    if waiting is not None:
+                        waiting.discard(key)
+                        if not waiting:
+                            del s["waiting"][k]
+                            s["ready"].append(k)
+                for f in self.posttask:
+                    f(key, None, self.dsk, s, 0)
+        except BaseException as e:  # raised to the caller when the run ends, as in Dask
+            self.error = e
+
+    def end(self, failed: bool) -> None:
+        for cb in self.started:
+            if cb[4]:
+                cb[4](self.dsk, self.state, failed)
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _known(options: dict[str, Any]) -> dict[str, Any]:
