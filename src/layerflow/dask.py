@@ -147,99 +147,40 @@ def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
     given_callbacks = options.pop("callbacks", None)
     wanted = list(flatten(keys)) if isinstance(keys, list) else [keys]
     graph, labels, named = _translate(dsk, wanted, name, groups)
-    with local_callbacks(given_callbacks) as callbacks:
-        if not callbacks:
-            return _run(
-                graph,
-                labels,
-                named,
-                keys,
-                wanted,
-                options,
-                store,
-                resume,
-                cache,
-                progress,
-                report,
-                trace,
-                on_result,
-            )
-        hooks = _DaskCallbacks(callbacks, dsk, graph)
-        hooks.begin()  # in the caller's thread: an error here is raised before anything runs
-        options["on_event"] = hooks.chain(options.get("on_event"))
-        failed = True
+    with _dask_callbacks(given_callbacks, dsk, graph, options):
+        if progress:
+            options["on_event"] = _also(options.get("on_event"), _GroupProgress(labels))
+        if _wants_store(store, resume, cache):
+            _fingerprint(graph)
+        plan = Plan(graph)
+        recorder = _recorder(plan, {}, store, resume, cache)
+        outputs = list(dict.fromkeys(graph.index[named[k]] for k in wanted))
+        run_options = {
+            "mode": "dynamic",
+            "fail_fast": True,
+            "timeout": None,
+            "backend": "thread",
+            "on_event": None,
+            "progress": False,
+            "seed": None,
+            **options,
+        }
         try:
-            out = _run(
-                graph,
-                labels,
-                named,
-                keys,
-                wanted,
-                options,
-                store,
-                resume,
-                cache,
-                progress,
-                report,
-                trace,
-                on_result,
-            )
-            failed = hooks.error is not None
-        finally:
-            hooks.end(failed)
-        hooks.raise_error()
-        return out
-
-
-def _run(
-    graph: Graph,
-    labels: dict[str, str],
-    named: dict[Hashable, str],
-    keys: Any,
-    wanted: list[Hashable],
-    options: dict[str, Any],
-    store: Any,
-    resume: Any,
-    cache: Any,
-    progress: bool,
-    report: Any,
-    trace: Any,
-    on_result: Any,
-) -> Any:
-    """Run the translated graph; the values of ``keys``, nested as asked."""
-    if progress:
-        options["on_event"] = _with_progress(options.get("on_event"), labels)
-    if _wants_store(store, resume, cache):
-        _fingerprint(graph)
-    plan = Plan(graph)
-    recorder = _recorder(plan, {}, store, resume, cache)
-    outputs = list(dict.fromkeys(graph.index[named[k]] for k in wanted))
-    run_options = {
-        "mode": "dynamic",
-        "fail_fast": True,
-        "timeout": None,
-        "backend": "thread",
-        "on_event": None,
-        "progress": False,
-        "seed": None,
-        **options,
-    }
-    try:
-        result, values = _execute(plan, recorder, outputs=outputs, **run_options)
-    except TaskFailed as e:
-        _finish(e.result, report, trace, on_result)
-        cause = e.__cause__
-        if cause is None:
-            raise
-        cause.add_note(f"(raised by Dask task {e.task!r} in layerflow run {e.result.run_id})")
-        raise cause from None
-    _finish(result, report, trace, on_result)
-    if result.ok:
-        index = graph.index
-        found = {k: values[index[named[k]]] for k in wanted}
-    else:  # stopped by a checkpoint: say which value is missing, and why
-        found = {k: result[named[k]] for k in wanted}
-    return _nested(keys, found)
+            result, values = _execute(plan, recorder, outputs=outputs, **run_options)
+        except TaskFailed as e:
+            _finish(e.result, report, trace, on_result)
+            cause = e.__cause__
+            if cause is None:
+                raise
+            cause.add_note(f"(raised by Dask task {e.task!r} in layerflow run {e.result.run_id})")
+            raise cause from None
+        _finish(result, report, trace, on_result)
+        if result.ok:
+            index = graph.index
+            found = {k: values[index[named[k]]] for k in wanted}
+        else:  # stopped by a checkpoint: say which value is missing, and why
+            found = {k: result[named[k]] for k in wanted}
+        return _nested(keys, found)
 
 
 def scheduler(**options: Any) -> Callable[..., Any]:
@@ -288,27 +229,7 @@ class _DaskCallbacks:
             "released": set(),
             "cache": {},
         }
-        self.started: list[Any] = []
         self.error: BaseException | None = None
-
-    def begin(self) -> None:
-        for cb in self.callbacks:
-            if cb[0]:
-                cb[0](self.dsk)
-            self.started.append(cb)
-        for cb in self.callbacks:
-            if cb[1]:
-                cb[1](self.dsk, self.state)
-
-    def chain(self, on_event: Callable[[Event], Any] | None) -> Callable[[Event], Any]:
-        if on_event is None:
-            return self
-
-        def both(event: Event) -> None:
-            on_event(event)
-            self(event)
-
-        return both
 
     def __call__(self, event: Event) -> None:
         if self.error is not None or not isinstance(event, TaskEvent) or event.task is None:
@@ -339,14 +260,36 @@ class _DaskCallbacks:
         except BaseException as e:  # raised to the caller when the run ends, as in Dask
             self.error = e
 
-    def end(self, failed: bool) -> None:
-        for cb in self.started:
-            if cb[4]:
-                cb[4](self.dsk, self.state, failed)
 
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
+@contextlib.contextmanager
+def _dask_callbacks(given: Any, dsk: Any, graph: Graph, options: dict[str, Any]) -> Iterator[None]:
+    """Dask's callbacks around one run (the global ones unless ``callbacks=`` is given, as
+    ``dask.callbacks.local_callbacks`` decides): ``start`` and ``start_state`` before it, in
+    the caller's thread (an error there is raised before anything runs), ``finish`` after it,
+    then the first error ``pretask``/``posttask`` raised."""
+    with local_callbacks(given) as callbacks:
+        if not callbacks:
+            yield
+            return
+        hooks = _DaskCallbacks(callbacks, dsk, graph)
+        started, failed = [], True
+        for cb in hooks.callbacks:
+            if cb[0]:
+                cb[0](hooks.dsk)
+            started.append(cb)
+        try:
+            for cb in hooks.callbacks:
+                if cb[1]:
+                    cb[1](hooks.dsk, hooks.state)
+            options["on_event"] = _also(options.get("on_event"), hooks)
+            yield
+            failed = hooks.error is not None
+        finally:
+            for cb in started:
+                if cb[4]:
+                    cb[4](hooks.dsk, hooks.state, failed)
+        if hooks.error is not None:
+            raise hooks.error
 
 
 def _known(options: dict[str, Any]) -> dict[str, Any]:
@@ -573,16 +516,16 @@ def _nested(keys: Any, values: Mapping[Hashable, Any]) -> Any:
     return values[keys]
 
 
-def _with_progress(
-    on_event: Callable[[Event], Any] | None, labels: Mapping[str, str]
+def _also(
+    on_event: Callable[[Event], Any] | None, observer: Callable[[Event], Any]
 ) -> Callable[[Event], Any]:
-    progress = _GroupProgress(labels)
+    """The caller's ``on_event`` (if any), then ``observer``."""
     if on_event is None:
-        return progress
+        return observer
 
     def both(event: Event) -> None:
         on_event(event)
-        progress(event)
+        observer(event)
 
     return both
 
