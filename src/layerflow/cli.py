@@ -112,13 +112,15 @@ def _options(flow: Flow, **options: Any) -> dict[str, Any]:
 
 
 def _inputs(flow: Flow, sets: dict[str, Any]) -> dict[str, Any]:
-    """The run's inputs: a pipeline's defaults, then ``--set``; a name no step uses, or an
-    input no one gave, is an error that says where it is used and how to give it."""
-    if not isinstance(flow, Pipeline):
-        return sets
-    inputs = {**flow.inputs, **sets}
-    flow.check_inputs(inputs, given=sets)
-    return inputs
+    return {**flow.inputs, **sets} if isinstance(flow, Pipeline) else sets
+
+
+def _planned(flow: Flow, sets: dict[str, Any]) -> Any:
+    """The plan for these ``--set`` inputs: every problem before anything runs (exit 2, no
+    traceback); for a pipeline, a missing input says where it is used and how to give it,
+    and a ``--set`` name no step uses is an error with the closest input name."""
+    inputs = _inputs(flow, sets)
+    return flow.plan(inputs, given=sets) if isinstance(flow, Pipeline) else flow.plan(inputs)
 
 
 def _fail_usage(message: str) -> None:
@@ -408,7 +410,8 @@ def _run(
             )
         given["checkpoint"] = _checkpoint(yes)
     options = _options(flow, **given)
-    inputs = _inputs(flow, _parse_sets(sets))
+    values = _parse_sets(sets)
+    inputs = _inputs(flow, values)
     stream = sys.stderr if as_json else sys.stdout
     live = stream.isatty() and not verbose
     if not quiet:  # the command line prints its own closing line
@@ -417,7 +420,7 @@ def _run(
             if t.group is not None:
                 groups.setdefault(t.group.name, []).append(t.name)
         options["progress"] = Progress(stream, live=live, final=False, groups=groups)
-    the_plan = flow.plan(inputs)  # every problem before anything runs (exit 2, no traceback)
+    the_plan = _planned(flow, values)
     for name in shown:
         if name not in the_plan.graph.index:
             hint = closest(name, the_plan.graph.names)
@@ -575,7 +578,7 @@ def _plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[
             raise _Usage("--max-workers must be at least 1")
     elif isinstance(flow, Pipeline) and "max_workers" in flow.settings:
         counts = [flow.settings["max_workers"]]
-    the_plan = flow.plan(_inputs(flow, _parse_sets(sets)))
+    the_plan = _planned(flow, _parse_sets(sets))
     click.echo(the_plan.explain(max_workers=counts[0]))
     if len(counts) > 1:
         timed = bool(the_plan.history)

@@ -26,7 +26,7 @@ import re
 import shlex
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from .errors import (
     GroupTimeout,  # noqa: F401 (re-exported)
     InvalidOptionError,
     LayerflowError,
+    MissingInputError,
     PipelineError,  # noqa: F401 (re-exported)
     closest,
     safe_str,
@@ -989,52 +990,57 @@ class Pipeline(Flow):
                 merged[key] = value
         return merged
 
-    def check_inputs(self, inputs: Mapping[str, Any], given: Iterable[str] = ()) -> None:
-        """Raise :class:`PipelineError` for an input some step needs that has no value (with
-        the file and line where it is used, and how to give it), and for each name in
-        ``given`` (``--set``) that no step uses (with the closest input name)."""
-        graph, problems = self._graph.check(self.name, inputs)
-        if problems:
-            return  # the graph's own problems: reported by plan() with their own words
-        file = str(self.path or self.name)
-        out: list[tuple[str, int | None, str]] = []
-        for name, task in graph.needs_input.items():
-            if name in inputs:
-                continue
-            step, line = self.input_lines.get(name, (task, self.step_lines.get(task)))
-            out.append(
-                (
-                    file,
-                    line,
-                    f"step {step!r} uses the input {name!r}, which has no value: give it on the "
-                    f"command line with --set {name}=VALUE, or a default under inputs: (from "
-                    f"Python: run({{{name!r}: ...}}))",
-                )
-            )
-        used = {n for pairs in graph.input_args for n, _ in pairs}
-        for name in given:
-            if name not in used:
-                known = sorted(used | set(self.inputs))
-                hint = closest(name, known)
-                tip = f" Did you mean {hint!r}?" if hint else ""
-                inputs_list = ", ".join(known) if known else "none"
+    @contextlib.contextmanager
+    def _located(self) -> Iterator[None]:
+        """The flow's missing-input errors as the pipeline's: the file, the line that uses
+        the input, and how to give it (``--set``); other errors pass as they are."""
+        try:
+            yield
+        except MissingInputError as e:
+            problems = getattr(e, "problems", [e])
+            if not all(isinstance(p, MissingInputError) for p in problems):
+                raise
+            file = str(self.path or self.name)
+            out = []
+            for p in problems:
+                name = p.missing
+                step, line = self.input_lines.get(name, (p.task, self.step_lines.get(p.task)))
                 out.append(
                     (
                         file,
-                        None,
-                        f"--set {name}=...: no step uses an input named {name!r}.{tip} "
-                        f"The pipeline's inputs: {inputs_list}",
+                        line,
+                        f"step {step!r} uses the input {name!r}, which has no value: give it on "
+                        f"the command line with --set {name}=VALUE, or a default under inputs: "
+                        f"(from Python: run({{{name!r}: ...}}))",
                     )
                 )
-        if out:
-            raise PipelineError(out)
+            raise PipelineError(out) from None
+
+    def _unused(self, given: Iterable[str], graph: Any) -> list[tuple[str, int | None, str]]:
+        """A problem for each name in ``given`` (``--set``) that no step of ``graph`` uses,
+        with the closest input name."""
+        used = {n for pairs in graph.input_args for n, _ in pairs}
+        known = sorted(used | set(self.inputs))
+        out: list[tuple[str, int | None, str]] = []
+        for name in given:
+            if name not in used:
+                hint = closest(name, known)
+                tip = f" Did you mean {hint!r}?" if hint else ""
+                out.append(
+                    (
+                        str(self.path or self.name),
+                        None,
+                        f"--set {name}=...: no step uses an input named {name!r}.{tip} "
+                        f"The pipeline's inputs: {', '.join(known) if known else 'none'}",
+                    )
+                )
+        return out
 
     def run(self, inputs: Mapping[str, Any] | None = None, **options: Any):  # type: ignore[override]
         """Run with the file's inputs and settings as defaults."""
         try:
-            with on_import_path(self.import_paths):
+            with on_import_path(self.import_paths), self._located():
                 merged = {**self.inputs, **(inputs or {})}
-                self.check_inputs(merged)
                 return super().run(merged, **self.run_options(**options))
         finally:
             stop_commands(self)  # only this pipeline's: others may be running too
@@ -1042,22 +1048,36 @@ class Pipeline(Flow):
     async def run_async(self, inputs: Mapping[str, Any] | None = None, **options: Any):  # type: ignore[override]
         """``run`` from a coroutine, with the file's inputs and settings as defaults."""
         try:
-            with on_import_path(self.import_paths):
+            with on_import_path(self.import_paths), self._located():
                 merged = {**self.inputs, **(inputs or {})}
-                self.check_inputs(merged)
                 return await super().run_async(merged, **self.run_options(**options))
         finally:
             stop_commands(self)
 
-    def plan(self, inputs: Mapping[str, Any] | None = None, **options: Any):  # type: ignore[override]
+    def plan(  # type: ignore[override]
+        self, inputs: Mapping[str, Any] | None = None, *, given: Iterable[str] = (), **options: Any
+    ):
         """Plan with the file's inputs as defaults; its predictions model the file's pools
-        (a parallel_group's ``max_workers`` among them) and rate limits."""
-        merged = {**self.inputs, **(inputs or {})}
-        if inputs is not None:
-            self.check_inputs(merged)
-        plan = super().plan(merged, **options)
-        plan.resources = self.settings.get("resources")
-        plan.rate_limits = self.settings.get("rate_limits")
+        (a parallel_group's ``max_workers`` among them) and rate limits. ``given``: the
+        input names given on the command line (``--set``); one that no step uses is an
+        error, reported with any missing input in one round."""
+        given = list(given)
+        problems: list[tuple[str, int | None, str]] = []
+        plan = None
+        try:
+            with self._located():
+                plan = super().plan({**self.inputs, **(inputs or {})}, **options)
+        except PipelineError as e:
+            if not given:
+                raise
+            problems = list(e.problems)
+        if given:
+            graph = plan.graph if plan is not None else self._graph.check(self.name, ())[0]
+            problems += self._unused(given, graph)
+        if problems:
+            raise PipelineError(problems)
+        plan.resources = self.settings.get("resources")  # type: ignore[union-attr]
+        plan.rate_limits = self.settings.get("rate_limits")  # type: ignore[union-attr]
         return plan
 
 
