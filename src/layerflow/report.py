@@ -494,7 +494,8 @@ def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
             "the critical path, then the longest."
         )
         drawn = _longest_first(drawn, lambda a: a.task in critical, MAX_BARS)
-    wait_rows = _wait_rows(waits)[:MAX_WAIT_LANES]
+    all_rows = _wait_rows(waits)
+    wait_rows = all_rows[:MAX_WAIT_LANES]
     mapped = {name.rsplit("[", 1)[0] for name in run.tasks if name.endswith("]")}
     never = sum(1 for t in run.tasks.values() if not t.attempts and t.name not in mapped)
     if never:
@@ -600,7 +601,7 @@ def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
                 f'<text class="lbl" x="{gutter - 8}" y="{base + row * h + h - 5}" '
                 f'data-tip="{_esc(tip)}">{_esc(_clip(name, 22))}</text>'
             )
-    if len(_wait_rows(waits)) > MAX_WAIT_LANES:
+    if len(all_rows) > MAX_WAIT_LANES:
         notes.append(f"The timeline draws the {MAX_WAIT_LANES} limits that held tasks longest.")
     out.append("</svg>")
     return "".join(out)
