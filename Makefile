@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(PY) bench/rate_limits.py
 	$(PY) bench/dask_backend.py
 	$(PY) bench/dask_get.py
+	$(PY) bench/dask_memory.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench examples

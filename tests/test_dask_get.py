@@ -213,6 +213,47 @@ def _peak_chunks(get) -> int:
     return live.peak
 
 
+def _peak_chunks_of(expression, get) -> int:
+    """Peak chunks of a tracked 20x20-chunk array alive while ``expression(x)`` computes."""
+    live = _Live()
+    x = da.random.default_rng(0).random((400, 400), chunks=20).map_blocks(live.track)
+    dask.compute(expression(x), scheduler=get)
+    return live.peak
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        pytest.param(lambda x: (x - x.mean(axis=0)).std(), id="readme"),
+        pytest.param(lambda x: (x + x.T).mean(axis=0), id="transpose"),
+    ],
+)
+def test_array_chunks_are_consumed_in_dask_local_order(expression):
+    # before: the README's example held ~10x the chunks (every row made before a column's
+    # mean could finish), the transpose ~7x; the ready queue now follows Dask's local rule
+    from dask.threaded import get as threaded_get
+
+    theirs = _peak_chunks_of(expression, lambda d, k, **kw: threaded_get(d, k, num_workers=2))
+    ours = _peak_chunks_of(expression, lf.dask.scheduler(max_workers=2))
+    print(f"peak chunks held: layerflow {ours}, dask.threaded {theirs} (of 400)")
+    assert ours <= 1.5 * theirs + 4
+
+
+def test_group_priorities_still_come_first_in_dask_order():
+    dsk = {("a", i): (inc, i) for i in range(5)}
+    dsk.update({("b", i): (inc, i) for i in range(5)})
+    dsk["total"] = (sum, sorted(dsk))
+    started = []
+
+    def on_event(event):
+        if event.kind == "task_started":
+            started.append(event.task)
+
+    got = lf.dask.get(dsk, "total", max_workers=1, tasks={"a": {"priority": 1}}, on_event=on_event)
+    assert got == 2 * sum(range(1, 6))
+    assert [n[2] for n in started[:5]] == ["a"] * 5  # "('a', 0)": without the priority, b first
+
+
 def test_array_reduction_holds_about_as_many_chunks_as_dask_threaded():
     from dask.threaded import get as threaded_get
 

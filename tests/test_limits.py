@@ -157,11 +157,17 @@ def test_starts_never_exceed_the_allowance_in_any_window(kind):
 
     for k in range(9):
         flow.add(call, name=f"call{k}", rate_limit="api")
+    granted: list[float] = []  # when the scheduler started each task: what the limit governs
+
+    def on_event(event):
+        if event.kind == "task_started":
+            granted.append(event.time)
+
     t0 = time.monotonic()
-    flow.run(rate_limits={"api": "3/0.5s"})
-    assert len(starts) == 9
-    # generous margin: measured inside the task, so use a slightly shorter window
-    assert max_in_window(starts, 0.45) <= 3
+    flow.run(rate_limits={"api": "3/0.5s"}, on_event=on_event)
+    assert len(starts) == 9 and len(granted) == 9
+    # the task's own clock may read late on a loaded machine; the grants may not
+    assert max_in_window(granted, 0.45) <= 3
     assert time.monotonic() - t0 >= 0.9  # 9 starts at 3 per 0.5 s need two full windows
 
 

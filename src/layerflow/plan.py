@@ -47,6 +47,9 @@ class Plan:
         self.resources = resources
         self.rate_limits = rate_limits
         self._keys: list[int] | None = None
+        #: each task's rank in Dask's order, set by ``layerflow.dask``: the run then takes
+        #: ready tasks as Dask's local schedulers do (``depth_bases``)
+        self.depth_first: list[int] | None = None
         self._history_source = history
         self._history: Mapping[str, float] | None = None
 
@@ -185,10 +188,28 @@ class Plan:
         path.reverse()
         return [g.names[k] for k in path]
 
+    def depth_bases(self) -> list[int] | None:
+        """With ``depth_first`` ranks: per task, the part of its ready-queue key that does not
+        change (priority, higher first, then the rank); the run adds how many entries were
+        left when it became ready, so that what the latest finish made ready goes first, as
+        the stack of Dask's local schedulers does. ``None`` without ranks."""
+        ranks = self.depth_first
+        if ranks is None:
+            return None
+        n = len(ranks)
+        prio = [t.priority for t in self.graph.tasks]
+        pmax = max(prio, default=0)
+        span = (n + 1) * n  # room for every "entries left" count, times n, below one priority step
+        return [(pmax - p) * span + r for p, r in zip(prio, ranks, strict=True)]
+
     def keys(self) -> list[int]:
         """Ready-queue keys, smaller first: priority (higher first), then longest remaining
         path (in seconds of past runs when the store has them, else in tasks), then
         declaration order; packed into one int so the heap compares ints, not tuples."""
+        if self._keys is None and self.depth_first is not None:
+            n = len(self.graph)
+            bases = self.depth_bases() or []
+            self._keys = [(b + n * n) * KEY_BASE + i for i, b in enumerate(bases)]
         if self._keys is None:
             g = self.graph
             n = len(g)

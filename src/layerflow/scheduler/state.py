@@ -38,6 +38,8 @@ Run-wide fields:
 - ``waiting``: per graph task, dependencies not yet succeeded; ``left``: entries not in a
   final state (the run ends at 0); ``final_counts``: entries that ended, by status.
 - ``ready[kind]``: one heap of keys per pool kind (``ready_threads`` is the thread one).
+  ``depth_base``: for a Dask graph, the fixed part of each key (``Plan.depth_bases``), to
+  which ``_make_ready`` adds ``left`` so that the latest-readied go first; else ``None``.
 - ``running`` / ``running_kind``: attempts running, in all and per pool; ``limit``: the
   ``max_workers`` bound over all pools; ``kind_cap``: per foreign pool.
 - thread workers (``workers.py``): ``threads`` (those that count towards the bound;
@@ -194,6 +196,8 @@ class State:
             self.keys = keys
         else:
             self.keys = list(plan.keys())
+        # Dask's order (lf.dask): a ready task's key depends on when it became ready
+        self.depth_base = None if sequential else plan.depth_bases()
 
         # limits are checked before any pool (worker processes, a cluster) is started
         pools, limits, problems = check_limits(g, resources, rate_limits, budget=budget)

@@ -4,7 +4,9 @@ finalized; the run stops, is interrupted or finishes. Each mutates the state of
 
 Task-selection policy (the keys of ``Plan.keys()``): among ready tasks, higher ``priority``
 first, then the longest remaining path to a sink (critical path first), then declaration
-order. ``max_workers`` bounds the tasks running at once over all pools together.
+order. A Dask graph's plan (``Plan.depth_first``) keeps priority first but then takes what
+the latest finish made ready, as Dask's local schedulers do: ``_make_ready`` sets the key.
+``max_workers`` bounds the tasks running at once over all pools together.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from ..errors import ResultNotStored, safe_str
 from ..events import logger
 from ..metrics import add as add_metrics
+from ..plan import KEY_BASE
 from .state import (
     _ASYNC,
     _CACHED,
@@ -44,6 +47,8 @@ class Transitions:
         elif i < self.n and i in self.graph.map_source:
             self._expand(i)
         else:
+            if self.depth_base is not None:  # Dask's order: the latest finish's tasks first
+                self.keys[i] = (self.depth_base[i] + self.left * self.n) * KEY_BASE + i
             heapq.heappush(self.ready[self.kind[i]], self.keys[i])
 
     def _start(self, i: int) -> None:
