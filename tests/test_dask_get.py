@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import signal
 import subprocess
@@ -372,6 +373,47 @@ def test_a_missing_dependency_is_the_value_error_dask_raises():
     assert isinstance(info.value, lf.LayerflowError)
 
 
+def test_a_cache_dict_gives_values_of_keys_as_in_dask():
+    # Dask's cache=: values known before the run; layerflow's own cache= is a bool
+    assert lf.dask.get({"y": Task("y", lambda x: x, TaskRef("x"))}, "y", cache={"x": 1}) == 1
+    assert lf.dask.get({"a": (sum, ["x", "x"]), "x": (inc, 1)}, "a", cache={"x": 5}) == 10
+    with pytest.raises(lf.InvalidOptionError, match="cache"):
+        lf.dask.get({"a": (inc, 1)}, "a", cache="yes")
+
+
+def test_callbacks_see_tasks_not_literals_as_in_dask():
+    from dask.callbacks import Callback
+
+    keys, states = [], []
+    dsk = {"x": 1, "y": (inc, "x"), "z": (operator.add, 10, "y")}
+    with Callback(
+        pretask=lambda key, *a: keys.append(key),
+        start_state=lambda d, s: states.append((dict(s["cache"]), list(s["ready"]))),
+    ):
+        assert lf.dask.get(dsk, "z") == 12
+    assert keys == ["y", "z"]  # a literal is in Dask's cache from the start: no pretask
+    assert states == [({"x": 1}, ["y"])]
+
+
+def _set_marker():
+    os.environ["LF_DASK_INIT"] = str(os.getpid())
+
+
+def _marker(_):
+    return os.environ.get("LF_DASK_INIT") == str(os.getpid())
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_initializer_runs_in_each_process_before_its_tasks(backend, monkeypatch):
+    monkeypatch.delenv("LF_DASK_INIT", raising=False)
+    dsk = {("m", i): (_marker, i) for i in range(6)}
+    keys = list(dsk)
+    got = lf.dask.get(dsk, keys, initializer=_set_marker, backend=backend, max_workers=2)
+    assert got == (True,) * 6
+    with pytest.raises(lf.InvalidOptionError, match="initializer= must be a function"):
+        lf.dask.get(dsk, keys, initializer="setup")
+
+
 def test_dasks_diagnostics_work_as_with_dask_threaded(capsys):
     from dask.diagnostics import Profiler, ProgressBar, ResourceProfiler
 
@@ -405,7 +447,7 @@ def test_an_exception_in_a_dask_callback_reaches_the_caller():
     seen = []
     with Callback(pretask=lambda key, dsk, state: seen.append(key)):
         assert lf.dask.get({"x": 1, "y": (inc, "x")}, "y") == 2
-    assert seen == ["x", "y"]
+    assert seen == ["y"]  # as dask.threaded: a literal is no task
     with (
         Callback(posttask=lambda *a: (_ for _ in ()).throw(RuntimeError("late"))),
         pytest.raises(RuntimeError, match="late"),

@@ -35,12 +35,13 @@ import gc
 import logging
 import os
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
 try:
-    from dask._task_spec import GraphNode, convert_legacy_graph
+    from dask._task_spec import DataNode, GraphNode, convert_legacy_graph
     from dask.callbacks import local_callbacks, unpack_callbacks
     from dask.core import flatten
     from dask.utils import ensure_dict, key_split
@@ -83,6 +84,7 @@ _OWN_OPTIONS = (
     "num_workers",
     "pool",
     "callbacks",
+    "initializer",
 )
 _ALL_OPTIONS = RUN_OPTIONS + _OWN_OPTIONS
 logger = logging.getLogger("layerflow.dask")
@@ -109,6 +111,34 @@ class _Call:
         return f"<Dask node {self.node!r}>"
 
 
+#: the initializer tokens this process has run (see _Initialized)
+_INITIALIZED: set[str] = set()
+_INIT_LOCK = threading.Lock()
+
+
+class _Initialized:
+    """A task's function behind Dask's ``initializer=``: the initializer runs once in each
+    process that runs this run's tasks (a worker process, or the caller's for threads),
+    before the first of them; ``token`` names the run."""
+
+    __slots__ = ("call", "init", "token")
+
+    def __init__(self, call: _Call, init: Callable[[], Any], token: str) -> None:
+        self.call, self.init, self.token = call, init, token
+
+    def __call__(self, **values: Any) -> Any:
+        if self.token not in _INITIALIZED:
+            with _INIT_LOCK:
+                if self.token not in _INITIALIZED:
+                    self.init()
+                    _INITIALIZED.add(self.token)
+        return self.call(**values)
+
+    @property
+    def node(self) -> GraphNode:
+        return self.call.node
+
+
 def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
     """Compute ``keys`` of the Dask graph ``dsk`` on layerflow (Dask's ``get`` protocol).
 
@@ -125,7 +155,9 @@ def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
     group), ``report`` / ``trace`` (paths: write the run's HTML report / Chrome trace,
     also when it fails) and ``on_result`` (called with the run's ``RunResult``).
     """
-    options = _checked(_known(options))
+    options = _known(options)
+    given = options.pop("cache") if isinstance(options.get("cache"), Mapping) else None
+    options = _checked(options)
     name = options.pop("name", None)
     groups = options.pop("tasks", None) or {}
     report, trace = options.pop("report", None), options.pop("trace", None)
@@ -147,8 +179,19 @@ def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
             check_writable(path)  # before anything runs
 
     given_callbacks = options.pop("callbacks", None)
+    initializer = options.pop("initializer", None)
+    if initializer is not None and not callable(initializer):
+        raise InvalidOptionError(
+            f"layerflow.dask.get: initializer= must be a function, got {initializer!r}"
+        )
     wanted = list(flatten(keys)) if isinstance(keys, list) else [keys]
+    if given:  # Dask's cache=: values of keys, known before the run (layerflow's is a bool)
+        dsk = _with_values(dsk, given)
     graph, labels, named = _translate(dsk, wanted, name, groups)
+    if initializer is not None:
+        token = os.urandom(8).hex()
+        for t in graph.tasks:
+            t.fn = _Initialized(t.fn, initializer, token)  # type: ignore[arg-type]
     with _dask_callbacks(given_callbacks, dsk, graph, options):
         if progress:
             options["on_event"] = _also(options.get("on_event"), _GroupProgress(labels))
@@ -212,10 +255,15 @@ class _DaskCallbacks:
         self.callbacks = [getattr(c, "_callback", c) for c in callbacks]
         _, _, self.pretask, self.posttask, _ = unpack_callbacks(self.callbacks)
         self.dsk = ensure_dict(dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__())
-        self.key = {t.name: t.fn.node.key for t in graph.tasks}  # name -> Dask key
+        # name -> Dask key, for tasks only: Dask's schedulers hold a literal (a DataNode) in
+        # their cache from the start, and call no callback for it
+        key = {t.name: t.fn.node.key for t in graph.tasks}
+        data = {t.fn.node.key: t.fn.node() for t in graph.tasks if isinstance(t.fn.node, DataNode)}
+        self.key = {n: k for n, k in key.items() if k not in data}
         deps = {
-            self.key[n]: {self.key[graph.names[j]] for j in graph.deps[i]}
+            key[n]: {key[graph.names[j]] for j in graph.deps[i]} - data.keys()
             for i, n in enumerate(graph.names)
+            if key[n] not in data
         }
         dependents: dict[Hashable, set[Hashable]] = {k: set() for k in deps}
         for k, ds in deps.items():
@@ -230,7 +278,7 @@ class _DaskCallbacks:
             "running": set(),
             "finished": set(),
             "released": set(),
-            "cache": {},
+            "cache": data,
         }
         self.error: BaseException | None = None
 
@@ -349,6 +397,14 @@ def _checked(options: dict[str, Any]) -> dict[str, Any]:
                     f"{', '.join(TASK_GROUP_OPTIONS)}"
                 )
     return dict(options)
+
+
+def _with_values(dsk: Any, given: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+    """The graph with each key of ``given`` a literal of its value, as Dask's ``cache=``."""
+    graph = dict(ensure_dict(dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__()))
+    for key, value in given.items():
+        graph[key] = DataNode(key, value)
+    return graph
 
 
 def _translate(
