@@ -104,10 +104,21 @@ def main() -> None:
             f"{mode:<12}{c.get('passed', 0):>8}{c.get('failed', 0):>8}{errors:>8}"
             f"{c.get('skipped', 0):>9}"
         )
+    failing = {mode: _failing(out) for mode, out in outputs.items()}
+    only_ours = sorted(failing["layerflow"] - failing["stock dask"])
+    print(f"failing on layerflow only: {len(only_ours)}")
     if args.show_failures:
-        for line in outputs["layerflow"].splitlines():
-            if line.startswith(("FAILED", "ERROR")):
-                print(line)
+        for test in only_ours:
+            print(f"  {test}")
+
+
+def _failing(output: str) -> set[str]:
+    """The ids of the tests pytest's summary lists as FAILED or ERROR."""
+    found = set()
+    for line in output.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            found.add(line.split(" ", 2)[1])
+    return found
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -664,3 +666,22 @@ def test_pipeline_run_async_uses_the_files_inputs_and_settings(tmp_path):
     assert run["a"] == "hello a" and run["b"] == "hello b"
     starts = [e for e in events if e.kind in ("task_started", "task_succeeded")]
     assert [e.kind for e in starts] == ["task_started", "task_succeeded"] * 2  # one at a time
+
+
+def test_process_tasks_of_a_module_imported_under_python_c(tmp_path):
+    # python -c puts '' (the current folder) on sys.path: the workers must get the folder
+    (tmp_path / "mymod.py").write_text(
+        "import layerflow as lf\n"
+        "def square():\n    return 7 * 7\n"
+        "flow = lf.Flow()\n"
+        "flow.add(square, name='square', executor='process')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "import mymod; print(mymod.flow.run(store=False)['square'])"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "49"

@@ -35,6 +35,8 @@ scheduler.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,6 +71,12 @@ class Backend(Protocol):
     def capacity(self, limit: int | None) -> int | None: ...
 
     def prepare(self, count: int) -> None: ...
+
+
+def child_pythonpath() -> str:
+    """``sys.path`` as a child process's PYTHONPATH, so that it imports the user's modules by
+    the same paths: ``''`` (the current folder, under ``python -c`` or a REPL) as that folder."""
+    return os.pathsep.join(p or os.getcwd() for p in sys.path)
 
 
 def install_command(extra: str) -> str:

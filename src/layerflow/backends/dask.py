@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any
 
 from ..errors import LayerflowError
-from . import Done, install_command
+from . import Done, child_pythonpath, install_command
 from .dask_values import ClusterValues
 from .process import UnpicklableError, WorkerDied, _find_unpicklable
 
@@ -224,7 +224,7 @@ class _LocalCluster:
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (kept open for the cluster's life)
         env = dict(os.environ)
         # the workers import the user's modules by the same paths as this process
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["PYTHONPATH"] = child_pythonpath()
         env.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         self.process = subprocess.Popen(
             [

@@ -29,7 +29,7 @@ from ..errors import (
     UnpicklableError,  # noqa: F401 (re-exported)
     WorkerDied,  # noqa: F401 (re-exported)
 )
-from . import Done
+from . import Done, child_pythonpath
 
 __all__ = ["ProcessBackend", "WorkerDied", "UnpicklableError", "RemoteError"]
 
@@ -87,7 +87,7 @@ class _Worker:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["PYTHONPATH"] = child_pythonpath()
         env["LAYERFLOW_PROCESS_WORKER"] = "1"  # lf.record's box (see metrics.py)
         try:
             self.process = subprocess.Popen(
