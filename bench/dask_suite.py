@@ -39,7 +39,7 @@ import layerflow as lf
 
 # every scheduler the tests name: layerflow's (the test modules import them after this)
 dask.threaded.get = lf.dask.get
-dask.multiprocessing.get = lf.dask.get
+dask.multiprocessing.get = lf.dask.scheduler(backend="process")  # its own worker processes
 dask.local.get_sync = lf.dask.get
 dask.config.set(scheduler=lf.dask.get)
 """
