@@ -49,6 +49,7 @@ dask-suite: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/overhead.py
 	$(PY) bench/makespan.py
+	$(PY) bench/store_cost.py
 	$(PY) bench/plan.py
 	$(PY) bench/backends.py
 	$(PY) bench/rate_limits.py
