@@ -410,6 +410,10 @@ def test_initializer_runs_in_each_process_before_its_tasks(backend, monkeypatch)
     keys = list(dsk)
     got = lf.dask.get(dsk, keys, initializer=_set_marker, backend=backend, max_workers=2)
     assert got == (True,) * 6
+    if backend == "process":  # dask.multiprocessing's config key, as Dask reads it
+        monkeypatch.delenv("LF_DASK_INIT", raising=False)
+        with dask.config.set({"multiprocessing.initializer": _set_marker}):
+            assert lf.dask.get(dsk, keys, backend="process", max_workers=2) == (True,) * 6
     with pytest.raises(lf.InvalidOptionError, match="initializer= must be a function"):
         lf.dask.get(dsk, keys, initializer="setup")
 

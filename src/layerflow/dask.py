@@ -176,6 +176,10 @@ def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
 
     given_callbacks = options.pop("callbacks", None)
     initializer = options.pop("initializer", None)
+    if initializer is None and options.get("backend") == "process":
+        import dask  # as dask.multiprocessing.get: the keyword, else the config
+
+        initializer = dask.config.get("multiprocessing.initializer", None)
     if initializer is not None and not callable(initializer):
         raise InvalidOptionError(
             f"layerflow.dask.get: initializer= must be a function, got {initializer!r}"
