@@ -22,19 +22,13 @@ import time
 SCHEDULERS = ("dask.threaded", "lf.dask.get")
 
 
-def _readme():
-    import dask.array as da
-
-    x = da.random.default_rng(0).random((20_000, 20_000), chunks=(1000, 1000))
-    return x - x.mean(axis=0)
-
-
 def _collection(name: str):
     """The workload ``name``: what ``compute`` is called on."""
     import dask.array as da
 
     if name == "readme":  # README's array example
-        return _readme().std()
+        x = da.random.default_rng(0).random((20_000, 20_000), chunks=(1000, 1000))
+        return (x - x.mean(axis=0)).std()
     if name == "transpose":
         x = da.random.default_rng(1).random((20_000, 20_000), chunks=(1000, 1000))
         return (x + x.T).mean(axis=0)

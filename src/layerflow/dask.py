@@ -185,14 +185,16 @@ def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
             f"layerflow.dask.get: initializer= must be a function, got {initializer!r}"
         )
     wanted = list(flatten(keys)) if isinstance(keys, list) else [keys]
+    # a HighLevelGraph's layers merged once, for the translation and Dask's callbacks
+    graph_dict = ensure_dict(dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__())
     if given:  # Dask's cache=: values of keys, known before the run (layerflow's is a bool)
-        dsk = _with_values(dsk, given)
-    graph, labels, named = _translate(dsk, wanted, name, groups)
+        graph_dict = {**graph_dict, **{k: DataNode(k, v) for k, v in given.items()}}
+    graph, labels, named = _translate(graph_dict, wanted, name, groups)
     if initializer is not None:
         token = os.urandom(8).hex()
         for t in graph.tasks:
             t.fn = _Initialized(t.fn, initializer, token)  # type: ignore[arg-type]
-    with dask_callbacks(given_callbacks, dsk, graph, options):
+    with dask_callbacks(given_callbacks, graph_dict, graph, options):
         if progress:
             options["on_event"] = also(options.get("on_event"), GroupProgress(labels))
         if _wants_store(store, resume, cache):
@@ -297,23 +299,13 @@ def _checked(options: dict[str, Any]) -> dict[str, Any]:
     return dict(options)
 
 
-def _with_values(dsk: Any, given: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-    """The graph with each key of ``given`` a literal of its value, as Dask's ``cache=``."""
-    graph = dict(ensure_dict(dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__()))
-    for key, value in given.items():
-        graph[key] = DataNode(key, value)
-    return graph
-
-
 def _translate(
-    dsk: Mapping[Hashable, Any], wanted: list[Hashable], flow_name: str | None, groups: Any
+    dsk: dict[Hashable, Any], wanted: list[Hashable], flow_name: str | None, groups: Any
 ) -> tuple[Graph, dict[str, str], dict[Hashable, str]]:
-    """The layerflow graph of what ``wanted`` needs, each task's label by name, and the
-    names of the ``wanted`` keys."""
-    if not isinstance(dsk, Mapping):
-        dsk = dsk.__dask_graph__()
+    """The layerflow graph of what ``wanted`` needs (``dsk``: a graph dict), each task's
+    label by name, and the names of the ``wanted`` keys."""
     with _gc_paused():  # it makes an object or more per task, none of them cyclic
-        nodes: dict[Hashable, GraphNode] = convert_legacy_graph(ensure_dict(dsk))
+        nodes: dict[Hashable, GraphNode] = convert_legacy_graph(dsk)
     for key in wanted:
         if key not in nodes:
             raise KeyError(_missing_key(key, nodes))

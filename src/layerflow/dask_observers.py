@@ -12,7 +12,6 @@ from typing import Any
 
 from dask._task_spec import DataNode
 from dask.callbacks import local_callbacks, unpack_callbacks
-from dask.utils import ensure_dict
 
 from .errors import safe_str
 from .events import Event, LogObserver, RunEvent, TaskEvent
@@ -29,10 +28,10 @@ class DaskCallbacks:
     first exception one raises is raised to the caller when the run ends. ``posttask``
     gets ``None`` for the result (the value is not carried by events) and worker id 0."""
 
-    def __init__(self, callbacks: Any, dsk: Any, graph: Graph) -> None:
+    def __init__(self, callbacks: Any, dsk: dict[Hashable, Any], graph: Graph) -> None:
         self.callbacks = [getattr(c, "_callback", c) for c in callbacks]
         _, _, self.pretask, self.posttask, _ = unpack_callbacks(self.callbacks)
-        self.dsk = ensure_dict(dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__())
+        self.dsk = dsk  # the graph dict, as Dask's callbacks are given it
         # name -> Dask key, for tasks only: Dask's schedulers hold a literal (a DataNode) in
         # their cache from the start, and call no callback for it
         key = {t.name: t.fn.node.key for t in graph.tasks}
@@ -91,7 +90,9 @@ class DaskCallbacks:
 
 
 @contextlib.contextmanager
-def dask_callbacks(given: Any, dsk: Any, graph: Graph, options: dict[str, Any]) -> Iterator[None]:
+def dask_callbacks(
+    given: Any, dsk: dict[Hashable, Any], graph: Graph, options: dict[str, Any]
+) -> Iterator[None]:
     """Dask's callbacks around one run (the global ones unless ``callbacks=`` is given, as
     ``dask.callbacks.local_callbacks`` decides): ``start`` and ``start_state`` before it, in
     the caller's thread (an error there is raised before anything runs), ``finish`` after it,

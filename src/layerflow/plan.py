@@ -47,9 +47,10 @@ class Plan:
         self.resources = resources
         self.rate_limits = rate_limits
         self._keys: list[int] | None = None
-        #: each task's rank in Dask's order, set by ``layerflow.dask``: the run then takes
-        #: ready tasks as Dask's local schedulers do (``depth_bases``)
+        #: each task's rank in a depth-first order, set by ``layerflow.dask``: the run then
+        #: takes ready tasks as Dask's local schedulers do (``depth_bases``)
         self.depth_first: list[int] | None = None
+        self._depth_bases: list[int] | None = None
         self._history_source = history
         self._history: Mapping[str, float] | None = None
 
@@ -196,11 +197,13 @@ class Plan:
         ranks = self.depth_first
         if ranks is None:
             return None
-        n = len(ranks)
-        prio = [t.priority for t in self.graph.tasks]
-        pmax = max(prio, default=0)
-        span = (n + 1) * n  # room for every "entries left" count, times n, below one priority step
-        return [(pmax - p) * span + r for p, r in zip(prio, ranks, strict=True)]
+        if self._depth_bases is None:  # the keys and the run's state both ask
+            n = len(ranks)
+            prio = [t.priority for t in self.graph.tasks]
+            pmax = max(prio, default=0)
+            span = (n + 1) * n  # room for every "entries left" count times n, per priority
+            self._depth_bases = [(pmax - p) * span + r for p, r in zip(prio, ranks, strict=True)]
+        return self._depth_bases
 
     def keys(self) -> list[int]:
         """Ready-queue keys, smaller first: priority (higher first), then longest remaining
