@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import layerflow as lf
-from layerflow.store import Store, StoreError
+from layerflow.store import INLINE_MAX, Store, StoreError
 
 # A flow in three layers whose tasks append their name to a side-effect file; the middle
 # layer has one slow task, during which the test kills the process.
@@ -345,7 +345,7 @@ def test_a_result_the_store_cannot_take_fails_its_task(tmp_path):
         results = folder / "results"
         shutil.rmtree(results)
         results.write_text("not a folder any more")  # every later write there fails
-        return first + 1
+        return b"x" * (INLINE_MAX + 1)  # too large for the database: a file of its own
 
     @flow.task
     def independent():

@@ -724,7 +724,7 @@ def runs(
         used = store.usage()
         click.echo(
             f"store {store.folder}: {_many(used['runs'], 'run')}, "
-            f"{_many(used['result_files'], 'result file')}, {_size(used['bytes'])}"
+            f"{_many(used['result_files'], 'result')}, {_size(used['bytes'])}"
         )
     sys.exit(EXIT_OK)
 
@@ -749,7 +749,7 @@ def _prune(store: Any, keep: int | None, older_than: float | None) -> None:
         shown = ", ".join(done.runs[:5]) + (", ..." if len(done.runs) > 5 else "")
         click.echo(
             f"removed {_many(len(done.runs), 'run')} ({shown}) and "
-            f"{_many(done.files, 'result file')}: {_size(done.freed)} freed"
+            f"{_many(done.files, 'result')}: {_size(done.freed)} freed"
         )
     else:
         click.echo("nothing to prune")

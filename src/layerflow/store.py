@@ -1,11 +1,14 @@
-"""The run store: a folder with a SQLite database (runs, task runs, cache keys) and result
-files, so that nothing finished is lost and a run can resume where it stopped.
+"""The run store: a folder with a SQLite database (runs, task runs, cache keys, small
+results) and result files for large results, so that nothing finished is lost and a run
+can resume where it stopped.
 
-A task's result file is written atomically (write, fsync, rename) and its row committed
-before the run counts the task as done, so whatever a crash interrupts, every result that
-a later task could have used is on disk. The folder is created readable by its owner only,
-and a folder that another user can write to is refused: its result files are unpickled,
-and unpickling runs code.
+Results that finish close together are made durable together (group commit,
+:meth:`Store.save_results`): small ones go into the database beside their rows, large ones
+into files of their own (written atomically: write, fsync, rename), and the batch's rows are
+committed in one transaction with one sync. The run counts a task as done only once its
+batch is committed, so whatever a crash interrupts, every result that a later task could
+have used is on disk. The folder is created readable by its owner only, and a folder that
+another user can write to is refused: its results are unpickled, and unpickling runs code.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import stat
 import statistics
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
     from .result import RunResult
 
 __all__ = [
+    "Finished",
     "Pruned",
     "Recorder",
     "RecordedError",
@@ -107,7 +112,16 @@ CREATE TABLE IF NOT EXISTS waits (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS waits_by_run ON waits (run_id);
+CREATE TABLE IF NOT EXISTS blobs (
+    name TEXT PRIMARY KEY,
+    data BLOB
+);
 """
+
+#: pickled results up to this size live in the database, committed with their rows; larger
+#: ones get files of their own. SQLite reads small BLOBs faster than files (its own
+#: measurements put the turn near 100 kB), and a batch of them costs one sync, not one each
+INLINE_MAX = 64 * 1024
 
 # Columns added after the first version: added when a store written by an earlier version
 # lacks them (NULL in its old rows, which the report then does without).
@@ -120,6 +134,27 @@ _ADDED_COLUMNS = (
     ("task_runs", "metrics", "TEXT"),  # JSON object: what the task gave lf.record
     ("runs", "metrics", "TEXT"),  # JSON object: the run's sums
 )
+
+#: stored in the database's ``user_version``: a store at this version has every table and
+#: column above, so opening it checks nothing more (bump it when either list changes)
+_SCHEMA_VERSION = 2
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a database to this version's schema: its tables, and the columns that earlier
+    versions lack (NULL in their old rows)."""
+    db.executescript(f"BEGIN; {_SCHEMA} COMMIT;")  # one transaction: one sync, not one each
+    db.execute("BEGIN")
+    for table, column, kind in _ADDED_COLUMNS:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            try:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            except sqlite3.OperationalError as e:
+                if "duplicate column" not in str(e):  # another process was first
+                    raise
+    db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+    db.commit()
 
 
 def default_store_path() -> Path:
@@ -167,12 +202,27 @@ def _os_cause(error: OSError) -> str:
     return safe_str(error)
 
 
+#: a function's fingerprint, once per function object: reading its source back costs about
+#: 60 us, which a run with a store would otherwise pay for every task at its start
+_FINGERPRINTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_FINGERPRINTS_LOCK = threading.Lock()
+
+
 def _fingerprint(task: Task) -> str:
     """What identifies a task's code: the loader's fingerprint, else its function's source
     (or bytecode). Not the values its closure holds."""
     if task.fingerprint is not None:
         return task.fingerprint
-    return _code_of(task.fn)
+    fn = task.fn
+    try:
+        with _FINGERPRINTS_LOCK:
+            return _FINGERPRINTS[fn]
+    except (KeyError, TypeError):  # not seen yet, or an object that cannot be weakly held
+        pass
+    code = _code_of(fn)
+    with contextlib.suppress(TypeError), _FINGERPRINTS_LOCK:
+        _FINGERPRINTS[fn] = code
+    return code
 
 
 def _code_of(fn: Any) -> str:
@@ -213,6 +263,22 @@ def _canonical(value: Any) -> Any:
 
 def _pickled(value: Any) -> bytes:
     return pickle.dumps(value, protocol=5)  # the one way values become bytes here
+
+
+def _pickled_or_warn(name: str, value: Any) -> bytes | None:
+    """Task ``name``'s result as bytes; None, with a warning, when it cannot be pickled."""
+    try:
+        return _pickled(value)
+    except Exception as e:
+        from .events import logger
+
+        logger.warning(
+            "the result of task %r cannot be pickled (%s), so it is not stored; a resumed "
+            "run will run it again",
+            name,
+            safe_str(e),
+        )
+        return None
 
 
 def _digest(value: Any, *, strict: bool = False) -> str:
@@ -279,13 +345,28 @@ _SQLITE_KINDS = {
 
 @dataclass(frozen=True)
 class Pruned:
-    """What :meth:`Store.prune` removed: the ``runs`` (ids), how many result ``files``,
-    the bytes ``freed``, and how many old runs it kept because they are still running."""
+    """What :meth:`Store.prune` removed: the ``runs`` (ids), how many results (``files``:
+    result files and results kept in the database), the bytes ``freed``, and how many old
+    runs it kept because they are still running."""
 
     runs: list[str]
     files: int
     freed: int
     still_running: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A succeeded task to make durable (:meth:`Store.save_results`): its ``name``, resume
+    ``key``, ``value``, ``started`` (epoch seconds), ``seconds``, and the ``cache_key`` it
+    is cached under, if it uses the cache."""
+
+    name: str
+    key: str
+    value: Any
+    started: float
+    seconds: float
+    cache_key: str | None = None
 
 
 class Store:
@@ -316,16 +397,8 @@ class Store:
         self._connection: sqlite3.Connection | None = None
         try:
             self._create_or_check()
-            self._db.executescript(_SCHEMA)
-            for table, column, kind in _ADDED_COLUMNS:
-                columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-                if column not in columns:
-                    try:
-                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-                        self._db.commit()
-                    except sqlite3.OperationalError as e:
-                        if "duplicate column" not in str(e):  # another process was first
-                            raise
+            if self._db.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
+                _migrate(self._db)  # an earlier version's store: once
         except sqlite3.Error as e:
             raise self._failed(e) from e
         for name in ("state.db", "state.db-wal", "state.db-shm"):
@@ -361,7 +434,7 @@ class Store:
             db = sqlite3.connect(new)
             try:
                 db.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
-                db.executescript(_SCHEMA)
+                _migrate(db)
             finally:
                 db.close()
             os.chmod(new, 0o600)
@@ -387,7 +460,9 @@ class Store:
                 if "locked" not in str(e) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
-        db.execute("PRAGMA synchronous=NORMAL")
+        # every commit synced: a batch of results counts as done only once it is on disk
+        # (in WAL mode one sync of the log per commit, however many rows it holds)
+        db.execute("PRAGMA synchronous=FULL")
         return db
 
     @property
@@ -476,11 +551,8 @@ class Store:
 
     # --- results ---------------------------------------------------------------------------
 
-    def save_value(self, run_id: str, key: str, value: Any) -> str:
-        """Write a result file atomically (write, fsync, rename); return its name."""
-        return self._save_bytes(run_id, key, _pickled(value))
-
     def _save_bytes(self, run_id: str, key: str, data: bytes) -> str:
+        """Write a large result's file atomically (write, fsync, rename); its name."""
         name = f"{run_id}-{key}.pkl"  # a run's own file: a later run never overwrites it
         path = self.results / name
         tmp = self.results / f".{key}.{run_id}.{threading.get_ident()}.tmp"
@@ -497,9 +569,86 @@ class Store:
         return name
 
     def load_value(self, name: str) -> Any:
-        """A result saved by :meth:`save_value`."""
+        """A stored result: from the database when it is small, else from its file."""
+        found = self._read("SELECT data FROM blobs WHERE name = ?", (name,))
+        if found:
+            return pickle.loads(found[0][0])
         with open(self.results / name, "rb") as f:
             return pickle.load(f)
+
+    def has_value(self, name: str) -> bool:
+        """Whether the result ``name`` is still there (in the database or as a file)."""
+        if self._read("SELECT 1 FROM blobs WHERE name = ?", (name,)):
+            return True
+        return (self.results / name).exists()
+
+    def save_results(self, run_id: str, batch: Sequence[Finished]) -> list[ResultNotStored | None]:
+        """Make a batch of succeeded tasks durable together: large results in files of their
+        own (each synced), then every row, small result and cache entry in one transaction,
+        committed with one sync. Returns, in order, None for each task now stored and the
+        :class:`ResultNotStored` to fail it with otherwise. A value that cannot be pickled is
+        recorded without its result (a resumed run runs it again)."""
+        errors: list[ResultNotStored | None] = [None] * len(batch)
+        blobs: list[tuple[str, bytes]] = []
+        rows: list[tuple[Any, ...]] = []
+        caches: list[tuple[str, str, str, float]] = []
+        files: list[str] = []
+        now = time.time()
+        for k, item in enumerate(batch):
+            data = _pickled_or_warn(item.name, item.value)
+            result = None
+            if data is not None and len(data) <= INLINE_MAX:
+                result = f"{run_id}-{item.key}.pkl"
+                blobs.append((result, data))
+            elif data is not None:
+                try:
+                    result = self._save_bytes(run_id, item.key, data)
+                except OSError as e:
+                    errors[k] = ResultNotStored(
+                        f"task {item.name!r} finished, but its result could not be stored in "
+                        f"{self.results}: {_os_cause(e)}. Free disk space or repair the store "
+                        f"folder, then run again with --resume (finished results stored so "
+                        f"far are kept)",
+                        path=self.results,
+                        kind="full" if e.errno in _FULL else "io",
+                    )
+                    errors[k].__cause__ = e
+                    continue
+                files.append(result)
+            end = item.started + item.seconds
+            rows.append((run_id, item.name, item.started, end, item.seconds, item.key, result))
+            if item.cache_key is not None and result is not None:
+                caches.append((item.cache_key, item.name, result, now))
+        if not rows:
+            return errors
+        try:
+            with self._transaction() as db:
+                db.executemany("INSERT OR REPLACE INTO blobs (name, data) VALUES (?, ?)", blobs)
+                db.executemany(
+                    "INSERT OR REPLACE INTO task_runs (run_id, name, status, started_at, "
+                    "finished_at, duration, key, result) "
+                    "VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO cache (key, name, result, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    caches,
+                )
+                db.commit()
+        except StoreError as e:
+            for name in files:  # no row names them: they would only take up room
+                with contextlib.suppress(OSError):
+                    os.unlink(self.results / name)
+            for k, item in enumerate(batch):
+                if errors[k] is None:
+                    errors[k] = ResultNotStored(
+                        f"task {item.name!r} finished, but its result could not be stored: {e}",
+                        path=e.path,
+                        kind=e.kind,
+                    )
+                    errors[k].__cause__ = e
+        return errors
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -510,51 +659,6 @@ class Store:
             "resumed_from) VALUES (?, ?, ?, 'running', ?, ?)",
             (run_id, flow or "", time.time(), tasks, resumed_from),
         )
-
-    def task_succeeded(
-        self, run_id: str, name: str, key: str, value: Any, started: float, seconds: float
-    ) -> str | None:
-        """Make a finished task durable: its result file first, then its row. A value that
-        cannot be pickled is recorded without its result (a resumed run runs it again); a
-        store that cannot take the write raises :class:`ResultNotStored`."""
-        try:
-            data: bytes | None = _pickled(value)
-        except Exception as e:
-            from .events import logger
-
-            logger.warning(
-                "the result of task %r cannot be pickled (%s), so it is not stored; a "
-                "resumed run will run it again",
-                name,
-                safe_str(e),
-            )
-            data = None
-        try:
-            result = self._save_bytes(run_id, key, data) if data is not None else None
-        except OSError as e:
-            raise ResultNotStored(
-                f"task {name!r} finished, but its result could not be stored in "
-                f"{self.results}: {_os_cause(e)}. Free disk space or repair the store folder, "
-                f"then run again with --resume (finished results stored so far are kept)",
-                path=self.results,
-                kind="full" if e.errno in _FULL else "io",
-            ) from e
-        try:
-            self._write(
-                "INSERT OR REPLACE INTO task_runs (run_id, name, status, started_at, "
-                "finished_at, duration, key, result) VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?)",
-                (run_id, name, started, started + seconds, seconds, key, result),
-            )
-        except StoreError as e:
-            if result is not None:  # no row names it: the file would only take up room
-                with contextlib.suppress(OSError):
-                    os.unlink(self.results / result)
-            raise ResultNotStored(
-                f"task {name!r} finished, but its result could not be stored: {e}",
-                path=e.path,
-                kind=e.kind,
-            ) from e
-        return result
 
     def end_run(
         self,
@@ -792,7 +896,7 @@ class Store:
     def cache_get(self, key: str) -> str | None:
         """The result file cached under ``key``, if any."""
         rows = self._read("SELECT result FROM cache WHERE key = ?", (key,))
-        if rows and (self.results / rows[0][0]).exists():
+        if rows and self.has_value(rows[0][0]):
             return rows[0][0]
         return None
 
@@ -806,10 +910,11 @@ class Store:
     # --- size and pruning -----------------------------------------------------------------
 
     def usage(self) -> dict[str, int]:
-        """What the store holds: ``runs``, ``result_files``, and ``bytes`` on disk (the
-        database with its WAL, and the result files)."""
+        """What the store holds: ``runs``, ``result_files`` (results, whether in the
+        database or in files of their own), and ``bytes`` on disk (the database with its
+        WAL, and the result files)."""
         runs = self._read("SELECT COUNT(*) FROM runs")[0][0]
-        files, size = 0, 0
+        files, size = self._read("SELECT COUNT(*) FROM blobs")[0][0], 0
         for name in ("state.db", "state.db-wal", "state.db-shm"):
             with contextlib.suppress(OSError):
                 size += (self.folder / name).stat().st_size
@@ -824,8 +929,8 @@ class Store:
     def prune(self, keep: int | None = None, older_than: float | None = None) -> Pruned:
         """Remove old runs: those past the ``keep`` newest and/or started more than
         ``older_than`` seconds ago (both given: runs that are both), never one still running.
-        Their rows go, and every result file that no remaining run or cache entry refers to.
-        """
+        Their rows go, and every result (file or in the database) that no remaining run or
+        cache entry refers to."""
         if keep is None and older_than is None:
             raise ValueError("prune needs keep or older_than")
         if (keep is not None and keep < 0) or (older_than is not None and not older_than >= 0):
@@ -871,11 +976,18 @@ class Store:
             files += 1
             freed += size
         ids = [(run_id,) for run_id in sorted(gone)]
+        # a result in the database is committed with its row: one no row refers to is gone
+        orphans = (
+            "FROM blobs WHERE name NOT IN (SELECT result FROM task_runs WHERE result IS NOT "
+            "NULL) AND name NOT IN (SELECT result FROM cache WHERE result IS NOT NULL)"
+        )
         with self._transaction() as db:
             for table in ("task_runs", "attempts", "waits", "runs"):
                 db.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
+            count, size = db.execute(f"SELECT COUNT(*), SUM(LENGTH(data)) {orphans}").fetchone()
+            db.execute(f"DELETE {orphans}")
             db.commit()
-        return Pruned(sorted(gone), files, freed, still_running)
+        return Pruned(sorted(gone), files + count, freed + (size or 0), still_running)
 
     def cache_clear(self) -> int:
         """Forget every cached result; return how many there were."""
@@ -945,22 +1057,24 @@ class Recorder:
                 run_id, [(names[i], self.keys[i], f) for i, f in self.preset_files.items()]
             )
 
-    def persist(self, i: int, value: Any, t0: float, t1: float) -> None:
-        """A task succeeded: its result file, then its row (map subtasks are kept as their
-        map task's list); and its cache entry when it uses the cache."""
-        if i >= len(self.keys):
-            return
-        name = self.graph.names[i]
-        result = self.store.task_succeeded(
-            self.run_id, name, self.keys[i], value, t0 + self.offset, t1 - t0
-        )
-        key = self.cache_keys.pop(i, None)
-        if key is not None and result is not None:
-            try:  # the cache keeps its own copy, named by the cache key
-                cached = self.store.save_value("cache", key, value)
-                self.store.cache_put(key, name, cached)
-            except Exception:  # the result is stored: only a later cache hit is lost
-                return
+    def persist(
+        self, batch: Sequence[tuple[int, Any, float, float]]
+    ) -> list[ResultNotStored | None]:
+        """Tasks succeeded, as (entry, value, start, end) on the run's clock: make them
+        durable together, each with its cache entry when it uses the cache (map subtasks
+        are kept as their map task's list: nothing to do for them). In order, None for each
+        entry now stored, else the error to fail it with (see :meth:`Store.save_results`)."""
+        names, keys = self.graph.names, self.keys
+        todo = [k for k, item in enumerate(batch) if item[0] < len(keys)]
+        items = []
+        for k in todo:
+            i, value, t0, t1 = batch[k]
+            cache_key = self.cache_keys.pop(i, None)
+            items.append(Finished(names[i], keys[i], value, t0 + self.offset, t1 - t0, cache_key))
+        errors: list[ResultNotStored | None] = [None] * len(batch)
+        for k, error in zip(todo, self.store.save_results(self.run_id, items), strict=True):
+            errors[k] = error
+        return errors
 
     def lookup(self, i: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
         """Before task ``i`` runs: a cached result for exactly this call, if there is one.

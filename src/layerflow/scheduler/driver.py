@@ -199,6 +199,7 @@ async def _execute_async(
             await loop.run_in_executor(None, run._collect_remote)
     except asyncio.CancelledError:
         run.interrupt()
+        run.settle()  # results being stored: milliseconds, and nothing finished is lost
         run.close()
         if recorder is not None:  # the run row says "interrupted", not "running"
             recorder.end(run.result())

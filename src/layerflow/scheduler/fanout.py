@@ -125,14 +125,14 @@ class FanOut:
                 return
             t0, t1 = self.first_start[m], self.last_end[m]
 
-            def then(error: BaseException | None, bug: BaseException | None) -> None:
-                if error is None and bug is None:
+            def then(error: BaseException | None) -> None:
+                if error is None:
                     self._succeed(m, value)
                 else:
-                    self._map_failed(m, error or bug)  # type: ignore[arg-type]
+                    self._map_failed(m, error)
 
             # a map's value is durable as one list, written outside the lock
-            self._off_lock(lambda: self._persist(m, value, t0, t1), then)
+            self._store_result(m, value, t0, t1, then)
             return
         failed = [j for j in kids if status[j] == _FAILED]
         if failed:

@@ -29,6 +29,10 @@ from .storage import StoreIO
 from .transitions import Transitions
 from .workers import ThreadWorkers
 
+#: how long an interrupted run waits for its last batch of results to be stored (a store
+#: locked by another process may take up to its busy timeout; past this, they are lost)
+_SETTLE = 35.0
+
 
 class Run(
     ThreadWorkers,
@@ -101,8 +105,14 @@ class Run(
             if self.done.is_set():
                 raise  # the run had ended: the Ctrl-C is the caller's
             self.interrupt()
+            self.settle()
         finally:
             self.close()
+
+    def settle(self) -> None:
+        """After an interrupt: wait for the results still being stored (a batch commit,
+        milliseconds), so that every task that finished is kept and shown as succeeded."""
+        self.done.wait(_SETTLE)
 
     def close_unstarted(self) -> None:
         """Release the pools and the event thread of a run that never started."""

@@ -9,16 +9,20 @@ worker whose task returned, a backend's done-callback, the timer, a checkpoint's
 Task states (``status[i]``; the names a ``RunResult`` shows are in ``_STATUS_NAMES``)::
 
     pending ──(dependencies done)──▶ ready ──(admitted)──▶ running ──▶ succeeded
-       │                              │  ▲                   │  │
-       │                     held ◀───┘  └─── parked         │  ├──▶ retry-wait ──▶ ready
-       │            (layer barrier)       (pool, rate limit)  │  └──▶ failed
+       │                              │  ▲                   │  │  ▲
+       │                     held ◀───┘  └─── parked         │  │  └── storing ──▶ failed
+       │            (layer barrier)       (pool, rate limit)  │  │  (with a store)  (not stored)
+       │                                                      │  ├──▶ retry-wait ──▶ ready
+       │                                                      │  └──▶ failed
        ├──▶ skipped   (an upstream failed, fail_fast=False)   └──▶ cancelled (stopped by us)
        ├──▶ cancelled (the run stopped before it started)
        └──▶ reused (loaded by resume) / cached (a cache hit: it never runs)
 
 ``held`` and ``parked`` are not codes of their own: the entry is ``_READY`` and sits in a
 layer's ``held`` list or in the gate's parked lists instead of a ready heap. A ``map`` task
-is ``_MAPPED`` while its subtasks run, and ends when the last of them ends.
+is ``_MAPPED`` while its subtasks run, and ends when the last of them ends. With a store, a
+succeeded attempt is ``_STORING`` until its batch of results is committed (``storage.py``):
+its slot is free, but nothing downstream starts before its result is on disk.
 
 Per-entry fields (lists, appended to by ``fanout`` for map subtasks):
 
@@ -59,7 +63,7 @@ Run-wide fields:
 - values no longer needed (``transitions._release``): ``release``, ``keep``, ``users_left``,
   ``released``; on Dask, ``cluster`` (``remote.py``; the
   Dask backend's ``ClusterValues``: which values stay on the cluster, and their futures).
-- store I/O off the lock (``storage.py``): ``io_jobs``.
+- store I/O off the lock and group commit (``storage.py``): ``io_jobs``.
 - outcome: ``stopping`` (no new starts), ``exiting`` (workers leave), ``outcome``, ``cause`` and
   ``cause_error`` (what stopped the run), ``store_failed`` (the first entry whose result
   the store could not take, else -1), ``started`` (entries in start order), ``spans``
@@ -101,13 +105,14 @@ from ..limits import (
 )
 from ..plan import KEY_BASE, Plan
 
-_PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED = range(5)
-_SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _REUSED, _CACHED = range(5, 11)
+_PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED, _STORING = range(6)
+_SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _REUSED, _CACHED = range(6, 12)
 _STATUS_NAMES = [
     "pending",
     "pending",
     "running",
     "pending",
+    "running",
     "running",
     "succeeded",
     "failed",
@@ -167,7 +172,7 @@ class State:
         rate_limits: Mapping[str, Any] | None = None,
         checkpoint: Callable[[LayerReport], Any] | None = None,
         preset: Mapping[int, Any] | None = None,
-        persist: Callable[[int, Any, float, float], None] | None = None,
+        persist: Callable[[Sequence[tuple[int, Any, float, float]]], list[Any]] | None = None,
         lookup: Callable[[int, tuple[Any, ...], dict[str, Any]], tuple[bool, Any]] | None = None,
         address: str | None = None,
         client: Any = None,
@@ -249,8 +254,8 @@ class State:
         self.predicted = plan.prediction(max_workers, mode, resources, rate_limits, self.preset)
         # the limits as the run was given them: what_if explains afterwards which one bound it
         self.given_limits = (max_workers, mode, resources, rate_limits)
-        # the store: called with (task, value, start, end) when a task succeeds, in the
-        # worker (or callback) thread and before the run counts it done, so it is durable
+        # the store: called with a batch of (task, value, start, end) on the store thread
+        # (``storage.py``) before the run counts those tasks done, so they are durable
         self.persist = persist
         # the cache: (task, args, kwargs) -> (hit, value), asked before a task runs
         self.lookup = lookup

@@ -1,27 +1,46 @@
-"""Store I/O off the run's lock: cache lookups for the pools layerflow does not drive, a
-map's whole list being made durable, a map's cache lookup. The lock is held for microseconds
-at a time by every worker; a file read or an fsync under it would stall them all.
+"""Store I/O off the run's lock, and results made durable in batches (group commit).
 
-One thread per run, started by the first such job: it runs the job, then its continuation
-under the lock. The entry concerned is not final while its job is out, so the run cannot
-end before it.
+A task that succeeds is ``storing`` until its result is on disk: its worker (thread,
+process, loop or cluster slot) is free at once, but the task counts as done, and its
+successors may start, only once its batch is committed. Results that finish while one batch
+is being committed go together in the next: one transaction and one sync for all of them,
+however many workers finish together. A map's whole list goes the same way. Cache lookups
+for the pools layerflow does not drive run on the same thread: the lock is held for
+microseconds at a time by every worker, and a file read or a sync under it would stall them
+all.
 
-And when the store cannot take a result (``_persist``): the task fails with
-``ResultNotStored``, and the run stops once, as a budget stop does (``_store_stop``;
-``store_failed`` is the first entry it could not keep).
+One thread per run, started by the first job: it takes every job queued, makes the batch's
+results durable (``persist``, the run's store), runs the other jobs, then every
+continuation under the lock once (followed by starting what may start). An entry whose job
+is out is not final, so the run cannot end before it.
 
-Fields: ``io_jobs`` (the thread's queue, or None before the first job).
+And when the store cannot take a result: the task fails with ``ResultNotStored``, and the
+run stops once, as a budget stop does (``_store_stop``; ``store_failed`` is the first entry
+it could not keep).
+
+Results waiting to be stored are bounded (``_BACKLOG``): a thread worker that finishes a
+task while more wait takes its next task only once a batch has landed, so a store that
+cannot keep up slows the run down instead of leaving ever more finished work unstored.
+
+Fields: ``io_jobs`` (the thread's queue, or None before the first job), ``storing``
+(results waiting to be stored), ``stored`` (a condition on the run's lock, notified when
+a batch has landed).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import ResultNotStored, safe_str
 from ..events import logger
+from .state import _STORING
+
+#: results that may wait to be stored before thread workers wait for the store: enough for
+#: large batches (one sync each), few enough that a crash re-runs little
+_BACKLOG = 256
 
 _STORE_TROUBLE = {
     "full": " (disk full)",
@@ -33,60 +52,119 @@ _STORE_TROUBLE = {
 
 
 class StoreIO:
-    """Jobs that touch the store, run outside the lock."""
+    """Jobs that touch the store, run outside the lock; results made durable in batches."""
 
     def _init_store_io(self) -> None:
         self.io_jobs: queue.SimpleQueue[Any] | None = None
+        self.storing = 0
+        self.stored = threading.Condition(self.lock)
+
+    def _wait_for_store(self) -> None:
+        """Too many results wait to be stored: wait for a batch to land (lock held)."""
+        while self.storing > _BACKLOG and not self.exiting:
+            self.stored.wait()
+
+    def _io_put(self, job: tuple[Any, Any, Callable[..., None]]) -> None:
+        if self.io_jobs is None:
+            self.io_jobs = queue.SimpleQueue()
+            threading.Thread(target=self._io_loop, name="layerflow-store-io", daemon=True).start()
+        self.io_jobs.put(job)
 
     def _off_lock(
         self, work: Callable[[], Any], then: Callable[[Any, BaseException | None], None]
     ) -> None:
         """Run ``work()`` outside the lock, then ``then(result, error)`` under it (followed
         by starting what may start). Call with the lock held."""
-        if self.io_jobs is None:
-            self.io_jobs = queue.SimpleQueue()
-            threading.Thread(target=self._io_loop, name="layerflow-store-io", daemon=True).start()
-        self.io_jobs.put((work, then))
+        self._io_put((work, None, then))
+
+    def _store_result(
+        self,
+        i: int,
+        value: Any,
+        t0: float,
+        t1: float,
+        then: Callable[[ResultNotStored | None], None],
+    ) -> None:
+        """Make entry ``i``'s result durable together with whatever else finishes meanwhile,
+        then call ``then(error)`` under the lock: None once it is on disk, else the error to
+        fail the task with. Call with the lock held."""
+        self.storing += 1
+        self._io_put((None, (i, value, t0, t1), then))
+
+    def _succeed_durably(self, i: int, value: Any, t0: float, t1: float) -> None:
+        """Entry ``i``'s attempt succeeded and the run has a store: ``storing`` until its
+        batch is committed, then succeeded (or failed: the store could not take it)."""
+        self.status[i] = _STORING
+        # one at a time, in order: in sequential mode the next task waits for this store
+        hold = self.mode == "sequential"
+        if hold:
+            self.running += 1
+
+        def then(error: ResultNotStored | None) -> None:
+            if hold:
+                self.running -= 1
+            if error is None:
+                self._succeed(i, value)
+            else:
+                self._fail(i, error)
+
+        self._store_result(i, value, t0, t1, then)
 
     def _io_loop(self) -> None:
         jobs = self.io_jobs
         while True:
-            job = jobs.get()  # type: ignore[union-attr]
-            if job is None:
-                return
-            work, then = job
-            try:
-                result, error = work(), None
-            except BaseException as e:  # reported to the continuation, never raised here
-                result, error = None, e
-            with self.lock:
+            batch = [jobs.get()]  # type: ignore[union-attr]
+            while True:  # what came meanwhile goes along: one commit for all its results
                 try:
-                    then(result, error)
+                    batch.append(jobs.get_nowait())  # type: ignore[union-attr]
+                except queue.Empty:
+                    break
+            done: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+            results = [job for job in batch if job is not None and job[0] is None]
+            if results:
+                errors = self._persist([job[1] for job in results])
+                done.extend((job[2], (error,)) for job, error in zip(results, errors, strict=True))
+            for job in batch:
+                if job is None or job[0] is None:
+                    continue
+                work, _, then = job
+                try:
+                    result, error = work(), None
+                except BaseException as e:  # reported to the continuation, never raised here
+                    result, error = None, e
+                done.append((then, (result, error)))
+            if done:
+                with self.lock:
+                    self.storing -= len(results)
+                    self.stored.notify_all()
+                    for then, args in done:
+                        try:
+                            then(*args)
+                        except Exception:  # a bug here must not strand every later job
+                            logger.exception("layerflow store job %r failed", then)
                     self._kick()
-                except Exception:  # a bug here must not strand every later job
-                    logger.exception("layerflow store job %r failed", then)
+            if None in batch:
+                return
 
     def _close_store_io(self) -> None:
         if self.io_jobs is not None:
             self.io_jobs.put(None)
 
-    def _persist(self, i: int, value: Any, t0: float, t1: float) -> BaseException | None:
-        """Make a result durable before its task counts as done. The error to fail the task
-        with when the store cannot take it (a task is done only once its result is stored);
-        None when it is stored, or when there is no store."""
-        if self.persist is None:
-            return None
+    def _persist(self, batch: Sequence[tuple[int, Any, float, float]]) -> list[Any]:
+        """Make a batch of results durable (entry, value, start, end): in order, None for
+        each one stored, else the ``ResultNotStored`` to fail its task with (a task is done
+        only once its result is stored)."""
         try:
-            self.persist(i, value, t0, t1)
-        except ResultNotStored as e:
-            return e
+            return self.persist(batch)  # type: ignore[misc]
         except Exception as e:  # a bug of the store's: still the same promise
-            logger.exception("could not store the result of task %r", self.names[i])
-            return ResultNotStored(
-                f"task {self.names[i]!r} finished, but its result could not be stored: "
-                f"{safe_str(e)}"
-            )
-        return None
+            logger.exception("could not store the results of %d tasks", len(batch))
+            names = self.names
+            return [
+                ResultNotStored(
+                    f"task {names[i]!r} finished, but its result could not be stored: {safe_str(e)}"
+                )
+                for i, *_ in batch
+            ]
 
     def _store_stop(self, i: int, error: ResultNotStored) -> None:
         """The store could not take entry ``i``'s result: whatever ran next could not be

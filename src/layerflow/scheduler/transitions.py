@@ -20,7 +20,6 @@ from ..events import logger
 from ..metrics import add as add_metrics
 from ..plan import KEY_BASE
 from .state import (
-    _ASYNC,
     _CACHED,
     _CANCELLED,
     _DASK,
@@ -34,6 +33,7 @@ from .state import (
     _THREAD,
     _WAITING_STATES,
 )
+from .storage import _BACKLOG
 
 
 class Transitions:
@@ -101,10 +101,12 @@ class Transitions:
             ok, value = False, self._timeout_error(i)
         if not ok:
             self.spans.append((i, self.attempts[i], t0, t1, value))
-        if ok:
-            self._succeed(i, value, _CACHED if cached else _SUCCEEDED)
-        else:
+        if not ok:
             self._fail(i, value)
+        elif self.persist is not None and not cached and i < self.n:
+            self._succeed_durably(i, value, t0, t1)  # done once its result is on disk
+        else:
+            self._succeed(i, value, _CACHED if cached else _SUCCEEDED)
         if self.gated:
             # after the outcome: the room goes to entries still waiting once everything
             # this end caused (a group stopped, a retry queued) has happened
@@ -126,6 +128,8 @@ class Transitions:
         (-1: the worker exits)."""
         if not self._record(i, token, ok, value, t0, t1, cached, used):
             return -1
+        if self.storing > _BACKLOG:  # the store is behind: let it catch up first
+            self._wait_for_store()
         if self.has_foreign:
             self._pump()
         return self._next()
@@ -148,23 +152,6 @@ class Transitions:
         t1 = time.perf_counter()
         if cpu is not None and seconds > 0.005:  # as for threads: long tasks only
             self.cpu_foreign[i] = cpu
-        if ok and self.persist is not None and self.token[i] == token:
-            if self.kind[i] == _ASYNC:
-                # on the event loop: the file write and its fsync go to the store thread,
-                # and the task counts as done once they are over
-                def then(error: BaseException | None, bug: BaseException | None) -> None:
-                    failed = error or bug
-                    if failed is not None:
-                        self._ended(i, token, False, failed, seconds, t1, None, metrics)
-                    else:
-                        self._ended(i, token, True, value, seconds, t1, ref, metrics)
-
-                with self.lock:
-                    self._off_lock(lambda: self._persist(i, value, t1 - seconds, t1), then)
-                return
-            error = self._persist(i, value, t1 - seconds, t1)  # durable before counted done
-            if error is not None:
-                ok, value = False, error
         with self.lock:
             if metrics or ref is not None:
                 if self._ended(i, token, ok, value, seconds, t1, ref, metrics):

@@ -151,7 +151,6 @@ class ThreadWorkers:
         values = self.values
         tokens = self.token
         positional = self.positional
-        persist = self.persist
         lookup = self.lookup
         perf = time.perf_counter
         fresh = copy_context  # each task in a copy: what one sets is not seen by the next
@@ -192,10 +191,6 @@ class ThreadWorkers:
                 now = cpu()  # (what short tasks since the last mark used counts too: capped)
                 cpu_times[i] = min(now - cpu_mark, t1 - t0)
                 cpu_mark = now
-            if ok and persist is not None and tokens[i] == token:
-                error = self._persist(i, value, t0, t1)  # durable before counted done
-                if error is not None:
-                    ok, value = False, error
             with lock:
                 used = None
                 if box:

@@ -1,0 +1,146 @@
+"""Group commit: results that finish together are made durable together, a task counts as
+done only once its result is on disk, and a worker is free while its result is stored."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+import layerflow as lf
+from layerflow.store import INLINE_MAX, Store
+
+
+@pytest.fixture
+def batches(monkeypatch):
+    """Every batch ``Store.save_results`` is given, as the list of its task names; the
+    first batch's commit is held for ``hold[0]`` seconds (so that others pile up)."""
+    seen: list[list[str]] = []
+    hold = [0.0]
+    original = Store.save_results
+
+    def save_results(self, run_id, batch):
+        seen.append([item.name for item in batch])
+        if len(seen) == 1:
+            time.sleep(hold[0])
+        return original(self, run_id, batch)
+
+    monkeypatch.setattr(Store, "save_results", save_results)
+    return seen, hold
+
+
+def rows(folder, run_id: str) -> dict[str, str]:
+    db = sqlite3.connect(folder / "state.db")
+    try:
+        found = db.execute(
+            "SELECT name, status FROM task_runs WHERE run_id = ?", (run_id,)
+        ).fetchall()
+    finally:
+        db.close()
+    return dict(found)
+
+
+@pytest.mark.parametrize("backend", ["thread", "async"])
+def test_results_that_finish_together_are_committed_together(tmp_path, batches, backend):
+    seen, hold = batches
+    hold[0] = 0.3  # while the first commit is held, the other seven finish
+    flow = lf.Flow("together")
+    if backend == "thread":
+        barrier = threading.Barrier(8)
+
+        def work(k):
+            barrier.wait(timeout=10)
+            return k
+    else:
+        import asyncio
+
+        async def work(k):
+            await asyncio.sleep(0.01)
+            return k
+
+    for k in range(8):
+        flow.add(work, name=f"t{k}", params={"k": k})
+    run = flow.run(store=tmp_path, max_workers=8)
+    assert run.ok and run.values == {f"t{k}": k for k in range(8)}
+    assert sorted(sum(seen, [])) == [f"t{k}" for k in range(8)]  # each stored once
+    assert len(seen) <= 3 and max(len(b) for b in seen) >= 4  # in batches, not one by one
+    assert rows(tmp_path, run.run_id) == {f"t{k}": "succeeded" for k in range(8)}
+
+
+def test_a_task_is_reported_done_only_once_its_result_is_on_disk(tmp_path):
+    stored_when_reported: dict[str, bool] = {}
+    run_id: list[str] = []
+
+    def watch(event):
+        if event.kind == "run_started":
+            run_id.append(event.run_id)
+        if event.kind == "task_succeeded":  # read by another connection: committed
+            stored_when_reported[event.task] = event.task in rows(tmp_path, run_id[0])
+
+    flow = lf.Flow("reported")
+    for k in range(20):
+        flow.add(lambda k=k: k, name=f"t{k}")
+    flow.add(
+        lambda **up: sum(up.values()), name="total", inputs={f"t{k}": f"t{k}" for k in range(20)}
+    )
+    run = flow.run(store=tmp_path, max_workers=4, on_event=watch)
+    assert run["total"] == sum(range(20))
+    assert stored_when_reported == {name: True for name in run.tasks}
+
+
+def test_a_worker_is_free_while_its_result_is_stored_but_users_wait(tmp_path, batches):
+    seen, hold = batches
+    hold[0] = 0.4  # the first result takes 0.4 s to store
+    events: list[tuple[str, str]] = []
+    flow = lf.Flow("free")
+    flow.add(lambda: "a", name="a")
+    flow.add(lambda: "b", name="b")
+    flow.add(lambda a: a + "!", name="uses_a")
+
+    def watch(event):
+        if event.task is not None:
+            events.append((event.kind, event.task))
+
+    run = flow.run(store=tmp_path, max_workers=1, mode="dynamic", on_event=watch)
+    assert run.ok and run["uses_a"] == "a!"
+    first = seen[0][0]
+    other = "b" if first == "a" else "a"
+    # the one worker went on to the other task while the first result was being stored
+    assert events.index(("task_started", other)) < events.index(("task_succeeded", first))
+    # nothing started on a value before it was stored
+    assert events.index(("task_succeeded", "a")) < events.index(("task_started", "uses_a"))
+
+
+def test_large_results_get_files_small_ones_live_in_the_database(tmp_path):
+    flow = lf.Flow("sizes")
+    flow.add(lambda: b"s" * 100, name="small")
+    flow.add(lambda: b"L" * (INLINE_MAX + 1), name="large")
+    flow.add(lambda small, large: len(small) + len(large), name="both")
+    run = flow.run(store=tmp_path)
+    files = {p.name for p in (tmp_path / "results").iterdir()}
+    assert len(files) == 1 and next(iter(files)).endswith(".pkl")
+    resumed = flow.run(store=tmp_path, resume=run.run_id)  # nothing left to run: all reused
+    store = Store(tmp_path)
+    try:
+        found = store.finished_results(run.run_id)
+        assert store.load_value(found["small"][1]) == b"s" * 100
+        assert store.load_value(found["large"][1]) == b"L" * (INLINE_MAX + 1)
+    finally:
+        store.close()
+    assert resumed["both"] == 100 + INLINE_MAX + 1
+
+
+@pytest.mark.parametrize("seed", [None, 7])
+def test_sequential_mode_with_a_store_keeps_its_order(tmp_path, seed):
+    # one at a time in the plan's order (or the seed's): a task whose upstream is still
+    # being stored is not overtaken by a later one
+    flow = lf.Flow("seq")
+    for k in range(12):
+        up = {"up": f"t{k - 3}"} if k >= 3 else {}
+        flow.add(lambda up=0, k=k: k, name=f"t{k}", inputs=up)
+    expected = flow.run(mode="sequential", seed=seed, store=False).order
+    run = flow.run(store=tmp_path, mode="sequential", seed=seed)
+    assert run.ok and run.order == expected
+    assert expected == (flow.plan().order if seed is None else expected)
