@@ -144,3 +144,62 @@ def test_sequential_mode_with_a_store_keeps_its_order(tmp_path, seed):
     run = flow.run(store=tmp_path, mode="sequential", seed=seed)
     assert run.ok and run.order == expected
     assert expected == (flow.plan().order if seed is None else expected)
+
+
+KILLED_FLOW = """
+import json, os, sys, time
+import layerflow as lf
+
+here = sys.argv[1]
+flow = lf.Flow("killed")
+for k in range(300):
+    up = {"up": f"t{k - 7}"} if k >= 7 else {}
+    flow.add(lambda up=0, k=k: (time.sleep(0.01), k + (up or 0))[1], name=f"t{k}", inputs=up)
+log = open(os.path.join(here, "reported"), "a", buffering=1)
+
+def watch(event):
+    if event.kind == "task_succeeded":
+        log.write(event.task + "\\n")  # in the page cache at once: a SIGKILL keeps it
+
+run = flow.run(store=os.path.join(here, "store"), resume=sys.argv[2] == "resume",
+               max_workers=8, on_event=watch)
+print(json.dumps({"values": run.values, "statuses": {n: t.status for n, t in run.tasks.items()}}))
+"""
+
+
+@pytest.mark.parametrize("after", [0.05, 0.15, 0.3])
+def test_a_kill_at_any_moment_loses_nothing_reported_done(tmp_path, after):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_FLOW)
+
+    def start(mode: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path), mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    proc = start("fresh")
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "reported").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the run has begun (its first task was reported)
+    time.sleep(after)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not after it ended
+    reported = set((tmp_path / "reported").read_text().split())
+    out, err = start("resume").communicate(timeout=60)
+    assert out, err
+    resumed = json.loads(out)
+    reused = {n for n, s in resumed["statuses"].items() if s == "reused"}
+    assert reported <= reused  # every task reported done was on disk: none ran again
+    expected = {}
+    for k in range(300):
+        expected[f"t{k}"] = k + (expected[f"t{k - 7}"] if k >= 7 else 0)
+    assert resumed["values"] == expected
