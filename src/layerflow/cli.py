@@ -686,7 +686,7 @@ def _size(n: float) -> str:
 @click.option(
     "--prune",
     is_flag=True,
-    help="Remove old runs and the result files nothing else uses (with --keep, --older-than).",
+    help="Remove old runs and the results nothing else uses (with --keep, --older-than).",
 )
 @click.option(
     "--keep",

@@ -460,9 +460,10 @@ class Store:
                 if "locked" not in str(e) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
-        # every commit synced: a batch of results counts as done only once it is on disk
-        # (in WAL mode one sync of the log per commit, however many rows it holds)
-        db.execute("PRAGMA synchronous=FULL")
+        # a commit is synced only where it must be (save_results: a result counts as done
+        # once it is on disk); the others are safe from a crash of the process, which is
+        # what a run's start and end need (a lost end only leaves a run to --resume)
+        db.execute("PRAGMA synchronous=NORMAL")
         return db
 
     @property
@@ -623,6 +624,8 @@ class Store:
             return errors
         try:
             with self._transaction() as db:
+                # this commit synced: one sync of the log for the whole batch (WAL mode)
+                db.execute("PRAGMA synchronous=FULL")
                 db.executemany("INSERT OR REPLACE INTO blobs (name, data) VALUES (?, ?)", blobs)
                 db.executemany(
                     "INSERT OR REPLACE INTO task_runs (run_id, name, status, started_at, "
@@ -636,6 +639,8 @@ class Store:
                     caches,
                 )
                 db.commit()
+                with contextlib.suppress(sqlite3.Error):  # committed: nothing to undo
+                    db.execute("PRAGMA synchronous=NORMAL")
         except StoreError as e:
             for name in files:  # no row names them: they would only take up room
                 with contextlib.suppress(OSError):
