@@ -285,6 +285,26 @@ def test_history_feeds_the_plan(tmp_path):
     assert history["slow"] >= 0.2 and history["fast"] < 0.1
 
 
+def test_history_is_what_the_latest_runs_took(tmp_path):
+    # what a task took long ago does not rank it today, and reading history does not grow
+    # with the store: the latest HISTORY_RUNS runs of the flow only
+    from layerflow.store import HISTORY_RUNS
+
+    runs = {"n": 0}
+    flow = lf.Flow("changed")
+
+    @flow.task
+    def step():
+        runs["n"] += 1
+        time.sleep(0.15 if runs["n"] <= 2 else 0.0)
+
+    store = Store(tmp_path / "s")
+    for _ in range(2 + HISTORY_RUNS):
+        flow.run(store=store)
+    assert store.durations("changed")["step"] < 0.05
+    store.close()
+
+
 def test_cli_records_runs_and_resumes(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(

@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS runs (
     resumed_from TEXT,
     critical_path TEXT
 );
+CREATE INDEX IF NOT EXISTS runs_by_flow ON runs (flow, started_at);
 CREATE TABLE IF NOT EXISTS task_runs (
     run_id TEXT,
     name TEXT,
@@ -123,6 +124,10 @@ CREATE TABLE IF NOT EXISTS blobs (
 #: measurements put the turn near 100 kB), and a batch of them costs one sync, not one each
 INLINE_MAX = 64 * 1024
 
+#: how many of a flow's latest runs its history (the durations that rank ready tasks and
+#: predict runs) is taken from
+HISTORY_RUNS = 10
+
 # Columns added after the first version: added when a store written by an earlier version
 # lacks them (NULL in its old rows, which the report then does without).
 _ADDED_COLUMNS = (
@@ -137,7 +142,7 @@ _ADDED_COLUMNS = (
 
 #: stored in the database's ``user_version``: a store at this version has every table and
 #: column above, so opening it checks nothing more (bump it when either list changes)
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -885,11 +890,14 @@ class Store:
         )
 
     def durations(self, flow: str | None) -> dict[str, float]:
-        """Median duration of each task over the past runs of ``flow`` where it succeeded."""
+        """Median duration of each task over the latest runs of ``flow`` (``HISTORY_RUNS``)
+        where it succeeded: what the tasks take now, read in the same time however long
+        the store's history grows."""
         rows = self._read(
-            "SELECT t.name, t.duration FROM task_runs t JOIN runs r USING (run_id) "
-            "WHERE r.flow = ? AND t.status = 'succeeded' AND t.duration IS NOT NULL",
-            (flow or "",),
+            "SELECT name, duration FROM task_runs WHERE run_id IN (SELECT run_id FROM runs "
+            "WHERE flow = ? ORDER BY started_at DESC LIMIT ?) AND status = 'succeeded' "
+            "AND duration IS NOT NULL",
+            (flow or "", HISTORY_RUNS),
         )
         seen: dict[str, list[float]] = {}
         for name, duration in rows:
