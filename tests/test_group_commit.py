@@ -203,3 +203,87 @@ def test_a_kill_at_any_moment_loses_nothing_reported_done(tmp_path, after):
     for k in range(300):
         expected[f"t{k}"] = k + (expected[f"t{k - 7}"] if k >= 7 else 0)
     assert resumed["values"] == expected
+
+
+# --- found in review ---------------------------------------------------------------------
+
+
+def slow_store(monkeypatch, seconds: float, fail: bool = False) -> None:
+    """Every batch takes ``seconds`` to store; with ``fail``, the store cannot take it."""
+    from layerflow.errors import ResultNotStored
+
+    original = Store.save_results
+
+    def save_results(self, run_id, batch):
+        time.sleep(seconds)
+        if fail:
+            return [ResultNotStored("disk full", kind="full") for _ in batch]
+        return original(self, run_id, batch)
+
+    monkeypatch.setattr(Store, "save_results", save_results)
+
+
+def test_sequential_order_holds_while_a_maps_list_is_stored(tmp_path, monkeypatch):
+    # regression: a map's whole list was stored without holding sequential mode's slot, so
+    # a later ready task (its upstream a cache hit) overtook the map's user
+    slow_store(monkeypatch, 0.05)
+
+    def build() -> lf.Flow:
+        f = lf.Flow("seqmap")
+        f.add(lambda: [1, 2, 3], name="chunks")
+        f.add(lambda: 0, name="y0")
+        f.add(lambda chunks: chunks * 2, name="double", map="chunks")
+        f.add(lambda y0: 1, name="y1", cache=True)
+        f.add(lambda double: sum(double), name="total")
+        f.add(lambda y1: 2, name="y2")
+        return f
+
+    order = build().plan().order
+    build().run(mode="sequential", store=tmp_path)  # fills y1's cache entry
+    run = build().run(mode="sequential", store=tmp_path)
+    assert run.tasks["y1"].status == "cached"
+    assert [n for n in run.order if "[" not in n] == [n for n in order if n != "double"]
+
+
+def test_the_run_ends_when_starting_the_next_tasks_fails_on_the_store_thread(tmp_path, monkeypatch):
+    # regression: an exception from _kick() ended the store thread, and the run hung
+    from layerflow.scheduler.workers import ThreadWorkers
+
+    original = ThreadWorkers._dispatch
+    fired: list[int] = []
+
+    def dispatch(self):
+        if threading.current_thread().name == "layerflow-store-io" and not fired:
+            fired.append(1)
+            raise RuntimeError("can't start new thread")
+        return original(self)
+
+    monkeypatch.setattr(ThreadWorkers, "_dispatch", dispatch)
+    flow = lf.Flow("kick")
+    flow.add(lambda: 1, name="a")
+    flow.add(lambda: 2, name="b")
+    flow.add(lambda a, b: a + b, name="c")
+    out: dict[str, object] = {}
+    thread = threading.Thread(
+        target=lambda: out.setdefault("run", flow.run(store=tmp_path, max_workers=2)),
+        daemon=True,
+    )
+    thread.start()
+    thread.join(10)
+    assert fired and "run" in out and out["run"]["c"] == 3  # type: ignore[index]
+
+
+def test_a_ctrl_c_stays_an_interrupt_when_the_last_batch_cannot_be_stored(tmp_path, monkeypatch):
+    # regression: the batch awaited after Ctrl-C failed to store, and the run's outcome
+    # turned from "interrupted" to "failed": TaskFailed swallowed the KeyboardInterrupt
+    import os
+    import signal
+
+    slow_store(monkeypatch, 0.5, fail=True)
+    flow = lf.Flow("interrupted")
+    flow.add(lambda: 1, name="a")
+    flow.add(lambda a: a + 1, name="b")
+    threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(lf.RunInterrupted) as info:
+        flow.run(store=tmp_path)
+    assert info.value.result.status == "interrupted"

@@ -438,3 +438,43 @@ def test_a_store_whose_results_folder_is_a_file_is_a_clear_error(tmp_path):
     (folder / "results").write_text("not a folder")
     with pytest.raises(StoreError, match="cannot keep results in .*It must be a folder"):
         Store(folder)
+
+
+OPEN_STORE = """
+import sys, time
+from layerflow.store import Store
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all together
+try:
+    Store(sys.argv[1]).close()
+    print("ok")
+except Exception as e:
+    print("FAIL", e)
+"""
+
+
+def test_several_processes_upgrade_an_earlier_versions_store_at_once(tmp_path):
+    # regression: the schema migration read, then wrote, in a deferred transaction: when
+    # another process migrated meanwhile it failed at once, reported as a 30 s lock
+    import sqlite3
+
+    Store(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute("DROP TABLE blobs")  # as an earlier version left it
+    db.execute("DROP INDEX runs_by_flow")
+    db.execute("PRAGMA user_version = 0")
+    db.commit()
+    db.close()
+    start = time.time() + 1.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_STORE, str(tmp_path), str(start)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    assert [p.communicate(timeout=60)[0].strip() for p in procs] == ["ok"] * 6
+    store = Store(tmp_path)
+    assert store._read("PRAGMA user_version")[0][0] >= 3
+    assert store._read("SELECT COUNT(*) FROM blobs") == [(0,)]
+    store.close()

@@ -147,19 +147,26 @@ _SCHEMA_VERSION = 3
 
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring a database to this version's schema: its tables, and the columns that earlier
-    versions lack (NULL in their old rows)."""
-    db.executescript(f"BEGIN; {_SCHEMA} COMMIT;")  # one transaction: one sync, not one each
-    db.execute("BEGIN")
-    for table, column, kind in _ADDED_COLUMNS:
-        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        if column not in columns:
-            try:
+    versions lack (NULL in their old rows). One transaction that takes the write lock first
+    (another process migrating the same store meanwhile is waited for, then seen to have
+    done it), with one sync."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if db.execute("PRAGMA user_version").fetchone()[0] >= _SCHEMA_VERSION:
+            db.rollback()  # another process was first
+            return
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        for table, column, kind in _ADDED_COLUMNS:
+            columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            except sqlite3.OperationalError as e:
-                if "duplicate column" not in str(e):  # another process was first
-                    raise
-    db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-    db.commit()
+        db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
 
 
 def default_store_path() -> Path:
@@ -539,6 +546,10 @@ class Store:
                 yield self._db
             except sqlite3.Error as e:
                 raise self._failed(e) from e
+            except BaseException:  # not the database's fault: still nothing half-written
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+                raise
 
     def _write(self, sql: str, args: Iterable[Any]) -> None:
         with self._lock:
@@ -627,6 +638,13 @@ class Store:
                 caches.append((item.cache_key, item.name, result, now))
         if not rows:
             return errors
+        if files:  # their renames durable too, before rows that name them are
+            with contextlib.suppress(OSError):
+                folder = os.open(self.results, os.O_RDONLY)
+                try:
+                    os.fsync(folder)
+                finally:
+                    os.close(folder)
         try:
             with self._transaction() as db:
                 # this commit synced: one sync of the log for the whole batch (WAL mode)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -199,7 +200,10 @@ async def _execute_async(
             await loop.run_in_executor(None, run._collect_remote)
     except asyncio.CancelledError:
         run.interrupt()
-        run.settle()  # results being stored: milliseconds, and nothing finished is lost
+        # results being stored (milliseconds): waited for off the caller's loop, so that
+        # nothing finished is lost; a second cancel gives up waiting
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop.run_in_executor(None, run.settle)
         run.close()
         if recorder is not None:  # the run row says "interrupted", not "running"
             recorder.end(run.result())

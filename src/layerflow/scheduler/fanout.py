@@ -147,7 +147,8 @@ class FanOut:
         self.errors[m] = error
         if self.emit:
             self._task_event("task_failed", m, error=error, duration=0.0)
-        self.outcome = "failed"
+        if self.outcome != "interrupted":  # a Ctrl-C stays one (its list not stored after it)
+            self.outcome = "failed"
         if self.cause < 0:
             self.cause, self.cause_error = m, error
         self._finalize(m)

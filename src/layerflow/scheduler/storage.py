@@ -32,6 +32,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from ..errors import ResultNotStored, safe_str
@@ -89,20 +90,24 @@ class StoreIO:
         then call ``then(error)`` under the lock: None once it is on disk, else the error to
         fail the task with. Call with the lock held."""
         self.storing += 1
+        if self.mode == "sequential":
+            # one at a time, in order: the next task waits for this store (its slot is held)
+            self.running += 1
+            then = partial(self._release_held, then)
         self._io_put((None, (i, value, t0, t1), then))
+
+    def _release_held(
+        self, then: Callable[[ResultNotStored | None], None], error: ResultNotStored | None
+    ) -> None:
+        self.running -= 1
+        then(error)
 
     def _succeed_durably(self, i: int, value: Any, t0: float, t1: float) -> None:
         """Entry ``i``'s attempt succeeded and the run has a store: ``storing`` until its
         batch is committed, then succeeded (or failed: the store could not take it)."""
         self.status[i] = _STORING
-        # one at a time, in order: in sequential mode the next task waits for this store
-        hold = self.mode == "sequential"
-        if hold:
-            self.running += 1
 
         def then(error: ResultNotStored | None) -> None:
-            if hold:
-                self.running -= 1
             if error is None:
                 self._succeed(i, value)
             else:
@@ -142,7 +147,12 @@ class StoreIO:
                             then(*args)
                         except Exception:  # a bug here must not strand every later job
                             logger.exception("layerflow store job %r failed", then)
-                    self._kick()
+                    try:
+                        self._kick()
+                    except Exception:  # nor may it end this thread: the run would hang
+                        logger.exception("layerflow could not start the next tasks")
+                        self.idle = 0  # every idle worker woken: they take what is ready
+                        self.cond.notify_all()
             if None in batch:
                 return
 

@@ -208,7 +208,8 @@ class Transitions:
         if self.cause < 0:
             self.cause = i
             self.cause_error = error
-        self.outcome = "failed"
+        if self.outcome != "interrupted":  # a Ctrl-C stays one (a late store error after it)
+            self.outcome = "failed"
         if isinstance(error, ResultNotStored):
             self._store_stop(i, error)
             return
