@@ -22,7 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import layerflow as lf  # noqa: E402
-from layerflow.store import Store, flow_key  # noqa: E402
+from layerflow.recorder import flow_key  # noqa: E402
+from layerflow.store import Store  # noqa: E402
 
 WORKERS = (4, 8)
 TOTAL_WORK = 20.0  # seconds of sleep per DAG at --scale 1

@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from makespan import critical_path, release_bound, to_flow, wall_with_history  # noqa: E402
 
-from layerflow.store import Store, flow_key  # noqa: E402
+from layerflow.recorder import flow_key  # noqa: E402
+from layerflow.store import Store  # noqa: E402
 
 #: the recipes, by the name the WfCommons papers give them
 RECIPES = {

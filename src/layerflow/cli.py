@@ -532,7 +532,8 @@ def _print_results(result: RunResult, shown: tuple[str, ...]) -> None:
 
 def _unfinished(the_plan: Any, store_at: str | None) -> tuple[str | None, Path]:
     """The latest unfinished run of the plan's flow in the store, and the store's folder."""
-    from .store import Store, default_store_path, flow_key
+    from .recorder import flow_key
+    from .store import Store, default_store_path
 
     folder = Path(store_at) if store_at else default_store_path()
     if not (folder / "state.db").is_file():

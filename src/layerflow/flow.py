@@ -29,7 +29,8 @@ from .progress import Progress
 from .result import RunResult
 
 if TYPE_CHECKING:  # the model does not load the engine or the store until a run
-    from .store import Recorder, Store
+    from .recorder import Recorder
+    from .store import Store
 
 __all__ = ["Flow", "TASK_OPTIONS"]
 
@@ -327,7 +328,8 @@ class Flow:
 
 def _history(graph: Graph) -> Mapping[str, float]:
     """Past durations from the store, if one exists (never created just to look)."""
-    from .store import Store, default_store_path, flow_key
+    from .recorder import flow_key
+    from .store import Store, default_store_path
 
     folder = default_store_path()
     return Store(folder).durations(flow_key(graph)) if folder.is_dir() else {}
@@ -337,7 +339,8 @@ def _recorder(
     plan: Plan, inputs: Mapping[str, Any], store: Any, resume: Any, cache: bool
 ) -> Recorder | None:
     """The store a run records to, per the options and ``$LAYERFLOW_STORE``."""
-    from .store import Recorder, Store
+    from .recorder import Recorder
+    from .store import Store
 
     caching = cache or any(t.cache for t in plan.graph.tasks)
     if store is False:

@@ -1,0 +1,320 @@
+"""One run's link to the store: what identifies each task's result (resume and cache keys),
+which results a resumed run reuses, which it persists, and how the run ends on record.
+
+A task's resume key changes when its code, params or flow inputs change, or when any task
+it depends on changes (so a change re-runs everything downstream); its cache key is its
+name, its code and the values it is called with. "Its code" is its source or bytecode,
+not the values its closure holds; values are compared by content (dicts and sets in a
+fixed order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import inspect
+import json
+import marshal
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import ResultNotStored, StoreError, safe_str
+from .store import Finished, Store, _pickled
+from .tracebacks import format_failure
+
+if TYPE_CHECKING:
+    from .graph import Graph, Task
+    from .result import RunResult
+
+__all__ = ["Recorder", "flow_key", "task_keys"]
+
+#: a function's fingerprint, once per function object: reading its source back costs about
+#: 60 us, which a run with a store would otherwise pay for every task at its start
+_FINGERPRINTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_FINGERPRINTS_LOCK = threading.Lock()
+
+
+def _fingerprint(task: Task) -> str:
+    """What identifies a task's code: the loader's fingerprint, else its function's source
+    (or bytecode). Not the values its closure holds."""
+    if task.fingerprint is not None:
+        return task.fingerprint
+    fn = task.fn
+    try:
+        with _FINGERPRINTS_LOCK:
+            return _FINGERPRINTS[fn]
+    except (KeyError, TypeError):  # not seen yet, or an object that cannot be weakly held
+        pass
+    code = _code_of(fn)
+    with contextlib.suppress(TypeError), _FINGERPRINTS_LOCK:
+        _FINGERPRINTS[fn] = code
+    return code
+
+
+def _code_of(fn: Any) -> str:
+    if isinstance(fn, functools.partial):  # the function, and the arguments bound to it
+        return _code_of(fn.func) + _digest((fn.args, sorted(fn.keywords.items())))
+    if not (inspect.isfunction(fn) or inspect.ismethod(fn) or inspect.isbuiltin(fn)):
+        fn = type(fn)  # a callable object: its class, not its address
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            return marshal.dumps(code).hex()
+        return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+_SCALARS = frozenset((int, float, str, bytes, bool, type(None), complex))
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with every plain dict and set put in a fixed order, so that equal values
+    built in another order hash alike (a pickle keeps insertion order). Other types,
+    ``OrderedDict`` among them (its order is part of its equality), are left as they are."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        items = [(_canonical(k), _canonical(v)) for k, v in value.items()]
+        return ("<dict>", sorted(items, key=_pickled))
+    if kind is set or kind is frozenset:
+        return ("<set>", sorted((_canonical(v) for v in value), key=_pickled))
+    if kind is list or kind is tuple:
+        if all(type(v) in _SCALARS for v in value):
+            return value
+        return kind(_canonical(v) for v in value)
+    return value
+
+
+def _digest(value: Any, *, strict: bool = False) -> str:
+    """A hash of a value's pickle, dicts and sets in a fixed order; with ``strict``, a value
+    that cannot be pickled raises (the cache must not match two different values by their
+    repr)."""
+    try:
+        with contextlib.suppress(RecursionError):  # too deep to reorder: hashed as it is
+            value = _canonical(value)
+        data = _pickled(value)
+    except Exception:
+        if strict:
+            raise
+        data = repr(value).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _traceback(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    try:  # the user's frames only: layerflow's and the executors' help nobody
+        return format_failure(error, last=None)
+    except Exception:  # an exception that cannot even be formatted
+        return safe_str(error)
+
+
+def flow_key(graph: Graph) -> str:
+    """The name runs of a flow are stored under; an unnamed flow is known by its tasks,
+    so that resume and history find its own runs, not another unnamed flow's."""
+    if graph.flow_name:
+        return graph.flow_name
+    return "unnamed-" + hashlib.sha256("\n".join(graph.names).encode()).hexdigest()[:12]
+
+
+def task_keys(graph: Graph, inputs: Mapping[str, Any]) -> list[str]:
+    """A key per task that changes when its code, params or flow inputs change, or when
+    any task it depends on changes (so a change re-runs everything downstream)."""
+    keys = [""] * len(graph)
+    for i in graph.order:
+        t = graph.tasks[i]
+        h = hashlib.sha256()
+        h.update(t.name.encode())
+        h.update(_fingerprint(t).encode())
+        h.update(_digest(sorted(t.params.items())).encode())
+        h.update(_digest([(p, inputs.get(name)) for p, name in graph.input_args[i]]).encode())
+        for j in graph.deps[i]:
+            h.update(keys[j].encode())
+        keys[i] = h.hexdigest()
+    return keys
+
+
+class Recorder:
+    """Connects one run to a store: what to reuse (resume), what to persist, the end."""
+
+    def __init__(
+        self,
+        store: Store,
+        graph: Graph,
+        inputs: Mapping[str, Any],
+        resume: bool | str | None,
+        cache: bool = False,
+        *,
+        owns_store: bool = False,
+    ) -> None:
+        self.store = store
+        self.owns_store = owns_store  # opened for this run: closed when it ends
+        self.graph = graph
+        self.flow = flow_key(graph)
+        self.keys = task_keys(graph, inputs)
+        # which tasks use the cache (cache=True on the run, or on the task)
+        self.cache_on = [cache or t.cache for t in graph.tasks]
+        self.caching = any(self.cache_on)
+        self.cache_keys: dict[int, str] = {}  # task -> the key it will be cached under
+        self.fingerprints = [_fingerprint(t) for t in graph.tasks] if self.caching else []
+        self.preset: dict[int, Any] = {}
+        self.preset_files: dict[int, str] = {}
+        self.resumed_from: str | None = None
+        self.run_id = ""
+        self.offset = 0.0
+        if resume:
+            run_id = store.latest_unfinished(self.flow) if resume is True else str(resume)
+            if run_id is not None:
+                self.resumed_from = run_id
+                finished = store.finished_results(run_id)
+                for i, name in enumerate(graph.names):
+                    found = finished.get(name)
+                    if found is None or found[0] != self.keys[i]:
+                        continue  # not finished then, or changed since: run it again
+                    try:
+                        self.preset[i] = store.load_value(found[1])
+                    except Exception:  # a missing or unreadable file: run it again
+                        continue
+                    self.preset_files[i] = found[1]
+
+    def close(self) -> None:
+        """The run has ended: close the store's connection if the run opened the store."""
+        if self.owns_store:
+            self.store.close()
+
+    def begin(self, run_id: str, wall0: float, perf0: float) -> None:
+        """The run has an id now: record its start."""
+        self.run_id = run_id
+        self.offset = wall0 - perf0
+        self.store.begin_run(run_id, self.flow, len(self.graph), self.resumed_from)
+        if self.preset_files:  # durable now: a crash of this run must not lose them
+            names = self.graph.names
+            self.store.record_reused(
+                run_id, [(names[i], self.keys[i], f) for i, f in self.preset_files.items()]
+            )
+
+    def persist(
+        self, batch: Sequence[tuple[int, Any, float, float]]
+    ) -> list[ResultNotStored | None]:
+        """Tasks succeeded, as (entry, value, start, end) on the run's clock: make them
+        durable together, each with its cache entry when it uses the cache (map subtasks
+        are kept as their map task's list: nothing to do for them). In order, None for each
+        entry now stored, else the error to fail it with (see :meth:`Store.save_results`)."""
+        names, keys = self.graph.names, self.keys
+        todo = [k for k, item in enumerate(batch) if item[0] < len(keys)]
+        items = []
+        for k in todo:
+            i, value, t0, t1 = batch[k]
+            cache_key = self.cache_keys.pop(i, None)
+            items.append(Finished(names[i], keys[i], value, t0 + self.offset, t1 - t0, cache_key))
+        errors: list[ResultNotStored | None] = [None] * len(batch)
+        for k, error in zip(todo, self.store.save_results(self.run_id, items), strict=True):
+            errors[k] = error
+        return errors
+
+    def lookup(self, i: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
+        """Before task ``i`` runs: a cached result for exactly this call, if there is one.
+        The key is the task's name, its code, and the values it is called with."""
+        if i >= len(self.cache_on) or not self.cache_on[i]:
+            return False, None
+        h = hashlib.sha256()
+        h.update(self.graph.names[i].encode())
+        h.update(self.fingerprints[i].encode())
+        try:
+            h.update(_digest(args, strict=True).encode())
+            h.update(_digest(sorted(kwargs.items()), strict=True).encode())
+        except Exception:  # values that cannot be pickled cannot be compared: no cache
+            return False, None
+        key = h.hexdigest()
+        try:
+            found = self.store.cache_get(key)
+        except StoreError:  # a cache that cannot be read is a miss (the run says the rest)
+            found = None
+        if found is not None:
+            try:
+                value = self.store.load_value(found)
+            except Exception:  # an unreadable file: compute it again
+                found = None
+            else:
+                self.preset_files[i] = found
+                return True, value
+        self.cache_keys[i] = key
+        return False, None
+
+    def end(self, result: RunResult) -> None:
+        """Every task's final state, its attempts and waits, and the run's."""
+        index = self.graph.index
+        names, deps = self.graph.names, self.graph.deps
+        rows = []
+        for name, t in result.tasks.items():
+            i = index.get(name, -1)
+            rows.append(
+                (
+                    name,
+                    t.status,
+                    t.attempts,
+                    t.started_at,
+                    t.finished_at,
+                    t.duration,
+                    safe_str(t.error) if t.error is not None else None,
+                    self.keys[i] if i >= 0 else None,
+                    self.preset_files.get(i),
+                    _traceback(t.error),
+                    t.layer,
+                    json.dumps([names[j] for j in deps[i]]) if i >= 0 else None,
+                    json.dumps(t.metrics) if t.metrics else None,
+                )
+            )
+        try:
+            self.store.end_run(
+                self.run_id,
+                result.status,
+                rows,
+                attempts=(a[:6] for a in result.attempts),
+                waits=(w[:5] for w in result.waits),
+                critical_path=result.critical_path,
+                started_at=result.started_at,
+                finished_at=result.finished_at,
+                metrics=result.metrics,
+            )
+        except StoreError as e:
+            self._end_briefly(result, e)
+
+    def _end_briefly(self, result: RunResult, error: StoreError) -> None:
+        """The whole end could not be written (rolled back): the run's status at least, one
+        row changed in place, which needs no new room. If not even that, the error says so;
+        the run stays "running" in the store, which ``--resume`` takes as unfinished."""
+        try:
+            self.store.mark_ended(self.run_id, result.status, result.finished_at)
+        except StoreError as again:
+            why = f" ({result.stop_reason})" if result.stop_reason else ""
+            after = (  # a damaged store's own message says what to do instead
+                ""
+                if again.kind == "damaged"
+                else ". The store still lists the run as running; every result it stored is "
+                "kept, and --resume reuses them"
+            )
+            failure = StoreError(
+                f"the run {self.run_id} ended {result.status}{why}, but the store could not "
+                f"record its end: {again}{after}",
+                path=again.path,
+                kind=again.kind,
+            )
+            failure.result = result
+            raise failure from error
+        if not any(isinstance(t.error, ResultNotStored) for t in result.tasks.values()):
+            # (when results could not be stored, the run's own error already says why)
+            from .events import logger
+
+            logger.warning(
+                "run %s ended %s, but only its status could be recorded, not its tasks' "
+                "details: %s",
+                self.run_id,
+                result.status,
+                error,
+            )
