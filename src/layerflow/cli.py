@@ -23,7 +23,14 @@ from typing import Any
 
 import click
 
-from .errors import LayerflowError, RunInterrupted, TaskFailed, closest, safe_str
+from .errors import (
+    LayerflowError,
+    ResultNotStored,
+    RunInterrupted,
+    TaskFailed,
+    closest,
+    safe_str,
+)
 from .events import final_line
 from .flow import Flow
 from .limits import LayerReport
@@ -494,17 +501,28 @@ def _run(
 def _print_failures(result: RunResult, verbose: bool, err: bool = False) -> None:
     """Each failed task with the user's own frames: the last few, or all with -v."""
     failed = [t for t in result.tasks.values() if t.status == "failed"]
+    # once the store failed, every task ending meanwhile failed alike: listed by name only
+    either = [t.name for t in failed if isinstance(t.error, ResultNotStored) and t.error.either]
     for t in failed:
+        if t.name in either:
+            continue
         click.echo(f"\n{t.name} failed:", err=err)
         text = format_failure(t.error, last=None if verbose else 3) if t.error else "failed"
         click.echo(textwrap.indent(text, "  "), err=err)
-    for status, why in (("skipped", "what they need failed"), ("cancelled", "the run stopped")):
-        names = [t.name for t in result.tasks.values() if t.status == status]
+    for status, why, names in (
+        ("Not stored either", "the store failed, see above", either),
+        ("Skipped", "what they need failed", _named(result, "skipped")),
+        ("Cancelled", "the run stopped", _named(result, "cancelled")),
+    ):
         if names:
             more = f" and {len(names) - 20} more" if len(names) > 20 else ""
-            click.echo(f"{status.capitalize()} ({why}): {', '.join(names[:20])}{more}", err=err)
+            click.echo(f"{status} ({why}): {', '.join(names[:20])}{more}", err=err)
     if failed:
         click.echo("", err=err)
+
+
+def _named(result: RunResult, status: str) -> list[str]:
+    return [t.name for t in result.tasks.values() if t.status == status]
 
 
 _MAX_RESULTS = 10  # sinks shown at the end of a run; --output shows any

@@ -222,6 +222,12 @@ class ResultNotStored(_NoRetry, StoreError):
     broken database): the task fails, since a task is done only once its result is stored.
     Not retried: the store, not the task, is at fault."""
 
+    @property
+    def either(self) -> bool:
+        """Said briefly: an earlier task's result could not be stored either, and that
+        task's error (this one's ``__cause__``) says why and what to do."""
+        return isinstance(self.__cause__, ResultNotStored)
+
 
 class RecordedError(Exception):
     """A task's error as the store recorded it: its text, and ``traceback`` (the user's

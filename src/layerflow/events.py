@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import safe_str
+from .errors import ResultNotStored, safe_str
 
 __all__ = ["Event", "RunEvent", "LayerEvent", "TaskEvent", "LogObserver", "Observer"]
 
@@ -118,6 +118,9 @@ def _short_error(error: BaseException | None) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+#: "could not be stored either" failures shown one by one before the rest are counted
+_SHOWN_NOT_STORED = 3
+
 _FINISHED_KINDS = frozenset(
     {
         "task_succeeded",
@@ -161,6 +164,24 @@ class LogObserver:
         self._group_start: dict[str, float] = {}
         self._group_left = {g: set(tasks) for g, tasks in self._groups.items()}
         self._group_work: dict[str, float] = {}
+        self._not_stored = 0  # "could not be stored either" failures: a few are shown
+
+    def _folded(self, event: Event) -> bool:
+        """Whether this event's line is left out: once the store failed, every task that
+        ends meanwhile fails the same way, so after a few the rest are only counted."""
+        if event.kind == "task_failed" and isinstance(event, TaskEvent):
+            error = event.error
+            if isinstance(error, ResultNotStored) and error.either:
+                self._not_stored += 1
+                return self._not_stored > _SHOWN_NOT_STORED
+        elif event.kind == "run_finished" and self._not_stored > _SHOWN_NOT_STORED:
+            more = self._not_stored - _SHOWN_NOT_STORED
+            self._emit(
+                f"... and {more} more task{'s' * (more != 1)} whose results could not be "
+                f"stored either; --resume runs them again",
+                logging.ERROR,
+            )
+        return False
 
     def __call__(self, event: Event) -> None:
         kind = event.kind
@@ -175,6 +196,8 @@ class LogObserver:
         if kind in _FINISHED_KINDS:
             self.done += 1
         line, level = self.format(event)
+        if line and self._folded(event):
+            line = None
         if line and (self.final or kind != "run_finished"):
             if kind in _FINISHED_KINDS and isinstance(event, TaskEvent):
                 line += f", {self.done} of {event.total} done"
