@@ -287,3 +287,28 @@ def test_a_ctrl_c_stays_an_interrupt_when_the_last_batch_cannot_be_stored(tmp_pa
     with pytest.raises(lf.RunInterrupted) as info:
         flow.run(store=tmp_path)
     assert info.value.result.status == "interrupted"
+
+
+@pytest.mark.parametrize("backend", ["thread", "async"])
+def test_results_waiting_to_be_stored_are_bounded(tmp_path, batches, backend):
+    # a store slower than the tasks: workers wait for it instead of piling up finished
+    # work that a crash would lose
+    from layerflow.scheduler.storage import _BACKLOG
+
+    seen, hold = batches
+    hold[0] = 0.2  # the first commit is slow: 600 tiny tasks would all finish meanwhile
+    flow = lf.Flow("bounded")
+    if backend == "thread":
+
+        def tiny(k):
+            return k
+    else:
+
+        async def tiny(k):
+            return k
+
+    for k in range(600):
+        flow.add(tiny, name=f"t{k}", params={"k": k})
+    run = flow.run(store=tmp_path, max_workers=4)
+    assert run.ok and len(sum(seen, [])) == 600
+    assert max(len(b) for b in seen) <= _BACKLOG + 4 + 1  # the backlog, what was running

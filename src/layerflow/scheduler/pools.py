@@ -15,6 +15,7 @@ from .state import (
     _PROCESS,
     _READY,
 )
+from .storage import _BACKLOG
 
 
 class ForeignPools:
@@ -47,6 +48,8 @@ class ForeignPools:
         order) hold across pools."""
         ready = self.ready
         if self.stopping or not (ready[_ASYNC] or ready[_PROCESS] or ready[_DASK]):
+            return
+        if self.storing > _BACKLOG:  # the store is behind: a landed batch kicks again
             return
         threads_ready = self.ready_threads
         status = self.status

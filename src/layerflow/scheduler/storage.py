@@ -19,8 +19,9 @@ run stops once, as a budget stop does (``_store_stop``; ``store_failed`` is the 
 it could not keep).
 
 Results waiting to be stored are bounded (``_BACKLOG``): a thread worker that finishes a
-task while more wait takes its next task only once a batch has landed, so a store that
-cannot keep up slows the run down instead of leaving ever more finished work unstored.
+task while more wait takes its next task only once a batch has landed, and no coroutine,
+process or Dask task is submitted meanwhile, so a store that cannot keep up slows the run
+down instead of leaving ever more finished work unstored.
 
 Fields: ``io_jobs`` (the thread's queue, or None before the first job), ``storing``
 (results waiting to be stored), ``stored`` (a condition on the run's lock, notified when
