@@ -126,13 +126,15 @@ def task_keys(graph: Graph, inputs: Mapping[str, Any]) -> list[str]:
     """A key per task that changes when its code, params or flow inputs change, or when
     any task it depends on changes (so a change re-runs everything downstream)."""
     keys = [""] * len(graph)
+    nothing = _digest([]).encode()  # no params, no flow inputs: most tasks, hashed once
     for i in graph.order:
         t = graph.tasks[i]
         h = hashlib.sha256()
         h.update(t.name.encode())
         h.update(_fingerprint(t).encode())
-        h.update(_digest(sorted(t.params.items())).encode())
-        h.update(_digest([(p, inputs.get(name)) for p, name in graph.input_args[i]]).encode())
+        h.update(_digest(sorted(t.params.items())).encode() if t.params else nothing)
+        given = [(p, inputs.get(name)) for p, name in graph.input_args[i]]
+        h.update(_digest(given).encode() if given else nothing)
         for j in graph.deps[i]:
             h.update(keys[j].encode())
         keys[i] = h.hexdigest()
@@ -266,7 +268,9 @@ class Recorder:
                     self.preset_files.get(i),
                     _traceback(t.error),
                     t.layer,
-                    json.dumps([names[j] for j in deps[i]]) if i >= 0 else None,
+                    (json.dumps([names[j] for j in deps[i]]) if deps[i] else "[]")
+                    if i >= 0
+                    else None,
                     json.dumps(t.metrics) if t.metrics else None,
                 )
             )
