@@ -40,8 +40,8 @@ from ..errors import ResultNotStored, safe_str
 from ..events import logger
 from .state import _STORING
 
-#: results that may wait to be stored before thread workers wait for the store: enough for
-#: large batches (one sync each), few enough that a crash re-runs little
+#: results that may wait to be stored before new work waits for the store: enough for large
+#: batches (one sync each), few enough that a crash re-runs little
 _BACKLOG = 256
 
 _STORE_TROUBLE = {
