@@ -169,19 +169,13 @@ class LogObserver:
     def _folded(self, event: Event) -> bool:
         """Whether this event's line is left out: once the store failed, every task that
         ends meanwhile fails the same way, so after a few the rest are only counted."""
-        if event.kind == "task_failed" and isinstance(event, TaskEvent):
-            error = event.error
-            if isinstance(error, ResultNotStored) and error.either:
-                self._not_stored += 1
-                return self._not_stored > _SHOWN_NOT_STORED
-        elif event.kind == "run_finished" and self._not_stored > _SHOWN_NOT_STORED:
-            more = self._not_stored - _SHOWN_NOT_STORED
-            self._emit(
-                f"... and {more} more task{'s' * (more != 1)} whose results could not be "
-                f"stored either; --resume runs them again",
-                logging.ERROR,
-            )
-        return False
+        error = getattr(event, "error", None)
+        if event.kind != "task_failed" or not isinstance(error, ResultNotStored):
+            return False
+        if not error.either:
+            return False
+        self._not_stored += 1
+        return self._not_stored > _SHOWN_NOT_STORED
 
     def __call__(self, event: Event) -> None:
         kind = event.kind
@@ -198,6 +192,13 @@ class LogObserver:
         line, level = self.format(event)
         if line and self._folded(event):
             line = None
+        if kind == "run_finished" and self._not_stored > _SHOWN_NOT_STORED:
+            more = self._not_stored - _SHOWN_NOT_STORED
+            self._emit(
+                f"... and {more} more task{'s' * (more != 1)} whose results could not be "
+                f"stored either; --resume runs them again",
+                logging.ERROR,
+            )
         if line and (self.final or kind != "run_finished"):
             if kind in _FINISHED_KINDS and isinstance(event, TaskEvent):
                 line += f", {self.done} of {event.total} done"

@@ -63,7 +63,8 @@ Run-wide fields:
 - values no longer needed (``transitions._release``): ``release``, ``keep``, ``users_left``,
   ``released``; on Dask, ``cluster`` (``remote.py``; the
   Dask backend's ``ClusterValues``: which values stay on the cluster, and their futures).
-- store I/O off the lock and group commit (``storage.py``): ``io_jobs``.
+- store I/O off the lock and group commit (``storage.py``): ``io_jobs``, ``storing``
+  (results waiting to be stored) and ``stored`` (notified when a batch has landed).
 - outcome: ``stopping`` (no new starts), ``exiting`` (workers leave), ``outcome``, ``cause`` and
   ``cause_error`` (what stopped the run), ``store_failed`` (the first entry whose result
   the store could not take, else -1), ``started`` (entries in start order), ``spans``
