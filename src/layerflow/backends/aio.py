@@ -1,9 +1,16 @@
 """Coroutine tasks on one event loop per run (or on the caller's loop for ``run_async``).
 
-Submissions made on the loop's own thread (a coroutine's completion releasing the next
-coroutine) create the asyncio task at once; submissions from other threads are queued and
-drained by one ``call_soon_threadsafe`` per batch, so 10,000 ready coroutines cost one
-wake-up of the loop, not 10,000.
+Coroutines are run by a few *worker* asyncio tasks that take them from one queue, rather
+than by one asyncio task each. A worker runs a coroutine's steps itself, each in the
+coroutine's own copy of the caller's context; a coroutine that finishes without waiting
+for anything (a cache hit, a fast path, a no-op) costs no asyncio task, no turn of the
+loop, and no lock of the run: the worker reports its ends in batches (``report``). When a
+coroutine waits, its worker stays with it until it is done (``asyncio.current_task()`` is
+that worker for the while, so ``asyncio.timeout`` works) and new workers take the rest of
+the queue, one per waiting coroutine at most, as ``asyncio.gather`` would start them.
+
+Submissions from other threads are queued and moved over by one ``call_soon_threadsafe``
+per batch, so 10,000 ready coroutines cost one wake-up of the loop, not 10,000.
 """
 
 from __future__ import annotations
@@ -12,14 +19,20 @@ import asyncio
 import contextvars
 import threading
 import time
+import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from ..metrics import _BOX
 from . import Done
 
 __all__ = ["AsyncBackend"]
+
+#: coroutines a worker runs through, without their waiting, before it lets the loop turn
+_TURN = 256
+#: ends reported to the scheduler in one call at most (it takes its lock once for them)
+_BATCH = 64
 
 
 class AsyncBackend:
@@ -30,13 +43,17 @@ class AsyncBackend:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         context: contextvars.Context | None = None,
+        report: Callable[[list[tuple[Any, ...]]], None] | None = None,
         **_: Any,
     ) -> None:
         self._own = loop is None
         # each coroutine runs in a copy of this (the run's caller's) context, whichever
         # thread submitted it
         self._context = context if context is not None else contextvars.copy_context()
-        self._pending: deque[tuple[Any, ...]] = deque()
+        self._report = report if report is not None else _one_by_one
+        self._queue: deque[tuple[Any, ...]] = deque()  # the loop's thread only
+        self._pulling = 0  # workers that will look at the queue before they wait on anything
+        self._incoming: deque[tuple[Any, ...]] = deque()  # from other threads
         self._lock = threading.Lock()
         self._scheduled = False
         if loop is None:
@@ -73,12 +90,14 @@ class AsyncBackend:
         fetch: bool = True,
         tag: Any = None,
     ) -> list[Any]:
-        handle: list[Any] = [None, False]  # [asyncio.Task once created, cancelled]
+        handle: list[Any] = [None, False]  # [the worker while it waits on it, cancelled]
         if threading.get_ident() == self._loop_thread:
-            self._create(fn, args, kwargs, on_done, handle)
+            self._queue.append((fn, args, kwargs, on_done, handle))
+            if not self._pulling:
+                self._spawn(1)
             return handle
         with self._lock:
-            self._pending.append((fn, args, kwargs, on_done, handle))
+            self._incoming.append((fn, args, kwargs, on_done, handle))
             wake = not self._scheduled
             self._scheduled = True
         if wake:
@@ -87,13 +106,29 @@ class AsyncBackend:
 
     def _drain(self) -> None:
         with self._lock:
-            batch = list(self._pending)
-            self._pending.clear()
+            self._queue.extend(self._incoming)
+            self._incoming.clear()
             self._scheduled = False
-        for item in batch:
-            self._create(*item)
+        if self._queue and not self._pulling:
+            self._spawn(1)
 
-    def _create(
+    def _spawn(self, count: int) -> None:
+        """Start ``count`` workers that take coroutines from the queue."""
+        self._pulling += count
+        for _ in range(count):
+            self.loop.create_task(self._pull(), context=self._context.copy())
+
+    def _spawn_each(self) -> None:
+        """Start every queued coroutine on a worker of its own, which runs it natively
+        (as its asyncio task, in its own context) and then takes from the queue: what
+        happens when the queue's coroutines wait, as they usually do together."""
+        queue, base, create = self._queue, self._context, self.loop.create_task
+        while queue:
+            item = queue.popleft()
+            if not item[4][1]:  # not cancelled before it started
+                create(self._work(*item), context=base.copy())
+
+    async def _work(
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
@@ -101,12 +136,79 @@ class AsyncBackend:
         on_done: Done,
         handle: list[Any],
     ) -> None:
-        if handle[1]:  # cancelled before it started
-            return
-        # the handle (held by the scheduler while the attempt runs) keeps the task alive
-        handle[0] = self.loop.create_task(
-            _call(fn, args, kwargs, on_done, handle), context=self._context.copy()
-        )
+        """Run one coroutine as this asyncio task (in its own context), then take from
+        the queue if anything is left there."""
+        me = handle[0] = asyncio.current_task()
+        box: dict[str, float] = {}  # this coroutine's lf.record box
+        _BOX.set(box)
+        t0 = time.perf_counter()
+        try:
+            value = await fn(*args, **kwargs)
+        except BaseException as e:
+            handle[0] = None
+            if not (handle[1] and isinstance(e, asyncio.CancelledError)):
+                # (a cancel of ours was reported when it was made; any other
+                # CancelledError is the task's own failure)
+                on_done(False, e, time.perf_counter() - t0, None, box)
+        else:
+            handle[0] = None
+            on_done(True, value, time.perf_counter() - t0, None, box)
+        if self._queue and not me.cancelling():  # type: ignore[union-attr]
+            self._pulling += 1
+            await self._pull()
+
+    async def _pull(self) -> None:
+        """Take coroutines from the queue until it is empty (see the module docstring).
+        The caller has counted this worker in ``_pulling``."""
+        queue, report, base = self._queue, self._report, self._context
+        me = asyncio.current_task()
+        ends: list[tuple[Any, ...]] = []
+        ran = 0
+        try:
+            while queue:
+                fn, args, kwargs, on_done, handle = queue.popleft()
+                if handle[1]:  # cancelled before it started
+                    continue
+                context = base.copy()
+                box: dict[str, float] = {}  # this coroutine's lf.record box
+                coro = _call(fn, args, kwargs, box)
+                t0 = time.perf_counter()
+                try:
+                    step = context.run(coro.send, None)
+                except StopIteration as stop:
+                    ends.append((on_done, True, stop.value, t0, time.perf_counter(), box))
+                except BaseException as e:  # the task's own error, reported, never raised
+                    ends.append((on_done, False, e, t0, time.perf_counter(), box))
+                else:  # it waits: stay with it, and let new workers take the rest
+                    if ends:
+                        report(ends)
+                        ends = []
+                    self._pulling -= 1
+                    if queue and not self._pulling:
+                        self._spawn_each()
+                    handle[0] = me
+                    try:
+                        ok, value = await _resume(coro, context, step)
+                    finally:
+                        handle[0] = None
+                        self._pulling += 1
+                    if not (handle[1] and isinstance(value, asyncio.CancelledError)):
+                        ends.append((on_done, ok, value, t0, time.perf_counter(), box))
+                    if me is not None and me.cancelling():
+                        break  # cancelled: this worker is not used for another coroutine
+                ran += 1
+                if ends and (len(ends) >= _BATCH or not queue or ran >= _TURN):
+                    report(ends)
+                    ends = []
+                if ran >= _TURN and queue:  # let the loop turn (timers, I/O, others)
+                    ran = 0
+                    await asyncio.sleep(0)
+        finally:
+            if ends:
+                report(ends)
+            self._pulling -= 1
+            if queue and not self._pulling and not self.loop.is_closed():
+                self._spawn(1)
 
     def capacity(self, limit: int | None) -> int | None:
         """Coroutines wait for I/O: only the run's bound limits them."""
@@ -118,7 +220,7 @@ class AsyncBackend:
     def cancel(self, handle: list[Any]) -> None:
         def cancel() -> None:
             handle[1] = True
-            if handle[0] is not None:
+            if handle[0] is not None:  # its worker waits on it: cancel what it waits for
                 handle[0].cancel()
 
         if threading.get_ident() == self._loop_thread:
@@ -139,26 +241,38 @@ class AsyncBackend:
             self._thread.join(timeout=5)
 
 
+def _one_by_one(ends: list[tuple[Any, ...]]) -> None:
+    """Report ends through each attempt's own callback (no batch reporter was given)."""
+    for on_done, ok, value, t0, t1, box in ends:
+        on_done(ok, value, t1 - t0, None, box)
+
+
 async def _call(
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    on_done: Done,
-    handle: list[Any],
-) -> None:
-    box: dict[str, float] = {}  # this coroutine's lf.record box (metrics.open_box, inlined:
-    _BOX.set(box)  # the task runs in a copy of the context, so the box is its own)
-    t0 = time.perf_counter()
-    try:
-        value = await fn(*args, **kwargs)
-    except asyncio.CancelledError as e:
-        if handle[1]:
-            return  # cancelled by layerflow (timeout, fail-fast, Ctrl-C): already reported
-        # not by us: the coroutine awaited something that someone else cancelled; that is
-        # the task's own failure (treating it as ours would leave the run waiting forever)
-        on_done(False, e, time.perf_counter() - t0, None, box)
-        return
-    except BaseException as e:  # the task's own error, reported, never raised here
-        on_done(False, e, time.perf_counter() - t0, None, box)
-        return
-    on_done(True, value, time.perf_counter() - t0, None, box)
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], box: dict[str, float]
+) -> Any:
+    _BOX.set(box)  # the task's lf.record box, in its own context
+    return await fn(*args, **kwargs)
+
+
+@types.coroutine
+def _resume(
+    coro: Coroutine[Any, Any, Any], context: contextvars.Context, step: Any
+) -> Generator[Any, Any, tuple[bool, Any]]:
+    """Go on with ``coro``, which waits on ``step``: what ``await coro`` would do, but each
+    step in ``context``. Returns (True, value) or (False, the exception it raised)."""
+    while True:
+        try:
+            sent = yield step
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as e:  # thrown into the worker (a cancel): into the coroutine
+            call, arg = coro.throw, e
+        else:
+            call, arg = coro.send, sent
+        try:
+            step = context.run(call, arg)
+        except StopIteration as stop:
+            return True, stop.value
+        except BaseException as e:
+            return False, e

@@ -345,6 +345,7 @@ class State:
                     context=self.context,
                     address=address,
                     client=client,
+                    report=self._foreign_ends,
                 )
                 cap = backend.capacity(bound)
                 self.kind_cap[kind] = _INFINITE if cap is None else cap
