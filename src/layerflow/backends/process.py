@@ -104,6 +104,8 @@ class _Worker:
         self.conn = Connection(from_child_r, writable=False)
 
     def _feed(self) -> None:
+        from inspect import iscoroutinefunction
+
         import cloudpickle
 
         while True:
@@ -120,7 +122,8 @@ class _Worker:
                     continue
                 self.current = handle
             try:
-                payload = cloudpickle.dumps((fn, args, kwargs))
+                # the worker imports asyncio only for a coroutine function: it is told so
+                payload = cloudpickle.dumps((fn, args, kwargs, iscoroutinefunction(fn)))
             except Exception:
                 reason = _find_unpicklable(fn, args, kwargs)
                 self.backend._release(self)
