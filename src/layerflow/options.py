@@ -110,6 +110,8 @@ def problem(name: str, value: Any) -> str | None:
         return None
     if name == "backend":
         found = _backends()
+        if value == "sequential":  # a mode, which picks the pools itself
+            return "backend='sequential' is a mode: pass mode='sequential' instead"
         return (
             f"backend must be one of {', '.join(found)}, got {value!r}."
             f"{did_you_mean(str(value), found)}"

@@ -4,7 +4,10 @@
 scheduler's transitions directly (``scheduler/workers.py``), because handing each task to a
 pool and each completion back costs two thread hand-offs (20-100 us) per task. Every other
 backend adapts a pool layerflow does not drive itself to :class:`Backend`, and reports each
-attempt's end through one callback that the scheduler turns into the same transition.
+attempt's end through one callback that the scheduler turns into the same transition:
+``process``, ``async``, ``dask``, and ``sequential``, the synchronous executor that
+``mode="sequential"`` runs plain functions on (the calling thread makes the queued calls:
+``caller.py``; it is a mode's pool, not a ``backend=`` a run accepts).
 
 ``submit(name, fn, args, kwargs, on_done, *, priority=0, fetch=True, tag=None) -> handle``
     Start ``fn(*args, **kwargs)``; later call ``on_done(ok, value_or_error, seconds, ref=None,
@@ -93,16 +96,18 @@ def install_command(extra: str) -> str:
     return f"pip install 'layerflow[{extra}]'"
 
 
-#: name -> ("module:Class", the optional extra it needs); thread is the engine's own
+#: name -> ("module:Class", the optional extra it needs); thread is the engine's own;
+#: sequential is what ``mode="sequential"`` runs plain functions on (the caller's thread)
 _REGISTRY: dict[str, tuple[str | None, str | None]] = {
     "thread": (None, None),
     "process": ("layerflow.backends.process:ProcessBackend", None),
     "async": ("layerflow.backends.aio:AsyncBackend", None),
     "dask": ("layerflow.backends.dask:DaskBackend", "dask"),
+    "sequential": ("layerflow.backends.caller:CallerThread", None),
 }
 
-#: the backend names a run accepts, in the order the docs list them
-BACKENDS: tuple[str, ...] = tuple(_REGISTRY)
+#: the backend names a run accepts (``backend=``), in the order the docs list them
+BACKENDS: tuple[str, ...] = ("thread", "process", "async", "dask")
 
 
 def open_backend(

@@ -16,7 +16,7 @@ from ..events import (
 )
 from .state import (
     _RUNNING,
-    _THREAD,
+    _UNSTOPPABLE,
 )
 
 
@@ -76,7 +76,7 @@ class Deadlines:
             return
         t = self.spec[i]
         name = self.names[i]
-        if self.kind[i] == _THREAD:
+        if self.kind[i] in _UNSTOPPABLE:
             if t.cancel is not None:  # it knows how to stop (a shell step kills its command)
                 try:
                     t.cancel()

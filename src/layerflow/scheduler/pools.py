@@ -10,6 +10,7 @@ from typing import Any
 from ..plan import KEY_BASE
 from .state import (
     _ASYNC,
+    _CALLER,
     _DASK,
     _FOREIGN,
     _PROCESS,
@@ -47,7 +48,9 @@ class ForeignPools:
         scarce, the best keys over all pools go first, so priorities (and the sequential
         order) hold across pools."""
         ready = self.ready
-        if self.stopping or not (ready[_ASYNC] or ready[_PROCESS] or ready[_DASK]):
+        if self.stopping or not (
+            ready[_ASYNC] or ready[_PROCESS] or ready[_DASK] or ready[_CALLER]
+        ):
             return
         if self.storing > _BACKLOG:  # the store is behind: a landed batch kicks again
             return

@@ -21,6 +21,7 @@ from .remote import RemoteValues
 from .retries import Retries
 from .state import (
     _ASYNC,
+    _CALLER,
     _PENDING,
     _REUSED,
     State,
@@ -52,7 +53,7 @@ class Run(
 ):
     """The run: state, transitions and policies assembled; starting and ending it."""
 
-    def start(self, *, inline: bool = False) -> None:
+    def start(self) -> None:
         """Queue the tasks without dependencies and start the pools (lock not held)."""
         if self.live is not None:
             self.live.start(self)
@@ -61,8 +62,6 @@ class Run(
         with self.lock:
             if self.run_timeout is not None:
                 self._timer().add(self.perf0 + self.run_timeout, self._on_run_deadline)
-            if inline:
-                self.threads = 1  # the calling thread is the one worker
             for i in self.preset:  # all reused before any is released: none runs again
                 self.status[i] = _REUSED
             for i in self.graph.order:  # resumed tasks first: their users may be ready
@@ -73,9 +72,6 @@ class Run(
                     self._make_ready(i)
             if not self.left:
                 self._finish_run()
-            elif inline:
-                if self.has_foreign:
-                    self._pump()
             elif self.backends[_ASYNC] is not None and self.ready[_ASYNC]:
                 # Start coroutines from the loop's own thread: there a submission creates
                 # the asyncio task directly, and completions never wait for this thread.
@@ -87,19 +83,13 @@ class Run(
 
     def execute(self) -> None:
         """Run to the end (or to a stop) in the calling thread."""
-        g = self.graph
-        inline = (
-            self.mode == "sequential"
-            and self.run_timeout is None
-            and not any(t.timeout is not None for t in g.tasks)
-        )
+        caller = self.backends[_CALLER]
         try:
-            self.start(inline=inline)
-            if inline:
-                with self.lock:
-                    i = self._next()
-                    token = self.token[i] if i >= 0 else 0
-                self._work(i, token, inline=True)
+            if caller is not None:  # sequential: this thread makes the calls itself
+                self.on_done = caller.stop
+            self.start()
+            if caller is not None:
+                caller.serve()
             self.done.wait()
         except KeyboardInterrupt:
             if self.done.is_set():

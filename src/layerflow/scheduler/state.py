@@ -27,9 +27,10 @@ its slot is free, but nothing downstream starts before its result is on disk.
 Per-entry fields (lists, appended to by ``fanout`` for map subtasks):
 
 - ``names``, ``spec`` (the ``Task``), ``layer``, ``kind`` (the pool: ``_THREAD`` ...
-  ``_DASK``), ``fns`` (what is called), ``consts`` (constant keyword arguments: params and flow
-  inputs), ``args`` ((parameter, upstream entry) pairs), ``positional``, ``need`` (resource
-  units), ``cost`` (rate-limit costs), ``keys`` (the ready-heap key: priority, path, order).
+  ``_DASK``, and ``_CALLER``, the calling thread, for thread tasks when ``inline``), ``fns``
+  (what is called), ``consts`` (constant keyword arguments: params and flow inputs),
+  ``args`` ((parameter, upstream entry) pairs), ``positional``, ``need`` (resource units),
+  ``cost`` (rate-limit costs), ``keys`` (the ready-heap key: priority, path, order).
 - ``status``, ``token`` (bumped when an attempt starts or is abandoned, so a late result of an
   abandoned attempt is recognised as stale), ``attempts``, ``pushbacks`` (attempts that were
   push-back, which spend no retry), ``handle`` (a foreign backend's handle of the running
@@ -71,6 +72,7 @@ Run-wide fields:
   (attempts that did not succeed), ``metrics`` (``lf.record``), ``done`` (set at the end).
 - ``context``: the caller's ``contextvars`` when the run was made; tasks run in copies.
 - pools: ``backends[kind]`` (opened through ``backends.open_backend``), ``handle`` per entry,
+  ``inline`` (a sequential run with no deadline: its own thread makes the calls),
   ``dask`` and ``dask_threads``, ``has_foreign``,
   ``only_foreign`` (the one foreign pool kind in use, else -1).
 - connections: ``persist`` and ``lookup`` (the store and the cache), ``preset`` (resumed
@@ -124,11 +126,14 @@ _STATUS_NAMES = [
 ]
 _WAITING_STATES = (_PENDING, _READY, _RETRY_WAIT)
 
-#: pool kinds; a task's kind comes from its ``executor`` option or the run's ``backend``
-_THREAD, _ASYNC, _PROCESS, _DASK = range(4)
+#: pool kinds; a task's kind comes from its ``executor`` option or the run's ``backend``;
+#: ``_CALLER`` (the calling thread) takes the thread tasks of a ``mode="sequential"`` run
+_THREAD, _ASYNC, _PROCESS, _DASK, _CALLER = range(5)
 _KINDS = {"thread": _THREAD, "async": _ASYNC, "process": _PROCESS, "dask": _DASK}
-_KIND_NAMES = {kind: name for name, kind in _KINDS.items()}
-_FOREIGN = (_ASYNC, _PROCESS, _DASK)
+_KIND_NAMES = {kind: name for name, kind in _KINDS.items()} | {_CALLER: "sequential"}
+_FOREIGN = (_ASYNC, _PROCESS, _DASK, _CALLER)
+#: pools whose running attempts cannot be stopped: the run waits for them (or abandons them)
+_UNSTOPPABLE = (_THREAD, _CALLER)
 _INFINITE = 1 << 62
 #: thread tasks shorter than this on average gain nothing from more threads (the GIL and
 #: the run's lock serialize them; each extra thread only adds hand-offs): one worker runs
@@ -208,6 +213,14 @@ class State:
         # limits are checked before any pool (worker processes, a cluster) is started
         pools, limits, problems = check_limits(g, resources, rate_limits, budget=budget)
         raise_all(problems, g.flow_name)
+        # sequential, with no deadline that would need to abandon a task: the calling
+        # thread runs the thread tasks itself (``backends/caller.py``)
+        self.inline = (
+            sequential
+            and loop is None
+            and timeout is None
+            and not any(t.timeout is not None for t in g.tasks)
+        )
         with _gc_paused():
             self._init_entries(inputs, backend, address, client)
         self.lock = threading.Lock()
@@ -216,13 +229,13 @@ class State:
         self.on_done: Callable[[], None] | None = None
         self.waiting = [len(d) for d in g.deps]
         self.succs = g.succs  # the graph builds it on first use; read once per task here
-        self.ready: list[list[int]] = [[], [], [], []]
+        self.ready: list[list[int]] = [[], [], [], [], []]
         self.ready_threads = self.ready[_THREAD]
         self._init_layers(mode, checkpoint)
         self._init_recording()
         self.left = n
         self.running = 0
-        self.running_kind = [0, 0, 0, 0]
+        self.running_kind = [0, 0, 0, 0, 0]
         self._init_workers()
         self.stopping = False
         self.exiting = False
@@ -289,13 +302,16 @@ class State:
                 kind = _ASYNC
             else:
                 kind = default
+            if kind == _THREAD and self.inline:
+                kind = _CALLER
             if kind == _ASYNC and not t.is_coroutine:
                 raise InvalidOptionError(
                     f"task {t.name!r}: executor='async' needs an 'async def' function; "
                     f"use executor='thread' for a plain function"
                 )
             self.kind.append(kind)
-            self.fns.append(_sync_call(t.fn) if kind == _THREAD and t.is_coroutine else t.fn)
+            in_thread = kind in _UNSTOPPABLE and t.is_coroutine  # executor="thread"
+            self.fns.append(_sync_call(t.fn) if in_thread else t.fn)
         self.consts: list[dict[str, Any] | None] = []
         for t, in_args in zip(tasks, g.input_args, strict=True):
             if not in_args and not t.params:
@@ -326,8 +342,8 @@ class State:
         self.parent = [-1] * n
         self.map_left: dict[int, int] = {}
         self.children: dict[int, list[int]] = {}
-        self.backends: list[Any] = [None, None, None, None]
-        self.kind_cap = [_INFINITE, _INFINITE, _INFINITE, _INFINITE]
+        self.backends: list[Any] = [None] * 5
+        self.kind_cap = [_INFINITE] * 5
         used = set(self.kind)
         if (address is not None or client is not None) and _DASK not in used:
             raise InvalidOptionError(

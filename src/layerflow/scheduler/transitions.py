@@ -31,6 +31,7 @@ from .state import (
     _SKIPPED,
     _SUCCEEDED,
     _THREAD,
+    _UNSTOPPABLE,
     _WAITING_STATES,
 )
 from .storage import _BACKLOG
@@ -320,7 +321,7 @@ class Transitions:
         """Stop entry ``j``'s running attempt if it can be stopped: a coroutine or a worker
         process is cancelled; a thread cannot be, so the run waits for it and keeps its
         result, unless its task knows how to stop itself (a shell step kills its command)."""
-        if self.kind[j] != _THREAD:
+        if self.kind[j] not in _UNSTOPPABLE:
             self._abandon(j, None, fail=False, reason=reason)
         elif self.spec[j].cancel is not None:
             try:

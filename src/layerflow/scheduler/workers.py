@@ -129,21 +129,9 @@ class ThreadWorkers:
         with self.lock:
             i = self._next()
             token = self.token[i] if i >= 0 else 0
-        self._work(i, token, inline=False)
+        self._loop(i, token, _BOX.get())  # type: ignore[arg-type]
 
-    def _work(self, i: int, token: int, *, inline: bool) -> None:
-        if not inline:
-            self._loop(i, token, False, _BOX.get())  # type: ignore[arg-type]
-            return
-        # the calling thread (sequential mode), maybe itself a task of an outer run: a box
-        # of this run's own, and the outer one back afterwards
-        outer = _BOX.set({})
-        try:
-            self._loop(i, token, True, _BOX.get())  # type: ignore[arg-type]
-        finally:
-            _BOX.reset(outer)
-
-    def _loop(self, i: int, token: int, inline: bool, box: dict[str, float]) -> None:
+    def _loop(self, i: int, token: int, box: dict[str, float]) -> None:
         lock = self.lock
         fns = self.fns
         consts = self.consts
@@ -182,8 +170,6 @@ class ThreadWorkers:
                     value = fresh().run(fns[i], **kwargs)
                 ok = True
             except BaseException as e:  # the task's own error, reported, never raised here
-                if inline and isinstance(e, KeyboardInterrupt):
-                    raise
                 value = e
                 ok = False
             t1 = perf()

@@ -1,0 +1,71 @@
+"""``mode="sequential"``: plain functions run in the calling thread, through the
+``sequential`` backend (``backends/caller.py``), behind the same interface as the others."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import layerflow as lf
+from layerflow.backends import open_backend
+
+
+def test_the_sequential_backend_is_opened_by_name_like_the_others():
+    backend = open_backend("sequential")
+    ends = []
+    handle = backend.submit("t", lambda x: x * 2, (21,), {}, lambda *a: ends.append(a))
+    skipped = backend.submit("u", lambda: 1 / 0, (), {}, lambda *a: ends.append(a))
+    backend.cancel(skipped)
+    backend.stop()
+    backend.serve()  # makes the queued calls here, then returns at the stop
+    assert handle == [False] and [e[:2] for e in ends] == [(True, 42)]
+    backend.close()
+
+
+def test_backend_sequential_is_refused_with_the_mode_to_use():
+    flow = lf.Flow()
+    flow.add(lambda: 1, name="a")
+    with pytest.raises(lf.InvalidOptionError, match="mode='sequential'"):
+        flow.run(backend="sequential")
+
+
+def test_plain_tasks_run_in_the_calling_thread_and_coroutines_on_the_loop():
+    async def coro(plain):
+        return plain, threading.get_ident()
+
+    flow = lf.Flow()
+    flow.add(lambda: threading.get_ident(), name="plain")
+    flow.add(coro)
+    run = flow.run(mode="sequential")
+    me = threading.get_ident()
+    assert run["plain"] == me and run["coro"][0] == me and run["coro"][1] != me
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
+def test_a_ctrl_c_in_a_sequential_task_keeps_what_finished():
+    def quick():
+        return "done"
+
+    def slow(quick):
+        time.sleep(5)
+
+    def never(slow):
+        return "ran"
+
+    flow = lf.Flow()
+    flow.add(quick)
+    flow.add(slow)
+    flow.add(never)
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    t0 = time.perf_counter()
+    with pytest.raises(lf.RunInterrupted) as info:
+        flow.run(mode="sequential")
+    run = info.value.result
+    assert time.perf_counter() - t0 < 3
+    assert run.status == "interrupted" and run["quick"] == "done"
+    assert run.tasks["slow"].status == "cancelled"
+    assert run.tasks["never"].status == "cancelled"
