@@ -62,6 +62,35 @@ def main() -> None:
                 f"{shape:<11} {n:>7} {lf_t:10.1f} {tpe_t:9.1f} {dk} {lf_t / tpe_t:6.2f}x {ratio}",
                 flush=True,
             )
+    sequential(SHAPES, 10_000, args.repeat, get is not None)
+
+
+def sequential(shapes: dict, n: int, repeat: int, with_dask: bool) -> None:
+    """One task at a time in the calling thread: ``mode="sequential"`` against Dask's
+    synchronous scheduler (``dask.get``) and a plain loop over the tasks in order."""
+    print(f"\nSequential, us per no-op task ({n:,} tasks, the calling thread, median of {repeat})")
+    header = f"{'shape':<11} {'layerflow':>10} {'plain loop':>11} {'dask.get':>9} {'dask/lf':>8}"
+    print(header)
+    print("-" * len(header))
+    for shape, make in shapes.items():
+        parents = make(n)
+        flow = to_flow(parents)
+        lf_t = timed(partial(flow.run, mode="sequential"), repeat) / n * 1e6
+
+        def loop(parents: list[list[int]] = parents) -> None:  # the floor: calls in order
+            values: list[object] = []
+            for ps in parents:
+                values.append(dask_noop(*[values[p] for p in ps]))
+
+        loop_t = timed(loop, repeat) / n * 1e6
+        dk, ratio = f"{'-':>9}", f"{'-':>8}"
+        if with_dask:
+            from dask import get as sync_get
+
+            dsk = to_dask(parents)
+            dk_t = timed(partial(sync_get, dsk, list(dsk)), repeat) / n * 1e6
+            dk, ratio = f"{dk_t:9.1f}", f"{dk_t / lf_t:7.1f}x"
+        print(f"{shape:<11} {lf_t:10.1f} {loop_t:11.1f} {dk} {ratio}", flush=True)
 
 
 if __name__ == "__main__":

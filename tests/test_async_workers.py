@@ -169,3 +169,85 @@ def test_timeouts_cancel_every_waiting_coroutine_and_the_run_goes_on():
     run = flow.run(fail_fast=False)
     assert all(isinstance(run.tasks[f"h{k}"].error, lf.TaskTimeout) for k in range(5))
     assert run["free"] == "ran" and run.tasks["later"].status == "skipped"
+
+
+# review of the worker design: each of these failed on its first version
+
+
+def test_fail_fast_stops_a_coroutine_queued_on_a_task_of_its_own_before_it_starts():
+    log = []
+
+    async def waits():  # its worker stays with it: the others get tasks of their own
+        await asyncio.sleep(0.05)
+
+    async def fails():
+        raise ValueError("boom")
+
+    async def later():
+        log.append("started")
+        await asyncio.sleep(0.2)
+
+    flow = lf.Flow()
+    flow.add(waits)
+    flow.add(fails)
+    flow.add(later)
+
+    async def main():
+        with pytest.raises(lf.TaskFailed) as info:
+            await flow.run_async()
+        await asyncio.sleep(0.3)
+        return info.value.result
+
+    run = asyncio.run(main())
+    assert run.tasks["later"].status == "cancelled" and log == []
+
+
+def test_fail_fast_stops_the_next_coroutine_of_the_same_worker():
+    log = []
+
+    async def fails():
+        raise ValueError("boom")
+
+    async def next_one():
+        log.append("started")
+        await asyncio.sleep(0.2)
+
+    flow = lf.Flow()
+    flow.add(fails)
+    flow.add(next_one)
+    with pytest.raises(lf.TaskFailed) as info:
+        flow.run()
+    assert info.value.result.tasks["next_one"].status == "cancelled" and log == []
+
+
+def test_a_coroutine_that_ended_in_time_is_not_timed_out_by_the_next_ones_work():
+    import time
+
+    async def quick():
+        return "done"
+
+    async def crunch():
+        time.sleep(0.5)  # holds the loop: the deadline of quick passes meanwhile
+
+    flow = lf.Flow()
+    flow.add(quick, timeout=0.2)
+    flow.add(crunch)
+    run = flow.run(fail_fast=False)
+    assert run.tasks["quick"].status == "succeeded"
+
+
+def test_a_waiting_coroutines_task_is_its_own_so_a_late_cancel_of_it_hits_nothing_else():
+    async def a():
+        me = asyncio.current_task()
+        asyncio.get_running_loop().call_later(0.1, me.cancel)  # after a is over
+        await asyncio.sleep(0.01)
+        return "a"
+
+    async def b(a):
+        await asyncio.sleep(0.3)
+        return "b"
+
+    flow = lf.Flow()
+    flow.add(a)
+    flow.add(b)
+    assert flow.run()["b"] == "b"

@@ -69,3 +69,25 @@ def test_a_ctrl_c_in_a_sequential_task_keeps_what_finished():
     assert run.status == "interrupted" and run["quick"] == "done"
     assert run.tasks["slow"].status == "cancelled"
     assert run.tasks["never"].status == "cancelled"
+
+
+def test_a_group_timeout_holds_in_sequential_mode_too():
+    stop = threading.Event()
+    group = lf.TaskGroup("bounded", timeout=0.3)
+
+    def quick():
+        return "done"
+
+    def stuck():
+        stop.wait(5)  # a thread cannot be killed: the run gives up on it at the deadline
+
+    flow = lf.Flow()
+    flow.add(quick, group=group)
+    flow.add(stuck, group=group)
+    t0 = time.perf_counter()
+    try:
+        run = flow.run(mode="sequential", fail_fast=False)
+    finally:
+        stop.set()
+    assert time.perf_counter() - t0 < 3  # not the 5 s that the stuck call takes
+    assert run["quick"] == "done" and isinstance(run.tasks["stuck"].error, lf.GroupTimeout)

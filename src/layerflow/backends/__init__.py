@@ -15,10 +15,6 @@ attempt's end through one callback that the scheduler turns into the same transi
     (``ref``: where the value stays, for a cluster; ``metrics``: what the task gave
     ``lf.record``; ``cpu``: its CPU seconds, when the backend measures them).
     ``priority``, ``fetch`` and ``tag`` are hints a backend may ignore.
-    A backend that ends many attempts in one go (the event loop, running coroutines that
-    finish without waiting) may report them together instead, through the ``report``
-    callable it is opened with: ``report([(on_done, ok, value, start, end, metrics), ...])``
-    (``perf_counter`` times); the scheduler then takes its lock once for them all.
 ``cancel(handle)``
     Stop that attempt (cancel the coroutine, kill the worker process); its ``on_done`` may
     or may not still be called, and the scheduler ignores it.
@@ -117,7 +113,6 @@ def open_backend(
     context: Any = None,
     address: str | None = None,
     client: Any = None,
-    report: Callable[[list[tuple[Any, ...]]], None] | None = None,
 ) -> Backend:
     """Start backend ``name`` for one run; its module is imported only now."""
     if name not in _REGISTRY:
@@ -134,4 +129,4 @@ def open_backend(
     except ImportError as e:
         how = f" Install it with: {install_command(install)}" if install else ""
         raise LayerflowError(f"Backend {name!r} is not available ({e}).{how}") from None
-    return backend_class(loop=loop, context=context, address=address, client=client, report=report)
+    return backend_class(loop=loop, context=context, address=address, client=client)

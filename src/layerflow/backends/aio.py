@@ -1,13 +1,14 @@
 """Coroutine tasks on one event loop per run (or on the caller's loop for ``run_async``).
 
-Coroutines are run by a few *worker* asyncio tasks that take them from one queue, rather
-than by one asyncio task each. A worker runs a coroutine's steps itself, each in the
-coroutine's own copy of the caller's context; a coroutine that finishes without waiting
-for anything (a cache hit, a fast path, a no-op) costs no asyncio task, no turn of the
-loop, and no lock of the run: the worker reports its ends in batches (``report``). When a
-coroutine waits, its worker stays with it until it is done (``asyncio.current_task()`` is
-that worker for the while, so ``asyncio.timeout`` works) and new workers take the rest of
-the queue, one per waiting coroutine at most, as ``asyncio.gather`` would start them.
+Coroutines are run by *worker* asyncio tasks that take them from one queue, rather than
+by one asyncio task each. A worker runs a coroutine's steps itself, each in the
+coroutine's own copy of the caller's context, and reports its end at once. A coroutine
+that finishes without waiting for anything (a cache hit, a fast path, a no-op) thus costs
+no asyncio task and no turn of the loop; it shares its worker's task with the others the
+worker ran (``asyncio.current_task()``). When a coroutine waits, its worker stays with it
+until it is done (so ``asyncio.timeout`` and cancellation work as usual) and is then
+retired, since the coroutine may have kept a reference to its task; if others are queued,
+each is started on an asyncio task of its own (``_work``), as ``asyncio.gather`` would.
 
 Submissions from other threads are queued and moved over by one ``call_soon_threadsafe``
 per batch, so 10,000 ready coroutines cost one wake-up of the loop, not 10,000.
@@ -31,8 +32,6 @@ __all__ = ["AsyncBackend"]
 
 #: coroutines a worker runs through, without their waiting, before it lets the loop turn
 _TURN = 256
-#: ends reported to the scheduler in one call at most (it takes its lock once for them)
-_BATCH = 64
 
 
 class AsyncBackend:
@@ -43,14 +42,12 @@ class AsyncBackend:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         context: contextvars.Context | None = None,
-        report: Callable[[list[tuple[Any, ...]]], None] | None = None,
         **_: Any,
     ) -> None:
         self._own = loop is None
         # each coroutine runs in a copy of this (the run's caller's) context, whichever
         # thread submitted it
         self._context = context if context is not None else contextvars.copy_context()
-        self._report = report if report is not None else _one_by_one
         self._queue: deque[tuple[Any, ...]] = deque()  # the loop's thread only
         self._pulling = 0  # workers that will look at the queue before they wait on anything
         self._incoming: deque[tuple[Any, ...]] = deque()  # from other threads
@@ -90,7 +87,7 @@ class AsyncBackend:
         fetch: bool = True,
         tag: Any = None,
     ) -> list[Any]:
-        handle: list[Any] = [None, False]  # [the worker while it waits on it, cancelled]
+        handle: list[Any] = [None, False]  # [the asyncio task while it waits, cancelled]
         if threading.get_ident() == self._loop_thread:
             self._queue.append((fn, args, kwargs, on_done, handle))
             if not self._pulling:
@@ -119,14 +116,15 @@ class AsyncBackend:
             self.loop.create_task(self._pull(), context=self._context.copy())
 
     def _spawn_each(self) -> None:
-        """Start every queued coroutine on a worker of its own, which runs it natively
-        (as its asyncio task, in its own context) and then takes from the queue: what
+        """Start every queued coroutine on an asyncio task of its own (``_work``): what
         happens when the queue's coroutines wait, as they usually do together."""
         queue, base, create = self._queue, self._context, self.loop.create_task
         while queue:
             item = queue.popleft()
             if not item[4][1]:  # not cancelled before it started
-                create(self._work(*item), context=base.copy())
+                # the task is the handle's from now on: a cancel before its first step
+                # stops it there
+                item[4][0] = create(self._work(*item), context=base.copy())
 
     async def _work(
         self,
@@ -136,9 +134,7 @@ class AsyncBackend:
         on_done: Done,
         handle: list[Any],
     ) -> None:
-        """Run one coroutine as this asyncio task (in its own context), then take from
-        the queue if anything is left there."""
-        me = handle[0] = asyncio.current_task()
+        """Run one coroutine as this asyncio task, in the task's own context."""
         box: dict[str, float] = {}  # this coroutine's lf.record box
         _BOX.set(box)
         t0 = time.perf_counter()
@@ -153,16 +149,12 @@ class AsyncBackend:
         else:
             handle[0] = None
             on_done(True, value, time.perf_counter() - t0, None, box)
-        if self._queue and not me.cancelling():  # type: ignore[union-attr]
-            self._pulling += 1
-            await self._pull()
 
     async def _pull(self) -> None:
-        """Take coroutines from the queue until it is empty (see the module docstring).
-        The caller has counted this worker in ``_pulling``."""
-        queue, report, base = self._queue, self._report, self._context
+        """Take coroutines from the queue until it is empty or one of them waited (see
+        the module docstring). The caller has counted this worker in ``_pulling``."""
+        queue, base = self._queue, self._context
         me = asyncio.current_task()
-        ends: list[tuple[Any, ...]] = []
         ran = 0
         try:
             while queue:
@@ -176,36 +168,27 @@ class AsyncBackend:
                 try:
                     step = context.run(coro.send, None)
                 except StopIteration as stop:
-                    ends.append((on_done, True, stop.value, t0, time.perf_counter(), box))
+                    on_done(True, stop.value, time.perf_counter() - t0, None, box)
                 except BaseException as e:  # the task's own error, reported, never raised
-                    ends.append((on_done, False, e, t0, time.perf_counter(), box))
+                    on_done(False, e, time.perf_counter() - t0, None, box)
                 else:  # it waits: stay with it, and let new workers take the rest
-                    if ends:
-                        report(ends)
-                        ends = []
+                    handle[0] = me
                     self._pulling -= 1
                     if queue and not self._pulling:
                         self._spawn_each()
-                    handle[0] = me
                     try:
                         ok, value = await _resume(coro, context, step)
                     finally:
                         handle[0] = None
                         self._pulling += 1
                     if not (handle[1] and isinstance(value, asyncio.CancelledError)):
-                        ends.append((on_done, ok, value, t0, time.perf_counter(), box))
-                    if me is not None and me.cancelling():
-                        break  # cancelled: this worker is not used for another coroutine
+                        on_done(ok, value, time.perf_counter() - t0, None, box)
+                    break  # the coroutine may have kept this task: it runs no other one
                 ran += 1
-                if ends and (len(ends) >= _BATCH or not queue or ran >= _TURN):
-                    report(ends)
-                    ends = []
                 if ran >= _TURN and queue:  # let the loop turn (timers, I/O, others)
                     ran = 0
                     await asyncio.sleep(0)
         finally:
-            if ends:
-                report(ends)
             self._pulling -= 1
             if queue and not self._pulling and not self.loop.is_closed():
                 self._spawn(1)
@@ -241,12 +224,6 @@ class AsyncBackend:
             self._thread.join(timeout=5)
 
 
-def _one_by_one(ends: list[tuple[Any, ...]]) -> None:
-    """Report ends through each attempt's own callback (no batch reporter was given)."""
-    for on_done, ok, value, t0, t1, box in ends:
-        on_done(ok, value, t1 - t0, None, box)
-
-
 async def _call(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], box: dict[str, float]
 ) -> Any:
@@ -264,7 +241,7 @@ def _resume(
         try:
             sent = yield step
         except GeneratorExit:
-            coro.close()
+            context.run(coro.close)
             raise
         except BaseException as e:  # thrown into the worker (a cancel): into the coroutine
             call, arg = coro.throw, e

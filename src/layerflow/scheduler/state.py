@@ -219,7 +219,10 @@ class State:
             sequential
             and loop is None
             and timeout is None
-            and not any(t.timeout is not None for t in g.tasks)
+            and not any(
+                t.timeout is not None or (t.group is not None and t.group.timeout is not None)
+                for t in g.tasks
+            )
         )
         with _gc_paused():
             self._init_entries(inputs, backend, address, client)
@@ -361,7 +364,6 @@ class State:
                     context=self.context,
                     address=address,
                     client=client,
-                    report=self._foreign_ends,
                 )
                 cap = backend.capacity(bound)
                 self.kind_cap[kind] = _INFINITE if cap is None else cap

@@ -160,23 +160,6 @@ class Transitions:
             elif self._record(i, token, ok, value, t1 - seconds, t1, used=metrics):
                 self._kick()
 
-    def _foreign_ends(self, ends: list[tuple[Any, ...]]) -> None:
-        """Several attempts of one backend ended (coroutines the event loop ran through
-        between two of its turns): the same transitions as ``_foreign_done``, under one
-        taking of the lock and with one kick after them all. Each end is ``(on_done, ok,
-        value, start, end, metrics)``, ``on_done`` being the attempt's own callback."""
-        kick = False
-        with self.lock:
-            for on_done, ok, value, t0, t1, metrics in ends:
-                i, token = on_done.args
-                if metrics:
-                    if self._ended(i, token, ok, value, t1 - t0, t1, None, metrics):
-                        kick = True
-                elif self._record(i, token, ok, value, t0, t1):
-                    kick = True
-            if kick:
-                self._kick()
-
     def _ended(
         self,
         i: int,
