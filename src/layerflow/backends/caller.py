@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import Cancelled
 from ..metrics import _BOX
 from . import Done
 
@@ -59,7 +60,8 @@ class CallerThread:
             if call is _STOP:
                 return
             fn, args, kwargs, on_done, handle = call
-            if handle[0]:  # cancelled before it started
+            if handle[0]:  # cancelled before it started: it ends so, as a thread's does
+                on_done(False, Cancelled("the run stopped before this task began"), 0.0)
                 continue
             t0 = perf()
             try:
@@ -85,7 +87,8 @@ class CallerThread:
         self._calls.put(_STOP)
 
     def cancel(self, handle: list[bool]) -> None:
-        """A call not yet started never starts; one running cannot be stopped."""
+        """A call not yet started is not made (its end is ``Cancelled``); one running
+        cannot be stopped."""
         handle[0] = True
 
     def capacity(self, limit: int | None) -> int | None:

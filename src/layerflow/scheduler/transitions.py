@@ -303,10 +303,16 @@ class Transitions:
     def _cancel_running(self, j: int, reason: str) -> None:
         """Stop entry ``j``'s running attempt if it can be stopped: a coroutine or a worker
         process is cancelled; a thread cannot be, so the run waits for it and keeps its
-        result, unless its task knows how to stop itself (a shell step kills its command)."""
-        if self.kind[j] not in _UNSTOPPABLE:
+        result, unless its task knows how to stop itself (a shell step kills its command).
+        A call queued in the calling thread (sequential) but not yet made is not made: it
+        ends as ``Cancelled``, as a thread worker's does."""
+        kind = self.kind[j]
+        if kind not in _UNSTOPPABLE:
             self._abandon(j, None, fail=False, reason=reason)
-        elif self.spec[j].cancel is not None:
+            return
+        if self.handle[j] is not None:
+            self.backends[kind].cancel(self.handle[j])
+        if self.spec[j].cancel is not None:
             try:
                 self.spec[j].cancel()
             except Exception:
