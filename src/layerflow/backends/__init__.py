@@ -46,9 +46,13 @@ from typing import Any, Protocol
 
 from ..errors import InvalidOptionError, LayerflowError, did_you_mean
 
-__all__ = ["Backend", "Done", "BACKENDS", "install_command", "open_backend"]
+__all__ = ["Backend", "Done", "BACKENDS", "LONG_TASK", "install_command", "open_backend"]
 
 Done = Callable[..., None]
+
+#: a task longer than this has its CPU time read (two clock reads, about 1 us; the GIL note
+#: of ``RunResult.cpu_note`` needs it) and reported as ``cpu``; a short one never pays for it
+LONG_TASK = 0.005
 
 
 class Backend(Protocol):

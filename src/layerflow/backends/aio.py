@@ -142,9 +142,7 @@ class AsyncBackend:
             value = await fn(*args, **kwargs)
         except BaseException as e:
             handle[0] = None
-            if not (handle[1] and isinstance(e, asyncio.CancelledError)):
-                # (a cancel of ours was reported when it was made; any other
-                # CancelledError is the task's own failure)
+            if not _ours(handle, e):
                 on_done(False, e, time.perf_counter() - t0, None, box)
         else:
             handle[0] = None
@@ -181,7 +179,7 @@ class AsyncBackend:
                     finally:
                         handle[0] = None
                         self._pulling += 1
-                    if not (handle[1] and isinstance(value, asyncio.CancelledError)):
+                    if not _ours(handle, value):
                         on_done(ok, value, time.perf_counter() - t0, None, box)
                     break  # the coroutine may have kept this task: it runs no other one
                 ran += 1
@@ -222,6 +220,12 @@ class AsyncBackend:
 
             self.loop.call_soon_threadsafe(stop)
             self._thread.join(timeout=5)
+
+
+def _ours(handle: list[Any], error: object) -> bool:
+    """Is ``error`` the cancel layerflow made (reported when it was made)? Any other
+    ``CancelledError`` is the task's own failure."""
+    return handle[1] and isinstance(error, asyncio.CancelledError)
 
 
 async def _call(

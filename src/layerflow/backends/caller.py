@@ -17,12 +17,10 @@ from typing import Any
 
 from ..errors import Cancelled
 from ..metrics import _BOX
-from . import Done
+from . import LONG_TASK, Done
 
 __all__ = ["CallerThread"]
 
-#: a call longer than this gets its CPU time read (as for thread tasks: see workers.py)
-_LONG = 0.005
 _STOP = None
 
 
@@ -73,7 +71,7 @@ class CallerThread:
                 value, ok = e, False
             seconds = perf() - t0
             used = None
-            if seconds > _LONG:  # its CPU time: read after long calls only, as for threads
+            if seconds > LONG_TASK:  # its CPU time: read after long calls only
                 now = cpu()
                 used, mark = min(now - mark, seconds), now
             metrics = None

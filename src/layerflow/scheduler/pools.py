@@ -9,11 +9,8 @@ from typing import Any
 
 from ..plan import KEY_BASE
 from .state import (
-    _ASYNC,
-    _CALLER,
     _DASK,
     _FOREIGN,
-    _PROCESS,
     _READY,
 )
 from .storage import _BACKLOG
@@ -47,11 +44,9 @@ class ForeignPools:
         """Submit ready coroutine and process tasks while the bounds allow. When slots are
         scarce, the best keys over all pools go first, so priorities (and the sequential
         order) hold across pools."""
-        ready = self.ready
-        if self.stopping or not (
-            ready[_ASYNC] or ready[_PROCESS] or ready[_DASK] or ready[_CALLER]
-        ):
+        if self.stopping or not any(self.ready_foreign):
             return
+        ready = self.ready
         if self.storing > _BACKLOG:  # the store is behind: a landed batch kicks again
             return
         threads_ready = self.ready_threads

@@ -42,7 +42,8 @@ Run-wide fields:
 
 - ``waiting``: per graph task, dependencies not yet succeeded; ``left``: entries not in a
   final state (the run ends at 0); ``final_counts``: entries that ended, by status.
-- ``ready[kind]``: one heap of keys per pool kind (``ready_threads`` is the thread one).
+- ``ready[kind]``: one heap of keys per pool kind (``ready_threads`` is the thread one,
+  ``ready_foreign`` the others).
   ``depth_base``: for a Dask graph, the fixed part of each key (``Plan.depth_bases``), to
   which ``_make_ready`` adds ``left`` so that the latest-readied go first; else ``None``.
 - ``running`` / ``running_kind``: attempts running, in all and per pool; ``limit``: the
@@ -129,6 +130,7 @@ _WAITING_STATES = (_PENDING, _READY, _RETRY_WAIT)
 #: pool kinds; a task's kind comes from its ``executor`` option or the run's ``backend``;
 #: ``_CALLER`` (the calling thread) takes the thread tasks of a ``mode="sequential"`` run
 _THREAD, _ASYNC, _PROCESS, _DASK, _CALLER = range(5)
+_NKINDS = _CALLER + 1
 _KINDS = {"thread": _THREAD, "async": _ASYNC, "process": _PROCESS, "dask": _DASK}
 _KIND_NAMES = {kind: name for name, kind in _KINDS.items()} | {_CALLER: "sequential"}
 _FOREIGN = (_ASYNC, _PROCESS, _DASK, _CALLER)
@@ -232,13 +234,14 @@ class State:
         self.on_done: Callable[[], None] | None = None
         self.waiting = [len(d) for d in g.deps]
         self.succs = g.succs  # the graph builds it on first use; read once per task here
-        self.ready: list[list[int]] = [[], [], [], [], []]
+        self.ready: list[list[int]] = [[] for _ in range(_NKINDS)]
         self.ready_threads = self.ready[_THREAD]
+        self.ready_foreign = [self.ready[kind] for kind in _FOREIGN]  # the same heaps
         self._init_layers(mode, checkpoint)
         self._init_recording()
         self.left = n
         self.running = 0
-        self.running_kind = [0, 0, 0, 0, 0]
+        self.running_kind = [0] * _NKINDS
         self._init_workers()
         self.stopping = False
         self.exiting = False
@@ -345,8 +348,8 @@ class State:
         self.parent = [-1] * n
         self.map_left: dict[int, int] = {}
         self.children: dict[int, list[int]] = {}
-        self.backends: list[Any] = [None] * 5
-        self.kind_cap = [_INFINITE] * 5
+        self.backends: list[Any] = [None] * _NKINDS
+        self.kind_cap = [_INFINITE] * _NKINDS
         used = set(self.kind)
         if (address is not None or client is not None) and _DASK not in used:
             raise InvalidOptionError(

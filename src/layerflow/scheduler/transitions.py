@@ -15,6 +15,7 @@ import heapq
 import time
 from typing import Any
 
+from ..backends import LONG_TASK
 from ..errors import ResultNotStored, safe_str
 from ..events import logger
 from ..metrics import add as add_metrics
@@ -151,7 +152,7 @@ class Transitions:
         not brought back here; ``cpu`` the attempt's CPU seconds, when the backend knows
         them (a worker process does)."""
         t1 = time.perf_counter()
-        if cpu is not None and seconds > 0.005:  # as for threads: long tasks only
+        if cpu is not None and seconds > LONG_TASK:  # as for threads: long tasks only
             self.cpu_foreign[i] = cpu
         with self.lock:
             if metrics or ref is not None:

@@ -16,6 +16,7 @@ import threading
 import time
 from contextvars import copy_context
 
+from ..backends import LONG_TASK
 from ..errors import Cancelled
 from ..graph import positional_args
 from ..metrics import _BOX, open_box
@@ -27,10 +28,6 @@ from .state import (
     _THREAD,
     _WATCH,
 )
-
-#: a thread task longer than this gets its CPU time read (two clock reads, about 1 us): the
-#: GIL note of ``RunResult.cpu_note`` needs it; a short one never pays for it
-_LONG = 0.005
 
 
 class ThreadWorkers:
@@ -145,7 +142,7 @@ class ThreadWorkers:
         cpu = time.thread_time
         cpu_times = self.cpu_times
         cpu_mark = cpu()  # this thread's CPU clock at its last long task (or its start)
-        long = _LONG
+        long = LONG_TASK
         while i >= 0:
             # _call_args, inlined: this loop runs once per task
             const = consts[i]
