@@ -37,6 +37,7 @@ __all__ = [
     "ReportError",
     "NoValueError",
     "MapError",
+    "Skip",
     "ResultNotStored",
 ]
 
@@ -162,7 +163,18 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 class MapError(_NoRetry, TypeError):
-    """The upstream value of a ``map`` task is not a list."""
+    """A ``map`` task cannot be fanned out: what it maps over is not a list, or the lists
+    it zips have different lengths."""
+
+
+class Skip(Exception):  # noqa: N818 (raised to say "skip", not an error)
+    """Raise it in a task to end that task ``"skipped"``: not a failure (the run still
+    succeeds), what depends on it is skipped too, and a skipped element of a ``map`` is left
+    out of the list its consumers receive (a mapped task that skips is a filter)."""
+
+    def __init__(self, reason: str = "skipped") -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class RateLimited(_NoRetry):

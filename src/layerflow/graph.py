@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -126,6 +126,23 @@ def _name_of(ref: Task | str, what: str, task: str) -> str:
     )
 
 
+def _map_names(map: Any, task: str) -> tuple[str, ...] | None:
+    """``map=`` as a tuple of names: one (a str or a Task) or several, to zip."""
+    if map is None:
+        return None
+    if isinstance(map, (str, Task)):
+        return (_name_of(map, "map", task),)
+    if isinstance(map, (list, tuple)) and map:
+        names = tuple(_name_of(m, "map", task) for m in map)
+        if len(set(names)) < len(names):
+            raise InvalidOptionError(f"task {task!r}: map names {names[0]!r} twice in {map!r}")
+        return names
+    raise InvalidOptionError(
+        f"task {task!r}: map must name a task or a flow input (a str), or list several to "
+        f"zip, got {map!r}"
+    )
+
+
 def positional_args(spec: tuple[tuple[str, Any], ...], kwargs: dict[str, Any]) -> list[Any]:
     """Take a call's positional-only arguments out of ``kwargs``, in order, filling the
     ones not given with their defaults."""
@@ -179,6 +196,7 @@ class Task:
         "fingerprint",
         "cancel",
         "label",
+        "element_index",
         "__wrapped__",
     )
 
@@ -199,7 +217,7 @@ class Task:
         resources: Mapping[str, float] | None = None,
         rate_limit: str | Mapping[str, float] | None = None,
         cache: bool = False,
-        map: str | None = None,
+        map: str | Task | Sequence[str | Task] | None = None,
         description: str | None = None,
         group: TaskGroup | None = None,
     ) -> None:
@@ -291,9 +309,7 @@ class Task:
         if not isinstance(cache, bool):
             raise InvalidOptionError(f"task {name!r}: cache must be True or False, got {cache!r}")
         self.cache = cache
-        if map is not None and (not isinstance(map, str) or not map):
-            map = _name_of(map, "map", name)
-        self.map = map
+        self.map = _map_names(map, name)
         self.description = description
         if group is not None and not isinstance(group, TaskGroup):
             raise InvalidOptionError(
@@ -308,6 +324,9 @@ class Task:
         self.cancel: Callable[[], None] | None = None
         # the group progress and reports show the task under (a Dask key's group); None: none
         self.label: str | None = None
+        # the parameter that receives a map element's index (the YAML loader's {{index}});
+        # None: the index is not passed
+        self.element_index: str | None = None
         # what GraphBuilder resolves, precomputed: parameters left to inference by name
         explicit = self.params.keys() | self.inputs.keys()
         self.free_params = tuple(p for p in sig.names if p not in explicit)
@@ -462,20 +481,7 @@ class GraphBuilder:
                 g.args[k] = tuple(args)
                 g.input_args[k] = tuple(in_args)
             for k in self.mapped:
-                t = self.tasks[k]
-                j = index.get(t.map)  # type: ignore[arg-type]
-                if j is None:
-                    problems.append(_missing(t.name, t.map, "map", names))  # type: ignore[arg-type]
-                elif all(src != j for _, src in g.args[k]):
-                    problems.append(
-                        InvalidOptionError(
-                            f"task {t.name!r} maps over {t.map!r}, but none of its parameters "
-                            f"receives {t.map!r}: name a parameter {t.map!r}, or pass "
-                            f"inputs={{'item': {t.map!r}}}"
-                        )
-                    )
-                else:
-                    g.map_source[k] = j
+                _resolve_map(g, k, self.tasks[k], problems)
             g._order_and_layers(problems)
         return g, problems
 
@@ -500,6 +506,7 @@ class Graph:
         "input_args",
         "needs_input",
         "map_source",
+        "map_args",
         "layer",
         "layer_lists",
         "order",
@@ -517,8 +524,10 @@ class Graph:
         self.input_args: list[tuple[tuple[str, str], ...]] = []
         # required input name -> first task that needs it (for the error message)
         self.needs_input: dict[str, str] = {}
-        # mapped task -> the upstream task whose list it is applied to
-        self.map_source: dict[int, int] = {}
+        # mapped task -> the upstream tasks whose lists it is applied to (none: given lists)
+        self.map_source: dict[int, tuple[int, ...]] = {}
+        # mapped task -> (parameter, upstream task or -1 for a given list) per zipped list
+        self.map_args: dict[int, tuple[tuple[str, int], ...]] = {}
         self.layer: list[int] = []
         self.layer_lists: list[list[int]] = []
         self.order: list[int] = []
@@ -653,7 +662,14 @@ class Graph:
         used = {name for ia in g.input_args for name, _ in ia}
         g.needs_input = {k: v for k, v in self.needs_input.items() if k in used}
         g.map_source = {
-            new_index[k]: new_index[j] for k, j in self.map_source.items() if k in new_index
+            new_index[k]: tuple(new_index[j] for j in js)
+            for k, js in self.map_source.items()
+            if k in new_index
+        }
+        g.map_args = {
+            new_index[k]: tuple((p, new_index[j] if j >= 0 else -1) for p, j in spec)
+            for k, spec in self.map_args.items()
+            if k in new_index
         }
         g._order_and_layers([])
         return g
@@ -670,6 +686,41 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _resolve_map(g: Graph, k: int, t: Task, problems: list[Any]) -> None:
+    """Task ``k``'s ``map`` names resolved to ``g.map_args[k]``: (parameter, upstream task,
+    or -1 for a list the task is given: a flow input or one of its params)."""
+    spec: list[tuple[str, int]] = []
+    for name in t.map or ():
+        j = g.index.get(name)
+        if j is not None:
+            params = [p for p, src in g.args[k] if src == j]
+            if not params:
+                problems.append(
+                    InvalidOptionError(
+                        f"task {t.name!r} maps over {name!r}, but none of its parameters "
+                        f"receives {name!r}: name a parameter {name!r}, or pass "
+                        f"inputs={{'item': {name!r}}}"
+                    )
+                )
+                return
+            spec.extend((p, j) for p in params)
+        elif name in t.params:
+            spec.append((name, -1))
+        else:
+            params = [p for p, src in g.input_args[k] if src == name]
+            if not params:
+                problem = _missing(t.name, name, "map", g.names)
+                problem.args = (
+                    f"{problem} (map takes a task, a flow input the task receives, or one "
+                    f"of its params)",
+                )
+                problems.append(problem)
+                return
+            spec.extend((p, -1) for p in params)
+    g.map_args[k] = tuple(spec)
+    g.map_source[k] = tuple(dict.fromkeys(j for _, j in spec if j >= 0))
 
 
 def _missing(task: str, name: str, where: str, names: list[str]) -> MissingDependencyError:

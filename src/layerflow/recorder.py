@@ -166,6 +166,12 @@ class Recorder:
         self.fingerprints = [_fingerprint(t) for t in graph.tasks] if self.caching else []
         self.preset: dict[int, Any] = {}
         self.preset_files: dict[int, str] = {}
+        # map task -> {element index: (key, result file)} that an earlier run finished
+        self.element_presets: dict[int, dict[int, tuple[str, str]]] = {}
+        self.element_files: dict[str, str] = {}  # element name -> result file it reused
+        # the run's entries (names, and each map element's task), once the run is built
+        self.names: list[str] = list(graph.names)
+        self.parent: list[int] = []
         self.resumed_from: str | None = None
         self.run_id = ""
         self.offset = 0.0
@@ -173,16 +179,65 @@ class Recorder:
             run_id = store.latest_unfinished(self.flow) if resume is True else str(resume)
             if run_id is not None:
                 self.resumed_from = run_id
-                finished = store.finished_results(run_id)
-                for i, name in enumerate(graph.names):
-                    found = finished.get(name)
-                    if found is None or found[0] != self.keys[i]:
-                        continue  # not finished then, or changed since: run it again
-                    try:
-                        self.preset[i] = store.load_value(found[1])
-                    except Exception:  # a missing or unreadable file: run it again
-                        continue
-                    self.preset_files[i] = found[1]
+                self._find_finished(store.finished_results(run_id))
+
+    def _find_finished(self, finished: dict[str, tuple[str, str]]) -> None:
+        """What a resumed run reuses: tasks whose key is unchanged, loaded now; the
+        elements of map tasks it will run, by index (checked when their task expands)."""
+        graph, store = self.graph, self.store
+        for i, name in enumerate(graph.names):
+            found = finished.get(name)
+            if found is None or found[0] != self.keys[i]:
+                continue  # not finished then, or changed since: run it again
+            try:
+                self.preset[i] = store.load_value(found[1])
+            except Exception:  # a missing or unreadable file: run it again
+                continue
+            self.preset_files[i] = found[1]
+        mapped = graph.map_args
+        for name, found in finished.items():
+            if not name.endswith("]"):
+                continue
+            owner, _, index = name[:-1].rpartition("[")
+            m = graph.index.get(owner, -1)
+            if m in mapped and m not in self.preset and index.isdigit():
+                self.element_presets.setdefault(m, {})[int(index)] = found
+
+    def attach(self, names: list[str], parent: list[int]) -> None:
+        """The run's own lists of entry names and map parents (map elements are appended
+        to them as tasks expand): how an element is named and keyed."""
+        self.names = names
+        self.parent = parent
+
+    def element_key(self, m: int, index: int, item: tuple[Any, ...]) -> str:
+        """Element ``index`` of map task ``m``, given ``item``: its task's key, its place
+        and the values it was given (an element given something else runs again)."""
+        h = hashlib.sha256(self.keys[m].encode())
+        h.update(b"[%d]" % index)
+        h.update(_digest(item).encode())
+        return h.hexdigest()
+
+    def reuse_elements(self, m: int, known: list[tuple[int, tuple[Any, ...]]]) -> dict[int, Any]:
+        """Of map task ``m``'s elements whose values are ``known`` (index, item), those an
+        earlier run finished with the same values: index -> value, recorded as this run's
+        at once (a crash of this run must not lose them)."""
+        presets = self.element_presets.get(m, {})
+        found: dict[int, Any] = {}
+        rows = []
+        name = self.graph.names[m]
+        for index, item in known:
+            preset = presets.get(index)
+            if preset is None or preset[0] != self.element_key(m, index, item):
+                continue
+            try:
+                found[index] = self.store.load_value(preset[1])
+            except Exception:  # a missing or unreadable result: run it again
+                continue
+            rows.append((f"{name}[{index}]", preset[0], preset[1]))
+            self.element_files[rows[-1][0]] = preset[1]
+        if rows:
+            self.store.record_reused(self.run_id, rows)
+        return found
 
     def close(self) -> None:
         """The run has ended: close the store's connection if the run opened the store."""
@@ -201,32 +256,39 @@ class Recorder:
             )
 
     def persist(
-        self, batch: Sequence[tuple[int, Any, float, float]]
+        self, batch: Sequence[tuple[int, Any, float, float, Any]]
     ) -> list[ResultNotStored | None]:
-        """Tasks succeeded, as (entry, value, start, end) on the run's clock: make them
-        durable together, each with its cache entry when it uses the cache (map subtasks
-        are kept as their map task's list: nothing to do for them). In order, None for each
-        entry now stored, else the error to fail it with (see :meth:`Store.save_results`)."""
-        names, keys = self.graph.names, self.keys
-        todo = [k for k, item in enumerate(batch) if item[0] < len(keys)]
+        """Tasks and map elements succeeded, as (entry, value, start, end, element) on the
+        run's clock, ``element`` being (name, the values it was given) for a map's element:
+        make them durable together, each with its cache entry when it uses the cache. In
+        order, None for each entry now stored, else the error to fail it with (see
+        :meth:`Store.save_results`)."""
+        names, keys, parent = self.graph.names, self.keys, self.parent
+        n = len(keys)
+        pop = self.cache_keys.pop
+        offset = self.offset
         items = []
-        for k in todo:
-            i, value, t0, t1 = batch[k]
-            cache_key = self.cache_keys.pop(i, None)
-            items.append(Finished(names[i], keys[i], value, t0 + self.offset, t1 - t0, cache_key))
-        errors: list[ResultNotStored | None] = [None] * len(batch)
-        for k, error in zip(todo, self.store.save_results(self.run_id, items), strict=True):
-            errors[k] = error
-        return errors
+        for i, value, t0, t1, element in batch:
+            if i < n:
+                name, key = names[i], keys[i]
+            else:
+                m = parent[i]
+                name, item = element
+                key = self.element_key(m, int(name[name.rindex("[") + 1 : -1]), item)
+            items.append(Finished(name, key, value, t0 + offset, t1 - t0, pop(i, None)))
+        return self.store.save_results(self.run_id, items)
 
     def lookup(self, i: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
         """Before task ``i`` runs: a cached result for exactly this call, if there is one.
-        The key is the task's name, its code, and the values it is called with."""
-        if i >= len(self.cache_on) or not self.cache_on[i]:
+        The key is the task's name, its code, and the values it is called with (a map's
+        element: its task's name and code, and its own values, so that a list that gains
+        an element computes only that one)."""
+        owner = i if i < len(self.cache_on) else self.parent[i]  # an element: its task's
+        if not self.cache_on[owner]:
             return False, None
         h = hashlib.sha256()
-        h.update(self.graph.names[i].encode())
-        h.update(self.fingerprints[i].encode())
+        h.update(self.graph.names[owner].encode())
+        h.update(self.fingerprints[owner].encode())
         try:
             h.update(_digest(args, strict=True).encode())
             h.update(_digest(sorted(kwargs.items()), strict=True).encode())
@@ -243,7 +305,10 @@ class Recorder:
             except Exception:  # an unreadable file: compute it again
                 found = None
             else:
-                self.preset_files[i] = found
+                if i == owner:
+                    self.preset_files[i] = found
+                else:
+                    self.element_files[self.names[i]] = found
                 return True, value
         self.cache_keys[i] = key
         return False, None
@@ -265,7 +330,7 @@ class Recorder:
                     t.duration,
                     safe_str(t.error) if t.error is not None else None,
                     self.keys[i] if i >= 0 else None,
-                    self.preset_files.get(i),
+                    self.preset_files.get(i) if i >= 0 else self.element_files.get(name),
                     _traceback(t.error),
                     t.layer,
                     (json.dumps([names[j] for j in deps[i]]) if deps[i] else "[]")

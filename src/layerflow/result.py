@@ -504,13 +504,22 @@ class RunResult:
             if note is not None:
                 lines.append(note)
         rows = [("task", "status", "layer", "attempts", "duration", "error")]
-        for t in self.tasks.values():
-            err = safe_str(t.error) if t.error is not None else ""
-            if len(err) > 60:
-                err = err[:57] + "..."
-            rows.append(
-                (t.name, t.status, str(t.layer), str(t.attempts), f"{t.duration:.2f}s", err)
-            )
+        for t, elements in _grouped(self.tasks):
+            rows.append(_row(t))
+            if not elements:
+                continue
+            # a map's elements: counts by status, then the ones that did not succeed
+            by_status: dict[str, int] = {}
+            for e in elements:
+                by_status[e.status] = by_status.get(e.status, 0) + 1
+            counts = ", ".join(f"{n} {s}" for s, n in by_status.items())
+            rows.append((f"  {t.name}[...]", "", "", "", "", f"{len(elements)} elements: {counts}"))
+            odd = [e for e in elements if e.status in ("failed", "skipped", "cancelled")]
+            for e in odd[:_ODD_SHOWN]:
+                name, *rest = _row(e)
+                rows.append((f"  {name}", *rest))
+            if len(odd) > _ODD_SHOWN:
+                rows.append((f"  ... and {len(odd) - _ODD_SHOWN} more", "", "", "", "", ""))
         shown = rows if len(rows) <= 41 else rows[:41]
         widths = [max(len(r[c]) for r in shown) for c in range(6)]
         for r in shown:
@@ -541,6 +550,33 @@ class RunResult:
     def __repr__(self) -> str:
         timing = timing_text(self.status, self.duration, self.sequential_estimate)
         return f"<RunResult {self.run_id} {self.status}: {len(self.tasks)} tasks {timing}>"
+
+
+#: a map's elements that did not succeed, shown one by one in the summary (the rest counted)
+_ODD_SHOWN = 5
+
+
+def _grouped(tasks: Mapping[str, TaskRun]) -> Iterator[tuple[TaskRun, list[TaskRun]]]:
+    """Each task with its map elements (``name[k]``, listed right after it)."""
+    current: TaskRun | None = None
+    elements: list[TaskRun] = []
+    prefix = ""
+    for name, t in tasks.items():
+        if current is not None and name.startswith(prefix) and name.endswith("]"):
+            elements.append(t)
+            continue
+        if current is not None:
+            yield current, elements
+        current, elements, prefix = t, [], name + "["
+    if current is not None:
+        yield current, elements
+
+
+def _row(t: TaskRun) -> tuple[str, str, str, str, str, str]:
+    err = safe_str(t.error) if t.error is not None else ""
+    if len(err) > 60:
+        err = err[:57] + "..."
+    return (t.name, t.status, str(t.layer), str(t.attempts), f"{t.duration:.2f}s", err)
 
 
 _MISSING = object()

@@ -99,10 +99,14 @@ def prepare(
         preset=recorder.preset if recorder is not None else None,
         persist=recorder.persist if recorder is not None else None,
         lookup=recorder.lookup if recorder is not None and recorder.caching else None,
+        reuse=recorder.reuse_elements if recorder is not None else None,
+        reusable=recorder.element_presets if recorder is not None else (),
         address=address,
         client=client,
         budget=budget,
     )
+    if recorder is not None:
+        recorder.attach(run.names, run.parent)
     if shown is not None and shown.is_live():
         run.live = shown
     return run

@@ -38,7 +38,7 @@ class RemoteValues:
             self.cluster = self.dask.values(
                 [k == _DASK for k in self.kind],
                 g.succs,
-                set(g.map_source.values()),
+                {j for sources in g.map_source.values() for j in sources},
                 needed_here=self.persist is not None or self.checkpoint is not None,
                 keep=[i for i in range(self.n) if self.keep[i]] if self.release else None,
             )

@@ -180,8 +180,10 @@ class State:
         rate_limits: Mapping[str, Any] | None = None,
         checkpoint: Callable[[LayerReport], Any] | None = None,
         preset: Mapping[int, Any] | None = None,
-        persist: Callable[[Sequence[tuple[int, Any, float, float]]], list[Any]] | None = None,
+        persist: Callable[[Sequence[tuple[int, Any, float, float, Any]]], list[Any]] | None = None,
         lookup: Callable[[int, tuple[Any, ...], dict[str, Any]], tuple[bool, Any]] | None = None,
+        reuse: Callable[[int, list[tuple[int, tuple[Any, ...]]]], dict[int, Any]] | None = None,
+        reusable: Iterable[int] = (),
         address: str | None = None,
         client: Any = None,
         budget: Mapping[str, float] | None = None,
@@ -238,6 +240,7 @@ class State:
         self.ready_threads = self.ready[_THREAD]
         self.ready_foreign = [self.ready[kind] for kind in _FOREIGN]  # the same heaps
         self._init_layers(mode, checkpoint)
+        self._init_fanout()
         self._init_recording()
         self.left = n
         self.running = 0
@@ -279,6 +282,10 @@ class State:
         self.persist = persist
         # the cache: (task, args, kwargs) -> (hit, value), asked before a task runs
         self.lookup = lookup
+        # resume, element by element: (map task, [(index, element values)]) -> {index:
+        # value} of the elements an earlier run finished; ``reusable``: the map tasks it has
+        self.reuse = reuse
+        self.reusable = frozenset(reusable)
         self._init_remote()
         self._init_store_io()
         self.timer: Any = None  # a deadlines.Timer, started by the first deadline
@@ -346,8 +353,6 @@ class State:
         self.seq = [0] * n
         self.handle: list[Any] = [None] * n
         self.parent = [-1] * n
-        self.map_left: dict[int, int] = {}
-        self.children: dict[int, list[int]] = {}
         self.backends: list[Any] = [None] * _NKINDS
         self.kind_cap = [_INFINITE] * _NKINDS
         used = set(self.kind)

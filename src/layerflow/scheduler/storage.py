@@ -4,7 +4,8 @@ A task that succeeds is ``storing`` until its result is on disk: its worker (thr
 process, loop or cluster slot) is free at once, but the task counts as done, and its
 successors may start, only once its batch is committed. Results that finish while one batch
 is being committed go together in the next: one transaction and one sync for all of them,
-however many workers finish together. A map's whole list goes the same way. Cache lookups
+however many workers finish together. A map's elements go the same way, each on its own,
+and so does its whole list once every element has ended. Cache lookups
 for the pools layerflow does not drive run on the same thread: the lock is held for
 microseconds at a time by every worker, and a file read or a sync under it would stall them
 all.
@@ -95,7 +96,9 @@ class StoreIO:
             # one at a time, in order: the next task waits for this store (its slot is held)
             self.running += 1
             then = partial(self._release_held, then)
-        self._io_put((None, (i, value, t0, t1), then))
+        # an element is stored under its own name, keyed by the element it was given
+        info = None if i < self.n else (self.names[i], self._element_item(i))
+        self._io_put((None, (i, value, t0, t1, info), then))
 
     def _release_held(
         self, then: Callable[[ResultNotStored | None], None], error: ResultNotStored | None
@@ -161,8 +164,9 @@ class StoreIO:
         if self.io_jobs is not None:
             self.io_jobs.put(None)
 
-    def _persist(self, batch: Sequence[tuple[int, Any, float, float]]) -> list[Any]:
-        """Make a batch of results durable (entry, value, start, end): in order, None for
+    def _persist(self, batch: Sequence[tuple[int, Any, float, float, Any]]) -> list[Any]:
+        """Make a batch of results durable (entry, value, start, end, and for a map's
+        element its name and the values it was given): in order, None for
         each one stored, else the ``ResultNotStored`` to fail its task with (a task is done
         only once its result is stored)."""
         try:

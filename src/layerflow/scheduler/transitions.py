@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from ..backends import LONG_TASK
-from ..errors import ResultNotStored, safe_str
+from ..errors import ResultNotStored, Skip, safe_str
 from ..events import logger
 from ..metrics import add as add_metrics
 from ..plan import KEY_BASE
@@ -105,7 +105,7 @@ class Transitions:
             self.spans.append((i, self.attempts[i], t0, t1, value))
         if not ok:
             self._fail(i, value)
-        elif self.persist is not None and not cached and i < self.n:
+        elif self.persist is not None and not cached:
             self._succeed_durably(i, value, t0, t1)  # done once its result is on disk
         else:
             self._succeed(i, value, _CACHED if cached else _SUCCEEDED)
@@ -189,15 +189,21 @@ class Transitions:
         if i < self.n:
             waiting = self.waiting
             status = self.status
+            streaming = self.stream_from
             for s in self.succs[i]:
                 waiting[s] -= 1
                 if not waiting[s] and status[s] == _PENDING:
                     self._make_ready(s)
+                elif streaming and self.streamable[s]:
+                    self._try_stream(s)  # a map over a map: may start element by element
         self._finalize(i)
 
     def _fail(self, i: int, error: BaseException) -> None:
         """Entry ``i``'s attempt failed with ``error``: cancelled, tried again (see
         ``retries``), or failed for good, and then fail-fast or continue decides the rest."""
+        if isinstance(error, Skip):
+            self._skipped(i, error)
+            return
         if self._try_again(i, error):
             return
         if isinstance(error, ResultNotStored) and self.store_failed >= 0:
@@ -231,8 +237,19 @@ class Transitions:
         elif i < self.n:
             self._skip_downstream(i)
 
-    def _skip_downstream(self, i: int) -> None:
-        """Continue-on-failure: everything that needs ``i`` will never run."""
+    def _skipped(self, i: int, skip: Skip) -> None:
+        """Entry ``i`` raised ``lf.Skip``: it ends skipped, not failed, and so does what
+        needs it (a skipped element leaves its task's list, and its chain ends)."""
+        self.status[i] = _SKIPPED
+        self.errors[i] = skip
+        if self.emit:
+            self._task_event("task_skipped", i, reason=skip.reason)
+        self._finalize(i)
+        if i < self.n:
+            self._skip_downstream(i, "was skipped")
+
+    def _skip_downstream(self, i: int, why: str = "did not succeed") -> None:
+        """Continue-on-failure (or a skip): everything that needs ``i`` will never run."""
         status = self.status
         stack = [i]
         while stack:
@@ -242,7 +259,7 @@ class Transitions:
                     status[s] = _SKIPPED
                     if self.emit:
                         self._task_event(
-                            "task_skipped", s, reason=f"upstream {self.names[j]!r} did not succeed"
+                            "task_skipped", s, reason=f"upstream {self.names[j]!r} {why}"
                         )
                     self._finalize(s)
                     stack.append(s)
@@ -252,6 +269,8 @@ class Transitions:
         self.final_counts[self.status[i]] += 1
         m = self.parent[i]
         if m >= 0:
+            if m in self.streams:  # the elements that stream from this one
+                self._element_ended(m, i)
             self.map_left[m] -= 1
             if not self.map_left[m]:
                 self._map_done(m)
