@@ -79,6 +79,7 @@ def test_json_output_parses_back(quick):
         "metrics",  # what tasks gave lf.record, summed
         "budget",  # per budget: the ceiling and what was spent ({} without one)
         "stop_reason",  # why a "stopped" run stopped (a budget, a checkpoint)
+        "skipped",  # skipped tasks and why (lf.Skip's reason; None: an upstream failed)
         "tasks",
     }
     assert data["status"] == "succeeded"

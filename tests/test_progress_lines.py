@@ -72,10 +72,18 @@ def test_mapped_elements_get_numbers_and_the_counter_includes_them(tmp_path):
     (tmp_path / "mapped.py").write_text(MAPPED)
     out = layerflow(tmp_path, "run", "mapped:flow", "--no-store").stdout
     assert "[-/" not in out
-    assert re.search(r"\[\d+/7\] Completed: square\[3\]", out), out
-    assert "Completed: square (every element done)" in out
+    assert re.search(r"\[\d+/7\] Completed: square\[0\]", out), out
+    assert "Completed: square (4 elements: 4 succeeded)" in out
     assert "7 of 7 done" in out
     assert "total = 14" in out
+
+
+def test_a_large_map_prints_a_few_element_lines_then_counts(tmp_path):
+    (tmp_path / "mapped.py").write_text(MAPPED.replace("range(4)", "range(500)"))
+    out = layerflow(tmp_path, "run", "mapped:flow", "--no-store").stdout
+    assert len(out.splitlines()) < 30, out
+    assert "Completed: square (500 elements: 500 succeeded)" in out
+    assert "Completed 503 tasks" in out
 
 
 def test_skipped_tasks_are_named_at_the_end(tmp_path):

@@ -27,6 +27,7 @@ from .errors import (
     LayerflowError,
     ResultNotStored,
     RunInterrupted,
+    Skip,
     TaskFailed,
     closest,
     safe_str,
@@ -181,6 +182,12 @@ def _as_json(run: RunResult) -> dict[str, Any]:
         "metrics": run.metrics,
         "budget": run.budget,
         "stop_reason": run.stop_reason,
+        # what was skipped, and why (lf.Skip's reason; None: something it needs failed)
+        "skipped": {
+            name: t.error.reason if isinstance(t.error, Skip) else None
+            for name, t in run.tasks.items()
+            if t.status == "skipped"
+        },
         "tasks": {
             name: {
                 "status": t.status,
@@ -509,9 +516,12 @@ def _print_failures(result: RunResult, verbose: bool, err: bool = False) -> None
         click.echo(f"\n{t.name} failed:", err=err)
         text = format_failure(t.error, last=None if verbose else 3) if t.error else "failed"
         click.echo(textwrap.indent(text, "  "), err=err)
+    skipped = [t for t in result.tasks.values() if t.status == "skipped"]
+    chose = _skip_reasons([t for t in skipped if isinstance(t.error, Skip)])
     for status, why, names in (
         ("Not stored either", "the store failed, see above", either),
-        ("Skipped", "what they need failed", _named(result, "skipped")),
+        ("Skipped", "what they need failed", [t.name for t in skipped if t.error is None]),
+        ("Skipped", "lf.Skip", chose),
         ("Cancelled", "the run stopped", _named(result, "cancelled")),
     ):
         if names:
@@ -519,6 +529,30 @@ def _print_failures(result: RunResult, verbose: bool, err: bool = False) -> None
             click.echo(f"{status} ({why}): {', '.join(names[:20])}{more}", err=err)
     if failed:
         click.echo("", err=err)
+
+
+def _skip_reasons(skipped: list[Any]) -> list[str]:
+    """``task (reason)`` for each task that skipped; a map's elements as one entry per map:
+    ``even[...] (15 elements: odd 12, too short 3)``."""
+    out: list[str] = []
+    elements: dict[str, dict[str, int]] = {}
+    for t in skipped:
+        name, reason = t.name, t.error.reason
+        if name.endswith("]") and "[" in name:
+            owner = name[: name.rindex("[")]
+            if reason.startswith("upstream "):
+                reason = "upstream skipped"
+            why = elements.setdefault(owner, {})
+            why[reason] = why.get(reason, 0) + 1
+        else:
+            out.append(f"{name} ({reason})")
+    for owner, why in elements.items():
+        total = sum(why.values())
+        top = sorted(why.items(), key=lambda kv: -kv[1])
+        reasons = ", ".join(f"{reason} {n}" for reason, n in top[:3])
+        more = ", ..." if len(top) > 3 else ""
+        out.append(f"{owner}[...] ({total} element{'s' * (total != 1)}: {reasons}{more})")
+    return out
 
 
 def _named(result: RunResult, status: str) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ResultNotStored, safe_str
+from .errors import ResultNotStored, Skip, safe_str
 
 __all__ = ["Event", "RunEvent", "LayerEvent", "TaskEvent", "LogObserver", "Observer"]
 
@@ -133,6 +133,29 @@ _FINISHED_KINDS = frozenset(
 )
 
 
+#: a map's elements shown line by line before the rest are folded into progress lines
+_SHOWN_ELEMENTS = 3
+#: seconds between two progress lines of one map's folded elements
+_ELEMENT_EVERY = 2.0
+
+
+class _Elements:
+    """One map task's elements as the progress lines see them: the few shown one by one,
+    and counts of the rest by how they ended."""
+
+    __slots__ = ("shown", "ended", "last")
+
+    def __init__(self, now: float) -> None:
+        self.shown: set[str] = set()
+        self.ended: dict[str, int] = {}
+        self.last = now
+
+    def counts(self) -> str:
+        done = sum(self.ended.values())
+        kinds = ", ".join(f"{n} {kind.removeprefix('task_')}" for kind, n in self.ended.items())
+        return f"{done} element{'s' * (done != 1)}: {kinds}"
+
+
 class LogObserver:
     """Turns events into the plain progress lines of the command line::
 
@@ -146,7 +169,9 @@ class LogObserver:
     the same on its started and its finished line; N is the number of tasks known so far
     (a ``map`` adds its elements once its list is known). ``groups``: a YAML
     ``parallel_group``'s steps by group name, for the group's own lines. ``final=False``
-    leaves out the closing line (the command line prints its own).
+    leaves out the closing line (the command line prints its own). A map's elements get
+    lines of their own for the first few (and for every failure or retry); the rest are
+    counted, in a line every few seconds and on the map's own closing line.
     """
 
     def __init__(
@@ -165,6 +190,32 @@ class LogObserver:
         self._group_left = {g: set(tasks) for g, tasks in self._groups.items()}
         self._group_work: dict[str, float] = {}
         self._not_stored = 0  # "could not be stored either" failures: a few are shown
+        self._maps: dict[str, _Elements] = {}  # map task -> its elements seen so far
+
+    def _element_folded(self, event: TaskEvent) -> bool:
+        """Whether an element's line is left out (counted instead); prints the count of
+        its map's elements every few seconds."""
+        task = event.task or ""
+        if task[-1:] != "]" or "[" not in task:
+            return False
+        kind = event.kind
+        if kind in ("task_failed", "task_retrying"):
+            return False
+        owner = task[: task.rindex("[")]
+        seen = self._maps.get(owner)
+        if seen is None:
+            seen = self._maps[owner] = _Elements(event.time)
+        if kind in _FINISHED_KINDS:
+            seen.ended[kind] = seen.ended.get(kind, 0) + 1
+        if task in seen.shown:
+            return False
+        if len(seen.shown) < _SHOWN_ELEMENTS and kind == "task_started":
+            seen.shown.add(task)
+            return False
+        if kind in _FINISHED_KINDS and event.time - seen.last >= _ELEMENT_EVERY:
+            seen.last = event.time
+            self._emit(f"{owner}: {seen.counts()} so far", logging.INFO)
+        return True
 
     def _folded(self, event: Event) -> bool:
         """Whether this event's line is left out: once the store failed, every task that
@@ -190,8 +241,12 @@ class LogObserver:
         if kind in _FINISHED_KINDS:
             self.done += 1
         line, level = self.format(event)
-        if line and self._folded(event):
+        if line and (
+            self._folded(event) or (isinstance(event, TaskEvent) and self._element_folded(event))
+        ):
             line = None
+        elif line and kind in _FINISHED_KINDS and event.task in self._maps:
+            line = line.replace("every element done", self._maps[event.task].counts())
         if kind == "run_finished" and self._not_stored > _SHOWN_NOT_STORED:
             more = self._not_stored - _SHOWN_NOT_STORED
             self._emit(
@@ -240,8 +295,9 @@ class LogObserver:
                     f"(attempt {event.attempt} failed: {_short_error(event.error)})",
                     logging.WARNING,
                 )
-            if kind == "task_skipped":
-                return f"{tag}Skipped: {event.task} ({event.reason})", logging.WARNING
+            if kind == "task_skipped":  # lf.Skip says "nothing to do": no warning
+                level = logging.INFO if isinstance(event.error, Skip) else logging.WARNING
+                return f"{tag}Skipped: {event.task} ({event.reason})", level
             if kind == "task_cancelled":
                 return f"{tag}Cancelled: {event.task} ({event.reason})", logging.WARNING
         elif isinstance(event, RunEvent) and kind == "run_finished":
@@ -280,7 +336,9 @@ def final_line(
     finished = ("succeeded", "reused", "cached")
     done = sum(counts.get(s, 0) for s in finished)
     if status == "succeeded":
-        again = ", ".join(f"{counts[s]} {s}" for s in ("reused", "cached") if counts.get(s))
+        again = ", ".join(
+            f"{counts[s]} {s}" for s in ("reused", "cached", "skipped") if counts.get(s)
+        )
         return f"Completed {done} tasks {tail}" + (f" ({again})" if again else "")
     others = ", ".join(f"{n} {s}" for s, n in counts.items() if s not in finished and n)
     return f"Run {status}: {done} of {total} tasks completed ({others}) {tail}"

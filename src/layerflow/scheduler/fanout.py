@@ -276,12 +276,12 @@ class FanOut:
             return
         self.status[e] = _SKIPPED
         if isinstance(error, Skip):
-            self.errors[e] = error
-            reason = f"upstream {self.names[up]!r} was skipped: {error.reason}"
+            reason = f"upstream {self.names[up]!r} was skipped"
+            self.errors[e] = Skip(reason)
         else:
             reason = f"upstream {self.names[up]!r} did not succeed"
         if self.emit:
-            self._task_event("task_skipped", e, reason=reason)
+            self._task_event("task_skipped", e, reason=reason, error=self.errors[e])
         self._finalize(e)
 
     def _map_done(self, m: int) -> None:

@@ -243,24 +243,26 @@ class Transitions:
         self.status[i] = _SKIPPED
         self.errors[i] = skip
         if self.emit:
-            self._task_event("task_skipped", i, reason=skip.reason)
+            self._task_event("task_skipped", i, reason=skip.reason, error=skip)
         self._finalize(i)
         if i < self.n:
-            self._skip_downstream(i, "was skipped")
+            self._skip_downstream(i, skipped=True)
 
-    def _skip_downstream(self, i: int, why: str = "did not succeed") -> None:
-        """Continue-on-failure (or a skip): everything that needs ``i`` will never run."""
+    def _skip_downstream(self, i: int, *, skipped: bool = False) -> None:
+        """Continue-on-failure: everything that needs ``i`` will never run. After a skip
+        (``skipped``), each of them is skipped too, with an ``lf.Skip`` saying why."""
         status = self.status
+        why = "was skipped" if skipped else "did not succeed"
         stack = [i]
         while stack:
             j = stack.pop()
             for s in self.succs[j]:
                 if status[s] == _PENDING:
                     status[s] = _SKIPPED
+                    reason = f"upstream {self.names[j]!r} {why}"
+                    skip = self.errors[s] = Skip(reason) if skipped else None
                     if self.emit:
-                        self._task_event(
-                            "task_skipped", s, reason=f"upstream {self.names[j]!r} {why}"
-                        )
+                        self._task_event("task_skipped", s, reason=reason, error=skip)
                     self._finalize(s)
                     stack.append(s)
 
