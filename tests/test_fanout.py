@@ -414,3 +414,66 @@ def test_a_map_killed_with_sigkill_resumes_with_only_the_missing_elements(tmp_pa
     # (at most the 8 running, and a batch being committed) may run twice, no more
     assert len(ran_again) <= 240 - len(ran_first) + 8 + 8
     assert len(ran_again) >= 240 - len(ran_first)
+
+
+def test_a_stored_run_shows_every_element_from_the_packed_results(tmp_path):
+    from layerflow.store import Store
+
+    flow = lf.Flow("shown")
+    flow.add(lambda: list(range(5)), name="items")
+
+    def work(items):
+        if items == 3:
+            raise lf.Skip("three")
+        return items
+
+    flow.add(work, name="work", map="items")
+    run = flow.run(store=tmp_path)
+    store = Store(tmp_path)
+    try:
+        loaded = store.load_run(run.run_id)
+        names = list(loaded.tasks)
+        assert names == ["items", "work"] + [f"work[{k}]" for k in range(5)]
+        assert loaded.tasks["work[0]"].status == "succeeded"
+        assert loaded.tasks["work[0]"].duration >= 0
+        assert loaded.tasks["work[3]"].status == "skipped"
+        assert {a.task for a in loaded.attempts} >= {"work[0]", "work[4]"}
+        assert store.prune(keep=0).runs == [run.run_id]
+        assert not store._read("SELECT 1 FROM elements")
+    finally:
+        store.close()
+
+
+def test_show_folds_a_maps_elements_and_prints_any_stored_element(tmp_path):
+    script = tmp_path / "mapped.py"
+    script.write_text(
+        "import layerflow as lf\n"
+        "flow = lf.Flow('shown')\n"
+        "flow.add(lambda: list(range(40)), name='items')\n"
+        "flow.add(lambda items: items * 7, name='seven', map='items')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "layerflow", "run", "mapped:flow", "--store", "st", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    import json
+
+    run_id = json.loads(run.stdout)["run_id"]
+
+    def show(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "layerflow", "show", run_id, "--store", "st", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    out = show().stdout
+    assert "40 elements: 40 succeeded" in out
+    assert len(out.splitlines()) < 15
+    assert show("--output", "seven[3]").stdout.strip() == "21"

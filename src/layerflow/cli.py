@@ -855,27 +855,67 @@ def show(
 
 def _stored_value(store: Any, run_id: str, name: str) -> Any:
     found = store.finished_results(run_id).get(name)
-    if found is None:
-        raise _Usage(f"run {run_id} has no stored value of {name!r}: it did not finish")
+    owner, _, index = name[:-1].rpartition("[")
     try:
-        return store.load_value(found[1])
+        if found is not None:
+            return store.load_value(found[1])
+        if name.endswith("]") and index.isdigit():  # a map's element: packed with others
+            try:
+                return store.stored_element(run_id, owner, int(index))
+            except KeyError:
+                pass
     except Exception as e:  # a file pruned, damaged, or of code that is gone
         raise _Usage(f"the stored value of {name!r} cannot be read: {safe_str(e)}") from None
+    raise _Usage(f"run {run_id} has no stored value of {name!r}: it did not finish")
+
+
+#: a map's elements listed one by one by ``show`` (the rest are counted, as in the summary)
+_SHOWN_ELEMENTS = 5
 
 
 def _show_run(tasks: list[dict[str, Any]]) -> None:
+    names = {t["name"] for t in tasks}
+    elements: dict[str, list[dict[str, Any]]] = {}
     for t in tasks:
-        took = f"{t['duration']:.2f}s" if t["duration"] is not None else "-"
-        line = f"  {t['name']:<24} {t['status']:<10} {took:>9}"
-        if t["attempts"] and t["attempts"] > 1:
-            line += f"  {t['attempts']} attempts"
-        if t["error"]:
-            line += f"  {t['error'].splitlines()[0][:100]}"
-        click.echo(line)
+        name = t["name"]
+        owner = name[: name.rfind("[")] if name.endswith("]") else ""
+        if owner in names:
+            elements.setdefault(owner, []).append(t)
+    for t in tasks:
+        name = t["name"]
+        owner = name[: name.rfind("[")] if name.endswith("]") else ""
+        if owner in names:
+            continue  # shown under its task
+        click.echo(_task_line(t))
+        mine = elements.get(name)
+        if not mine:
+            continue
+        counts: dict[str, int] = {}
+        for e in mine:
+            counts[e["status"]] = counts.get(e["status"], 0) + 1
+        listed = ", ".join(f"{n} {status}" for status, n in counts.items())
+        click.echo(f"    {len(mine)} elements: {listed}")
+        odd = [e for e in mine if e["status"] != "succeeded"] or mine
+        for e in odd[:_SHOWN_ELEMENTS]:
+            click.echo("  " + _task_line(e))
+        if len(odd) > _SHOWN_ELEMENTS:
+            click.echo(
+                f"      ... and {len(odd) - _SHOWN_ELEMENTS} more (show RUN TASK[k] for one)"
+            )
     for t in tasks:
         if t["status"] == "failed" and (t["traceback"] or t["error"]):
             click.echo(f"\n{t['name']} failed:")
             click.echo(textwrap.indent(_last_frames(t["traceback"] or t["error"]), "  "))
+
+
+def _task_line(t: dict[str, Any]) -> str:
+    took = f"{t['duration']:.2f}s" if t["duration"] is not None else "-"
+    line = f"  {t['name']:<24} {t['status']:<10} {took:>9}"
+    if t["attempts"] and t["attempts"] > 1:
+        line += f"  {t['attempts']} attempts"
+    if t["error"]:
+        line += f"  {t['error'].splitlines()[0][:100]}"
+    return line
 
 
 def _last_frames(text: str, frames: int = 3) -> str:

@@ -166,8 +166,9 @@ class Recorder:
         self.fingerprints = [_fingerprint(t) for t in graph.tasks] if self.caching else []
         self.preset: dict[int, Any] = {}
         self.preset_files: dict[int, str] = {}
-        # map task -> {element index: (key, result file)} that an earlier run finished
-        self.element_presets: dict[int, dict[int, tuple[str, str]]] = {}
+        # map task -> {element index: (key, pickled value, or result file)} that an earlier
+        # run finished
+        self.element_presets: dict[int, dict[int, tuple[str, Any, Any]]] = {}
         self.element_files: dict[str, str] = {}  # element name -> result file it reused
         # the run's entries (names, and each map element's task), once the run is built
         self.names: list[str] = list(graph.names)
@@ -180,6 +181,7 @@ class Recorder:
             if run_id is not None:
                 self.resumed_from = run_id
                 self._find_finished(store.finished_results(run_id))
+                self._find_elements(store.finished_elements(run_id))
 
     def _find_finished(self, finished: dict[str, tuple[str, str]]) -> None:
         """What a resumed run reuses: tasks whose key is unchanged, loaded now; the
@@ -195,13 +197,22 @@ class Recorder:
                 continue
             self.preset_files[i] = found[1]
         mapped = graph.map_args
-        for name, found in finished.items():
+        for name, (key, file) in finished.items():  # elements that used the cache
             if not name.endswith("]"):
                 continue
             owner, _, index = name[:-1].rpartition("[")
             m = graph.index.get(owner, -1)
             if m in mapped and m not in self.preset and index.isdigit():
-                self.element_presets.setdefault(m, {})[int(index)] = found
+                self.element_presets.setdefault(m, {})[int(index)] = (key, None, ("blob", file))
+
+    def _find_elements(self, finished: dict[str, dict[int, tuple[str, Any, Any]]]) -> None:
+        """The elements an earlier run stored (packed, per map task): by map task."""
+        for task, elements in finished.items():
+            m = self.graph.index.get(task, -1)
+            if m in self.graph.map_args and m not in self.preset:
+                mine = self.element_presets.setdefault(m, {})
+                for index, found in elements.items():
+                    mine.setdefault(index, found)
 
     def attach(self, names: list[str], parent: list[int]) -> None:
         """The run's own lists of entry names and map parents (map elements are appended
@@ -223,20 +234,27 @@ class Recorder:
         at once (a crash of this run must not lose them)."""
         presets = self.element_presets.get(m, {})
         found: dict[int, Any] = {}
-        rows = []
+        rows, entries = [], []
         name = self.graph.names[m]
         for index, item in known:
             preset = presets.get(index)
             if preset is None or preset[0] != self.element_key(m, index, item):
                 continue
+            key, data, file = preset
             try:
-                found[index] = self.store.load_value(preset[1])
+                if isinstance(file, tuple):  # a cached element's row: (blob, its name)
+                    found[index] = self.store.load_value(file[1])
+                    rows.append((f"{name}[{index}]", key, file[1]))
+                    self.element_files[rows[-1][0]] = file[1]
+                else:
+                    found[index] = self.store.load_element(data, file)
+                    entries.append((index, key, data, file))
             except Exception:  # a missing or unreadable result: run it again
                 continue
-            rows.append((f"{name}[{index}]", preset[0], preset[1]))
-            self.element_files[rows[-1][0]] = preset[1]
         if rows:
             self.store.record_reused(self.run_id, rows)
+        if entries:
+            self.store.record_reused_elements(self.run_id, name, entries)
         return found
 
     def close(self) -> None:
@@ -270,12 +288,15 @@ class Recorder:
         items = []
         for i, value, t0, t1, element in batch:
             if i < n:
-                name, key = names[i], keys[i]
-            else:
-                m = parent[i]
-                name, item = element
-                key = self.element_key(m, int(name[name.rindex("[") + 1 : -1]), item)
-            items.append(Finished(name, key, value, t0 + offset, t1 - t0, pop(i, None)))
+                items.append(Finished(names[i], keys[i], value, t0 + offset, t1 - t0, pop(i, None)))
+                continue
+            m = parent[i]
+            name, item = element
+            index = int(name[name.rindex("[") + 1 : -1])
+            key = self.element_key(m, index, item)
+            items.append(
+                Finished(name, key, value, t0 + offset, t1 - t0, pop(i, None), index, names[m])
+            )
         return self.store.save_results(self.run_id, items)
 
     def lookup(self, i: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
@@ -318,8 +339,14 @@ class Recorder:
         index = self.graph.index
         names, deps = self.graph.names, self.graph.deps
         rows = []
+        # a map's elements that succeeded at once need no row: their packed result says
+        # when they ran (``Store.load_run`` reads them from there); 100,000 rows are seconds
+        plain: set[str] = set()
         for name, t in result.tasks.items():
             i = index.get(name, -1)
+            if i < 0 and t.status == "succeeded" and t.attempts == 1 and not t.metrics:
+                plain.add(name)
+                continue
             rows.append(
                 (
                     name,
@@ -344,7 +371,7 @@ class Recorder:
                 self.run_id,
                 result.status,
                 rows,
-                attempts=(a[:6] for a in result.attempts),
+                attempts=(a[:6] for a in result.attempts if a[0] not in plain),
                 waits=(w[:5] for w in result.waits),
                 critical_path=result.critical_path,
                 started_at=result.started_at,

@@ -108,6 +108,13 @@ CREATE TABLE IF NOT EXISTS blobs (
     name TEXT PRIMARY KEY,
     data BLOB
 );
+CREATE TABLE IF NOT EXISTS elements (
+    run_id TEXT,
+    task TEXT,
+    data BLOB,
+    files TEXT
+);
+CREATE INDEX IF NOT EXISTS elements_by_run ON elements (run_id, task);
 """
 
 #: pickled results up to this size live in the database, committed with their rows; larger
@@ -133,7 +140,7 @@ _ADDED_COLUMNS = (
 
 #: stored in the database's ``user_version``: a store at this version has every table and
 #: column above, so opening it checks nothing more (bump it when either list changes)
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -254,7 +261,8 @@ class Pruned:
 class Finished:
     """A succeeded task to make durable (:meth:`Store.save_results`): its ``name``, resume
     ``key``, ``value``, ``started`` (epoch seconds), ``seconds``, and the ``cache_key`` it
-    is cached under, if it uses the cache."""
+    is cached under, if it uses the cache; for a map's element, its ``element`` index and
+    its task's name (``owner``)."""
 
     name: str
     key: str
@@ -262,6 +270,9 @@ class Finished:
     started: float
     seconds: float
     cache_key: str | None = None
+    #: a map's element: its place in its task's list (its task is ``owner``), else -1
+    element: int = -1
+    owner: str = ""
 
 
 class Store:
@@ -493,10 +504,31 @@ class Store:
         rows: list[tuple[Any, ...]] = []
         caches: list[tuple[str, str, str, float]] = []
         files: list[str] = []
+        # a map's elements, packed: one row per task and batch, not one per element
+        packed: dict[str, list[tuple[Any, ...]]] = {}
+        packed_files: dict[str, list[str]] = {}
         now = time.time()
         for k, item in enumerate(batch):
             data = _pickled_or_warn(item.name, item.value)
             result = None
+            if item.element >= 0 and item.cache_key is None:
+                # (no key for a value that cannot be pickled: a resumed run runs it again)
+                entry = (item.element, "", None, None, item.started, item.seconds)
+                if data is None:
+                    pass
+                elif len(data) <= INLINE_MAX:
+                    entry = (item.element, item.key, data, None, item.started, item.seconds)
+                else:
+                    try:
+                        result = self._save_bytes(run_id, item.key, data)
+                    except OSError as e:
+                        errors[k] = self._not_stored(item.name, e)
+                        continue
+                    files.append(result)
+                    packed_files.setdefault(item.owner, []).append(result)
+                    entry = (item.element, item.key, None, result, item.started, item.seconds)
+                packed.setdefault(item.owner, []).append(entry)
+                continue
             if data is not None and len(data) <= INLINE_MAX:
                 result = f"{run_id}-{item.key}.pkl"
                 blobs.append((result, data))
@@ -504,22 +536,14 @@ class Store:
                 try:
                     result = self._save_bytes(run_id, item.key, data)
                 except OSError as e:
-                    errors[k] = ResultNotStored(
-                        f"task {item.name!r} finished, but its result could not be stored in "
-                        f"{self.results}: {_os_cause(e)}. Free disk space or repair the store "
-                        f"folder, then run again with --resume (finished results stored so "
-                        f"far are kept)",
-                        path=self.results,
-                        kind="full" if e.errno in _FULL else "io",
-                    )
-                    errors[k].__cause__ = e
+                    errors[k] = self._not_stored(item.name, e)
                     continue
                 files.append(result)
             end = item.started + item.seconds
             rows.append((run_id, item.name, item.started, end, item.seconds, item.key, result))
             if item.cache_key is not None and result is not None:
                 caches.append((item.cache_key, item.name, result, now))
-        if not rows:
+        if not rows and not packed:
             return errors
         if files:  # their renames durable too, before rows that name them are
             with contextlib.suppress(OSError):
@@ -544,6 +568,7 @@ class Store:
                     "VALUES (?, ?, ?, ?)",
                     caches,
                 )
+                self._insert_elements(db, run_id, packed, packed_files)
                 db.commit()
                 with contextlib.suppress(sqlite3.Error):  # committed: nothing to undo
                     db.execute("PRAGMA synchronous=NORMAL")
@@ -560,6 +585,82 @@ class Store:
                     )
                     errors[k].__cause__ = e
         return errors
+
+    def _not_stored(self, name: str, error: OSError) -> ResultNotStored:
+        failure = ResultNotStored(
+            f"task {name!r} finished, but its result could not be stored in "
+            f"{self.results}: {_os_cause(error)}. Free disk space or repair the store "
+            f"folder, then run again with --resume (finished results stored so far are kept)",
+            path=self.results,
+            kind="full" if error.errno in _FULL else "io",
+        )
+        failure.__cause__ = error
+        return failure
+
+    @staticmethod
+    def _insert_elements(
+        db: sqlite3.Connection,
+        run_id: str,
+        packed: dict[str, list[tuple[Any, ...]]],
+        files: dict[str, list[str]],
+    ) -> None:
+        """One row per map task: its elements as (index, key, pickled value or None, result
+        file or None, started, seconds), and the files they name (for pruning)."""
+        db.executemany(
+            "INSERT INTO elements (run_id, task, data, files) VALUES (?, ?, ?, ?)",
+            [
+                (
+                    run_id,
+                    task,
+                    _pickled(entries),
+                    json.dumps(files[task]) if task in files else None,
+                )
+                for task, entries in packed.items()
+            ],
+        )
+
+    def finished_elements(self, run_id: str) -> dict[str, dict[int, tuple[str, Any, Any]]]:
+        """The map elements stored by ``run_id`` and the runs it resumed, back along the
+        chain: task -> {index: (key, pickled value or None, result file or None)}, the
+        latest run's first."""
+        found: dict[str, dict[int, tuple[str, Any, Any]]] = {}
+        for current in self._chain(run_id):
+            for task, data in self._read(
+                "SELECT task, data FROM elements WHERE run_id = ?", (current,)
+            ):
+                mine = found.setdefault(task, {})
+                for index, key, value, file, *_ in pickle.loads(data):
+                    if key:
+                        mine.setdefault(index, (key, value, file))
+        return found
+
+    def load_element(self, value: bytes | None, file: str | None) -> Any:
+        """An element's stored result, from :meth:`finished_elements`."""
+        if value is not None:
+            return pickle.loads(value)
+        with open(self.results / str(file), "rb") as f:
+            return pickle.load(f)
+
+    def record_reused_elements(
+        self, run_id: str, task: str, entries: Sequence[tuple[int, str, Any, Any]]
+    ) -> None:
+        """A resumed run reuses these elements of ``task`` (index, key, pickled value or
+        None, file or None): they are this run's too from now on."""
+        files = [f for *_, f in entries if f is not None]
+        rows = [(index, key, value, file, None, None) for index, key, value, file in entries]
+        with self._transaction() as db:
+            self._insert_elements(db, run_id, {task: rows}, {task: files} if files else {})
+            db.commit()
+
+    def _chain(self, run_id: str) -> Iterator[str]:
+        """``run_id`` and the runs it resumed, back along the chain."""
+        seen: set[str] = set()
+        current: str | None = run_id
+        while current is not None and current not in seen:
+            seen.add(current)
+            yield current
+            parent = self._read("SELECT resumed_from FROM runs WHERE run_id = ?", (current,))
+            current = parent[0][0] if parent else None
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -711,7 +812,43 @@ class Store:
             "error",
             "traceback",
         )
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        tasks = [dict(zip(keys, row, strict=True)) for row in rows]
+        named = {t["name"] for t in tasks}
+        added = []
+        for task, data in self._read(
+            "SELECT task, data FROM elements WHERE run_id = ?", (run_id,)
+        ):  # a map's elements that succeeded at once: in their packed results only
+            for index, _, _, _, started, seconds in pickle.loads(data):
+                name = f"{task}[{index}]"
+                if started is not None and name not in named:
+                    added.append(
+                        dict(
+                            zip(
+                                keys,
+                                (
+                                    name,
+                                    "succeeded",
+                                    1,
+                                    started,
+                                    started + seconds,
+                                    seconds,
+                                    None,
+                                    None,
+                                ),
+                                strict=True,
+                            )
+                        )
+                    )
+        if added:
+            tasks.extend(added)
+            tasks.sort(key=lambda t: (t["started_at"] is None, t["started_at"] or 0, t["name"]))
+        return tasks
+
+    def stored_element(self, run_id: str, task: str, index: int) -> Any:
+        """The stored value of element ``index`` of map task ``task`` in ``run_id`` (or the
+        runs it resumed); ``KeyError`` when none was stored."""
+        key, value, file = self.finished_elements(run_id)[task][index]
+        return self.load_element(value, file)
 
     def load_run(self, run_id: str) -> RunResult:
         """A recorded run as a :class:`RunResult` (for its report and trace): statuses,
@@ -766,8 +903,6 @@ class Store:
                 if t.started_at is not None and t.finished_at is not None
             ]
             spans.sort(key=lambda s: (s[2], s[3]))
-        lanes = assign_lanes([(s[2], s[3]) for s in spans])
-        attempts = [Attempt(*span, lane) for span, lane in zip(spans, lanes, strict=True)]
         held = self._read(
             "SELECT name, kind, reason, started_at, finished_at FROM waits WHERE run_id = ? "
             "ORDER BY started_at, finished_at",
@@ -775,6 +910,10 @@ class Store:
         )
         wait_lanes = assign_lanes([(w[3], w[4]) for w in held])
         waits = [Wait(*w, lane) for w, lane in zip(held, wait_lanes, strict=True)]
+        if self._read("SELECT 1 FROM elements WHERE run_id = ? LIMIT 1", (run_id,)):
+            tasks, spans = self._with_elements(run_id, tasks, spans, TaskRun)
+        lanes = assign_lanes([(s[2], s[3]) for s in spans])
+        attempts = [Attempt(*span, lane) for span, lane in zip(spans, lanes, strict=True)]
         ends = [t.finished_at for t in tasks.values() if t.finished_at is not None]
         return RunResult(
             run_id=run_id,
@@ -789,6 +928,41 @@ class Store:
             timeline=(attempts, waits),
             edges=edges,
         )
+
+    def _with_elements(
+        self, run_id: str, tasks: dict[str, Any], spans: list[Any], make: Any
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """The run's map elements that succeeded at their first attempt have no row of their
+        own (their packed results say when they ran): each added after its task."""
+        added: dict[str, list[tuple[int, Any]]] = {}
+        for task, data in self._read("SELECT task, data FROM elements WHERE run_id = ?", (run_id,)):
+            owner = tasks.get(task)
+            for index, _, _, _, started, seconds in pickle.loads(data):
+                name = f"{task}[{index}]"
+                if name in tasks or started is None:
+                    continue  # recorded with a row of its own, or reused (it has a row)
+                layer = owner.layer if owner is not None else 0
+                t = make(
+                    name, "succeeded", None, None, 1, started, started + seconds, seconds, layer, {}
+                )
+                added.setdefault(task, []).append((index, t))
+                spans.append((name, 1, started, started + seconds, "succeeded", None))
+        if not added:
+            return tasks, spans
+        spans.sort(key=lambda s: (s[2], s[3]))
+        for name in list(tasks):  # the elements that have rows join them, in index order
+            owner, _, index = name[:-1].rpartition("[")
+            if name.endswith("]") and owner in added and index.isdigit():
+                added[owner].append((int(index), tasks.pop(name)))
+        merged: dict[str, Any] = {}
+        for name, t in tasks.items():
+            merged[name] = t
+            for _, element in sorted(added.pop(name, ()), key=lambda e: e[0]):
+                merged[element.name] = element
+        for rest in added.values():  # a task without a row of its own (should not be)
+            for _, element in sorted(rest, key=lambda e: e[0]):
+                merged[element.name] = element
+        return merged, spans
 
     def durations(self, flow: str | None) -> dict[str, float]:
         """Median duration of each task over the latest runs of ``flow`` (``HISTORY_RUNS``)
@@ -872,6 +1046,11 @@ class Store:
             return Pruned([], 0, 0, still_running)
         rows = self._read("SELECT run_id, result FROM task_runs WHERE result IS NOT NULL")
         used = {result for run_id, result in rows if run_id not in gone}
+        for run_id, names in self._read(
+            "SELECT run_id, files FROM elements WHERE files IS NOT NULL"
+        ):
+            if run_id not in gone:
+                used.update(json.loads(names))
         used.update(r[0] for r in self._read("SELECT result FROM cache"))
         kept = {r[0] for r in runs} - gone
         files = freed = 0
@@ -896,7 +1075,7 @@ class Store:
             "NULL) AND name NOT IN (SELECT result FROM cache WHERE result IS NOT NULL)"
         )
         with self._transaction() as db:
-            for table in ("task_runs", "attempts", "waits", "runs"):
+            for table in ("task_runs", "elements", "attempts", "waits", "runs"):
                 db.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
             count, size = db.execute(f"SELECT COUNT(*), SUM(LENGTH(data)) {orphans}").fetchone()
             db.execute(f"DELETE {orphans}")
