@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) bench/overhead.py
 	$(PY) bench/makespan.py
 	$(PY) bench/store_cost.py
+	$(PY) bench/fanout.py
 	$(PY) bench/workflows.py
 	$(PY) bench/plan.py
 	$(PY) bench/backends.py
