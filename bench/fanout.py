@@ -33,8 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import layerflow as lf  # noqa: E402
 from graphs import random_dag, to_flow  # noqa: E402
+
+import layerflow as lf  # noqa: E402
 
 
 def _median_wall(run, repeat: int) -> float:
