@@ -246,7 +246,31 @@ class Transitions:
             self._task_event("task_skipped", i, reason=skip.reason)
         self._finalize(i)
         if i < self.n:
-            self._skip_downstream(i, "was skipped")
+            self._skip_consumers(i)
+
+    def _skip_consumers(self, i: int) -> None:
+        """Task ``i`` skipped itself, which is no failure: what needs its value is skipped,
+        and so on down the values; a task only ordered after one of them (``after``, a YAML
+        pipeline's ``order: sequence``) starts as it would after a success."""
+        status, waiting, args = self.status, self.waiting, self.graph.args
+        stack = [i]
+        while stack:
+            j = stack.pop()
+            for s in self.succs[j]:
+                if status[s] != _PENDING:
+                    continue
+                if any(src == j for _, src in args[s]):
+                    status[s] = _SKIPPED
+                    if self.emit:
+                        self._task_event(
+                            "task_skipped", s, reason=f"upstream {self.names[j]!r} was skipped"
+                        )
+                    self._finalize(s)
+                    stack.append(s)
+                else:
+                    waiting[s] -= 1
+                    if not waiting[s]:
+                        self._make_ready(s)
 
     def _skip_downstream(self, i: int, why: str = "did not succeed") -> None:
         """Continue-on-failure (or a skip): everything that needs ``i`` will never run."""
