@@ -351,7 +351,7 @@ def test_max_workers_bounds_the_elements_that_run_at_once(tmp_path):
     run = flow.run()
     assert run.ok and run["each"] == [0, 1, 2, 3, 4, 5]
     assert sys.modules[mod].peak == 2
-    assert any("foreach:each holds 2" in line for line in flow.plan().binding_limits())
+    assert any("at most 2 of the elements of each" in line for line in flow.plan().binding_limits())
 
 
 # --- when ---------------------------------------------------------------------------------------
@@ -642,6 +642,24 @@ def test_validate_plan_and_graph_show_a_foreach_step_as_one_task(tmp_path):
     out = layerflow("plan", str(path), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "layer 0: each" in out.stdout and "layer 1: total" in out.stdout
-    assert "resource pool foreach:each holds 2" in out.stdout
+    assert "resource pool foreach:each holds 2: at most 2 of the elements of each" in out.stdout
     out = layerflow("graph", str(path), "--format", "mermaid", cwd=tmp_path)
     assert out.returncode == 0 and '["each"]' in out.stdout and "each[" not in out.stdout
+
+
+# --- the plan: a pool that bounds a foreach -------------------------------------------------
+
+
+def test_a_pool_that_bounds_a_map_speaks_of_its_elements():
+    flow = lf.Flow("pool")
+
+    def items() -> list[int]:
+        return [1, 2, 3]
+
+    def each(items: int) -> int:
+        return items
+
+    flow.add(items)
+    flow.add(each, map="items", resources={"db": 1})
+    lines = flow.plan().binding_limits(resources={"db": 2})
+    assert lines == ["resource pool db holds 2: at most 2 of the elements of each at once"]
