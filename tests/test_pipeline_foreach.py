@@ -456,6 +456,8 @@ def test_when_false_exits_0_on_the_command_line(tmp_path):
     out = layerflow("run", str(path), "--no-store", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "Skipped: upload (step 'upload': when '{{inputs.publish}}' is 'False')" in out.stdout
+    assert "Skipped (lf.Skip or a false when:): upload" in out.stdout
+    assert "Skipped (what they need did not run): notify" in out.stdout
     out = layerflow(
         "run", str(path), "--no-store", "--json", "-q", "--set", "publish=true", cwd=tmp_path
     )

@@ -1,7 +1,12 @@
 """A skip (``lf.Skip``, a YAML ``when:`` that is false) is no failure: what is only ordered
-after a skipped task still runs."""
+after a skipped task still runs, and the command line does not say that something failed."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +49,38 @@ def test_a_task_only_ordered_after_a_skipped_one_still_runs(mode):
     # a failure still ends what is ordered after it
     failed = broken.run(mode=mode, fail_fast=False)
     assert failed.tasks["later"].status == "skipped"
+
+
+def layerflow(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "layerflow", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_the_summary_tells_a_skip_from_a_failure(tmp_path):
+    (tmp_path / "skipping.py").write_text(
+        textwrap.dedent(
+            """
+            import layerflow as lf
+
+            flow = lf.Flow("skipping")
+
+            @flow.task
+            def check():
+                raise lf.Skip("nothing new")
+
+            @flow.task
+            def use(check):
+                return check
+            """
+        )
+    )
+    out = layerflow("run", "skipping.py:flow", "--no-store", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "Skipped (lf.Skip or a false when:): check" in out.stdout
+    assert "Skipped (what they need did not run): use" in out.stdout
+    assert "what they need failed" not in out.stdout

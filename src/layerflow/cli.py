@@ -27,6 +27,7 @@ from .errors import (
     LayerflowError,
     ResultNotStored,
     RunInterrupted,
+    Skip,
     TaskFailed,
     closest,
     safe_str,
@@ -521,9 +522,15 @@ def _print_failures(result: RunResult, verbose: bool, err: bool = False) -> None
         click.echo(f"\n{t.name} failed:", err=err)
         text = format_failure(t.error, last=None if verbose else 3) if t.error else "failed"
         click.echo(textwrap.indent(text, "  "), err=err)
+    # a task that skipped itself (lf.Skip, a YAML when: that is false) is no failure's
+    skipped = [t for t in result.tasks.values() if t.status == "skipped"]
+    said = [t.name for t in skipped if isinstance(t.error, Skip)]
+    rest = [t.name for t in skipped if not isinstance(t.error, Skip)]
+    cause = "what they need failed" if failed and not said else "what they need did not run"
     for status, why, names in (
         ("Not stored either", "the store failed, see above", either),
-        ("Skipped", "what they need failed", _named(result, "skipped")),
+        ("Skipped", "lf.Skip or a false when:", said),
+        ("Skipped", cause, rest),
         ("Cancelled", "the run stopped", _named(result, "cancelled")),
     ):
         if names:
