@@ -20,6 +20,9 @@ import pytest
 
 import layerflow as lf
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 
@@ -647,6 +650,23 @@ def test_validate_plan_and_graph_show_a_foreach_step_as_one_task(tmp_path):
     assert "resource pool foreach:each holds 2: at most 2 of the elements of each" in out.stdout
     out = layerflow("graph", str(path), "--format", "mermaid", cwd=tmp_path)
     assert out.returncode == 0 and '["each"]' in out.stdout and "each[" not in out.stdout
+
+
+def test_the_batch_example_runs_and_publishes_only_when_asked(tmp_path):
+    out = layerflow("run", str(EXAMPLES / "batch.yaml"), "--no-store", "--json", "-q", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    tasks = json.loads(out.stdout)["tasks"]
+    assert tasks["chunk"]["output"] == [4950, 14950, 24950, 34950]
+    assert tasks["total"]["output"] == "79800"
+    assert tasks["upload"]["status"] == "skipped"
+    out = layerflow(
+        "run",
+        str(EXAMPLES / "batch.yaml"),
+        *("--no-store", "--json", "-q", "--set", "chunks=[1]", "--set", "publish=true"),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["tasks"]["upload"]["output"] == "uploading the total 14950"
 
 
 # --- the plan: a pool that bounds a foreach -------------------------------------------------
