@@ -30,12 +30,13 @@ ODD_VALUES: list[Any] = [
     [], {}, [1, 2], {"a": 1}, [[[]]], {"x": {"y": {"z": []}}}, "{{steps.nope.output}}",
     "{{inputs.nope}}", "{{ input }}", "{{weird}}", "'", "a:b", "module:", ":fn",
     "parallel_group", "sh -c 'echo {{input}}'", "\t", "é", "\u202e", "1e400",
+    "{{item}}", "{{index}}", "{{steps.chunk.output}}", "{{inputs.chunks}}", ["{{item}}"],
 ]  # fmt: skip
 KEYS = [
     "name", "run", "uses", "type", "steps", "params", "input_from", "needs", "retries",
     "timeout", "retry_delay", "priority", "resources", "rate_limit", "cache", "shell", "env",
     "cwd", "enabled", "settings", "inputs", "plugins", "max_workers", "fail_fast", "budget",
-    "rate_limits", "order", "mode", "parallel", "<<", "description",
+    "rate_limits", "order", "mode", "parallel", "<<", "description", "foreach", "when",
 ]  # fmt: skip
 CHARS = list(":-[]{}&*!|>#'\"\t\n ,?%@`\\") + ["{{", "}}", "\x00", "\ufeff", "&a ", "*a", "!!int "]
 

@@ -96,22 +96,34 @@ _INT = re.compile(r"-?(0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+([eE][-+]?[0-9]+)?")
 
 
+def _scalar(raw: str) -> Any:
+    if _INT.fullmatch(raw):
+        return int(raw)
+    if _FLOAT.fullmatch(raw):
+        return float(raw)
+    if raw in ("true", "false"):
+        return raw == "true"
+    return raw
+
+
 def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
     """``NAME=VALUE``: plain integers and decimals become numbers, ``true``/``false``
-    booleans; everything else (``01234``, ``yes``, ``12:30``) stays text, as typed."""
+    booleans; everything else (``01234``, ``yes``, ``12:30``) stays text, as typed.
+    ``[a, b, 3]`` is a list (what a YAML ``foreach`` iterates over): its elements split at
+    commas and read the same way; JSON such as ``["a,b", 1]`` is read as JSON."""
     out: dict[str, Any] = {}
     for item in values:
         name, eq, raw = item.partition("=")
         if not eq or not name:
             raise _Usage(f"--set takes NAME=VALUE, got {item!r}")
-        if _INT.fullmatch(raw):
-            out[name] = int(raw)
-        elif _FLOAT.fullmatch(raw):
-            out[name] = float(raw)
-        elif raw in ("true", "false"):
-            out[name] = raw == "true"
+        if raw.startswith("[") and raw.endswith("]"):
+            try:
+                out[name] = json.loads(raw)
+            except ValueError:
+                inner = raw[1:-1].strip()
+                out[name] = [_scalar(x.strip()) for x in inner.split(",")] if inner else []
         else:
-            out[name] = raw
+            out[name] = _scalar(raw)
     return out
 
 
@@ -516,12 +528,13 @@ def _print_failures(result: RunResult, verbose: bool, err: bool = False) -> None
         click.echo(f"\n{t.name} failed:", err=err)
         text = format_failure(t.error, last=None if verbose else 3) if t.error else "failed"
         click.echo(textwrap.indent(text, "  "), err=err)
+    # a task that skipped itself (lf.Skip, a YAML when: that is false) is no failure's
     skipped = [t for t in result.tasks.values() if t.status == "skipped"]
     chose = _skip_reasons([t for t in skipped if isinstance(t.error, Skip)])
     for status, why, names in (
         ("Not stored either", "the store failed, see above", either),
         ("Skipped", "what they need failed", [t.name for t in skipped if t.error is None]),
-        ("Skipped", "lf.Skip", chose),
+        ("Skipped", "lf.Skip or a false when:", chose),
         ("Cancelled", "the run stopped", _named(result, "cancelled")),
     ):
         if names:

@@ -22,9 +22,20 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import Cancelled, CommandFailed, TaskTimeout
+from .errors import Cancelled, CommandFailed, Skip, TaskTimeout
 
-__all__ = ["TEMPLATE", "render", "script_templates", "stop_commands", "template_values"]
+__all__ = [
+    "INDEX",
+    "ITEM",
+    "TEMPLATE",
+    "check_when",
+    "render",
+    "render_all",
+    "script_templates",
+    "step_values",
+    "stop_commands",
+    "template_values",
+]
 
 TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 
@@ -104,19 +115,65 @@ def render(text: str, values: Mapping[str, Any], quote: Callable[[str], str] = s
     return TEMPLATE.sub(sub, text)
 
 
-def template_values(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The values templates may name, from a step function's keyword arguments."""
+#: the keyword arguments of a ``foreach`` step's element: its element and its index
+ITEM, INDEX = "__item__", "__index__"
+
+_FALSE = frozenset(("", "false", "0", "no", "off", "none", "null"))
+
+
+def template_values(kwargs: Mapping[str, Any], item: str = ITEM) -> dict[str, Any]:
+    """The values templates may name, from a step function's keyword arguments; ``item``:
+    the argument that holds a ``foreach`` element (a flow input's name, when it iterates
+    over that input)."""
     values: dict[str, Any] = {}
     for key, value in kwargs.items():
         if key == "__input__":
             values["input"] = value
         elif key.startswith("__step__"):
             values[f"steps.{key[8:]}.output"] = value
-        else:
+        elif key == INDEX:
+            values["index"] = value
+        elif key != ITEM:
             values[f"inputs.{key}"] = value
             if key == "input" and "input" not in values:
                 values["input"] = value
+    if item in kwargs:
+        values["item"] = kwargs[item]
     return values
+
+
+def render_all(value: Any, values: Mapping[str, Any]) -> Any:
+    """``value`` with every text in it rendered; a text that is only ``{{item}}`` or
+    ``{{index}}`` is that value itself, not its text (a foreach element may be a number, a
+    mapping, a list)."""
+    if isinstance(value, str):
+        whole = TEMPLATE.fullmatch(value)
+        if whole is not None and whole.group(1) in ("item", "index"):
+            return values[whole.group(1)]
+        return render(value, values)
+    if isinstance(value, dict):
+        return {k: render_all(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_all(v, values) for v in value]
+    return value
+
+
+def step_values(kwargs: Mapping[str, Any], item: str, literal: bool) -> dict[str, Any]:
+    """``template_values`` for a step; an element of a literal ``foreach`` list has its own
+    templates (``{{inputs.NAME}}``, ...) rendered first."""
+    values = template_values(kwargs, item)
+    if literal and "item" in values:
+        values["item"] = render_all(values["item"], values)
+    return values
+
+
+def check_when(step: str, when: Any, values: Mapping[str, Any]) -> None:
+    """Raise ``Skip`` unless ``when``, rendered, is true: anything but empty, ``false``,
+    ``0``, ``no``, ``off``, ``none`` or ``null`` (any case, blanks around ignored)."""
+    text = render(when, values) if isinstance(when, str) else str(when)
+    if text.strip().lower() in _FALSE:
+        shown = f"{when!r} is {text!r}" if text != when else repr(when)
+        raise Skip(f"step {step!r}: when {shown}")
 
 
 _PROCESSES: dict[subprocess.Popen[bytes], object] = {}  # running command -> its pipeline
@@ -189,6 +246,9 @@ class _Command:
         self.timeout = d.get("timeout")
         self.argv_t = None if self.shell else shlex.split(self.template)
         self.base = base
+        self.when = d.get("when")  # None: always runs
+        self.item = ITEM  # the argument that holds a foreach element (the loader sets it)
+        self.literal = isinstance(d.get("foreach"), list)
         self._local(owner)
 
     def _local(self, owner: object) -> None:
@@ -206,19 +266,21 @@ class _Command:
         self._local(None)
 
     def __call__(self, **kwargs: Any) -> str:
+        values = step_values(kwargs, self.item, self.literal)
+        if self.when is not None:  # before anything is rendered: a skip needs no cwd
+            check_when(self.name, self.when, values)
         with _PROCESSES_LOCK:
             self.active += 1
         try:
-            return self._attempt(kwargs)
+            return self._attempt(values)
         finally:
             with _PROCESSES_LOCK:
                 self.active -= 1
                 if not self.active:  # a stop is for the attempts it found: not the next run
                     self.stopped.clear()
 
-    def _attempt(self, kwargs: dict[str, Any]) -> str:
+    def _attempt(self, values: dict[str, Any]) -> str:
         name, timeout = self.name, self.timeout
-        values = template_values(kwargs)
         if self.shell:
             argv = _shell_argv(self.template, values)
         else:

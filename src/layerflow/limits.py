@@ -199,9 +199,15 @@ def binding_limits(
         users = [t for t in graph.tasks if name in t.resources]
         if users:
             most = int(capacity // min(t.resources[name] for t in users))
+            mapped = [t.name for t in users if t.map is not None]  # each element holds units
+            if mapped and len(mapped) == len(users):
+                what = f"the elements of {', '.join(mapped)}"
+            elif mapped:
+                what = f"its {len(users)} tasks (each element of {', '.join(mapped)} counting)"
+            else:
+                what = f"its {len(users)} tasks"
             lines.append(
-                f"resource pool {name} holds {capacity:g}: at most {most} of its "
-                f"{len(users)} tasks at once"
+                f"resource pool {name} holds {capacity:g}: at most {most} of {what} at once"
             )
     return lines
 

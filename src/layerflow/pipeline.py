@@ -13,6 +13,12 @@ and builds an ordinary :class:`Flow`: one engine, not two. Step kinds:
   of ``params``, and every other key of the step that it names.
 - ``type: parallel_group`` with ``steps:``, and its own ``max_workers``, ``fail_fast``
   and ``timeout`` (for the whole group).
+
+Any step may carry ``foreach:`` (a step's list, a list input or a literal list): it becomes
+one task with ``map=`` (over the step, the input, or the list in a private param), its
+element in ``{{item}}`` and its index in ``{{index}}`` (``Task.element_index``); its
+``max_workers`` is a resource pool of its own, one unit per element, as a group's is. ``when:``
+is rendered by the step's function at run time, which raises ``lf.Skip`` when it is false.
 """
 
 from __future__ import annotations
@@ -32,7 +38,17 @@ from pathlib import Path
 from typing import Any
 
 from .adaptive import Adaptive
-from .commands import TEMPLATE, _Command, render, script_templates, stop_commands, template_values
+from .commands import (
+    INDEX,
+    ITEM,
+    TEMPLATE,
+    _Command,
+    check_when,
+    render_all,
+    script_templates,
+    step_values,
+    stop_commands,
+)
 from .errors import (
     CommandFailed,  # noqa: F401 (re-exported)
     GroupTimeout,  # noqa: F401 (re-exported)
@@ -118,6 +134,9 @@ COMMON_KEYS = (
     "resources",
     "rate_limit",
     "cache",
+    "foreach",
+    "when",
+    "max_workers",  # of a foreach step's elements
 )
 RUN_KEYS = (*COMMON_KEYS, "run", "shell", "env", "cwd")
 GROUP_KEYS = (
@@ -130,7 +149,7 @@ GROUP_KEYS = (
     "fail_fast",
     "timeout",
 )
-_REF = re.compile(r"^(input|inputs\.([A-Za-z_]\w*)|steps\.([^.\s]+)\.output)$")
+_REF = re.compile(r"^(input|inputs\.([A-Za-z_]\w*)|steps\.([^.\s]+)\.output|(item|index))$")
 
 
 def _seconds(v: Any) -> bool:
@@ -174,6 +193,10 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a rate limit's name or a mapping of names to costs",
     ),
     "order": (lambda v: v in ("sequence", "dataflow"), "sequence or dataflow"),
+    "when": (
+        lambda v: isinstance(v, str | bool),
+        "a template such as '{{inputs.NAME}}', or true or false",
+    ),
     "rate_limits": (
         lambda v: isinstance(v, dict),
         "a mapping of limit names to rates like '80/min' or {adaptive: {max: 64}}",
@@ -194,6 +217,9 @@ class _Step:
     refs: set[str] = field(default_factory=set)  # step names its templates use
     input_refs: set[str] = field(default_factory=set)  # flow inputs its templates use
     uses_input: bool = False  # reads the flow input "input" (no input_from)
+    # foreach: ("step", NAME), ("input", NAME) or ("list", ""); None: not a foreach step
+    foreach: tuple[str, str] | None = None
+    foreach_line: int | None = None
 
 
 class _Loader:
@@ -671,8 +697,19 @@ class _Loader:
                 )
                 d["needs"] = []
         self.fields(d, RUN_KEYS if step.kind == "run" else COMMON_KEYS, at, name)
-        # templates: which steps and inputs they read
+        self.foreach(step, at)
+        if "max_workers" in d and step.foreach is None:
+            self.problem(
+                (*at, "max_workers"),
+                "max_workers bounds how many elements of a foreach step run at once, and this "
+                "step has no foreach:",
+                name,
+            )
+        source = step.foreach or ("", "")
+        # templates: which steps and inputs they read (a foreach template: its source)
         skip = ("name", "description", "needs", "input_from", "__group__", "uses", "type")
+        if isinstance(d.get("foreach"), str):
+            skip = (*skip, "foreach")
         for where, text in _strings_at({k: v for k, v in d.items() if k not in skip}, at):
             for m in TEMPLATE.finditer(text):
                 ref = m.group(1)
@@ -681,10 +718,26 @@ class _Loader:
                     self.problem(
                         where,
                         f"unknown template {{{{{ref}}}}}: use {{{{input}}}}, {{{{inputs.NAME}}}} "
-                        f"or {{{{steps.NAME.output}}}}",
+                        f"or {{{{steps.NAME.output}}}} (and in a foreach step {{{{item}}}} and "
+                        f"{{{{index}}}})",
                         name,
                     )
-                elif parsed.group(2):
+                    continue
+                if parsed.group(4):
+                    self.element_template(step, ref, where, at)
+                    continue
+                # the list the step iterates over: each call gets one element of it
+                read = parsed.group(2) or ("input" if ref == "input" else None)
+                if source == ("step", parsed.group(3)) or (
+                    source == ("input", read) and (parsed.group(2) or "input_from" not in d)
+                ):
+                    self.problem(
+                        where,
+                        f"{{{{{ref}}}}} is one element of the list this step iterates over, "
+                        f"not the list: use {{{{item}}}}",
+                        name,
+                    )
+                if parsed.group(2):
                     step.input_refs.add(parsed.group(2))
                     self.input_lines.setdefault(parsed.group(2), (name, self.line_at(where)))
                 elif parsed.group(3):
@@ -692,6 +745,49 @@ class _Loader:
                 elif "input_from" not in d:
                     step.uses_input = True
                     self.input_lines.setdefault("input", (name, self.line_at(where)))
+
+    def foreach(self, step: _Step, at: Path_) -> None:
+        """``foreach:``: a step's list, a list input, or a literal list."""
+        d = step.data
+        if "foreach" not in d:
+            return
+        value = d["foreach"]
+        where = (*at, "foreach")
+        step.foreach_line = self.line_at(where)
+        if isinstance(value, list):
+            step.foreach = ("list", "")
+            return
+        whole = TEMPLATE.fullmatch(value.strip()) if isinstance(value, str) else None
+        parsed = _REF.match(whole.group(1)) if whole is not None else None
+        if parsed is not None and parsed.group(3):
+            step.foreach = ("step", parsed.group(3))
+        elif parsed is not None and parsed.group(2):
+            step.foreach = ("input", parsed.group(2))
+        else:
+            self.problem(
+                where,
+                "foreach must be '{{steps.NAME.output}}' (a step's list), '{{inputs.NAME}}' "
+                f"(a list input) or a list, got {_short(value)}",
+                step.name,
+            )
+            step.foreach = ("bad", "")  # still a foreach step: its {{item}} is no problem
+            del d["foreach"]
+
+    def element_template(self, step: _Step, ref: str, where: Path_, at: Path_) -> None:
+        """``{{item}}`` or ``{{index}}``: only in a foreach step, and not in its list."""
+        if step.foreach is None:
+            self.problem(
+                where,
+                f"{{{{{ref}}}}} is only defined in a foreach step: add foreach: (a step's "
+                f"list, a list input or a list) to this step",
+                step.name,
+            )
+        elif where[len(at)] == "foreach":
+            self.problem(
+                where,
+                f"{{{{{ref}}}}} inside foreach: the list cannot name its own elements",
+                step.name,
+            )
 
     def line_at(self, at: Path_) -> int | None:
         """The line of ``at``, or of the closest enclosing node that has one."""
@@ -722,6 +818,7 @@ class _Loader:
                 self.problems.append(
                     (self.file, s.line, f"step {s.name!r} has the same name as an input")
                 )
+            self.check_foreach(s, by_name, inputs)
             for ref in sorted(s.input_refs & by_name.keys()):
                 self.problems.append(
                     (
@@ -729,6 +826,61 @@ class _Loader:
                         s.line,
                         f"step {s.name!r}: {{{{inputs.{ref}}}}} names a step, not an input; "
                         f"use {{{{steps.{ref}.output}}}} for its output",
+                    )
+                )
+
+    def check_foreach(
+        self, s: _Step, by_name: Mapping[str, _Step], inputs: Mapping[str, Any]
+    ) -> None:
+        """What a foreach iterates over exists and can be a list."""
+        kind, ref = s.foreach or ("", "")
+        line = s.foreach_line or s.line
+        if kind == "step":
+            source = by_name.get(ref)
+            if source is None and ref not in self.dropped:
+                hint = closest(ref, list(by_name))
+                tip = f" Did you mean {hint!r}?" if hint else ""
+                self.problems.append(
+                    (self.file, line, f"step {s.name!r}: foreach over no step named {ref!r}.{tip}")
+                )
+            elif source is not None and source.kind == "run" and source.foreach is None:
+                self.problems.append(
+                    (
+                        self.file,
+                        line,
+                        f"step {s.name!r}: foreach over {ref!r}, a run: step, whose output is "
+                        f"one text, not a list: iterate over a uses: or type: step that "
+                        f"returns a list, a foreach step, a list input or a literal list",
+                    )
+                )
+        elif kind == "input":
+            if ref in by_name:
+                self.problems.append(
+                    (
+                        self.file,
+                        line,
+                        f"step {s.name!r}: foreach over {{{{inputs.{ref}}}}}, which names a "
+                        f"step, not an input; use {{{{steps.{ref}.output}}}} for its output",
+                    )
+                )
+            elif ref not in inputs:
+                hint = closest(ref, list(inputs))
+                tip = f" Did you mean {hint!r}?" if hint else ""
+                self.problems.append(
+                    (
+                        self.file,
+                        line,
+                        f"step {s.name!r}: foreach over the input {ref!r}, which is not under "
+                        f"inputs:.{tip} Declare it there with a list (its default, or [])",
+                    )
+                )
+            elif inputs[ref] is not None and not isinstance(inputs[ref], list):
+                self.problems.append(
+                    (
+                        self.file,
+                        self.lines.get(("inputs", ref), line),
+                        f"step {s.name!r} iterates over the input {ref!r}, whose default is "
+                        f"{_short(inputs[ref])}, not a list",
                     )
                 )
 
@@ -779,11 +931,18 @@ class _Loader:
             g = s.data.get("__group__") or {}
             if "max_workers" in g:
                 resources[f"group:{s.group}"] = g["max_workers"]
+            if "max_workers" in s.data:  # a foreach step's: each element holds one unit
+                resources[_pool(s.name)] = s.data["max_workers"]
         if resources:
             run_settings["resources"] = resources
         flow.settings = run_settings
         flow.descriptions = {s.name: s.data.get("description") for s in steps}
         flow.step_lines = {s.name: s.line for s in steps}
+        flow.foreach_inputs = {
+            s.foreach[1]: (s.name, s.foreach_line)
+            for s in reversed(steps)  # the first step that iterates over an input names it
+            if s.foreach and s.foreach[0] == "input"
+        }
         return flow
 
     def add_step(
@@ -803,11 +962,27 @@ class _Loader:
         wanted_inputs = set(s.input_refs)
         if s.uses_input:
             wanted_inputs.add("input")
+        # foreach: a map over the step, the input, or the literal list (a private param);
+        # ``item`` is the argument that receives the element
+        each: dict[str, Any] = {}
+        item = ITEM
+        if s.foreach is not None:
+            kind, ref = s.foreach
+            if kind == "step":
+                upstream[ITEM] = ref
+                each["map"] = ref
+            elif kind == "input":
+                wanted_inputs.add(ref)
+                each["map"] = item = ref
+            else:
+                each["params"] = {ITEM: list(d["foreach"])}
+                each["map"] = ITEM
         base = Path(self.path).parent
         if s.kind == "run":
             fn = _Command(s.name, d, base, flow)
+            fn.item = item
         else:
-            fn = _call(s.name, s.fn, d)  # type: ignore[arg-type]
+            fn = _call(s.name, s.fn, d, item)  # type: ignore[arg-type]
             if not d.get("input_from") and _wants_input(s.fn):  # type: ignore[arg-type]
                 wanted_inputs.add("input")
         fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -818,6 +993,7 @@ class _Loader:
             "inputs": upstream,
             "after": [*after, *d.get("needs", [])],
             "description": d.get("description"),
+            **each,
         }
         for key in ("retries", "retry_delay", "timeout", "priority", "resources", "cache"):
             if key in d:
@@ -834,6 +1010,8 @@ class _Loader:
             options["group"] = self._task_group(s.group, group)
         if group is not None and "max_workers" in group:
             options["resources"] = {**options.get("resources", {}), f"group:{s.group}": 1}
+        if "max_workers" in d:  # a pool of its own, like a parallel_group's
+            options["resources"] = {**options.get("resources", {}), _pool(s.name): 1}
         try:
             task = flow.add(fn, name=s.name, **options)
         except LayerflowError as e:
@@ -847,6 +1025,13 @@ class _Loader:
                 source = inspect.getsource(s.fn)
         task.fingerprint = repr(sorted((k, repr(v)) for k, v in d.items())) + source
         task.cancel = getattr(fn, "cancel", None)
+        if s.foreach is not None:
+            task.element_index = INDEX
+
+
+def _pool(step: str) -> str:
+    """The resource pool that bounds a foreach step's elements (its ``max_workers``)."""
+    return f"foreach:{step}"
 
 
 def _strings_at(value: Any, at: Path_) -> list[tuple[Path_, str]]:
@@ -880,26 +1065,23 @@ def _wants_input(fn: Callable[..., Any]) -> bool:
     return p is not None and p.default is inspect.Parameter.empty
 
 
-def _render_all(value: Any, values: Mapping[str, Any]) -> Any:
-    if isinstance(value, str):
-        return render(value, values)
-    if isinstance(value, dict):
-        return {k: _render_all(v, values) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_render_all(v, values) for v in value]
-    return value
-
-
-def _call(name: str, fn: Callable[..., Any], d: dict[str, Any]) -> Callable[..., Any]:
-    """A ``uses:``/``type:`` step: the function, with input, params and its own keys."""
+def _call(
+    name: str, fn: Callable[..., Any], d: dict[str, Any], item: str = ITEM
+) -> Callable[..., Any]:
+    """A ``uses:``/``type:`` step: the function, with input, params and its own keys
+    (``item``: the argument that holds a foreach element)."""
     extra = {k: v for k, v in d.items() if k not in COMMON_KEYS and k not in ("uses", "type")}
     extra.pop("__group__", None)
     params = d.get("params") or {}
     accepted = set(_Loader.signature_keys(fn))
+    when = d.get("when")
+    literal = isinstance(d.get("foreach"), list)
 
     def step(**kwargs: Any) -> Any:
-        values = template_values(kwargs)
-        call = {k: _render_all(v, values) for k, v in {**extra, **params}.items()}
+        values = step_values(kwargs, item, literal)
+        if when is not None:
+            check_when(name, when, values)
+        call = {k: render_all(v, values) for k, v in {**extra, **params}.items()}
         if "input" in values and "input" in accepted:
             call.setdefault("input", values["input"])
         return fn(**call)
@@ -962,6 +1144,8 @@ class Pipeline(Flow):
         #: flow input -> (the first step whose templates use it, its line in ``path``)
         self.input_lines: dict[str, tuple[str, int | None]] = {}
         self.step_lines: dict[str, int | None] = {}
+        #: flow input -> (the first foreach step that iterates over it, its line)
+        self.foreach_inputs: dict[str, tuple[str, int | None]] = {}
 
     def run_options(self, **options: Any) -> dict[str, Any]:
         """The file's settings, the environment, then ``options``, in rising precedence."""
@@ -1016,6 +1200,26 @@ class Pipeline(Flow):
                 )
             raise PipelineError(out) from None
 
+    def _lists(self, inputs: Mapping[str, Any]) -> None:
+        """Every input a foreach iterates over is a list, or a ``PipelineError`` with the
+        line of the step that iterates over it (before anything runs)."""
+        out = []
+        for name, (step, line) in self.foreach_inputs.items():
+            value = inputs.get(name)
+            if isinstance(value, list | tuple):
+                continue
+            out.append(
+                (
+                    str(self.path or self.name),
+                    line,
+                    f"step {step!r} iterates over the input {name!r}, which is "
+                    f"{_short(value)}, not a list: give a list, e.g. --set {name}=[a,b] "
+                    f"(from Python: run({{{name!r}: [...]}}))",
+                )
+            )
+        if out:
+            raise PipelineError(out)
+
     def _unused(self, given: Iterable[str], graph: Any) -> list[tuple[str, int | None, str]]:
         """A problem for each name in ``given`` (``--set``) that no step of ``graph`` uses,
         with the closest input name."""
@@ -1041,6 +1245,7 @@ class Pipeline(Flow):
         try:
             with on_import_path(self.import_paths), self._located():
                 merged = {**self.inputs, **(inputs or {})}
+                self._lists(merged)
                 return super().run(merged, **self.run_options(**options))
         finally:
             stop_commands(self)  # only this pipeline's: others may be running too
@@ -1050,6 +1255,7 @@ class Pipeline(Flow):
         try:
             with on_import_path(self.import_paths), self._located():
                 merged = {**self.inputs, **(inputs or {})}
+                self._lists(merged)
                 return await super().run_async(merged, **self.run_options(**options))
         finally:
             stop_commands(self)
@@ -1066,7 +1272,9 @@ class Pipeline(Flow):
         plan = None
         try:
             with self._located():
-                plan = super().plan({**self.inputs, **(inputs or {})}, **options)
+                merged = {**self.inputs, **(inputs or {})}
+                plan = super().plan(merged, **options)
+                self._lists(merged)
         except PipelineError as e:
             if not given:
                 raise

@@ -246,23 +246,48 @@ class Transitions:
             self._task_event("task_skipped", i, reason=skip.reason, error=skip)
         self._finalize(i)
         if i < self.n:
-            self._skip_downstream(i, skipped=True)
+            self._skip_consumers(i)
 
-    def _skip_downstream(self, i: int, *, skipped: bool = False) -> None:
-        """Continue-on-failure: everything that needs ``i`` will never run. After a skip
-        (``skipped``), each of them is skipped too, with an ``lf.Skip`` saying why."""
+    def _skip_consumers(self, i: int) -> None:
+        """Task ``i`` skipped itself, which is no failure: what needs its value is skipped
+        (with an ``lf.Skip`` saying why), and so on down the values; a task only ordered
+        after one of them (``after``, a YAML pipeline's ``order: sequence``) starts as it
+        would after a success."""
+        status, waiting, args = self.status, self.waiting, self.graph.args
+        stack = [i]
+        while stack:
+            j = stack.pop()
+            for s in self.succs[j]:
+                if status[s] != _PENDING:
+                    continue
+                if any(src == j for _, src in args[s]):
+                    status[s] = _SKIPPED
+                    reason = f"upstream {self.names[j]!r} was skipped"
+                    skip = self.errors[s] = Skip(reason)
+                    if self.emit:
+                        self._task_event("task_skipped", s, reason=reason, error=skip)
+                    self._finalize(s)
+                    stack.append(s)
+                else:
+                    waiting[s] -= 1
+                    if not waiting[s]:
+                        self._make_ready(s)
+                    elif self.stream_from and self.streamable[s]:
+                        self._try_stream(s)
+
+    def _skip_downstream(self, i: int) -> None:
+        """Continue-on-failure: everything that needs ``i`` will never run."""
         status = self.status
-        why = "was skipped" if skipped else "did not succeed"
         stack = [i]
         while stack:
             j = stack.pop()
             for s in self.succs[j]:
                 if status[s] == _PENDING:
                     status[s] = _SKIPPED
-                    reason = f"upstream {self.names[j]!r} {why}"
-                    skip = self.errors[s] = Skip(reason) if skipped else None
                     if self.emit:
-                        self._task_event("task_skipped", s, reason=reason, error=skip)
+                        self._task_event(
+                            "task_skipped", s, reason=f"upstream {self.names[j]!r} did not succeed"
+                        )
                     self._finalize(s)
                     stack.append(s)
 
