@@ -125,19 +125,30 @@ def flow_key(graph: Graph) -> str:
 def task_keys(graph: Graph, inputs: Mapping[str, Any]) -> list[str]:
     """A key per task that changes when its code, params or flow inputs change, or when
     any task it depends on changes (so a change re-runs everything downstream)."""
-    keys = [""] * len(graph)
+    n = len(graph)
+    keys = [""] * n
+    raw = [b""] * n  # the same keys as bytes, for the tasks downstream
     nothing = _digest([]).encode()  # no params, no flow inputs: most tasks, hashed once
+    prints: dict[Any, bytes] = {}  # one fingerprint per function, however many tasks use it
+    sha256 = hashlib.sha256
+    tasks, deps, input_args = graph.tasks, graph.deps, graph.input_args
     for i in graph.order:
-        t = graph.tasks[i]
-        h = hashlib.sha256()
-        h.update(t.name.encode())
-        h.update(_fingerprint(t).encode())
-        h.update(_digest(sorted(t.params.items())).encode() if t.params else nothing)
-        given = [(p, inputs.get(name)) for p, name in graph.input_args[i]]
-        h.update(_digest(given).encode() if given else nothing)
-        for j in graph.deps[i]:
-            h.update(keys[j].encode())
-        keys[i] = h.hexdigest()
+        t = tasks[i]
+        which = t.fingerprint if t.fingerprint is not None else id(t.fn)
+        code = prints.get(which)
+        if code is None:
+            code = prints[which] = _fingerprint(t).encode()
+        given = [(p, inputs.get(name)) for p, name in input_args[i]]
+        parts = [
+            t.name.encode(),
+            code,
+            _digest(sorted(t.params.items())).encode() if t.params else nothing,
+            _digest(given).encode() if given else nothing,
+        ]
+        parts.extend(raw[j] for j in deps[i])
+        key = sha256(b"".join(parts)).hexdigest()  # as hashing the parts one by one
+        keys[i] = key
+        raw[i] = key.encode()
     return keys
 
 
@@ -342,11 +353,14 @@ class Recorder:
         # a map's elements that succeeded at once need no row: their packed result says
         # when they ran (``Store.load_run`` reads them from there); 100,000 rows are seconds
         plain: set[str] = set()
+        once: set[str] = set()  # tasks that succeeded at their first attempt
         for name, t in result.tasks.items():
             i = index.get(name, -1)
-            if i < 0 and t.status == "succeeded" and t.attempts == 1 and not t.metrics:
-                plain.add(name)
-                continue
+            if t.status == "succeeded" and t.attempts == 1:
+                if i < 0 and not t.metrics:
+                    plain.add(name)
+                    continue
+                once.add(name)
             rows.append(
                 (
                     name,
@@ -371,7 +385,14 @@ class Recorder:
                 self.run_id,
                 result.status,
                 rows,
-                attempts=(a[:6] for a in result.attempts if a[0] not in plain),
+                # an attempt that is the whole story of its task (its first, succeeded)
+                # needs no row: Store.load_run makes it from the task's own row
+                attempts=(
+                    a[:6]
+                    for a in result.attempts
+                    if a[0] not in plain
+                    and not (a[1] == 1 and a[4] == "succeeded" and a[0] in once)
+                ),
                 waits=(w[:5] for w in result.waits),
                 critical_path=result.critical_path,
                 started_at=result.started_at,

@@ -896,13 +896,15 @@ class Store:
             "WHERE run_id = ? ORDER BY started_at, finished_at",
             (run_id,),
         )
-        if not spans:  # an earlier version's run: one span per task that ran
-            spans = [
-                (t.name, t.attempts or 1, t.started_at, t.finished_at, t.status, None)
-                for t in tasks.values()
-                if t.started_at is not None and t.finished_at is not None
-            ]
-            spans.sort(key=lambda s: (s[2], s[3]))
+        # a task that succeeded at its first attempt has no attempt row (nor had any task
+        # of an earlier version's run): its one span is its own start and end
+        spanned = {span[0] for span in spans}
+        spans.extend(
+            (t.name, t.attempts or 1, t.started_at, t.finished_at, t.status, None)
+            for t in tasks.values()
+            if t.started_at is not None and t.finished_at is not None and t.name not in spanned
+        )
+        spans.sort(key=lambda s: (s[2], s[3]))
         held = self._read(
             "SELECT name, kind, reason, started_at, finished_at FROM waits WHERE run_id = ? "
             "ORDER BY started_at, finished_at",
