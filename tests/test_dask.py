@@ -532,3 +532,14 @@ def test_a_bad_option_starts_no_cluster():
     with pytest.raises(lf.InvalidOptionError, match="rate limit looks like"):
         flow.run(backend="dask", rate_limits={"api": "lots"})
     assert submitters() <= before  # no cluster was started for it
+
+
+def test_a_map_over_a_map_streams_and_zips_on_dask(dask_client):
+    flow = lf.Flow("dask-chain")
+    flow.add(lambda: [1, 2, 3, 4], name="items")
+    flow.add(lambda items: items * 10, name="tens", map="items")
+    flow.add(lambda tens: tens + 1, name="plus", map="tens")
+    flow.add(lambda plus, items: plus * items, name="both", map=["plus", "items"])
+    run = flow.run(backend="dask", client=dask_client)
+    assert run["plus"] == [11, 21, 31, 41]
+    assert run["both"] == [11, 42, 93, 164]
