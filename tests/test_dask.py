@@ -543,3 +543,17 @@ def test_a_map_over_a_map_streams_and_zips_on_dask(dask_client):
     run = flow.run(backend="dask", client=dask_client)
     assert run["plus"] == [11, 21, 31, 41]
     assert run["both"] == [11, 42, 93, 164]
+
+
+def _skip_two(items):
+    if items == 2:
+        raise lf.Skip("two")
+    return items * 10
+
+
+def test_a_map_with_a_skipped_element_leaves_it_out_on_dask(dask_client):
+    flow = lf.Flow("dask-skip")
+    flow.add(lambda: [1, 2, 3, 4], name="items")
+    flow.add(_skip_two, name="tens", map="items")
+    run = flow.run(backend="dask", client=dask_client)
+    assert run["tens"] == [10, 30, 40]

@@ -477,3 +477,143 @@ def test_show_folds_a_maps_elements_and_prints_any_stored_element(tmp_path):
     assert "40 elements: 40 succeeded" in out
     assert len(out.splitlines()) < 15
     assert show("--output", "seven[3]").stdout.strip() == "21"
+
+
+# --- regressions found by review (each hung or went wrong before its fix) --------------
+
+
+def _within(flow: lf.Flow, seconds: float = 20, **options):
+    """Run ``flow`` in a thread: a hang fails the test instead of stalling the suite."""
+    out: dict = {}
+
+    def go():
+        try:
+            out["run"] = flow.run(**options)
+        except lf.TaskFailed as e:
+            out["run"] = e.result
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), "the run hung"
+    return out["run"]
+
+
+def test_an_element_given_to_two_parameters_is_waited_for_once():
+    flow = lf.Flow("twice")
+    flow.add(lambda: [1, 2, 3], name="a")
+    flow.add(lambda a: (time.sleep(0.02), a * 10)[1], name="b", map="a")
+    flow.add(lambda x, y: x + y, name="c", map="b", inputs={"x": "b", "y": "b"})
+    assert _within(flow)["c"] == [20, 40, 60]
+
+
+def test_a_map_over_a_resumed_map_gets_its_list(tmp_path):
+    fail = {"on": True}
+
+    def make():
+        flow = lf.Flow("resumed-stream")
+        flow.add(lambda: [1, 2, 3], name="a")
+        flow.add(lambda: 100, name="scale")
+        flow.add(lambda a: a * 10, name="b", map="a")
+
+        def c(b, scale):
+            if fail["on"]:
+                raise ValueError("first run fails")
+            return b * scale
+
+        flow.add(c, name="c", map="b")
+        return flow
+
+    assert _within(make(), store=tmp_path).status == "failed"
+    fail["on"] = False
+    run = _within(make(), store=tmp_path, resume=True)
+    assert run.tasks["b"].status == "reused"
+    assert run["c"] == [1000, 2000, 3000]
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "layered"])
+def test_skipped_elements_keep_their_places_when_resumed(tmp_path, mode):
+    fail = {"on": True}
+    calls: list[int] = []
+
+    def make():
+        flow = lf.Flow("resumed-skips")
+        flow.add(lambda: [1, 2, 3, 4, 5], name="a")
+
+        def c(a):
+            calls.append(a)
+            if a % 2 == 0:
+                raise lf.Skip("even")
+            return a * 10
+
+        def z(a, c):
+            if fail["on"] and a == 5:
+                raise ValueError("first run fails")
+            return (a, c)
+
+        flow.add(c, name="c", map="a")
+        flow.add(z, name="z", map=["a", "c"])
+        return flow
+
+    first = _within(make(), store=tmp_path, fail_fast=False, mode=mode)
+    assert first.status == "failed"
+    fail["on"] = False
+    calls.clear()
+    run = _within(make(), store=tmp_path, resume=True, mode=mode)
+    assert run["z"] == [(1, 10), (3, 30), (5, 50)]
+    assert calls == []  # skipping was their result: not called again
+    assert run.tasks["c[1]"].status == "skipped"
+
+
+def test_a_groups_own_stop_skips_a_map_that_streams_from_it():
+    group = lf.TaskGroup("g", fail_fast=True)
+    flow = lf.Flow("group-stream")
+    flow.add(lambda: list(range(4)), name="a")
+    flow.add(lambda a: a, name="b", map="a", group=group)
+
+    def x():
+        raise ValueError("x fails")
+
+    flow.add(x, name="x", group=group, priority=100, after=["a"])
+    flow.add(lambda b: b * 2, name="c", map="b")
+    flow.add(lambda c: sum(c), name="d")
+    run = _within(flow, fail_fast=False, max_workers=1)
+    assert run.status == "failed"
+    assert run.tasks["d"].status == "skipped"
+
+
+def test_a_layered_stop_that_ends_a_layer_does_not_hang():
+    flow = lf.Flow("layered-stop")
+    flow.add(lambda: [1, 2, 3], name="a", priority=10)
+
+    def x():
+        raise ValueError("boom")
+
+    flow.add(x, name="x", priority=5)
+    flow.add(lambda: 1, name="y")
+    flow.add(lambda a: a, name="t", map="a")
+    run = _within(flow, mode="layered", max_workers=1)
+    assert run.status == "failed"
+    assert run.tasks["t"].status == "cancelled"
+
+
+def test_a_loaded_run_has_the_live_runs_attempts(tmp_path):
+    from layerflow.store import Store
+
+    flow = lf.Flow("spans")
+    flow.add(lambda: [1, 2, 3], name="a")
+    flow.add(lambda a: a, name="b", map="a")
+    flow.add(lambda b: b, name="t")
+    for cache in (False, True):
+        run = flow.run(store=tmp_path, cache=cache)
+        store = Store(tmp_path)
+        try:
+            loaded = store.load_run(run.run_id)
+        finally:
+            store.close()
+        live = sorted((a.task, a.attempt) for a in run.attempts)
+        assert sorted((a.task, a.attempt) for a in loaded.attempts) == live
+        assert list(loaded.tasks) == list(run.tasks)
+        assert [t.attempts for t in loaded.tasks.values()] == [
+            t.attempts for t in run.tasks.values()
+        ]

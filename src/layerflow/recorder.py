@@ -181,6 +181,7 @@ class Recorder:
         # run finished
         self.element_presets: dict[int, dict[int, tuple[str, Any, Any]]] = {}
         self.element_files: dict[str, str] = {}  # element name -> result file it reused
+        self.element_rows: set[str] = set()  # elements stored with a row of their own
         # the run's entries (names, and each map element's task), once the run is built
         self.names: list[str] = list(graph.names)
         self.parent: list[int] = []
@@ -305,8 +306,11 @@ class Recorder:
             name, item = element
             index = int(name[name.rindex("[") + 1 : -1])
             key = self.element_key(m, index, item)
+            cache_key = pop(i, None)
+            if cache_key is not None:  # stored as a task row, beside its cache entry
+                self.element_rows.add(name)
             items.append(
-                Finished(name, key, value, t0 + offset, t1 - t0, pop(i, None), index, names[m])
+                Finished(name, key, value, t0 + offset, t1 - t0, cache_key, index, names[m])
             )
         return self.store.save_results(self.run_id, items)
 
@@ -357,7 +361,7 @@ class Recorder:
         for name, t in result.tasks.items():
             i = index.get(name, -1)
             if t.status == "succeeded" and t.attempts == 1:
-                if i < 0 and not t.metrics:
+                if i < 0 and not t.metrics and name not in self.element_rows:
                     plain.add(name)
                     continue
                 once.add(name)

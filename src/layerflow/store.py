@@ -899,10 +899,14 @@ class Store:
         # a task that succeeded at its first attempt has no attempt row (nor had any task
         # of an earlier version's run): its one span is its own start and end
         spanned = {span[0] for span in spans}
+        old = not recorded_needs  # an earlier version's run: a span for each task that ran
         spans.extend(
             (t.name, t.attempts or 1, t.started_at, t.finished_at, t.status, None)
             for t in tasks.values()
-            if t.started_at is not None and t.finished_at is not None and t.name not in spanned
+            if t.started_at is not None
+            and t.finished_at is not None
+            and t.name not in spanned
+            and (old or t.attempts)  # a map task's own row spans its elements: no attempt
         )
         spans.sort(key=lambda s: (s[2], s[3]))
         held = self._read(

@@ -6,8 +6,9 @@
 - ``deadlines``: task and run timeouts, on one timer thread;
 - ``groups``: a ``TaskGroup``'s time limit, and its fail-fast that stops only the group;
 - ``layers``: layer events, the barrier of ``layered`` runs, checkpoints;
-- ``fanout``: ``map`` subtasks added at run time;
-- ``storage``: store I/O (foreign tasks' cache lookups, a map's list) off the lock;
+- ``fanout``: ``map`` subtasks added at run time, streamed element by element;
+- ``skips``: ``lf.Skip``, and what a skip skips;
+- ``storage``: store I/O (results and elements in batches, cache lookups) off the lock;
 - ``recording``: the ``RunResult`` and the snapshots progress displays read;
 - ``workers``: the thread backend, whose workers call the transitions themselves;
 - ``pools``: submission to the pools layerflow does not drive (loop, processes, Dask);

@@ -71,15 +71,13 @@ class FanOut:
         else it needs is done and those sources' elements exist. Lock held."""
         if self.status[m] != _PENDING:
             return
-        status, chained = self.status, self.stream_from[m]
-        for j in self.graph.deps[m]:
-            if status[j] in _DONE:
-                continue
-            if j in chained and status[j] == _MAPPED and j in self.children:
-                continue
-            return
-        self.status[m] = _READY
-        self._expand(m)
+        status, children = self.status, self.children
+        # ``waiting`` counts the dependencies whose success has not been handled yet (a
+        # resumed task is _REUSED before its value is in): all of them must be streaming
+        streaming = sum(1 for j in self.stream_from[m] if status[j] == _MAPPED and j in children)
+        if streaming and streaming == self.waiting[m]:
+            self.status[m] = _READY
+            self._expand(m)
 
     def _expand(self, m: int) -> None:
         """The lists mapped task ``m`` maps over are known: one subtask per element."""
@@ -159,6 +157,7 @@ class FanOut:
         mapped = {p for p, _, _ in lists}
         given = [(p, items) for p, kids, items in lists if kids is None]
         chained = [(p, kids) for p, kids, _ in lists if kids is not None]
+        upstream = list({id(kids): kids for _, kids in chained}.values())
         other_args = tuple((p, j) for p, j in self.args[m] if p not in mapped)
         base = self.consts[m] or {}
         index_param = self.spec[m].element_index
@@ -191,7 +190,7 @@ class FanOut:
                 dead = -1
                 if chained:
                     args = other_args + tuple((p, up[idx]) for p, up in chained)
-                    for _, up in chained:
+                    for up in upstream:  # each upstream element once, however many params
                         st = status[up[idx]]
                         if st in _DONE:
                             continue
@@ -236,10 +235,19 @@ class FanOut:
         ready.extend(self.keys[e] for e in ready_now)
         heapq.heapify(ready)
         for e, up in ended:  # after the set-up: ending the last one ends the map
-            if up == -2:
-                self._succeed(e, reused[e - first], _REUSED)
-            elif status[e] == _PENDING:
-                self._element_dead(e, up)
+            if up != -2:
+                if status[e] == _PENDING:
+                    self._element_dead(e, up)
+                continue
+            value = reused[e - first]
+            if isinstance(value, Skip):  # it skipped itself then: it is skipped now
+                status[e] = _SKIPPED
+                self.errors[e] = value
+                if self.emit:
+                    self._task_event("task_skipped", e, reason=value.reason, error=value)
+                self._finalize(e)
+            else:
+                self._succeed(e, value, _REUSED)
         for c in self.streams.get(m, ()):
             self._try_stream(c)
 
@@ -271,7 +279,7 @@ class FanOut:
         cancelled upstream cancels it."""
         self.elem_wait.pop(e, None)
         error = self.errors[up]
-        if self.status[up] == _CANCELLED or (self.stopping and not isinstance(error, Skip)):
+        if self.stopping and not isinstance(error, Skip):
             self._cancel_waiting(e, f"the run stopped: {self.names[up]!r} did not succeed")
             return
         self.status[e] = _SKIPPED
@@ -314,6 +322,8 @@ class FanOut:
                     "task_cancelled", m, reason=f"{self.names[cancelled]!r} was cancelled"
                 )
             self._finalize(m)
+            if not self.stopping:  # only its group stopped: what needs it will not run
+                self._skip_downstream(m)
         elif upstream >= 0:  # an upstream element failed: this task's chain ends there
             self.status[m] = _SKIPPED
             if self.emit:
@@ -328,7 +338,9 @@ class FanOut:
             how = status[kids[0]]
             if how not in (_CACHED, _REUSED) or any(status[j] != how for j in kids):
                 how = _SUCCEEDED
-            if self.persist is None:
+            if self.persist is None or len(value) < len(kids):
+                # (a list with skipped elements is not stored whole: a resumed run reuses
+                # its elements one by one, so that the skipped ones keep their places)
                 self._succeed(m, value, how)
                 return
             t0, t1 = self.first_start[m], self.last_end[m]

@@ -20,8 +20,10 @@ from ..events import (
 )
 from ..metrics import add as add_metrics
 from .state import (
+    _CACHED,
     _DASK,
     _FAILED,
+    _REUSED,
     _SUCCEEDED,
 )
 
@@ -78,7 +80,8 @@ class RemoteValues:
             for m, kids in self.children.items():  # a map task's list of element values
                 if self.kind[m] == _DASK and self.status[m] == _SUCCEEDED:
                     if cluster.wanted_at_end(m):
-                        self.values[m] = [self.values[k] for k in kids]
+                        done = (_SUCCEEDED, _REUSED, _CACHED)  # skipped ones left out
+                        self.values[m] = [self.values[k] for k in kids if self.status[k] in done]
                     elif cluster.stays(m):
                         self.values[m] = None
                         self.released[m] = 1

@@ -19,6 +19,7 @@ from .pools import ForeignPools
 from .recording import Recording
 from .remote import RemoteValues
 from .retries import Retries
+from .skips import Skips
 from .state import (
     _ASYNC,
     _CALLER,
@@ -45,6 +46,7 @@ class Run(
     Deadlines,
     Groups,
     Retries,
+    Skips,
     StoreIO,
     Budgets,
     Admission,

@@ -237,44 +237,6 @@ class Transitions:
         elif i < self.n:
             self._skip_downstream(i)
 
-    def _skipped(self, i: int, skip: Skip) -> None:
-        """Entry ``i`` raised ``lf.Skip``: it ends skipped, not failed, and so does what
-        needs it (a skipped element leaves its task's list, and its chain ends)."""
-        self.status[i] = _SKIPPED
-        self.errors[i] = skip
-        if self.emit:
-            self._task_event("task_skipped", i, reason=skip.reason, error=skip)
-        self._finalize(i)
-        if i < self.n:
-            self._skip_consumers(i)
-
-    def _skip_consumers(self, i: int) -> None:
-        """Task ``i`` skipped itself, which is no failure: what needs its value is skipped
-        (with an ``lf.Skip`` saying why), and so on down the values; a task only ordered
-        after one of them (``after``, a YAML pipeline's ``order: sequence``) starts as it
-        would after a success."""
-        status, waiting, args = self.status, self.waiting, self.graph.args
-        stack = [i]
-        while stack:
-            j = stack.pop()
-            for s in self.succs[j]:
-                if status[s] != _PENDING:
-                    continue
-                if any(src == j for _, src in args[s]):
-                    status[s] = _SKIPPED
-                    reason = f"upstream {self.names[j]!r} was skipped"
-                    skip = self.errors[s] = Skip(reason)
-                    if self.emit:
-                        self._task_event("task_skipped", s, reason=reason, error=skip)
-                    self._finalize(s)
-                    stack.append(s)
-                else:
-                    waiting[s] -= 1
-                    if not waiting[s]:
-                        self._make_ready(s)
-                    elif self.stream_from and self.streamable[s]:
-                        self._try_stream(s)
-
     def _skip_downstream(self, i: int) -> None:
         """Continue-on-failure: everything that needs ``i`` will never run."""
         status = self.status
@@ -343,9 +305,11 @@ class Transitions:
         for ready in self.ready:
             ready.clear()
         status = self.status
-        for i in range(len(status)):
+        i = 0
+        while i < len(status):  # (cancelling may end a layer, whose maps then expand)
             if status[i] in _WAITING_STATES:
                 self._cancel_waiting(i, reason)
+            i += 1
 
     def _cancel_running(self, j: int, reason: str) -> None:
         """Stop entry ``j``'s running attempt if it can be stopped: a coroutine or a worker
