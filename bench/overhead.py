@@ -1,14 +1,19 @@
 """Scheduling overhead per task: layerflow vs raw ThreadPoolExecutor vs dask.threaded.get.
 
 No-op tasks on fan-in, chain and random-DAG graphs of 1k / 10k / 100k nodes, 4 workers,
-median of 3 runs, all in one process so the ratios are from one run on one machine.
-Usage: python bench/overhead.py [--sizes 1000,10000,100000] [--repeat 3]
+median of 3 runs, all in one process so the ratios are from one run on one machine; then
+what declaring costs: 1,000,000 ``flow.add`` calls of one function.
+Usage: python bench/overhead.py [--sizes 1000,10000,100000] [--repeat 3] [--adds 1000000]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -16,6 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from graphs import SHAPES, dask_noop, timed, to_dask, to_flow  # noqa: E402
+
+import layerflow as lf  # noqa: E402
 
 WORKERS = 4
 
@@ -32,6 +39,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-dask", action="store_true")
+    parser.add_argument("--adds", type=int, default=1_000_000)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     try:
@@ -63,6 +71,7 @@ def main() -> None:
                 flush=True,
             )
     sequential(SHAPES, 10_000, args.repeat, get is not None)
+    adding(args.adds, args.repeat)
 
 
 def sequential(shapes: dict, n: int, repeat: int, with_dask: bool) -> None:
@@ -91,6 +100,51 @@ def sequential(shapes: dict, n: int, repeat: int, with_dask: bool) -> None:
             dk_t = timed(partial(sync_get, dsk, list(dsk)), repeat) / n * 1e6
             dk, ratio = f"{dk_t:9.1f}", f"{dk_t / lf_t:7.1f}x"
         print(f"{shape:<11} {lf_t:10.1f} {loop_t:11.1f} {dk} {ratio}", flush=True)
+
+
+def adding(n: int, repeat: int) -> None:
+    """Declaring a big flow: ``n`` ``flow.add`` calls of one function, without options, as a
+    chain (``inputs=``) and with ``params=``; the function's signature is read once."""
+
+    def f(x: int = 1) -> int:
+        return x
+
+    def plain() -> lf.Flow:
+        flow = lf.Flow("adds")
+        for k in range(n):
+            flow.add(f, name=f"t{k}")
+        return flow
+
+    def chain() -> lf.Flow:
+        flow = lf.Flow("adds")
+        flow.add(f, name="t0")
+        for k in range(1, n):
+            flow.add(f, name=f"t{k}", inputs={"x": f"t{k - 1}"})
+        return flow
+
+    def params() -> lf.Flow:
+        flow = lf.Flow("adds")
+        for k in range(n):
+            flow.add(f, name=f"t{k}", params={"x": k})
+        return flow
+
+    def seconds(make: Callable[[], lf.Flow]) -> float:  # timed() would time freeing the flow
+        times = []
+        for _ in range(repeat):
+            gc.collect()
+            t0 = time.perf_counter()
+            flow = make()
+            times.append(time.perf_counter() - t0)
+            del flow
+        return statistics.median(times)
+
+    print(f"\nDeclaring, {n:,} flow.add calls of one function (median of {repeat})")
+    header = f"{'adds':<11} {'seconds':>8} {'us/add':>7}"
+    print(header)
+    print("-" * len(header))
+    for label, make in (("plain", plain), ("chain", chain), ("params", params)):
+        t = seconds(make)
+        print(f"{label:<11} {t:8.2f} {t / n * 1e6:7.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,99 @@ def test_add_same_function_many_times_under_different_names():
     assert [run[f"chunk_{k}"] for k in range(5)] == [0, 10, 20, 30, 40]
 
 
+def test_one_function_added_many_times_keeps_each_tasks_own_options():
+    flow = lf.Flow()
+
+    @flow.task
+    def x():
+        return 5
+
+    def step(x, scale=1):
+        return x * scale
+
+    # the function is read once; each task still gets, and checks, its own options
+    plain = [flow.add(step, name=f"plain_{k}") for k in range(3)]
+    scaled = [flow.add(step, name=f"scaled_{k}", params={"scale": k}) for k in range(3)]
+    given = flow.add(step, name="given", params={"x": 2}, retries=2, priority=-1)
+    renamed = flow.add(step, name="renamed", inputs={"x": "plain_0"}, retry_on=KeyError)
+    with pytest.raises(lf.InvalidOptionError, match="'bad': retries must be an int >= 0"):
+        flow.add(step, name="bad", retries=-1)
+    with pytest.raises(lf.InvalidOptionError, match="params names 'nope'"):
+        flow.add(step, name="bad", params={"nope": 1})
+
+    assert [t.free_params for t in plain + scaled] == [("x", "scale")] * 3 + [("x",)] * 3
+    assert (given.free_params, renamed.free_params) == (("scale",), ("scale",))
+    assert [t.params for t in scaled] == [{"scale": k} for k in range(3)]
+    assert (given.retries, given.priority, plain[0].retries, plain[0].priority) == (2, -1, 0, 0)
+    assert (renamed.retry_on, plain[0].retry_on) == ((KeyError,), (Exception,))
+    assert all(t.signature is step_task.signature for t in plain for step_task in scaled)
+    assert flow.plan().dependencies("renamed") == ["plain_0"]
+    run = flow.run()
+    assert [run[f"plain_{k}"] for k in range(3)] == [5, 5, 5]
+    assert [run[f"scaled_{k}"] for k in range(3)] == [0, 5, 10]
+    assert (run["given"], run["renamed"]) == (2, 5)
+
+
+def test_a_redefined_function_partials_and_callable_objects_are_read_each_for_itself():
+    import functools
+
+    flow = lf.Flow()
+
+    @flow.task
+    def a():
+        return 1
+
+    @flow.task
+    def b():
+        return 10
+
+    def step(a):
+        return a
+
+    flow.add(step, name="first")
+
+    def step(b):  # noqa: F811  (a new function object under the same name)
+        return b
+
+    flow.add(step, name="second")
+
+    def add(x, y):
+        return x + y
+
+    # a partial's signature follows the arguments it binds: each is read for itself
+    flow.add(functools.partial(add, 100), name="partial_x", inputs={"y": "a"})
+    flow.add(functools.partial(add, y=200), name="partial_y", inputs={"x": "b"})
+    bound = functools.partial(add, 1)
+    flow.add(bound, name="bound_1", params={"y": 1})
+    bound.keywords["y"] = 2  # a partial may change after it was added: read again
+    assert not flow.add(bound, name="bound_2").signature.required  # y has a default now
+
+    class Scale:
+        __slots__ = ("k",)  # no __weakref__: such a callable is read each time
+
+        def __init__(self, k):
+            self.k = k
+
+        def __call__(self, a):
+            return a * self.k
+
+        def times(self, b):
+            return b * self.k
+
+    for k in range(3):
+        flow.add(Scale(k), name=f"scale_{k}")
+        flow.add(Scale(k).times, name=f"times_{k}")
+    flow.add(Scale.times, name="unbound", params={"self": Scale(7), "b": 1})
+
+    run = flow.run()
+    assert (run["first"], run["second"]) == (1, 10)
+    assert (run["partial_x"], run["partial_y"]) == (101, 210)
+    assert (run["bound_1"], run["bound_2"]) == (2, 3)
+    assert [run[f"scale_{k}"] for k in range(3)] == [0, 1, 2]
+    assert [run[f"times_{k}"] for k in range(3)] == [0, 10, 20]
+    assert run["unbound"] == 7
+
+
 def test_inference_parameters_tasks_inputs_and_defaults():
     flow = lf.Flow()
 

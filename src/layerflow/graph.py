@@ -4,18 +4,20 @@ A ``Task`` keeps what the user declared, names unresolved, so tasks may be decla
 order. ``GraphBuilder.build`` resolves every name at once, collects every problem (missing
 dependencies, cycles, missing inputs) and raises them together, before anything runs.
 A built graph is int-indexed lists: tasks ``0..n-1`` in declaration order, ``deps[i]`` and
-``succs[i]`` as index lists, ``layer[i]`` and a topological ``order``; planning and the
+``succs[i]`` as sequences of indices, ``layer[i]`` and a topological ``order``; planning and the
 scheduler work on these, never on names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import inspect
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import MappingProxyType, MethodType
 from typing import Any
 
 from .errors import (
@@ -70,9 +72,10 @@ class TaskGroup:
 
 
 class _Signature:
-    """What dependency inference needs from a function's signature, computed once."""
+    """What dependency inference and the scheduler need from a function's signature,
+    computed once."""
 
-    __slots__ = ("names", "required", "positional_only", "var_keyword")
+    __slots__ = ("names", "required", "positional_only", "var_keyword", "is_coroutine", "_free")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         try:
@@ -92,27 +95,51 @@ class _Signature:
             (p.name, p.default) for p in params if p.kind is _POSITIONAL_ONLY
         )
         self.var_keyword = any(p.kind is _VAR_KEYWORD for p in params)
+        self.is_coroutine = inspect.iscoroutinefunction(fn)
+        self._free: dict[tuple[str, ...], tuple[str, ...]] = {}
 
-    def accepts(self, name: str) -> bool:
-        return self.var_keyword or name in self.names
+    def free_params(self, explicit: tuple[str, ...]) -> tuple[str, ...]:
+        """The parameters left to inference by name when ``explicit`` are given (the keys
+        of params= and inputs=); remembered, as one function is often given the same."""
+        found = self._free.get(explicit)
+        if found is None:
+            found = tuple(p for p in self.names if p not in explicit)
+            if len(self._free) >= 64:  # inputs named per task (**kwargs) would grow it
+                self._free.clear()
+            self._free[explicit] = found
+        return found
 
 
 # Shared by every task without params/inputs/resources: 1M tasks need no 1M empty dicts.
 _NO_MAPPING: Mapping[str, Any] = MappingProxyType({})
+_ANY_EXCEPTION: tuple[type[BaseException], ...] = (Exception,)  # retry_on's default
 
-# One function added many times (chunk_0 ... chunk_9) is inspected once.
-_signatures: dict[Any, _Signature] = {}
+# One function added many times (chunk_0 ... chunk_999999) is read once: known by identity
+# and held weakly, so a redefined function (a new object) is read anew and a dead one is not
+# kept alive. obj.method is a new object at each access, so a method is known by its function.
+_known: dict[int, tuple[weakref.ref[Any], _Signature]] = {}
+_known_methods: dict[int, tuple[weakref.ref[Any], _Signature]] = {}
 
 
 def _signature(fn: Callable[..., Any]) -> _Signature:
-    try:
-        sig = _signatures.get(fn)
-    except TypeError:  # unhashable callable
-        return _Signature(fn)
-    if sig is None:
-        sig = _signatures[fn] = _Signature(fn)
-        if len(_signatures) > 4096:
-            _signatures.clear()
+    """``fn``'s signature, read once per function object (a partial, whose bound arguments
+    can change, and a callable that cannot be weakly referenced: each time)."""
+    if type(fn) is MethodType:
+        key, known = fn.__func__, _known_methods
+    else:
+        key, known = fn, _known
+    found = known.get(id(key))
+    if found is not None and found[0]() is key:
+        return found[1]
+    sig = _Signature(fn)
+    if not isinstance(key, functools.partial):
+        try:
+            ref = weakref.ref(key)
+        except TypeError:
+            return sig
+        if len(known) >= 4096:  # bounds the dead entries too (a new closure per task)
+            known.clear()
+        known[id(key)] = (ref, sig)
     return sig
 
 
@@ -237,58 +264,78 @@ class Task:
         self.fn = fn
         self.name = name
         self.__wrapped__ = fn
-        self.is_coroutine = inspect.iscoroutinefunction(fn)
         sig = self.signature = _signature(fn)
-
-        if params is not None and not isinstance(params, Mapping):
-            raise InvalidOptionError(f"task {name!r}: params must be a mapping, got {params!r}")
-        self.params = dict(params) if params else _NO_MAPPING
-        for key in self.params:
-            if not sig.accepts(key):
+        self.is_coroutine = sig.is_coroutine
+        # Each option at its default skips its check: adding one function 1,000,000 times
+        # is then mostly the cost of the objects made.
+        self.params = _NO_MAPPING
+        if params is not None:
+            if type(params) is not dict and not isinstance(params, Mapping):
+                raise InvalidOptionError(f"task {name!r}: params must be a mapping, got {params!r}")
+            if params:
+                self.params = dict(params)
+                for key in self.params:
+                    if key not in sig.names and not sig.var_keyword:
+                        raise InvalidOptionError(
+                            f"task {name!r}: params names {key!r}, which {_fn_name(fn)} does "
+                            f"not accept.{did_you_mean(key, sig.names)}"
+                        )
+        self.inputs = _NO_MAPPING
+        if inputs is not None:
+            if type(inputs) is not dict and not isinstance(inputs, Mapping):
                 raise InvalidOptionError(
-                    f"task {name!r}: params names {key!r}, which {_fn_name(fn)} does not "
-                    f"accept.{did_you_mean(key, sig.names)}"
+                    f"task {name!r}: inputs must map parameter -> task name, got {inputs!r}"
                 )
-        if inputs is not None and not isinstance(inputs, Mapping):
-            raise InvalidOptionError(
-                f"task {name!r}: inputs must map parameter -> task name, got {inputs!r}"
-            )
-        self.inputs = (
-            {param: _name_of(src, f"inputs[{param!r}]", name) for param, src in inputs.items()}
-            if inputs
-            else _NO_MAPPING
-        )
-        for param in self.inputs:
-            if not sig.accepts(param):
-                raise InvalidOptionError(
-                    f"task {name!r}: inputs maps parameter {param!r}, which {_fn_name(fn)} "
-                    f"does not accept.{did_you_mean(param, sig.names)}"
-                )
+            if inputs:
+                refs = self.inputs = dict(inputs)
+                for param, src in refs.items():
+                    if type(src) is not str or not src:  # a Task, or not a name
+                        refs[param] = _name_of(src, f"inputs[{param!r}]", name)
+                for param in refs:
+                    if param not in sig.names and not sig.var_keyword:
+                        raise InvalidOptionError(
+                            f"task {name!r}: inputs maps parameter {param!r}, which "
+                            f"{_fn_name(fn)} does not accept.{did_you_mean(param, sig.names)}"
+                        )
         if after is None:
-            after = ()
-        elif isinstance(after, (str, Task)):
-            after = (after,)
-        elif not isinstance(after, Iterable):
-            raise InvalidOptionError(
-                f"task {name!r}: after must be a task name or a list of them, got {after!r}"
-            )
-        self.after = tuple(_name_of(a, "after", name) for a in after)
+            self.after: tuple[str, ...] = ()
+        else:
+            if isinstance(after, (str, Task)):
+                after = (after,)
+            elif not isinstance(after, Iterable):
+                raise InvalidOptionError(
+                    f"task {name!r}: after must be a task name or a list of them, got {after!r}"
+                )
+            # a loop: a generator reading name would make every call allocate a cell
+            after_names = []
+            for a in after:
+                after_names.append(_name_of(a, "after", name))
+            self.after = tuple(after_names)
 
-        if not number(retries, whole=True, at_least=0):
+        if (type(retries) is not int or retries != 0) and not number(
+            retries, whole=True, at_least=0
+        ):
             raise InvalidOptionError(f"task {name!r}: retries must be an int >= 0, got {retries!r}")
         self.retries = retries
-        self.retry_delay = _number(retry_delay, "retry_delay", name, positive=False)
-        retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
-        if not retry_types or not all(
-            isinstance(t, type) and issubclass(t, BaseException) for t in retry_types
-        ):
-            raise InvalidOptionError(
-                f"task {name!r}: retry_on must be an exception type or a tuple of them, "
-                f"got {retry_on!r}"
-            )
-        self.retry_on = retry_types
+        self.retry_delay = (
+            retry_delay
+            if type(retry_delay) is float and retry_delay == 0.0
+            else _number(retry_delay, "retry_delay", name, positive=False)
+        )
+        if retry_on is Exception:
+            self.retry_on: tuple[type[BaseException], ...] = _ANY_EXCEPTION
+        else:
+            retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+            if not retry_types or not all(
+                isinstance(t, type) and issubclass(t, BaseException) for t in retry_types
+            ):
+                raise InvalidOptionError(
+                    f"task {name!r}: retry_on must be an exception type or a tuple of them, "
+                    f"got {retry_on!r}"
+                )
+            self.retry_on = retry_types
         self.timeout = None if timeout is None else _number(timeout, "timeout", name, positive=True)
-        if not number(priority, whole=True):
+        if (type(priority) is not int or priority != 0) and not number(priority, whole=True):
             raise InvalidOptionError(f"task {name!r}: priority must be an int, got {priority!r}")
         self.priority = priority
         if executor is not None and executor not in EXECUTORS:
@@ -297,16 +344,18 @@ class Task:
                 f"got {executor!r}.{did_you_mean(str(executor), EXECUTORS)}"
             )
         self.executor = executor
-        self.resources = dict(resources) if resources else _NO_MAPPING
-        for pool, units in self.resources.items():
-            _number(units, f"resources[{pool!r}]", name, positive=True)
+        self.resources = _NO_MAPPING
+        if resources:
+            self.resources = dict(resources)
+            for pool, units in self.resources.items():
+                _number(units, f"resources[{pool!r}]", name, positive=True)
         if rate_limit is not None and not isinstance(rate_limit, (str, Mapping)):
             raise InvalidOptionError(
                 f"task {name!r}: rate_limit must be a limit's name or a mapping of names to "
                 f"costs, got {rate_limit!r}"
             )
         self.rate_limit = rate_limit
-        if not isinstance(cache, bool):
+        if cache is not False and cache is not True:
             raise InvalidOptionError(f"task {name!r}: cache must be True or False, got {cache!r}")
         self.cache = cache
         self.map = _map_names(map, name)
@@ -328,8 +377,13 @@ class Task:
         # None: the index is not passed
         self.element_index: str | None = None
         # what GraphBuilder resolves, precomputed: parameters left to inference by name
-        explicit = self.params.keys() | self.inputs.keys()
-        self.free_params = tuple(p for p in sig.names if p not in explicit)
+        given, refs = self.params, self.inputs
+        if refs is _NO_MAPPING:
+            self.free_params = sig.names if given is _NO_MAPPING else sig.free_params(tuple(given))
+        elif given is _NO_MAPPING:  # (iterating _NO_MAPPING costs more than this test)
+            self.free_params = sig.free_params(tuple(refs))
+        else:
+            self.free_params = sig.free_params((*given, *refs))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -370,53 +424,67 @@ class GraphBuilder:
         self.tasks: list[Task] = []
         self.names: list[str] = []
         self.index: dict[str, int] = {}
-        self.deps: list[list[int]] = []
+        # tuples, not lists: the cyclic GC stops tracking a tuple of ints, while its full
+        # collections walk every list again and again as 1M tasks are added (up to half
+        # their time)
+        self.deps: list[tuple[int, ...]] = []
         self.args: list[tuple[tuple[str, int], ...]] = []
-        # task index -> (free parameters, (parameter, source) of inputs=, after= names) left
-        self.pending: dict[
-            int, tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]
+        # (task index, free parameters, (parameter, source) of inputs=, after= names) left
+        self.pending: list[
+            tuple[int, tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]
         ]
-        self.pending = {}
+        self.pending = []
         self.mapped: list[int] = []  # tasks with map=
 
     def add(self, task: Task) -> None:
         """Append ``task`` (its name must be new) and resolve what can be resolved now."""
         k = len(self.tasks)
-        get = self.index.get
+        index = self.index
         deps: list[int] = []
         args: list[tuple[str, int]] = []
-        free_left: list[str] = []
-        refs_left: list[tuple[str, str]] = []
-        after_left: list[str] = []
-        for p in task.free_params:
-            j = get(p)
-            if j is None:
-                free_left.append(p)
-            else:
-                args.append((p, j))
-                deps.append(j)
-        for p, src in task.inputs.items():
-            j = get(src)
-            if j is None:
-                refs_left.append((p, src))
-            else:
-                args.append((p, j))
-                deps.append(j)
-        for src in task.after:
-            j = get(src)
-            if j is None:
-                after_left.append(src)
-            else:
-                deps.append(j)
+        # what is left for build(); the common cases (nothing, or no free parameter naming
+        # a task yet) make no new tuple
+        free: tuple[str, ...] = task.free_params
+        refs: tuple[tuple[str, str], ...] = ()
+        after: tuple[str, ...] = ()
+        if free and not index.keys().isdisjoint(free):
+            free_left = []
+            for p in free:
+                j = index.get(p)
+                if j is None:
+                    free_left.append(p)
+                else:
+                    args.append((p, j))
+                    deps.append(j)
+            free = tuple(free_left)
+        if task.inputs:
+            refs_left = []
+            for p, src in task.inputs.items():
+                j = index.get(src)
+                if j is None:
+                    refs_left.append((p, src))
+                else:
+                    args.append((p, j))
+                    deps.append(j)
+            refs = tuple(refs_left)
+        if task.after:
+            after_left = []
+            for src in task.after:
+                j = index.get(src)
+                if j is None:
+                    after_left.append(src)
+                else:
+                    deps.append(j)
+            after = tuple(after_left)
         if len(deps) > 1 and len(set(deps)) < len(deps):
             deps = list(dict.fromkeys(deps))
         self.tasks.append(task)
         self.names.append(task.name)
-        self.index[task.name] = k
-        self.deps.append(deps)
+        index[task.name] = k
+        self.deps.append(tuple(deps))
         self.args.append(tuple(args))
-        if free_left or refs_left or after_left:
-            self.pending[k] = (tuple(free_left), tuple(refs_left), tuple(after_left))
+        if free or refs or after:
+            self.pending.append((k, free, refs, after))
         if task.map is not None:
             self.mapped.append(k)
 
@@ -447,7 +515,7 @@ class GraphBuilder:
             given = set(input_names)
             needs_input = g.needs_input
             problems: list[Any] = []
-            for k, (free, refs, after) in self.pending.items():
+            for k, free, refs, after in self.pending:
                 t = self.tasks[k]
                 deps = list(self.deps[k])
                 args = list(self.args[k])
@@ -477,7 +545,7 @@ class GraphBuilder:
                         deps.append(j)
                 if len(deps) > 1 and len(set(deps)) < len(deps):
                     deps = list(dict.fromkeys(deps))
-                g.deps[k] = deps
+                g.deps[k] = tuple(deps)
                 g.args[k] = tuple(args)
                 g.input_args[k] = tuple(in_args)
             for k in self.mapped:
@@ -518,7 +586,7 @@ class Graph:
         self.names: list[str] = []
         self.tasks: list[Task] = []
         self.index: dict[str, int] = {}
-        self.deps: list[list[int]] = []
+        self.deps: list[Sequence[int]] = []
         self._succs: list[list[int]] | None = None
         self.args: list[tuple[tuple[str, int], ...]] = []
         self.input_args: list[tuple[tuple[str, str], ...]] = []
@@ -735,7 +803,7 @@ def _missing(task: str, name: str, where: str, names: list[str]) -> MissingDepen
     )
 
 
-def _find_cycles(deps: list[list[int]], indegree: list[int]) -> list[list[int]]:
+def _find_cycles(deps: list[Sequence[int]], indegree: list[int]) -> list[list[int]]:
     """Cycles among the nodes Kahn's pass could not order (indegree left > 0).
 
     Iterative DFS along dependency edges; each back edge closes one cycle. Returned in data
