@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from .errors import (
     Cancelled,
     NoValueError,  # noqa: F401 (re-exported)
+    Skip,
     TaskTimeout,
     did_you_mean,
     safe_str,
@@ -66,7 +67,8 @@ class Attempt(NamedTuple):
     """One attempt of one task, as the trace and the report draw it.
 
     ``started_at``/``finished_at`` are seconds since the epoch; ``outcome`` is
-    ``"succeeded"``, ``"cached"``, ``"failed"``, ``"timed_out"``, ``"rate_limited"`` (pushed
+    ``"succeeded"``, ``"cached"``, ``"failed"``, ``"skipped"`` (``lf.Skip``), ``"timed_out"``,
+    ``"rate_limited"`` (pushed
     back by ``lf.RateLimited`` or an HTTP 429/503) or ``"cancelled"``; ``error`` the error's
     text; ``lane`` the worker slot it ran in (0-based: the lowest slot free when it started).
     """
@@ -126,6 +128,8 @@ def _outcome(error: BaseException | None) -> str:
         return "cancelled"
     if isinstance(error, TaskTimeout):
         return "timed_out"
+    if isinstance(error, Skip):  # it decided to skip: no failure
+        return "skipped"
     return "rate_limited" if retry_after_of(error) is not None else "failed"
 
 
