@@ -1,7 +1,8 @@
 """``parallel_map``: parallelism inside one step, on the same engine as flows.
 
 It is a two-task flow, ``items`` and a task mapped over it, so it gets the scheduler's
-bounds, timeouts, backends and progress lines for free.
+bounds, timeouts, backends and progress lines for free, and, inside a task of a run with a
+store, durable items (``items.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from .errors import (
 )
 from .flow import Flow
 from .metrics import record
+from .taskscope import attempt
+from .taskscope import current as current_scope
 
 __all__ = ["parallel_map", "ParallelMapError"]
+
+#: an item's statuses with a value ("reused": kept by an earlier attempt of the calling task)
+_DONE = ("succeeded", "reused")
 
 
 def _index(name: str) -> int:
@@ -45,6 +51,11 @@ def parallel_map(
     raises the first item's own exception (with a note naming its index) and starts no
     more items; ``fail_fast=False`` runs every item, then raises one
     :class:`ParallelMapError` listing every failed index. ``timeout`` bounds the whole call.
+
+    Called inside a task of a run with a store (from a thread, sequential or coroutine
+    task's own thread or coroutine), each item is stored as it finishes, and a retry of
+    the task or a resumed run calls only the items that did not finish (``items.py``).
+    Elsewhere (outside a run, without a store, in a process or Dask task) nothing is stored.
     """
     if not callable(fn):
         raise InvalidOptionError(f"parallel_map needs a function, got {type(fn).__name__}")
@@ -69,10 +80,20 @@ def parallel_map(
     flow = Flow("parallel_map")
     flow.add(lambda: values, name="items", executor="thread")
     flow.add(call, name="map", map="items", inputs={"item": "items"}, executor=executor)
+    options = {
+        "max_workers": max_workers,
+        "fail_fast": fail_fast,
+        "timeout": timeout,
+        "progress": progress,
+    }
+    scope = current_scope() if values else None
     try:
-        run = flow.run(
-            max_workers=max_workers, fail_fast=fail_fast, timeout=timeout, progress=progress
-        )
+        if scope is None:
+            run = flow.run(**options)
+        else:  # inside a task of a run with a store: finished items are kept
+            from .items import run_kept
+
+            run = run_kept(flow, attempt(), fn, values, **options)  # type: ignore[arg-type]
     except TaskFailed as e:
         record(**e.result.metrics)
         cause = e.__cause__ if e.__cause__ is not None else e
@@ -91,7 +112,7 @@ def parallel_map(
     for t in kids:
         if t.status == "failed" and t.error is not None:
             errors[_index(t.name)] = t.error
-        elif t.status != "succeeded":  # the timeout (or a stop) kept it from finishing
+        elif t.status not in _DONE:  # the timeout (or a stop) kept it from finishing
             errors[_index(t.name)] = t.error or TaskTimeout(
                 f"item {_index(t.name)} did not run: the call timed out after {timeout:g}s"
                 if timeout
@@ -99,7 +120,7 @@ def parallel_map(
                 t.name,
                 timeout,
             )
-    results = [t.value if t.status == "succeeded" else None for t in kids]
+    results = [t.value if t.status in _DONE else None for t in kids]
     shown = "; ".join(f"[{k}] {type(err).__name__}: {err}" for k, err in list(errors.items())[:10])
     more = f"; ... and {len(errors) - 10} more" if len(errors) > 10 else ""
     indices = ", ".join(str(k) for k in errors)

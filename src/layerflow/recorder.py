@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .graph import Graph, Task
     from .result import RunResult
 
-__all__ = ["Recorder", "flow_key", "task_keys"]
+__all__ = ["Recorder", "RunItems", "flow_key", "task_keys"]
 
 #: a function's fingerprint, once per function object: reading its source back costs about
 #: 60 us, which a run with a store would otherwise pay for every task at its start
@@ -42,7 +42,11 @@ def _fingerprint(task: Task) -> str:
     (or bytecode). Not the values its closure holds."""
     if task.fingerprint is not None:
         return task.fingerprint
-    fn = task.fn
+    return fingerprint_of(task.fn)
+
+
+def fingerprint_of(fn: Any) -> str:
+    """A function's source (or bytecode), read once per function object."""
     try:
         with _FINGERPRINTS_LOCK:
             return _FINGERPRINTS[fn]
@@ -188,6 +192,7 @@ class Recorder:
         self.resumed_from: str | None = None
         self.run_id = ""
         self.offset = 0.0
+        self.items = RunItems(self)
         if resume:
             run_id = store.latest_unfinished(self.flow) if resume is True else str(resume)
             if run_id is not None:
@@ -439,3 +444,35 @@ class Recorder:
                 result.status,
                 error,
             )
+
+
+class RunItems:
+    """The ``lf.parallel_map`` items finished inside the tasks of one run with a store
+    (``parallel.py`` keys them, ``store.py`` keeps them): found along the run's resume
+    chain, so that a retry or a resumed run reuses them, and a new run does not."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+        self._lineage: list[str] | None = None
+
+    def owner(self, entry: int) -> tuple[str, str]:
+        """Entry ``entry``'s name and resume key (a map element: its task's key)."""
+        r = self._recorder
+        n = len(r.keys)
+        return r.names[entry], r.keys[entry if entry < n else r.parent[entry]]
+
+    def _runs(self) -> list[str]:
+        """This run, then the runs it resumed (read once: the chain does not change)."""
+        if self._lineage is None:
+            r = self._recorder
+            before = r.store.lineage(r.resumed_from) if r.resumed_from else []
+            self._lineage = [r.run_id, *before]
+        return self._lineage
+
+    def find(self, keys: Sequence[str]) -> dict[str, Any]:
+        """Of the items ``keys``, the results this run or the runs it resumed stored."""
+        return self._recorder.store.find_items(self._runs(), keys) if keys else {}
+
+    def save(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        """Make finished items (key, pickled result) durable, as this run's."""
+        self._recorder.store.save_items(self._recorder.run_id, rows)

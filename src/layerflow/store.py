@@ -9,6 +9,9 @@ committed in one transaction with one sync. The run counts a task as done only o
 batch is committed, so whatever a crash interrupts, every result that a later task could
 have used is on disk. The folder is created readable by its owner only, and a folder that
 another user can write to is refused: its results are unpickled, and unpickling runs code.
+
+The items an ``lf.parallel_map`` finishes inside a task are kept the same way
+(:meth:`Store.save_items`), so that a retry or a resumed run calls only the others.
 """
 
 from __future__ import annotations
@@ -115,6 +118,13 @@ CREATE TABLE IF NOT EXISTS elements (
     files TEXT
 );
 CREATE INDEX IF NOT EXISTS elements_by_run ON elements (run_id, task);
+CREATE TABLE IF NOT EXISTS items (
+    key TEXT,
+    run_id TEXT,
+    result TEXT,
+    PRIMARY KEY (key, run_id)
+);
+CREATE INDEX IF NOT EXISTS items_by_run ON items (run_id);
 """
 
 #: pickled results up to this size live in the database, committed with their rows; larger
@@ -140,7 +150,7 @@ _ADDED_COLUMNS = (
 
 #: stored in the database's ``user_version``: a store at this version has every table and
 #: column above, so opening it checks nothing more (bump it when either list changes)
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5  # 4: elements; 5: items (lf.parallel_map's finished items)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -479,6 +489,15 @@ class Store:
                 os.unlink(tmp)
         return name
 
+    def _sync_results(self) -> None:
+        """Make the renames of new result files durable (fsync of their folder)."""
+        with contextlib.suppress(OSError):
+            folder = os.open(self.results, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+
     def load_value(self, name: str) -> Any:
         """A stored result: from the database when it is small, else from its file."""
         found = self._read("SELECT data FROM blobs WHERE name = ?", (name,))
@@ -546,12 +565,7 @@ class Store:
         if not rows and not packed:
             return errors
         if files:  # their renames durable too, before rows that name them are
-            with contextlib.suppress(OSError):
-                folder = os.open(self.results, os.O_RDONLY)
-                try:
-                    os.fsync(folder)
-                finally:
-                    os.close(folder)
+            self._sync_results()
         try:
             with self._transaction() as db:
                 # this commit synced: one sync of the log for the whole batch (WAL mode)
@@ -661,6 +675,98 @@ class Store:
             yield current
             parent = self._read("SELECT resumed_from FROM runs WHERE run_id = ?", (current,))
             current = parent[0][0] if parent else None
+
+    # --- parallel_map items ---------------------------------------------------------------
+
+    def save_items(self, run_id: str, rows: Sequence[tuple[str, bytes]]) -> None:
+        """Make finished ``lf.parallel_map`` items durable together: (key, pickled result)
+        rows of run ``run_id``, as :meth:`save_results` stores results (small ones in the
+        database, large ones in files), committed with one sync. Raises
+        :class:`StoreError`; nothing of the batch is kept then."""
+        blobs: list[tuple[str, bytes]] = []
+        found: list[tuple[str, str, str]] = []
+        files: list[str] = []
+        try:
+            for key, data in rows:
+                if len(data) <= INLINE_MAX:
+                    result = f"{run_id}-{key}.pkl"
+                    blobs.append((result, data))
+                else:
+                    result = self._save_bytes(run_id, key, data)
+                    files.append(result)
+                found.append((key, run_id, result))
+        except OSError as e:
+            for name in files:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.results / name)
+            raise StoreError(
+                f"finished parallel_map items could not be stored in {self.results}: "
+                f"{_os_cause(e)}",
+                path=self.results,
+                kind="full" if e.errno in _FULL else "io",
+            ) from e
+        if files:
+            self._sync_results()
+        try:
+            with self._transaction() as db:
+                db.execute("PRAGMA synchronous=FULL")  # done means on disk, as for results
+                db.executemany("INSERT OR REPLACE INTO blobs (name, data) VALUES (?, ?)", blobs)
+                db.executemany(
+                    "INSERT OR REPLACE INTO items (key, run_id, result) VALUES (?, ?, ?)", found
+                )
+                db.commit()
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA synchronous=NORMAL")
+        except StoreError:
+            for name in files:  # no row names them
+                with contextlib.suppress(OSError):
+                    os.unlink(self.results / name)
+            raise
+
+    def lineage(self, run_id: str) -> list[str]:
+        """``run_id`` and the runs it resumed, back along the chain, newest first."""
+        return list(self._chain(run_id))
+
+    def find_items(self, runs: Sequence[str], keys: Sequence[str]) -> dict[str, Any]:
+        """Of the items ``keys``, those that one of ``runs`` (a run first, then the runs it
+        resumed) stored: key -> result. Those stored by an earlier run of the chain are
+        recorded as the first run's too, so that pruning the earlier run keeps them. A
+        result that cannot be read is left out (its item is called again)."""
+        rank = {run: k for k, run in enumerate(runs)}
+        best: dict[str, tuple[int, str, bytes | None]] = {}
+        wanted = list(dict.fromkeys(keys))
+        for start in range(0, len(wanted), 500):  # under SQLite's limit on parameters
+            chunk = wanted[start : start + 500]
+            rows = self._read(
+                "SELECT items.key, items.run_id, items.result, blobs.data FROM items "
+                "LEFT JOIN blobs ON blobs.name = items.result "
+                f"WHERE items.key IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            for key, run, result, data in rows:
+                k = rank.get(run)
+                if k is not None and (key not in best or k < best[key][0]):
+                    best[key] = (k, result, data)
+        found: dict[str, Any] = {}
+        adopted: list[tuple[str, str, str]] = []
+        for key, (k, result, data) in best.items():
+            try:
+                if data is not None:
+                    found[key] = pickle.loads(data)
+                else:
+                    with open(self.results / result, "rb") as f:
+                        found[key] = pickle.load(f)
+            except Exception:  # a missing or unreadable result: called again
+                continue
+            if k:
+                adopted.append((key, runs[0], result))
+        if adopted:
+            with self._transaction() as db:
+                db.executemany(
+                    "INSERT OR IGNORE INTO items (key, run_id, result) VALUES (?, ?, ?)", adopted
+                )
+                db.commit()
+        return found
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -1023,8 +1129,8 @@ class Store:
     def prune(self, keep: int | None = None, older_than: float | None = None) -> Pruned:
         """Remove old runs: those past the ``keep`` newest and/or started more than
         ``older_than`` seconds ago (both given: runs that are both), never one still running.
-        Their rows go, and every result (file or in the database) that no remaining run or
-        cache entry refers to."""
+        Their rows go (their ``parallel_map`` items too), and every result (file or in the
+        database) that no remaining run, item or cache entry refers to."""
         if keep is None and older_than is None:
             raise ValueError("prune needs keep or older_than")
         if (keep is not None and keep < 0) or (older_than is not None and not older_than >= 0):
@@ -1050,7 +1156,10 @@ class Store:
         still_running = sum(1 for r in candidates if r[2] == "running")
         if not gone:
             return Pruned([], 0, 0, still_running)
-        rows = self._read("SELECT run_id, result FROM task_runs WHERE result IS NOT NULL")
+        rows = self._read(
+            "SELECT run_id, result FROM task_runs WHERE result IS NOT NULL "
+            "UNION ALL SELECT run_id, result FROM items"
+        )
         used = {result for run_id, result in rows if run_id not in gone}
         for run_id, names in self._read(
             "SELECT run_id, files FROM elements WHERE files IS NOT NULL"
@@ -1078,10 +1187,11 @@ class Store:
         # a result in the database is committed with its row: one no row refers to is gone
         orphans = (
             "FROM blobs WHERE name NOT IN (SELECT result FROM task_runs WHERE result IS NOT "
-            "NULL) AND name NOT IN (SELECT result FROM cache WHERE result IS NOT NULL)"
+            "NULL) AND name NOT IN (SELECT result FROM cache WHERE result IS NOT NULL) "
+            "AND name NOT IN (SELECT result FROM items)"
         )
         with self._transaction() as db:
-            for table in ("task_runs", "elements", "attempts", "waits", "runs"):
+            for table in ("task_runs", "elements", "items", "attempts", "waits", "runs"):
                 db.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
             count, size = db.execute(f"SELECT COUNT(*), SUM(LENGTH(data)) {orphans}").fetchone()
             db.execute(f"DELETE {orphans}")

@@ -104,6 +104,7 @@ def prepare(
         address=address,
         client=client,
         budget=budget,
+        items=recorder.items if recorder is not None else None,
     )
     if recorder is not None:
         recorder.attach(run.names, run.parent)

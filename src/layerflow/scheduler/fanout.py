@@ -229,6 +229,10 @@ class FanOut:
                     self.elem_wait[e] = wait
                 else:
                     ready_now.append(e)
+        if self.items is not None:  # each element in its own scope (parallel_map's items)
+            untagged = self.untagged[m]
+            for e in kids:
+                self.fns[e] = self._tagged(untagged, e, m)
         for e in ready_now:
             status[e] = _READY
         ready = self.ready[kind]

@@ -72,6 +72,7 @@ Run-wide fields:
   the store could not take, else -1), ``started`` (entries in start order), ``spans``
   (attempts that did not succeed), ``metrics`` (``lf.record``), ``done`` (set at the end).
 - ``context``: the caller's ``contextvars`` when the run was made; tasks run in copies.
+  With a store, ``items`` and ``untagged`` (``storage.py``): tasks say which task they are.
 - pools: ``backends[kind]`` (opened through ``backends.open_backend``), ``handle`` per entry,
   ``inline`` (a sequential run with no deadline: its own thread makes the calls),
   ``dask`` and ``dask_threads``, ``has_foreign``,
@@ -108,6 +109,7 @@ from ..limits import (
     task_costs,
 )
 from ..plan import KEY_BASE, Plan
+from ..taskscope import clear as clear_scope
 
 _PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED, _STORING = range(6)
 _SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _REUSED, _CACHED = range(6, 12)
@@ -187,6 +189,7 @@ class State:
         address: str | None = None,
         client: Any = None,
         budget: Mapping[str, float] | None = None,
+        items: Any = None,
     ) -> None:
         g = plan.graph
         self.plan = plan
@@ -198,8 +201,10 @@ class State:
         self.run_id = run_id or _new_run_id()
         self.rng = random.Random(seed)
         self.loop = loop
-        # the caller's contextvars: every task runs in a copy of this context
+        # the caller's contextvars: every task runs in a copy of this context (but not in
+        # the scope of a task that started this run: parallel_map asks which task it is in)
         self.context = contextvars.copy_context()
+        clear_scope(self.context)
         sequential = mode == "sequential"
         # with max_workers=None coroutines are unbounded; threads stop at the default cap
         self.limit = 1 if sequential else (max_workers or _INFINITE)
@@ -230,6 +235,7 @@ class State:
         )
         with _gc_paused():
             self._init_entries(inputs, backend, address, client)
+        self._init_scopes(items)
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.done = threading.Event()

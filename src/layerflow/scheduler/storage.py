@@ -27,6 +27,13 @@ down instead of leaving ever more finished work unstored.
 Fields: ``io_jobs`` (the thread's queue, or None before the first job), ``storing``
 (results waiting to be stored), ``stored`` (a condition on the run's lock, notified when
 a batch has landed).
+
+The store keeps the items an ``lf.parallel_map`` inside a task finishes too (``items.py``):
+with a store, each call that runs in this process (thread, sequential and coroutine tasks)
+is tagged with its entry (``taskscope.py``), so that ``parallel_map`` knows its task.
+``items`` is the run's ``recorder.RunItems`` (None without a store: then nothing is tagged
+and no call costs more); ``untagged`` keeps the graph tasks' own calls, from which each map
+element's is tagged.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ from typing import Any
 
 from ..errors import ResultNotStored, safe_str
 from ..events import logger
-from .state import _STORING
+from ..taskscope import tag
+from .state import _ASYNC, _STORING, _UNSTOPPABLE
 
 #: results that may wait to be stored before new work waits for the store: enough for large
 #: batches (one sync each), few enough that a crash re-runs little
@@ -61,6 +69,21 @@ class StoreIO:
         self.io_jobs: queue.SimpleQueue[Any] | None = None
         self.storing = 0
         self.stored = threading.Condition(self.lock)
+
+    def _init_scopes(self, items: Any) -> None:
+        """With a store, tag each task's call with its entry (see the module docstring)."""
+        self.items = items
+        if items is not None:
+            self.untagged = self.fns
+            self.fns = [self._tagged(fn, i, i) for i, fn in enumerate(self.fns)]
+
+    def _tagged(self, fn: Callable[..., Any], e: int, i: int) -> Callable[..., Any]:
+        """Entry ``e``'s call ``fn`` (``i``: its graph task), tagged if it runs here (a
+        worker process or a Dask worker cannot reach the store)."""
+        kind = self.kind[i]
+        if kind in _UNSTOPPABLE or kind == _ASYNC:
+            return tag(fn, self.items, e, kind == _ASYNC)
+        return fn
 
     def _wait_for_store(self) -> None:
         """Too many results wait to be stored: wait for a batch to land (lock held)."""
