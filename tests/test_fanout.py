@@ -359,7 +359,7 @@ def test_the_cache_keys_each_element(tmp_path):
     assert flow.run({"items": [1, 2, 3]}, store=tmp_path, cache=True)["square"] == [1, 4, 9]
     run = flow.run({"items": [1, 2, 3, 4]}, store=tmp_path, cache=True)
     assert run["square"] == [1, 4, 9, 16]
-    assert calls == [1, 2, 3, 4]
+    assert sorted(calls) == [1, 2, 3, 4]  # (threads: in any order)
     assert _statuses(run, "square") == Counter(cached=3, succeeded=1)
 
 
