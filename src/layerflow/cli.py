@@ -35,6 +35,7 @@ from .errors import (
 from .events import final_line
 from .flow import Flow
 from .limits import LayerReport
+from .names import element_of, owner_of
 from .pipeline import Pipeline, PipelineError, load_pipeline, stop_commands
 from .preview import preview, sinks
 from .progress import Progress
@@ -551,8 +552,8 @@ def _skip_reasons(skipped: list[Any]) -> list[str]:
     elements: dict[str, dict[str, int]] = {}
     for t in skipped:
         name, reason = t.name, t.error.reason
-        if name.endswith("]") and "[" in name:
-            owner = name[: name.rindex("[")]
+        owner = owner_of(name)
+        if owner:
             if reason.startswith("upstream "):
                 reason = "upstream skipped"
             why = elements.setdefault(owner, {})
@@ -868,13 +869,13 @@ def show(
 
 def _stored_value(store: Any, run_id: str, name: str) -> Any:
     found = store.finished_results(run_id).get(name)
-    owner, _, index = name[:-1].rpartition("[")
+    element = element_of(name)
     try:
         if found is not None:
             return store.load_value(found[1])
-        if name.endswith("]") and index.isdigit():  # a map's element: packed with others
+        if element is not None:  # a map's element: packed with others
             try:
-                return store.stored_element(run_id, owner, int(index))
+                return store.stored_element(run_id, *element)
             except KeyError:
                 pass
     except Exception as e:  # a file pruned, damaged, or of code that is gone
@@ -890,14 +891,12 @@ def _show_run(tasks: list[dict[str, Any]]) -> None:
     names = {t["name"] for t in tasks}
     elements: dict[str, list[dict[str, Any]]] = {}
     for t in tasks:
-        name = t["name"]
-        owner = name[: name.rfind("[")] if name.endswith("]") else ""
+        owner = owner_of(t["name"])
         if owner in names:
             elements.setdefault(owner, []).append(t)
     for t in tasks:
         name = t["name"]
-        owner = name[: name.rfind("[")] if name.endswith("]") else ""
-        if owner in names:
+        if owner_of(name) in names:
             continue  # shown under its task
         click.echo(_task_line(t))
         mine = elements.get(name)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ResultNotStored, Skip, safe_str
+from .names import owner_of
 
 __all__ = ["Event", "RunEvent", "LayerEvent", "TaskEvent", "LogObserver", "Observer"]
 
@@ -196,12 +197,12 @@ class LogObserver:
         """Whether an element's line is left out (counted instead); prints the count of
         its map's elements every few seconds."""
         task = event.task or ""
-        if task[-1:] != "]" or "[" not in task:
+        owner = owner_of(task)
+        if not owner:
             return False
         kind = event.kind
         if kind in ("task_failed", "task_retrying"):
             return False
-        owner = task[: task.rindex("[")]
         seen = self._maps.get(owner)
         if seen is None:
             seen = self._maps[owner] = _Elements(event.time)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ResultNotStored, StoreError, safe_str
 from .events import logger
+from .names import element_index
 from .recorder import _digest, fingerprint_of
 from .store import _pickled
 
@@ -98,7 +99,7 @@ class ItemBook:
             if element is None:
                 continue
             name = element[0]
-            index = int(name[name.rindex("[") + 1 : -1])
+            index = element_index(name)
             key = self.keys[index]
             if key is None:
                 continue

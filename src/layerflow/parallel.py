@@ -19,6 +19,7 @@ from .errors import (
 )
 from .flow import Flow
 from .metrics import record
+from .names import element_index
 from .taskscope import attempt
 from .taskscope import current as current_scope
 
@@ -26,10 +27,6 @@ __all__ = ["parallel_map", "ParallelMapError"]
 
 #: an item's statuses with a value ("reused": kept by an earlier attempt of the calling task)
 _DONE = ("succeeded", "reused")
-
-
-def _index(name: str) -> int:
-    return int(name[name.rindex("[") + 1 : -1])
 
 
 def parallel_map(
@@ -97,7 +94,7 @@ def parallel_map(
     except TaskFailed as e:
         record(**e.result.metrics)
         cause = e.__cause__ if e.__cause__ is not None else e
-        note = f"parallel_map: item {_index(e.task)} failed" if e.task else ""
+        note = f"parallel_map: item {element_index(e.task)} failed" if e.task else ""
         if note and note not in getattr(cause, "__notes__", ()):
             cause.add_note(note)
         raise cause from None
@@ -111,12 +108,12 @@ def parallel_map(
     errors: dict[int, BaseException] = {}
     for t in kids:
         if t.status == "failed" and t.error is not None:
-            errors[_index(t.name)] = t.error
+            errors[element_index(t.name)] = t.error
         elif t.status not in _DONE:  # the timeout (or a stop) kept it from finishing
-            errors[_index(t.name)] = t.error or TaskTimeout(
-                f"item {_index(t.name)} did not run: the call timed out after {timeout:g}s"
+            errors[element_index(t.name)] = t.error or TaskTimeout(
+                f"item {element_index(t.name)} did not run: the call timed out after {timeout:g}s"
                 if timeout
-                else f"item {_index(t.name)} did not run",
+                else f"item {element_index(t.name)} did not run",
                 t.name,
                 timeout,
             )

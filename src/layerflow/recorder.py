@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ResultNotStored, StoreError, safe_str
+from .names import element_index, element_of
 from .store import Finished, Store, _pickled
 from .tracebacks import format_failure
 
@@ -215,12 +216,12 @@ class Recorder:
             self.preset_files[i] = found[1]
         mapped = graph.map_args
         for name, (key, file) in finished.items():  # elements that used the cache
-            if not name.endswith("]"):
+            element = element_of(name)
+            if element is None:
                 continue
-            owner, _, index = name[:-1].rpartition("[")
-            m = graph.index.get(owner, -1)
-            if m in mapped and m not in self.preset and index.isdigit():
-                self.element_presets.setdefault(m, {})[int(index)] = (key, None, ("blob", file))
+            m = graph.index.get(element[0], -1)
+            if m in mapped and m not in self.preset:
+                self.element_presets.setdefault(m, {})[element[1]] = (key, None, ("blob", file))
 
     def _find_elements(self, finished: dict[str, dict[int, tuple[str, Any, Any]]]) -> None:
         """The elements an earlier run stored (packed, per map task): by map task."""
@@ -309,7 +310,7 @@ class Recorder:
                 continue
             m = parent[i]
             name, item = element
-            index = int(name[name.rindex("[") + 1 : -1])
+            index = element_index(name)
             key = self.element_key(m, index, item)
             cache_key = pop(i, None)
             if cache_key is not None:  # stored as a task row, beside its cache entry

@@ -28,6 +28,7 @@ from .errors import (
     safe_str,
 )
 from .metrics import format_metrics
+from .names import owner_of
 
 # What these functions read: a layerflow.result.RunResult and its TaskRun and Attempt
 # records, duck-typed, because result.py imports this module (run.to_html), not the reverse.
@@ -780,8 +781,7 @@ def _fold_elements(rows: list[TaskRun]) -> tuple[list[TaskRun], dict[str, str]]:
     counts: dict[str, dict[str, int]] = {}
     kept = []
     for t in rows:
-        name = t.name
-        owner = name[: name.rfind("[")] if name.endswith("]") else ""
+        owner = owner_of(t.name)
         if owner in names:
             mine = counts.setdefault(owner, {})
             mine[t.status] = mine.get(t.status, 0) + 1

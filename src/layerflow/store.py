@@ -39,6 +39,7 @@ from .errors import (
     StoreError,  # noqa: F401 (re-exported)
     safe_str,
 )
+from .names import element_of
 
 if TYPE_CHECKING:
     from .result import RunResult
@@ -534,37 +535,30 @@ class Store:
         now = time.time()
         for k, item in enumerate(batch):
             data = _pickled_or_warn(item.name, item.value)
-            result = None
-            if item.element >= 0 and item.cache_key is None:
-                # (no key for a value that cannot be pickled: a resumed run runs it again)
-                entry = (item.element, "", None, None, item.started, item.seconds)
-                if data is None:
-                    pass
-                elif len(data) <= INLINE_MAX:
-                    entry = (item.element, item.key, data, None, item.started, item.seconds)
-                else:
-                    try:
-                        result = self._save_bytes(run_id, item.key, data)
-                    except OSError as e:
-                        errors[k] = self._not_stored(item.name, e)
-                        continue
-                    files.append(result)
-                    packed_files.setdefault(item.owner, []).append(result)
-                    entry = (item.element, item.key, None, result, item.started, item.seconds)
-                packed.setdefault(item.owner, []).append(entry)
-                continue
-            if data is not None and len(data) <= INLINE_MAX:
-                # named in the order stored, not by key: new rows go to the end of the
-                # blobs index instead of a page each (half the cost of a batch on 50k tasks)
-                result = f"{run_id}-{self._names}{next(self._sequence):010d}.pkl"
-                blobs.append((result, data))
-            elif data is not None:
+            inline = file = None
+            if data is not None and len(data) > INLINE_MAX:
                 try:
-                    result = self._save_bytes(run_id, item.key, data)
+                    file = self._save_bytes(run_id, item.key, data)
                 except OSError as e:
                     errors[k] = self._not_stored(item.name, e)
                     continue
-                files.append(result)
+                files.append(file)
+            else:
+                inline = data
+            if item.element >= 0 and item.cache_key is None:
+                # (no key for a value that cannot be pickled: a resumed run runs it again)
+                key = item.key if data is not None else ""
+                entry = (item.element, key, inline, file, item.started, item.seconds)
+                packed.setdefault(item.owner, []).append(entry)
+                if file is not None:
+                    packed_files.setdefault(item.owner, []).append(file)
+                continue
+            result = file
+            if inline is not None:
+                # named in the order stored, not by key: new rows go to the end of the
+                # blobs index instead of a page each (half the cost of a batch on 50k tasks)
+                result = f"{run_id}-{self._names}{next(self._sequence):010d}.pkl"
+                blobs.append((result, inline))
             end = item.started + item.seconds
             rows.append((run_id, item.name, item.started, end, item.seconds, item.key, result))
             if item.cache_key is not None and result is not None:
@@ -1070,9 +1064,9 @@ class Store:
             return tasks, spans
         spans.sort(key=lambda s: (s[2], s[3]))
         for name in list(tasks):  # the elements that have rows join them, in index order
-            owner, _, index = name[:-1].rpartition("[")
-            if name.endswith("]") and owner in added and index.isdigit():
-                added[owner].append((int(index), tasks.pop(name)))
+            element = element_of(name)
+            if element is not None and element[0] in added:
+                added[element[0]].append((element[1], tasks.pop(name)))
         merged: dict[str, Any] = {}
         for name, t in tasks.items():
             merged[name] = t
