@@ -19,6 +19,7 @@ from .errors import (
 )
 from .events import timing_text
 from .metrics import format_metrics
+from .names import owner_of
 from .pushback import retry_after_of
 
 __all__ = [
@@ -564,14 +565,13 @@ def _grouped(tasks: Mapping[str, TaskRun]) -> Iterator[tuple[TaskRun, list[TaskR
     """Each task with its map elements (``name[k]``, listed right after it)."""
     current: TaskRun | None = None
     elements: list[TaskRun] = []
-    prefix = ""
     for name, t in tasks.items():
-        if current is not None and name.startswith(prefix) and name.endswith("]"):
+        if current is not None and owner_of(name) == current.name:
             elements.append(t)
             continue
         if current is not None:
             yield current, elements
-        current, elements, prefix = t, [], name + "["
+        current, elements = t, []
     if current is not None:
         yield current, elements
 
