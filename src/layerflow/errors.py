@@ -78,6 +78,10 @@ class Cancelled(_NoRetry):
     ``"cancelled"``, not as a failure of its own."""
 
 
+class InternalError(LayerflowError):
+    """A thread of layerflow's own failed; the run was stopped (see ``faults.py``)."""
+
+
 class InvalidOptionError(LayerflowError, ValueError, TypeError):
     """A task or run option has a value layerflow cannot use."""
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ResultNotStored, Skip, safe_str
+from .faults import guarded
 from .names import owner_of
 
 __all__ = ["Event", "RunEvent", "LayerEvent", "TaskEvent", "LogObserver", "Observer"]
@@ -83,11 +84,15 @@ class EventBus:
 
     _STOP = object()
 
-    def __init__(self, observers: list[Observer]) -> None:
+    def __init__(
+        self, observers: list[Observer], on_fault: Callable[[str, BaseException], None]
+    ) -> None:
         self.observers = observers
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.put = self._queue.put
-        self._thread = threading.Thread(target=self._deliver, name="layerflow-events", daemon=True)
+        self._thread = threading.Thread(
+            target=guarded("events", self._deliver, on_fault), name="layerflow-events", daemon=True
+        )
         self._thread.start()
 
     def _deliver(self) -> None:

@@ -46,14 +46,21 @@ def load_flow(target: str, warn: Callable[[str], None] = lambda _: None) -> Flow
 
 def _import_file(path: Path, target: str) -> ModuleType:
     """Import ``path`` as the module named by its stem, with its folder on ``sys.path`` (its
-    own imports, and worker processes unpickling its functions, find it there)."""
+    own imports, and worker processes unpickling its functions, find it there).
+
+    A file whose stem names a standard or already-imported module (``queue.py``) must not
+    replace that module: layerflow's own threads import it later and would get the user's
+    file. Such a file is loaded under a name of its own, its folder goes last on
+    ``sys.path``, and its functions travel to worker processes by value."""
     path = path.resolve()
-    name = path.stem
-    if not name.isidentifier():
+    stem = path.stem
+    if not stem.isidentifier():
         raise TargetError(f"{target}: {path.name} cannot be a module name (use letters and _)")
+    shadows = _shadows(stem, path)
+    name = f"_layerflow_file_{stem}" if shadows else stem
     folder = str(path.parent)
     if folder not in sys.path:
-        sys.path.insert(0, folder)
+        sys.path.append(folder) if shadows else sys.path.insert(0, folder)
     loaded = sys.modules.get(name)
     if loaded is not None and _file_of(loaded) == path:
         return loaded
@@ -71,7 +78,19 @@ def _import_file(path: Path, target: str) -> ModuleType:
         else:
             sys.modules.pop(name, None)
         raise TargetError(f"{target}: importing {path} failed: {safe_str(e)}") from None
+    if shadows:  # a worker process could not import it by this name
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(module)
     return module
+
+
+def _shadows(stem: str, path: Path) -> bool:
+    """True when importing ``path`` as ``stem`` would hide a module Python already has."""
+    if stem in sys.stdlib_module_names:
+        return True
+    loaded = sys.modules.get(stem)
+    return loaded is not None and _file_of(loaded) != path
 
 
 def _import_name(name: str, target: str, warn: Callable[[str], None]) -> ModuleType:

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import InvalidOptionError, LayerflowError, did_you_mean
+from ..faults import log_fault
 
 __all__ = ["Backend", "Done", "BACKENDS", "LONG_TASK", "install_command", "open_backend"]
 
@@ -117,8 +118,10 @@ def open_backend(
     context: Any = None,
     address: str | None = None,
     client: Any = None,
+    on_fault: Callable[[str, BaseException], None] | None = None,
 ) -> Backend:
-    """Start backend ``name`` for one run; its module is imported only now."""
+    """Start backend ``name`` for one run; its module is imported only now. ``on_fault``
+    hears of an exception that escapes one of the backend's own threads (``faults.py``)."""
     if name not in _REGISTRY:
         raise InvalidOptionError(
             f"backend must be one of {', '.join(_REGISTRY)}, got {name!r}."
@@ -133,4 +136,6 @@ def open_backend(
     except ImportError as e:
         how = f" Install it with: {install_command(install)}" if install else ""
         raise LayerflowError(f"Backend {name!r} is not available ({e}).{how}") from None
-    return backend_class(loop=loop, context=context, address=address, client=client)
+    return backend_class(
+        loop=loop, context=context, address=address, client=client, on_fault=on_fault or log_fault
+    )

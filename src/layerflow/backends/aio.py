@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
+from ..errors import InternalError, safe_str
+from ..faults import Fault, guarded, log_fault
 from ..metrics import _BOX
 from . import Done
 
@@ -42,6 +44,7 @@ class AsyncBackend:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         context: contextvars.Context | None = None,
+        on_fault: Fault = log_fault,
         **_: Any,
     ) -> None:
         self._own = loop is None
@@ -56,11 +59,26 @@ class AsyncBackend:
         if loop is None:
             self.loop = asyncio.new_event_loop()
             ready = threading.Event()
+            died: list[BaseException] = []
+
+            def fault(where: str, error: BaseException) -> None:
+                died.append(error)
+                ready.set()  # (a loop that never started must not leave this waiting)
+                on_fault(where, error)
+
             self._thread: threading.Thread | None = threading.Thread(
-                target=self._serve, args=(ready,), name="layerflow-async", daemon=True
+                target=guarded("async loop", self._serve, fault),
+                args=(ready,),
+                name="layerflow-async",
+                daemon=True,
             )
             self._thread.start()
             ready.wait()
+            if died and not self.loop.is_running():
+                self.loop.close()
+                raise InternalError(
+                    f"layerflow's event loop thread failed to start ({safe_str(died[0])})"
+                ) from died[0]
         else:
             self.loop = loop
             self._thread = None

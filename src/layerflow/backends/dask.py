@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any
 
 from ..errors import LayerflowError
+from ..faults import Fault, guarded, log_fault
 from . import Done, child_pythonpath, install_command
 from .dask_values import ClusterValues
 from .process import UnpicklableError, WorkerDied, _find_unpicklable
@@ -276,7 +277,14 @@ class DaskBackend:
     scheduler to connect to (``tcp://host:8786``); neither: a local cluster for this run.
     """
 
-    def __init__(self, *, address: str | None = None, client: Any = None, **_: Any) -> None:
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        client: Any = None,
+        on_fault: Fault = log_fault,
+        **_: Any,
+    ) -> None:
         distributed = import_distributed()
         self.local: _LocalCluster | None = None
         self.own_client = client is None
@@ -316,7 +324,11 @@ class DaskBackend:
         self._pending: list[_Attempt] = []
         self._tags: dict[str, Any] = {}  # attempt key -> the submitter's tag
         self._closed = False
-        threading.Thread(target=self._send, name="layerflow-dask-submit", daemon=True).start()
+        threading.Thread(
+            target=guarded("dask submit", self._send, on_fault),
+            name="layerflow-dask-submit",
+            daemon=True,
+        ).start()
 
     def capacity(self, limit: int | None) -> int | None:
         """Ready tasks go to Dask at once (its queue hides each completion's round trip);

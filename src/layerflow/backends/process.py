@@ -29,6 +29,7 @@ from ..errors import (
     UnpicklableError,  # noqa: F401 (re-exported)
     WorkerDied,  # noqa: F401 (re-exported)
 )
+from ..faults import Fault, guarded, log_fault
 from . import Done, child_pythonpath
 
 __all__ = ["ProcessBackend", "WorkerDied", "UnpicklableError", "RemoteError"]
@@ -79,7 +80,11 @@ class _Worker:
         self.conn: Connection | None = None
         self.killed = False
         self.current: _Job | None = None  # the attempt running now (guarded by the lock)
-        threading.Thread(target=self._feed, name="layerflow-process-feeder", daemon=True).start()
+        threading.Thread(
+            target=guarded("process feeder", self._feed, backend.on_fault),
+            name="layerflow-process-feeder",
+            daemon=True,
+        ).start()
 
     def _start_process(self) -> None:
         # A fresh interpreter, not multiprocessing: the user's script is never re-imported
@@ -209,7 +214,8 @@ class _Worker:
 class ProcessBackend:
     """A pool of worker processes, started as needed, each running one task at a time."""
 
-    def __init__(self, **_: Any) -> None:
+    def __init__(self, *, on_fault: Fault = log_fault, **_: Any) -> None:
+        self.on_fault = on_fault
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()

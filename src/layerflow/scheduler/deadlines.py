@@ -14,6 +14,7 @@ from ..errors import (
 from ..events import (
     logger,
 )
+from ..faults import guarded
 from .state import (
     _RUNNING,
     _UNSTOPPABLE,
@@ -32,7 +33,9 @@ class Timer:
         self.heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self.count = 0
         self.closed = False
-        threading.Thread(target=self._loop, name="layerflow-timer", daemon=True).start()
+        threading.Thread(
+            target=guarded("timer", self._loop, run._fault), name="layerflow-timer", daemon=True
+        ).start()
 
     def add(self, when: float, callback: Callable[..., None], *args: Any) -> None:
         """Call ``callback(*args)`` at perf_counter time ``when`` (lock held by the caller)."""
@@ -59,8 +62,9 @@ class Timer:
                 _, _, callback, args = heapq.heappop(heap)
                 try:
                     callback(*args)
-                except Exception:  # a bug here must not stop every later deadline
-                    logger.exception("layerflow timer callback %r failed", callback)
+                except Exception as e:  # a deadline's handling broke: the run cannot be trusted
+                    logger.error("layerflow timer callback %r failed", callback, exc_info=e)
+                    self.run._fault_locked("timer", e)
 
 
 class Deadlines:

@@ -13,6 +13,7 @@ from ..errors import (
 from ..events import (
     LayerEvent,
 )
+from ..faults import guarded
 from ..limits import LayerReport
 from .state import (
     _READY,
@@ -102,7 +103,9 @@ class Layers:
                     self._open_next_layer()
                     self._kick()
 
-        threading.Thread(target=ask, name="layerflow-checkpoint", daemon=True).start()
+        threading.Thread(
+            target=guarded("checkpoint", ask, self._fault), name="layerflow-checkpoint", daemon=True
+        ).start()
 
     def _open_next_layer(self) -> None:
         """Let the next layer (the first with tasks left) start."""

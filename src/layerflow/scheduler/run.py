@@ -13,6 +13,7 @@ from .admission import Admission
 from .budgets import Budgets
 from .deadlines import Deadlines
 from .fanout import FanOut
+from .faults import Faults
 from .groups import Groups
 from .layers import Layers
 from .pools import ForeignPools
@@ -50,6 +51,7 @@ class Run(
     StoreIO,
     Budgets,
     Admission,
+    Faults,
     Transitions,
     State,
 ):
@@ -62,6 +64,8 @@ class Run(
         if self.emit:
             self.emit(RunEvent("run_started", None, time.time(), self.run_id, total=self.n))
         with self.lock:
+            if self._take_up_faults():
+                return
             if self.run_timeout is not None:
                 self._timer().add(self.perf0 + self.run_timeout, self._on_run_deadline)
             for i in self.preset:  # all reused before any is released: none runs again

@@ -295,7 +295,7 @@ class State:
         self._init_remote()
         self._init_store_io()
         self.timer: Any = None  # a deadlines.Timer, started by the first deadline
-        self.bus = EventBus(list(observers)) if observers else None
+        self.bus = EventBus(list(observers), self._fault) if observers else None
         self.emit = self.bus.put if self.bus else None
         self.wall0 = time.time()
         self.perf0 = time.perf_counter()
@@ -378,6 +378,7 @@ class State:
                     context=self.context,
                     address=address,
                     client=client,
+                    on_fault=self._fault,
                 )
                 cap = backend.capacity(bound)
                 self.kind_cap[kind] = _INFINITE if cap is None else cap

@@ -46,7 +46,9 @@ from typing import Any
 
 from ..errors import ResultNotStored, safe_str
 from ..events import logger
+from ..faults import guarded
 from ..taskscope import tag
+from .faults import STORE_THREAD
 from .state import _ASYNC, _STORING, _UNSTOPPABLE
 
 #: results that may wait to be stored before new work waits for the store: enough for large
@@ -93,7 +95,11 @@ class StoreIO:
     def _io_put(self, job: tuple[Any, Any, Callable[..., None]]) -> None:
         if self.io_jobs is None:
             self.io_jobs = queue.SimpleQueue()
-            threading.Thread(target=self._io_loop, name="layerflow-store-io", daemon=True).start()
+            threading.Thread(
+                target=guarded(STORE_THREAD, self._io_loop, self._fault),
+                name="layerflow-store-io",
+                daemon=True,
+            ).start()
         self.io_jobs.put(job)
 
     def _off_lock(
@@ -169,17 +175,13 @@ class StoreIO:
                 with self.lock:
                     self.storing -= len(results)
                     self.stored.notify_all()
-                    for then, args in done:
-                        try:
-                            then(*args)
-                        except Exception:  # a bug here must not strand every later job
-                            logger.exception("layerflow store job %r failed", then)
                     try:
+                        for then, args in done:
+                            then(*args)
                         self._kick()
-                    except Exception:  # nor may it end this thread: the run would hang
-                        logger.exception("layerflow could not start the next tasks")
-                        self.idle = 0  # every idle worker woken: they take what is ready
-                        self.cond.notify_all()
+                    except Exception as e:  # a task's transition broke: it would never end
+                        logger.error("layerflow store job failed", exc_info=e)
+                        self._fault_locked(STORE_THREAD, e)
             if None in batch:
                 return
 

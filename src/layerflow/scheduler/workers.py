@@ -18,6 +18,7 @@ from contextvars import copy_context
 
 from ..backends import LONG_TASK
 from ..errors import Cancelled
+from ..faults import guarded
 from ..graph import positional_args
 from ..metrics import _BOX, open_box
 from ..metrics import add as add_metrics
@@ -113,7 +114,11 @@ class ThreadWorkers:
             want -= wake
         for _ in range(min(want, self.thread_cap - self.threads)):
             self.threads += 1
-            threading.Thread(target=self._worker, name="layerflow-worker", daemon=True).start()
+            threading.Thread(
+                target=guarded("worker", self._worker, self._fault),
+                name="layerflow-worker",
+                daemon=True,
+            ).start()
 
     def _worker(self) -> None:
         """A worker thread: take a task, run it, report it and take the next, until done.

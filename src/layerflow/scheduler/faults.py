@@ -1,0 +1,83 @@
+"""A fault in a thread the run owns: the run stops and fails, saying which thread broke.
+
+Called by :func:`layerflow.faults.guarded` when an exception escapes a run's thread, and by
+the timer and the store's writer when a callback they run under the lock raises. The run
+then behaves as after Ctrl-C (running attempts given up, nothing new starts, finished
+results kept), except that it ends ``failed`` and ``flow.run`` raises ``TaskFailed`` whose
+message names the thread and the error. Results waiting for a store writer that died are
+cancelled: they never reached the disk. Whatever the state, ``done`` is set: a fault is
+never a hang.
+"""
+
+from __future__ import annotations
+
+from ..errors import InternalError, safe_str
+from ..events import logger
+from .state import _CANCELLED, _RUNNING, _STORING
+
+#: the store writer's thread name (its pending results are lost with it)
+STORE_THREAD = "store"
+
+
+class Faults:
+    """The run's answer to a fault in one of its own threads."""
+
+    #: set as the run starts: a fault before that waits for ``_take_up_faults``
+    begun = False
+
+    def _fault(self, where: str, error: BaseException) -> None:
+        """A thread of the run's died with ``error`` (lock not held). A backend's thread may
+        die while the run's state is still being built (its pool opens in ``__init__``):
+        that fault waits in ``early_faults`` for :meth:`_take_up_faults`."""
+        logger.error("layerflow's %s thread failed", where, exc_info=error)
+        self.__dict__.setdefault("early_faults", []).append((where, error))  # (atomic)
+        lock = self.__dict__.get("lock")
+        if lock is None:
+            return
+        with lock:
+            if self.begun:
+                self._fault_locked(where, error)
+
+    def _take_up_faults(self) -> bool:
+        """At the start (lock held): True if a thread died before it; the run then ends."""
+        self.begun = True
+        early = self.__dict__.get("early_faults")
+        if early:
+            self._fault_locked(*early[0])
+        return bool(early)
+
+    def _fault_locked(self, where: str, error: BaseException) -> None:
+        """As :meth:`_fault`, with the lock held."""
+        if self.done.is_set():
+            return
+        fault = InternalError(
+            f"layerflow's {where} thread failed ({safe_str(error)}), so the run was stopped; "
+            "results that finished are kept. This is a bug in layerflow, unless something "
+            "replaced a module it uses: please report it with the traceback logged above"
+        )
+        fault.__cause__ = error
+        self.outcome = "failed"
+        self.cause, self.cause_error = -1, fault
+        self.stopping = True
+        reason = f"layerflow's {where} thread failed"
+        try:
+            for i, status in enumerate(self.status):
+                if status == _RUNNING:
+                    self._abandon(i, fault, fail=False, reason=reason)
+            if where == STORE_THREAD or self.io_jobs is None:
+                for i, status in enumerate(self.status):
+                    if status == _STORING:  # its writer is gone: never on disk
+                        self.status[i] = _CANCELLED
+                        self.errors[i] = fault
+                        self._finalize(i)
+            self._stop(reason)
+        except Exception:  # the state is beyond repair: end the run all the same
+            logger.exception("layerflow could not stop the run cleanly")
+        if not self.done.is_set():
+            try:
+                self._finish_run()
+            except Exception:
+                logger.exception("layerflow could not end the run cleanly")
+                self.done.set()
+                if self.on_done is not None:
+                    self.on_done()

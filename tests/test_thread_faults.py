@@ -1,0 +1,175 @@
+"""A fault in a thread the run owns fails the run with a message naming the thread; it never
+hangs it. And a user's file named after a standard module does not replace that module."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import layerflow as lf
+from layerflow import faults
+
+
+def finishes(call, seconds: float = 60.0):
+    """``call()`` in a thread: its result or exception, failing the test if it hangs."""
+    box: dict[str, object] = {}
+
+    def body():
+        try:
+            box["value"] = call()
+        except BaseException as e:  # noqa: BLE001 (handed to the test)
+            box["error"] = e
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the run hung"
+    return box
+
+
+def two_layers() -> lf.Flow:
+    flow = lf.Flow("faults")
+
+    @flow.task
+    def a():
+        time.sleep(0.3)  # the fault lands while the run is going
+        return 1
+
+    @flow.task
+    def b(a):
+        return a + 1
+
+    return flow
+
+
+def coroutines() -> lf.Flow:
+    flow = lf.Flow("faults-async")
+
+    @flow.task
+    async def a():
+        await asyncio.sleep(0.3)
+        return 1
+
+    return flow
+
+
+RUNS = {
+    "worker": (two_layers, {}),
+    "timer": (two_layers, {"timeout": 30}),
+    "checkpoint": (two_layers, {"checkpoint": lambda report: True}),
+    "events": (two_layers, {"on_event": lambda event: None}),
+    "process feeder": (two_layers, {"backend": "process"}),
+    "async loop": (coroutines, {}),
+}
+
+
+@pytest.fixture
+def inject():
+    def put(where: str) -> None:
+        faults.INJECT[where] = RuntimeError(f"injected into {where}")
+
+    yield put
+    faults.INJECT.clear()
+
+
+@pytest.mark.parametrize("where", [*RUNS, "store"])
+def test_a_fault_in_a_thread_of_the_run_fails_it_naming_the_thread(where, inject, tmp_path):
+    make, options = RUNS.get(where, (two_layers, {}))
+    if where == "store":
+        options = {"store": tmp_path / "runs.db"}
+    inject(where)
+    box = finishes(lambda: make().run(progress=False, **options))
+    error = box.get("error")
+    assert isinstance(error, lf.LayerflowError), box
+    assert f"layerflow's {where} thread failed" in str(error) or where in str(error)
+    assert f"injected into {where}" in str(error)
+
+
+def test_a_fault_in_the_dask_submitter_fails_the_run(inject, dask_client):
+    inject("dask submit")
+    box = finishes(lambda: two_layers().run(backend="dask", client=dask_client, progress=False))
+    error = box.get("error")
+    assert isinstance(error, lf.TaskFailed), box
+    assert "layerflow's dask submit thread failed" in str(error)
+
+
+def test_the_run_keeps_what_finished_before_the_fault(inject, tmp_path):
+    # the timer starts with the first deadline, after a has finished
+    flow = lf.Flow("late-fault")
+
+    @flow.task
+    def a():
+        return 1
+
+    @flow.task(timeout=30)
+    def b(a):
+        return a + 1
+
+    inject("timer")
+    box = finishes(lambda: flow.run(progress=False, store=tmp_path / "runs.db"))
+    error = box["error"]
+    assert isinstance(error, lf.TaskFailed)
+    assert error.result.tasks["a"].status == "succeeded"
+    assert error.result.status == "failed"
+
+
+def test_a_run_after_a_fault_works(inject):
+    inject("worker")
+    finishes(lambda: two_layers().run(progress=False))
+    faults.INJECT.clear()
+    assert two_layers().run(progress=False)["b"] == 2
+
+
+SHADOW = """
+import layerflow as lf
+
+flow = lf.Flow("shadow")
+
+
+@flow.task
+def a():
+    return 1
+
+
+@flow.task
+def b(a):
+    return a + 1
+"""
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+@pytest.mark.parametrize("target", ["queue.py:flow", "queue:flow"])
+def test_a_file_named_after_a_standard_module_runs_and_does_not_replace_it(
+    tmp_path, target, backend
+):
+    # layerflow's store thread imports queue: with the user's queue.py in its place it hung
+    (tmp_path / "queue.py").write_text(textwrap.dedent(SHADOW))
+    # the installed command, as a user runs it (``python -m`` would put this folder first)
+    script = Path(sys.executable).parent / "layerflow"
+    command = [str(script), "run", target, "--backend", backend]
+    command += ["--store", str(tmp_path / "runs.db")]
+    done = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "b = 2" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_a_shadowing_file_does_not_shadow_the_module_in_this_process(tmp_path, monkeypatch):
+    import queue
+
+    (tmp_path / "queue.py").write_text(textwrap.dedent(SHADOW))
+    from layerflow.targets import load_flow
+
+    flow = load_flow(f"{tmp_path / 'queue.py'}:flow")
+    assert sys.modules["queue"] is queue
+    assert Path(sys.path[0]) != tmp_path
+    assert flow.run(progress=False, store=tmp_path / "runs.db")["b"] == 2
