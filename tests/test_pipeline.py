@@ -1201,3 +1201,27 @@ def test_the_pipelines_folder_is_on_sys_path_only_while_it_loads_and_runs(tmp_pa
     run = pipeline.run(backend="process")  # worker processes import it from there too
     assert run["w"] == "helped"
     assert folder not in sys.path
+
+
+def test_a_step_that_timed_out_once_succeeds_on_its_retry(tmp_path):
+    # the stop of the timed-out attempt once outlived it: the retry, started while the first
+    # attempt's thread was still ending, was "stopped: another step failed" in about half
+    # the runs; each attempt is now stopped on its own
+    script = "if [ -e tried ]; then echo fine; else touch tried; exec sleep 30; fi"
+    path = write(
+        tmp_path,
+        f"""
+        steps:
+          - name: flaky
+            timeout: 0.5
+            retries: 1
+            run: "sh -c '{script}'"
+        """,
+    )
+    pipeline = lf.load_pipeline(path)
+    for _ in range(6):
+        (tmp_path / "tried").unlink(missing_ok=True)
+        result = pipeline.run(progress=False)
+        assert result.ok, result.tasks["flaky"].error
+        assert result["flaky"] == "fine"
+        assert result.tasks["flaky"].attempts == 2

@@ -254,11 +254,12 @@ class _Command:
     def _local(self, owner: object) -> None:
         self.owner = owner
         self.running: set[subprocess.Popen[bytes]] = set()
-        self.stopped = threading.Event()
-        self.active = 0  # attempts in progress here (guarded by _PROCESSES_LOCK)
+        # each attempt in progress here has its own stop (guarded by _PROCESSES_LOCK): a
+        # stop is for the attempts it found, never for a retry that starts after it
+        self.attempts: set[threading.Event] = set()
 
     def __getstate__(self) -> dict[str, Any]:
-        local = ("owner", "running", "stopped", "active")
+        local = ("owner", "running", "attempts")
         return {k: v for k, v in self.__dict__.items() if k not in local}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -269,17 +270,16 @@ class _Command:
         values = step_values(kwargs, self.item, self.literal)
         if self.when is not None:  # before anything is rendered: a skip needs no cwd
             check_when(self.name, self.when, values)
+        stop = threading.Event()
         with _PROCESSES_LOCK:
-            self.active += 1
+            self.attempts.add(stop)
         try:
-            return self._attempt(values)
+            return self._attempt(values, stop)
         finally:
             with _PROCESSES_LOCK:
-                self.active -= 1
-                if not self.active:  # a stop is for the attempts it found: not the next run
-                    self.stopped.clear()
+                self.attempts.discard(stop)
 
-    def _attempt(self, values: dict[str, Any]) -> str:
+    def _attempt(self, values: dict[str, Any], stop: threading.Event) -> str:
         name, timeout = self.name, self.timeout
         if self.shell:
             argv = _shell_argv(self.template, values)
@@ -289,7 +289,7 @@ class _Command:
         cwd = self.base / render(self.cwd_t, values) if self.cwd_t else self.base
         if not cwd.is_dir():
             raise CommandFailed(f"step {name!r}: its cwd {str(cwd)!r} is not a folder", 127, "")
-        if self.stopped.is_set():  # stopped before its command started: it never starts
+        if stop.is_set():  # stopped before its command started: it never starts
             raise Cancelled(f"step {name!r} was stopped: another step failed")
         try:
             proc = subprocess.Popen(
@@ -306,7 +306,7 @@ class _Command:
         with _PROCESSES_LOCK:
             _PROCESSES[proc] = self.owner
             self.running.add(proc)
-            stopped = self.stopped.is_set()  # stopped while it was starting
+            stopped = stop.is_set()  # stopped while it was starting
         if stopped:
             _kill_group(proc)
         try:
@@ -324,7 +324,7 @@ class _Command:
             with _PROCESSES_LOCK:
                 _PROCESSES.pop(proc, None)
                 self.running.discard(proc)
-        if self.stopped.is_set():
+        if stop.is_set():
             raise Cancelled(f"step {name!r} was stopped: another step failed")
         if proc.returncode != 0:
             tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-20:])
@@ -347,8 +347,8 @@ class _Command:
         """Stop the attempts of this step in progress here (fail-fast, Ctrl-C): kill their
         commands, or keep a command that has not started yet from starting."""
         with _PROCESSES_LOCK:
-            if self.active:
-                self.stopped.set()
+            for stop in self.attempts:
+                stop.set()
             procs = list(self.running)
         for proc in procs:
             _kill_group(proc)
