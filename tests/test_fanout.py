@@ -623,3 +623,82 @@ def test_a_loaded_run_has_the_live_runs_attempts(tmp_path):
         assert [t.attempts for t in loaded.tasks.values()] == [
             t.attempts for t in run.tasks.values()
         ]
+
+
+# --- hardening (#29): resume after a failed element, empty maps, a cancelled map's event --
+
+
+def test_resume_after_a_failed_element_runs_only_that_element(tmp_path):
+    calls: list[int] = []
+    broken = {3}
+    flow = lf.Flow("one-bad")
+    flow.add(lambda: list(range(6)), name="items")
+
+    def work(items):
+        calls.append(items)
+        if items in broken:
+            raise ValueError("bad element")
+        return items * 2
+
+    flow.add(work, name="work", map="items")
+    first = flow.run(store=tmp_path, fail_fast=False, progress=False)
+    assert first.tasks["work"].status == "failed"
+    broken.clear()
+    calls.clear()
+    second = flow.run(store=tmp_path, resume=True, progress=False)
+    assert second.ok and second["work"] == [0, 2, 4, 6, 8, 10]
+    assert calls == [3]
+    assert _statuses(second, "work") == Counter(reused=5, succeeded=1)
+
+
+def _empty_map() -> lf.Flow:
+    flow = lf.Flow("empty-map")
+    flow.add(lambda: [], name="nothing")
+    flow.add(lambda nothing: nothing, name="each", map="nothing")
+    flow.add(lambda each: len(each), name="count")
+    return flow
+
+
+def test_a_map_over_an_empty_list_is_stored_so_resume_reuses_it(tmp_path):
+    flow = _empty_map()
+    flow.add(lambda count: 1 / 0, name="boom")
+    first = flow.run(store=tmp_path, fail_fast=False, progress=False)
+    assert first.tasks["each"].status == "succeeded"
+    second = flow.run(store=tmp_path, resume=True, fail_fast=False, progress=False)
+    assert second.tasks["each"].status == "reused"
+    assert second["each"] == []
+
+
+def test_a_map_over_an_empty_list_hits_the_cache(tmp_path):
+    flow = _empty_map()
+    flow.run(store=tmp_path, cache=True, progress=False)
+    again = flow.run(store=tmp_path, cache=True, progress=False)
+    assert again.tasks["each"].status == "cached"
+    assert again["count"] == 0
+
+
+def test_a_map_cancelled_by_fail_fast_sends_its_event():
+    flow = lf.Flow("cancelled-map")
+    gate = threading.Event()
+
+    @flow.task
+    def boom():
+        raise ValueError("boom")
+
+    @flow.task
+    def items():
+        gate.wait(10)
+        return [1, 2]
+
+    flow.add(lambda items: items, name="each", map="items")
+    events: list[tuple[str, str | None]] = []
+
+    def hear(event):
+        events.append((event.kind, event.task))
+        if event.kind == "task_failed":
+            gate.set()
+
+    with pytest.raises(lf.TaskFailed):
+        flow.run(on_event=hear, progress=False)
+    run_status = {task: kind for kind, task in events if task == "each"}
+    assert run_status == {"each": "task_cancelled"}

@@ -151,8 +151,23 @@ class FanOut:
         name = self.names[m]
         self.status[m] = _MAPPED
         if not k:
-            self.first_start[m] = self.last_end[m] = time.perf_counter()
-            self._succeed(m, [])
+            now = self.first_start[m] = self.last_end[m] = time.perf_counter()
+            if self.persist is None:
+                self._succeed(m, [])
+                return
+            if self.lookup is not None:  # (a read under the lock: only for an empty map)
+                hit, _ = self.lookup(m, *self._call_args(m))
+                if hit:
+                    self._succeed(m, [], _CACHED)
+                    return
+
+            def then(error: BaseException | None) -> None:
+                if error is None:
+                    self._succeed(m, [])
+                else:
+                    self._map_failed(m, error)
+
+            self._store_result(m, [], now, now, then)  # stored: resume and cache reuse it
             return
         mapped = {p for p, _, _ in lists}
         given = [(p, items) for p, kids, items in lists if kids is None]
