@@ -478,3 +478,55 @@ def test_several_processes_upgrade_an_earlier_versions_store_at_once(tmp_path):
     assert store._read("PRAGMA user_version")[0][0] >= 3
     assert store._read("SELECT COUNT(*) FROM blobs") == [(0,)]
     store.close()
+
+
+SOURCELESS = """
+import os
+import sys
+
+import layerflow as lf
+
+calls = []
+
+
+def make():
+    flow = lf.Flow("sourceless")
+
+    def a():
+        calls.append("a")
+        return 1
+
+    def b(a):
+        if os.environ.get("BREAK") == "1":
+            raise ValueError("broken")
+        return a + 1
+
+    flow.add(a, name="a")
+    flow.add(b, name="b")
+    return flow
+
+
+try:
+    make().run(store=sys.argv[1], progress=False)
+except lf.TaskFailed as e:
+    print(e.result.tasks["b"].status)  # its traceback was formatted: file names interned
+os.environ["BREAK"] = "0"
+again = make().run(store=sys.argv[1], resume=True, progress=False)
+print(again.tasks["a"].status, again["b"], calls)
+"""
+
+
+def test_a_function_without_source_keeps_its_fingerprint_after_a_traceback(tmp_path):
+    # python -c: no source to read, so the fingerprint comes from the code object; it used
+    # to be marshal.dumps(code), whose bytes changed once a traceback interned the file
+    # name, and resume ran the task that had succeeded again
+    done = subprocess.run(
+        [sys.executable, "-c", SOURCELESS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "BREAK": "1"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["failed", "reused 2 ['a']"]

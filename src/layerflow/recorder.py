@@ -15,8 +15,8 @@ import functools
 import hashlib
 import inspect
 import json
-import marshal
 import threading
+import types
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -69,8 +69,39 @@ def _code_of(fn: Any) -> str:
     except (OSError, TypeError):
         code = getattr(fn, "__code__", None)
         if code is not None:
-            return marshal.dumps(code).hex()
+            return "code:" + hashlib.sha256(_code_text(code).encode()).hexdigest()
         return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _code_text(code: types.CodeType) -> str:
+    """A code object with no source (``python -c``, stdin, generated code) as stable text:
+    its bytecode, names and constants, nested code objects the same way. Not
+    ``marshal.dumps``, whose bytes depend on reference counts: once a traceback's
+    formatting interned the file name, the same function fingerprinted differently, so
+    resume and the cache ran it again. Line numbers are left out, as the source-based
+    fingerprint ignores where a function is."""
+    parts = [
+        code.co_name,
+        code.co_code.hex(),
+        repr(code.co_names),
+        repr(code.co_varnames),
+        repr(code.co_freevars),
+        repr(code.co_cellvars),
+        repr((code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount)),
+        repr(code.co_flags),
+    ]
+    parts.extend(_const_text(c) for c in code.co_consts)
+    return "\x00".join(parts)
+
+
+def _const_text(value: Any) -> str:
+    if isinstance(value, types.CodeType):
+        return "<" + _code_text(value) + ">"
+    if isinstance(value, tuple):
+        return "(" + ",".join(_const_text(v) for v in value) + ")"
+    if isinstance(value, frozenset):  # its order follows string hashing, which varies
+        return "{" + ",".join(sorted(_const_text(v) for v in value)) + "}"
+    return f"{type(value).__name__}:{value!r}"
 
 
 _SCALARS = frozenset((int, float, str, bytes, bool, type(None), complex))
