@@ -1225,3 +1225,14 @@ def test_a_step_that_timed_out_once_succeeds_on_its_retry(tmp_path):
         assert result.ok, result.tasks["flaky"].error
         assert result["flaky"] == "fine"
         assert result.tasks["flaky"].attempts == 2
+
+
+def test_a_missing_input_is_both_a_pipeline_error_and_a_missing_input_error(tmp_path):
+    # Python users catch lf.MissingInputError, as Flow.run documents; the CLI a PipelineError
+    path = write(tmp_path, 'steps:\n  - {name: hi, run: "echo {{inputs.who}}"}\n')
+    with pytest.raises(lf.MissingInputError) as caught:
+        lf.load_pipeline(path).run(progress=False)
+    error = caught.value
+    assert isinstance(error, lf.PipelineError)
+    assert (error.task, error.missing) == ("hi", "who")
+    assert error.problems[0][1] == 2 and "--set who=VALUE" in str(error)

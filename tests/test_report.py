@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import textwrap
 import time
@@ -453,3 +454,31 @@ def test_a_tasks_detail_in_the_report_says_what_it_runs(tmp_path):
     assert "attempt 1: succeeded" in html and "value:\nhello world" in html
     busy = run_busy()
     assert "start()" in busy.details["start"] and "test_report.py:" in busy.details["start"]
+
+
+def test_the_report_has_a_cpu_column_and_the_cpu_line_one_duration_style(tmp_path):
+    # #17 asked for CPU time per task; the summary printed "(5.18e-05s each)"
+    flow = lf.Flow("cpu")
+
+    @flow.task
+    def spin():
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            pass
+        return 1
+
+    @flow.task
+    def quick():
+        return 2
+
+    run = flow.run(progress=False)
+    html = run.to_html(tmp_path / "r.html").read_text()
+    assert '<th data-type="num" tabindex="0" scope="col">CPU</th>' in html
+    table = html[html.index('<table id="tasks"') :]
+    row = table[table.index(">spin<") :]
+    row = row[: row.index("</tr>")]
+    assert re.search(r'data-v="0\.0[4-9]\d*"', row)  # its CPU seconds, sortable
+    note = run.cpu_note()
+    assert note is not None
+    assert re.match(r"CPU: \d+(\.\d+)? ms in 1 task \(\d+(\.\d+)? ms each\)", note), note
+    assert "e-0" not in note

@@ -198,9 +198,23 @@ class PipelineError(LayerflowError, ValueError):
 
     def __init__(self, problems: list[tuple[str, int | None, str]]) -> None:
         self.problems = problems
-        lines = [f"{f}:{line}: {msg}" if line else f"{f}: {msg}" for f, line, msg in problems]
-        head = "" if len(lines) == 1 else f"{len(lines)} problems in the pipeline:\n"
-        super().__init__(head + "\n".join(lines))
+        super().__init__(_problems_text(problems))
+
+
+def _problems_text(problems: list[tuple[str, int | None, str]]) -> str:
+    lines = [f"{f}:{line}: {msg}" if line else f"{f}: {msg}" for f, line, msg in problems]
+    head = "" if len(lines) == 1 else f"{len(lines)} problems in the pipeline:\n"
+    return head + "\n".join(lines)
+
+
+class PipelineInputError(PipelineError, MissingInputError):
+    """A pipeline's input has no value: a ``PipelineError`` with the file and line that use
+    it, and the ``MissingInputError`` that ``Flow.run`` raises for the same mistake
+    (``task``: the first step that needs it, ``missing``: the input's name)."""
+
+    def __init__(self, problems: list[tuple[str, int | None, str]], task: str, missing: str):
+        MissingInputError.__init__(self, _problems_text(problems), task, missing)
+        self.problems = problems  # (file, line, message), as every PipelineError's
 
 
 class CommandFailed(LayerflowError):

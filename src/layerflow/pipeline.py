@@ -56,6 +56,7 @@ from .errors import (
     LayerflowError,
     MissingInputError,
     PipelineError,  # noqa: F401 (re-exported)
+    PipelineInputError,
     closest,
     safe_str,
 )
@@ -1198,7 +1199,8 @@ class Pipeline(Flow):
                         f"(from Python: run({{{name!r}: ...}}))",
                     )
                 )
-            raise PipelineError(out) from None
+            first = problems[0]
+            raise PipelineInputError(out, first.task, first.missing) from None
 
     def _lists(self, inputs: Mapping[str, Any]) -> None:
         """Every input a foreach iterates over is a list, or a ``PipelineError`` with the

@@ -724,6 +724,21 @@ _COLUMNS = (
 )
 
 
+def _cpu_by_row(run: RunResult) -> dict[str, float]:
+    """CPU seconds per task, a map's elements added up under their task's row."""
+    rows: dict[str, float] = {}
+    for name, seconds in run.cpu.items():
+        row = owner_of(name) or name
+        rows[row] = rows.get(row, 0.0) + seconds
+    return rows
+
+
+def _cpu_cell(seconds: float | None) -> str:
+    if seconds is None:  # too short to be measured
+        return '<td data-v="-1">-</td>'
+    return f'<td data-v="{seconds:.6f}">{_esc(_secs(seconds))}</td>'
+
+
 def _table(run: RunResult, critical: set[str], notes: list[str]) -> str:
     tasks: Iterable[TaskRun] = run.tasks.values()
     rows, elements = _fold_elements(list(tasks))
@@ -743,6 +758,9 @@ def _table(run: RunResult, critical: set[str], notes: list[str]) -> str:
         rows = [rows[k] for k in sorted(pick)]
     numbers = bool(run.metrics)  # a column for what tasks gave lf.record, when any did
     columns = (*_COLUMNS, ("Metrics", "text")) if numbers else _COLUMNS
+    cpu = _cpu_by_row(run)  # a column for CPU time, when a task was long enough to measure
+    if cpu:
+        columns = (*columns[:5], ("CPU", "num"), *columns[5:])
     head = "".join(
         f'<th data-type="{kind}" tabindex="0" scope="col">{name}</th>' for name, kind in columns
     )
@@ -764,7 +782,8 @@ def _table(run: RunResult, critical: set[str], notes: list[str]) -> str:
             f'<td data-v="{t.layer}">{t.layer}</td>'
             f'<td data-v="{t.attempts}">{t.attempts}</td>'
             f'<td data-v="{t.duration:.6f}">{_esc(_secs(t.duration))}</td>'
-            f'<td data-v="{start if start is not None else "Infinity"}">'
+            + (_cpu_cell(cpu.get(t.name)) if cpu else "")
+            + f'<td data-v="{start if start is not None else "Infinity"}">'
             f"{_esc(_secs(start) if start is not None else '-')}</td>"
             + _error_cell(err, _traceback_text(t.error))
             + (f"<td>{_esc(format_metrics(t.metrics))}</td>" if numbers else "")

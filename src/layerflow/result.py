@@ -17,7 +17,7 @@ from .errors import (
     did_you_mean,
     safe_str,
 )
-from .events import timing_text
+from .events import seconds_text, timing_text
 from .metrics import format_metrics
 from .names import owner_of
 from .pushback import retry_after_of
@@ -377,10 +377,10 @@ class RunResult:
         busy = sum(self.tasks[n].duration for n in self.cpu if n in self.tasks)
         used = sum(self.cpu.values())
         line = (
-            f"CPU: {used:.2f}s in {len(self.cpu)} tasks ({used / len(self.cpu):.3g}s each), "
-            f"{used / busy:.0%} of their time"
+            f"CPU: {seconds_text(used)} in {len(self.cpu)} task{'s' if len(self.cpu) > 1 else ''} "
+            f"({seconds_text(used / len(self.cpu))} each), {used / busy:.0%} of their time"
             if busy > 0
-            else f"CPU: {used:.2f}s"
+            else f"CPU: {seconds_text(used)}"
         )
         threads = [self.cpu[n] for n in self.cpu_threads if n in self.cpu]
         cores = sum(threads) / self.duration  # CPUs the thread tasks kept busy on average
