@@ -525,3 +525,48 @@ def test_a_long_task_among_tiny_ones_does_not_hold_them_up():
     run = flow.run(max_workers=4)
     long_end = run.tasks["long"].finished_at
     assert max(run.tasks[f"tiny{k}"].finished_at for k in range(2000)) < long_end
+
+
+# --- a run's timeout: one rule (#29.6) -----------------------------------------------------
+
+
+def _timed_out_flows():
+    gate = threading.Event()
+    running = lf.Flow("running-at-the-deadline")
+    running.add(lambda: gate.wait(5), name="slow")
+    running.add(lambda slow: slow, name="after")
+    running.add(lambda: 3, name="other")
+    held = lf.Flow("held-by-a-rate-limit")  # nothing runs at the deadline: b waits
+    held.add(lambda: 1, name="a", rate_limit="api")
+    held.add(lambda: 2, name="b", rate_limit="api")
+    held.add(lambda a: a, name="c")
+    return gate, [(running, {}), (held, {"rate_limits": {"api": "1/10s"}})]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["a-task-running", "nothing-running"])
+def test_a_run_timeout_returns_a_failed_result_without_fail_fast(which):
+    gate, flows = _timed_out_flows()
+    flow, options = flows[which]
+    try:
+        result = flow.run(timeout=0.3, fail_fast=False, progress=False, **options)
+    finally:
+        gate.set()
+    assert result.status == "failed"
+    statuses = {name: t.status for name, t in result.tasks.items()}
+    if which == 0:
+        assert statuses == {"slow": "failed", "after": "cancelled", "other": "succeeded"}
+        assert isinstance(result.tasks["slow"].error, lf.TaskTimeout)
+    else:
+        assert statuses == {"a": "succeeded", "b": "cancelled", "c": "succeeded"}
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["a-task-running", "nothing-running"])
+def test_a_run_timeout_raises_under_fail_fast(which):
+    gate, flows = _timed_out_flows()
+    flow, options = flows[which]
+    try:
+        with pytest.raises(lf.TaskFailed, match="timed out after 0.3s") as caught:
+            flow.run(timeout=0.3, progress=False, **options)
+    finally:
+        gate.set()
+    assert caught.value.result.status == "failed"

@@ -102,20 +102,27 @@ class Deadlines:
         return TaskTimeout(f"task {name!r} timed out after {limit:g}s{stopped}", name, limit)
 
     def _on_run_deadline(self) -> None:
+        """The run's ``timeout``: attempts still running fail with ``TaskTimeout``, all
+        else that has not finished is cancelled (not skipped: nothing failed upstream of
+        it, the run stopped). The run fails; ``run`` raises it only under fail-fast, as
+        for any failure (``driver.outcome``)."""
         if self.left == 0:
             return
         limit = self.run_timeout
         self.outcome = "failed"
+        self.run_timed_out = True
         if self.cause < 0:
             self.cause_error = TaskTimeout(f"the run timed out after {limit:g}s", None, limit)
         self.stopping = True
-        for i in range(len(self.status)):
-            if self.status[i] == _RUNNING:
-                name = self.names[i]
-                e = TaskTimeout(
-                    f"task {name!r} was still running when the run timed out after {limit:g}s",
-                    name,
-                    limit,
-                )
-                self._abandon(i, e, fail=True)
-        self._stop(f"the run timed out after {limit:g}s")
+        running = [i for i, status in enumerate(self.status) if status == _RUNNING]
+        self._stop(f"the run timed out after {limit:g}s")  # first: the waiting are cancelled
+        for i in running:
+            if self.status[i] != _RUNNING:
+                continue
+            name = self.names[i]
+            e = TaskTimeout(
+                f"task {name!r} was still running when the run timed out after {limit:g}s",
+                name,
+                limit,
+            )
+            self._abandon(i, e, fail=True)

@@ -121,7 +121,9 @@ def outcome(run: Run, recorder: Any = None) -> RunResult:
         recorder.end(result)
     if result.status == "interrupted":
         raise RunInterrupted("the run was interrupted (Ctrl-C); finished results are kept", result)
-    if result.status == "failed" and (run.fail_fast or run.cause < 0):
+    # a failure raises under fail-fast; one of no task's (a checkpoint's error, a fault in
+    # layerflow's own thread) raises always, but a run timeout follows fail_fast
+    if result.status == "failed" and (run.fail_fast or (run.cause < 0 and not run.run_timed_out)):
         cause = run.cause_error
         if run.cause >= 0:
             name = run.names[run.cause]

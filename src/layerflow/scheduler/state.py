@@ -198,6 +198,7 @@ class State:
         self.mode = mode
         self.fail_fast = fail_fast
         self.run_timeout = timeout
+        self.run_timed_out = False  # the run reached ``run_timeout``
         self.run_id = run_id or _new_run_id()
         self.rng = random.Random(seed)
         self.loop = loop
