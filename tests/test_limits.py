@@ -388,3 +388,18 @@ def test_many_tasks_on_a_one_unit_pool_run_one_at_a_time_in_priority_order():
     later = order[1:]
     prios = [k % 7 for k in later]
     assert prios == sorted(prios, reverse=True)
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_sequential_mode_keeps_its_order_when_a_rate_limit_holds_a_task(seed):
+    # a task held by the rate window was overtaken: run.order was not the plan's order
+    flow = lf.Flow("in-order")
+    for k in range(4):
+        flow.add(lambda k=k: k, name=f"api{k}", rate_limit="api")
+        flow.add(lambda k=k: k, name=f"local{k}")
+    free = flow.run(mode="sequential", seed=seed, rate_limits={"api": "1000/s"}, progress=False)
+    held = flow.run(mode="sequential", seed=seed, rate_limits={"api": "2/0.3s"}, progress=False)
+    assert held.order == free.order
+    if seed is None:
+        assert held.order == flow.plan().order
+    assert held.waits  # the limit did hold a task

@@ -32,6 +32,10 @@ class Admission:
         self.rate_wake = math.inf
         self.parked_since: dict[int, tuple[str, Any, float]] = {}
         self.waits: list[tuple[int, str, Any, float, float]] = []
+        # sequential: a task held by a pool or a rate window holds the queue (nothing
+        # overtakes it: the run's order is the plan's) until it is queued again
+        self.in_order = self.mode == "sequential"
+        self.order_hold = False
 
     def _admit(self, i: int) -> bool:
         """May entry ``i`` start now? Takes its pool units and rate-window room if so;
@@ -48,6 +52,8 @@ class Admission:
             if i in self.parked_since:  # admitted after waiting for a pool or a rate window
                 self.waits.append((i, *self.parked_since.pop(i), now))
             return True
+        if self.in_order:
+            self.order_hold = True
         if i not in self.parked_since:
             self.parked_since[i] = (*held, now)
         wake = self.gate.wake
@@ -59,6 +65,8 @@ class Admission:
     def _requeue(self, parked: list[tuple[int, int]]) -> None:
         """Queue parked entries again (those still ready); they are checked when taken."""
         status, ready, kind = self.status, self.ready, self.kind
+        if parked:
+            self.order_hold = False
         for key, i in parked:
             if status[i] == _READY:
                 heapq.heappush(ready[kind[i]], key)

@@ -44,7 +44,7 @@ class ForeignPools:
         """Submit ready coroutine and process tasks while the bounds allow. When slots are
         scarce, the best keys over all pools go first, so priorities (and the sequential
         order) hold across pools."""
-        if self.stopping or not any(self.ready_foreign):
+        if self.stopping or self.order_hold or not any(self.ready_foreign):
             return
         ready = self.ready
         if self.storing > _BACKLOG:  # the store is behind: a landed batch kicks again
@@ -82,6 +82,8 @@ class ForeignPools:
                 self.blocked_dask.append((self.keys[i], i))  # queued again when a Dask task ends
                 continue
             if self.gated and not self._admit(i):
+                if self.order_hold:
+                    return
                 continue
             self._start(i)
             args, kwargs = self._call_args(i)

@@ -56,7 +56,7 @@ class ThreadWorkers:
         while True:
             if self.exiting:
                 return -1
-            if ready and not self.stopping and self.running < self.limit:
+            if ready and not self.stopping and self.running < self.limit and not self.order_hold:
                 short = self.avg_task < _SHORT
                 if (
                     short
