@@ -702,3 +702,53 @@ def test_a_map_cancelled_by_fail_fast_sends_its_event():
         flow.run(on_event=hear, progress=False)
     run_status = {task: kind for kind, task in events if task == "each"}
     assert run_status == {"each": "task_cancelled"}
+
+
+def test_a_map_in_a_fail_fast_group_stops_only_its_group():
+    # the failing element was the map's last to end: the whole fail_fast=False run stopped
+    flow = lf.Flow("group-map")
+    group = lf.TaskGroup("grp", fail_fast=True)
+    flow.add(lambda: [0, 1, 2], name="items")
+
+    def work(items):
+        time.sleep(0.05 * items)
+        if items == 2:
+            raise ValueError("the last element fails")
+        return items
+
+    flow.add(work, name="work", map="items", group=group)
+    flow.add(lambda work: work, name="uses_work")
+    flow.add(lambda: time.sleep(0.4) or "out", name="outside")
+    flow.add(lambda outside: outside, name="later")
+    run = flow.run(fail_fast=False, progress=False)
+    statuses = {name: t.status for name, t in run.tasks.items() if "[" not in name}
+    assert statuses == {
+        "items": "succeeded",
+        "work": "failed",
+        "uses_work": "skipped",
+        "outside": "succeeded",
+        "later": "succeeded",
+    }
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "layered", "sequential"])
+@pytest.mark.parametrize("store", [False, True])
+def test_the_checkpoint_after_a_layer_that_maps_over_nothing_can_stop_the_run(
+    mode, store, tmp_path
+):
+    # the empty map ended before its layer's turn, and the layer after it opened unasked
+    flow = _empty_map()
+    asked: list[int] = []
+
+    def checkpoint(report):
+        asked.append(report.index)
+        return report.index == 0  # go on after the first layer, stop after the map's
+
+    for _ in range(3):
+        asked.clear()
+        run = flow.run(
+            checkpoint=checkpoint, mode=mode, store=tmp_path if store else None, progress=False
+        )
+        assert asked == [0, 1]
+        assert run.status == "stopped"
+        assert run.tasks["count"].status == "cancelled"

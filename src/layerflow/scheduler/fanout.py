@@ -397,5 +397,7 @@ class FanOut:
         self._finalize(m)
         if not self._fails_fast(m) or self._in_stopped_group(m):
             self._skip_downstream(m)
+        elif not self.fail_fast:  # its group's own fail-fast: the rest of the run goes on
+            self._stop_group(self.spec[m].group, m)  # type: ignore[arg-type]
         elif not self.stopping:
             self._stop(f"{self.names[m]!r} failed")

@@ -41,6 +41,7 @@ class Layers:
             self.layer_left[li] += 1
         self.layer_seen = bytearray(g.n_layers)
         self.layer_names: list[tuple[str, ...]] | None = None
+        self.checkpoint_asked = -1  # the last layer whose checkpoint was asked
 
     def _layer_started(self, li: int) -> None:
         """Emit ``layer_started`` once per layer: at its first start, or at its end when
@@ -69,6 +70,7 @@ class Layers:
     def _ask_checkpoint(self, li: int) -> None:
         """Call the checkpoint for layer ``li`` in its own thread (it may prompt a person);
         the next layer opens only when it has answered."""
+        self.checkpoint_asked = li
         names = self.graph.names
         layer = self.graph.layers()[li]
         report = LayerReport(
@@ -108,12 +110,19 @@ class Layers:
         ).start()
 
     def _open_next_layer(self) -> None:
-        """Let the next layer (the first with tasks left) start."""
-        while self.current_layer < len(self.layer_left) - 1:
+        """Let the next layer (the first with tasks left) start. A layer that ended
+        before its turn (a map over an empty list ends as soon as it is expanded) still
+        gets its checkpoint before the layer after it opens."""
+        last = len(self.layer_left) - 1
+        while self.current_layer < last:
             self.current_layer += 1
             held, self.held[self.current_layer] = self.held[self.current_layer], []
             for j in held:
                 if self.status[j] == _READY:  # not cancelled meanwhile
                     self._make_ready(j)
             if self.layer_left[self.current_layer]:
+                break
+            if self.checkpoint is not None and self.current_layer < last and not self.stopping:
+                if self.checkpoint_asked < self.current_layer:  # (not by its own end, above)
+                    self._ask_checkpoint(self.current_layer)
                 break
