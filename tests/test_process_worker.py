@@ -70,3 +70,38 @@ def test_a_result_only_cloudpickle_can_send_comes_back():
     flow = lf.Flow()
     flow.add(make, executor="process")
     assert flow.run()["make"].f(2) == 6
+
+
+# --- a cold worker process: the clock starts when the call does (#29.9) ------------------
+
+
+def stamp(items):
+    import time
+
+    return time.monotonic()  # one clock for every process of this machine
+
+
+def test_a_timeout_counts_from_when_the_call_begins_not_the_cold_start():
+    # six workers start at once (40-225 ms each on a loaded machine): a 50 ms timeout
+    # failed tasks that never began running
+    flow = lf.Flow("cold-start")
+    flow.add(lambda: list(range(6)), name="items", executor="thread")
+    flow.add(loaded_item, name="each", map="items", timeout=0.05)
+    run = flow.run(backend="process", max_workers=6, fail_fast=False, progress=False)
+    assert run.ok, [t.error for t in run.tasks.values() if t.error]
+    assert run["each"] == list(range(6))
+
+
+def loaded_item(items):
+    return items
+
+
+def test_a_rate_limit_holds_where_the_calls_run():
+    # the limit was charged at admission; cold workers then began later, all at once
+    flow = lf.Flow("cold-rate")
+    flow.add(lambda: list(range(6)), name="items", executor="thread")
+    flow.add(stamp, name="stamp", map="items", rate_limit="api")
+    run = flow.run(backend="process", max_workers=6, rate_limits={"api": "2/0.3s"}, progress=False)
+    calls = sorted(run["stamp"])
+    # at most 2 calls in any 0.25 s (0.05 s of slack for a process's scheduling jitter)
+    assert max(sum(1 for u in calls if t <= u < t + 0.25) for t in calls) <= 2, calls

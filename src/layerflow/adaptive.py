@@ -103,12 +103,13 @@ class AdaptiveState:
             wait = max(wait, self.window.wait(now, cost))
         return max(wait, 0.0)
 
-    def take(self, i: int, now: float, cost: float) -> list[Any] | None:
-        """Entry ``i`` starts on this key; its entry in the rate ceiling's window, if any."""
+    def take(self, i: int, now: float, cost: float, pending: bool = False) -> list[Any] | None:
+        """Entry ``i`` starts on this key; its entry in the rate ceiling's window, if any
+        (``pending``: see ``Window.take``)."""
         self.running += 1
         self.started[i] = (self.round, now)
         self.last_start = now
-        return self.window.take(now, cost) if self.window is not None else None
+        return self.window.take(now, cost, pending) if self.window is not None else None
 
     def park(self, key: int, i: int) -> None:
         heapq.heappush(self.parked, (key, i))

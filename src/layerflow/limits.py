@@ -265,9 +265,11 @@ class Gate:
         # entry -> the window starts its running attempt took, to correct with real usage
         self.taken: dict[int, list[tuple[str, list[Any]]]] = {}
 
-    def admit(self, key: int, i: int, now: float) -> tuple[str, Any] | None:
+    def admit(self, key: int, i: int, now: float, pending: bool = False) -> tuple[str, Any] | None:
         """Take entry ``i``'s units and window room and return None, or park it and say
-        what holds it: ``("pool", its name)`` or ``("rate_limit", the costs)``."""
+        what holds it: ``("pool", its name)`` or ``("rate_limit", the costs)``. With
+        ``pending``, its call begins later (a worker process): its window room is held
+        until :meth:`restamp` says when the call began."""
         need = self.need[i]
         if need:
             free = self.free
@@ -296,11 +298,11 @@ class Gate:
             taken = []
             for name, c in cost.items():
                 if name in adaptive:
-                    item = adaptive[name].take(i, now, c)
+                    item = adaptive[name].take(i, now, c, pending)
                     if item is not None:  # its rate ceiling counts real usage too
                         taken.append((name, item))
                 else:
-                    taken.append((name, self.windows[name].take(now, c)))
+                    taken.append((name, self.windows[name].take(now, c, pending)))
             if taken:
                 self.taken[i] = taken
         if need:
@@ -327,6 +329,9 @@ class Gate:
         cost = self.cost[i]
         if cost:
             taken = self.taken.pop(i, None)
+            for name, item in taken or ():  # ended before it was heard to begin: from now
+                if item[0] == math.inf:
+                    (self.windows.get(name) or self.adaptive[name].window).restamp(item, now)
             if taken and used:
                 for name, item in taken:
                     if name in used:
@@ -368,6 +373,13 @@ class Gate:
         for item in too_big:
             heapq.heappush(parked, item)
         return out
+
+    def restamp(self, i: int, when: float) -> None:
+        """Entry ``i``'s pending call (see :meth:`admit`) began at ``when``: its window
+        starts count from then, so calls do not bunch where they run."""
+        for name, item in self.taken.get(i, ()):
+            window = self.windows.get(name) or self.adaptive[name].window
+            window.restamp(item, when)
 
     def offer(self, waiting: Callable[[int], bool]) -> list[tuple[int, int]]:
         """Room handed to entries that were then cancelled (a group stopped at once) goes

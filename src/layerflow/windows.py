@@ -3,6 +3,7 @@ sliding-window log that enforces one."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -98,7 +99,13 @@ class Window:
                 return t + per - now
         return per  # unreachable: costs are checked against the window before the run
 
-    def take(self, now: float, cost: float) -> list[Any]:
+    def take(self, now: float, cost: float, pending: bool = False) -> list[Any]:
+        """Count a start of ``cost`` at ``now``. A ``pending`` one (a call a cold worker
+        process begins later) is counted but out of the log, so it cannot leave the window,
+        until :meth:`restamp` says when it began."""
+        if pending:
+            self.used += cost
+            return [math.inf, cost, True]
         item = [now, cost, True]
         self.log.append(item)
         self.used += cost
@@ -111,6 +118,18 @@ class Window:
         if item[2]:
             self.used += actual - item[1]
             item[1] = actual
+
+    def restamp(self, item: list[Any], when: float) -> None:
+        """A pending start (``take(pending=True)``) really happened at ``when``: from now
+        on it leaves the window ``per`` seconds after that (the log stays in start order)."""
+        if item[0] != math.inf:
+            return
+        item[0] = when
+        log = self.log
+        k = len(log)
+        while k and log[k - 1][0] > when:
+            k -= 1
+        log.insert(k, item)
 
     def pause(self, until: float) -> None:
         self.paused_until = max(self.paused_until, until)

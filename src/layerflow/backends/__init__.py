@@ -14,7 +14,8 @@ attempt's end through one callback that the scheduler turns into the same transi
     metrics=None, cpu=None)`` exactly once, from any thread, unless the attempt was cancelled
     (``ref``: where the value stays, for a cluster; ``metrics``: what the task gave
     ``lf.record``; ``cpu``: its CPU seconds, when the backend measures them).
-    ``priority``, ``fetch`` and ``tag`` are hints a backend may ignore.
+    ``priority``, ``fetch`` and ``tag`` are hints a backend may ignore; ``began`` (process
+    backend) is called with the ``perf_counter`` time at which the call really began.
 ``cancel(handle)``
     Stop that attempt (cancel the coroutine, kill the worker process); its ``on_done`` may
     or may not still be called, and the scheduler ignores it.

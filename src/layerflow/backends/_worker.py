@@ -64,10 +64,18 @@ def serve(conn: int, reply: int) -> None:
             payload = recv(conn)
         except (EOFError, OSError):
             return
+        # first byte 1: the parent wants to hear when the call begins, to start a timeout's
+        # clock (and count a rate window) from then: after this worker's start and imports
+        notify = payload[0] == 1
         t0 = time.perf_counter()
         c0 = time.process_time()  # the task's CPU time, for the run's CPU note
         try:
-            fn, args, kwargs, is_coroutine = pickle.loads(payload)
+            fn, args, kwargs, is_coroutine = pickle.loads(memoryview(payload)[1:])
+            if notify:
+                notify = False
+                send(reply, b"")
+            t0 = time.perf_counter()  # its duration is the call's, not the unpickling's
+            c0 = time.process_time()
             if is_coroutine:
                 import asyncio
 
@@ -76,6 +84,8 @@ def serve(conn: int, reply: int) -> None:
                 value = fn(*args, **kwargs)
             ok = True
         except BaseException as e:  # the task's own error, sent back with its frames
+            if notify:  # (it could not even be unpickled: the parent still waits for this)
+                send(reply, b"")
             import traceback
 
             ok, value = False, e

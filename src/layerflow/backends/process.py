@@ -121,14 +121,16 @@ class _Worker:
                 with contextlib.suppress(OSError):  # tried again, and reported, with a task
                     self._start_process()
                 continue
-            name, fn, args, kwargs, on_done, handle = job
+            name, fn, args, kwargs, on_done, handle, began = job
             with self.backend._lock:
                 if handle.cancelled:  # cancelled while queued: it never runs
                     continue
                 self.current = handle
             try:
                 # the worker imports asyncio only for a coroutine function: it is told so
-                payload = cloudpickle.dumps((fn, args, kwargs, iscoroutinefunction(fn)))
+                payload = (b"\x01" if began is not None else b"\x00") + cloudpickle.dumps(
+                    (fn, args, kwargs, iscoroutinefunction(fn))
+                )
             except Exception:
                 reason = _find_unpicklable(fn, args, kwargs)
                 self.backend._release(self)
@@ -143,6 +145,9 @@ class _Worker:
                 if self.process is None:
                     self._start_process()
                 self.send.send_bytes(payload)  # type: ignore[union-attr]
+                if began is not None:  # the call starts now, after any cold start
+                    self.conn.recv_bytes()  # type: ignore[union-attr]
+                    began(time.perf_counter())
                 answer = self.conn.recv_bytes()  # type: ignore[union-attr]
             except (EOFError, OSError):
                 self._died(name, on_done, time.perf_counter() - t0)
@@ -231,6 +236,7 @@ class ProcessBackend:
         priority: int = 0,
         fetch: bool = True,
         tag: Any = None,
+        began: Callable[[float], None] | None = None,
     ) -> _Job:
         with self._lock:
             worker = self._idle.pop() if self._idle else None
@@ -238,7 +244,7 @@ class ProcessBackend:
                 worker = _Worker(self)
                 self._all.add(worker)
         handle = _Job(worker)
-        worker.submit((name, fn, args, kwargs, on_done, handle))
+        worker.submit((name, fn, args, kwargs, on_done, handle, began))
         return handle
 
     def capacity(self, limit: int | None) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..limits import Adaptive, Gate, RateLimit
 from ..pushback import retry_after_of
-from .state import _READY
+from .state import _PROCESS, _READY
 
 
 class Admission:
@@ -45,7 +45,9 @@ class Admission:
             if estimates is None:
                 return False  # the run stops: this start would cross a budget
         now = time.perf_counter()
-        held = self.gate.admit(self.keys[i], i, now)
+        # a process task's call begins when its worker is ready: its rate room is held
+        # until then (``pools._began``)
+        held = self.gate.admit(self.keys[i], i, now, self.kind[i] == _PROCESS)
         if held is None:
             if self.budget:
                 self._commit(i, estimates)

@@ -11,7 +11,9 @@ from ..plan import KEY_BASE
 from .state import (
     _DASK,
     _FOREIGN,
+    _PROCESS,
     _READY,
+    _RUNNING,
 )
 from .storage import _BACKLOG
 
@@ -110,6 +112,26 @@ class ForeignPools:
 
         self._off_lock(lambda: self.lookup(i, args, kwargs), then)
 
+    def _begin_hint(self, i: int, token: int, kind: int) -> dict[str, Any]:
+        """A worker process may start cold (40-225 ms): its task's timeout and its rate
+        windows count from when the call really begins, which the backend reports."""
+        if kind != _PROCESS or (self.spec[i].timeout is None and not self.cost[i]):
+            return {}
+        return {"began": partial(self._began, i, token)}
+
+    def _began(self, i: int, token: int, when: float) -> None:
+        """Entry ``i``'s call began in its worker process at ``when``."""
+        with self.lock:
+            if self.token[i] != token or self.status[i] != _RUNNING:
+                return  # given up on meanwhile
+            timeout = self.spec[i].timeout
+            if timeout is not None:
+                self._timer().add(when + timeout, self._on_task_deadline, i, token)
+            if self.gated:  # its window room now runs out from when it began
+                self.gate.restamp(i, when)
+                self._requeue(self.gate.rate_parked())
+                self._kick()
+
     def _submit(
         self, i: int, token: int, kind: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
@@ -129,6 +151,7 @@ class ForeignPools:
                 priority=self.spec[i].priority,
                 fetch=kind != _DASK or self.cluster.fetch_now(self._owner(i)),
                 tag=i,
+                **self._begin_hint(i, token, kind),
             )
         except Exception as e:  # could not even be sent (e.g. cannot be pickled)
             now = time.perf_counter()

@@ -26,6 +26,7 @@ from .state import (
     _DASK,
     _FAILED,
     _PENDING,
+    _PROCESS,
     _READY,
     _REUSED,
     _RUNNING,
@@ -67,7 +68,7 @@ class Transitions:
             self.seq[i] = len(self.started)
         self.last_end[i] = now  # start of the current attempt until it ends
         t = self.spec[i]
-        if t.timeout is not None:
+        if t.timeout is not None and self.kind[i] != _PROCESS:  # (a process's: as it begins)
             self._timer().add(now + t.timeout, self._on_task_deadline, i, self.token[i])
         if t.group is not None:
             self._group_started(t, now)
