@@ -557,3 +557,42 @@ def test_a_map_with_a_skipped_element_leaves_it_out_on_dask(dask_client):
     flow.add(_skip_two, name="tens", map="items")
     run = flow.run(backend="dask", client=dask_client)
     assert run["tens"] == [10, 30, 40]
+
+
+def test_client_is_accepted_for_a_flow_with_no_dask_task(dask_client):
+    # coroutines (or tasks with their own executor) run here even with backend='dask':
+    # the client was refused with "pass backend='dask'", which had been passed
+    flow = lf.Flow("coroutines")
+
+    async def a():
+        return 1
+
+    flow.add(a, name="a")
+    flow.add(lambda: 2, name="b", executor="thread")
+    run = flow.run(backend="dask", client=dask_client, progress=False)
+    assert (run["a"], run["b"]) == (1, 2)
+
+
+def test_a_cluster_that_retries_dead_workers_tasks_is_named_once(caplog):
+    # Dask's default allowed-failures (3) runs a task that kills its worker on worker after
+    # worker before layerflow hears of it; layerflow says so, once per scheduler
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        flow = lf.Flow("warned")
+        flow.add(lambda: 1, name="a")
+        with caplog.at_level("WARNING", logger="layerflow"):
+            flow.run(backend="dask", client=client, progress=False)
+            flow.run(backend="dask", client=client, progress=False)
+    said = [r.getMessage() for r in caplog.records if "allowed-failures" in r.getMessage()]
+    assert len(said) == 1 and "allowed-failures: 3" in said[0]
+
+
+def test_layerflows_own_test_cluster_is_not_warned_about(dask_client, caplog):
+    flow = lf.Flow("quiet")
+    flow.add(lambda: 1, name="a")
+    with caplog.at_level("WARNING", logger="layerflow"):
+        flow.run(backend="dask", client=dask_client, progress=False)
+    assert not [r for r in caplog.records if "allowed-failures" in r.getMessage()]

@@ -70,6 +70,39 @@ _METRICS_TOPIC = "layerflow-metrics"
 _STARTED_TOPIC = "layerflow-started"
 
 
+#: schedulers already looked at (one warning per scheduler and process)
+_CHECKED: set[str] = set()
+
+
+def _allowed_failures(dask_scheduler: Any) -> int:
+    return int(getattr(dask_scheduler, "allowed_failures", 0))
+
+
+def _warn_if_dask_retries(client: Any) -> None:
+    """A cluster layerflow did not start may run a task again on another worker when its
+    worker dies (Dask's ``allowed-failures``, 3 by default), behind layerflow's back: a
+    task that kills its worker then kills several, and its values with them. Said once."""
+    address = str(getattr(client.scheduler, "address", "?"))
+    if address in _CHECKED:
+        return
+    _CHECKED.add(address)
+    try:
+        allowed = client.run_on_scheduler(_allowed_failures)
+    except Exception:  # cannot ask: nothing to say
+        return
+    if allowed:
+        logging.getLogger("layerflow").warning(
+            "the Dask scheduler at %s runs a task again on another worker when its worker "
+            "dies (allowed-failures: %d), before layerflow hears of it: a task that kills "
+            "its worker kills up to %d, and the values kept on them are lost. Leave retries "
+            "to layerflow: start the scheduler with DASK_DISTRIBUTED__SCHEDULER__ALLOWED_"
+            "FAILURES=0 (layerflow's own local cluster does)",
+            address,
+            allowed,
+            allowed + 1,
+        )
+
+
 def _call(
     key: str,
     payload: bytes,
@@ -317,6 +350,8 @@ class DaskBackend:
             except BaseException:  # Ctrl-C while it starts: no cluster left behind
                 self.local.close()
                 raise
+        if self.local is None:
+            _warn_if_dask_retries(self.client)
         self._killed = distributed.KilledWorker
         self._future = distributed.Future
         self._lock = threading.Lock()

@@ -363,7 +363,9 @@ class State:
         self.backends: list[Any] = [None] * _NKINDS
         self.kind_cap = [_INFINITE] * _NKINDS
         used = set(self.kind)
-        if (address is not None or client is not None) and _DASK not in used:
+        # (backend='dask' with every task elsewhere, coroutines or explicit executors, is
+        # fine: the cluster is simply not needed)
+        if (address is not None or client is not None) and _DASK not in used and backend != "dask":
             raise InvalidOptionError(
                 "address= and client= are for the Dask backend: pass backend='dask' "
                 "(or executor='dask' on the tasks that should run there)"
