@@ -19,7 +19,7 @@ from .errors import (
 )
 from .events import timing_text
 from .metrics import format_metrics
-from .names import owner_of
+from .names import counted, owner_of
 from .pushback import retry_after_of
 
 __all__ = [
@@ -377,7 +377,8 @@ class RunResult:
         busy = sum(self.tasks[n].duration for n in self.cpu if n in self.tasks)
         used = sum(self.cpu.values())
         line = (
-            f"CPU: {used:.2f}s in {len(self.cpu)} tasks ({used / len(self.cpu):.3g}s each), "
+            f"CPU: {used:.2f}s in {counted(len(self.cpu), 'task')} "
+            f"({used / len(self.cpu):.3g}s each), "
             f"{used / busy:.0%} of their time"
             if busy > 0
             else f"CPU: {used:.2f}s"
@@ -518,7 +519,8 @@ class RunResult:
             for e in elements:
                 by_status[e.status] = by_status.get(e.status, 0) + 1
             counts = ", ".join(f"{n} {s}" for s, n in by_status.items())
-            rows.append((f"  {t.name}[...]", "", "", "", "", f"{len(elements)} elements: {counts}"))
+            summary = f"{counted(len(elements), 'element')}: {counts}"
+            rows.append((f"  {t.name}[...]", "", "", "", "", summary))
             odd = [e for e in elements if e.status in ("failed", "skipped", "cancelled")]
             for e in odd[:_ODD_SHOWN]:
                 name, *rest = _row(e)
@@ -530,7 +532,7 @@ class RunResult:
         for r in shown:
             lines.append("  " + "  ".join(r[c].ljust(widths[c]) for c in range(6)).rstrip())
         if len(rows) > 41:
-            lines.append(f"  ... and {len(rows) - 41} more tasks")
+            lines.append(f"  ... and {counted(len(rows) - 41, 'more task')}")
         counts = ", ".join(f"{n} {s}" for s, n in self.counts().items())
         lines.append(f"tasks: {counts}")
         if self.budget:
