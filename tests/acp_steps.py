@@ -26,7 +26,9 @@ _LOCK = threading.Lock()
 
 
 def token(step_type: str, model: Any, params: dict[str, Any]) -> str:
-    """What a step makes: its type, model and a digest of its params."""
+    """What a step makes: its type, model and a digest of its params (but those the fakes
+    take as arguments of their own)."""
+    params = {k: v for k, v in params.items() if k not in ("input", "output_dir")}
     digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
     return f"{step_type}.{model}.{digest[:8]}"
 
