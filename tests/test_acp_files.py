@@ -70,15 +70,27 @@ def made(step: dict[str, Any]) -> str:
     return acp_steps.token(step["type"], step.get("model", ""), step.get("params") or {})
 
 
+def first_input(data: dict[str, Any]) -> Any:
+    """The pipeline's input as run-chain chooses it: by the first step's kind (input_type:
+    says otherwise). Where that project stops for want of a prompt: (a group first, and no
+    prompt:), layerflow takes what the group's first member asks for."""
+    steps = data["steps"]
+    kind = data.get("input_type", "auto")
+    if kind == "auto":
+        kind = KINDS[steps[0]["type"]]  # steps[0]: disabled or not
+    value = data.get(INPUT_KEYS[kind])
+    if kind == "any" and not value:  # layerflow's, where that project stops
+        members = steps[0].get("steps") or steps[0]["params"]["parallel_steps"]
+        value = data.get(INPUT_KEYS[KINDS[members[0]["type"]]])
+    return value
+
+
 def project_flow(data: dict[str, Any], given: Any = None) -> dict[str, Any]:
     """That project's run of ``data`` with the fakes: for every step (by the name layerflow
     gives it), what it receives, the steps that made that, its generated_prompt, and its
     token; and the top-level entries in order (each a list of step names)."""
     steps = data["steps"]
-    kind = data.get("input_type", "auto")
-    if kind == "auto":
-        kind = KINDS[steps[0]["type"]]  # steps[0]: disabled or not
-    current: Any = given if given is not None else data.get(INPUT_KEYS[kind])
+    current: Any = given if given is not None else first_input(data)
     sources: set[str] = set()  # the steps whose outputs make ``current``
     prompt, prompt_from = None, set()
     out: dict[str, Any] = {"steps": {}, "entries": []}
@@ -121,15 +133,19 @@ def read(path: Path) -> dict[str, Any]:
 
 
 def needs_input(data: dict[str, Any]) -> bool:
-    """Whether the project itself needs --input-text for this file (it has no value)."""
-    kind = data.get("input_type", "auto")
-    if kind == "auto":
-        kind = KINDS[data["steps"][0]["type"]]
-    return not data.get(INPUT_KEYS[kind])
+    """Whether the file has no value for its input (that project needs --input-text)."""
+    return not first_input(data)
 
 
 def test_the_data_is_what_that_project_ships():
     assert len(FILES) == 28
+    # three of them have no value for their input: --set input=VALUE gives it, as
+    # --input-text does there
+    assert sorted(p.stem for p in FILES if needs_input(read(p))) == [
+        "analysis_ocr_direct",
+        "sora2_alien_video",
+        "video_smart_prompts_kling",
+    ]
     readme = (DATA / "README.md").read_text(encoding="utf-8")
     assert "video-ai-studio" in readme and "1.0.17" in readme and "MIT" in readme
 
@@ -194,6 +210,14 @@ def test_pipeline_parallel_enabled_is_honoured_like_settings_parallel(fakes, mon
     monkeypatch.setenv("PIPELINE_PARALLEL_ENABLED", "true")
     assert lf.load_pipeline(path, plugins=["acp_steps"]).run().ok
     assert [k for k, _, _ in fakes.EVENTS][:3] == ["start"] * 3
+
+
+def test_a_group_first_without_a_prompt_takes_what_its_first_member_asks_for(fakes):
+    pipeline = lf.load_pipeline(DATA / "miranda_nyc_fashion.yaml", plugins=["acp_steps"])
+    image = "output/images/miranda/611T-D1l76L._AC_UF894,1000_QL80_.jpg"
+    assert pipeline.inputs == {"input": image}
+    result = pipeline.run()
+    assert {result[n]["received"] for n in result.tasks} == {image}
 
 
 def test_the_files_settings_reach_the_run_and_the_step_types_that_name_them(fakes):

@@ -9,7 +9,9 @@ in that format (:func:`reason`) and builds an ordinary flow from them:
 - The pipeline's input is chosen by the *first* step's input kind (``input_type:``, else the
   kind of ``steps[0]``, disabled or not): ``prompt`` for text (and for a ``parallel_group`` or a
   step type that project does not know), ``input_image`` for an image, ``input_video`` for a
-  video (:func:`input_key`).
+  video (:func:`input_key`). Where that project would stop for want of a ``prompt``, layerflow
+  takes the key the group's first member asks for (or the ``input_image``/``input_video`` the
+  file has) instead.
 - Each enabled step receives what the previous one passes on: its ``output_path``, else
   ``output_url``, else ``output_text`` when its value is such a mapping, else the value itself
   (:func:`passed_on`). A ``prompt_generation`` step passes its own input on (the image), and its
@@ -139,13 +141,33 @@ def reason(data: Mapping[str, Any]) -> str | None:
     return "its input is a top-level prompt: and nothing in it is layerflow's own"
 
 
-def input_key(first_type: Any, input_type: Any) -> tuple[str, str]:
-    """``(kind, key)``: the first step's input kind and the top-level key the pipeline's
-    input comes from (``run-chain`` in that project's ``__main__.py``)."""
-    kind = input_type if input_type in INPUT_TYPES and input_type != "auto" else None
-    if kind is None:
-        kind = _INPUT_KINDS.get(first_type, "any") if isinstance(first_type, str) else "any"
-    return kind, INPUT_KEYS[kind]
+def input_key(data: Mapping[str, Any]) -> str:
+    """The top-level key the pipeline's input comes from, by the first step's input kind
+    (``input_type:``, else the kind of ``steps[0]``, disabled or not), as ``run-chain`` in
+    that project's ``__main__.py`` chooses it. Where that project would stop for want of a
+    ``prompt`` (a group first, or a step type it does not know), the key that the group's
+    first member asks for, else the ``input_image`` or ``input_video`` the file has."""
+    steps = data.get("steps")
+    first = steps[0] if isinstance(steps, list) and steps and isinstance(steps[0], dict) else {}
+    kind = data.get("input_type", "auto")
+    if kind not in INPUT_TYPES or kind == "auto":
+        kind = _kind(first)
+    if kind != "any" or data.get("prompt"):
+        return INPUT_KEYS[kind]
+    params = first.get("params")
+    members = first.get("steps") or (
+        params.get("parallel_steps") if isinstance(params, dict) else 0
+    )
+    if isinstance(members, list) and members and isinstance(members[0], dict):
+        key = INPUT_KEYS[_kind(members[0])]
+        if data.get(key):
+            return key
+    return next((k for k in ("input_image", "input_video") if data.get(k)), "prompt")
+
+
+def _kind(step: Mapping[str, Any]) -> str:
+    kind = step.get("type")
+    return _INPUT_KINDS.get(kind, "any") if isinstance(kind, str) else "any"
 
 
 def step_name(n: int, step_type: Any) -> str:

@@ -298,7 +298,12 @@ class _Loader:
         known = tuple(known)
         for key in data:
             if key not in known:
-                if key in ACP_WORDS and self.acp is None:
+                # a key that reading the file in that format would accept
+                if self.acp is None and (
+                    key in acp.ONLY_KEYS
+                    or key == "retry_count"
+                    or (key in ("model", "params") and what.startswith("parallel_group"))
+                ):
                     self.problem((*at, key), self.foreign(key, what), step)
                     continue
                 hint = closest(str(key), known) if key not in ACP_WORDS else None
@@ -310,16 +315,18 @@ class _Loader:
     def foreign(self, key: Any, what: str) -> str:
         """The problem with a key of ai-content-pipeline's format in a file read as
         layerflow's: why the file is read so, and what to do."""
+        why = self.why_layerflow
+        if why == "it has inputs:":
+            fix = "remove inputs: to read it in that format (its input is then prompt:, "
+            fix += "input_image: or input_video:)"
+        elif "format:" in why:
+            fix = "drop format: layerflow to read it in that format"
+        else:
+            fix = f"add format: {acp.FORMAT} to read it in that format"
         return (
             f"{key!r} in {what} is a key of ai-content-pipeline's format, and this file is read "
-            f"as layerflow's because {self.why_layerflow}. Remove inputs: to read it as "
-            f"ai-content-pipeline's (its input is then prompt:, input_image: or input_video:), "
-            f"or write it in layerflow's format (inputs:, settings:, input_from, groups with "
-            f"steps:)"
-            if self.why_layerflow == "it has inputs:"
-            else f"{key!r} in {what} is a key of ai-content-pipeline's format, and this file says "
-            f"format: layerflow: drop that line to read it as ai-content-pipeline's, or write it "
-            f"in layerflow's format (inputs:, settings:, input_from, groups with steps:)"
+            f"as layerflow's because {why}: {fix}, or write it in layerflow's format (inputs:, "
+            f"settings:, retries:, input_from, groups with steps:)"
         )
 
     def expect(
@@ -444,7 +451,12 @@ class _Loader:
         (:func:`acp.reason`)."""
         if "format" not in data:
             self.acp = acp.reason(data)
-            self.why_layerflow = "it has inputs:"
+            self.why_layerflow = (
+                "it has inputs:"
+                if "inputs" in data
+                else "nothing in it is only ai-content-pipeline's (such as input_image:, "
+                "output_dir: or a parallel_group's params:)"
+            )
             return
         declared = data["format"]
         if declared == acp.FORMAT:
@@ -457,7 +469,7 @@ class _Loader:
                 f"format must be 'layerflow' or {acp.FORMAT!r}, got {_short(declared)}",
             )
             self.acp = acp.reason(data)
-            self.why_layerflow = "it has inputs:"
+            self.why_layerflow = "it has inputs:" if "inputs" in data else "of its shape"
 
     def acp_input(self, data: dict[str, Any]) -> dict[str, Any]:
         """ai-content-pipeline's top-level settings (checked, kept in ``self.config``) and
@@ -466,10 +478,7 @@ class _Loader:
         ``--input-text`` does there)."""
         self.fields(data, (*acp.CONFIG_KEYS, "input_type"), ())
         self.config = {k: data[k] for k in acp.TOP_KEYS[2:-1] if k in data}
-        steps = data.get("steps")
-        first = steps[0] if isinstance(steps, list) and steps else None
-        first_type = first.get("type") if isinstance(first, dict) else None
-        _, self.input_key = acp.input_key(first_type, data.get("input_type", "auto"))
+        self.input_key = acp.input_key(data)
         value = data.get(self.input_key)
         return {"input": value} if value else {}
 
@@ -781,6 +790,9 @@ class _Loader:
         for key in extra:
             if key not in accepted and not var_kw:
                 hint = closest(str(key), [*accepted, *COMMON_KEYS])
+                if key == "retry_count" and self.acp is None:
+                    self.problem((*at, key), self.foreign(key, f"step {name!r}"), name)
+                    continue
                 if key in ACP_WORDS:  # that format's own key: what to change is the function
                     hint = None
                     tip = f" Give {_describe(fn)[:-2]} a parameter {key!r} to receive it."
