@@ -155,9 +155,9 @@ def input_key(data: Mapping[str, Any]) -> str:
     if kind != "any" or data.get("prompt"):
         return INPUT_KEYS[kind]
     params = first.get("params")
-    members = first.get("steps") or (
-        params.get("parallel_steps") if isinstance(params, dict) else 0
-    )
+    members = first.get("steps")
+    if members is None and isinstance(params, dict):
+        members = params.get("parallel_steps")
     if isinstance(members, list) and members and isinstance(members[0], dict):
         key = INPUT_KEYS[_kind(members[0])]
         if data.get(key):
