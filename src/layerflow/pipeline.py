@@ -666,8 +666,15 @@ class _Loader:
             params = raw["params"]
             if not self.expect(params, dict, (*at, "params"), f"parallel_group {name!r}: params"):
                 return []
-            self.unknown_keys(params, acp.GROUP_PARAMS, (*at, "params"), f"{name!r}'s params")
-            self.fields(params, acp.GROUP_PARAMS, (*at, "params"), prefix=f"{name!r}: params.")
+            self.unknown_keys(
+                params, acp.GROUP_PARAMS, (*at, "params"), f"the params of parallel_group {name!r}"
+            )
+            self.fields(
+                params,
+                acp.GROUP_PARAMS,
+                (*at, "params"),
+                prefix=f"parallel_group {name!r}: params.",
+            )
             if "steps" in raw and "parallel_steps" in params:
                 self.problem(
                     (*at, "steps"),

@@ -625,7 +625,8 @@ class Plan:
         return "\n".join(lines) + "\n"
 
     def __repr__(self) -> str:
-        return f"<Plan {self.name!r}: {len(self.graph)} tasks, {self.graph.n_layers} layers>"
+        tasks, layers = counted(len(self.graph), "task"), counted(self.graph.n_layers, "layer")
+        return f"<Plan {self.name!r}: {tasks}, {layers}>"
 
 
 @dataclass(frozen=True)

@@ -247,7 +247,7 @@ class TaskRuns(Mapping[str, TaskRun]):
         return name in self._index
 
     def __repr__(self) -> str:
-        return f"<TaskRuns: {len(self)} tasks>"
+        return f"<TaskRuns: {counted(len(self), 'task')}>"
 
 
 class RunResult:
@@ -556,7 +556,9 @@ class RunResult:
 
     def __repr__(self) -> str:
         timing = timing_text(self.status, self.duration, self.sequential_estimate)
-        return f"<RunResult {self.run_id} {self.status}: {len(self.tasks)} tasks {timing}>"
+        return (
+            f"<RunResult {self.run_id} {self.status}: {counted(len(self.tasks), 'task')} {timing}>"
+        )
 
 
 #: a map's elements that did not succeed, shown one by one in the summary (the rest counted)
