@@ -14,6 +14,12 @@ and builds an ordinary :class:`Flow`: one engine, not two. Step kinds:
 - ``type: parallel_group`` with ``steps:``, and its own ``max_workers``, ``fail_fast``
   and ``timeout`` (for the whole group).
 
+A file in ai-content-pipeline's own format (it says ``format: ai-content-pipeline``, or its
+shape says so: :func:`acp.reason`) is read as that project reads it: its input from
+``prompt``/``input_image``/``input_video``, each step fed what the one before passes on,
+``step_N_TYPE`` names, groups with ``params: {parallel_steps, max_workers, merge_strategy}``
+(the rules are in ``acp.py``; ``_Loader.chain`` and ``chain_inputs`` wire them into the flow).
+
 Any step may carry ``foreach:`` (a step's list, a list input or a literal list): it becomes
 one task with ``map=`` (over the step, the input, or the list in a private param), its
 element in ``{{item}}`` and its index in ``{{index}}`` (``Task.element_index``); its
