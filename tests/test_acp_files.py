@@ -547,3 +547,35 @@ def test_layerflows_own_format_keeps_its_meaning(tmp_path, fakes):
         "w(a cat)",
         "v(a cat)",
     ]
+
+
+def test_mutated_files_of_that_format_load_or_fail_with_file_and_line(tmp_path, fakes):
+    """The loader's promise (tests/test_fuzz_pipeline.py) holds for that format's files too:
+    each mutant loads, or every problem has the file and a line; none raises anything else."""
+    import random
+
+    from test_fuzz_pipeline import _case
+
+    sources = [(p.name, p.read_text(encoding="utf-8")) for p in FILES]
+    rng = random.Random(int(os.environ.get("LAYERFLOW_FUZZ_SEED", "20261207")))
+    path = tmp_path / "mutant.yaml"
+    loaded = refused = 0
+    bad = []
+    for case in range(int(os.environ.get("LAYERFLOW_FUZZ_CASES", "300"))):
+        source, data = _case(sources, rng)
+        path.write_bytes(data)
+        try:
+            lf.load_pipeline(path, plugins=["acp_steps"])
+            loaded += 1
+        except lf.PipelineError as e:
+            refused += 1
+            for file, line, message in e.problems:
+                if file != str(path) or not (isinstance(line, int) and line >= 1):
+                    bad.append(f"case {case} from {source}: {file}:{line}: {message}")
+        except Exception as e:  # a bug of the loader's
+            bad.append(
+                f"case {case} from {source}: {type(e).__name__}: {e}\n"
+                + data.decode(errors="replace")
+            )
+    assert not bad, "\n".join(bad[:10])
+    assert loaded and refused
