@@ -201,7 +201,7 @@ def test_a_groups_members_run_at_the_same_time(path, fakes, monkeypatch):
 
 def test_pipeline_parallel_enabled_is_honoured_like_settings_parallel(fakes, monkeypatch):
     path = DATA / "parallel_tts_test.yaml"
-    monkeypatch.setenv("ACP_FAKE_SECONDS", "0.1")
+    monkeypatch.setenv("ACP_FAKE_SECONDS", "0.3")
     monkeypatch.setenv("PIPELINE_PARALLEL_ENABLED", "false")
     assert lf.load_pipeline(path, plugins=["acp_steps"]).run().ok
     assert [k for k, _, _ in fakes.EVENTS] == ["start", "end"] * 3  # one at a time
@@ -370,7 +370,7 @@ def test_merge_strategies_decide_what_a_group_passes_on(tmp_path, fakes):
 
 
 def test_a_params_group_runs_at_most_max_workers_members_at_once(tmp_path, fakes, monkeypatch):
-    monkeypatch.setenv("ACP_FAKE_SECONDS", "0.15")
+    monkeypatch.setenv("ACP_FAKE_SECONDS", "0.3")
     members = "\n".join(f"          - {{type: text_to_speech, model: m{k}}}" for k in range(5))
     path = write(
         tmp_path,
