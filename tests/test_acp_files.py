@@ -579,3 +579,12 @@ def test_mutated_files_of_that_format_load_or_fail_with_file_and_line(tmp_path, 
             )
     assert not bad, "\n".join(bad[:10])
     assert loaded and refused
+
+
+def test_a_name_layerflow_gave_an_unnamed_group_says_so(tmp_path):
+    path = write(tmp_path, "inputs: {input: x}\nsteps:\n  - type: parallel_group\n")
+    with pytest.raises(lf.PipelineError) as info:
+        lf.load_pipeline(path)
+    assert "parallel_group 'group1' (layerflow's name for this unnamed group) needs a list" in str(
+        info.value
+    )

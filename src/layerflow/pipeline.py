@@ -664,34 +664,36 @@ class _Loader:
         if name in self.group_names:
             self.problem((*at, "name"), f"two parallel_groups are named {name!r}")
         self.group_names.add(name)
-        self.unknown_keys(raw, keys, at, f"parallel_group {name!r}")
+        # in messages: a name layerflow gave the group says so
+        group = f"parallel_group {name!r}" + (
+            "" if "name" in raw else " (layerflow's name for this unnamed group)"
+        )
+        self.unknown_keys(raw, keys, at, group)
         config = {key: raw[key] for key in ("max_workers", "fail_fast", "timeout") if key in raw}
         strategy = "collect_all"
         where = "steps"
         if self.acp is not None and "params" in raw:
             params = raw["params"]
-            if not self.expect(params, dict, (*at, "params"), f"parallel_group {name!r}: params"):
+            if not self.expect(params, dict, (*at, "params"), f"{group}: params"):
                 return []
-            self.unknown_keys(
-                params, acp.GROUP_PARAMS, (*at, "params"), f"the params of parallel_group {name!r}"
-            )
+            self.unknown_keys(params, acp.GROUP_PARAMS, (*at, "params"), f"the params of {group}")
             self.fields(
                 params,
                 acp.GROUP_PARAMS,
                 (*at, "params"),
-                prefix=f"parallel_group {name!r}: params.",
+                prefix=f"{group}: params.",
             )
             if "steps" in raw and "parallel_steps" in params:
                 self.problem(
                     (*at, "steps"),
-                    f"parallel_group {name!r} has both steps: and params.parallel_steps: keep one",
+                    f"{group} has both steps: and params.parallel_steps: keep one",
                 )
             elif "steps" not in raw:
                 where = "params.parallel_steps"
             if "max_workers" in params and "max_workers" in raw:
                 self.problem(
                     (*at, "params", "max_workers"),
-                    f"parallel_group {name!r} has max_workers twice (and under params:): keep one",
+                    f"{group} has max_workers twice (and under params:): keep one",
                 )
             # parallel_extension.py: max_workers 3 unless params say otherwise
             config.setdefault("max_workers", params.get("max_workers", acp.DEFAULT_GROUP_WORKERS))
@@ -700,7 +702,7 @@ class _Loader:
         if not isinstance(children, list) or not children:
             at_list = (*at, "steps") if where == "steps" else (*at, "params", "parallel_steps")
             form = "" if self.acp is None else " (or params: {parallel_steps: [...]})"
-            self.problem(at_list, f"parallel_group {name!r} needs a list of steps{form}")
+            self.problem(at_list, f"{group} needs a list of steps{form}")
             return []
         if shown is not None and "name" not in raw:
             return []  # its name was bad: its steps would be reported under the wrong one
