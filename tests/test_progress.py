@@ -100,7 +100,7 @@ def test_without_a_terminal_progress_prints_plain_lines(capsys):
     flow.add(lambda: 1, name="a")
     flow.run(progress=True)
     err = capsys.readouterr().err
-    assert "[1/1] Started: a" in err and "Completed 1 tasks" in err
+    assert "[1/1] Started: a" in err and "Completed 1 task " in err
 
 
 def test_progress_can_be_forced_live_into_any_stream():
@@ -109,7 +109,7 @@ def test_progress_can_be_forced_live_into_any_stream():
     flow.add(lambda: time.sleep(0.6), name="nap")
     flow.run(progress=lf.Progress(stream, live=True))
     text = ANSI.sub("", stream.getvalue())
-    assert "running nap" in text and "Completed 1 tasks" in text
+    assert "running nap" in text and "Completed 1 task " in text
 
 
 def test_a_bad_progress_value_is_refused():

@@ -451,7 +451,7 @@ def test_progress_prints_lines_to_stderr(capsys):
     flow.add(lambda: 1, name="only")
     flow.run(progress=True)
     err = capsys.readouterr().err
-    assert "[1/1] Started: only" in err and "Completed 1 tasks" in err
+    assert "[1/1] Started: only" in err and "Completed 1 task " in err
 
 
 def test_summary_and_repr():

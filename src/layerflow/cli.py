@@ -35,7 +35,7 @@ from .errors import (
 from .events import final_line
 from .flow import Flow
 from .limits import LayerReport
-from .names import element_of, owner_of
+from .names import counted, element_of, owner_of
 from .pipeline import Pipeline, PipelineError, load_pipeline, stop_commands
 from .preview import preview, sinks
 from .progress import Progress
@@ -623,8 +623,8 @@ def _unfinished(the_plan: Any, store_at: str | None) -> tuple[str | None, Path]:
     metavar="N[,N...]",
     help="Worker counts to predict for (a what-if table for several).",
 )
-@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE")
-@click.option("--plugin", "plugins", multiple=True, metavar="MODULE")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Set a flow input.")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Import step types.")
 def plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[str, ...]) -> None:
     """Show the layers, the critical path and the predicted time and speedup."""
     with _errors():
@@ -653,7 +653,8 @@ def _plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[
         click.echo(f"\nwhat if ({what}):")
         click.echo(f"  {'max_workers':>11}  {'predicted':>11}  {'speedup':>7}  bound by")
         for row in the_plan.what_if(counts):
-            shown = f"{row.seconds:.3g}s" if timed else f"{row.seconds:g} units"
+            unit = "unit" if row.seconds == 1 else "units"
+            shown = f"{row.seconds:.3g}s" if timed else f"{row.seconds:g} {unit}"
             click.echo(f"  {row.max_workers:>11}  {shown:>11}  {row.speedup:>6.1f}x  {row.binding}")
     for line in the_plan.binding_limits():  # a pipeline's pools and limits, by default
         click.echo(f"limit: {line}")
@@ -663,15 +664,16 @@ def _plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[
 @main.command()
 @click.argument("file")
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "text"]), default="text")
-@click.option("--plugin", "plugins", multiple=True, metavar="MODULE")
-def graph(file: str, fmt: str, plugins: tuple[str, ...]) -> None:
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Set a flow input.")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Import step types.")
+def graph(file: str, fmt: str, sets: tuple[str, ...], plugins: tuple[str, ...]) -> None:
     """Print the graph as Mermaid, Graphviz DOT, or text."""
     with _errors():
-        sys.exit(_graph(file, fmt, plugins))
+        sys.exit(_graph(file, fmt, sets, plugins))
 
 
-def _graph(file: str, fmt: str, plugins: tuple[str, ...]) -> int:
-    the_plan = _load(file, plugins).plan()
+def _graph(file: str, fmt: str, sets: tuple[str, ...], plugins: tuple[str, ...]) -> int:
+    the_plan = _planned(_load(file, plugins), _parse_sets(sets))
     if fmt == "mermaid":
         click.echo(the_plan.to_mermaid(), nl=False)
     elif fmt == "dot":
@@ -687,17 +689,21 @@ def _graph(file: str, fmt: str, plugins: tuple[str, ...]) -> int:
 
 @main.command()
 @click.argument("file")
-@click.option("--plugin", "plugins", multiple=True, metavar="MODULE")
-def validate(file: str, plugins: tuple[str, ...]) -> None:
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Set a flow input.")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Import step types.")
+def validate(file: str, sets: tuple[str, ...], plugins: tuple[str, ...]) -> None:
     """Check a pipeline without running it."""
     with _errors():
-        sys.exit(_validate(file, plugins))
+        sys.exit(_validate(file, sets, plugins))
 
 
-def _validate(file: str, plugins: tuple[str, ...]) -> int:
+def _validate(file: str, sets: tuple[str, ...], plugins: tuple[str, ...]) -> int:
     flow = _load(file, plugins)
-    the_plan = flow.plan()
-    click.echo(f"{file}: valid, {len(the_plan)} tasks in {len(the_plan.layers)} layers")
+    the_plan = _planned(flow, _parse_sets(sets))
+    shown = f"{_many(len(the_plan), 'task')} in {_many(len(the_plan.layers), 'layer')}"
+    if isinstance(flow, Pipeline) and flow.format != "layerflow":
+        shown += f", read as {flow.format}'s format ({flow.format_reason})"
+    click.echo(f"{file}: valid, {shown}")
     return EXIT_OK
 
 
@@ -735,7 +741,7 @@ class _Duration(click.ParamType):
 
 
 def _many(n: int, what: str) -> str:
-    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+    return counted(n, what)
 
 
 def _size(n: float) -> str:
@@ -906,7 +912,7 @@ def _show_run(tasks: list[dict[str, Any]]) -> None:
         for e in mine:
             counts[e["status"]] = counts.get(e["status"], 0) + 1
         listed = ", ".join(f"{n} {status}" for status, n in counts.items())
-        click.echo(f"    {len(mine)} elements: {listed}")
+        click.echo(f"    {counted(len(mine), 'element')}: {listed}")
         odd = [e for e in mine if e["status"] != "succeeded"] or mine
         for e in odd[:_SHOWN_ELEMENTS]:
             click.echo("  " + _task_line(e))
@@ -924,7 +930,7 @@ def _task_line(t: dict[str, Any]) -> str:
     took = f"{t['duration']:.2f}s" if t["duration"] is not None else "-"
     line = f"  {t['name']:<24} {t['status']:<10} {took:>9}"
     if t["attempts"] and t["attempts"] > 1:
-        line += f"  {t['attempts']} attempts"
+        line += f"  {counted(t['attempts'], 'attempt')}"
     if t["error"]:
         line += f"  {t['error'].splitlines()[0][:100]}"
     return line

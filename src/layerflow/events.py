@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import ResultNotStored, Skip, safe_str
 from .faults import guarded
-from .names import owner_of
+from .names import counted, owner_of
 
 __all__ = ["Event", "RunEvent", "LayerEvent", "TaskEvent", "LogObserver", "Observer"]
 
@@ -352,6 +352,6 @@ def final_line(
         again = ", ".join(
             f"{counts[s]} {s}" for s in ("reused", "cached", "skipped") if counts.get(s)
         )
-        return f"Completed {done} tasks {tail}" + (f" ({again})" if again else "")
+        return f"Completed {counted(done, 'task')} {tail}" + (f" ({again})" if again else "")
     others = ", ".join(f"{n} {s}" for s, n in counts.items() if s not in finished and n)
-    return f"Run {status}: {done} of {total} tasks completed ({others}) {tail}"
+    return f"Run {status}: {done} of {counted(total, 'task')} completed ({others}) {tail}"

@@ -23,6 +23,7 @@ from .errors import (
 from .events import Observer
 from .graph import Graph, GraphBuilder, Task
 from .limits import LayerReport, RateLimit
+from .names import counted
 from .options import RunOptions
 from .plan import Plan
 from .progress import Progress
@@ -140,7 +141,7 @@ class Flow:
         return len(self._graph.tasks)
 
     def __repr__(self) -> str:
-        return f"<Flow {self.name!r}: {len(self)} tasks>"
+        return f"<Flow {self.name!r}: {counted(len(self), 'task')}>"
 
     # --- planning ---------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from .errors import (
     RateLimited,  # noqa: F401 (re-exported)
     did_you_mean,
 )
+from .names import counted
 from .options import number
 from .windows import RateLimit, Window
 
@@ -185,7 +186,8 @@ def binding_limits(
         costs = [c for c in costs if c is not None]
         if costs and isinstance(limit, Adaptive):
             lines.append(
-                f"rate limit {name} is {limit}: {len(costs)} tasks share it, and it learns "
+                f"rate limit {name} is {limit}: {counted(len(costs), 'task')} "
+                f"{'shares' if len(costs) == 1 else 'share'} it, and it learns "
                 f"the provider's capacity from push-back as the run goes"
             )
         elif costs:
@@ -193,7 +195,8 @@ def binding_limits(
             unit = "starts" if all(c == 1.0 for c in costs) else "units"
             lines.append(
                 f"rate limit {name} allows {limit.count:g} {unit} per "
-                f"{_span(limit.per_seconds)}; {len(costs)} tasks need at least {_span(need)}"
+                f"{_span(limit.per_seconds)}; {counted(len(costs), 'task')} "
+                f"{'needs' if len(costs) == 1 else 'need'} at least {_span(need)}"
             )
     for name, capacity in pools.items():
         users = [t for t in graph.tasks if name in t.resources]
@@ -203,9 +206,10 @@ def binding_limits(
             if mapped and len(mapped) == len(users):
                 what = f"the elements of {', '.join(mapped)}"
             elif mapped:
-                what = f"its {len(users)} tasks (each element of {', '.join(mapped)} counting)"
+                each = ", ".join(mapped)
+                what = f"its {counted(len(users), 'task')} (each element of {each} counting)"
             else:
-                what = f"its {len(users)} tasks"
+                what = f"its {counted(len(users), 'task')}"
             lines.append(
                 f"resource pool {name} holds {capacity:g}: at most {most} of {what} at once"
             )

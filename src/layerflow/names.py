@@ -1,9 +1,15 @@
 """The names of a map's elements, ``task[k]``: read back wherever a name is all there is
-(a stored run, an event, a report's rows). Imports nothing of layerflow's."""
+(a stored run, an event, a report's rows); and counts of things as people read them
+(``1 task``, ``2 tasks``). Imports nothing of layerflow's."""
 
 from __future__ import annotations
 
-__all__ = ["element_index", "element_of", "owner_of"]
+__all__ = ["counted", "element_index", "element_of", "owner_of"]
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 task``, ``0 tasks``, ``3 tasks`` (``plural``: when it is not ``noun + "s"``)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
 
 
 def element_of(name: str) -> tuple[str, int] | None:

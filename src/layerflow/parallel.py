@@ -19,7 +19,7 @@ from .errors import (
 )
 from .flow import Flow
 from .metrics import record
-from .names import element_index
+from .names import counted, element_index
 from .taskscope import attempt
 from .taskscope import current as current_scope
 
@@ -122,7 +122,8 @@ def parallel_map(
     more = f"; ... and {len(errors) - 10} more" if len(errors) > 10 else ""
     indices = ", ".join(str(k) for k in errors)
     raise ParallelMapError(
-        f"{len(errors)} of {len(values)} items failed (items {indices}): {shown}{more}",
+        f"{len(errors)} of {counted(len(values), 'item')} failed "
+        f"({'items' if len(errors) > 1 else 'item'} {indices}): {shown}{more}",
         errors,
         results,
     )

@@ -14,6 +14,12 @@ and builds an ordinary :class:`Flow`: one engine, not two. Step kinds:
 - ``type: parallel_group`` with ``steps:``, and its own ``max_workers``, ``fail_fast``
   and ``timeout`` (for the whole group).
 
+A file in ai-content-pipeline's own format (it says ``format: ai-content-pipeline``, or its
+shape says so: :func:`acp.reason`) is read as that project reads it: its input from
+``prompt``/``input_image``/``input_video``, each step fed what the one before passes on,
+``step_N_TYPE`` names, groups with ``params: {parallel_steps, max_workers, merge_strategy}``
+(the rules are in ``acp.py``; ``_Loader.chain`` and ``chain_inputs`` wire them into the flow).
+
 Any step may carry ``foreach:`` (a step's list, a list input or a literal list): it becomes
 one task with ``map=`` (over the step, the input, or the list in a private param), its
 element in ``{{item}}`` and its index in ``{{index}}`` (``Task.element_index``); its
@@ -37,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import acp
 from .adaptive import Adaptive
 from .commands import (
     INDEX,
@@ -139,6 +146,10 @@ COMMON_KEYS = (
     "when",
     "max_workers",  # of a foreach step's elements
 )
+#: every key of ai-content-pipeline's format: one is never "Did you mean" another key
+ACP_WORDS = frozenset(
+    (*acp.TOP_KEYS, *acp.GROUP_PARAMS, "type", "model", "params", "enabled", "retry_count")
+)
 RUN_KEYS = (*COMMON_KEYS, "run", "shell", "env", "cwd")
 GROUP_KEYS = (
     "type",
@@ -186,6 +197,16 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fail_fast": (lambda v: isinstance(v, bool), "true or false"),
     "parallel": (lambda v: isinstance(v, bool), "true or false"),
     "max_workers": (lambda v: number(v, whole=True, at_least=1), "a whole number >= 1"),
+    "retry_count": (lambda v: number(v, whole=True, at_least=0), "a whole number >= 0"),
+    "output_dir": (lambda v: isinstance(v, str) and v != "", "a folder"),
+    "temp_dir": (lambda v: isinstance(v, str) and v != "", "a folder"),
+    "cleanup_temp": (lambda v: isinstance(v, bool), "true or false"),
+    "save_intermediates": (lambda v: isinstance(v, bool), "true or false"),
+    "input_type": (lambda v: v in acp.INPUT_TYPES, "one of " + ", ".join(acp.INPUT_TYPES)),
+    "merge_strategy": (
+        lambda v: v in acp.MERGE_STRATEGIES,
+        "one of " + ", ".join(acp.MERGE_STRATEGIES),
+    ),
     "env": (_text_map, "a mapping of names to text"),
     "cwd": (lambda v: isinstance(v, str) and v != "", "a folder"),
     "resources": (_unit_map, "a mapping of pool names to numbers"),
@@ -221,6 +242,12 @@ class _Step:
     # foreach: ("step", NAME), ("input", NAME) or ("list", ""); None: not a foreach step
     foreach: tuple[str, str] | None = None
     foreach_line: int | None = None
+    # ai-content-pipeline's format: where the step's input comes from (see _source_names),
+    # None for layerflow's rule (input_from, else the flow input)
+    source: Any = None
+    prompt_from: str | None = None  # the prompt_generation step whose prompt it may ask for
+    strategy: str = "collect_all"  # a group member's: what its group passes on
+    made: str | None = None  # how layerflow made up the name of an unnamed step, for people
 
 
 class _Loader:
@@ -236,6 +263,13 @@ class _Loader:
         # flow input -> (the first step whose templates use it, the line)
         self.input_lines: dict[str, tuple[str, int | None]] = {}
         self.dropped: set[str] = set()  # steps refused for their own problems: no cascade
+        # ai-content-pipeline's format: why the file is read in it (None: layerflow's), why
+        # not (for a key of that format in a layerflow file), its top-level settings, and
+        # the top-level key the pipeline's input comes from
+        self.acp: str | None = None
+        self.why_layerflow = ""
+        self.config: dict[str, Any] = {}
+        self.input_key: str | None = None
 
     def _task_group(self, name: str, config: Mapping[str, Any]) -> TaskGroup:
         """The one ``TaskGroup`` a parallel_group's steps share."""
@@ -271,11 +305,36 @@ class _Loader:
         known = tuple(known)
         for key in data:
             if key not in known:
-                hint = closest(str(key), known)
+                # a key that reading the file in that format would accept
+                if self.acp is None and (
+                    key in acp.ONLY_KEYS
+                    or key == "retry_count"
+                    or (key in ("model", "params") and what.startswith("parallel_group"))
+                ):
+                    self.problem((*at, key), self.foreign(key, what), step)
+                    continue
+                hint = closest(str(key), known) if key not in ACP_WORDS else None
                 tip = (
                     f" Did you mean {hint!r}?" if hint else f" Expected one of: {', '.join(known)}."
                 )
                 self.problem((*at, key), f"unknown key {key!r} in {what}.{tip}", step)
+
+    def foreign(self, key: Any, what: str) -> str:
+        """The problem with a key of ai-content-pipeline's format in a file read as
+        layerflow's: why the file is read so, and what to do."""
+        why = self.why_layerflow
+        if why == "it has inputs:":
+            fix = "remove inputs: to read it in that format (its input is then prompt:, "
+            fix += "input_image: or input_video:)"
+        elif "format:" in why:
+            fix = "drop format: layerflow to read it in that format"
+        else:
+            fix = f"add format: {acp.FORMAT} to read it in that format"
+        return (
+            f"{key!r} in {what} is a key of ai-content-pipeline's format, and this file is read "
+            f"as layerflow's because {why}: {fix}, or write it in layerflow's format (inputs:, "
+            f"settings:, retries:, input_from, groups with steps:)"
+        )
 
     def expect(
         self,
@@ -337,7 +396,20 @@ class _Loader:
                 ]
             )
         data = dict(data)
-        self.unknown_keys(data, TOP_KEYS, (), "the pipeline")
+        self.read_format(data)
+        if self.acp is not None:
+            known = (*acp.TOP_KEYS, "format", "version", "plugins", "settings")
+            if "inputs" in data:
+                self.problem(
+                    ("inputs",),
+                    "inputs: is layerflow's format, and this file says format: "
+                    "ai-content-pipeline, whose input is prompt:, input_image: or input_video: "
+                    "(or --set input=VALUE)",
+                )
+                data.pop("inputs")
+        else:
+            known = (*TOP_KEYS, "format")
+        self.unknown_keys(data, known, (), "the pipeline")
         self.fields(data, ("name", "description"), ())
         name = data.get("name")
         inputs = data.get("inputs")
@@ -349,7 +421,9 @@ class _Loader:
         bad = [k for k in inputs if not isinstance(k, str) or not k.isidentifier()]
         for k in bad:
             self.problem(("inputs", k), f"an input's name must be a word, got {k!r}")
-        if "prompt" in data and "input" not in inputs:
+        if self.acp is not None:
+            inputs = self.acp_input(data)
+        elif "prompt" in data and "input" not in inputs:
             inputs = {**inputs, "input": data["prompt"]}
         settings = self.settings(data.get("settings") or {})
         plugins = data.get("plugins") or []
@@ -365,6 +439,8 @@ class _Loader:
                 self.problem(("steps",), "steps is empty")
             raise PipelineError(self.problems)
         entries = self.entries(steps_data)
+        if self.acp is not None:
+            self.chain(entries)
         # names and references are checked even when steps had problems of their own, so
         # that one round reports every kind of problem
         self.check_names(entries, inputs)
@@ -376,6 +452,42 @@ class _Loader:
         if self.problems:
             raise PipelineError(self._sorted())
         return flow
+
+    def read_format(self, data: dict[str, Any]) -> None:
+        """Which format the file is in: what it says (``format:``), else its shape
+        (:func:`acp.reason`)."""
+        if "format" not in data:
+            self.acp = acp.reason(data)
+            self.why_layerflow = (
+                "it has inputs:"
+                if "inputs" in data
+                else "nothing in it is only ai-content-pipeline's (such as input_image:, "
+                "output_dir: or a parallel_group's params:)"
+            )
+            return
+        declared = data["format"]
+        if declared == acp.FORMAT:
+            self.acp = f"it says format: {acp.FORMAT}"
+        elif declared == "layerflow":
+            self.why_layerflow = "it says format: layerflow"
+        else:
+            self.problem(
+                ("format",),
+                f"format must be 'layerflow' or {acp.FORMAT!r}, got {_short(declared)}",
+            )
+            self.acp = acp.reason(data)
+            self.why_layerflow = "it has inputs:" if "inputs" in data else "of its shape"
+
+    def acp_input(self, data: dict[str, Any]) -> dict[str, Any]:
+        """ai-content-pipeline's top-level settings (checked, kept in ``self.config``) and
+        the pipeline's input, ``input``: the ``prompt``, ``input_image`` or ``input_video``
+        that the first step's input kind asks for (none: ``--set input=VALUE`` gives it, as
+        ``--input-text`` does there)."""
+        self.fields(data, (*acp.CONFIG_KEYS, "input_type"), ())
+        self.config = {k: data[k] for k in acp.TOP_KEYS[2:-1] if k in data}
+        self.input_key = acp.input_key(data)
+        value = data.get(self.input_key)
+        return {"input": value} if value else {}
 
     def _sorted(self) -> list[tuple[str, int | None, str]]:
         """Problems in file order, each once."""
@@ -402,6 +514,36 @@ class _Loader:
                 else:
                     task = getattr(p, "task", None)
                     self.problems.append((self.file, lines.get(task), safe_str(p)))
+
+    def chain(self, entries: list[list[_Step]]) -> None:
+        """ai-content-pipeline's data flow: each step's input is what the enabled step (or
+        group) before it passes on, the first one's the pipeline's input; a step with
+        ``input_from`` or ``needs`` keeps layerflow's rule. A source is ``("flow",)``,
+        ``("step", NAME)`` (that step's output, as :func:`acp.passed_on` reads it) or
+        ``("merge", STRATEGY, [sources])`` (a group's, as :func:`acp.merge` makes it)."""
+        current: tuple[Any, ...] = ("flow",)
+        prompt: str | None = None
+        for entry in entries:
+            if not entry:
+                continue
+            outs = []
+            for s in entry:
+                d = s.data
+                if "input_from" in d:
+                    own: tuple[Any, ...] = ("step", d["input_from"])
+                elif "needs" in d or s.kind == "run":
+                    own = ("flow",)
+                else:
+                    own = s.source = current
+                s.prompt_from = prompt
+                # prompt_generation passes its input (the image) on: executor.py
+                outs.append(own if d.get("type") == "prompt_generation" else ("step", s.name))
+            if entry[0].group is not None:
+                current = ("merge", entry[0].strategy, outs)
+            else:
+                current = outs[0]
+                if entry[0].data.get("type") == "prompt_generation":
+                    prompt = entry[0].name
 
     def import_plugin(self, module: Any, at: Path_) -> None:
         if not isinstance(module, str) or not module:
@@ -476,46 +618,98 @@ class _Loader:
     def entries(self, steps_data: list[Any]) -> list[list[_Step]]:
         """Top-level entries, each a list of steps (a group's steps, or one step)."""
         out: list[list[_Step]] = []
+        n = 0  # enabled top-level steps so far: an unnamed one is step_N_TYPE in that format
         for k, raw in enumerate(steps_data):
             at = ("steps", k)
             if not self.expect(raw, dict, at, f"step {k + 1}"):
                 continue
             if raw.get("enabled") is False:
                 continue
+            n += 1
             if raw.get("type") == "parallel_group":
-                out.append(self.group(dict(raw), at))
+                out.append(self.group(dict(raw), at, n))
                 kept = {s.name for s in out[-1]}
-                children = raw.get("steps")
+                children = self.members(raw)
                 for child in children if isinstance(children, list) else []:
                     name = child.get("name") if isinstance(child, dict) else None
                     if isinstance(name, str) and name not in kept:
                         self.dropped.add(name)
             else:
-                step = self.step(dict(raw), at, None)
+                made = None
+                if self.acp is not None and "name" not in raw:
+                    made = (acp.step_name(n, raw.get("type")), "step_N_TYPE")
+                step = self.step(dict(raw), at, None, made)
                 if step is not None:
                     out.append([step])
                 elif isinstance(raw.get("name"), str):
                     self.dropped.add(raw["name"])
         return out
 
-    def group(self, raw: dict[str, Any], at: Path_) -> list[_Step]:
+    @staticmethod
+    def members(raw: Mapping[str, Any]) -> Any:
+        """A parallel_group's steps: ``steps:`` (the guide's form) or, in
+        ai-content-pipeline's own form, ``params: {parallel_steps: [...]}``."""
+        params = raw.get("params")
+        if "steps" not in raw and isinstance(params, dict) and "parallel_steps" in params:
+            return params["parallel_steps"]
+        return raw.get("steps")
+
+    def group(self, raw: dict[str, Any], at: Path_, n: int = 0) -> list[_Step]:
         shown = raw.get("name")
         label = f"parallel_group {shown!r}: " if isinstance(shown, str) else "a parallel_group's "
-        self.fields(raw, GROUP_KEYS, at, prefix=label)
-        name = raw.get("name") or f"group{at[-1] + 1}"
+        keys = GROUP_KEYS if self.acp is None else (*GROUP_KEYS, "model", "params")
+        self.fields(raw, keys, at, prefix=label)
+        name = raw.get("name") or (
+            f"group{at[-1] + 1}" if self.acp is None else acp.step_name(n, "parallel_group")
+        )
         if name in self.group_names:
             self.problem((*at, "name"), f"two parallel_groups are named {name!r}")
         self.group_names.add(name)
-        self.unknown_keys(raw, GROUP_KEYS, at, f"parallel_group {name!r}")
-        children = raw.get("steps")
+        # in messages: a name layerflow gave the group says so
+        group = f"parallel_group {name!r}" + (
+            "" if "name" in raw else " (layerflow's name for this unnamed group)"
+        )
+        self.unknown_keys(raw, keys, at, group)
+        config = {key: raw[key] for key in ("max_workers", "fail_fast", "timeout") if key in raw}
+        strategy = "collect_all"
+        where = "steps"
+        if self.acp is not None and "params" in raw:
+            params = raw["params"]
+            if not self.expect(params, dict, (*at, "params"), f"{group}: params"):
+                return []
+            self.unknown_keys(params, acp.GROUP_PARAMS, (*at, "params"), f"the params of {group}")
+            self.fields(
+                params,
+                acp.GROUP_PARAMS,
+                (*at, "params"),
+                prefix=f"{group}: params.",
+            )
+            if "steps" in raw and "parallel_steps" in params:
+                self.problem(
+                    (*at, "steps"),
+                    f"{group} has both steps: and params.parallel_steps: keep one",
+                )
+            elif "steps" not in raw:
+                where = "params.parallel_steps"
+            if "max_workers" in params and "max_workers" in raw:
+                self.problem(
+                    (*at, "params", "max_workers"),
+                    f"{group} has max_workers twice (and under params:): keep one",
+                )
+            # parallel_extension.py: max_workers 3 unless params say otherwise
+            config.setdefault("max_workers", params.get("max_workers", acp.DEFAULT_GROUP_WORKERS))
+            strategy = params.get("merge_strategy", strategy)
+        children = self.members(raw)
         if not isinstance(children, list) or not children:
-            self.problem((*at, "steps"), f"parallel_group {name!r} needs a list of steps")
+            at_list = (*at, "steps") if where == "steps" else (*at, "params", "parallel_steps")
+            form = "" if self.acp is None else " (or params: {parallel_steps: [...]})"
+            self.problem(at_list, f"{group} needs a list of steps{form}")
             return []
         if shown is not None and "name" not in raw:
             return []  # its name was bad: its steps would be reported under the wrong one
         steps = []
         for k, child in enumerate(children):
-            cat = (*at, "steps", k)
+            cat = (*at, *where.split("."), k)
             if not self.expect(child, dict, cat, f"step {k + 1} of group {name!r}"):
                 continue
             if child.get("enabled") is False:
@@ -523,15 +717,25 @@ class _Loader:
             if child.get("type") == "parallel_group":
                 self.problem(cat, "a parallel_group cannot contain another parallel_group")
                 continue
-            step = self.step(dict(child), cat, name)
+            made = None
+            if self.acp is not None and "name" not in child:
+                made = (acp.member_name(n, k + 1, child.get("type")), "step_N_K_TYPE")
+            step = self.step(dict(child), cat, name, made)
             if step is not None:
-                step.data["__group__"] = {
-                    key: raw[key] for key in ("max_workers", "fail_fast", "timeout") if key in raw
-                }
+                step.data["__group__"] = config
+                step.strategy = strategy
                 steps.append(step)
         return steps
 
-    def step(self, raw: dict[str, Any], at: Path_, group: str | None) -> _Step | None:
+    def step(
+        self,
+        raw: dict[str, Any],
+        at: Path_,
+        group: str | None,
+        made: tuple[str, str] | None = None,
+    ) -> _Step | None:
+        """One step; ``made``: the name layerflow gives it when it has none, and how that
+        name is made (for a collision's message)."""
         kinds = [k for k in ("run", "uses", "type") if k in raw]
         shown = raw.get("name") if isinstance(raw.get("name"), str) else None
         if "name" in raw and not (isinstance(raw["name"], str) and raw["name"]):
@@ -545,6 +749,12 @@ class _Loader:
             return None
         kind = kinds[0]
         line = self.lines.get(at)
+        if made is not None:
+            shown = shown or made[0]
+        if self.acp is not None and "retry_count" in raw:
+            # read as there: chain.py keeps it, and nothing in that project retries with it
+            self.fields(raw, ("retry_count",), at, shown)
+            raw.pop("retry_count", None)
         if kind == "run":
             name = shown or f"step{at[-1] + 1}"
             self.unknown_keys(raw, RUN_KEYS, at, f"step {name!r}", None)
@@ -570,6 +780,14 @@ class _Loader:
                 return None
             self.check_call(fn, raw, kind, at, name)
             step = _Step(name, line, raw, "call", group, fn=fn)
+        if made is not None:
+            step.made = (
+                f"layerflow names the unnamed step at line {line} {made[0]!r} ({made[1]}, as "
+                f"ai-content-pipeline numbers its steps)"
+            )
+        elif "name" not in raw:
+            how = "after its position" if kind == "run" else f"after its {kind}:"
+            step.made = f"layerflow names the unnamed step at line {line} {name!r} ({how})"
         self.common(step, at)
         return step
 
@@ -588,8 +806,15 @@ class _Loader:
         for key in extra:
             if key not in accepted and not var_kw:
                 hint = closest(str(key), [*accepted, *COMMON_KEYS])
+                if key == "retry_count" and self.acp is None:
+                    self.problem((*at, key), self.foreign(key, f"step {name!r}"), name)
+                    continue
+                if key in ACP_WORDS:  # that format's own key: what to change is the function
+                    hint = None
+                    tip = f" Give {_describe(fn)[:-2]} a parameter {key!r} to receive it."
+                else:
+                    tip = f" Did you mean {hint!r}?" if hint else ""
                 suggested.add(hint or "")
-                tip = f" Did you mean {hint!r}?" if hint else ""
                 self.problem(
                     (*at, key),
                     f"unknown key {key!r}: {_describe(fn)} does not accept it.{tip}",
@@ -613,6 +838,8 @@ class _Loader:
             params = {}
             raw.pop("params", None)
         given = set(params) | set(extra) | {"input"}  # input: upstream or flow input
+        if self.acp is not None:  # the file's run settings, a prompt_generation's prompt
+            given |= {k for k in acp.CONFIG_KEYS if k in self.config} | {"generated_prompt"}
         missing = [
             p.name
             for p in sig.parameters.values()
@@ -648,7 +875,9 @@ class _Loader:
                 self.problem(
                     at,
                     f"unknown step type {target!r}.{tip} Registered: {known}. Register one with "
-                    f"@layerflow.step_type({target!r}) in a module named under plugins:",
+                    f"@layerflow.step_type({target!r}) in a module, and give the module with "
+                    f"--plugin MODULE or name it under plugins: (from Python: "
+                    f"load_pipeline(path, plugins=['MODULE']))",
                     step,
                 )
             return fn
@@ -804,7 +1033,11 @@ class _Loader:
         by_name: dict[str, _Step] = {}
         for s in steps:
             if s.name in by_name:
-                self.problems.append((self.file, s.line, f"step {s.name!r}: duplicate step name"))
+                made = [x.made for x in (by_name[s.name], s) if x.made]
+                why = f" ({'; '.join(made)}): give it a name: of its own" if made else ""
+                self.problems.append(
+                    (self.file, s.line, f"step {s.name!r}: duplicate step name{why}")
+                )
             by_name[s.name] = s
         names = list(by_name)
         for s in steps:
@@ -896,6 +1129,11 @@ class _Loader:
     ) -> Pipeline:
         flow = Pipeline(name if isinstance(name, str) else self.path.stem)
         flow.inputs = dict(inputs)
+        if self.acp is not None:
+            flow.format = acp.FORMAT
+            flow.format_reason = self.acp
+            flow.config = dict(self.config)
+            flow.input_key = self.input_key
         flow.path = self.path
         flow.import_paths = tuple(sorted(self.import_paths))
         flow.input_lines = dict(self.input_lines)
@@ -958,6 +1196,11 @@ class _Loader:
         upstream: dict[str, str] = {}  # parameter -> step name
         if d.get("input_from"):
             upstream["__input__"] = d["input_from"]
+        prepare = None
+        defaults: dict[str, Any] = {}
+        flow_input = False
+        if s.kind == "call" and self.acp is not None:
+            prepare, defaults, flow_input = self.chain_inputs(s, upstream)
         for ref in sorted(s.refs):
             upstream[f"__step__{ref}"] = ref
         wanted_inputs = set(s.input_refs)
@@ -983,8 +1226,12 @@ class _Loader:
             fn = _Command(s.name, d, base, flow)
             fn.item = item
         else:
-            fn = _call(s.name, s.fn, d, item)  # type: ignore[arg-type]
-            if not d.get("input_from") and _wants_input(s.fn):  # type: ignore[arg-type]
+            fn = _call(s.name, s.fn, d, item, defaults, prepare)  # type: ignore[arg-type]
+            if s.source is not None:
+                wanted_inputs.discard("input")  # {{input}} is the step's own input
+                if flow_input:
+                    wanted_inputs.add("input")
+            elif not d.get("input_from") and _wants_input(s.fn):  # type: ignore[arg-type]
                 wanted_inputs.add("input")
         fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in sorted(wanted_inputs)]
@@ -1029,6 +1276,85 @@ class _Loader:
         if s.foreach is not None:
             task.element_index = INDEX
 
+    def chain_inputs(
+        self, s: _Step, upstream: dict[str, str]
+    ) -> tuple[Callable[..., Any] | None, dict[str, Any], bool]:
+        """A step's wiring in ai-content-pipeline's format: its input (``s.source``) and
+        the ``generated_prompt`` it asks for, as upstream parameters (added to ``upstream``)
+        and a ``prepare`` that turns them into ``input`` and that keyword; the file's run
+        settings its function names (``output_dir``, ...: ``defaults``); and whether it
+        reads the pipeline's own input."""
+        accepted = set(self.signature_keys(s.fn))  # type: ignore[arg-type]
+        d = s.data
+        given = set(d.get("params") or {}) | set(d)
+        defaults = {
+            k: self.config[k]
+            for k in acp.CONFIG_KEYS
+            if k in self.config and k in accepted and k not in given
+        }
+        source = s.source
+        if source is not None and "input" not in accepted and not s.uses_input:
+            source = None  # nothing reads its input: the order alone joins it to the others
+        args: dict[str, str] = {}  # step name -> parameter
+        for name in _source_names(source):
+            arg = args[name] = f"__acp{len(args)}"
+            upstream[arg] = name
+        prompt_arg = None
+        if "generated_prompt" in accepted and "generated_prompt" not in given:
+            if s.prompt_from is not None:
+                prompt_arg = "__acp_prompt"
+                upstream[prompt_arg] = s.prompt_from
+            elif _wants(s.fn, "generated_prompt"):  # type: ignore[arg-type]
+                self.problems.append(
+                    (
+                        self.file,
+                        s.line,
+                        f"step {s.name!r}: {_describe(s.fn)} needs 'generated_prompt', which only "  # type: ignore[arg-type]
+                        f"a step after a prompt_generation step receives",
+                    )
+                )
+        if source is None and prompt_arg is None:
+            return None, defaults, False
+
+        def prepare(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+            kwargs = dict(kwargs)
+            extra = {}
+            if prompt_arg is not None:
+                extra["generated_prompt"] = acp.generated_prompt(kwargs.pop(prompt_arg))
+            if source is not None:
+                value = _resolve(source, kwargs, args)
+                for arg in args.values():
+                    kwargs.pop(arg, None)
+                kwargs["__input__"] = value
+            return kwargs, extra
+
+        return prepare, defaults, source is not None and _has_flow(source)
+
+
+def _source_names(source: Any) -> list[str]:
+    """The steps a source (``Loader.chain``) reads, in order, each once."""
+    if source is None or source[0] == "flow":
+        return []
+    if source[0] == "step":
+        return [source[1]]
+    return list(dict.fromkeys(n for inner in source[2] for n in _source_names(inner)))
+
+
+def _has_flow(source: Any) -> bool:
+    """Whether a source reads the pipeline's own input."""
+    if source[0] == "merge":
+        return any(_has_flow(inner) for inner in source[2])
+    return source[0] == "flow"
+
+
+def _resolve(source: Any, kwargs: Mapping[str, Any], args: Mapping[str, str]) -> Any:
+    """A source's value, from a step function's keyword arguments."""
+    if source[0] == "flow":
+        return kwargs.get("input")
+    if source[0] == "step":
+        return acp.passed_on(kwargs[args[source[1]]])
+    return acp.merge(source[1], [_resolve(inner, kwargs, args) for inner in source[2]])
+
 
 def _pool(step: str) -> str:
     """The resource pool that bounds a foreach step's elements (its ``max_workers``)."""
@@ -1061,16 +1387,30 @@ def _describe(fn: Callable[..., Any]) -> str:
 
 
 def _wants_input(fn: Callable[..., Any]) -> bool:
-    params = inspect.signature(fn).parameters
-    p = params.get("input")
+    return _wants(fn, "input")
+
+
+def _wants(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` has a parameter ``name`` without a default."""
+    try:
+        p = inspect.signature(fn).parameters.get(name)
+    except (TypeError, ValueError):
+        return False
     return p is not None and p.default is inspect.Parameter.empty
 
 
 def _call(
-    name: str, fn: Callable[..., Any], d: dict[str, Any], item: str = ITEM
+    name: str,
+    fn: Callable[..., Any],
+    d: dict[str, Any],
+    item: str = ITEM,
+    defaults: Mapping[str, Any] | None = None,
+    prepare: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]] | None = None,
 ) -> Callable[..., Any]:
     """A ``uses:``/``type:`` step: the function, with input, params and its own keys
-    (``item``: the argument that holds a foreach element)."""
+    (``item``: the argument that holds a foreach element); ``defaults``: keywords the step's
+    own keys and params override; ``prepare``: turns the task's arguments into the step's
+    (ai-content-pipeline's data flow) and adds keywords."""
     extra = {k: v for k, v in d.items() if k not in COMMON_KEYS and k not in ("uses", "type")}
     extra.pop("__group__", None)
     params = d.get("params") or {}
@@ -1079,10 +1419,14 @@ def _call(
     literal = isinstance(d.get("foreach"), list)
 
     def step(**kwargs: Any) -> Any:
+        added: dict[str, Any] = {}
+        if prepare is not None:
+            kwargs, added = prepare(kwargs)
         values = step_values(kwargs, item, literal)
         if when is not None:
             check_when(name, when, values)
-        call = {k: render_all(v, values) for k, v in {**extra, **params}.items()}
+        call = {**(defaults or {}), **added}
+        call.update({k: render_all(v, values) for k, v in {**extra, **params}.items()})
         if "input" in values and "input" in accepted:
             call.setdefault("input", values["input"])
         return fn(**call)
@@ -1147,12 +1491,30 @@ class Pipeline(Flow):
         self.step_lines: dict[str, int | None] = {}
         #: flow input -> (the first foreach step that iterates over it, its line)
         self.foreach_inputs: dict[str, tuple[str, int | None]] = {}
+        #: ``"layerflow"``, or ``"ai-content-pipeline"`` for a file in that project's format
+        #: (``format_reason`` says why it is read so)
+        self.format = "layerflow"
+        self.format_reason = ""
+        #: that format's top-level settings as the file gives them (``output_dir``,
+        #: ``temp_dir``, ``cleanup_temp``, ``save_intermediates``, ``input_type``, and
+        #: ``prompt``, ``input_image``, ``input_video``)
+        self.config: dict[str, Any] = {}
+        #: that format's top-level key the input ``input`` comes from (``prompt``, ...)
+        self.input_key: str | None = None
 
     def run_options(self, **options: Any) -> dict[str, Any]:
         """The file's settings, the environment, then ``options``, in rising precedence."""
         merged = dict(self.settings)
         env_parallel = os.environ.get("LAYERFLOW_PARALLEL")
         if env_parallel is not None and env_parallel.strip().lower() in ("0", "false", "no", "off"):
+            merged["mode"] = "sequential"
+        # that project runs its groups in parallel only when this says true
+        acp_parallel = os.environ.get("PIPELINE_PARALLEL_ENABLED")
+        if (
+            self.format == acp.FORMAT
+            and acp_parallel is not None
+            and acp_parallel.lower() != "true"
+        ):
             merged["mode"] = "sequential"
         env_workers = os.environ.get("LAYERFLOW_MAX_WORKERS")
         if env_workers:
@@ -1190,6 +1552,21 @@ class Pipeline(Flow):
             for p in problems:
                 name = p.missing
                 step, line = self.input_lines.get(name, (p.task, self.step_lines.get(p.task)))
+                if name == "input" and self.input_key is not None:
+                    kind = self.input_key.removeprefix("input_")
+                    first = "takes text or is a group" if kind == "prompt" else f"takes an {kind}"
+                    out.append(
+                        (
+                            file,
+                            self.step_lines.get(p.task, line),
+                            f"step {p.task!r} takes the pipeline's input, which has no value: "
+                            f"give it on the command line with --set input=VALUE, or as "
+                            f"{self.input_key}: in the file (as ai-content-pipeline reads a "
+                            f"pipeline whose first step {first}; input_type: can say otherwise)"
+                            f" (from Python: run({{'input': ...}}))",
+                        )
+                    )
+                    continue
                 out.append(
                     (
                         file,

@@ -18,6 +18,7 @@ from typing import Any
 from .errors import InvalidOptionError, raise_all
 from .graph import Graph
 from .limits import Adaptive, Gate, RateLimit, check_limits, resolve_max_workers, task_costs
+from .names import counted
 from .options import MODES, number
 
 __all__ = ["Plan", "WhatIf", "MODES", "KEY_BASE"]
@@ -494,7 +495,7 @@ class Plan:
         limits (as in :meth:`simulate`), and which limit binds."""
         g = self.graph
         title = f"flow {g.flow_name!r}" if g.flow_name else "flow"
-        lines = [f"Plan for {title}: {len(g)} tasks in {g.n_layers} layers"]
+        lines = [f"Plan for {title}: {counted(len(g), 'task')} in {counted(g.n_layers, 'layer')}"]
         for k, lay in enumerate(self.layers):
             shown = ", ".join(lay[:12]) + (f", ... ({len(lay) - 12} more)" if len(lay) > 12 else "")
             lines.append(f"  layer {k}: {shown}")
@@ -517,7 +518,7 @@ class Plan:
             if unit:
                 lines.append(
                     f"predicted with every task taking 1 unit, max_workers={workers}: "
-                    f"{span:g} units instead of {total:g} one by one "
+                    f"{span:g} unit{'' if span == 1 else 's'} instead of {total:g} one by one "
                     f"(speedup {row.speedup:.1f}x; bound by {row.binding})"
                 )
             else:
@@ -553,11 +554,11 @@ class Plan:
         history = self.history
         if not history:
             return "no past runs of this flow: every task takes 1 unit"
-        note = f"{len(history)} tasks timed in past runs"
+        note = f"{counted(len(history), 'task')} timed in past runs"
         unseen = len(self.graph) - len(history)
         if unseen:
             median = statistics.median(history.values())
-            of = f"{len(self.graph)} task{'s' if len(self.graph) > 1 else ''}"
+            of = counted(len(self.graph), "task")
             they = "it takes" if unseen == 1 else "they take"
             note += f"; {unseen} of {of} never ran before: {they} the median, {_seconds(median)}"
         return note
@@ -624,7 +625,8 @@ class Plan:
         return "\n".join(lines) + "\n"
 
     def __repr__(self) -> str:
-        return f"<Plan {self.name!r}: {len(self.graph)} tasks, {self.graph.n_layers} layers>"
+        tasks, layers = counted(len(self.graph), "task"), counted(self.graph.n_layers, "layer")
+        return f"<Plan {self.name!r}: {tasks}, {layers}>"
 
 
 @dataclass(frozen=True)

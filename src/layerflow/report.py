@@ -28,7 +28,7 @@ from .errors import (
     safe_str,
 )
 from .metrics import format_metrics
-from .names import owner_of
+from .names import counted, owner_of
 
 # What these functions read: a layerflow.result.RunResult and its TaskRun and Attempt
 # records, duck-typed, because result.py imports this module (run.to_html), not the reverse.
@@ -337,7 +337,7 @@ def _bound_line(run: RunResult) -> str:
     lanes = max((a.lane for a in run.attempts), default=-1) + 1
     if bound == "critical path":
         why = (
-            f"the critical path ({len(run.critical_path)} tasks one after another): "
+            f"the critical path ({counted(len(run.critical_path), 'task')} one after another): "
             "more workers or larger pools would not make the run shorter"
         )
     elif bound == "workers":
@@ -387,7 +387,7 @@ def _summary(run: RunResult, counts: dict[str, int]) -> str:
     )
     tally = ", ".join(f"{n} {_esc(s)}" for s, n in counts.items())
     crit = (
-        f'<p class="crit-path"><strong>Critical path</strong> ({len(path)} tasks, '
+        f'<p class="crit-path"><strong>Critical path</strong> ({counted(len(path), "task")}, '
         f"{_esc(_secs(path_time))}): {_esc(_chain(path))}</p>"
         if path
         else ""
@@ -673,7 +673,8 @@ def _graph(run: RunResult, critical: set[str], notes: list[str]) -> str:
             y = top + rows * (node_h + vgap)
             hidden = len(layer) - len(shown)
             nodes.append(
-                f'<g class="node more" data-tip="{hidden} more tasks in layer {li} (not drawn)">'
+                f'<g class="node more" data-tip="{counted(hidden, "more task")} in layer {li} '
+                f'(not drawn)">'
                 f'<rect x="{x}" y="{y}" width="{node_w}" height="{node_h}" rx="5"/>'
                 f'<text x="{x + 8}" y="{y + 16}">+ {hidden} more</text></g>'
             )
@@ -808,7 +809,8 @@ def _fold_elements(rows: list[TaskRun]) -> tuple[list[TaskRun], dict[str, str]]:
                 continue
         kept.append(t)
     text = {
-        owner: f"{sum(c.values())} elements: " + ", ".join(f"{n} {s}" for s, n in c.items())
+        owner: f"{counted(sum(c.values()), 'element')}: "
+        + ", ".join(f"{n} {s}" for s, n in c.items())
         for owner, c in counts.items()
     }
     return kept, text

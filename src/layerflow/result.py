@@ -19,7 +19,7 @@ from .errors import (
 )
 from .events import seconds_text, timing_text
 from .metrics import format_metrics
-from .names import owner_of
+from .names import counted, owner_of
 from .pushback import retry_after_of
 
 __all__ = [
@@ -247,7 +247,7 @@ class TaskRuns(Mapping[str, TaskRun]):
         return name in self._index
 
     def __repr__(self) -> str:
-        return f"<TaskRuns: {len(self)} tasks>"
+        return f"<TaskRuns: {counted(len(self), 'task')}>"
 
 
 class RunResult:
@@ -377,7 +377,7 @@ class RunResult:
         busy = sum(self.tasks[n].duration for n in self.cpu if n in self.tasks)
         used = sum(self.cpu.values())
         line = (
-            f"CPU: {seconds_text(used)} in {len(self.cpu)} task{'s' if len(self.cpu) > 1 else ''} "
+            f"CPU: {seconds_text(used)} in {counted(len(self.cpu), 'task')} "
             f"({seconds_text(used / len(self.cpu))} each), {used / busy:.0%} of their time"
             if busy > 0
             else f"CPU: {seconds_text(used)}"
@@ -518,7 +518,8 @@ class RunResult:
             for e in elements:
                 by_status[e.status] = by_status.get(e.status, 0) + 1
             counts = ", ".join(f"{n} {s}" for s, n in by_status.items())
-            rows.append((f"  {t.name}[...]", "", "", "", "", f"{len(elements)} elements: {counts}"))
+            summary = f"{counted(len(elements), 'element')}: {counts}"
+            rows.append((f"  {t.name}[...]", "", "", "", "", summary))
             odd = [e for e in elements if e.status in ("failed", "skipped", "cancelled")]
             for e in odd[:_ODD_SHOWN]:
                 name, *rest = _row(e)
@@ -530,7 +531,7 @@ class RunResult:
         for r in shown:
             lines.append("  " + "  ".join(r[c].ljust(widths[c]) for c in range(6)).rstrip())
         if len(rows) > 41:
-            lines.append(f"  ... and {len(rows) - 41} more tasks")
+            lines.append(f"  ... and {counted(len(rows) - 41, 'more task')}")
         counts = ", ".join(f"{n} {s}" for s, n in self.counts().items())
         lines.append(f"tasks: {counts}")
         if self.budget:
@@ -554,7 +555,9 @@ class RunResult:
 
     def __repr__(self) -> str:
         timing = timing_text(self.status, self.duration, self.sequential_estimate)
-        return f"<RunResult {self.run_id} {self.status}: {len(self.tasks)} tasks {timing}>"
+        return (
+            f"<RunResult {self.run_id} {self.status}: {counted(len(self.tasks), 'task')} {timing}>"
+        )
 
 
 #: a map's elements that did not succeed, shown one by one in the summary (the rest counted)
