@@ -288,3 +288,31 @@ def test_examples_run(name):
     out = layerflow("run", str(EXAMPLES / f"{name}.yaml"), "--json", "-q", timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["status"] == "succeeded"
+
+
+def test_a_plugin_in_the_folder_the_command_runs_in_is_found(tmp_path):
+    # pipelines often live in a subfolder (ai-content-pipeline ships input/pipelines/*.yaml)
+    # while the step types are next to where the user runs the command
+    (tmp_path / "mysteps_cwd.py").write_text(
+        "import layerflow\n\n\n"
+        "@layerflow.step_type('shout')\n"
+        "def shout(text: str) -> str:\n"
+        "    return text.upper()\n"
+    )
+    folder = tmp_path / "input" / "pipelines"
+    folder.mkdir(parents=True)
+    (folder / "p.yaml").write_text(
+        "inputs: {text: hi}\n"
+        "steps:\n  - {name: s, type: shout, params: {text: '{{inputs.text}}'}}\n"
+    )
+    script = Path(sys.executable).parent / "layerflow"
+    done = subprocess.run(
+        [str(script), "run", "input/pipelines/p.yaml", "--plugin", "mysteps_cwd", "--no-store"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "HI" in done.stdout

@@ -553,7 +553,15 @@ class _Loader:
         self.import_paths.add(folder)
         try:
             with on_import_path([folder]):
-                importlib.import_module(module)
+                try:
+                    importlib.import_module(module)
+                except ModuleNotFoundError as e:
+                    if not _in_cwd(module, e):
+                        raise
+                    # the folder the command runs in, as `python -m` would look (last on
+                    # the path: a file there named after a standard module shadows nothing)
+                    sys.path.append(os.getcwd())
+                    importlib.import_module(module)
         except Exception as e:
             self.problem(
                 at, f"plugin module {module!r} could not be imported: {type(e).__name__}: {e}"
@@ -1438,6 +1446,15 @@ def _call(
 
 
 # running commands, so that Ctrl-C and the end of a run can stop them
+def _in_cwd(module: str, error: ModuleNotFoundError) -> bool:
+    """Is the plugin that was not found a module (or package) of the current folder?"""
+    top = module.partition(".")[0]
+    cwd = Path(os.getcwd())
+    if error.name != top or str(cwd) in sys.path:
+        return False
+    return (cwd / f"{top}.py").is_file() or (cwd / top / "__init__.py").is_file()
+
+
 _PATH_USERS: dict[str, int] = {}  # folder on sys.path for a pipeline -> how many hold it
 _PATH_LOCK = threading.Lock()
 

@@ -178,10 +178,15 @@ class StoreIO:
                     try:
                         for then, args in done:
                             then(*args)
-                        self._kick()
                     except Exception as e:  # a task's transition broke: it would never end
                         logger.error("layerflow store job failed", exc_info=e)
                         self._fault_locked(STORE_THREAD, e)
+                    try:
+                        self._kick()
+                    except Exception:  # (can't start a thread): the idle workers take over
+                        logger.exception("layerflow could not start the next tasks")
+                        self.idle = 0  # every idle worker woken: they take what is ready
+                        self.cond.notify_all()
             if None in batch:
                 return
 
