@@ -688,3 +688,31 @@ def test_a_pool_that_bounds_a_map_speaks_of_its_elements():
     flow.add(each, map="items", resources={"db": 1})
     lines = flow.plan().binding_limits(resources={"db": 2})
     assert lines == ["resource pool db holds 2: at most 2 of the elements of each at once"]
+
+
+def test_one_elements_timeout_does_not_stop_its_running_siblings(tmp_path):
+    # the deadline of each[0] called the step's cancel(), shared by every element: each[1]
+    # ended "Cancelled: step 'each' was stopped: another step failed", never retried
+    path = write(
+        tmp_path,
+        """
+        inputs: {xs: ["0", "1", "2"]}
+        settings: {fail_fast: false}
+        steps:
+          - name: each
+            foreach: "{{inputs.xs}}"
+            max_workers: 2
+            timeout: 1
+            retries: 1
+            shell: true
+            run: >-
+              if [ {{item}} = 0 ] && [ ! -e tried ]; then touch tried; exec sleep 30; fi;
+              case {{item}} in 1) sleep 0.6;; 2) sleep 0.8;; esac; echo ok-{{item}}
+        """,
+    )
+    # each[2] starts as each[1] ends (0.6 s) and runs 0.8 s: at each[0]'s deadline (1 s) it
+    # is running
+    run = lf.load_pipeline(path).run(progress=False)
+    assert run.ok, {n: t.error for n, t in run.tasks.items() if t.error}
+    assert run["each"] == ["ok-0", "ok-1", "ok-2"]
+    assert run.tasks["each[2]"].attempts == 1

@@ -3,10 +3,13 @@ the pipe both ways."""
 
 from __future__ import annotations
 
+import time
+
 import layerflow as lf
 
 PROBE = """
 import sys
+import time
 
 def loaded():
     return sorted(m for m in ("asyncio", "cloudpickle", "multiprocessing") if m in sys.modules)
@@ -105,3 +108,37 @@ def test_a_rate_limit_holds_where_the_calls_run():
     calls = sorted(run["stamp"])
     # at most 2 calls in any 0.25 s (0.05 s of slack for a process's scheduling jitter)
     assert max(sum(1 for u in calls if t <= u < t + 0.25) for t in calls) <= 2, calls
+
+
+def test_a_worker_stuck_before_the_call_still_times_out(tmp_path, monkeypatch):
+    # the timeout is armed when the call begins; a worker that never gets there (a module
+    # that blocks as the worker imports it) must still end the attempt, not hang the run
+    import textwrap
+
+    from layerflow.scheduler import transitions
+
+    (tmp_path / "stuck_module.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+            import time
+
+            if os.environ.get("LAYERFLOW_PROCESS_WORKER"):
+                time.sleep(60)  # only in the worker process
+
+
+            def work():
+                return "never"
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(transitions, "COLD_START", 1.0)
+    import stuck_module
+
+    flow = lf.Flow("stuck")
+    flow.add(stuck_module.work, name="work", timeout=0.5)
+    begin = time.monotonic()
+    run = flow.run(backend="process", fail_fast=False, progress=False)
+    assert time.monotonic() - begin < 20
+    assert isinstance(run.tasks["work"].error, lf.TaskTimeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -570,3 +571,25 @@ def test_a_run_timeout_raises_under_fail_fast(which):
     finally:
         gate.set()
     assert caught.value.result.status == "failed"
+
+
+@pytest.mark.parametrize("fail_fast", [True, False])
+def test_at_the_run_deadline_every_running_coroutine_times_out(fail_fast):
+    # under fail-fast the first timed-out task cancelled the others (coroutines, processes)
+    flow = lf.Flow("two-running")
+
+    async def s1():
+        await asyncio.sleep(5)
+
+    async def s2():
+        await asyncio.sleep(5)
+
+    flow.add(s1, name="s1")
+    flow.add(s2, name="s2")
+    try:
+        result = flow.run(timeout=0.3, fail_fast=fail_fast, progress=False)
+    except lf.TaskFailed as e:
+        result = e.result
+    for name in ("s1", "s2"):
+        assert result.tasks[name].status == "failed"
+        assert isinstance(result.tasks[name].error, lf.TaskTimeout)

@@ -88,7 +88,7 @@ def test_a_fault_in_a_thread_of_the_run_fails_it_naming_the_thread(where, inject
     box = finishes(lambda: make().run(progress=False, **options))
     error = box.get("error")
     assert isinstance(error, lf.LayerflowError), box
-    assert f"layerflow's {where} thread failed" in str(error) or where in str(error)
+    assert f"layerflow's {where} thread failed" in str(error), error
     assert f"injected into {where}" in str(error)
 
 
@@ -145,12 +145,15 @@ def b(a):
 
 
 @pytest.mark.parametrize("backend", ["thread", "process"])
-@pytest.mark.parametrize("target", ["queue.py:flow", "queue:flow"])
-def test_a_file_named_after_a_standard_module_runs_and_does_not_replace_it(
+@pytest.mark.parametrize("target", ["queue.py:flow", "queue:flow", "cloudpickle.py:flow"])
+def test_a_file_named_after_a_module_layerflow_uses_runs_and_does_not_replace_it(
     tmp_path, target, backend
 ):
-    # layerflow's store thread imports queue: with the user's queue.py in its place it hung
-    (tmp_path / "queue.py").write_text(textwrap.dedent(SHADOW))
+    # layerflow's store thread imports queue: with the user's queue.py in its place it hung;
+    # a cloudpickle.py (installed, imported later for the process backend) broke that too
+    (tmp_path / f"{target.partition(':')[0].removesuffix('.py')}.py").write_text(
+        textwrap.dedent(SHADOW)
+    )
     # the installed command, as a user runs it (``python -m`` would put this folder first)
     script = Path(sys.executable).parent / "layerflow"
     command = [str(script), "run", target, "--backend", backend]
@@ -173,3 +176,26 @@ def test_a_shadowing_file_does_not_shadow_the_module_in_this_process(tmp_path, m
     assert sys.modules["queue"] is queue
     assert Path(sys.path[0]) != tmp_path
     assert flow.run(progress=False, store=tmp_path / "runs.db")["b"] == 2
+
+
+def test_a_dead_store_writer_leaves_no_task_running(inject, tmp_path):
+    # results (and a map's empty list) waiting for a writer that died are cancelled, with
+    # their events, instead of staying "running" in a run that has ended
+    flow = lf.Flow("dead-writer")
+    flow.add(lambda: [], name="nothing")
+    flow.add(lambda nothing: nothing, name="each", map="nothing")
+    flow.add(lambda: time.sleep(0.3) or 1, name="slow")
+    events: list[tuple[str, str | None]] = []
+    inject("store")
+    box = finishes(
+        lambda: flow.run(
+            store=tmp_path / "runs.db",
+            on_event=lambda e: events.append((e.kind, e.task)),
+            progress=False,
+        )
+    )
+    result = box["error"].result  # type: ignore[union-attr]
+    statuses = {name: t.status for name, t in result.tasks.items()}
+    assert "running" not in statuses.values() and "pending" not in statuses.values(), statuses
+    ended = {task for kind, task in events if kind in ("task_succeeded", "task_cancelled")}
+    assert {"nothing", "each", "slow"} <= ended | {n for n, s in statuses.items() if s == "failed"}

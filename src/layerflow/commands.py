@@ -237,6 +237,9 @@ class _Command:
     worker process or on a Dask worker: what only makes sense in this process (the
     commands it is running, its pipeline) is left behind and started afresh there."""
 
+    #: each attempt kills its own command at ``timeout`` (see ``scheduler/deadlines.py``)
+    times_its_attempts = True
+
     def __init__(self, name: str, d: dict[str, Any], base: Path, owner: object) -> None:
         self.__name__ = self.name = name
         self.template = d["run"]

@@ -107,7 +107,7 @@ class EventBus:
                     continue
                 try:
                     observer(event)
-                except Exception:  # an observer's bug must not stop the run
+                except BaseException:  # an observer's bug (even sys.exit) must not stop the run
                     broken.add(k)
                     logger.exception("event observer %r failed; it gets no more events", observer)
 

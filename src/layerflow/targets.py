@@ -90,7 +90,14 @@ def _shadows(stem: str, path: Path) -> bool:
     if stem in sys.stdlib_module_names:
         return True
     loaded = sys.modules.get(stem)
-    return loaded is not None and _file_of(loaded) != path
+    if loaded is not None:
+        return _file_of(loaded) != path
+    try:  # an installed module layerflow may import later (cloudpickle, dask, yaml...)
+        spec = importlib.util.find_spec(stem)
+    except (ImportError, ValueError):
+        return False
+    origin = getattr(spec, "origin", None)
+    return origin not in (None, "built-in", "frozen") and Path(origin).resolve() != path
 
 
 def _import_name(name: str, target: str, warn: Callable[[str], None]) -> ModuleType:

@@ -48,6 +48,7 @@ class AsyncBackend:
         **_: Any,
     ) -> None:
         self._own = loop is None
+        self._on_fault = on_fault
         # each coroutine runs in a copy of this (the run's caller's) context, whichever
         # thread submitted it
         self._context = context if context is not None else contextvars.copy_context()
@@ -77,7 +78,7 @@ class AsyncBackend:
             if died and not self.loop.is_running():
                 self.loop.close()
                 raise InternalError(
-                    f"layerflow's event loop thread failed to start ({safe_str(died[0])})"
+                    f"layerflow's async loop thread failed as it started ({safe_str(died[0])})"
                 ) from died[0]
         else:
             self.loop = loop
@@ -161,10 +162,10 @@ class AsyncBackend:
         except BaseException as e:
             handle[0] = None
             if not _ours(handle, e):
-                on_done(False, e, time.perf_counter() - t0, None, box)
+                self._report(on_done, False, e, time.perf_counter() - t0, None, box)
         else:
             handle[0] = None
-            on_done(True, value, time.perf_counter() - t0, None, box)
+            self._report(on_done, True, value, time.perf_counter() - t0, None, box)
 
     async def _pull(self) -> None:
         """Take coroutines from the queue until it is empty or one of them waited (see
@@ -184,9 +185,9 @@ class AsyncBackend:
                 try:
                     step = context.run(coro.send, None)
                 except StopIteration as stop:
-                    on_done(True, stop.value, time.perf_counter() - t0, None, box)
+                    self._report(on_done, True, stop.value, time.perf_counter() - t0, None, box)
                 except BaseException as e:  # the task's own error, reported, never raised
-                    on_done(False, e, time.perf_counter() - t0, None, box)
+                    self._report(on_done, False, e, time.perf_counter() - t0, None, box)
                 else:  # it waits: stay with it, and let new workers take the rest
                     handle[0] = me
                     self._pulling -= 1
@@ -198,7 +199,7 @@ class AsyncBackend:
                         handle[0] = None
                         self._pulling += 1
                     if not _ours(handle, value):
-                        on_done(ok, value, time.perf_counter() - t0, None, box)
+                        self._report(on_done, ok, value, time.perf_counter() - t0, None, box)
                     break  # the coroutine may have kept this task: it runs no other one
                 ran += 1
                 if ran >= _TURN and queue:  # let the loop turn (timers, I/O, others)
@@ -208,6 +209,14 @@ class AsyncBackend:
             self._pulling -= 1
             if queue and not self._pulling and not self.loop.is_closed():
                 self._spawn(1)
+
+    def _report(self, on_done: Done, *args: Any) -> None:
+        """An attempt's end, to the scheduler: its own failure there is a fault of the run
+        (inside an asyncio task it would only be logged, and the run would wait forever)."""
+        try:
+            on_done(*args)
+        except BaseException as e:
+            self._on_fault("async loop", e)
 
     def capacity(self, limit: int | None) -> int | None:
         """Coroutines wait for I/O: only the run's bound limits them."""
@@ -224,11 +233,11 @@ class AsyncBackend:
 
         if threading.get_ident() == self._loop_thread:
             cancel()
-        else:
+        elif not self.loop.is_closed():  # (a loop that died has nothing left to cancel)
             self.loop.call_soon_threadsafe(cancel)
 
     def close(self) -> None:
-        if self._own and self._thread is not None:
+        if self._own and self._thread is not None and not self.loop.is_closed():
 
             def stop() -> None:
                 for task in asyncio.all_tasks(self.loop):

@@ -74,10 +74,6 @@ _STARTED_TOPIC = "layerflow-started"
 _CHECKED: set[str] = set()
 
 
-def _allowed_failures(dask_scheduler: Any) -> int:
-    return int(getattr(dask_scheduler, "allowed_failures", 0))
-
-
 def _warn_if_dask_retries(client: Any) -> None:
     """A cluster layerflow did not start may run a task again on another worker when its
     worker dies (Dask's ``allowed-failures``, 3 by default), behind layerflow's back: a
@@ -86,8 +82,10 @@ def _warn_if_dask_retries(client: Any) -> None:
     if address in _CHECKED:
         return
     _CHECKED.add(address)
-    try:
-        allowed = client.run_on_scheduler(_allowed_failures)
+    try:  # (a lambda travels by value: the scheduler need not have layerflow installed)
+        allowed = client.run_on_scheduler(
+            lambda dask_scheduler: int(getattr(dask_scheduler, "allowed_failures", 0))
+        )
     except Exception:  # cannot ask: nothing to say
         return
     if allowed:
@@ -350,6 +348,7 @@ class DaskBackend:
             except BaseException:  # Ctrl-C while it starts: no cluster left behind
                 self.local.close()
                 raise
+        self._on_fault = on_fault
         if self.local is None:
             _warn_if_dask_retries(self.client)
         self._killed = distributed.KilledWorker
@@ -476,7 +475,7 @@ class DaskBackend:
             a.future = future
             if a.cancelled:
                 self.cancel(a)
-            future.add_done_callback(partial(self._done, a))
+            future.add_done_callback(partial(self._done_reported, a))
 
     def _graph(self, dsk: dict[str, Any], keys: list[str], priority: int) -> list[Any]:
         _SUBMITTING.local.active = True
@@ -488,6 +487,13 @@ class DaskBackend:
             raise
         finally:
             _SUBMITTING.local.active = False
+
+    def _done_reported(self, attempt: _Attempt, future: Any) -> None:
+        """``_done``, whose own failure is a fault of the run (Dask would only log it)."""
+        try:
+            self._done(attempt, future)
+        except BaseException as e:
+            self._on_fault("dask callback", e)
 
     def _done(self, attempt: _Attempt, future: Any) -> None:
         """A Dask future ended (on Dask's callback thread)."""

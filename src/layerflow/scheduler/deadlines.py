@@ -21,6 +21,14 @@ from .state import (
 )
 
 
+def _times_itself(t: Any) -> bool:
+    """Does task ``t``'s callable end each attempt at the task's own timeout (a ``run:``
+    step's command)? Its ``cancel`` stops every attempt of the step (fail-fast, Ctrl-C),
+    which a deadline of one ``foreach`` element must not do to the others."""
+    fn = t.fn
+    return bool(getattr(fn, "times_its_attempts", False)) and fn.timeout == t.timeout
+
+
 class Timer:
     """One thread for every deadline of a run (task timeouts, retry waits, run timeout).
 
@@ -80,7 +88,9 @@ class Deadlines:
             return
         t = self.spec[i]
         name = self.names[i]
-        if self.kind[i] in _UNSTOPPABLE:
+        if self.kind[i] in _UNSTOPPABLE and _times_itself(t):
+            pass  # its attempt kills its own command at this deadline; its siblings go on
+        elif self.kind[i] in _UNSTOPPABLE:
             if t.cancel is not None:  # it knows how to stop (a shell step kills its command)
                 try:
                     t.cancel()

@@ -151,23 +151,7 @@ class FanOut:
         name = self.names[m]
         self.status[m] = _MAPPED
         if not k:
-            now = self.first_start[m] = self.last_end[m] = time.perf_counter()
-            if self.persist is None:
-                self._succeed(m, [])
-                return
-            if self.lookup is not None:  # (a read under the lock: only for an empty map)
-                hit, _ = self.lookup(m, *self._call_args(m))
-                if hit:
-                    self._succeed(m, [], _CACHED)
-                    return
-
-            def then(error: BaseException | None) -> None:
-                if error is None:
-                    self._succeed(m, [])
-                else:
-                    self._map_failed(m, error)
-
-            self._store_result(m, [], now, now, then)  # stored: resume and cache reuse it
+            self._map_nothing(m)
             return
         mapped = {p for p, _, _ in lists}
         given = [(p, items) for p, kids, items in lists if kids is None]
@@ -365,6 +349,8 @@ class FanOut:
             t0, t1 = self.first_start[m], self.last_end[m]
 
             def then(error: BaseException | None) -> None:
+                if self.status[m] != _MAPPED:
+                    return  # given up on meanwhile (its store writer failed)
                 if error is None:
                     self._succeed(m, value, how)
                 else:
@@ -373,6 +359,37 @@ class FanOut:
             # its elements are stored one by one; the list too, so that a resumed run
             # loads it in one read instead of element by element
             self._store_result(m, value, t0, t1, then)
+
+    def _map_nothing(self, m: int) -> None:
+        """Map task ``m`` maps over an empty list: it succeeds with ``[]``, stored (resume
+        reuses it) and looked up in the cache first (off the lock). Lock held."""
+        now = self.first_start[m] = self.last_end[m] = time.perf_counter()
+        if self.persist is None:
+            self._succeed(m, [])
+            return
+
+        def stored(error: BaseException | None) -> None:
+            if self.status[m] != _MAPPED:
+                return  # given up on meanwhile (its store writer failed)
+            if error is None:
+                self._succeed(m, [])
+            else:
+                self._map_failed(m, error)
+
+        if self.lookup is None:
+            self._store_result(m, [], now, now, stored)
+            return
+        args, kwargs = self._call_args(m)
+
+        def looked_up(found: Any, error: BaseException | None) -> None:
+            if self.status[m] != _MAPPED:
+                return
+            if error is None and found[0]:
+                self._succeed(m, [], _CACHED)
+            else:
+                self._store_result(m, [], now, now, stored)
+
+        self._off_lock(lambda: self.lookup(m, args, kwargs), looked_up)  # type: ignore[misc]
 
     def _element_item(self, e: int) -> tuple[Any, ...]:
         """The values element ``e`` was given from the lists its task maps over."""

@@ -6,14 +6,22 @@ then behaves as after Ctrl-C (running attempts given up, nothing new starts, fin
 results kept), except that it ends ``failed`` and ``flow.run`` raises ``TaskFailed`` whose
 message names the thread and the error. Results waiting for a store writer that died are
 cancelled: they never reached the disk. Whatever the state, ``done`` is set: a fault is
-never a hang.
+never a hang: results already handed to a store writer that is alive are waited for
+(a bounded time), and otherwise cancelled, with their events.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import Any
+
 from ..errors import InternalError, safe_str
 from ..events import logger
-from .state import _CANCELLED, _RUNNING, _STORING
+from .state import _CANCELLED, _MAPPED, _RUNNING, _STORING, _SUCCEEDED
+
+#: how long a faulted run waits for results being stored before it ends anyway
+_SETTLE = 10.0
 
 #: the store writer's thread name (its pending results are lost with it)
 STORE_THREAD = "store"
@@ -60,24 +68,57 @@ class Faults:
         self.cause, self.cause_error = -1, fault
         self.stopping = True
         reason = f"layerflow's {where} thread failed"
-        try:
+        for i, status in enumerate(self.status):  # each on its own: one may fail to stop
+            if status == _RUNNING:
+                _quietly(self._abandon, i, fault, fail=False, reason=reason)
+        _quietly(self._stop, reason)
+        if where == STORE_THREAD or self.io_jobs is None:
+            # the store's writer is gone: what waits for it never reaches the disk
             for i, status in enumerate(self.status):
-                if status == _RUNNING:
-                    self._abandon(i, fault, fail=False, reason=reason)
-            if where == STORE_THREAD or self.io_jobs is None:
-                for i, status in enumerate(self.status):
-                    if status == _STORING:  # its writer is gone: never on disk
-                        self.status[i] = _CANCELLED
-                        self.errors[i] = fault
-                        self._finalize(i)
-            self._stop(reason)
-        except Exception:  # the state is beyond repair: end the run all the same
-            logger.exception("layerflow could not stop the run cleanly")
-        if not self.done.is_set():
-            try:
-                self._finish_run()
-            except Exception:
-                logger.exception("layerflow could not end the run cleanly")
-                self.done.set()
-                if self.on_done is not None:
-                    self.on_done()
+                if status in (_STORING, _MAPPED):
+                    _quietly(self._lost, i, fault, reason)
+            self.storing = 0
+            self.stored.notify_all()
+            self._end_now()
+        elif self.left:  # the writer lands its batch and the run ends; if not, it is ended
+            timer = threading.Timer(_SETTLE, self._end_late)
+            timer.daemon = True
+            timer.start()
+
+    def _lost(self, i: int, fault: BaseException, reason: str) -> None:
+        """Entry ``i`` waited for a store writer that died: cancelled."""
+        self.status[i] = _CANCELLED
+        self.errors[i] = fault
+        if self.emit:
+            self._task_event("task_cancelled", i, reason=reason)
+        self._finalize(i)
+
+    def _end_late(self) -> None:
+        """A faulted run that did not end by itself: what is left is cancelled."""
+        with self.lock:
+            if self.done.is_set():
+                return
+            fault = self.cause_error or InternalError("the run was stopped")
+            for i, status in enumerate(self.status):
+                if status < _SUCCEEDED:
+                    _quietly(self._lost, i, fault, "the run was stopped")
+            self._end_now()
+
+    def _end_now(self) -> None:
+        if self.done.is_set():
+            return
+        try:
+            self._finish_run()
+        except Exception:
+            logger.exception("layerflow could not end the run cleanly")
+            self.done.set()
+            if self.on_done is not None:
+                self.on_done()
+
+
+def _quietly(call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """A step of stopping a faulted run: its own failure is logged, the rest goes on."""
+    try:
+        call(*args, **kwargs)
+    except Exception:
+        logger.exception("layerflow could not stop part of the run cleanly")

@@ -88,7 +88,7 @@ class Layers:
             try:
                 answer = self.checkpoint(report)  # type: ignore[misc]
                 error = None
-            except Exception as e:  # the checkpoint's own bug stops the run, reported
+            except BaseException as e:  # the checkpoint's own bug stops the run, reported
                 answer, error = False, e
             with self.lock:
                 if self.stopping:

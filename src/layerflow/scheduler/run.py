@@ -9,6 +9,7 @@ from ..events import (
     final_line,
     logger,
 )
+from ..faults import guarded
 from .admission import Admission
 from .budgets import Budgets
 from .deadlines import Deadlines
@@ -83,7 +84,9 @@ class Run(
                 # the asyncio task directly, and completions never wait for this thread.
                 if self.ready_threads:
                     self._dispatch()
-                self.backends[_ASYNC].loop.call_soon_threadsafe(self._kick_locked)
+                self.backends[_ASYNC].loop.call_soon_threadsafe(
+                    guarded("async loop", self._kick_locked, self._fault)
+                )
             else:
                 self._kick()
 
@@ -134,9 +137,12 @@ class Run(
                     sum(self.busy),
                 )
             )
-        for backend in self.backends:
+        for backend in self.backends:  # each on its own: one that fails keeps none open
             if backend is not None:
-                backend.close()
+                try:
+                    backend.close()
+                except Exception:
+                    logger.exception("could not close the run's %s pool", type(backend).__name__)
         if self.bus is not None:
             self.emit(  # type: ignore[misc]
                 RunEvent(

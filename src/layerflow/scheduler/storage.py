@@ -141,6 +141,8 @@ class StoreIO:
         self.status[i] = _STORING
 
         def then(error: ResultNotStored | None) -> None:
+            if self.status[i] != _STORING:
+                return  # given up on meanwhile (its store writer failed)
             if error is None:
                 self._succeed(i, value)
             else:
@@ -173,7 +175,7 @@ class StoreIO:
                 done.append((then, (result, error)))
             if done:
                 with self.lock:
-                    self.storing -= len(results)
+                    self.storing = max(self.storing - len(results), 0)
                     self.stored.notify_all()
                     try:
                         for then, args in done:
@@ -183,10 +185,12 @@ class StoreIO:
                         self._fault_locked(STORE_THREAD, e)
                     try:
                         self._kick()
-                    except Exception:  # (can't start a thread): the idle workers take over
+                    except Exception as e:  # (can't start a thread): idle workers take over
                         logger.exception("layerflow could not start the next tasks")
                         self.idle = 0  # every idle worker woken: they take what is ready
                         self.cond.notify_all()
+                        if not self.threads:  # none to take it: the run would wait forever
+                            self._fault_locked(STORE_THREAD, e)
             if None in batch:
                 return
 

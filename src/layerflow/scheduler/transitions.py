@@ -38,6 +38,10 @@ from .state import (
 )
 from .storage import _BACKLOG
 
+#: how long a worker process may take to begin a call (start, imports, unpickling) before
+#: its task's timeout counts anyway: a worker stuck there must not hang the run
+COLD_START = 10.0
+
 
 class Transitions:
     """The core transitions: a task becomes ready, starts, ends, succeeds, fails, is"""
@@ -68,8 +72,11 @@ class Transitions:
             self.seq[i] = len(self.started)
         self.last_end[i] = now  # start of the current attempt until it ends
         t = self.spec[i]
-        if t.timeout is not None and self.kind[i] != _PROCESS:  # (a process's: as it begins)
-            self._timer().add(now + t.timeout, self._on_task_deadline, i, self.token[i])
+        if t.timeout is not None:
+            # a worker process's call is timed from when it begins (``pools._began``);
+            # until then only a backstop, for a worker stuck before the call
+            late = COLD_START if self.kind[i] == _PROCESS else 0.0
+            self._timer().add(now + t.timeout + late, self._on_task_deadline, i, self.token[i])
         if t.group is not None:
             self._group_started(t, now)
         if self.emit:
@@ -222,7 +229,9 @@ class Transitions:
         if isinstance(error, ResultNotStored):
             self._store_stop(i, error)
             return
-        fail_fast = self._fails_fast(i)
+        # (at the run's deadline every running task fails with its own TaskTimeout: none
+        # of them is a fail-fast failure that cancels the others)
+        fail_fast = self._fails_fast(i) and not self.run_timed_out
         if fail_fast and not self.fail_fast:  # a group's own fail-fast: the run goes on
             self._finalize(i)
             self._stop_group(t.group, i)  # type: ignore[arg-type]

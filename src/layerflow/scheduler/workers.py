@@ -114,11 +114,15 @@ class ThreadWorkers:
             want -= wake
         for _ in range(min(want, self.thread_cap - self.threads)):
             self.threads += 1
-            threading.Thread(
-                target=guarded("worker", self._worker, self._fault),
-                name="layerflow-worker",
-                daemon=True,
-            ).start()
+            try:
+                threading.Thread(
+                    target=guarded("worker", self._worker, self._fault),
+                    name="layerflow-worker",
+                    daemon=True,
+                ).start()
+            except BaseException:  # (can't start new thread): it does not count
+                self.threads -= 1
+                raise
 
     def _worker(self) -> None:
         """A worker thread: take a task, run it, report it and take the next, until done.
