@@ -29,6 +29,7 @@ from .state import (
     State,
 )
 from .storage import StoreIO
+from .telemetry import Telemetry
 from .transitions import Transitions
 from .workers import ThreadWorkers
 
@@ -49,6 +50,7 @@ class Run(
     Retries,
     Skips,
     StoreIO,
+    Telemetry,
     Budgets,
     Admission,
     Faults,
