@@ -106,6 +106,18 @@ def test_a_plans_html_has_its_numbers_and_graph():
     assert "start → middle → end" in page
 
 
+def test_a_plan_with_past_runs_shows_its_prediction(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default store, where flow.plan() looks for history
+    flow = lf.Flow("timed")
+    flow.add(lambda: time.sleep(0.05), name="a")
+    flow.add(lambda a: time.sleep(0.05), name="b")
+    flow.add(lambda a: time.sleep(0.05), name="c")
+    flow.run(store=True)
+    page = flow.plan()._repr_html_()
+    assert '<div class="k">Predicted</div>' in page and '<div class="k">Speedup</div>' in page
+    assert "3 tasks timed in past runs" in page
+
+
 def test_a_big_run_stays_small_and_says_what_it_left_out():
     flow = lf.Flow("big")
     for k in range(3000):

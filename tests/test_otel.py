@@ -356,3 +356,25 @@ def test_the_cli_flag_without_opentelemetry_says_what_to_install(tmp_path):
     assert done.returncode == 2
     assert "pip install 'layerflow[otel]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_off_nothing_of_opentelemetry_is_imported():
+    script = textwrap.dedent(
+        """
+        import sys, layerflow as lf
+        flow = lf.Flow()
+        flow.add(lambda: 5, name="five")
+        async def six():
+            return 6
+        flow.add(six, name="six")
+        assert flow.run().ok
+        print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    env.pop("LAYERFLOW_OTEL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

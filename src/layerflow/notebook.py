@@ -64,7 +64,7 @@ _EXTRA = """
 {s}{{padding:4px 0;font:13px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif}}
 {s} .lf-title{{font-weight:600;margin:0 0 8px;word-break:break-all}}
 {s} .lf-h{{font-weight:600;margin:12px 0 4px}}
-{s} .scroll{{max-height:380px}}
+{s} .scroll{{max-height:380px}}{s} svg.timeline{{cursor:default}}
 {s} .card{{min-width:110px;padding:6px 12px}}{s} .card .v{{font-size:16px}}
 """
 
