@@ -220,6 +220,18 @@ def _in_a_process() -> int:
     return 42
 
 
+def test_dask_tasks_get_a_span_with_their_metrics(spans, dask_client):
+    flow = lf.Flow("on-dask")
+    flow.add(lambda: lf.record(tokens=10) or 1, name="remote")
+    run = flow.run(backend="dask", client=dask_client)
+    assert run.ok
+    got = spans()
+    (span,) = got["remote"]
+    assert span.attributes["layerflow.executor"] == "dask"
+    assert span.attributes["layerflow.metric.tokens"] == 10  # they come back at the run's end
+    assert _parent(span) == got["run on-dask"][0].context.span_id
+
+
 def test_a_sequential_run_with_a_store_traces_too(spans, tmp_path):
     flow = lf.Flow("seq")
 

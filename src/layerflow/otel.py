@@ -20,7 +20,8 @@ so the spans a task's own instrumented clients make (httpx, openai, ...) nest un
 Everything else is read from the run's events and records on the event thread: when
 an attempt ended and how, its waits and its metrics. A worker process or a Dask worker
 cannot share this process's context, so their attempts get their span from those
-events alone, around the attempt as the scheduler saw it.
+events alone, around the attempt as the scheduler saw it; a Dask attempt's at the run's
+end, when its ``lf.record`` numbers come back from the cluster.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class Tracing:
         self.seen: dict[int, dict[str, float]] = {}  # metrics already put on a span
         self.waits_of: dict[int, list[tuple[str, Any, float, float]]] = {}
         self.waits_read = 0
+        self.deferred: list[tuple[Any, str]] = []  # Dask attempts' ends (see _end_attempt)
         self.run: Any = None
         self.span: Any = None
 
@@ -187,7 +189,12 @@ class Tracing:
             e = entries.get(name, -1)
         return e
 
-    def _end_attempt(self, event: Any, status: str) -> None:
+    def _end_attempt(self, event: Any, status: str, deferred: bool = False) -> None:
+        run, e = self.run, self._entry(event.task)
+        if not deferred and e >= 0 and run.kind[e] == _DASK_KIND:
+            # a Dask task's lf.record numbers come back with the run's end: its spans then
+            self.deferred.append((event, status))
+            return
         key = (event.task, event.attempt)
         span = self.open.pop(key, None)
         began = self.began.pop(key, None)
@@ -195,7 +202,6 @@ class Tracing:
             if began is None:
                 return  # it never started: skipped or cancelled while waiting, a map's end
             span = self.tracer.start_span(event.task, context=self.parent, start_time=_ns(began))
-        run, e = self.run, self._entry(event.task)
         end = event.time
         if status == "succeeded" and e >= 0:  # not when it was stored, which may be later
             end = min(end, run.last_end[e] + self.offset)
@@ -209,7 +215,8 @@ class Tracing:
         if e >= 0:
             attributes["layerflow.executor"] = _EXECUTORS[run.kind[e]]
             attributes.update(self._waits(e))
-            attributes.update(self._metrics(e))
+            if not (deferred and status == "retrying"):  # (a Dask attempt's: the last one's)
+                attributes.update(self._metrics(e))
         span.set_attributes(attributes)
         error = event.error
         if error is not None and status in ("failed", "retrying"):
@@ -250,6 +257,9 @@ class Tracing:
         return out
 
     def _end_run(self, event: Any) -> None:
+        for attempt, status in self.deferred:
+            self._end_attempt(attempt, status, deferred=True)
+        self.deferred.clear()
         run, span = self.run, self.span
         end = _ns(run.end + self.offset)
         for key, left in list(self.open.items()):  # attempts whose end was never reported
@@ -287,6 +297,7 @@ _ENDS = {
     "task_cancelled": "cancelled",
 }
 _EXECUTORS = ("thread", "async", "process", "dask", "sequential")  # by the scheduler's kind
+_DASK_KIND = _EXECUTORS.index("dask")
 
 
 def _ns(seconds: float) -> int:
