@@ -11,6 +11,7 @@ import importlib
 import json
 import logging
 import math
+import os
 import re
 import shlex
 import sys
@@ -335,6 +336,11 @@ def _checkpoint(yes: bool):  # noqa: ANN202
     metavar="NAME",
     help="Print this task's value at the end (default: the tasks nothing else uses).",
 )
+@click.option(
+    "--otel",
+    is_flag=True,
+    help="OpenTelemetry spans for the run and each task attempt (same as LAYERFLOW_OTEL=1).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Plain progress lines, and whole tracebacks.")
 def run(
@@ -359,10 +365,13 @@ def run(
     report_path: str | None,
     as_json: bool,
     shown: tuple[str, ...],
+    otel: bool,
     quiet: bool,
     verbose: bool,
 ) -> None:
     """Run a pipeline FILE (YAML, or module:flow for a Python flow)."""
+    if otel:
+        _ask_for_spans()
     if no_store and (resume or store_path or use_cache):
         _fail_usage("--no-store cannot be combined with --resume, --store or --cache")
     if address is not None and backend != "dask":
@@ -392,6 +401,18 @@ def run(
             budget=_parse_budgets(budgets),
         )
     sys.exit(code)
+
+
+def _ask_for_spans() -> None:
+    """``--otel``: this process's runs make spans (the provider is the program's: a
+    ``module:flow`` file's module, or ``opentelemetry-instrument``, sets it up)."""
+    from . import otel
+
+    try:
+        importlib.import_module("opentelemetry.trace")
+    except ImportError:
+        _fail_usage(f"--otel needs the OpenTelemetry API, which is not installed: {otel.INSTALL}")
+    os.environ[otel.ENV] = "1"
 
 
 def _parse_budgets(budgets: tuple[str, ...]) -> dict[str, float] | None:

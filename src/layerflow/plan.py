@@ -624,6 +624,12 @@ class Plan:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows the plan: its numbers as cards and the graph by layer."""
+        from .notebook import plan_html
+
+        return plan_html(self)
+
     def __repr__(self) -> str:
         tasks, layers = counted(len(self.graph), "task"), counted(self.graph.n_layers, "layer")
         return f"<Plan {self.name!r}: {tasks}, {layers}>"

@@ -1,8 +1,14 @@
-"""Progress while a run goes: a live display on a terminal, plain lines otherwise.
+"""Progress while a run goes: a live display on a terminal or in a notebook, plain lines
+otherwise.
 
 The live display does not listen to events: it reads the run's state a few times a second
 (:meth:`Run.snapshot`), so a 100,000-task run pays for a handful of refreshes, not for an
 event per task. Plain lines (DESIGN section 4) come from events, one per line, as a log does.
+
+In a notebook (Jupyter, VS Code, Colab) stderr is no terminal, but two lines per task would
+flood the cell: there the live display is one output, updated in place a few times a
+second through IPython's ``display(..., display_id=True)`` (no widget library needed), and
+its last frame, with the run's closing line, stays as the run's summary.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from .events import LogObserver, Observer
+from .events import LogObserver, Observer, logger
 
 __all__ = ["Progress"]
 
@@ -24,8 +30,9 @@ SHOWN_RUNNING = 10  # tasks listed as running, the longest-running first
 class Progress:
     """How a run shows its progress (``flow.run(progress=...)``).
 
-    ``live=None`` chooses by the stream: a live display when it is a terminal, plain lines
-    otherwise; ``live=True``/``False`` forces one. ``stream`` defaults to stderr.
+    ``live=None`` chooses by the stream: a live display when it is a terminal (or, with no
+    ``stream`` given, in a notebook: one output updated in place), plain lines otherwise;
+    ``live=True``/``False`` forces one. ``stream`` defaults to stderr.
     ``progress=True`` is ``Progress()``. ``groups`` (steps by group name) adds a line when a
     group starts and one when it is done, with its time against its sequential time.
     """
@@ -54,6 +61,8 @@ class Progress:
         """Whether this shows a live display (else plain lines)."""
         if self.live is not None:
             return self.live
+        if self.stream is None and in_notebook():
+            return True
         isatty = getattr(self._out(), "isatty", None)
         return bool(isatty and isatty())
 
@@ -78,12 +87,16 @@ class Progress:
 
     def start(self, run: Any) -> None:
         """Show the live display of ``run`` (a ``scheduler.Run``) until :meth:`stop`."""
-        from rich.console import Console
-        from rich.live import Live
-
         self._run = run
         if run.predicted is not None:  # past durations: the run's own prediction, off its path
             threading.Thread(target=self._predict, args=(run.predicted,), daemon=True).start()
+        self._final = False
+        if self.stream is None and in_notebook():
+            self._display = _NotebookDisplay(self.render)
+            return
+        from rich.console import Console
+        from rich.live import Live
+
         console = Console(file=self._out(), force_terminal=self.live or None)
         self._display = Live(
             get_renderable=self.render,
@@ -91,7 +104,6 @@ class Progress:
             refresh_per_second=REFRESH_PER_SECOND,
             transient=False,  # the last frame stays: the run's summary
         )
-        self._final = False
         self._display.__enter__()
 
     def _predict(self, predicted: Any) -> None:
@@ -103,6 +115,11 @@ class Progress:
     def stop(self, line: str | None = None) -> None:
         """Leave the display's last frame on the screen as the run's summary (what finished,
         how), then print the run's closing ``line``."""
+        if isinstance(self._display, _NotebookDisplay):
+            self._final = True
+            self._display.close(line if self.final else None)  # stderr would show it in red
+            self._display = None
+            return
         if self._display is not None:
             self._final = True
             self._display.refresh()
@@ -161,6 +178,61 @@ class Progress:
         if done and total > done:  # no history: as fast as so far
             return f"ETA {elapsed / done * (total - done):.0f}s"
         return ""
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a notebook's kernel (Jupyter, VS Code, Colab): IPython is
+    loaded and its shell is a kernel's, not a terminal's."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:
+        return False
+    kind = type(shell)
+    return kind.__name__ == "ZMQInteractiveShell" or "google.colab" in kind.__module__
+
+
+class _Frame:
+    """One picture of the progress display, as a notebook shows plain text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+class _NotebookDisplay:
+    """The live display as one notebook output, updated in place from a thread of its own
+    (the run holds the cell) at ``REFRESH_PER_SECOND``."""
+
+    def __init__(self, render: Any) -> None:
+        from IPython.display import display
+
+        self.render = render
+        self.handle = display(_Frame("starting..."), display_id=True)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._refresh, name="layerflow-progress", daemon=True)
+        self.thread.start()
+
+    def _refresh(self) -> None:
+        while not self.stopped.wait(1 / REFRESH_PER_SECOND):
+            self.update()
+
+    def update(self, line: str | None = None) -> None:
+        try:
+            text = self.render().plain
+            self.handle.update(_Frame(f"{text}\n{line}" if line else text))
+        except Exception:  # a display is a nicety: the run goes on without it
+            logger.debug("the notebook progress display failed", exc_info=True)
+
+    def close(self, line: str | None) -> None:
+        """Stop refreshing; the last frame (and the run's closing ``line``) stays."""
+        self.stopped.set()
+        self.thread.join()
+        self.update(line)
 
 
 def _bar(done: int, total: int, width: int = 24) -> str:

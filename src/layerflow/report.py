@@ -20,6 +20,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,24 @@ MAX_LAYERS = 40
 MAX_EDGES = 3_000
 MAX_ROWS = 5_000  # table rows
 MAX_GROUPS = 200  # rows of the table of task groups (labels)
+
+
+@dataclass(frozen=True)
+class Caps:
+    """How much the timeline and the graph draw at most: the report's, and a notebook's
+    smaller ones (``notebook.py``)."""
+
+    bars: int = MAX_BARS
+    lanes: int = MAX_LANES
+    wait_lanes: int = MAX_WAIT_LANES
+    labels: int = 3000
+    nodes: int = MAX_NODES
+    per_layer: int = MAX_PER_LAYER
+    layers: int = MAX_LAYERS
+    edges: int = MAX_EDGES
+
+
+REPORT_CAPS = Caps()
 
 
 def check_writable(path: str | os.PathLike[str]) -> Path:
@@ -462,7 +481,7 @@ def _ticks(span: float) -> list[float]:
 
 
 _LABEL_CHAR = 6.2  # px per character of a bar's name (11px font): a name is drawn if it fits
-MAX_LABELS = 3000
+MAX_LABELS = REPORT_CAPS.labels
 MIN_BAR = 3.0  # px: an instant task still shows
 
 
@@ -477,27 +496,29 @@ def _wait_rows(waits: list[Any]) -> list[tuple[str, str, list[Any]]]:
     return [(kind, label, ws) for (kind, label), ws in ranked]
 
 
-def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
+def _timeline(
+    run: RunResult, critical: set[str], notes: list[str], caps: Caps = REPORT_CAPS
+) -> str:
     t0 = run.started_at
     attempts, waits = run.attempts, run.waits
     if not attempts:
         return '<p class="empty">No task ran in this run.</p>'
     end = max(run.finished_at, max(a.finished_at for a in attempts))
     span = max(end - t0, 1e-6)
-    drawn = [a for a in attempts if a.lane < MAX_LANES]
+    drawn = [a for a in attempts if a.lane < caps.lanes]
     if len(drawn) < len(attempts):
         notes.append(
-            f"The timeline draws the first {MAX_LANES} of "
+            f"The timeline draws the first {caps.lanes} of "
             f"{max(a.lane for a in attempts) + 1} worker lanes."
         )
-    if len(drawn) > MAX_BARS:
+    if len(drawn) > caps.bars:
         notes.append(
-            f"The timeline draws {MAX_BARS:,} of {len(drawn):,} attempts: "
+            f"The timeline draws {caps.bars:,} of {len(drawn):,} attempts: "
             "the critical path, then the longest."
         )
-        drawn = _longest_first(drawn, lambda a: a.task in critical, MAX_BARS)
+        drawn = _longest_first(drawn, lambda a: a.task in critical, caps.bars)
     all_rows = _wait_rows(waits)
-    wait_rows = all_rows[:MAX_WAIT_LANES]
+    wait_rows = all_rows[: caps.wait_lanes]
     mapped = {name.rsplit("[", 1)[0] for name in run.tasks if name.endswith("]")}
     never = sum(1 for t in run.tasks.values() if not t.attempts and t.name not in mapped)
     if never:
@@ -506,7 +527,7 @@ def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
             f"{never} {task_s} (skipped, cancelled, reused or pending): "
             "no bar on the timeline, a row in the table."
         )
-    lanes = min(max(a.lane for a in attempts) + 1, MAX_LANES)
+    lanes = min(max(a.lane for a in attempts) + 1, caps.lanes)
     rows = lanes + len(wait_rows)
     h = max(3, min(22, 900 // max(rows, 1)))
     gutter, width, top = 150, 1000, 26
@@ -561,7 +582,7 @@ def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
             f'data-t1="{a.finished_at - t0:.9g}" data-task="{_esc(a.task)}" '
             f'data-tip="{_esc(tip)}"/>'
         )
-        if labels and named < MAX_LABELS:  # the name on the bar, shown when it fits
+        if labels and named < caps.labels:  # the name on the bar, shown when it fits
             named += 1
             fits = w - 6 >= _LABEL_CHAR * min(len(a.task), 4)
             out.append(
@@ -578,7 +599,7 @@ def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
         )
         for row, (kind, _label, ws) in enumerate(wait_rows):
             y = base + row * h + (h - bar_h) / 2
-            for w in ws[: MAX_BARS // 4]:
+            for w in ws[: caps.bars // 4]:
                 x0 = x(w.started_at)
                 ww = max(MIN_BAR, x(w.finished_at) - x0)
                 tip = (
@@ -603,8 +624,8 @@ def _timeline(run: RunResult, critical: set[str], notes: list[str]) -> str:
                 f'<text class="lbl" x="{gutter - 8}" y="{base + row * h + h - 5}" '
                 f'data-tip="{_esc(tip)}">{_esc(_clip(name, 22))}</text>'
             )
-    if len(all_rows) > MAX_WAIT_LANES:
-        notes.append(f"The timeline draws the {MAX_WAIT_LANES} limits that held tasks longest.")
+    if len(all_rows) > caps.wait_lanes:
+        notes.append(f"The timeline draws the {caps.wait_lanes} limits that held tasks longest.")
     out.append("</svg>")
     return "".join(out)
 
@@ -631,7 +652,7 @@ def _tip_task(t: TaskRun, needs: list[str], critical: bool) -> str:
     return "\n".join(lines)
 
 
-def _graph(run: RunResult, critical: set[str], notes: list[str]) -> str:
+def _graph(run: RunResult, critical: set[str], notes: list[str], caps: Caps = REPORT_CAPS) -> str:
     layers = run.layers
     if not layers:
         return '<p class="empty">The run has no tasks.</p>'
@@ -646,8 +667,8 @@ def _graph(run: RunResult, critical: set[str], notes: list[str]) -> str:
     nodes: list[str] = []
     drawn_total = 0
     tallest = 0
-    for li, layer in enumerate(layers[:MAX_LAYERS]):
-        room = max(0, min(MAX_PER_LAYER, MAX_NODES - drawn_total))
+    for li, layer in enumerate(layers[: caps.layers]):
+        room = max(0, min(caps.per_layer, caps.nodes - drawn_total))
         shown = layer
         if len(layer) > room:  # the critical path first, then the layer's order
             keep = [n for n in layer if n in critical][:room]
@@ -685,17 +706,17 @@ def _graph(run: RunResult, critical: set[str], notes: list[str]) -> str:
     if drawn_total < total:
         notes.append(
             f"The graph draws {drawn_total:,} of {total:,} tasks "
-            f"(at most {MAX_PER_LAYER} per layer, {MAX_LAYERS} layers, {MAX_NODES} in all)."
+            f"(at most {caps.per_layer} per layer, {caps.layers} layers, {caps.nodes} in all)."
         )
     crit_pairs = set(zip(run.critical_path, run.critical_path[1:], strict=False))
     lines: list[str] = []
     drawable = [(u, d) for u, d in edges if u in pos and d in pos]
-    if len(drawable) > MAX_EDGES:
+    if len(drawable) > caps.edges:
         notes.append(
-            f"The graph draws {MAX_EDGES:,} of {len(drawable):,} edges between drawn tasks."
+            f"The graph draws {caps.edges:,} of {len(drawable):,} edges between drawn tasks."
         )
         drawable.sort(key=lambda e: e not in crit_pairs)
-        drawable = drawable[:MAX_EDGES]
+        drawable = drawable[: caps.edges]
     for up, down in drawable:
         (x1, y1), (x2, y2) = pos[up], pos[down]
         x1, y1, y2 = x1 + node_w, y1 + node_h / 2, y2 + node_h / 2
@@ -705,7 +726,7 @@ def _graph(run: RunResult, critical: set[str], notes: list[str]) -> str:
             f'<path class="{cls}" d="M{x1:.0f},{y1:.0f} C{x1 + dx:.0f},{y1:.0f} '
             f'{x2 - dx:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"/>'
         )
-    width = left + min(len(layers), MAX_LAYERS) * col_w
+    width = left + min(len(layers), caps.layers) * col_w
     height = top + tallest * (node_h + vgap) + 4
     return (
         f'<svg id="graph" class="graph" width="{width}" height="{height}" '

@@ -553,6 +553,13 @@ class RunResult:
             lines.append(line)
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows the run: the report's summary cards, timeline and graph,
+        inline (no script, no request; big runs drawn in part, as the report says)."""
+        from .notebook import run_html
+
+        return run_html(self)
+
     def __repr__(self) -> str:
         timing = timing_text(self.status, self.duration, self.sequential_estimate)
         return (

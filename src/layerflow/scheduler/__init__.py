@@ -9,6 +9,7 @@
 - ``fanout``: ``map`` subtasks added at run time, streamed element by element;
 - ``skips``: ``lf.Skip``, and what a skip skips;
 - ``storage``: store I/O (results and elements in batches, cache lookups) off the lock;
+- ``telemetry``: OpenTelemetry spans when asked for (``otel.py``): the calls wrapped at start;
 - ``recording``: the ``RunResult`` and the snapshots progress displays read;
 - ``workers``: the thread backend, whose workers call the transitions themselves;
 - ``pools``: submission to the pools layerflow does not drive (loop, processes, Dask);

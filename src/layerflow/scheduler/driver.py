@@ -20,6 +20,7 @@ from ..limits import (
     LayerReport,
 )
 from ..options import RunOptions
+from ..otel import tracing as otel_tracing
 from ..plan import Plan
 from ..progress import Progress
 from ..progress import resolve as resolve_progress
@@ -81,6 +82,10 @@ def prepare(
         budget=budget,
     )
     shown = resolve_progress(progress)
+    tracing = otel_tracing()  # None unless LAYERFLOW_OTEL asks for spans
+    observers = _observers(on_event, shown)
+    if tracing is not None:
+        observers.append(tracing.observe)
     run = Run(
         plan,
         inputs,
@@ -89,7 +94,7 @@ def prepare(
         fail_fast=fail_fast,
         timeout=timeout,
         keep=outputs,
-        observers=_observers(on_event, shown),
+        observers=observers,
         seed=seed,
         backend=backend,
         loop=loop,
@@ -106,6 +111,8 @@ def prepare(
         budget=budget,
         items=recorder.items if recorder is not None else None,
     )
+    if tracing is not None:
+        run._init_telemetry(tracing)  # the run's span opens, calls are wrapped
     if recorder is not None:
         recorder.attach(run.names, run.parent)
     if shown is not None and shown.is_live():

@@ -232,6 +232,8 @@ class FanOut:
             untagged = self.untagged[m]
             for e in kids:
                 self.fns[e] = self._tagged(untagged, e, m)
+        if self.tracing is not None:  # each element in spans of its own (telemetry.py)
+            self._trace_elements(m, kids)
         for e in ready_now:
             status[e] = _READY
         ready = self.ready[kind]

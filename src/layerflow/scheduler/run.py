@@ -30,6 +30,7 @@ from .state import (
     State,
 )
 from .storage import StoreIO
+from .telemetry import Telemetry
 from .transitions import Transitions
 from .workers import ThreadWorkers
 
@@ -50,6 +51,7 @@ class Run(
     Retries,
     Skips,
     StoreIO,
+    Telemetry,
     Budgets,
     Admission,
     Faults,
