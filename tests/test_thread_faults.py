@@ -110,6 +110,7 @@ def test_the_run_keeps_what_finished_before_the_fault(inject, tmp_path):
 
     @flow.task(timeout=30)
     def b(a):
+        time.sleep(0.3)  # the fault lands while it runs
         return a + 1
 
     inject("timer")
