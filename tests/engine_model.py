@@ -30,7 +30,7 @@ import asyncio
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +176,21 @@ class Case:
     rate: tuple[str, int, float] | None = None  # ('window', N, seconds) | ('adaptive', start, max)
     group: dict[str, Any] | None = None  # {'fail_fast': ..., 'members': [...]}
     budget: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    outputs: list[str] | None = None  # run(outputs=...): only what they need runs
+    stored: bool = False  # run with a store: a task counts as done once its batch is on disk
+
+    def needed(self) -> set[str]:
+        """The tasks of the (pruned) run: the outputs and everything they need."""
+        if self.outputs is None:
+            return set(self.names)
+        need, todo = set(), list(self.outputs)
+        while todo:
+            name = todo.pop()
+            if name not in need:
+                need.add(name)
+                spec = self.specs[int(name[1:])]
+                todo += [*spec["parents"], *spec["after"]]
+        return need
 
     @property
     def names(self) -> list[str]:
@@ -187,7 +201,7 @@ class Case:
             k: getattr(self, k)
             for k in ("backend", "mode", "order_seed", "fail_fast", "max_workers", "pool")
         }
-        opts.update(rate=self.rate, group=self.group, budget=self.budget)
+        opts.update(rate=self.rate, group=self.group, budget=self.budget, outputs=self.outputs)
         lines = [f"options: {opts}"]
         for s in self.specs:
             keep = {k: v for k, v in s.items() if v not in (None, (), [], 0, False) or k == "kind"}
@@ -271,9 +285,33 @@ def generate(seed: int, family: str) -> Case:
         members = [s["name"] for s in specs if rng.random() < 0.5]
         if members:
             case.group = {"fail_fast": rng.choice((None, True, False)), "members": members}
+    if family in ("thread", "fuzz") and rng.random() < 0.15:
+        case.outputs = sorted(rng.sample(case.names, rng.randint(1, 2)), key=lambda n: int(n[1:]))
     if family in SPECIAL:
         SPECIAL[family](case, rng)
+    if not MIXED_SKIP_BUG_FIXED:
+        _avoid_mixed_skips(case)
     return case
+
+
+# Engine bug found by this model (test_a_skip_and_a_failure_upstream_skip_what_comes_after):
+# a task skipped because one upstream task skipped itself (lf.Skip) and another failed
+# passes on whichever reason reached it first, so a task only ordered after it (after=)
+# runs or is skipped depending on timing; the README skips everything downstream of a
+# failure. Until it is fixed, the generator drops the after= edges from such tasks.
+MIXED_SKIP_BUG_FIXED = False
+
+
+def _avoid_mixed_skips(case: Case) -> None:
+    for _ in range(len(case.specs)):
+        expects = [model(case), model(case, broken=True)]
+        changed = False
+        for s in case.specs:
+            keep = tuple(a for a in s["after"] if not any(e[a].mixed for e in expects))
+            if keep != s["after"]:
+                s["after"], changed = keep, True
+        if not changed:
+            return
 
 
 def _plain(case: Case, rng: random.Random) -> None:
@@ -356,11 +394,24 @@ def _for_crash(case: Case, rng: random.Random) -> None:
     case.mode = rng.choice(("dynamic", "dynamic", "layered", "sequential"))
     for s in case.specs:
         s["sleep"] = rng.choice((0.01, 0.02, 0.04))
-        if s["kind"] == "pmap":
-            s["kind"] = "value"
+        if s["kind"] in ("pmap", "flaky"):  # (attempt counts would carry over the kill)
+            s["kind"], s["retries"] = "value", 0
+
+
+def _for_order(case: Case, rng: random.Random) -> None:
+    """One worker, dynamic mode, nothing timing-dependent: the start order is determined."""
+    _plain(case, rng)
+    case.mode, case.max_workers, case.fail_fast = "dynamic", 1, False
+    for s in case.specs:
+        if s["kind"] in ("map", "flaky"):
+            s.update(kind="value", retries=0, map=None)
+        if s["kind"] == "fail":
+            s["retries"] = 0
+        s["sleep"] = 0.0
 
 
 SPECIAL = {
+    "order": _for_order,
     "resume": _for_resume,
     "cache": _for_cache,
     "budget": _for_budget,
@@ -428,6 +479,8 @@ def run_options(case: Case) -> dict[str, Any]:
             options["rate_limits"] = {"api": lf.Adaptive(start=case.rate[1], max=case.rate[2])}
     if case.budget is not None:
         options["budget"] = {"cost": case.budget}
+    if case.outputs is not None:
+        options["outputs"] = case.outputs
     return options
 
 
@@ -468,6 +521,7 @@ class Expect:
     value: Any = None
     attempts: int | None = None
     failure: bool = False  # skipped because something upstream failed (not by lf.Skip)
+    mixed: bool = False  # skipped both by a failure and by an lf.Skip upstream (see MIXED)
 
 
 def model(case: Case, *, broken: bool = False) -> dict[str, Expect]:
@@ -482,6 +536,8 @@ def model(case: Case, *, broken: bool = False) -> dict[str, Expect]:
         # ends only what needs its value
         bad_after = any(out[a].status == "failed" or out[a].failure for a in s["after"])
         after_failure = bad_after or any(u.status == "failed" or u.failure for u in ups)
+        by_skip = any(u.status == "skipped" and not u.failure for u in ups)
+        mixed = (after_failure and by_skip) or any(u.mixed for u in ups)
         if kind == "map":
             up = case.specs[int(s["map"][1:])]
             src = out[s["map"]]
@@ -524,7 +580,7 @@ def model(case: Case, *, broken: bool = False) -> dict[str, Expect]:
                 out[name] = Expect("succeeded", values, 0)
             continue
         if any(u.status not in OK for u in ups) or bad_after:
-            out[name] = Expect("skipped", attempts=0, failure=after_failure)
+            out[name] = Expect("skipped", attempts=0, failure=after_failure, mixed=mixed)
             continue
         values = [u.value for u in ups]
         retries = s["retries"]
@@ -567,6 +623,12 @@ def owner(name: str) -> str:
     return name.split("[", 1)[0]
 
 
+def is_map(case: Case, name: str) -> bool:
+    """A mapped task itself (not one of its elements): it has no call of its own, so
+    what is reused of it is its elements (the map may then end 'succeeded')."""
+    return "[" not in name and case.specs[int(name[1:])]["kind"] == "map"
+
+
 def check(
     case: Case, out: Outcome, expect: dict[str, Expect], *, stopped_ok: bool = False
 ) -> list[str]:
@@ -574,6 +636,11 @@ def check(
     problems: list[str] = []
     run = out.run
     specs = {s["name"]: s for s in case.specs}
+    needed = case.needed()
+    expect = {n: e for n, e in expect.items() if owner(n) in needed}
+    extra = sorted(n for n in run.tasks if owner(n) not in needed)
+    if extra:
+        problems.append(f"outputs={case.outputs} but these ran too: {extra}")
     tasks = run.tasks
     statuses = {n: t.status for n, t in tasks.items()}
     group = set(case.group["members"]) if case.group else set()
@@ -586,7 +653,7 @@ def check(
     determined = determined and (not case.fail_fast or not model_fails)
 
     # every task of the flow is in the result
-    for name in case.names:
+    for name in sorted(needed, key=lambda n: int(n[1:])):
         if name not in tasks:
             problems.append(f"{name} is missing from run.tasks")
     for name, st in statuses.items():
@@ -606,7 +673,7 @@ def check(
         if st in OK:
             if e.status not in OK:
                 problems.append(f"{name}: {st} but the model says {e.status}")
-            elif task.value != e.value:
+            elif task.value != e.value and (case.outputs is None or name in case.outputs):
                 problems.append(f"{name}: value {task.value!r}, model says {e.value!r}")
         elif st == "failed":
             grouped = owner(name) in group and timed
@@ -663,30 +730,38 @@ def _upstream_not_ok(case: Case, name: str, statuses: dict[str, str]) -> bool:
 
 
 def check_events(case: Case, out: Outcome) -> list[str]:
+    """One terminal event per task that ended, matching its status, after its starts; one
+    task_started per attempt (numbered 1, 2, ...) and a task_retrying between two."""
     problems: list[str] = []
     terminal: dict[str, list[str]] = {}
-    started: dict[str, int] = {}
-    for k, ev in enumerate(out.events):
+    starts: dict[str, list[int]] = {}
+    retrying: dict[str, int] = {}
+    for ev in out.events:
         if ev.kind in TERMINAL:
             terminal.setdefault(ev.task, []).append(ev.kind)
-            if (
-                ev.kind != "task_cancelled"
-                and out.run.tasks[ev.task].attempts
-                and ev.task not in started
-            ):
-                problems.append(f"{ev.task}: {ev.kind} before any task_started")
         elif ev.kind == "task_started":
-            started.setdefault(ev.task, k)
+            if ev.task in terminal:
+                problems.append(f"{ev.task}: task_started after its {terminal[ev.task]}")
+            starts.setdefault(ev.task, []).append(ev.attempt)
+        elif ev.kind == "task_retrying":
+            retrying[ev.task] = retrying.get(ev.task, 0) + 1
     kinds = [ev.kind for ev in out.events]
     if not kinds or kinds[0] != "run_started" or kinds[-1] != "run_finished":
         problems.append(f"events do not run from run_started to run_finished: {kinds}")
     for name, task in out.run.tasks.items():
-        got = terminal.get(name, [])
-        want = "task_" + ("succeeded" if task.status in ("reused", "cached") else task.status)
         if task.status in ("reused", "cached"):
             continue  # loaded, not run: the README promises no event of its own
-        if got != [want]:
+        got = terminal.get(name, [])
+        if got != ["task_" + task.status]:
             problems.append(f"{name}: terminal events {got}, status {task.status!r}")
+        spec = case.specs[int(owner(name)[1:])]
+        if spec.get("pushback"):
+            continue  # a push-back is an attempt that is not counted as one
+        seen = starts.get(name, [])
+        if seen != list(range(1, len(seen) + 1)) or len(seen) != (task.attempts or 0):
+            problems.append(f"{name}: task_started for attempts {seen}, {task.attempts} attempts")
+        if task.status == "succeeded" and seen and retrying.get(name, 0) != len(seen) - 1:
+            problems.append(f"{name}: {retrying.get(name, 0)} task_retrying for {len(seen)} starts")
     return problems
 
 
@@ -749,8 +824,8 @@ def check_log(case: Case, out: Outcome, expect: dict[str, Expect]) -> list[str]:
             else:
                 needs.append(p)
         for n in needs:
-            if run.tasks[n].status in ("reused", "cached"):
-                continue
+            if n not in run.tasks or run.tasks[n].status in ("reused", "cached"):
+                continue  # (an element of a map that was reused whole is not listed)
             if n not in ends:
                 if (
                     run.tasks[n].status == "skipped"
@@ -766,6 +841,13 @@ def check_log(case: Case, out: Outcome, expect: dict[str, Expect]) -> list[str]:
         if task.status == "cancelled" and thread and not retried:
             problems.append(f"{name} is cancelled but its thread ran")
 
+    # a timed-out thread is abandoned and runs on (README): it no longer holds a slot
+    gone = {
+        log_tag(case, expect, n)
+        for n, t in run.tasks.items()
+        if isinstance(t.error, (lf.GroupTimeout, lf.TaskTimeout))
+    }
+    spans = {tag: ss for tag, ss in spans.items() if tag not in gone}
     calls = [(s, e, 1) for tag, ss in spans.items() for s, e in ss]
     peak = _peak(calls)
     bound = 1 if case.mode == "sequential" else case.max_workers
@@ -809,11 +891,19 @@ def check_log(case: Case, out: Outcome, expect: dict[str, Expect]) -> list[str]:
     # sequential: one at a time, in plan order when nothing failed
     if case.mode == "sequential" and case.order_seed is None:
         model_ok = all(e.status != "failed" for e in expect.values())
-        if model_ok and not case.group:
-            plan = [n for n in _plan_order(case)]
+        # Engine bug (test_sequential_mode_keeps_plan_order_across_a_retry): a retry's delay
+        # lets the next ready task pass, so run.order leaves plan.order once a task retries
+        retried = any((e.attempts or 0) > 1 for e in expect.values())
+        retried = retried or any(s.get("pushback") for s in case.specs)
+        if model_ok and not case.group and not (retried and not SEQUENTIAL_RETRY_BUG_FIXED):
+            plan = [n for n in _plan_order(case) if n in case.needed()]
             got = [n for n in run.order if n in plan]
             if got != [n for n in plan if n in got]:
                 problems.append(f"sequential run.order {run.order} is not plan.order {plan}")
+    want = dynamic_order(case, expect)
+    loaded = any(t.status in ("reused", "cached") for t in run.tasks.values())
+    if want is not None and not loaded and list(run.order) != want:
+        problems.append(f"one worker started {list(run.order)}, the README's ranking gives {want}")
     if case.mode == "layered":
         layers = _layers(case)
         by_layer: dict[int, list[tuple[int, int]]] = {}
@@ -827,6 +917,9 @@ def check_log(case: Case, out: Outcome, expect: dict[str, Expect]) -> list[str]:
                 )
                 break
     return problems
+
+
+SEQUENTIAL_RETRY_BUG_FIXED = False
 
 
 def timed_group(case: Case, name: str) -> bool:
@@ -873,3 +966,40 @@ def odd_only(x: int) -> int:
     if x % 2 == 0:
         raise lf.Skip("even")
     return x
+
+
+def dynamic_order(case: Case, expect: dict[str, Expect]) -> list[str] | None:
+    """The order one worker starts the tasks in under mode='dynamic' (README: the highest
+    priority first, then the longest chain of tasks still behind it, then declaration
+    order), or None when timing decides it (maps, retries, limits, groups)."""
+    if case.mode != "dynamic" or case.max_workers != 1 or case.rate or case.pool or case.group:
+        return None
+    if case.outputs is not None or case.stored:
+        return None  # (a stored task's dependents are ready only once it is on disk)
+    if case.fail_fast and any(e.status == "failed" for e in expect.values()):
+        return None
+    for s in case.specs:
+        if s["kind"] in ("map", "flaky") or (s["retries"] and s["kind"] != "value"):
+            return None
+    deps = {s["name"]: [*s["parents"], *s["after"]] for s in case.specs}
+    below: dict[str, int] = {}
+    for s in reversed(case.specs):  # children have higher indices
+        kids = [c["name"] for c in case.specs if s["name"] in deps[c["name"]]]
+        below[s["name"]] = 1 + max((below[k] for k in kids), default=0)
+    done: set[str] = set()
+    order: list[str] = []
+    pending = list(case.names)
+    while pending:
+        for name in list(pending):  # what will never start is resolved with its deps
+            if all(d in done for d in deps[name]) and not expect[name].attempts:
+                done.add(name)
+                pending.remove(name)
+        ready = [n for n in pending if all(d in done for d in deps[n])]
+        if not ready:
+            break
+        spec = {s["name"]: s for s in case.specs}
+        best = max(ready, key=lambda n: (spec[n]["priority"], below[n], -spec[n]["index"]))
+        order.append(best)
+        done.add(best)
+        pending.remove(best)
+    return order

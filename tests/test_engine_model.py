@@ -36,6 +36,7 @@ FEW = {
     "thread": 16,
     "async": 6,
     "fuzz": 6,
+    "order": 4,
     "process": 3,
     "dask": 2,
     "resume": 4,
@@ -72,6 +73,12 @@ def _run_case(family: str, seed: int, tmp_path: Path, **extra) -> None:
     flow = em.build(case, log)
     out = em.execute(case, flow, log, **extra)
     problems = em.check(case, out, em.model(case))
+    if case.mode == "sequential" and case.order_seed is not None and not problems:
+        again = tmp_path / "again" / "events.log"  # the same seed gives the same order
+        again.parent.mkdir()
+        repeat = em.execute(case, em.build(case, again), again, **extra)
+        if list(repeat.run.order) != list(out.run.order):
+            problems.append(f"seed={case.order_seed}: {out.run.order}, then {repeat.run.order}")
     if problems:
         fail(family, seed, problems, case)
 
@@ -89,6 +96,11 @@ def test_async(seed, tmp_path):
 @pytest.mark.parametrize("seed", seeds("fuzz"))
 def test_mixed_thread_and_async(seed, tmp_path):
     _run_case("fuzz", seed, tmp_path)
+
+
+@pytest.mark.parametrize("seed", seeds("order"))
+def test_one_worker_starts_tasks_in_the_documented_order(seed, tmp_path):
+    _run_case("order", seed, tmp_path)
 
 
 @pytest.mark.parametrize("seed", seeds("process"))
@@ -117,7 +129,9 @@ def _reuse_problems(case, first, second, expect) -> list[str]:
                 problems.append(f"{name} succeeded in the first run and is missing in the second")
             continue
         now = second.run.tasks[name].status
-        if now not in ("reused", "cached"):
+        if now == "cancelled" and case.fail_fast:
+            continue  # a cache hit happens at the task's turn, which fail-fast may not give
+        if now not in ("reused", "cached") and not (em.is_map(case, name) and now in em.OK):
             problems.append(f"{name} succeeded in the first run but is {now!r} in the second")
         if name in again:
             problems.append(f"{name} succeeded in the first run and was called again")
@@ -127,6 +141,7 @@ def _reuse_problems(case, first, second, expect) -> list[str]:
 @pytest.mark.parametrize("seed", seeds("resume"))
 def test_resume_reuses_what_finished(seed, tmp_path):
     case = em.generate(seed, "resume")
+    case.stored = True
     log, store = tmp_path / "events.log", tmp_path / "store"
     (tmp_path / "broken").touch()
     first = em.execute(case, em.build(case, log), log, store=store)
@@ -135,7 +150,8 @@ def test_resume_reuses_what_finished(seed, tmp_path):
     second = em.execute(case, em.build(case, log), log, store=store, resume=True)
     expect = em.model(case)
     problems += [f"resumed run: {p}" for p in em.check(case, second, expect)]
-    problems += _reuse_problems(case, first, second, expect)
+    if first.run.status != "succeeded":  # (a finished run leaves nothing to resume)
+        problems += _reuse_problems(case, first, second, expect)
     if problems:
         fail("resume", seed, problems, case)
 
@@ -143,6 +159,7 @@ def test_resume_reuses_what_finished(seed, tmp_path):
 @pytest.mark.parametrize("seed", seeds("cache"))
 def test_cache_hits_every_finished_task(seed, tmp_path):
     case = em.generate(seed, "cache")
+    case.stored = True
     log, store = tmp_path / "events.log", tmp_path / "store"
     expect = em.model(case)
     first = em.execute(case, em.build(case, log), log, store=store, cache=True)
@@ -157,6 +174,7 @@ def test_cache_hits_every_finished_task(seed, tmp_path):
 @pytest.mark.parametrize("seed", seeds("budget"))
 def test_budget_stops_within_it_and_resume_continues(seed, tmp_path):
     case = em.generate(seed, "budget")
+    case.stored = True
     log, store = tmp_path / "events.log", tmp_path / "store"
     expect = em.model(case)
     total = em.spend(case, expect)
@@ -167,6 +185,8 @@ def test_budget_stops_within_it_and_resume_continues(seed, tmp_path):
     if spent > case.budget:
         problems.append(f"spent {spent} of a budget of {case.budget} (every estimate is exact)")
     want = "succeeded" if total <= case.budget else "stopped"
+    if total == case.budget and not BUDGET_REACHED_BUG_FIXED:
+        want = run.status  # see test_a_run_that_spends_exactly_its_budget_succeeds
     if run.status != want:
         problems.append(f"a run needing {total} of a budget {case.budget} ended {run.status!r}")
     if run.status == "stopped" and not run.stop_reason:
@@ -178,6 +198,33 @@ def test_budget_stops_within_it_and_resume_continues(seed, tmp_path):
         problems += _reuse_problems(case, first, second, expect)
     if problems:
         fail("budget", seed, problems, case)
+
+
+# Engine bug found by the budget family (e.g. budget:310): a run whose last task's spend
+# reaches the budget exactly, with nothing left to start, ends 'stopped' ("budget cost 2
+# reached") although every task succeeded; the README stops a run so that "the rest are
+# cancelled", and here there is no rest. Until it is fixed, such cases accept either status.
+BUDGET_REACHED_BUG_FIXED = False
+
+
+def _spends_one() -> int:
+    lf.record(cost=1)
+    return 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="engine bug: a run that spends exactly its budget with its last task ends "
+    "'stopped' though every task succeeded (found by the budget family, e.g. budget:310)",
+)
+def test_a_run_that_spends_exactly_its_budget_succeeds():
+    flow = lf.Flow("exact-budget")
+    flow.add(_spends_one, name="a", rate_limit={"cost": 1})
+    flow.add(_spends_one, name="b", rate_limit={"cost": 1}, after=["a"])
+    run = flow.run(budget={"cost": 2})
+    assert [t.status for t in run.tasks.values()] == ["succeeded", "succeeded"]
+    assert run.status == "succeeded"
 
 
 @pytest.mark.parametrize("seed", seeds("gtimeout"))
@@ -387,6 +434,7 @@ em.build(case, log).run(store=store, on_event=on_event, **em.run_options(case))
 @pytest.mark.parametrize("seed", seeds("crash"))
 def test_sigkill_then_resume_matches_a_clean_run(seed, tmp_path):
     case = em.generate(seed, "crash")
+    case.stored = True
     expect = em.model(case)
     log, store, reported = tmp_path / "events.log", tmp_path / "store", tmp_path / "reported"
     script = tmp_path / "child.py"
@@ -408,12 +456,25 @@ def test_sigkill_then_resume_matches_a_clean_run(seed, tmp_path):
     child.send_signal(signal.SIGKILL)
     child.wait()
     done = set(reported.read_text().split()) if reported.exists() else set()
-    killed = em.Outcome(lf.RunResult.__new__(lf.RunResult), None, [], em.read_log(log))
+    from layerflow.store import Store
+
+    kept = Store(store)
+    try:  # a run that got to its end before the kill has nothing to resume: all run again
+        runs = kept.runs(1)
+        if runs and runs[0]["status"] == "succeeded":
+            done = set()
+    finally:
+        kept.close()
     resumed = em.execute(case, em.build(case, log), log, store=store, resume=True)
     problems = [f"resumed run: {p}" for p in em.check(case, resumed, expect)]
     again = em.started(case, resumed, expect)
     for name in sorted(done):
-        if resumed.run.tasks[name].status != "reused":
+        if name not in resumed.run.tasks:  # an element of a map reused whole
+            if resumed.run.tasks[em.owner(name)].status != "reused":
+                problems.append(f"{name} was reported done before the kill and is missing")
+            continue
+        status = resumed.run.tasks[name].status
+        if status != "reused" and not (em.is_map(case, name) and status in em.OK):
             problems.append(f"{name} was reported done before the kill but is not reused")
         if name in again:
             problems.append(f"{name} was reported done before the kill and ran again")
@@ -427,7 +488,9 @@ def test_sigkill_then_resume_matches_a_clean_run(seed, tmp_path):
         )
         if not same or (task.status in em.OK and got.value != task.value):
             problems.append(f"{name}: clean run {task.status} {task.value!r}, resumed {got}")
-    del killed
+    finished = child.returncode == 0
+    reused = sorted(n for n, t in resumed.run.tasks.items() if t.status == "reused")
+    print(f"crash {seed}: killed={not finished} done={len(done)} reused={len(reused)}")
     if problems:
         problems.append(f"killed after {at} ended calls; reported done: {sorted(done)}")
         fail("crash", seed, problems, case)
@@ -435,6 +498,7 @@ def test_sigkill_then_resume_matches_a_clean_run(seed, tmp_path):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="engine bug: with cache=True a skipped map element is loaded as 'cached' with the "
     "lf.Skip instance as its value, and the map's list holds it (found by the cache family)",
 )
@@ -442,7 +506,7 @@ def test_cache_of_a_skipped_element(tmp_path):
     def build() -> lf.Flow:
         flow = lf.Flow("cache-skip")
         flow.add(lambda: [1, 2, 3], name="items")
-        flow.add(em.odd_only, name="odd", map="items")
+        flow.add(em.odd_only, name="odd", map="items", inputs={"x": "items"})
         return flow
 
     assert build().run(store=tmp_path, cache=True)["odd"] == [1, 3]
@@ -464,6 +528,7 @@ def _pushes_back_after_the_stop(running):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="engine: a push-back from an attempt that was running when fail-fast stopped the "
     "run ends the task 'failed' with lf.RateLimited (one paused by a push-back when the stop "
     "comes ends 'cancelled'); a push-back is no failure (found by seed thread:1239)",
@@ -478,3 +543,65 @@ def test_a_push_back_after_a_fail_fast_stop_is_not_a_failure():
     with pytest.raises(lf.TaskFailed) as info:
         flow.run(fail_fast=True)
     assert info.value.result.tasks["limited"].status == "cancelled"
+
+
+def _skips() -> None:
+    raise lf.Skip("nothing to do")
+
+
+def _fails() -> None:
+    raise ValueError("fails")
+
+
+def _needs_both(a, b) -> int:
+    return 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="engine bug: a task skipped by both an lf.Skip and a failure upstream passes on "
+    "the reason that reached it first, so what is only ordered after it runs when the skip "
+    "came first (found by seeds thread:5543, thread:5156)",
+)
+def test_a_skip_and_a_failure_upstream_skip_what_comes_after():
+    flow = lf.Flow("skip-and-fail")
+    flow.add(_skips, name="a")  # one worker: a (the skip) is resolved before b (the failure)
+    flow.add(_fails, name="b")
+    flow.add(_needs_both, name="c")
+    flow.add(_spends_one, name="d", after=["c"])
+    run = flow.run(fail_fast=False, max_workers=1)
+    assert run.tasks["c"].status == "skipped"
+    assert run.tasks["d"].status == "skipped"  # downstream of the failure of b
+
+
+class _FailsOnce:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> int:
+        self.calls += 1
+        if self.calls == 1:
+            raise ValueError("first attempt fails")
+        return 1
+
+
+def _same(x: int) -> int:
+    return x
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="engine bug: in mode='sequential' a retry's delay lets the next ready task start, "
+    "so run.order is not plan.order (found by seed thread:5772)",
+)
+def test_sequential_mode_keeps_plan_order_across_a_retry():
+    flow = lf.Flow("sequential-retry")
+    flow.add(_FailsOnce(), name="a", retries=1, retry_delay=0.05)
+    flow.add(_spends_one, name="x")
+    flow.add(_same, name="b", inputs={"x": "a"})
+    flow.add(_same, name="c", inputs={"x": "x"})
+    run = flow.run(mode="sequential")
+    assert run.ok
+    assert list(run.order) == flow.plan().order == ["a", "x", "b", "c"]
