@@ -281,7 +281,7 @@ def generate(seed: int, family: str) -> Case:
             s["rate_limit"] = True
             if case.rate[0] == "adaptive" and s["kind"] == "value" and rng.random() < 0.5:
                 s["pushback"] = True
-    if rng.random() < 0.2 and family not in ("dask",):
+    if rng.random() < 0.2:
         members = [s["name"] for s in specs if rng.random() < 0.5]
         if members:
             case.group = {"fail_fast": rng.choice((None, True, False)), "members": members}

@@ -72,8 +72,13 @@ def _run_case(family: str, seed: int, tmp_path: Path, **extra) -> None:
     log = tmp_path / "events.log"
     flow = em.build(case, log)
     out = em.execute(case, flow, log, **extra)
-    problems = em.check(case, out, em.model(case))
-    if case.mode == "sequential" and case.order_seed is not None and not problems:
+    expect = em.model(case)
+    problems = em.check(case, out, expect)
+    # (a retry's delay lets other tasks pass in sequential mode, an engine bug: see
+    # test_sequential_mode_keeps_plan_order_across_a_retry; then the order is timing's)
+    retried = any((e.attempts or 0) > 1 for e in expect.values())
+    retried = retried and not em.SEQUENTIAL_RETRY_BUG_FIXED
+    if case.mode == "sequential" and case.order_seed is not None and not problems and not retried:
         again = tmp_path / "again" / "events.log"  # the same seed gives the same order
         again.parent.mkdir()
         repeat = em.execute(case, em.build(case, again), again, **extra)
@@ -189,6 +194,8 @@ def test_budget_stops_within_it_and_resume_continues(seed, tmp_path):
         want = run.status  # see test_a_run_that_spends_exactly_its_budget_succeeds
     if run.status != want:
         problems.append(f"a run needing {total} of a budget {case.budget} ended {run.status!r}")
+    if run.status == "succeeded" and spent != total:
+        problems.append(f"run.metrics['cost'] is {spent}; every call recorded {total} in all")
     if run.status == "stopped" and not run.stop_reason:
         problems.append("a stopped run has no stop_reason")
     case.budget = total + 10
@@ -482,6 +489,8 @@ def test_sigkill_then_resume_matches_a_clean_run(seed, tmp_path):
     clean_log.parent.mkdir()
     clean = em.execute(case, em.build(case, clean_log), clean_log)
     for name, task in clean.run.tasks.items():
+        if name not in resumed.run.tasks and resumed.run.tasks[em.owner(name)].status == "reused":
+            continue  # an element of a map reused whole
         got = resumed.run.tasks.get(name)
         same = got is not None and (
             got.status == task.status or got.status in em.OK and task.status in em.OK
