@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BASE   := $(VENV)/.installed-base
 
-.PHONY: demo test bench fuzz dask-suite lint format clean browser
+.PHONY: demo test bench fuzz fuzz-engine dask-suite lint format clean browser
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ test: $(STAMP) browser
 SEED ?= $(shell date +%s)
 fuzz: $(STAMP)
 	LAYERFLOW_FUZZ_CASES=20000 LAYERFLOW_FUZZ_SEED=$(SEED) $(PY) -m pytest -q tests/test_fuzz_pipeline.py
+
+# The engine against its reference model (tests/test_engine_model.py; make test runs about 50
+# cases): CASES per family (fewer on processes and Dask), a new seed each time, printed with
+# any failure; REPLAY=family:seed reruns exactly one case.
+CASES ?= 2000
+REPLAY ?=
+fuzz-engine: $(STAMP)
+	LAYERFLOW_ENGINE_CASES=$(CASES) LAYERFLOW_ENGINE_SEED=$(SEED) LAYERFLOW_ENGINE_REPLAY=$(REPLAY) \
+		$(PY) -m pytest -q -p no:randomly -p no:cacheprovider tests/test_engine_model.py
 
 # Dask's own scheduler tests (from the installed wheel) on lf.dask.get and on stock Dask;
 # not part of make test (minutes of dataframe and array tests)
