@@ -133,6 +133,7 @@ class Run(
         for backend in self.backends:
             if backend is not None:
                 backend.close()
+        self._warn_unrecorded()  # after the live display has stopped: its own line
         if self.bus is not None:
             self.emit(  # type: ignore[misc]
                 RunEvent(
