@@ -6,7 +6,15 @@ for: layerflow with an adaptive limit; layerflow with a static limit set to the 
 limit; aiometer with ``max_per_second`` at the true limit; a plain ``asyncio.Semaphore``.
 The last two retry a 429 after its Retry-After, as people write it by hand. Then the server
 halves its limit mid-run: how long until the adaptive limit is back near the new rate.
-Usage: python bench/rate_limits.py [--requests 1000]
+
+Then the official clients, ``openai.AsyncOpenAI(max_retries=0)`` and
+``anthropic.AsyncAnthropic(max_retries=0)``, made once and shared by the run's coroutines,
+against the same fake speaking their APIs (OpenAI's chat completions, Anthropic's messages,
+429s with their headers and bodies) at ``SDK_RATE`` per ``WINDOW``: the clients spend a few
+milliseconds of CPU per call, so the rate stays where one process can drive them. And the
+same runs with 5% of the calls answered ``529 overloaded_error`` / ``503`` at random, against
+the run without.
+Usage: python bench/rate_limits.py [--requests 1000] [--only sdk]
 """
 
 from __future__ import annotations
@@ -20,13 +28,18 @@ from collections.abc import Callable
 from typing import Any
 
 import aiometer
+import anthropic
 import httpx
+import openai
 
 import layerflow as lf
 from layerflow.testing import FakeAPI
 
 RATE, WINDOW, LATENCY = 50, 0.25, 0.02
 PER_SECOND = RATE / WINDOW
+SDK_RATE = 25  # per WINDOW: 100/s
+SDK_PER_SECOND = SDK_RATE / WINDOW
+OVERLOAD = 0.05
 
 
 async def _post(client: httpx.AsyncClient, url: str, k: int) -> httpx.Response:
@@ -137,11 +150,155 @@ def halved(n: int, at: float = 2.0) -> None:
         )
 
 
+def _sdk_flow(which: str, url: str, n: int) -> lf.Flow:
+    """``n`` chat calls through one official async client, made once (lazily, on the
+    run's loop) and shared by every coroutine."""
+    flow = lf.Flow("sdk-calls")
+    clients: list[Any] = []
+
+    @flow.task
+    def prompts() -> list[str]:
+        return [f"section {k} of the report" for k in range(n)]
+
+    if which == "openai":
+
+        @flow.task(map="prompts", rate_limit="llm")
+        async def call(prompts: str) -> int:
+            if not clients:
+                clients.append(openai.AsyncOpenAI(base_url=url + "/v1", api_key="k", max_retries=0))
+            reply = await clients[0].chat.completions.create(
+                model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": prompts}]
+            )
+            return reply.usage.total_tokens
+
+    elif which == "anthropic":
+
+        @flow.task(map="prompts", rate_limit="llm")
+        async def call(prompts: str) -> int:
+            if not clients:
+                clients.append(anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0))
+            reply = await clients[0].messages.create(
+                model="claude-sonnet-4-5",
+                max_tokens=5,
+                messages=[{"role": "user", "content": prompts}],
+            )
+            return reply.usage.output_tokens
+
+    else:  # plain httpx with raise_for_status, as the README's first version shows
+
+        @flow.task(map="prompts", rate_limit="llm")
+        async def call(prompts: str) -> int:
+            if not clients:
+                clients.append(httpx.AsyncClient(timeout=30))
+            r = await _post(clients[0], url, 0)
+            r.raise_for_status()
+            return r.status_code
+
+    return flow
+
+
+def sdk_run(which: str, n: int, overload: float = 0.0) -> tuple[float, dict[str, int], int]:
+    """(seconds, the server's counts, failed tasks) of ``n`` calls with an adaptive limit."""
+    with FakeAPI(
+        requests=SDK_RATE, window=WINDOW, latency=LATENCY, overload=overload, seed=7
+    ) as api:
+        flow = _sdk_flow(which, api.url, n)
+        t0 = time.perf_counter()
+        run = flow.run(rate_limits={"llm": lf.Adaptive()}, fail_fast=False)
+        return time.perf_counter() - t0, dict(api.stats), run.counts().get("failed", 0)
+
+
+def sdk_ceiling(which: str, n: int = 300, at_once: int = 16) -> float:
+    """Calls per second the client manages in this process against a server with no limit
+    (``at_once`` at a time): what any pacing of it can reach at most."""
+    with FakeAPI(requests=None, latency=LATENCY) as api:
+
+        async def go() -> float:
+            if which == "openai":
+                c: Any = openai.AsyncOpenAI(base_url=api.url + "/v1", api_key="k", max_retries=0)
+
+                async def one() -> None:
+                    await c.chat.completions.create(
+                        model="m", max_tokens=5, messages=[{"role": "user", "content": "a b"}]
+                    )
+            else:
+                c = anthropic.AsyncAnthropic(base_url=api.url, api_key="k", max_retries=0)
+
+                async def one() -> None:
+                    await c.messages.create(
+                        model="m", max_tokens=5, messages=[{"role": "user", "content": "a b"}]
+                    )
+
+            await one()
+            sem = asyncio.Semaphore(at_once)
+
+            async def bounded() -> None:
+                async with sem:
+                    await one()
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(bounded() for _ in range(n)))
+            took = time.perf_counter() - t0
+            await c.close()
+            return n / took
+
+        return asyncio.run(go())
+
+
+def sdk_rows(n: int, repeats: int) -> None:
+    ideal = n / SDK_PER_SECOND
+    print()
+    print(
+        f"official clients: {n:,} calls against the fake allowing {SDK_RATE} per {WINDOW} s "
+        f"({SDK_PER_SECOND:.0f}/s), {LATENCY * 1000:.0f} ms each; ideal {ideal:.2f} s; "
+        f"lf.Adaptive(), fail_fast=False; median of {repeats} runs"
+    )
+    for which in ("openai", "anthropic"):
+        print(f"  {which} client alone, 16 at a time, no limit: {sdk_ceiling(which):.0f} calls/s")
+    print(f"{'client':44} {'seconds':>8} {'/ideal':>7} {'429s':>6} {'failed':>7}")
+    print("-" * 76)
+    base: dict[str, float] = {}
+    for which, label in (
+        ("openai", "openai.AsyncOpenAI(max_retries=0)"),
+        ("anthropic", "anthropic.AsyncAnthropic(max_retries=0)"),
+        ("httpx", "httpx.AsyncClient + raise_for_status"),
+    ):
+        runs = sorted((sdk_run(which, n) for _ in range(repeats)), key=lambda r: r[0])
+        seconds, stats, failed = runs[len(runs) // 2]
+        base[which] = seconds
+        print(
+            f"{label:44} {seconds:8.2f} {seconds / ideal:6.2f}x "
+            f"{stats['rejected']:6d} {max(r[2] for r in runs):7d}"
+        )
+    print("targets: <= 1.2x the ideal, 429s < 5% of calls, 0 failed")
+    print()
+    print(f"{OVERLOAD:.0%} of the calls answered overloaded (503, or 529 for anthropic) at random")
+    print(f"{'client':44} {'seconds':>8} {'/none':>7} {'over':>6} {'429s':>6} {'failed':>7}")
+    print("-" * 83)
+    for which, label in (
+        ("anthropic", "anthropic.AsyncAnthropic, 5% 529"),
+        ("openai", "openai.AsyncOpenAI, 5% 503"),
+        ("httpx", "httpx + raise_for_status, 5% 503"),
+    ):
+        runs = sorted((sdk_run(which, n, OVERLOAD) for _ in range(repeats)), key=lambda r: r[0])
+        seconds, stats, failed = runs[len(runs) // 2]
+        print(
+            f"{label:44} {seconds:8.2f} {seconds / base[which]:6.2f}x {stats['overloaded']:6d} "
+            f"{stats['rejected']:6d} {max(r[2] for r in runs):7d}"
+        )
+    print("target: <= 1.3x the run without overloads, 0 failed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per official-client row")
+    parser.add_argument("--only", choices=["sdk"], help="only the official clients' rows")
     args = parser.parse_args()
     n = args.requests
+    if args.only == "sdk":
+        sdk_rows(n, args.repeats)
+        return
     ideal = n / PER_SECOND
     print(
         f"{n:,} requests against a server allowing {RATE} per {WINDOW} s ({PER_SECOND:.0f}/s), "
@@ -163,6 +320,7 @@ def main() -> None:
         print(f"{label:44} {seconds:8.2f} {seconds / ideal:6.2f}x {rejected:6d} {failed:7d}")
     print("targets for adaptive: 0 failed, <= 1.15x the ideal, 429s < 5% of requests")
     halved(int(n * 1.5))
+    sdk_rows(n, args.repeats)
 
 
 if __name__ == "__main__":

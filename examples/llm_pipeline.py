@@ -1,42 +1,47 @@
 """Document analysis through a rate-limited LLM API: split, analyze in parallel, combine.
 
-The "LLM" is layerflow's local fake API (``layerflow.testing.FakeAPI``), started here on
-127.0.0.1, so the example runs offline. It allows 40 requests and 6,000 tokens per second per
-key and answers 429 with a Retry-After when over; the flow is not told those numbers:
+The calls go through the official ``openai`` client. The provider is layerflow's local fake
+(``layerflow.testing.FakeAPI``), started here on 127.0.0.1, so the example runs offline; it
+speaks OpenAI's chat completions API, allows 40 requests and 6,000 tokens per second per
+key, and answers 429 with OpenAI's headers and error body when over. The flow is not told
+those numbers:
 
-- ``lf.Adaptive`` finds how many calls may run at once from the 429s (``raise_for_status``
-  raises ``httpx.HTTPStatusError``, which layerflow reads as push-back, not failure);
-- each call declares an estimate of its tokens and reports what it really used with
-  ``lf.usage``, so the token window counts the truth;
+- ``lf.Adaptive`` finds how many calls may run at once from the 429s (the client raises
+  ``openai.RateLimitError``, which layerflow reads as push-back, not failure). The client is
+  built with ``max_retries=0``: its own retries would hold the task's slot and hide the 429s
+  from the adaptive limit;
+- each call declares an estimate of its tokens and ``lf.usage_from(reply, "llm-tokens")``
+  records what the reply says it used, so the token window counts the truth
+  (``lf.track_usage(tokens="llm-tokens")`` would do it with no code in the task);
 - a budget on cost stops the run cleanly if the document turns out longer than planned.
 
-Run it with ``python examples/llm_pipeline.py`` (needs ``httpx``: ``pip install httpx``);
+One async client, made once, serves every call (and would serve later runs too).
+Run it with ``python examples/llm_pipeline.py`` (needs ``openai``: ``pip install openai``);
 ``--budget 0.05`` shows a run that stops at its budget and keeps what it finished.
 """
 
 from __future__ import annotations
 
 import argparse
-import threading
+import sys
+from typing import Any
 
-import httpx
+try:
+    import openai
+except ImportError:  # pragma: no cover - depends on the environment
+    sys.exit(
+        "examples/llm_pipeline.py calls the official openai client, which is not installed: "
+        "pip install openai"
+    )
 
 import layerflow as lf
 from layerflow.testing import FakeAPI
 
 PRICE_PER_TOKEN = 0.002 / 1000  # dollars, as a provider might charge
+MODEL = "gpt-4o-mini"
 
 flow = lf.Flow("document-analysis")
-_client: dict[str, httpx.Client] = {}
-_lock = threading.Lock()
-
-
-def client() -> httpx.Client:
-    """One connection pool for all calls (threads share it)."""
-    with _lock:
-        if "c" not in _client:
-            _client["c"] = httpx.Client(timeout=30, headers={"Authorization": "Bearer demo"})
-        return _client["c"]
+client: Any = None  # one openai.AsyncOpenAI for every call, made in main()
 
 
 @flow.task
@@ -46,14 +51,19 @@ def sections(document: str) -> list[str]:
 
 
 @flow.task(map="sections", rate_limit={"llm": 1, "llm-tokens": 120, "cost": 0.0003})
-def analyze(sections: str, api_url: str) -> str:
+async def analyze(sections: str) -> str:
     """One LLM call per section, in parallel, as fast as the provider allows."""
-    r = client().post(api_url + "/v1/complete", json={"prompt": sections, "max_tokens": 80})
-    r.raise_for_status()  # a 429 here: layerflow waits the Retry-After and tries again
-    used = r.json()["usage"]["total_tokens"]
-    lf.usage("llm-tokens", used)  # the window counts what this call really used
-    lf.record(cost=used * PRICE_PER_TOKEN)
-    return r.json()["text"]
+    reply = await client.chat.completions.create(  # a 429: layerflow waits and tries again
+        model=MODEL,
+        max_tokens=80,
+        messages=[
+            {"role": "system", "content": "Summarize the section in one sentence."},
+            {"role": "user", "content": sections},
+        ],
+    )
+    used = lf.usage_from(reply, "llm-tokens")  # the window counts what this call really used
+    lf.record(cost=(used or 0) * PRICE_PER_TOKEN)
+    return reply.choices[0].message.content
 
 
 @flow.task
@@ -63,6 +73,7 @@ def report(analyze: list[str]) -> str:
 
 
 def main() -> None:
+    global client
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", type=int, default=300)
     parser.add_argument("--budget", type=float, default=1.0, help="dollars")
@@ -71,12 +82,12 @@ def main() -> None:
         f"Section {k}. " + "The quarterly numbers moved again. " * 8 for k in range(args.sections)
     )
     with FakeAPI(requests=40, tokens=6000, window=1.0, latency=0.05) as api:
+        client = openai.AsyncOpenAI(base_url=api.url + "/v1", api_key="demo", max_retries=0)
         run = flow.run(
-            {"document": document, "api_url": api.url},
-            max_workers=32,
+            {"document": document},
             rate_limits={
                 "llm": lf.Adaptive(start=4, max=32),
-                "llm-tokens": "6000/s",  # the tokens per minute the plan allows
+                "llm-tokens": "6000/s",  # the tokens per second the plan allows
             },
             budget={"cost": args.budget},
             progress=True,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import pushback
 from .adaptive import Adaptive
 from .errors import (
     CycleError,
@@ -39,6 +40,7 @@ from .pipeline import CommandFailed, Pipeline, PipelineError, load_pipeline, ste
 from .plan import Plan, WhatIf
 from .progress import Progress
 from .result import Attempt, NoValueError, RunResult, TaskRun, Wait
+from .tracking import track_usage, usage_from
 
 if TYPE_CHECKING:
     from . import dask as dask
@@ -90,8 +92,11 @@ __all__ = [
     "WorkerDied",
     "load_pipeline",
     "parallel_map",
+    "pushback",
     "record",
     "usage",
+    "usage_from",
+    "track_usage",
     "step_type",
 ]
 

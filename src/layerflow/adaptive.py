@@ -2,11 +2,16 @@
 
 ``rate_limits={"llm": lf.Adaptive(start=4, max=64)}``. The number of tasks on that key that
 may run at once starts at ``start``; while tasks succeed with every slot in use it grows by
-one per round of successes (additive increase), and a push-back (``lf.RateLimited`` or an
-HTTP 429/503, see ``pushback.py``) shrinks it by a factor (multiplicative decrease), at most
-once per round, as TCP does with its congestion window. A ``Retry-After`` pauses new starts on
-the key, for every task that uses it, until it has passed. ``rate="100/min"`` adds a ceiling
-on starts per window that the limit never exceeds.
+one per round of successes, and a push-back (``lf.RateLimited`` or an HTTP 429, see
+``pushback.py``) shrinks it by a factor, at most once per round, as TCP does with its
+congestion window; after a push-back it grows back along a cubic of the time since, as TCP
+CUBIC does (quickly at first, flat near the level that drew the push-back). A
+``Retry-After`` pauses new starts on the key, for every task that uses it, until it has
+passed. An overload (a 503 or 529 without
+Retry-After) is the provider's trouble rather than the key's pace: one changes nothing here
+(the task backs off alone), but ``OVERLOAD_RUN`` of them in a row, with no success between,
+shrink the limit as a push-back would, without a pause. ``rate="100/min"`` adds a ceiling on
+starts per window that the limit never exceeds.
 """
 
 from __future__ import annotations
@@ -22,6 +27,16 @@ from .options import number
 from .windows import RateLimit, Window
 
 __all__ = ["Adaptive"]
+
+#: overloads in a row, with no success between, that shrink the limit (one does not: with
+#: 5% of requests overloaded at random, three in a row come once in 8,000 ends)
+OVERLOAD_RUN = 3
+#: after a push-back the limit grows back along a cubic of the time since, as TCP CUBIC's
+#: window does: quickly while far below the level that drew it, flat near that level (the
+#: provider's capacity, roughly), then faster again past it. Growth per round of successes
+#: would not do: a provider's window is much longer than a call, so its 429 comes many
+#: rounds after the limit went past it. In limit units per second cubed.
+CUBIC = 4.0
 
 
 @dataclass(frozen=True)
@@ -79,11 +94,13 @@ class AdaptiveState:
         # the provider has room for one more start, not for every task that was held back
         self.probing = False
         self.pushed_at = math.inf  # the limit at the last push-back: growth slows near it
+        self.decreased_at = 0.0  # when the limit last shrank
         # starts are spaced by (typical attempt time / limit), so a limit of 4.5 means 4.5
         # tasks' worth of requests per attempt time, not bursts of 5 then gaps
         self.latency = 0.0  # moving average of successful attempts' seconds
         self.last_start = -math.inf
         self.held_back = False
+        self.overloads = 0  # overloads in a row, since the last success
 
     def slots(self) -> int:
         if self.probing:
@@ -114,8 +131,11 @@ class AdaptiveState:
     def park(self, key: int, i: int) -> None:
         heapq.heappush(self.parked, (key, i))
 
-    def done(self, i: int, ok: bool, retry_after: float | None, now: float) -> None:
-        """Entry ``i``'s attempt on this key ended; adapt the limit to how."""
+    def done(
+        self, i: int, ok: bool, retry_after: float | None, now: float, overload: bool = False
+    ) -> None:
+        """Entry ``i``'s attempt on this key ended (``overload``: the provider said it is
+        overloaded, with no wait); adapt the limit to how."""
         attempt = self.started.pop(i, None)
         if attempt is None:
             return  # it never took a slot here (a cached result, say)
@@ -128,17 +148,34 @@ class AdaptiveState:
             self.pause(now + retry_after)
             self.probing = True
             if started == self.round:  # one decrease per round of starts
-                self.pushed_at = self.limit
-                self.limit = max(float(spec.min), self.limit * spec.decrease)
-                self.round += 1
+                self.decrease(now)
+        elif overload:
+            self.overloads += 1
+            if self.overloads >= OVERLOAD_RUN and started == self.round:
+                self.overloads = 0
+                self.decrease(now)
         elif ok:
+            self.overloads = 0
             self.probing = False
             took = now - began
             self.latency = took if not self.latency else self.latency + (took - self.latency) / 8
-            if full:  # the limit was what held tasks back: it may grow, slower near the
-                # level that drew the last push-back (the provider's capacity, roughly)
-                step = 1.0 if self.limit < self.pushed_at * spec.decrease**0.5 else 0.2
-                self.limit = min(float(spec.max), self.limit + step / self.limit)
+            if full:  # the limit was what held tasks back: it may grow, by at most one
+                # per round of successes
+                step = 1.0
+                if self.pushed_at < math.inf:  # towards the cubic's level now (see CUBIC)
+                    # when the cubic is back at the level that drew the push-back
+                    back = (self.pushed_at * (1 - spec.decrease) / CUBIC) ** (1 / 3)
+                    t = now - self.decreased_at
+                    step = min(CUBIC * (t - back) ** 3 + self.pushed_at - self.limit, 1.0)
+                if step > 0:
+                    self.limit = min(float(spec.max), self.limit + step / self.limit)
+
+    def decrease(self, now: float = 0.0) -> None:
+        """Shrink the limit (multiplicative decrease); a new round of starts begins."""
+        self.decreased_at = now
+        self.pushed_at = self.limit
+        self.limit = max(float(self.spec.min), self.limit * self.spec.decrease)
+        self.round += 1
 
     def unpark(self, waiting: Callable[[int], bool] | None = None) -> list[tuple[int, int]]:
         """Parked entries that free slots may take now, best first. Entries no longer

@@ -322,13 +322,15 @@ class Gate:
         now: float = 0.0,
         used: Mapping[str, float] | None = None,
         waiting: Callable[[int], bool] | None = None,
+        overload: bool = False,
     ) -> list[tuple[int, int]]:
-        """Entry ``i``'s attempt ended (``ok``; pushed back for ``retry_after`` seconds; its
-        real ``used`` costs, by limit name): its units and slots return, adaptive limits
-        learn from how it ended. Gives back the parked entries (key, i) that may fit now,
-        best first: as many as the returned room could hold, not every parked one (that
-        would make each release cost as much as the queue). Parked entries no longer
-        ``waiting`` (cancelled meanwhile) are dropped and take none of the room."""
+        """Entry ``i``'s attempt ended (``ok``; pushed back for ``retry_after`` seconds, or
+        an ``overload``; its real ``used`` costs, by limit name): its units and slots
+        return, adaptive limits learn from how it ended. Gives back the parked entries
+        (key, i) that may fit now, best first: as many as the returned room could hold,
+        not every parked one (that would make each release cost as much as the queue).
+        Parked entries no longer ``waiting`` (cancelled meanwhile) are dropped and take
+        none of the room."""
         out: list[tuple[int, int]] = []
         cost = self.cost[i]
         if cost:
@@ -345,7 +347,7 @@ class Gate:
                 for name in cost:
                     state = self.adaptive.get(name)
                     if state is not None:
-                        state.done(i, ok, retry_after, now)
+                        state.done(i, ok, retry_after, now, overload)
                         out += state.unpark(waiting)
         need = self.need[i]
         if not need:

@@ -20,7 +20,7 @@ from .errors import (
 from .events import seconds_text, timing_text
 from .metrics import format_metrics
 from .names import counted, owner_of
-from .pushback import retry_after_of
+from .pushback import classify
 
 __all__ = [
     "TaskRun",
@@ -131,7 +131,7 @@ def _outcome(error: BaseException | None) -> str:
         return "timed_out"
     if isinstance(error, Skip):  # it decided to skip: no failure
         return "skipped"
-    return "rate_limited" if retry_after_of(error) is not None else "failed"
+    return "rate_limited" if classify(error) is not None else "failed"
 
 
 def _limit_reason(kind: str, what: Any) -> str:

@@ -12,15 +12,26 @@ each is started on an asyncio task of its own (``_work``), as ``asyncio.gather``
 
 Submissions from other threads are queued and moved over by one ``call_soon_threadsafe``
 per batch, so 10,000 ready coroutines cost one wake-up of the loop, not 10,000.
+
+The loop of ``flow.run`` is kept for the next run from the same thread (``_KeptLoop``):
+clients made once and shared by the coroutines (``httpx.AsyncClient``, ``openai.AsyncOpenAI``,
+whose connections belong to the loop they were opened on) keep working from run to run, as
+they would under one ``asyncio.run``. At the end of a run only its own coroutines that are
+still going are cancelled; the loop and what else runs on it stay. A loop that a coroutine
+blocked past the end of its run is left to it, and the next run gets a fresh one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import contextvars
+import os
 import threading
 import time
 import types
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
@@ -34,6 +45,92 @@ __all__ = ["AsyncBackend"]
 
 #: coroutines a worker runs through, without their waiting, before it lets the loop turn
 _TURN = 256
+#: seconds a run's end waits for its cancelled coroutines to take their cancel
+_CLOSE_WAIT = 5.0
+
+
+class _KeptLoop:
+    """An event loop on a thread of its own that serves the runs of one calling thread,
+    one run after another, and stops when that thread ends (or the interpreter exits)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.pid = os.getpid()
+        self.busy = False  # a run is using it
+        ready = threading.Event()
+        # [the error its thread died of, whom to tell]: the run using it sets the latter
+        box: list[Any] = [None, log_fault]
+        self.fault_box = box
+
+        def fault(where: str, error: BaseException) -> None:
+            box[0] = error
+            ready.set()  # (a loop that never started must not leave its maker waiting)
+            box[1](where, error)
+
+        # the thread holds the loop, not this object: when the calling thread ends, its
+        # thread-local keeper goes, and the finalizer stops the loop
+        self.thread = threading.Thread(
+            target=guarded("async loop", _serve, fault),
+            args=(self.loop, ready),
+            name="layerflow-async",
+            daemon=True,
+        )
+        self.thread.start()
+        ready.wait()
+        weakref.finalize(self, _stop_loop, self.loop, self.pid)
+        _ALL_KEPT.add(self)
+
+    def usable(self) -> bool:
+        return (
+            not self.busy
+            and self.pid == os.getpid()  # not a fork's copy, whose loop thread is gone
+            and self.thread.is_alive()
+            and not self.loop.is_closed()
+        )
+
+
+_KEPT = threading.local()  # .keeper: the calling thread's _KeptLoop
+_ALL_KEPT: weakref.WeakSet[_KeptLoop] = weakref.WeakSet()
+
+
+def _serve(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    asyncio.set_event_loop(loop)
+    loop.call_soon(ready.set)
+    try:
+        loop.run_forever()
+    finally:
+        # an async generator that would not close: the loop closes anyway
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def _stop_loop(loop: asyncio.AbstractEventLoop, pid: int | None = None) -> None:
+    """Stop ``loop`` from any thread (not a forked copy's: its thread is the parent's)."""
+    if (pid is None or pid == os.getpid()) and not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            loop.call_soon_threadsafe(loop.stop)
+
+
+def _kept_loop() -> _KeptLoop:
+    """The calling thread's kept loop, made on first use (or anew if it is unusable);
+    marked busy for the run that takes it."""
+    keeper = getattr(_KEPT, "keeper", None)
+    if keeper is None or not keeper.usable():
+        if keeper is not None and not keeper.busy:
+            _stop_loop(keeper.loop, keeper.pid)
+        keeper = _KEPT.keeper = _KeptLoop()
+    keeper.busy = True
+    return keeper
+
+
+@atexit.register
+def _stop_kept_loops() -> None:
+    """At exit, stop the kept loops so that they close (and say nothing about it)."""
+    for keeper in list(_ALL_KEPT):
+        if keeper.pid == os.getpid() and not keeper.busy:
+            _stop_loop(keeper.loop)
+            keeper.thread.join(timeout=1)
 
 
 class AsyncBackend:
@@ -47,7 +144,6 @@ class AsyncBackend:
         on_fault: Fault = log_fault,
         **_: Any,
     ) -> None:
-        self._own = loop is None
         self._on_fault = on_fault
         # each coroutine runs in a copy of this (the run's caller's) context, whichever
         # thread submitted it
@@ -57,42 +153,24 @@ class AsyncBackend:
         self._incoming: deque[tuple[Any, ...]] = deque()  # from other threads
         self._lock = threading.Lock()
         self._scheduled = False
+        self._tasks: set[asyncio.Task[Any]] = set()  # this run's asyncio tasks, while they run
+        self._keeper: _KeptLoop | None = None
         if loop is None:
-            self.loop = asyncio.new_event_loop()
-            ready = threading.Event()
-            died: list[BaseException] = []
-
-            def fault(where: str, error: BaseException) -> None:
-                died.append(error)
-                ready.set()  # (a loop that never started must not leave this waiting)
-                on_fault(where, error)
-
-            self._thread: threading.Thread | None = threading.Thread(
-                target=guarded("async loop", self._serve, fault),
-                args=(ready,),
-                name="layerflow-async",
-                daemon=True,
-            )
-            self._thread.start()
-            ready.wait()
-            if died and not self.loop.is_running():
-                self.loop.close()
+            self._keeper = _kept_loop()
+            died = self._keeper.fault_box[0]
+            if died is not None:  # its thread failed as it started: no loop to run on
+                self._keeper.busy = False
                 raise InternalError(
-                    f"layerflow's async loop thread failed as it started ({safe_str(died[0])})"
-                ) from died[0]
+                    f"layerflow's async loop thread failed as it started ({safe_str(died)})"
+                ) from died
+            self._keeper.fault_box[1] = on_fault  # a fault while this run uses it
+            self.loop = self._keeper.loop
+            self._thread: threading.Thread | None = self._keeper.thread
+            self._loop_thread = self._thread.ident
         else:
             self.loop = loop
             self._thread = None
             self._loop_thread = threading.get_ident()
-
-    def _serve(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        self._loop_thread = threading.get_ident()
-        self.loop.call_soon(ready.set)
-        try:
-            self.loop.run_forever()
-        finally:
-            self.loop.close()
 
     def submit(
         self,
@@ -156,6 +234,8 @@ class AsyncBackend:
         """Run one coroutine as this asyncio task, in the task's own context."""
         box: dict[str, float] = {}  # this coroutine's lf.record box
         _BOX.set(box)
+        me = asyncio.current_task()
+        self._tasks.add(me)  # type: ignore[arg-type]
         t0 = time.perf_counter()
         try:
             value = await fn(*args, **kwargs)
@@ -166,6 +246,8 @@ class AsyncBackend:
         else:
             handle[0] = None
             self._report(on_done, True, value, time.perf_counter() - t0, None, box)
+        finally:
+            self._tasks.discard(me)  # type: ignore[arg-type]
 
     async def _pull(self) -> None:
         """Take coroutines from the queue until it is empty or one of them waited (see
@@ -191,6 +273,7 @@ class AsyncBackend:
                 else:  # it waits: stay with it, and let new workers take the rest
                     handle[0] = me
                     self._pulling -= 1
+                    self._tasks.add(me)  # type: ignore[arg-type]
                     if queue and not self._pulling:
                         self._spawn_each()
                     try:
@@ -198,6 +281,7 @@ class AsyncBackend:
                     finally:
                         handle[0] = None
                         self._pulling += 1
+                        self._tasks.discard(me)  # type: ignore[arg-type]
                     if not _ours(handle, value):
                         self._report(on_done, ok, value, time.perf_counter() - t0, None, box)
                     break  # the coroutine may have kept this task: it runs no other one
@@ -237,16 +321,34 @@ class AsyncBackend:
             self.loop.call_soon_threadsafe(cancel)
 
     def close(self) -> None:
-        if self._own and self._thread is not None and not self.loop.is_closed():
+        """The run ended: its coroutines still going are cancelled, and the loop is kept
+        for the next run from the same thread once they have taken their cancel (if a
+        coroutine blocks the loop past that, the next run gets a fresh loop)."""
+        keeper = self._keeper
+        if keeper is None:
+            return  # the caller's loop (run_async): its own
+        self._keeper = None
+        keeper.fault_box[1] = log_fault  # (its next run says whom to tell)
+        if self.loop.is_closed():
+            return  # its thread died: nothing left to cancel
+        settled = threading.Event()
 
-            def stop() -> None:
-                for task in asyncio.all_tasks(self.loop):
-                    task.cancel()
-                # one more turn of the loop lets the cancelled tasks finish before it stops
-                self.loop.call_soon(self.loop.stop)
+        def free() -> None:
+            keeper.busy = False
+            settled.set()
 
+        def stop() -> None:
+            for task in list(self._tasks):
+                task.cancel()
+            # one more turn of the loop lets the cancelled tasks take their cancel
+            self.loop.call_soon(free)
+
+        try:
             self.loop.call_soon_threadsafe(stop)
-            self._thread.join(timeout=5)
+        except RuntimeError:  # the loop was closed (an interpreter shutting down)
+            return
+        if threading.get_ident() != self._loop_thread:
+            settled.wait(_CLOSE_WAIT)
 
 
 def _ours(handle: list[Any], error: object) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..limits import Adaptive, Gate, RateLimit
-from ..pushback import retry_after_of
+from ..pushback import classify
 from .state import _PROCESS, _READY
 
 
@@ -85,12 +85,16 @@ class Admission:
         """An attempt ended: its pool units and adaptive slots return (adaptive limits
         learn from how it ended), its rate windows count what it really used, and tasks
         parked for the room may go."""
-        if self.budget:
-            self._charge(i, used, abandoned=abandoned)
-        retry_after = None if ok else retry_after_of(error)
+        push = None if ok else classify(error)
+        if self.budget:  # a request refused by push-back spent nothing it did not record
+            self._charge(i, used, abandoned=abandoned, refused=push is not None)
+        retry_after = push.retry_after if push is not None else None
+        overload = push is not None and push.overload
         status = self.status
         self._requeue(
-            self.gate.release(i, ok, retry_after, now, used, lambda j: status[j] == _READY)
+            self.gate.release(
+                i, ok, retry_after, now, used, lambda j: status[j] == _READY, overload
+            )
         )
 
     def _offer_room(self) -> None:

@@ -19,6 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..events import logger
+from ..limits import task_costs
+
 
 class Budgets:
     """Budgets: a ceiling on what a run may spend of any number the tasks record."""
@@ -65,16 +68,27 @@ class Budgets:
         if mine:
             self.estimates[i] = mine
 
-    def _charge(self, i: int, used: Mapping[str, float] | None, *, abandoned: bool = False) -> None:
+    def _charge(
+        self,
+        i: int,
+        used: Mapping[str, float] | None,
+        *,
+        abandoned: bool = False,
+        refused: bool = False,
+    ) -> None:
         """Entry ``i``'s attempt ended having recorded ``used``: its estimates give way to
-        what it spent; a budget reached stops the run. An attempt given up on (a timeout,
-        a stop) is charged its estimates: a thread goes on, and what it spends is never
-        heard of."""
+        what it spent, and an estimate of a name it did not record counts as spent; a
+        budget reached stops the run. An attempt given up on (a timeout, a stop) is charged
+        its estimates: a thread goes on, and what it spends is never heard of. An attempt
+        ``refused`` by push-back (a 429, an overload) spent only what it recorded: the
+        provider did not serve it."""
         mine = self.estimates.pop(i, {})
         for name, estimate in mine.items():
             self.committed[name] -= estimate
         if abandoned:
             used = mine
+        elif mine and not refused:
+            used = {**mine, **used} if used else mine
         if not used:
             return
         for name, ceiling in self.budget.items():
@@ -101,3 +115,44 @@ class Budgets:
             name: {"budget": ceiling, "spent": self.spent[name]}
             for name, ceiling in self.budget.items()
         }
+
+    def _warn_unrecorded(self) -> None:
+        """At the end: a budget, or a rate limit on tokens, that tasks declared and ran
+        under but that nothing recorded was enforced on estimates (or not at all): say so,
+        and how to record it."""
+        if not self.started or not (self.budget or self.gate.active):
+            return
+        names = dict.fromkeys(self.budget, "budget")
+        limits = self.gate.windows.keys() | self.gate.adaptive.keys()
+        for j in {self._owner(i) for i in self.started}:
+            for name in task_costs(self.spec[j].rate_limit) or ():
+                if name in limits and name not in names and "token" in name.lower():
+                    names[name] = "rate limit"
+        recorded: set[str] = set()
+        for metrics in self.metrics.values():
+            recorded.update(metrics)
+        for name, kind in names.items():
+            if name in recorded:
+                continue
+            counted = (
+                "counted nothing"
+                if kind == "budget" and not any(e and name in e for e in self.est)
+                else "counted the tasks' estimates instead"
+            )
+            if "token" in name.lower():
+                how = (
+                    f"lf.usage_from(response, {name!r}) or lf.usage({name!r}, n) in the task, "
+                    f"or lf.track_usage(tokens={name!r}) once per process for the openai, "
+                    "anthropic and litellm clients"
+                )
+            else:
+                how = f"lf.usage({name!r}, n) in the task"
+            logger.warning(
+                "%s %r: no task recorded %r during the run, so it %s. Record what each "
+                "task spends: %s",
+                kind,
+                name,
+                name,
+                counted,
+                how,
+            )

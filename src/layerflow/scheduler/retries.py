@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from ..errors import Cancelled, _NoRetry
-from ..pushback import retry_after_of
+from ..events import logger
+from ..pushback import PushBack, classify
 from .state import (
     _RETRY_WAIT,
 )
@@ -13,10 +14,17 @@ from .state import (
 #: push-backs one task may take before it fails with the last one (a provider that never
 #: lets it through must not hold the run forever)
 MAX_PUSHBACKS = 100
+#: an overload's backoff (a 503 or 529 without Retry-After): this many seconds after the
+#: task's first push-back, doubling with each further one up to ``OVERLOAD_MAX``, times a
+#: random 0.5 to 1.5; only the task waits
+OVERLOAD_FIRST = 0.25
+OVERLOAD_MAX = 8.0
 
 
 class Retries:
     """Retries and push-back."""
+
+    sdk_retries_told = False  # this run said once that a client library retried by itself
 
     def _try_again(self, i: int, error: BaseException) -> bool:
         """Entry ``i``'s attempt failed: end it as cancelled (stopped by us), push it back,
@@ -26,8 +34,8 @@ class Retries:
             if not self.stopping and i < self.n:  # only its group stopped: the run goes on
                 self._skip_downstream(i)
             return True
-        after = retry_after_of(error)
-        pushed = after is not None and self.pushbacks[i] < MAX_PUSHBACKS
+        push = classify(error)
+        pushed = push is not None and self.pushbacks[i] < MAX_PUSHBACKS
         if self.stopping:
             if self.outcome == "stopped" and (pushed or self._retryable(i, error)):
                 # a clean stop (a budget, a checkpoint): an attempt that would have been
@@ -36,7 +44,7 @@ class Retries:
                 return True
             return False
         if pushed:
-            self._push_back(i, error, after)  # type: ignore[arg-type]
+            self._push_back(i, error, push)  # type: ignore[arg-type]
             return True
         if not self._retryable(i, error):
             return False
@@ -59,17 +67,34 @@ class Retries:
         a = self.attempts[i] - self.pushbacks[i]
         return a <= t.retries and isinstance(error, t.retry_on) and not isinstance(error, _NoRetry)
 
-    def _push_back(self, i: int, error: BaseException, after: float) -> None:
-        """The task said "too many requests" (``lf.RateLimited``, an HTTP 429 or 503): pause
-        its rate limits for ``after`` seconds, try it again then, and do not count the
-        attempt against its retries."""
+    def _push_back(self, i: int, error: BaseException, push: PushBack) -> None:
+        """The task said "too many requests" (``lf.RateLimited``, an HTTP 429): pause its
+        rate limits for ``push.retry_after`` seconds and try it again then; or "overloaded"
+        (a 503 or 529 without Retry-After): try it again after a backoff of its own. Either
+        way the attempt does not count against its retries."""
         self.pushbacks[i] += 1
         self.errors[i] = error
+        if push.sdk_retries and not self.sdk_retries_told:
+            self.sdk_retries_told = True
+            logger.warning(
+                "task %r was pushed back%s after the %s client had already retried it %d "
+                "time(s) by itself: build the client with max_retries=0, so that its retries "
+                "do not hold the task's slot and hide the push-back from layerflow, which "
+                "tries the task again without spending a retry and paces its rate limits",
+                self.names[i],
+                f" (HTTP {push.status})" if push.status else "",
+                push.library,
+                push.sdk_retries,
+            )
+        after = push.retry_after
+        if after is None:  # an overload: this task alone backs off, longer each time
+            k = min(self.pushbacks[i], 16)
+            after = min(OVERLOAD_FIRST * 2 ** (k - 1), OVERLOAD_MAX) * self.rng.uniform(0.5, 1.5)
         until = time.perf_counter() + after
         if self.emit:
             self._task_event("task_retrying", i, error=error, delay=after)
         cost = self.cost[i]
-        if cost:
+        if cost and push.retry_after is not None:
             self.gate.pause(cost, until)
             self._make_ready(i)  # it waits in the paused window like any other start
         else:

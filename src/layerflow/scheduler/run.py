@@ -145,6 +145,7 @@ class Run(
                     backend.close()
                 except Exception:
                     logger.exception("could not close the run's %s pool", type(backend).__name__)
+        self._warn_unrecorded()  # after the live display has stopped: its own line
         if self.bus is not None:
             self.emit(  # type: ignore[misc]
                 RunEvent(
