@@ -294,12 +294,11 @@ def generate(seed: int, family: str) -> Case:
     return case
 
 
-# Engine bug found by this model (test_a_skip_and_a_failure_upstream_skip_what_comes_after):
-# a task skipped because one upstream task skipped itself (lf.Skip) and another failed
-# passes on whichever reason reached it first, so a task only ordered after it (after=)
-# runs or is skipped depending on timing; the README skips everything downstream of a
-# failure. Until it is fixed, the generator drops the after= edges from such tasks.
-MIXED_SKIP_BUG_FIXED = False
+# Engine bug found by this model (test_a_skip_and_a_failure_upstream_skip_what_comes_after),
+# fixed: a task skipped because one upstream task skipped itself (lf.Skip) and another
+# failed passed on whichever reason reached it first, so a task only ordered after it
+# (after=) ran or was skipped depending on timing. It now waits for all its inputs.
+MIXED_SKIP_BUG_FIXED = True
 
 
 def _avoid_mixed_skips(case: Case) -> None:
@@ -342,11 +341,10 @@ def _for_cache(case: Case, rng: random.Random) -> None:
             s["elem_skip"] = ()
 
 
-# Engine bug found by this model (test_engine_model.py::test_cache_of_a_skipped_element):
-# with cache=True, a map element that raised lf.Skip is loaded by the next run as 'cached'
-# with the Skip instance as its value, so the map's list holds Skip objects. Until it is
-# fixed, the cache family draws no skipping elements; set this to True to test them again.
-CACHED_SKIP_BUG_FIXED = False
+# Engine bug found by this model (test_engine_model.py::test_cache_of_a_skipped_element),
+# fixed: with cache=True, a map element that raised lf.Skip was loaded by the next run as
+# 'cached' with the Skip instance as its value, so the map's list held Skip objects.
+CACHED_SKIP_BUG_FIXED = True
 
 
 def _for_budget(case: Case, rng: random.Random) -> None:

@@ -207,11 +207,10 @@ def test_budget_stops_within_it_and_resume_continues(seed, tmp_path):
         fail("budget", seed, problems, case)
 
 
-# Engine bug found by the budget family (e.g. budget:310): a run whose last task's spend
-# reaches the budget exactly, with nothing left to start, ends 'stopped' ("budget cost 2
-# reached") although every task succeeded; the README stops a run so that "the rest are
-# cancelled", and here there is no rest. Until it is fixed, such cases accept either status.
-BUDGET_REACHED_BUG_FIXED = False
+# Engine bug found by the budget family (e.g. budget:310), fixed: a run whose last task's
+# spend reaches the budget exactly, with nothing left to start, ended 'stopped' although
+# every task succeeded. A run that stopped nothing now succeeds.
+BUDGET_REACHED_BUG_FIXED = True
 
 
 def _spends_one() -> int:
@@ -219,13 +218,8 @@ def _spends_one() -> int:
     return 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="engine bug: a run that spends exactly its budget with its last task ends "
-    "'stopped' though every task succeeded (found by the budget family, e.g. budget:310)",
-)
 def test_a_run_that_spends_exactly_its_budget_succeeds():
+    # it ended 'stopped' though every task succeeded (found by the budget family, budget:310)
     flow = lf.Flow("exact-budget")
     flow.add(_spends_one, name="a", rate_limit={"cost": 1})
     flow.add(_spends_one, name="b", rate_limit={"cost": 1}, after=["a"])
@@ -505,13 +499,9 @@ def test_sigkill_then_resume_matches_a_clean_run(seed, tmp_path):
         fail("crash", seed, problems, case)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="engine bug: with cache=True a skipped map element is loaded as 'cached' with the "
-    "lf.Skip instance as its value, and the map's list holds it (found by the cache family)",
-)
 def test_cache_of_a_skipped_element(tmp_path):
+    # with cache=True a skipped map element was loaded as 'cached' with the lf.Skip instance
+    # as its value, and the map's list held it (found by the cache family)
     def build() -> lf.Flow:
         flow = lf.Flow("cache-skip")
         flow.add(lambda: [1, 2, 3], name="items")
@@ -535,14 +525,9 @@ def _pushes_back_after_the_stop(running):
     raise lf.RateLimited(retry_after=0.01)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="engine: a push-back from an attempt that was running when fail-fast stopped the "
-    "run ends the task 'failed' with lf.RateLimited (one paused by a push-back when the stop "
-    "comes ends 'cancelled'); a push-back is no failure (found by seed thread:1239)",
-)
 def test_a_push_back_after_a_fail_fast_stop_is_not_a_failure():
+    # a push-back from an attempt that was running when fail-fast stopped the run ended
+    # the task 'failed' with lf.RateLimited (found by seed thread:1239)
     import threading
 
     running = threading.Event()
@@ -566,14 +551,10 @@ def _needs_both(a, b) -> int:
     return 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="engine bug: a task skipped by both an lf.Skip and a failure upstream passes on "
-    "the reason that reached it first, so what is only ordered after it runs when the skip "
-    "came first (found by seeds thread:5543, thread:5156)",
-)
 def test_a_skip_and_a_failure_upstream_skip_what_comes_after():
+    # a task skipped by both an lf.Skip and a failure upstream passed on the reason that
+    # reached it first, so what is only ordered after it ran when the skip came first
+    # (found by seeds thread:5543, thread:5156)
     flow = lf.Flow("skip-and-fail")
     flow.add(_skips, name="a")  # one worker: a (the skip) is resolved before b (the failure)
     flow.add(_fails, name="b")
@@ -599,13 +580,9 @@ def _same(x: int) -> int:
     return x
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="engine bug: in mode='sequential' a retry's delay lets the next ready task start, "
-    "so run.order is not plan.order (found by seed thread:5772)",
-)
 def test_sequential_mode_keeps_plan_order_across_a_retry():
+    # a retry's delay let the next ready task start, so run.order was not plan.order
+    # (found by seed thread:5772)
     flow = lf.Flow("sequential-retry")
     flow.add(_FailsOnce(), name="a", retries=1, retry_delay=0.05)
     flow.add(_spends_one, name="x")

@@ -36,6 +36,7 @@ class Admission:
         # overtakes it: the run's order is the plan's) until it is queued again
         self.in_order = self.mode == "sequential"
         self.order_hold = False
+        self.order_held_by = -1  # the entry whose retry holds it
 
     def _admit(self, i: int) -> bool:
         """May entry ``i`` start now? Takes its pool units and rate-window room if so;

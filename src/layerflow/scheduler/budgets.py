@@ -21,6 +21,7 @@ from typing import Any
 
 from ..events import logger
 from ..limits import task_costs
+from .state import _CANCELLED
 
 
 class Budgets:
@@ -40,6 +41,7 @@ class Budgets:
         self.committed = dict.fromkeys(self.budget, 0.0)
         self.estimates: dict[int, dict[str, float]] = {}
         self.stop_reason: str | None = None
+        self.budget_stopped = False  # the run stopped because a budget was reached
 
     def _within_budget(self, i: int) -> dict[str, float] | None:
         """May entry ``i`` start without crossing a budget? Its estimates if so (to
@@ -99,14 +101,22 @@ class Budgets:
                         f"budget {name} {ceiling:g} reached: {self.spent[name]:g} spent"
                     )
 
+    def _budget_settled(self) -> None:
+        """At the run's end: a budget reached by its last tasks stopped nothing (no task
+        was cancelled), so the run did all its work: it succeeded."""
+        if self.outcome == "stopped" and self.budget_stopped and not self.final_counts[_CANCELLED]:
+            self.outcome = "succeeded"
+            self.stop_reason = None
+
     def _budget_stop(self, reason: str) -> None:
         """No new start: the run ends "stopped" for ``reason`` (unless it already failed or
         is stopping for another reason)."""
-        if self.stopping:
+        if self.stopping or not self.left:  # (the run's last task ended: nothing to stop)
             return
         self.stop_reason = reason
         if self.outcome == "succeeded":
             self.outcome = "stopped"
+            self.budget_stopped = True
         self._stop(reason)
 
     def budget_report(self) -> dict[str, dict[str, float]]:

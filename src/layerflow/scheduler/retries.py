@@ -37,10 +37,11 @@ class Retries:
         push = classify(error)
         pushed = push is not None and self.pushbacks[i] < MAX_PUSHBACKS
         if self.stopping:
-            if self.outcome == "stopped" and (pushed or self._retryable(i, error)):
-                # a clean stop (a budget, a checkpoint): an attempt that would have been
-                # tried again is not a failure of the run; it will not run again
-                self._cancel_waiting(i, self.stop_reason or "stopped")
+            if pushed or (self.outcome == "stopped" and self._retryable(i, error)):
+                # a push-back is never a failure; and after a clean stop (a budget, a
+                # checkpoint) neither is an attempt that would have been tried again: it
+                # will not run again
+                self._cancel_waiting(i, self.stop_reason or "the run stopped")
                 return True
             return False
         if pushed:
@@ -55,8 +56,7 @@ class Retries:
         if self.emit:
             self._task_event("task_retrying", i, error=error, delay=delay)
         if delay > 0:
-            self.status[i] = _RETRY_WAIT
-            self._timer().add(time.perf_counter() + delay, self._on_retry, i, self.token[i])
+            self._wait_to_retry(i, time.perf_counter() + delay)
         else:
             self._make_ready(i)
         return True
@@ -98,11 +98,22 @@ class Retries:
             self.gate.pause(cost, until)
             self._make_ready(i)  # it waits in the paused window like any other start
         else:
-            self.status[i] = _RETRY_WAIT
-            self._timer().add(until, self._on_retry, i, self.token[i])
+            self._wait_to_retry(i, until)
+
+    def _wait_to_retry(self, i: int, when: float) -> None:
+        """Entry ``i`` is tried again at ``when``; in sequential mode nothing overtakes it
+        meanwhile (the run's order stays the plan's)."""
+        self.status[i] = _RETRY_WAIT
+        if self.in_order:
+            self.order_hold = True
+            self.order_held_by = i  # (if it ends otherwise, _finalize lets the queue go)
+        self._timer().add(when, self._on_retry, i, self.token[i])
 
     def _on_retry(self, i: int, token: int) -> None:
         if self.token[i] != token or self.status[i] != _RETRY_WAIT:
             return
+        if self.in_order:
+            self.order_hold = False
+            self.order_held_by = -1
         self._make_ready(i)
         self._kick()

@@ -40,6 +40,19 @@ class Skips:
         if i < self.n:
             self._skip_consumers(i)
 
+    def _skip_it(self, s: int, skip: Skip) -> None:
+        self.status[s] = _SKIPPED
+        self.errors[s] = skip
+        if self.emit:
+            self._task_event("task_skipped", s, reason=skip.reason, error=skip)
+        self._finalize(s)
+
+    def _skip_when_ready(self, i: int) -> None:
+        """Entry ``i`` needs a skipped task's value, and its other inputs have ended
+        well: it ends skipped (no failure), and so does what needs its value."""
+        self._skip_it(i, self.pending_skip.pop(i))
+        self._skip_consumers(i)
+
     def _skip_consumers(self, i: int) -> None:
         """Task ``i`` skipped itself, which is no failure: what needs its value is skipped
         (with an ``lf.Skip`` saying why), and so on down the values; a task only ordered
@@ -53,12 +66,14 @@ class Skips:
                 if status[s] != _PENDING:
                     continue
                 if any(src == j for _, src in args[s]):
-                    status[s] = _SKIPPED
-                    reason = f"upstream {self.names[j]!r} was skipped"
-                    skip = self.errors[s] = Skip(reason)
-                    if self.emit:
-                        self._task_event("task_skipped", s, reason=reason, error=skip)
-                    self._finalize(s)
+                    skip = self.pending_skip.setdefault(
+                        s, Skip(f"upstream {self.names[j]!r} was skipped")
+                    )
+                    waiting[s] -= 1
+                    if waiting[s]:  # its other inputs may still fail: then it ends skipped
+                        continue  # as downstream of a failure, and so do those after it
+                    del self.pending_skip[s]
+                    self._skip_it(s, skip)
                     stack.append(s)
                 else:
                     waiting[s] -= 1

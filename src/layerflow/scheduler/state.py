@@ -259,6 +259,7 @@ class State:
         self.cause: int = -1  # the task whose failure stopped the run
         self.cause_error: BaseException | None = None
         self.store_failed: int = -1  # the first task whose result the store could not take
+        self.pending_skip: dict[int, Any] = {}  # an input skipped, others not ended (skips)
 
         # values released once their last consumer finished (only when outputs were named;
         # a Dask task's copy on the cluster, always)

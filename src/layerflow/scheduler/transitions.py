@@ -48,6 +48,9 @@ class Transitions:
 
     def _make_ready(self, i: int) -> None:
         """Entry ``i`` may start: hold it behind a layer barrier, expand it, or queue it."""
+        if self.pending_skip and i in self.pending_skip:
+            self._skip_when_ready(i)  # an input was skipped: it does not start
+            return
         self.status[i] = _READY
         if self.layered and self.layer[i] != self.current_layer:
             self.held[self.layer[i]].append(i)
@@ -98,6 +101,8 @@ class Transitions:
         what the attempt gave ``lf.record`` (real costs on its rate limits)."""
         if token != self.token[i]:
             return False  # abandoned: its slot was given away, its result is stale
+        if cached and isinstance(value, Skip):  # a skip is stored as the element's result
+            ok, cached = False, False
         self.running -= 1
         self.running_kind[self.kind[i]] -= 1
         if self.blocked_dask and self.kind[i] == _DASK:
@@ -266,6 +271,9 @@ class Transitions:
     def _finalize(self, i: int) -> None:
         """Entry ``i`` reached a final state: count it, end its layer or its map, release."""
         self.final_counts[self.status[i]] += 1
+        if i == self.order_held_by:  # it held a sequential queue for its retry: no more
+            self.order_hold = False
+            self.order_held_by = -1
         m = self.parent[i]
         if m >= 0:
             if m in self.streams:  # the elements that stream from this one
@@ -394,6 +402,8 @@ class Transitions:
             self._stop("the run was interrupted")
 
     def _finish_run(self) -> None:
+        if self.budget:
+            self._budget_settled()
         self.end = time.perf_counter()
         self._close_store_io()
         self.exiting = True
