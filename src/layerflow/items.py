@@ -129,7 +129,7 @@ class ItemBook:
                     errors[k].__cause__ = e
         return errors
 
-    def end(self, result: RunResult) -> None:
+    def end(self, result: RunResult, run: Any = None) -> None:
         """Nothing to record: the calling task's run records its end."""
 
     def close(self) -> None:

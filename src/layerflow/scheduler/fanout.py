@@ -168,7 +168,8 @@ class FanOut:
         self.children[m] = kids
         self.map_left[m] = k
         self.left += k
-        spec, kind, fn = self.spec[m], self.kind[m], self.fns[m]
+        spec, kind = self.spec[m], self.kind[m]
+        fn = self.fns[m] if self.items is None else self.fns.raw(m)  # tagged when handed out
         pos, layer = self.positional[m], self.layer[m]
         need, cost = self.need[m], self.cost[m]
         status = self.status
@@ -229,10 +230,6 @@ class FanOut:
                     self.elem_wait[e] = wait
                 else:
                     ready_now.append(e)
-        if self.items is not None:  # each element in its own scope (parallel_map's items)
-            untagged = self.untagged[m]
-            for e in kids:
-                self.fns[e] = self._tagged(untagged, e, m)
         for e in ready_now:
             status[e] = _READY
         ready = self.ready[kind]
