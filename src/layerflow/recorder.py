@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ResultNotStored, StoreError, safe_str
-from .names import element_index, element_of
+from .names import element_of
 from .store import Finished, Store, _pickled
 from .tracebacks import format_failure
 
@@ -143,14 +143,15 @@ def task_keys(graph: Graph, inputs: Mapping[str, Any]) -> list[str]:
         code = prints.get(which)
         if code is None:
             code = prints[which] = _fingerprint(t).encode()
-        given = [(p, inputs.get(name)) for p, name in input_args[i]]
+        given = input_args[i]
         parts = [
             t.name.encode(),
             code,
             _digest(sorted(t.params.items())).encode() if t.params else nothing,
-            _digest(given).encode() if given else nothing,
+            _digest([(p, inputs.get(name)) for p, name in given]).encode() if given else nothing,
         ]
-        parts.extend(raw[j] for j in deps[i])
+        for j in deps[i]:  # (a loop: a generator costs more than the few it yields)
+            parts.append(raw[j])
         key = sha256(b"".join(parts)).hexdigest()  # as hashing the parts one by one
         keys[i] = key
         raw[i] = key.encode()
@@ -188,6 +189,7 @@ class Recorder:
         self.element_presets: dict[int, dict[int, tuple[str, Any, Any]]] = {}
         self.element_files: dict[str, str] = {}  # element name -> result file it reused
         self.element_rows: set[str] = set()  # elements stored with a row of their own
+        self._element_hashes: dict[int, Any] = {}  # map task -> sha256 of its key
         # the run's entries (names, and each map element's task), once the run is built
         self.names: list[str] = list(graph.names)
         self.parent: list[int] = []
@@ -242,9 +244,15 @@ class Recorder:
     def element_key(self, m: int, index: int, item: tuple[Any, ...]) -> str:
         """Element ``index`` of map task ``m``, given ``item``: its task's key, its place
         and the values it was given (an element given something else runs again)."""
-        h = hashlib.sha256(self.keys[m].encode())
+        base = self._element_hashes.get(m)
+        if base is None:  # its task's key hashed once, however many elements it has
+            base = self._element_hashes[m] = hashlib.sha256(self.keys[m].encode())
+        h = base.copy()
         h.update(b"[%d]" % index)
-        h.update(_digest(item).encode())
+        if len(item) == 1 and type(item[0]) in _SCALARS:  # _digest, without reordering
+            h.update(hashlib.sha256(_pickled(item)).hexdigest().encode())
+        else:
+            h.update(_digest(item).encode())
         return h.hexdigest()
 
     def reuse_elements(self, m: int, known: list[tuple[int, tuple[Any, ...]]]) -> dict[int, Any]:
@@ -298,7 +306,8 @@ class Recorder:
         self, batch: Sequence[tuple[int, Any, float, float, Any]]
     ) -> list[ResultNotStored | None]:
         """Tasks and map elements succeeded, as (entry, value, start, end, element) on the
-        run's clock, ``element`` being (name, the values it was given) for a map's element:
+        run's clock, ``element`` being (name, the values it was given, index) for a map's
+        element:
         make them durable together, each with its cache entry when it uses the cache. In
         order, None for each entry now stored, else the error to fail it with (see
         :meth:`Store.save_results`)."""
@@ -308,20 +317,25 @@ class Recorder:
         pop = cache_keys.pop
         offset = self.offset
         items = []
+        new = tuple.__new__
         for i, value, t0, t1, element in batch:
-            if i < n:
+            if i < n:  # (a Finished made as a tuple: its __new__ is Python code)
                 cache_key = pop(i, None) if cache_keys else None
-                items.append(Finished(names[i], keys[i], value, t0 + offset, t1 - t0, cache_key))
+                items.append(
+                    new(
+                        Finished,
+                        (names[i], keys[i], value, t0 + offset, t1 - t0, cache_key, -1, ""),
+                    )
+                )
                 continue
             m = parent[i]
-            name, item = element
-            index = element_index(name)
+            name, item, index = element
             key = self.element_key(m, index, item)
             cache_key = pop(i, None)
             if cache_key is not None:  # stored as a task row, beside its cache entry
                 self.element_rows.add(name)
             items.append(
-                Finished(name, key, value, t0 + offset, t1 - t0, cache_key, index, names[m])
+                new(Finished, (name, key, value, t0 + offset, t1 - t0, cache_key, index, names[m]))
             )
         return self.store.save_results(self.run_id, items)
 

@@ -577,16 +577,19 @@ class Store:
             else:
                 inline = data
             if cache_key is None:
-                # (no key for a value that cannot be pickled: a resumed run runs it again)
-                entry = (name, key if data is not None else "", inline, file, started, seconds)
+                if data is None:  # no key: a resumed run runs it again
+                    key = ""
                 if element < 0:
-                    tasks.append(entry)
+                    tasks.append((name, key, inline, file, started, seconds))
                     if file is not None:
                         task_files.append(file)
                     elif inline is not None:
                         inline_count += 1
                     continue
-                packed.setdefault(owner, []).append((element, *entry[1:]))
+                entries = packed.get(owner)
+                if entries is None:
+                    entries = packed[owner] = []
+                entries.append((element, key, inline, file, started, seconds))
                 if file is not None:
                     packed_files.setdefault(owner, []).append(file)
                 continue

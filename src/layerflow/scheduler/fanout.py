@@ -360,11 +360,16 @@ class FanOut:
         """The values element ``e`` was given from the lists its task maps over."""
         m = self.parent[e]
         const = self.consts[e] or {}
+        mapped = self.graph.map_args[m]
+        if len(mapped) == 1 and mapped[0][0] in const:  # the common case, once per element
+            return (const[mapped[0][0]],)
         entry = dict(self.args[e])
         values = self.values
-        return tuple(
-            const[p] if p in const else values[entry[p]] for p, _ in self.graph.map_args[m]
-        )
+        return tuple(const[p] if p in const else values[entry[p]] for p, _ in mapped)
+
+    def _element_info(self, e: int) -> tuple[str, tuple[Any, ...], int]:
+        """Element ``e``'s name, the values it was given, and its index in its task."""
+        return self.names[e], self._element_item(e), e - self.children[self.parent[e]][0]
 
     def _map_failed(self, m: int, error: BaseException) -> None:
         """Map task ``m`` failed: a subtask failed, or its list could not be stored."""

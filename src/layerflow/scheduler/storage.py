@@ -136,7 +136,7 @@ class StoreIO:
             self.running += 1
             then = partial(self._release_held, i, value, then)
         # an element is stored under its own name, keyed by the element it was given
-        info = None if i < self.n else (self.names[i], self._element_item(i))
+        info = None if i < self.n else self._element_info(i)
         # one tuple per result, no closure: up to _BACKLOG of them wait, and what lives
         # that long is what the collector walks
         self._io_put((i, value, t0, t1, info, then))
