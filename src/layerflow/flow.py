@@ -102,6 +102,16 @@ class Flow:
         ``DuplicateTaskError`` for a name already taken and ``InvalidOptionError`` for an
         option value layerflow cannot use; dependencies are checked later, at plan time.
         """
+        if not options and type(name) is str and name and callable(fn):
+            task = Task.plain(fn, name)  # every option at its default: nothing to check
+            if name in self._graph.index:
+                raise DuplicateTaskError(
+                    f"flow {self.name or ''!r} already has a task named {name!r}; "
+                    f"pass name='...' to add the same function again under another name",
+                    name,
+                )
+            self._graph.add(task)
+            return task
         for key in options:
             if key not in TASK_OPTIONS:
                 shown = name or getattr(fn, "__name__", repr(fn))
