@@ -145,3 +145,14 @@ def test_tasks_that_succeeded_at_once_have_no_row_but_everything_is_read_back(tm
     for table in ("task_runs", "results", "graphs"):
         assert store._read(f"SELECT COUNT(*) FROM {table}") == [(0,)]
     store.close()
+
+
+def test_parameters_named_like_the_scope_wrappers_own_reach_the_task(tmp_path):
+    # with a store, each call is wrapped to say which task it is: its own arguments must
+    # not take the task's (items, entry, fn, args, kwargs are common parameter names)
+    flow = lf.Flow("names")
+    flow.add(lambda: [1, 2], name="items")
+    flow.add(lambda items, entry=0, fn=None, args=(), kwargs=None: items * 10, name="step")
+    flow.add(lambda items: items + 1, name="each", map="items")
+    run = flow.run(store=tmp_path)
+    assert run["step"] == [1, 2] * 10 and run["each"] == [2, 3]

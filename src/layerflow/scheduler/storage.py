@@ -48,7 +48,7 @@ from typing import Any
 from ..errors import ResultNotStored, safe_str
 from ..events import logger
 from ..graph import _gc_paused
-from ..taskscope import tag
+from ..taskscope import scoped, tag
 from .state import _ASYNC, _STORING, _UNSTOPPABLE
 
 #: results that may wait to be stored before new work waits for the store: enough for large
@@ -68,10 +68,16 @@ class _TaggedCalls(list):  # type: ignore[type-arg]
     """The run's calls (``fns``), each tagged with its entry as it is read; ``raw`` reads
     one as it is (a map task's own call, which its elements share)."""
 
-    __slots__ = ("tagged",)
+    __slots__ = ("items", "kind")
 
     def __getitem__(self, e: int) -> Callable[..., Any]:  # type: ignore[override]
-        return self.tagged(list.__getitem__(self, e), e)
+        fn = list.__getitem__(self, e)
+        kind = self.kind[e]
+        if kind in _UNSTOPPABLE:  # a thread's call: the scope set, then the call
+            return partial(scoped, self.items, e, fn)
+        if kind == _ASYNC:
+            return tag(fn, self.items, e, True)
+        return fn  # a worker process or a Dask worker cannot reach the store
 
     raw = list.__getitem__
 
@@ -89,16 +95,8 @@ class StoreIO:
         self.items = items
         if items is not None:
             fns = _TaggedCalls(self.fns)
-            fns.tagged = self._tagged
+            fns.items, fns.kind = items, self.kind
             self.fns = fns
-
-    def _tagged(self, fn: Callable[..., Any], e: int) -> Callable[..., Any]:
-        """Entry ``e``'s call ``fn``, tagged if it runs here (a worker process or a Dask
-        worker cannot reach the store)."""
-        kind = self.kind[e]
-        if kind in _UNSTOPPABLE or kind == _ASYNC:
-            return tag(fn, self.items, e, kind == _ASYNC)
-        return fn
 
     def _wait_for_store(self) -> None:
         """Too many results wait to be stored: wait for a batch to land (lock held)."""
