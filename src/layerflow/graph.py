@@ -408,9 +408,10 @@ class Task:
             self.free_params = sig.free_params((*given, *refs))
 
     @classmethod
-    def plain(cls, fn: Callable[..., Any], name: str) -> Task:
+    def plain(cls, fn: Callable[..., Any], name: str, sig: _Signature | None = None) -> Task:
         """``Task(fn, name=name)`` with every option at its default, which needs no check:
-        what ``flow.add(fn, name=...)`` makes, a million times for a big flow.
+        what ``flow.add(fn, name=...)`` makes, a million times for a big flow (``sig``:
+        ``fn``'s, when the caller has it).
 
         Only what adding it reads is set; the other options are filled in with their
         defaults when one is first read (``__getattr__``). Until then the cyclic GC, whose
@@ -420,7 +421,9 @@ class Task:
         t = object.__new__(cls)
         t.fn = t.__wrapped__ = fn
         t.name = name
-        sig = t.signature = _signature(fn)
+        if sig is None:
+            sig = _signature(fn)
+        t.signature = sig
         t.free_params = sig.names
         t.inputs = _NO_MAPPING
         t.after = ()
