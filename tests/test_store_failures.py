@@ -28,11 +28,16 @@ PIPELINE = 'name: small\nsteps:\n  - {name: a, run: "echo a"}\n  - {name: b, run
 TASKS = 120
 FLOW_MODULE = textwrap.dedent(
     f"""
+    import time
     import layerflow as lf
+
+    def result(k):
+        time.sleep(0.002)  # results arrive spread out, in batches smaller than the room left
+        return "x" * 2000 + str(k)
 
     flow = lf.Flow("filling")
     for k in range({TASKS}):
-        flow.add(lambda k=k: "x" * 2000 + str(k), name=f"t{{k:03d}}")
+        flow.add(result, name=f"t{{k:03d}}", params={{"k": k}})
     """
 )
 
