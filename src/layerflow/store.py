@@ -393,9 +393,8 @@ class Store:
                 if "locked" not in str(e) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
-        # every commit synced: a result counts as done once it is on disk. (Syncing only the
-        # results' commits cost two statements more per batch; the other commits, a run's
-        # start and end, are few)
+        # commits synced unless said otherwise (``_transaction``): a result counts as done
+        # once it is on disk, and a batch of them is then one statement, not three
         db.execute("PRAGMA synchronous=FULL")
         return db
 
@@ -460,12 +459,19 @@ class Store:
         return StoreError(text, path=db, kind=kind)
 
     @contextlib.contextmanager
-    def _transaction(self, begin: bool = True) -> Iterator[sqlite3.Connection]:
+    def _transaction(
+        self, begin: bool = True, synced: bool = False
+    ) -> Iterator[sqlite3.Connection]:
         """The connection, under the lock, for statements committed together (``begin``
-        False: for one statement, which commits itself)."""
+        False: for one statement, which commits itself). Only ``synced`` commits wait for
+        the disk (results: done means on disk); the others are safe from a crash of the
+        process, which is what a run's start and end need (a lost end only leaves a run
+        to --resume)."""
         with self._lock:
             try:
                 db = self._db
+                if not synced:
+                    db.execute("PRAGMA synchronous=NORMAL")
                 if begin:
                     db.execute("BEGIN")
                 yield db
@@ -477,14 +483,14 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.rollback()
                 raise
+            finally:
+                if not synced and self._connection is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._connection.execute("PRAGMA synchronous=FULL")
 
     def _write(self, sql: str, args: Iterable[Any]) -> None:
-        with self._lock:
-            try:
-                self._db.execute(sql, tuple(args))
-                self._db.commit()
-            except sqlite3.Error as e:
-                raise self._failed(e) from e
+        with self._transaction(begin=False) as db:
+            db.execute(sql, tuple(args))
 
     def _read(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -609,7 +615,7 @@ class Store:
         # the common batch is one row (its tasks', or one map's elements): one statement
         single = not rows and (not tasks or not packed) and len(packed) <= 1
         try:
-            with self._transaction(begin=not single) as db:
+            with self._transaction(begin=not single, synced=True) as db:
                 # (the connection syncs every commit: one sync of the log for the batch)
                 if blobs:
                     db.executemany("INSERT OR REPLACE INTO blobs (name, data) VALUES (?, ?)", blobs)
@@ -770,7 +776,7 @@ class Store:
         if files:
             self._sync_results()
         try:
-            with self._transaction() as db:  # synced: done means on disk, as for results
+            with self._transaction(synced=True) as db:  # done means on disk, as for results
                 db.executemany("INSERT OR REPLACE INTO blobs (name, data) VALUES (?, ?)", blobs)
                 db.executemany(
                     "INSERT OR REPLACE INTO items (key, run_id, result) VALUES (?, ?, ?)", found
