@@ -77,6 +77,27 @@ def test_one_function_added_many_times_keeps_each_tasks_own_options():
     assert (run["given"], run["renamed"]) == (2, 5)
 
 
+def test_a_task_added_without_options_is_the_same_as_one_made_the_long_way():
+    from layerflow.graph import Task
+
+    async def fetch(url: str) -> str:
+        return url
+
+    for fn in (plain_noop, fetch):
+        flow = lf.Flow("quick")
+        quick = flow.add(fn, name="a")  # its options set when one is first read
+        made = Task(fn, name="a")
+        assert {s: getattr(quick, s) for s in Task.__slots__} == {
+            s: getattr(made, s) for s in Task.__slots__
+        }
+    flow = lf.Flow("quick")
+    task = flow.add(plain_noop, name="a")
+    assert task.is_coroutine is False and not hasattr(task, "no_such_option")
+    with pytest.raises(lf.DuplicateTaskError):
+        flow.add(plain_noop, name="a")
+    assert flow.run()["a"] == 1
+
+
 def test_a_redefined_function_partials_and_callable_objects_are_read_each_for_itself():
     import functools
 
@@ -310,3 +331,7 @@ def test_non_callable_and_nameless_tasks():
     with pytest.raises(lf.InvalidOptionError, match="no usable name"):
         flow.add(lambda: 1)
     assert flow.add(lambda: 1, name="one").name == "one"
+
+
+def plain_noop(x: int = 1) -> int:
+    return x

@@ -3,7 +3,6 @@ done only once its result is on disk, and a worker is free while its result is s
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 
@@ -32,14 +31,22 @@ def batches(monkeypatch):
 
 
 def rows(folder, run_id: str) -> dict[str, str]:
-    db = sqlite3.connect(folder / "state.db")
+    """name -> status of the tasks a run recorded, read by a connection of its own (so:
+    what is committed)."""
+    store = Store(folder)
     try:
-        found = db.execute(
-            "SELECT name, status FROM task_runs WHERE run_id = ?", (run_id,)
-        ).fetchall()
+        return {t["name"]: t["status"] for t in store.tasks_of(run_id)}
     finally:
-        db.close()
-    return dict(found)
+        store.close()
+
+
+def stored(folder, run_id: str) -> set[str]:
+    """The tasks whose result a run stored, read by a connection of its own."""
+    store = Store(folder)
+    try:
+        return set(store.finished_results(run_id))
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("backend", ["thread", "async"])
@@ -77,7 +84,7 @@ def test_a_task_is_reported_done_only_once_its_result_is_on_disk(tmp_path):
         if event.kind == "run_started":
             run_id.append(event.run_id)
         if event.kind == "task_succeeded":  # read by another connection: committed
-            stored_when_reported[event.task] = event.task in rows(tmp_path, run_id[0])
+            stored_when_reported[event.task] = event.task in stored(tmp_path, run_id[0])
 
     flow = lf.Flow("reported")
     for k in range(20):

@@ -28,11 +28,16 @@ PIPELINE = 'name: small\nsteps:\n  - {name: a, run: "echo a"}\n  - {name: b, run
 TASKS = 120
 FLOW_MODULE = textwrap.dedent(
     f"""
+    import time
     import layerflow as lf
+
+    def result(k):
+        time.sleep(0.002)  # results arrive spread out, in batches smaller than the room left
+        return "x" * 2000 + str(k)
 
     flow = lf.Flow("filling")
     for k in range({TASKS}):
-        flow.add(lambda k=k: "x" * 2000 + str(k), name=f"t{{k:03d}}")
+        flow.add(result, name=f"t{{k:03d}}", params={{"k": k}})
     """
 )
 
@@ -197,25 +202,35 @@ def room_for(pages: int):
     return connect
 
 
+def _named(name: str, result: str | bytes) -> str:
+    """A result as these tests compare them: its name, or for one packed with its batch
+    (in the database, its bytes beside its task's name) that name."""
+    return f"packed:{name}" if isinstance(result, bytes) else result
+
+
 def stored(folder: Path, run_id: str) -> dict[str, str]:
-    """name -> result file of the tasks a run stored (read with no limit)."""
+    """name -> result of the tasks a run stored (read with no limit), each one readable."""
     store = Store(folder)
     try:
-        rows = store._read(
-            "SELECT name, result FROM task_runs WHERE run_id = ? AND status = 'succeeded'",
-            (run_id,),
-        )
+        found = store.finished_results(run_id)
+        for _, result in found.values():
+            store.load_value(result)
         assert store._read("PRAGMA integrity_check") == [("ok",)]
-        return dict(rows)
+        return {name: _named(name, result) for name, (_, result) in found.items()}
     finally:
         store.close()
 
 
 def held(folder: Path) -> set[str]:
-    """The results a store holds: small ones in its database, large ones as files."""
+    """The results a store holds: small ones in its database (named, or packed with their
+    batch), large ones as files."""
     store = Store(folder)
     try:
         inline = {row[0] for row in store._read("SELECT name FROM blobs")}
+        for (run_id,) in store._read("SELECT DISTINCT run_id FROM results"):
+            inline.update(
+                f"packed:{name}" for name, found in store._packed(run_id).items() if found[1]
+            )
     finally:
         store.close()
     return inline | {p.name for p in (folder / "results").iterdir()}
@@ -366,13 +381,15 @@ def make_runs(tmp_path: Path) -> tuple[Store, list[str]]:
 
 def test_prune_keeps_what_remaining_runs_use(tmp_path):
     store, (failed, resumed, third, fourth) = make_runs(tmp_path)
-    reused_file = dict(stored(store.folder, failed))["first"]
+    assert "first" in stored(store.folder, failed)
     out = cli(tmp_path, "runs", "--prune", "--keep", "3")
     assert out.returncode == 0, out.stderr
-    assert re.search(rf"removed 1 run \({failed}\) and 0 results: 0 B freed", out.stdout)
-    assert store.has_value(reused_file)  # the resumed run uses it
+    # the failed run's own copy of "first" goes (packed with its batch); the resumed run
+    # made it its own when it started, so it keeps it
+    assert re.search(rf"removed 1 run \({failed}\) and 1 result: \d+ B freed", out.stdout)
+    assert store.load_value(store.finished_results(resumed)["first"][1]) == "first"
     assert [r["run_id"] for r in store.runs()] == [fourth, third, resumed]
-    for table in ("runs", "task_runs", "attempts", "waits"):
+    for table in ("runs", "task_runs", "results", "graphs", "attempts", "waits"):
         assert store._read(f"SELECT COUNT(*) FROM {table} WHERE run_id = ?", (failed,)) == [(0,)]
     found = store.finished_results(resumed)
     assert {name: store.load_value(f) for name, (_, f) in found.items()} == {
@@ -382,7 +399,7 @@ def test_prune_keeps_what_remaining_runs_use(tmp_path):
 
     out = cli(tmp_path, "runs", "--prune", "--keep", "1")
     assert "removed 2 runs" in out.stdout and "4 results" in out.stdout
-    assert held(store.folder) == {f for _, f in store.finished_results(fourth).values()}
+    assert held(store.folder) == set(stored(store.folder, fourth).values())
     assert re.search(r"freed", out.stdout)
     assert re.search(r"store .layerflow: 1 run, 2 results, [0-9.]+ kB", out.stdout)
     store.close()

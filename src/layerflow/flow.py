@@ -8,6 +8,7 @@ planned or run, so tasks may be declared in any order.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, overload
@@ -70,6 +71,7 @@ class Flow:
             raise InvalidOptionError(f"a flow's name must be a str, got {name!r}")
         self.name = name
         self._graph = GraphBuilder()
+        self._last: tuple[Any, Any] | None = None  # the function added last, its signature
 
     # --- declaring --------------------------------------------------------------------------
 
@@ -103,6 +105,23 @@ class Flow:
         ``DuplicateTaskError`` for a name already taken and ``InvalidOptionError`` for an
         option value layerflow cannot use; dependencies are checked later, at plan time.
         """
+        if not options and type(name) is str and name and callable(fn):
+            # every option at its default: nothing to check; the signature of the function
+            # added last is at hand (a big flow adds one function again and again)
+            last = self._last
+            if last is None or last[0] is not fn or type(fn) is functools.partial:
+                task = Task.plain(fn, name)
+                self._last = (fn, task.signature)
+            else:
+                task = Task.plain(fn, name, last[1])
+            if name in self._graph.index:
+                raise DuplicateTaskError(
+                    f"flow {self.name or ''!r} already has a task named {name!r}; "
+                    f"pass name='...' to add the same function again under another name",
+                    name,
+                )
+            self._graph.add(task)
+            return task
         for key in options:
             if key not in TASK_OPTIONS:
                 shown = name or getattr(fn, "__name__", repr(fn))

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ResultNotStored, StoreError, safe_str
 from .events import logger
-from .names import element_index
 from .recorder import _digest, fingerprint_of
 from .store import _pickled
 
@@ -98,8 +97,7 @@ class ItemBook:
         for k, (_, value, _, _, element) in enumerate(batch):
             if element is None:
                 continue
-            name = element[0]
-            index = element_index(name)
+            index = element[2]
             key = self.keys[index]
             if key is None:
                 continue
@@ -129,7 +127,7 @@ class ItemBook:
                     errors[k].__cause__ = e
         return errors
 
-    def end(self, result: RunResult) -> None:
+    def end(self, result: RunResult, run: Any = None) -> None:
         """Nothing to record: the calling task's run records its end."""
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ResultNotStored, StoreError, safe_str
-from .names import element_index, element_of
+from .names import element_of
 from .store import Finished, Store, _pickled
 from .tracebacks import format_failure
 
@@ -174,14 +174,15 @@ def task_keys(graph: Graph, inputs: Mapping[str, Any]) -> list[str]:
         code = prints.get(which)
         if code is None:
             code = prints[which] = _fingerprint(t).encode()
-        given = [(p, inputs.get(name)) for p, name in input_args[i]]
+        given = input_args[i]
         parts = [
             t.name.encode(),
             code,
             _digest(sorted(t.params.items())).encode() if t.params else nothing,
-            _digest(given).encode() if given else nothing,
+            _digest([(p, inputs.get(name)) for p, name in given]).encode() if given else nothing,
         ]
-        parts.extend(raw[j] for j in deps[i])
+        for j in deps[i]:  # (a loop: a generator costs more than the few it yields)
+            parts.append(raw[j])
         key = sha256(b"".join(parts)).hexdigest()  # as hashing the parts one by one
         keys[i] = key
         raw[i] = key.encode()
@@ -212,12 +213,14 @@ class Recorder:
         self.cache_keys: dict[int, str] = {}  # task -> the key it will be cached under
         self.fingerprints = [_fingerprint(t) for t in graph.tasks] if self.caching else []
         self.preset: dict[int, Any] = {}
-        self.preset_files: dict[int, str] = {}
+        # task -> its result (name, or bytes until begin() records it as this run's)
+        self.preset_files: dict[int, Any] = {}
         # map task -> {element index: (key, pickled value, or result file)} that an earlier
         # run finished
         self.element_presets: dict[int, dict[int, tuple[str, Any, Any]]] = {}
         self.element_files: dict[str, str] = {}  # element name -> result file it reused
         self.element_rows: set[str] = set()  # elements stored with a row of their own
+        self._element_hashes: dict[int, Any] = {}  # map task -> sha256 of its key
         # the run's entries (names, and each map element's task), once the run is built
         self.names: list[str] = list(graph.names)
         self.parent: list[int] = []
@@ -232,7 +235,7 @@ class Recorder:
                 self._find_finished(store.finished_results(run_id))
                 self._find_elements(store.finished_elements(run_id))
 
-    def _find_finished(self, finished: dict[str, tuple[str, str]]) -> None:
+    def _find_finished(self, finished: dict[str, tuple[str, Any]]) -> None:
         """What a resumed run reuses: tasks whose key is unchanged, loaded now; the
         elements of map tasks it will run, by index (checked when their task expands)."""
         graph, store = self.graph, self.store
@@ -272,9 +275,15 @@ class Recorder:
     def element_key(self, m: int, index: int, item: tuple[Any, ...]) -> str:
         """Element ``index`` of map task ``m``, given ``item``: its task's key, its place
         and the values it was given (an element given something else runs again)."""
-        h = hashlib.sha256(self.keys[m].encode())
+        base = self._element_hashes.get(m)
+        if base is None:  # its task's key hashed once, however many elements it has
+            base = self._element_hashes[m] = hashlib.sha256(self.keys[m].encode())
+        h = base.copy()
         h.update(b"[%d]" % index)
-        h.update(_digest(item).encode())
+        if len(item) == 1 and type(item[0]) in _SCALARS:  # _digest, without reordering
+            h.update(hashlib.sha256(_pickled(item)).hexdigest().encode())
+        else:
+            h.update(_digest(item).encode())
         return h.hexdigest()
 
     def reuse_elements(self, m: int, known: list[tuple[int, tuple[Any, ...]]]) -> dict[int, Any]:
@@ -318,36 +327,46 @@ class Recorder:
         self.store.begin_run(run_id, self.flow, len(self.graph), self.resumed_from)
         if self.preset_files:  # durable now: a crash of this run must not lose them
             names = self.graph.names
-            self.store.record_reused(
-                run_id, [(names[i], self.keys[i], f) for i, f in self.preset_files.items()]
+            reused = list(self.preset_files.items())
+            named = self.store.record_reused(
+                run_id, [(names[i], self.keys[i], f) for i, f in reused]
             )
+            self.preset_files = {i: name for (i, _), name in zip(reused, named, strict=True)}
 
     def persist(
         self, batch: Sequence[tuple[int, Any, float, float, Any]]
     ) -> list[ResultNotStored | None]:
         """Tasks and map elements succeeded, as (entry, value, start, end, element) on the
-        run's clock, ``element`` being (name, the values it was given) for a map's element:
+        run's clock, ``element`` being (name, the values it was given, index) for a map's
+        element:
         make them durable together, each with its cache entry when it uses the cache. In
         order, None for each entry now stored, else the error to fail it with (see
         :meth:`Store.save_results`)."""
         names, keys, parent = self.graph.names, self.keys, self.parent
         n = len(keys)
-        pop = self.cache_keys.pop
+        cache_keys = self.cache_keys
+        pop = cache_keys.pop
         offset = self.offset
         items = []
+        new = tuple.__new__
         for i, value, t0, t1, element in batch:
-            if i < n:
-                items.append(Finished(names[i], keys[i], value, t0 + offset, t1 - t0, pop(i, None)))
+            if i < n:  # (a Finished made as a tuple: its __new__ is Python code)
+                cache_key = pop(i, None) if cache_keys else None
+                items.append(
+                    new(
+                        Finished,
+                        (names[i], keys[i], value, t0 + offset, t1 - t0, cache_key, -1, ""),
+                    )
+                )
                 continue
             m = parent[i]
-            name, item = element
-            index = element_index(name)
+            name, item, index = element
             key = self.element_key(m, index, item)
             cache_key = pop(i, None)
             if cache_key is not None:  # stored as a task row, beside its cache entry
                 self.element_rows.add(name)
             items.append(
-                Finished(name, key, value, t0 + offset, t1 - t0, cache_key, index, names[m])
+                new(Finished, (name, key, value, t0 + offset, t1 - t0, cache_key, index, names[m]))
             )
         return self.store.save_results(self.run_id, items)
 
@@ -386,22 +405,25 @@ class Recorder:
         self.cache_keys[i] = key
         return False, None
 
-    def end(self, result: RunResult) -> None:
-        """Every task's final state, its attempts and waits, and the run's."""
-        index = self.graph.index
-        names, deps = self.graph.names, self.graph.deps
+    def end(self, result: RunResult, run: Any) -> None:
+        """Every task's final state, its attempts and waits, and the run's (``run``: the
+        ended run's state, ``scheduler.Run``).
+
+        A task that succeeded at its first attempt with nothing for ``lf.record`` needs no
+        row: its packed result says when it ran (``Store.load_run`` reads it from there,
+        with its layer and edges from the run's graph, recorded once); 100,000 rows are
+        seconds. Nor is the run's whole timeline built: only the others' attempts."""
+        graph = self.graph
+        names, n = self.names, len(self.keys)
+        once, attempts, waits, metrics = run.for_store()
+        with_metrics, element_rows = run.metrics, self.element_rows
+        layer, deps = run.layer, graph.deps
+        tasks = result.tasks
         rows = []
-        # a map's elements that succeeded at once need no row: their packed result says
-        # when they ran (``Store.load_run`` reads them from there); 100,000 rows are seconds
-        plain: set[str] = set()
-        once: set[str] = set()  # tasks that succeeded at their first attempt
-        for name, t in result.tasks.items():
-            i = index.get(name, -1)
-            if t.status == "succeeded" and t.attempts == 1:
-                if i < 0 and not t.metrics and name not in self.element_rows:
-                    plain.add(name)
-                    continue
-                once.add(name)
+        for i, name in enumerate(names):
+            if once[i] and not with_metrics.get(i) and (i < n or name not in element_rows):
+                continue
+            t = tasks[name]
             rows.append(
                 (
                     name,
@@ -411,13 +433,11 @@ class Recorder:
                     t.finished_at,
                     t.duration,
                     safe_str(t.error) if t.error is not None else None,
-                    self.keys[i] if i >= 0 else None,
-                    self.preset_files.get(i) if i >= 0 else self.element_files.get(name),
+                    self.keys[i] if i < n else None,
+                    self.preset_files.get(i) if i < n else self.element_files.get(name),
                     _traceback(t.error),
-                    t.layer,
-                    (json.dumps([names[j] for j in deps[i]]) if deps[i] else "[]")
-                    if i >= 0
-                    else None,
+                    layer[i],
+                    json.dumps([graph.names[j] for j in deps[i]]) if i < n else None,
                     json.dumps(t.metrics) if t.metrics else None,
                 )
             )
@@ -426,19 +446,13 @@ class Recorder:
                 self.run_id,
                 result.status,
                 rows,
-                # an attempt that is the whole story of its task (its first, succeeded)
-                # needs no row: Store.load_run makes it from the task's own row
-                attempts=(
-                    a[:6]
-                    for a in result.attempts
-                    if a[0] not in plain
-                    and not (a[1] == 1 and a[4] == "succeeded" and a[0] in once)
-                ),
-                waits=(w[:5] for w in result.waits),
+                attempts=(a[:6] for a in attempts),
+                waits=(w[:5] for w in waits),
                 critical_path=result.critical_path,
                 started_at=result.started_at,
                 finished_at=result.finished_at,
-                metrics=result.metrics,
+                metrics=metrics,
+                graph={"names": graph.names, "layers": layer[:n], "needs": graph.deps},
             )
         except StoreError as e:
             self._end_briefly(result, e)

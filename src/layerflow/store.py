@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import (
     RecordedError,  # noqa: F401 (re-exported)
@@ -128,6 +128,17 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (key, run_id)
 );
 CREATE INDEX IF NOT EXISTS items_by_run ON items (run_id);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT,
+    data BLOB,
+    files TEXT,
+    inline INTEGER
+);
+CREATE INDEX IF NOT EXISTS results_by_run ON results (run_id);
+CREATE TABLE IF NOT EXISTS graphs (
+    run_id TEXT PRIMARY KEY,
+    data TEXT
+);
 """
 
 #: pickled results up to this size live in the database, committed with their rows; larger
@@ -153,7 +164,8 @@ _ADDED_COLUMNS = (
 
 #: stored in the database's ``user_version``: a store at this version has every table and
 #: column above, so opening it checks nothing more (bump it when either list changes)
-_SCHEMA_VERSION = 5  # 4: elements; 5: items (lf.parallel_map's finished items)
+_SCHEMA_VERSION = 6  # 4: elements; 5: items (lf.parallel_map's finished items); 6: results
+# (tasks' results packed per batch) and graphs (a run's tasks, layers and edges, once)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -229,20 +241,16 @@ def _pickled(value: Any) -> bytes:
     return pickle.dumps(value, protocol=5)  # the one way values become bytes here
 
 
-def _pickled_or_warn(name: str, value: Any) -> bytes | None:
-    """Task ``name``'s result as bytes; None, with a warning, when it cannot be pickled."""
-    try:
-        return _pickled(value)
-    except Exception as e:
-        from .events import logger
+def _not_pickled(name: str, error: Exception) -> None:
+    """Task ``name``'s result cannot be pickled: said with a warning (None: no bytes)."""
+    from .events import logger
 
-        logger.warning(
-            "the result of task %r cannot be pickled (%s), so it is not stored; a resumed "
-            "run will run it again",
-            name,
-            safe_str(e),
-        )
-        return None
+    logger.warning(
+        "the result of task %r cannot be pickled (%s), so it is not stored; a resumed run "
+        "will run it again",
+        name,
+        safe_str(error),
+    )
 
 
 # SQLite's primary result codes (an error's code & 0xFF) that say what is wrong with a store
@@ -270,12 +278,11 @@ class Pruned:
     still_running: int
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(NamedTuple):
     """A succeeded task to make durable (:meth:`Store.save_results`): its ``name``, resume
     ``key``, ``value``, ``started`` (epoch seconds), ``seconds``, and the ``cache_key`` it
     is cached under, if it uses the cache; for a map's element, its ``element`` index and
-    its task's name (``owner``)."""
+    its task's name (``owner``). (A tuple: one is made per result, 100,000 in a big run.)"""
 
     name: str
     key: str
@@ -370,7 +377,11 @@ class Store:
                     leftover.unlink()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        # transactions are begun explicitly (``_transaction``): a batch of results that is
+        # one row is then one statement, which leaves the GIL once. Each time the sqlite3
+        # module leaves it, getting it back from a busy worker can take up to the switch
+        # interval (5 ms); with implicit transactions a batch left it five times
+        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA busy_timeout=30000")
         # WAL is a property of the file: set once. Switching takes an exclusive lock that
         # SQLite does not wait for, so while other runs open the store it is retried
@@ -382,10 +393,9 @@ class Store:
                 if "locked" not in str(e) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
-        # a commit is synced only where it must be (save_results: a result counts as done
-        # once it is on disk); the others are safe from a crash of the process, which is
-        # what a run's start and end need (a lost end only leaves a run to --resume)
-        db.execute("PRAGMA synchronous=NORMAL")
+        # commits synced unless said otherwise (``_transaction``): a result counts as done
+        # once it is on disk, and a batch of them is then one statement, not three
+        db.execute("PRAGMA synchronous=FULL")
         return db
 
     @property
@@ -449,25 +459,38 @@ class Store:
         return StoreError(text, path=db, kind=kind)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """The connection, under the lock, for statements committed together."""
+    def _transaction(
+        self, begin: bool = True, synced: bool = False
+    ) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, for statements committed together (``begin``
+        False: for one statement, which commits itself). Only ``synced`` commits wait for
+        the disk (results: done means on disk); the others are safe from a crash of the
+        process, which is what a run's start and end need (a lost end only leaves a run
+        to --resume)."""
         with self._lock:
             try:
-                yield self._db
+                db = self._db
+                if not synced:
+                    db.execute("PRAGMA synchronous=NORMAL")
+                if begin:
+                    db.execute("BEGIN")
+                yield db
+                if db.in_transaction:  # (every caller commits: this is a safety net)
+                    db.commit()
             except sqlite3.Error as e:
                 raise self._failed(e) from e
             except BaseException:  # not the database's fault: still nothing half-written
                 with contextlib.suppress(sqlite3.Error):
                     self._db.rollback()
                 raise
+            finally:
+                if not synced and self._connection is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._connection.execute("PRAGMA synchronous=FULL")
 
     def _write(self, sql: str, args: Iterable[Any]) -> None:
-        with self._lock:
-            try:
-                self._db.execute(sql, tuple(args))
-                self._db.commit()
-            except sqlite3.Error as e:
-                raise self._failed(e) from e
+        with self._transaction(begin=False) as db:
+            db.execute(sql, tuple(args))
 
     def _read(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -504,8 +527,11 @@ class Store:
             finally:
                 os.close(folder)
 
-    def load_value(self, name: str) -> Any:
-        """A stored result: from the database when it is small, else from its file."""
+    def load_value(self, name: str | bytes) -> Any:
+        """A stored result: from the database when it is small, else from its file (a
+        result packed with others, from :meth:`finished_results`, is its own bytes)."""
+        if isinstance(name, bytes):
+            return pickle.loads(name)
         found = self._read("SELECT data FROM blobs WHERE name = ?", (name,))
         if found:
             return pickle.loads(found[0][0])
@@ -520,73 +546,105 @@ class Store:
 
     def save_results(self, run_id: str, batch: Sequence[Finished]) -> list[ResultNotStored | None]:
         """Make a batch of succeeded tasks durable together: large results in files of their
-        own (each synced), then every row, small result and cache entry in one transaction,
-        committed with one sync. Returns, in order, None for each task now stored and the
-        :class:`ResultNotStored` to fail it with otherwise. A value that cannot be pickled is
-        recorded without its result (a resumed run runs it again)."""
+        own (each synced), then the batch in one transaction, committed with one sync.
+        Returns, in order, None for each task now stored and the :class:`ResultNotStored` to
+        fail it with otherwise. A value that cannot be pickled is recorded without its
+        result (a resumed run runs it again).
+
+        A commit's cost follows the pages it dirties, so the batch's results are packed: the
+        tasks' in one ``results`` row (name, key, pickled value or result file, started,
+        seconds each), a map's elements in one ``elements`` row per map task. A task that
+        uses the cache gets a row of its own and a named result, which its cache entry
+        names."""
         errors: list[ResultNotStored | None] = [None] * len(batch)
         blobs: list[tuple[str, bytes]] = []
         rows: list[tuple[Any, ...]] = []
         caches: list[tuple[str, str, str, float]] = []
         files: list[str] = []
-        # a map's elements, packed: one row per task and batch, not one per element
-        packed: dict[str, list[tuple[Any, ...]]] = {}
+        tasks: list[tuple[Any, ...]] = []  # packed: this batch's results row
+        task_files: list[str] = []
+        inline_count = 0
+        packed: dict[str, list[tuple[Any, ...]]] = {}  # a map's elements, per map task
         packed_files: dict[str, list[str]] = {}
-        now = time.time()
-        for k, item in enumerate(batch):
-            data = _pickled_or_warn(item.name, item.value)
+        dumps = pickle.dumps
+        for k, (name, key, value, started, seconds, cache_key, element, owner) in enumerate(batch):
+            try:
+                data: bytes | None = dumps(value, 5)
+            except Exception as e:
+                data = _not_pickled(name, e)
             inline = file = None
             if data is not None and len(data) > INLINE_MAX:
                 try:
-                    file = self._save_bytes(run_id, item.key, data)
+                    file = self._save_bytes(run_id, key, data)
                 except OSError as e:
-                    errors[k] = self._not_stored(item.name, e)
+                    errors[k] = self._not_stored(name, e)
                     continue
                 files.append(file)
             else:
                 inline = data
-            if item.element >= 0 and item.cache_key is None:
-                # (no key for a value that cannot be pickled: a resumed run runs it again)
-                key = item.key if data is not None else ""
-                entry = (item.element, key, inline, file, item.started, item.seconds)
-                packed.setdefault(item.owner, []).append(entry)
+            if cache_key is None:
+                if data is None:  # no key: a resumed run runs it again
+                    key = ""
+                if element < 0:
+                    tasks.append((name, key, inline, file, started, seconds))
+                    if file is not None:
+                        task_files.append(file)
+                    elif inline is not None:
+                        inline_count += 1
+                    continue
+                entries = packed.get(owner)
+                if entries is None:
+                    entries = packed[owner] = []
+                entries.append((element, key, inline, file, started, seconds))
                 if file is not None:
-                    packed_files.setdefault(item.owner, []).append(file)
+                    packed_files.setdefault(owner, []).append(file)
                 continue
             result = file
             if inline is not None:
                 # named in the order stored, not by key: new rows go to the end of the
-                # blobs index instead of a page each (half the cost of a batch on 50k tasks)
+                # blobs index instead of a page each
                 result = f"{run_id}-{self._names}{next(self._sequence):010d}.pkl"
                 blobs.append((result, inline))
-            end = item.started + item.seconds
-            rows.append((run_id, item.name, item.started, end, item.seconds, item.key, result))
-            if item.cache_key is not None and result is not None:
-                caches.append((item.cache_key, item.name, result, now))
-        if not rows and not packed:
+            rows.append((run_id, name, started, started + seconds, seconds, key, result))
+            if result is not None:
+                caches.append((cache_key, name, result, time.time()))
+        if not rows and not packed and not tasks:
             return errors
         if files:  # their renames durable too, before rows that name them are
             self._sync_results()
+        # the common batch is one row (its tasks', or one map's elements): one statement
+        single = not rows and (not tasks or not packed) and len(packed) <= 1
         try:
-            with self._transaction() as db:
-                # this commit synced: one sync of the log for the whole batch (WAL mode)
-                db.execute("PRAGMA synchronous=FULL")
-                db.executemany("INSERT OR REPLACE INTO blobs (name, data) VALUES (?, ?)", blobs)
-                db.executemany(
-                    "INSERT OR REPLACE INTO task_runs (run_id, name, status, started_at, "
-                    "finished_at, duration, key, result) "
-                    "VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                db.executemany(
-                    "INSERT OR REPLACE INTO cache (key, name, result, created_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    caches,
-                )
-                self._insert_elements(db, run_id, packed, packed_files)
-                db.commit()
-                with contextlib.suppress(sqlite3.Error):  # committed: nothing to undo
-                    db.execute("PRAGMA synchronous=NORMAL")
+            with self._transaction(begin=not single, synced=True) as db:
+                # (the connection syncs every commit: one sync of the log for the batch)
+                if blobs:
+                    db.executemany("INSERT OR REPLACE INTO blobs (name, data) VALUES (?, ?)", blobs)
+                if rows:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO task_runs (run_id, name, status, attempts, "
+                        "started_at, finished_at, duration, key, result) "
+                        "VALUES (?, ?, 'succeeded', 1, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    db.executemany(
+                        "INSERT OR REPLACE INTO cache (key, name, result, created_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        caches,
+                    )
+                if tasks:
+                    db.execute(
+                        "INSERT INTO results (run_id, data, files, inline) VALUES (?, ?, ?, ?)",
+                        (
+                            run_id,
+                            _pickled(tasks),
+                            json.dumps(task_files) if task_files else None,
+                            inline_count,
+                        ),
+                    )
+                if packed:
+                    self._insert_elements(db, run_id, packed, packed_files)
+                if not single:
+                    db.commit()
         except StoreError as e:
             for name in files:  # no row names them: they would only take up room
                 with contextlib.suppress(OSError):
@@ -600,6 +658,15 @@ class Store:
                     )
                     errors[k].__cause__ = e
         return errors
+
+    def _packed(self, run_id: str) -> dict[str, tuple[Any, ...]]:
+        """The task results ``run_id`` stored packed (:meth:`save_results`): name -> (key,
+        pickled value or None, result file or None, started or None, seconds or None)."""
+        found: dict[str, tuple[Any, ...]] = {}
+        for (data,) in self._read("SELECT data FROM results WHERE run_id = ?", (run_id,)):
+            for name, *rest in pickle.loads(data):
+                found[name] = rest
+        return found
 
     def _not_stored(self, name: str, error: OSError) -> ResultNotStored:
         failure = ResultNotStored(
@@ -709,15 +776,12 @@ class Store:
         if files:
             self._sync_results()
         try:
-            with self._transaction() as db:
-                db.execute("PRAGMA synchronous=FULL")  # done means on disk, as for results
+            with self._transaction(synced=True) as db:  # done means on disk, as for results
                 db.executemany("INSERT OR REPLACE INTO blobs (name, data) VALUES (?, ?)", blobs)
                 db.executemany(
                     "INSERT OR REPLACE INTO items (key, run_id, result) VALUES (?, ?, ?)", found
                 )
                 db.commit()
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("PRAGMA synchronous=NORMAL")
         except StoreError:
             for name in files:  # no row names them
                 with contextlib.suppress(OSError):
@@ -791,14 +855,22 @@ class Store:
         started_at: float | None = None,
         finished_at: float | None = None,
         metrics: dict[str, float] | None = None,
+        graph: dict[str, list[Any]] | None = None,
     ) -> None:
-        """Record every task's final state (``rows``, in the run's task order: name,
+        """Record the tasks' final states (``rows``, in the run's task order: name,
         status, attempts, started, finished, duration, error, key, result file, traceback,
         layer, needs, metrics as JSON), its ``attempts`` (name, attempt, started, finished,
         outcome, error) and ``waits`` (name, kind, reason, started, finished), the run's
         status, times (the run's own clock when given, so its wall time excludes this
-        write) and summed ``metrics``."""
+        write) and summed ``metrics``. With its ``graph`` (``names``, ``layers`` and
+        ``needs``, each task's upstream indices), ``rows`` need not hold the tasks that
+        succeeded at their first attempt with nothing to add to their packed results."""
         with self._transaction() as db:
+            if graph is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO graphs (run_id, data) VALUES (?, ?)",
+                    (run_id, json.dumps(graph)),
+                )
             db.executemany(
                 "INSERT INTO task_runs (run_id, name, status, attempts, started_at, "
                 "finished_at, duration, error, key, result, traceback, layer, needs, metrics, "
@@ -855,13 +927,14 @@ class Store:
         )
         return rows[0][0] if rows and rows[0][1] != "succeeded" else None
 
-    def finished_results(self, run_id: str) -> dict[str, tuple[str, str]]:
+    def finished_results(self, run_id: str) -> dict[str, tuple[str, str | bytes]]:
         """Tasks with a stored result in ``run_id`` or in the runs it resumed, back along the
         chain (a resumed run that crashed before it recorded them still has them): name ->
-        (key, result file), the latest run's first."""
+        (key, result), the latest run's first. The result is its name (in the database or a
+        file), or, packed with its batch, its pickled bytes: :meth:`load_value` takes both."""
         if not self._read("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)):
             raise StoreError(f"no run {run_id!r} in the store {self.folder}; see layerflow runs")
-        found: dict[str, tuple[str, str]] = {}
+        found: dict[str, tuple[str, str | bytes]] = {}
         seen: set[str] = set()
         current: str | None = run_id
         while current is not None and current not in seen:
@@ -873,20 +946,34 @@ class Store:
             )
             for name, key, result in rows:
                 found.setdefault(name, (key, result))
+            for name, (key, value, file, *_) in self._packed(current).items():
+                if key:
+                    found.setdefault(name, (key, value if value is not None else file))
             parent = self._read("SELECT resumed_from FROM runs WHERE run_id = ?", (current,))
             current = parent[0][0] if parent else None
         return found
 
-    def record_reused(self, run_id: str, rows: Iterable[tuple[str, str, str]]) -> None:
-        """At a resumed run's start: the results it reuses (name, key, result file), so that
-        they are this run's too the moment it starts, whatever happens to it later."""
+    def record_reused(self, run_id: str, rows: Iterable[tuple[str, str, str | bytes]]) -> list[str]:
+        """At a resumed run's start: the results it reuses (name, key, result as
+        :meth:`finished_results` gives it), so that they are this run's too the moment it
+        starts, whatever happens to it later. Returns the results' names, in order (one
+        that was packed with its batch is named now)."""
+        named: list[tuple[str, str, str]] = []
+        blobs: list[tuple[str, bytes]] = []
+        for name, key, result in rows:
+            if isinstance(result, bytes):
+                data, result = result, f"{run_id}-{self._names}{next(self._sequence):010d}.pkl"
+                blobs.append((result, data))
+            named.append((name, key, result))
         with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO blobs (name, data) VALUES (?, ?)", blobs)
             db.executemany(
                 "INSERT OR REPLACE INTO task_runs (run_id, name, status, key, result) "
                 "VALUES (?, ?, 'reused', ?, ?)",
-                [(run_id, name, key, result) for name, key, result in rows],
+                [(run_id, *row) for row in named],
             )
             db.commit()
+        return [row[2] for row in named]
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest runs, newest first."""
@@ -921,7 +1008,17 @@ class Store:
         )
         tasks = [dict(zip(keys, row, strict=True)) for row in rows]
         named = {t["name"] for t in tasks}
-        added = []
+        added = [
+            dict(
+                zip(
+                    keys,
+                    (name, "succeeded", 1, started, started + seconds, seconds, None, None),
+                    strict=True,
+                )
+            )
+            for name, (_, _, _, started, seconds) in self._packed(run_id).items()
+            if started is not None and name not in named
+        ]  # tasks that succeeded at once: in their packed results only
         for task, data in self._read(
             "SELECT task, data FROM elements WHERE run_id = ?", (run_id,)
         ):  # a map's elements that succeeded at once: in their packed results only
@@ -977,6 +1074,9 @@ class Store:
             "needs, metrics, traceback FROM task_runs WHERE run_id = ? ORDER BY position, rowid",
             (run_id,),
         )
+        graph = self._read("SELECT data FROM graphs WHERE run_id = ?", (run_id,))
+        if graph:  # its tasks, layers and edges, and rows only where more than a result
+            rows = self._with_graph(run_id, rows, json.loads(graph[0][0]))
         tasks: dict[str, TaskRun] = {}
         edges: list[tuple[str, str]] = []
         # graph tasks have a needs list; map subtasks (and every task of an old run) none
@@ -985,6 +1085,8 @@ class Store:
         for name, st, tries, started, finished, duration, error, layer, needs, numbers, tb in rows:
             if needs is not None or not recorded_needs:
                 by_layer.setdefault(layer or 0, []).append(name)
+            if isinstance(needs, str):
+                needs = json.loads(needs)
             tasks[name] = TaskRun(
                 name,
                 st,
@@ -997,7 +1099,7 @@ class Store:
                 layer or 0,
                 json.loads(numbers) if numbers else {},
             )
-            edges.extend((up, name) for up in json.loads(needs or "[]"))
+            edges.extend((up, name) for up in needs or ())
         spans = self._read(
             "SELECT name, attempt, started_at, finished_at, outcome, error FROM attempts "
             "WHERE run_id = ? ORDER BY started_at, finished_at",
@@ -1042,6 +1144,41 @@ class Store:
             edges=edges,
         )
 
+    def _with_graph(
+        self, run_id: str, rows: list[tuple[Any, ...]], graph: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """A run's task rows in its graph's order, each with its layer and the names it
+        needs (a list) from the run's graph; the graph tasks that succeeded at once, which
+        have no row, made from their packed results; an element's row after its task's."""
+        names, layers, deps = graph["names"], graph["layers"], graph["needs"]
+        by_name = {row[0]: row for row in rows}
+        graph_names = set(names)
+        elements: dict[str, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            if row[0] not in graph_names:
+                element = element_of(row[0])
+                elements.setdefault(element[0] if element else "", []).append(row)
+        packed = self._packed(run_id)
+        out: list[tuple[Any, ...]] = []
+        for k, name in enumerate(names):
+            needs = [names[j] for j in deps[k]]
+            row = by_name.get(name)
+            if row is not None:
+                out.append((*row[:7], layers[k], needs, *row[9:]))
+            else:
+                found = packed.get(name)
+                if found is None or found[3] is None:
+                    continue  # neither ran nor recorded: the run did not end (or no result)
+                started, seconds = found[3], found[4]
+                out.append(
+                    (name, "succeeded", 1, started, started + seconds, seconds, None)
+                    + (layers[k], needs, None, None)
+                )
+            out.extend(elements.pop(name, ()))
+        for rest in elements.values():  # an element whose task is not in the graph
+            out.extend(rest)
+        return out
+
     def _with_elements(
         self, run_id: str, tasks: dict[str, Any], spans: list[Any], make: Any
     ) -> tuple[dict[str, Any], list[Any]]:
@@ -1081,15 +1218,27 @@ class Store:
         """Median duration of each task over the latest runs of ``flow`` (``HISTORY_RUNS``)
         where it succeeded: what the tasks take now, read in the same time however long
         the store's history grows."""
-        rows = self._read(
-            "SELECT name, duration FROM task_runs WHERE run_id IN (SELECT run_id FROM runs "
-            "WHERE flow = ? ORDER BY started_at DESC LIMIT ?) AND status = 'succeeded' "
-            "AND duration IS NOT NULL",
+        latest = self._read(
+            "SELECT run_id FROM runs WHERE flow = ? ORDER BY started_at DESC LIMIT ?",
             (flow or "", HISTORY_RUNS),
         )
         seen: dict[str, list[float]] = {}
-        for name, duration in rows:
-            seen.setdefault(name, []).append(duration)
+        for (run_id,) in latest:
+            # a task that succeeded at once is in its packed results only; a row says more
+            mine = {
+                name: found[4]
+                for name, found in self._packed(run_id).items()
+                if found[3] is not None
+            }
+            mine.update(
+                self._read(
+                    "SELECT name, duration FROM task_runs WHERE run_id = ? AND status = "
+                    "'succeeded' AND duration IS NOT NULL",
+                    (run_id,),
+                )
+            )
+            for name, duration in mine.items():
+                seen.setdefault(name, []).append(duration)
         return {name: statistics.median(values) for name, values in seen.items()}
 
     # --- cache -----------------------------------------------------------------------------
@@ -1115,7 +1264,10 @@ class Store:
         database or in files of their own), and ``bytes`` on disk (the database with its
         WAL, and the result files)."""
         runs = self._read("SELECT COUNT(*) FROM runs")[0][0]
-        files, size = self._read("SELECT COUNT(*) FROM blobs")[0][0], 0
+        files = self._read(
+            "SELECT (SELECT COUNT(*) FROM blobs) + (SELECT COALESCE(SUM(inline), 0) FROM results)"
+        )[0][0]
+        size = 0
         for name in ("state.db", "state.db-wal", "state.db-shm"):
             with contextlib.suppress(OSError):
                 size += (self.folder / name).stat().st_size
@@ -1163,7 +1315,8 @@ class Store:
         )
         used = {result for run_id, result in rows if run_id not in gone}
         for run_id, names in self._read(
-            "SELECT run_id, files FROM elements WHERE files IS NOT NULL"
+            "SELECT run_id, files FROM elements WHERE files IS NOT NULL UNION ALL "
+            "SELECT run_id, files FROM results WHERE files IS NOT NULL"
         ):
             if run_id not in gone:
                 used.update(json.loads(names))
@@ -1192,9 +1345,29 @@ class Store:
             "AND name NOT IN (SELECT result FROM items)"
         )
         with self._transaction() as db:
-            for table in ("task_runs", "elements", "items", "attempts", "waits", "runs"):
+            packed, packed_size = 0, 0
+            for run_id in ids:  # results packed with their batch go with their rows
+                n, used_bytes = db.execute(
+                    "SELECT COALESCE(SUM(inline), 0), COALESCE(SUM(LENGTH(data)), 0) FROM "
+                    "results WHERE run_id = ?",
+                    run_id,
+                ).fetchone()
+                packed += n
+                packed_size += used_bytes
+            for table in (
+                "task_runs",
+                "results",
+                "graphs",
+                "elements",
+                "items",
+                "attempts",
+                "waits",
+                "runs",
+            ):
                 db.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
             count, size = db.execute(f"SELECT COUNT(*), SUM(LENGTH(data)) {orphans}").fetchone()
+            count += packed
+            size = (size or 0) + packed_size
             db.execute(f"DELETE {orphans}")
             db.commit()
         return Pruned(sorted(gone), files + count, freed + (size or 0), still_running)

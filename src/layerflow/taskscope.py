@@ -13,7 +13,7 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Scope", "attempt", "clear", "current", "tag"]
+__all__ = ["Scope", "attempt", "clear", "current", "scoped", "tag"]
 
 
 class Scope:
@@ -63,6 +63,13 @@ def tag(fn: Callable[..., Any], items: Any, entry: int, is_async: bool) -> Calla
         return fn(*args, **kwargs)
 
     return tagged
+
+
+def scoped(items: Any, entry: int, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` as task ``entry`` (what :func:`tag`'s wrapper does, as one function for
+    ``functools.partial``: no closure made per call)."""
+    _SCOPE.set((items, entry))
+    return fn(*args, **kwargs)
 
 
 def clear(context: contextvars.Context) -> None:

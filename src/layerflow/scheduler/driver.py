@@ -125,7 +125,7 @@ def outcome(run: Run, recorder: Any = None) -> RunResult:
     raises for it."""
     result = run.result()
     if recorder is not None:
-        recorder.end(result)
+        recorder.end(result, run)
     if result.status == "interrupted":
         raise RunInterrupted("the run was interrupted (Ctrl-C); finished results are kept", result)
     # a failure raises under fail-fast; one of no task's (a checkpoint's error, a fault in
@@ -171,7 +171,7 @@ def execute_run(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> tuple[
             run.execute()
         except KeyboardInterrupt:  # after the run had ended: record it, let Ctrl-C through
             if recorder is not None:
-                recorder.end(run.result())
+                recorder.end(run.result(), run)
             raise
         return outcome(run, recorder), run
     finally:
@@ -220,7 +220,7 @@ async def _execute_async(
             await loop.run_in_executor(None, run.settle)
         run.close()
         if recorder is not None:  # the run row says "interrupted", not "running"
-            recorder.end(run.result())
+            recorder.end(run.result(), run)
         raise
     except BaseException:
         run.close()

@@ -167,7 +167,8 @@ class FanOut:
         self.children[m] = kids
         self.map_left[m] = k
         self.left += k
-        spec, kind, fn = self.spec[m], self.kind[m], self.fns[m]
+        spec, kind = self.spec[m], self.kind[m]
+        fn = self.fns[m] if self.items is None else self.fns.raw(m)  # tagged when handed out
         pos, layer = self.positional[m], self.layer[m]
         need, cost = self.need[m], self.cost[m]
         status = self.status
@@ -228,10 +229,6 @@ class FanOut:
                     self.elem_wait[e] = wait
                 else:
                     ready_now.append(e)
-        if self.items is not None:  # each element in its own scope (parallel_map's items)
-            untagged = self.untagged[m]
-            for e in kids:
-                self.fns[e] = self._tagged(untagged, e, m)
         if self.tracing is not None:  # each element in spans of its own (telemetry.py)
             self._trace_elements(m, kids)
         for e in ready_now:
@@ -397,11 +394,16 @@ class FanOut:
         """The values element ``e`` was given from the lists its task maps over."""
         m = self.parent[e]
         const = self.consts[e] or {}
+        mapped = self.graph.map_args[m]
+        if len(mapped) == 1 and mapped[0][0] in const:  # the common case, once per element
+            return (const[mapped[0][0]],)
         entry = dict(self.args[e])
         values = self.values
-        return tuple(
-            const[p] if p in const else values[entry[p]] for p, _ in self.graph.map_args[m]
-        )
+        return tuple(const[p] if p in const else values[entry[p]] for p, _ in mapped)
+
+    def _element_info(self, e: int) -> tuple[str, tuple[Any, ...], int]:
+        """Element ``e``'s name, the values it was given, and its index in its task."""
+        return self.names[e], self._element_item(e), e - self.children[self.parent[e]][0]
 
     def _map_failed(self, m: int, error: BaseException) -> None:
         """Map task ``m`` failed: a subtask failed, or its list could not be stored."""

@@ -168,6 +168,38 @@ class Recording:
         result.budget = self.budget_report()
         return result
 
+    def for_store(self) -> tuple[bytearray, list[Any], list[Any], dict[str, float]]:
+        """What the store records at the run's end, from the run's own lists (through the
+        ``RunResult``, a 100,000-task run would build a record and an attempt per task):
+        ``once``, 1 for each entry that succeeded at its first attempt (its stored result
+        says when it ran); the attempts of the others and every wait, as ``timeline``
+        gives them; the run's ``lf.record`` numbers, summed."""
+        status, attempts = self.status, self.attempts
+        once = bytearray(len(status))
+        tries = list(attempts)
+        for i, s in enumerate(status):
+            if s == _SUCCEEDED and attempts[i] == 1:
+                once[i] = 1
+                tries[i] = 0  # its attempt is left out
+        spans, waits = timeline(
+            self.names,
+            [_STATUS_NAMES[s] for s in status],
+            tries,
+            self.first_start,
+            self.last_end,
+            self.busy,
+            self.spans,
+            self.waits,
+            self.parked_since,
+            self.wall0 - self.perf0,
+            self.end,
+        )
+        totals: dict[str, float] = {}
+        for i in sorted(self.metrics):
+            for k, v in self.metrics[i].items():
+                totals[k] = totals.get(k, 0) + v
+        return once, spans, waits, totals
+
     def _static_durations(self) -> list[float]:
         """Seconds per graph task; a map task's are its subtasks' wall span."""
         busy = self.busy[: self.n]

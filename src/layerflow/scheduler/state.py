@@ -72,7 +72,7 @@ Run-wide fields:
   the store could not take, else -1), ``started`` (entries in start order), ``spans``
   (attempts that did not succeed), ``metrics`` (``lf.record``), ``done`` (set at the end).
 - ``context``: the caller's ``contextvars`` when the run was made; tasks run in copies.
-  With a store, ``items`` and ``untagged`` (``storage.py``): tasks say which task they are.
+  With a store, ``items`` (``storage.py``): tasks say which task they are.
 - pools: ``backends[kind]`` (opened through ``backends.open_backend``), ``handle`` per entry,
   ``inline`` (a sequential run with no deadline: its own thread makes the calls),
   ``dask`` and ``dask_threads``, ``has_foreign``,

@@ -32,8 +32,9 @@ The store keeps the items an ``lf.parallel_map`` inside a task finishes too (``i
 with a store, each call that runs in this process (thread, sequential and coroutine tasks)
 is tagged with its entry (``taskscope.py``), so that ``parallel_map`` knows its task.
 ``items`` is the run's ``recorder.RunItems`` (None without a store: then nothing is tagged
-and no call costs more); ``untagged`` keeps the graph tasks' own calls, from which each map
-element's is tagged.
+and no call costs more). A call is tagged when it is handed out (``fns`` is then a
+``_TaggedCalls``): 100,000 wrappers made up front cost 15 us each, the collector walking
+them again and again, where one made for the call and dropped after it costs about 1.
 """
 
 from __future__ import annotations
@@ -47,13 +48,14 @@ from typing import Any
 from ..errors import ResultNotStored, safe_str
 from ..events import logger
 from ..faults import guarded
-from ..taskscope import tag
+from ..graph import _gc_paused
+from ..taskscope import scoped, tag
 from .faults import STORE_THREAD
 from .state import _ASYNC, _STORING, _UNSTOPPABLE
 
 #: results that may wait to be stored before new work waits for the store: enough for large
 #: batches (one sync each), few enough that a crash re-runs little
-_BACKLOG = 256
+_BACKLOG = 4096
 
 _STORE_TROUBLE = {
     "full": " (disk full)",
@@ -62,6 +64,24 @@ _STORE_TROUBLE = {
     "locked": " (locked)",
     "io": " (I/O error)",
 }
+
+
+class _TaggedCalls(list):  # type: ignore[type-arg]
+    """The run's calls (``fns``), each tagged with its entry as it is read; ``raw`` reads
+    one as it is (a map task's own call, which its elements share)."""
+
+    __slots__ = ("items", "kind")
+
+    def __getitem__(self, e: int) -> Callable[..., Any]:  # type: ignore[override]
+        fn = list.__getitem__(self, e)
+        kind = self.kind[e]
+        if kind in _UNSTOPPABLE:  # a thread's call: the scope set, then the call
+            return partial(scoped, self.items, e, fn)
+        if kind == _ASYNC:
+            return tag(fn, self.items, e, True)
+        return fn  # a worker process or a Dask worker cannot reach the store
+
+    raw = list.__getitem__
 
 
 class StoreIO:
@@ -76,23 +96,16 @@ class StoreIO:
         """With a store, tag each task's call with its entry (see the module docstring)."""
         self.items = items
         if items is not None:
-            self.untagged = self.fns
-            self.fns = [self._tagged(fn, i, i) for i, fn in enumerate(self.fns)]
-
-    def _tagged(self, fn: Callable[..., Any], e: int, i: int) -> Callable[..., Any]:
-        """Entry ``e``'s call ``fn`` (``i``: its graph task), tagged if it runs here (a
-        worker process or a Dask worker cannot reach the store)."""
-        kind = self.kind[i]
-        if kind in _UNSTOPPABLE or kind == _ASYNC:
-            return tag(fn, self.items, e, kind == _ASYNC)
-        return fn
+            fns = _TaggedCalls(self.fns)
+            fns.items, fns.kind = items, self.kind
+            self.fns = fns
 
     def _wait_for_store(self) -> None:
         """Too many results wait to be stored: wait for a batch to land (lock held)."""
         while self.storing > _BACKLOG and not self.exiting:
             self.stored.wait()
 
-    def _io_put(self, job: tuple[Any, Any, Callable[..., None]]) -> None:
+    def _io_put(self, job: tuple[Any, ...]) -> None:
         if self.io_jobs is None:
             self.io_jobs = queue.SimpleQueue()
             threading.Thread(
@@ -107,7 +120,7 @@ class StoreIO:
     ) -> None:
         """Run ``work()`` outside the lock, then ``then(result, error)`` under it (followed
         by starting what may start). Call with the lock held."""
-        self._io_put((work, None, then))
+        self._io_put((work, then))
 
     def _store_result(
         self,
@@ -115,40 +128,52 @@ class StoreIO:
         value: Any,
         t0: float,
         t1: float,
-        then: Callable[[ResultNotStored | None], None],
+        then: Callable[[ResultNotStored | None], None] | None = None,
     ) -> None:
         """Make entry ``i``'s result durable together with whatever else finishes meanwhile,
         then call ``then(error)`` under the lock: None once it is on disk, else the error to
-        fail the task with. Call with the lock held."""
+        fail the task with (no ``then``: the entry succeeds, or fails with that error).
+        Call with the lock held."""
         self.storing += 1
         if self.mode == "sequential":
             # one at a time, in order: the next task waits for this store (its slot is held)
             self.running += 1
-            then = partial(self._release_held, then)
+            then = partial(self._release_held, i, value, then)
         # an element is stored under its own name, keyed by the element it was given
-        info = None if i < self.n else (self.names[i], self._element_item(i))
-        self._io_put((None, (i, value, t0, t1, info), then))
+        info = None if i < self.n else self._element_info(i)
+        # one tuple per result, no closure: up to _BACKLOG of them wait, and what lives
+        # that long is what the collector walks
+        self._io_put((i, value, t0, t1, info, then))
+
+    def _stored(self, i: int, value: Any, error: ResultNotStored | None) -> None:
+        """Entry ``i``'s batch landed: it succeeded, or it fails with the store's error."""
+        if self.status[i] != _STORING:
+            return  # given up on meanwhile (its store writer failed)
+        if error is None:
+            self._succeed(i, value)
+        else:
+            self._fail(i, error)
 
     def _release_held(
-        self, then: Callable[[ResultNotStored | None], None], error: ResultNotStored | None
+        self,
+        i: int,
+        value: Any,
+        then: Callable[[ResultNotStored | None], None] | None,
+        error: ResultNotStored | None,
     ) -> None:
         self.running -= 1
-        then(error)
+        if then is None:
+            self._stored(i, value, error)
+        else:
+            then(error)
 
     def _succeed_durably(self, i: int, value: Any, t0: float, t1: float) -> None:
         """Entry ``i``'s attempt succeeded and the run has a store: ``storing`` until its
         batch is committed, then succeeded (or failed: the store could not take it)."""
         self.status[i] = _STORING
-
-        def then(error: ResultNotStored | None) -> None:
-            if self.status[i] != _STORING:
-                return  # given up on meanwhile (its store writer failed)
-            if error is None:
-                self._succeed(i, value)
-            else:
-                self._fail(i, error)
-
-        self._store_result(i, value, t0, t1, then)
+        # a first attempt's span is the run's own record of it (from its start, as the
+        # RunResult has it): a task stored packed has no other
+        self._store_result(i, value, self.first_start[i] if self.attempts[i] == 1 else t0, t1)
 
     def _io_loop(self) -> None:
         jobs = self.io_jobs
@@ -159,27 +184,35 @@ class StoreIO:
                     batch.append(jobs.get_nowait())  # type: ignore[union-attr]
                 except queue.Empty:
                     break
-            done: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
-            results = [job for job in batch if job is not None and job[0] is None]
-            if results:
-                errors = self._persist([job[1] for job in results])
-                done.extend((job[2], (error,)) for job, error in zip(results, errors, strict=True))
-            for job in batch:
-                if job is None or job[0] is None:
-                    continue
-                work, _, then = job
-                try:
-                    result, error = work(), None
-                except BaseException as e:  # reported to the continuation, never raised here
-                    result, error = None, e
-                done.append((then, (result, error)))
-            if done:
+            results = [job for job in batch if job is not None and len(job) == 6]
+            errors: list[Any] = []
+            # what the batch makes is gone when it ends: the collector need not see it (a
+            # collection in the middle would move it to the older generations, whose growth
+            # sets off full collections over the whole run's state)
+            with _gc_paused():
+                if results:
+                    errors = self._persist([job[:5] for job in results])
+                done: list[tuple[Callable[..., None], Any, BaseException | None]] = []
+                for job in batch:
+                    if job is None or len(job) == 6:
+                        continue
+                    work, then = job
+                    try:
+                        done.append((then, work(), None))
+                    except BaseException as e:  # reported to its continuation, never raised
+                        done.append((then, None, e))
+            if results or done:
                 with self.lock:
                     self.storing = max(self.storing - len(results), 0)
                     self.stored.notify_all()
                     try:
-                        for then, args in done:
-                            then(*args)
+                        for job, error in zip(results, errors, strict=True):
+                            if job[5] is None:
+                                self._stored(job[0], job[1], error)
+                            else:
+                                job[5](error)
+                        for then, result, error in done:
+                            then(result, error)
                     except Exception as e:  # a task's transition broke: it would never end
                         logger.error("layerflow store job failed", exc_info=e)
                         self._fault_locked(STORE_THREAD, e)

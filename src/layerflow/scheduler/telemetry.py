@@ -26,8 +26,10 @@ class Telemetry:
         """Open the run's span and wrap every call (before the run starts)."""
         self.tracing = tracing
         tracing.bind(self)
-        self.untraced = self.fns
-        self.fns = [self._traced(fn, i) for i, fn in enumerate(self.fns)]
+        # in place: with a store, ``fns`` tags each call as it is read (storage.py)
+        self.untraced = list(self.fns)
+        for i, fn in enumerate(self.untraced):
+            self.fns[i] = self._traced(fn, i)
 
     def _traced(self, fn: Callable[..., Any], e: int) -> Callable[..., Any]:
         """Entry ``e``'s call ``fn``, in its attempt's span if it runs here."""
@@ -38,6 +40,5 @@ class Telemetry:
 
     def _trace_elements(self, m: int, kids: list[int]) -> None:
         """Map task ``m``'s new elements, each in spans of its own name."""
-        tagged = getattr(self, "items", None) is not None  # then each already has its own
-        for e in kids:
-            self.fns[e] = self._traced(self.fns[e] if tagged else self.untraced[m], e)
+        for e in kids:  # (with a store, tagged with its own entry as it is read)
+            self.fns[e] = self._traced(self.untraced[m], e)
