@@ -17,6 +17,9 @@ from .state import (
 )
 from .storage import _BACKLOG
 
+#: no hint for a pool other than worker processes (one shared, never written)
+_NO_HINT: dict[str, Any] = {}
+
 
 class ForeignPools:
     """Pools layerflow does not drive itself (event loop, processes, Dask): submission."""
@@ -112,10 +115,10 @@ class ForeignPools:
 
         self._off_lock(lambda: self.lookup(i, args, kwargs), then)
 
-    def _begin_hint(self, i: int, token: int, kind: int) -> dict[str, Any]:
+    def _begin_hint(self, i: int, token: int) -> dict[str, Any]:
         """A worker process may start cold (40-225 ms): its task's timeout and its rate
         windows count from when the call really begins, which the backend reports."""
-        if kind != _PROCESS or (self.spec[i].timeout is None and not self.cost[i]):
+        if self.spec[i].timeout is None and not self.cost[i]:
             return {}
         return {"began": partial(self._began, i, token)}
 
@@ -151,7 +154,7 @@ class ForeignPools:
                 priority=self.spec[i].priority,
                 fetch=kind != _DASK or self.cluster.fetch_now(self._owner(i)),
                 tag=i,
-                **self._begin_hint(i, token, kind),
+                **(self._begin_hint(i, token) if kind == _PROCESS else _NO_HINT),
             )
         except Exception as e:  # could not even be sent (e.g. cannot be pickled)
             now = time.perf_counter()
