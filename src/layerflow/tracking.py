@@ -59,13 +59,10 @@ def tokens_of(response: Any) -> float | None:
     if response is None:
         return None
     used = _get(response, "usage")
-    if used is not None:
-        total = _count(_get(used, "total_tokens"))
-        if total is not None:
-            return total
-        # Anthropic: input, output and cache tokens; OpenAI without a total
-        return _sum(
+    if used is not None:  # Anthropic: input, output and cache tokens; OpenAI without a total
+        return _total_or_sum(
             used,
+            "total_tokens",
             (
                 "input_tokens",
                 "output_tokens",
@@ -77,11 +74,9 @@ def tokens_of(response: Any) -> float | None:
         )
     meta = _get(response, "usage_metadata")  # google-genai
     if meta is not None:
-        total = _count(_get(meta, "total_token_count"))
-        if total is not None:
-            return total
-        return _sum(
+        return _total_or_sum(
             meta,
+            "total_token_count",
             (
                 "prompt_token_count",
                 "candidates_token_count",
@@ -90,6 +85,12 @@ def tokens_of(response: Any) -> float | None:
             ),
         )
     return None
+
+
+def _total_or_sum(usage: Any, total: str, parts: tuple[str, ...]) -> float | None:
+    """A usage record's total, or the sum of its parts when it gives none."""
+    found = _count(_get(usage, total))
+    return found if found is not None else _sum(usage, parts)
 
 
 def usage_from(response: Any, limit: str) -> float | None:

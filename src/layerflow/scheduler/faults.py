@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import InternalError, safe_str
 from ..events import logger
-from .state import _CANCELLED, _MAPPED, _RUNNING, _STORING, _SUCCEEDED
+from .state import _MAPPED, _RUNNING, _STORING, _SUCCEEDED
 
 #: how long a faulted run waits for results being stored before it ends anyway
 _SETTLE = 10.0
@@ -86,12 +86,9 @@ class Faults:
             timer.start()
 
     def _lost(self, i: int, fault: BaseException, reason: str) -> None:
-        """Entry ``i`` waited for a store writer that died: cancelled."""
-        self.status[i] = _CANCELLED
+        """Entry ``i`` waited for a store writer that died: cancelled, with the fault."""
         self.errors[i] = fault
-        if self.emit:
-            self._task_event("task_cancelled", i, reason=reason)
-        self._finalize(i)
+        self._cancel_waiting(i, reason)
 
     def _end_late(self) -> None:
         """A faulted run that did not end by itself: what is left is cancelled."""

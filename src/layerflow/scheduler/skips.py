@@ -32,11 +32,8 @@ class Skips:
         self._skip_now(i, skip)
 
     def _skip_now(self, i: int, skip: Skip) -> None:
-        self.status[i] = _SKIPPED
-        self.errors[i] = skip
-        if self.emit:
-            self._task_event("task_skipped", i, reason=skip.reason, error=skip)
-        self._finalize(i)
+        """Entry ``i`` ends skipped, and so does what needs its value."""
+        self._skip_it(i, skip)
         if i < self.n:
             self._skip_consumers(i)
 
@@ -46,12 +43,6 @@ class Skips:
         if self.emit:
             self._task_event("task_skipped", s, reason=skip.reason, error=skip)
         self._finalize(s)
-
-    def _skip_when_ready(self, i: int) -> None:
-        """Entry ``i`` needs a skipped task's value, and its other inputs have ended
-        well: it ends skipped (no failure), and so does what needs its value."""
-        self._skip_it(i, self.pending_skip.pop(i))
-        self._skip_consumers(i)
 
     def _skip_consumers(self, i: int) -> None:
         """Task ``i`` skipped itself, which is no failure: what needs its value is skipped

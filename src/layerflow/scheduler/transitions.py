@@ -49,7 +49,8 @@ class Transitions:
     def _make_ready(self, i: int) -> None:
         """Entry ``i`` may start: hold it behind a layer barrier, expand it, or queue it."""
         if self.pending_skip and i in self.pending_skip:
-            self._skip_when_ready(i)  # an input was skipped: it does not start
+            # an input was skipped and the others ended well: it ends skipped, no failure
+            self._skip_now(i, self.pending_skip.pop(i))
             return
         self.status[i] = _READY
         if self.layered and self.layer[i] != self.current_layer:
