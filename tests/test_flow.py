@@ -98,6 +98,36 @@ def test_a_task_added_without_options_is_the_same_as_one_made_the_long_way():
     assert flow.run()["a"] == 1
 
 
+def test_a_task_kept_by_the_caller_is_the_flows_and_a_dropped_one_is_made_again_alike():
+    from layerflow.graph import Task
+
+    flow = lf.Flow("big")
+    for k in range(3):
+        flow.add(plain_noop, name=f"dropped_{k}")  # a big flow's loop keeps no Task
+    kept = flow.add(plain_noop, name="kept")
+    also = [flow.add(plain_noop, name=f"listed_{k}") for k in range(2)]
+    flow.add(plain_noop, name="last")
+
+    def after(dropped_1):  # a parameter that names a task added before
+        return dropped_1 + 1
+
+    follow = flow.add(after, name="after")
+    assert flow["kept"] is kept and [flow[f"listed_{k}"] for k in range(2)] == also
+    assert flow["after"] is follow
+    remade = flow["dropped_0"]
+    assert isinstance(remade, Task) and (remade.name, remade.fn) == ("dropped_0", plain_noop)
+    assert flow["dropped_0"] is remade  # made once, then kept
+    assert [t.name for t in flow] == [
+        *(f"dropped_{k}" for k in range(3)), "kept", "listed_0", "listed_1", "last", "after"
+    ]
+    assert len(flow) == 8 and "last" in flow
+    with pytest.raises(lf.DuplicateTaskError, match="'dropped_2'"):
+        flow.add(plain_noop, name="dropped_2")
+    run = flow.run()
+    assert run["after"] == 2 and run["last"] == 1 and run.ok
+    assert flow.plan().dependencies("after") == ["dropped_1"]
+
+
 def test_a_redefined_function_partials_and_callable_objects_are_read_each_for_itself():
     import functools
 

@@ -22,7 +22,7 @@ from .errors import (
     raise_all,
 )
 from .events import Observer
-from .graph import Graph, GraphBuilder, Task
+from .graph import Graph, GraphBuilder, Task, _signature
 from .limits import LayerReport, RateLimit
 from .names import counted
 from .options import RunOptions
@@ -110,17 +110,14 @@ class Flow:
             # added last is at hand (a big flow adds one function again and again)
             last = self._last
             if last is None or last[0] is not fn or type(fn) is functools.partial:
-                task = Task.plain(fn, name)
-                self._last = (fn, task.signature)
-            else:
-                task = Task.plain(fn, name, last[1])
-            if name in self._graph.index:
+                last = self._last = (fn, _signature(fn))
+            task = self._graph.add_plain(fn, name, last[1])
+            if task is None:
                 raise DuplicateTaskError(
                     f"flow {self.name or ''!r} already has a task named {name!r}; "
                     f"pass name='...' to add the same function again under another name",
                     name,
                 )
-            self._graph.add(task)
             return task
         for key in options:
             if key not in TASK_OPTIONS:
@@ -142,19 +139,19 @@ class Flow:
     @property
     def tasks(self) -> list[Task]:
         """The tasks in declaration order."""
-        return list(self._graph.tasks)
+        return list(self._graph.all_tasks())
 
     def __getitem__(self, name: str) -> Task:
         i = self._graph.index.get(name)
         if i is None:
             raise KeyError(f"flow has no task {name!r}.{did_you_mean(name, self._graph.index)}")
-        return self._graph.tasks[i]
+        return self._graph.task(i)
 
     def __contains__(self, name: object) -> bool:
         return name in self._graph.index
 
     def __iter__(self) -> Iterator[Task]:
-        return iter(self._graph.tasks)
+        return iter(self._graph.all_tasks())
 
     def __len__(self) -> int:
         return len(self._graph.tasks)
@@ -201,7 +198,7 @@ class Flow:
                     )
                 )
             elif name not in used and self.strict_inputs:
-                params = {p for t in self._graph.tasks for p in t.signature.names}
+                params = {p for t in self._graph.all_tasks() for p in t.signature.names}
                 problems.append(
                     InvalidOptionError(
                         f"input {name!r} is not a parameter of any task."

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import gc
 import inspect
+import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -114,8 +115,17 @@ class _Signature:
 _NO_MAPPING: Mapping[str, Any] = MappingProxyType({})
 _ANY_EXCEPTION: tuple[type[BaseException], ...] = (Exception,)  # retry_on's default
 
-# The options Task.plain leaves unset until one is read, and their defaults (is_coroutine's
-# is its signature's)
+_FROM_FN = object()  # a default read from the task's function or signature (_from_fn)
+
+
+def _from_fn(task: Task, slot: str) -> Any:
+    if slot == "__wrapped__":
+        return task.fn
+    sig = task.signature
+    return sig.is_coroutine if slot == "is_coroutine" else sig.names
+
+
+# The options Task.plain leaves unset until one is read, and their defaults
 _DEFAULTS: dict[str, Any] = {
     "params": _NO_MAPPING,
     "retries": 0,
@@ -128,7 +138,12 @@ _DEFAULTS: dict[str, Any] = {
     "rate_limit": None,
     "cache": False,
     "description": None,
-    "is_coroutine": False,
+    "is_coroutine": _FROM_FN,
+    "__wrapped__": _FROM_FN,
+    "free_params": _FROM_FN,
+    "inputs": _NO_MAPPING,
+    "after": (),
+    "map": None,
     "group": None,
     "fingerprint": None,
     "cancel": None,
@@ -141,6 +156,10 @@ _DEFAULTS: dict[str, Any] = {
 # kept alive. obj.method is a new object at each access, so a method is known by its function.
 _known: dict[int, tuple[weakref.ref[Any], _Signature]] = {}
 _known_methods: dict[int, tuple[weakref.ref[Any], _Signature]] = {}
+
+# GraphBuilder tells whether the caller kept a Task by its reference count
+_REFCOUNTED = sys.implementation.name == "cpython"
+getrefcount = sys.getrefcount
 
 
 def _signature(fn: Callable[..., Any]) -> _Signature:
@@ -416,18 +435,12 @@ class Task:
         Only what adding it reads is set; the other options are filled in with their
         defaults when one is first read (``__getattr__``). Until then the cyclic GC, whose
         full collections walk every task of the flow again and again while it grows,
-        visits 8 of its 25 fields: it spent more time on a million tasks than making them.
+        visits 3 of its 25 fields: it spent more time on a million tasks than making them.
         """
         t = object.__new__(cls)
-        t.fn = t.__wrapped__ = fn
+        t.fn = fn
         t.name = name
-        if sig is None:
-            sig = _signature(fn)
-        t.signature = sig
-        t.free_params = sig.names
-        t.inputs = _NO_MAPPING
-        t.after = ()
-        t.map = None
+        t.signature = _signature(fn) if sig is None else sig
         return t
 
     def __getattr__(self, attr: str) -> Any:
@@ -439,8 +452,8 @@ class Task:
             try:
                 object.__getattribute__(self, slot)
             except AttributeError:
-                if slot == "is_coroutine":
-                    default = self.signature.is_coroutine
+                if default is _FROM_FN:
+                    default = _from_fn(self, slot)
                 object.__setattr__(self, slot, default)
         return object.__getattribute__(self, attr)
 
@@ -480,7 +493,11 @@ class GraphBuilder:
     """
 
     def __init__(self) -> None:
-        self.tasks: list[Task] = []
+        # a task added by add_plain whose Task nobody kept is held as its function until a
+        # Task is asked for (task(k), all_tasks()): a million Tasks kept from the start
+        # cost the cyclic GC more than making them (its full collections walk each again)
+        self.tasks: list[Task | Callable[..., Any]] = []
+        self._returned: Task | None = None  # the Task add_plain returned last
         self.names: list[str] = []
         self.index: dict[str, int] = {}
         # tuples, not lists: the cyclic GC stops tracking a tuple of ints, while its full
@@ -497,8 +514,64 @@ class GraphBuilder:
         self.pending = []
         self.mapped: list[int] = []  # tasks with map=
 
+    def add_plain(self, fn: Callable[..., Any], name: str, sig: _Signature) -> Task | None:
+        """``add(Task.plain(fn, name, sig))``, faster; ``None`` when ``name`` is taken."""
+        index = self.index
+        k = len(self.names)
+        if index.setdefault(name, k) != k:
+            return None
+        kept = self._returned
+        # references to kept: self._returned, the name kept, getrefcount's argument; a
+        # fourth is the caller's (then flow[name] must be that object)
+        if kept is not None and (getrefcount(kept) > 3 or not _REFCOUNTED):
+            self.tasks[index[kept.name]] = kept
+        task = Task.plain(fn, name, sig)
+        free = sig.names
+        if (free and not index.keys().isdisjoint(free)) or type(fn) is functools.partial:
+            self._returned = None
+            del index[name]  # add() resolves parameters that name tasks added before
+            self.add(task)
+            return task
+        self._returned = task
+        self.tasks.append(fn)
+        self.names.append(name)
+        self.deps.append(())
+        self.args.append(())
+        if free:
+            self.pending.append(k)
+        return task
+
+    def _settle(self) -> None:
+        """Keep the Task add_plain returned last if anyone else holds it (so that
+        ``flow[name]`` is that object); otherwise its function stays in its place."""
+        task = self._returned
+        if task is not None:
+            self._returned = None
+            # references: the name task, getrefcount's argument; a third is the caller's
+            if sys.getrefcount(task) > 2 or not _REFCOUNTED:
+                self.tasks[self.index[task.name]] = task
+
+    def task(self, k: int) -> Task:
+        """Task ``k``, made now if only its function was kept."""
+        self._settle()
+        task = self.tasks[k]
+        if type(task) is not Task:
+            task = self.tasks[k] = Task.plain(task, self.names[k])
+        return task
+
+    def all_tasks(self) -> list[Task]:
+        """Every task, in declaration order (made now where only functions were kept)."""
+        self._settle()
+        tasks = self.tasks
+        with _gc_paused():
+            for k, task in enumerate(tasks):
+                if type(task) is not Task:
+                    tasks[k] = Task.plain(task, self.names[k])
+        return tasks  # type: ignore[return-value]
+
     def add(self, task: Task) -> None:
         """Append ``task`` (its name must be new) and resolve what can be resolved now."""
+        self._settle()
         k = len(self.tasks)
         index = self.index
         free: tuple[str, ...] = task.free_params
@@ -577,10 +650,11 @@ class GraphBuilder:
         ``input_names`` are the flow inputs that will be given; a parameter that names
         neither a task nor one of them is a required input when it has no default.
         """
+        tasks = self.all_tasks()
         with _gc_paused():
             g = Graph()
             g.flow_name = flow_name
-            g.tasks = list(self.tasks)
+            g.tasks = list(tasks)
             g.names = names = list(self.names)
             g.index = index = dict(self.index)
             g.deps = list(self.deps)
@@ -591,10 +665,10 @@ class GraphBuilder:
             problems: list[Any] = []
             for entry in self.pending:
                 if type(entry) is int:  # only its free parameters
-                    k, free, refs, after = entry, self.tasks[entry].free_params, (), ()
+                    k, free, refs, after = entry, tasks[entry].free_params, (), ()
                 else:
                     k, free, refs, after = entry
-                t = self.tasks[k]
+                t = tasks[k]
                 deps = list(self.deps[k])
                 args = list(self.args[k])
                 in_args: list[tuple[str, str]] = []
@@ -627,7 +701,7 @@ class GraphBuilder:
                 g.args[k] = tuple(args)
                 g.input_args[k] = tuple(in_args)
             for k in self.mapped:
-                _resolve_map(g, k, self.tasks[k], problems)
+                _resolve_map(g, k, tasks[k], problems)
             g._order_and_layers(problems)
         return g, problems
 
