@@ -118,7 +118,12 @@ def test_a_task_kept_by_the_caller_is_the_flows_and_a_dropped_one_is_made_again_
     assert isinstance(remade, Task) and (remade.name, remade.fn) == ("dropped_0", plain_noop)
     assert flow["dropped_0"] is remade  # made once, then kept
     assert [t.name for t in flow] == [
-        *(f"dropped_{k}" for k in range(3)), "kept", "listed_0", "listed_1", "last", "after"
+        *(f"dropped_{k}" for k in range(3)),
+        "kept",
+        "listed_0",
+        "listed_1",
+        "last",
+        "after",
     ]
     assert len(flow) == 8 and "last" in flow
     with pytest.raises(lf.DuplicateTaskError, match="'dropped_2'"):
