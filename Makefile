@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BASE   := $(VENV)/.installed-base
 
-.PHONY: demo test bench fuzz fuzz-engine dask-suite lint format clean browser
+.PHONY: demo test bench fuzz fuzz-engine dask-suite lint format clean browser docs
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(BASE): $(VENV)/bin/python pyproject.toml
 	touch $(BASE)
 
 $(STAMP): $(VENV)/bin/python pyproject.toml
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[test,bench,docs]'
 	touch $(STAMP) $(BASE)
 
 demo: $(BASE)
@@ -72,9 +72,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench examples
 	$(VENV)/bin/ruff format --check src tests bench examples
 
+# The documentation site (docs/, mkdocs with the Material theme; the API reference is read
+# from the docstrings): built offline, and a broken link or reference fails the build
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests bench examples
 	$(VENV)/bin/ruff check --fix src tests bench examples
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build dist
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist site

@@ -290,9 +290,10 @@ class Plan:
     ) -> list[WhatIf]:
         """One :class:`WhatIf` row per worker count: the predicted wall time, the speedup
         over running one by one, and which limit binds. Arguments as in :meth:`simulate`.
+        For example:
 
-        >>> [(r.max_workers, r.seconds, r.binding) for r in plan.what_if([1, 4])]
-        [(1, 5.0, 'workers'), (4, 3.0, 'pool group:chunks')]
+            >>> [(r.max_workers, r.seconds, r.binding) for r in plan.what_if([1, 4])]
+            [(1, 5.0, 'workers'), (4, 3.0, 'pool group:chunks')]
         """
         _check_mode(mode)
         w = self._weights(durations)
