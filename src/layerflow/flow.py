@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from .errors import (
     DuplicateTaskError,
@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # the model does not load the engine or the store until a run
     from .store import Store
 
 __all__ = ["Flow", "TASK_OPTIONS"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 TASK_OPTIONS = (
     "params",
@@ -76,16 +79,16 @@ class Flow:
     # --- declaring --------------------------------------------------------------------------
 
     @overload
-    def task(self, fn: Callable[..., Any], /) -> Task: ...
+    def task(self, fn: Callable[_P, _R], /) -> Task[_P, _R]: ...
 
     @overload
     def task(
         self, fn: None = None, /, *, name: str | None = None, **options: Any
-    ) -> Callable[[Callable[..., Any]], Task]: ...
+    ) -> Callable[[Callable[_P, _R]], Task[_P, _R]]: ...
 
     def task(
-        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
-    ) -> Task | Callable[[Callable[..., Any]], Task]:
+        self, fn: Callable[_P, _R] | None = None, /, *, name: str | None = None, **options: Any
+    ) -> Task[_P, _R] | Callable[[Callable[_P, _R]], Task[_P, _R]]:
         """Decorator: ``@flow.task`` or ``@flow.task(retries=2, timeout=5.0, ...)``.
 
         Returns the :class:`Task`, which stays callable as the plain function.
@@ -93,12 +96,14 @@ class Flow:
         if fn is not None:
             return self.add(fn, name=name, **options)
 
-        def decorate(f: Callable[..., Any]) -> Task:
+        def decorate(f: Callable[_P, _R]) -> Task[_P, _R]:
             return self.add(f, name=name, **options)
 
         return decorate
 
-    def add(self, fn: Callable[..., Any], *, name: str | None = None, **options: Any) -> Task:
+    def add(
+        self, fn: Callable[_P, _R], *, name: str | None = None, **options: Any
+    ) -> Task[_P, _R]:
         """Add ``fn`` as a task (under ``name``, default its ``__name__``) and return it.
 
         One function may be added many times under different names. Raises

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, MethodType
-from typing import Any
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from .errors import (
     CycleError,
@@ -232,12 +232,17 @@ def _number(value: Any, option: str, task: str, *, positive: bool) -> float:
     raise InvalidOptionError(f"task {task!r}: {option} must be {need}, got {value!r}")
 
 
-class Task:
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class Task(Generic[_P, _R]):
     """One step of a flow: a function, its name and its options.
 
     Calling a ``Task`` calls its function, so a decorated function stays usable (and
-    testable) on its own. Names of dependencies are kept as declared and resolved when the
-    flow is planned or run.
+    testable) on its own; for a type checker, a ``Task`` made from a function has that
+    function's parameters and return type (``Task[P, R]``). Names of dependencies are
+    kept as declared and resolved when the flow is planned or run.
     """
 
     __slots__ = (
@@ -268,9 +273,11 @@ class Task:
         "__wrapped__",
     )
 
+    fn: Callable[_P, _R]
+
     def __init__(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[_P, _R],
         *,
         name: str | None = None,
         params: Mapping[str, Any] | None = None,
@@ -457,7 +464,7 @@ class Task:
                 object.__setattr__(self, slot, default)
         return object.__getattribute__(self, attr)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         return self.fn(*args, **kwargs)
 
     def clone(self, fn: Callable[..., Any], name: str) -> Task:
