@@ -101,9 +101,7 @@ class Flow:
 
         return decorate
 
-    def add(
-        self, fn: Callable[_P, _R], *, name: str | None = None, **options: Any
-    ) -> Task[_P, _R]:
+    def add(self, fn: Callable[_P, _R], *, name: str | None = None, **options: Any) -> Task[_P, _R]:
         """Add ``fn`` as a task (under ``name``, default its ``__name__``) and return it.
 
         One function may be added many times under different names. Raises
