@@ -1,8 +1,9 @@
 """Analysis of a validated graph: order, layers, critical path, simulation, pictures.
 
 Everything here is linear in nodes plus edges (the simulation adds a log factor for its
-heaps) and works on the graph's index lists. The ready-task policy lives here too
-(:meth:`Plan.keys`), so that :meth:`Plan.simulate` predicts exactly what the scheduler does.
+heaps) and works on the graph's index lists. The simulation replays the scheduler's own
+policy (``policy.py``: the ready order, sequential order, the layer barrier) and admission
+rule (``limits.Gate``), so that :meth:`Plan.simulate` predicts what the scheduler does.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ from .graph import Graph
 from .limits import Adaptive, Gate, RateLimit, check_limits, resolve_max_workers, task_costs
 from .names import counted
 from .options import MODES, number
+from .policy import KEY_BASE, LayerBarrier, holds_queue, ranked_keys, sequence_keys
 
 __all__ = ["Plan", "WhatIf", "MODES", "KEY_BASE"]
-
-#: Ready-queue keys are ``policy * KEY_BASE + task index``: one int compare per heap step,
-#: and room for the subtasks a ``map`` adds while the run goes on.
-KEY_BASE = 1 << 40
 
 
 Durations = Mapping[str, float] | float | int | None
@@ -221,14 +219,12 @@ class Plan:
                 rank = [int(r * 1000) for r in self.remaining_path(self._weights(None))]
             else:
                 rank = [int(r) for r in self.remaining_path()]
-            prio = [t.priority for t in g.tasks]
-            rmax = max(rank, default=0)
-            pmax = max(prio, default=0)
-            span = rmax + 1
-            self._keys = [
-                ((pmax - prio[i]) * span + (rmax - rank[i])) * KEY_BASE + i for i in range(n)
-            ]
+            self._keys = ranked_keys([t.priority for t in g.tasks], rank)
         return self._keys
+
+    def sequence_keys(self, seed: int | None = None) -> list[int]:
+        """Ready-queue keys of ``mode="sequential"``: the tasks in :meth:`sequence` order."""
+        return sequence_keys(self.sequence(seed), len(self.graph))
 
     def sequence(self, seed: int | None = None) -> list[int]:
         """The order ``mode="sequential"`` runs: ``order``, or a random valid one from ``seed``."""
@@ -278,6 +274,26 @@ class Plan:
         return self._simulate(
             self._weights(durations), resolve_max_workers(max_workers), mode, *limits
         )
+
+    def predicted_order(
+        self,
+        durations: Durations = None,
+        max_workers: int | None = None,
+        *,
+        mode: str = "dynamic",
+        resources: Mapping[str, float] | None = None,
+        rate_limits: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """The order in which the tasks start in :meth:`simulate`'s replay (same arguments).
+        With one worker, or ``mode="sequential"``, it is the order a run starts them in
+        (``run.order``) whatever the tasks take; with more, it holds for these durations."""
+        _check_mode(mode)
+        starts: list[int] = []
+        limits = self._limits(resources, rate_limits)
+        w = self._weights(durations)
+        self._simulate(w, resolve_max_workers(max_workers), mode, *limits, starts=starts)
+        names = self.graph.names
+        return [names[i] for i in starts]
 
     def what_if(
         self,
@@ -365,11 +381,13 @@ class Plan:
         mode: str,
         pools: dict[str, float],
         limits: dict[str, RateLimit | Adaptive],
+        starts: list[int] | None = None,
     ) -> float:
         """An event-driven replay of the scheduler's transitions with task ``i`` taking
         ``w[i]`` seconds: the best ready task starts when a slot is free and its limits
-        admit it; one its limits hold back is parked (lower ones may pass it) until pool
-        units return or its rate window opens, by the same ``limits.Gate`` as the scheduler."""
+        admit it; one its limits hold back is parked (lower ones may pass it, but for
+        sequential mode) until pool units return or its rate window opens, by the same
+        ``limits.Gate`` as the scheduler. Appends each start's task to ``starts`` if given."""
         g = self.graph
         n = len(g)
         tasks = g.tasks
@@ -382,30 +400,20 @@ class Plan:
         ]
         gated = any(need) or any(cost)
         if mode == "sequential":
-            if not gated:
+            if not gated and starts is None:
                 return float(sum(w))
             slots = 1
-            keys = [0] * n
-            for pos, i in enumerate(self.sequence()):
-                keys[i] = pos * KEY_BASE + i
+            keys = self.sequence_keys()
         else:
             keys = self.keys()
+        in_order = holds_queue(mode)
         gate = Gate(pools, limits, need, cost)  # the scheduler's own admission rule
         waiting = [len(d) for d in g.deps]
-        layer = g.layer
+        barrier = LayerBarrier(g.layer, g.n_layers, holding=mode == "layered")
         layered = mode == "layered"
-        current = 0
-        left_in_layer = [0] * g.n_layers
-        for li in layer:
-            left_in_layer[li] += 1
-        held: list[list[int]] = [[] for _ in range(g.n_layers)]
-        ready: list[int] = []
-        for i in range(n):
-            if not waiting[i]:
-                if layered and layer[i] != current:
-                    held[layer[i]].append(keys[i])
-                else:
-                    ready.append(keys[i])
+        layer = g.layer
+        held = barrier.hold if layered else lambda i, li: False
+        ready = [keys[i] for i in range(n) if not waiting[i] and not held(i, layer[i])]
         heapq.heapify(ready)
         running: list[tuple[float, int]] = []
         now = 0.0
@@ -419,8 +427,12 @@ class Plan:
             while ready and len(running) < slots:
                 key = heapq.heappop(ready)
                 if gated and not admit(key):
+                    if in_order:  # parked: nothing may overtake it
+                        break
                     continue
                 i = key % KEY_BASE
+                if starts is not None:
+                    starts.append(i)
                 heapq.heappush(running, (now + w[i], i))
             if not running:
                 if gate.wake == math.inf:
@@ -431,23 +443,18 @@ class Plan:
                 while running and running[0][0] <= now:  # finish simultaneous ends together
                     done.append(heapq.heappop(running)[1])
                 for i in done:
-                    left_in_layer[layer[i]] -= 1
+                    barrier.ended(layer[i])
                     if gated:  # adaptive limits: as if nothing pushed back
                         for key, _ in gate.release(i, now=now):
                             heapq.heappush(ready, key)
                     for s in g.succs[i]:
                         waiting[s] -= 1
-                        if not waiting[s]:
-                            if layered and layer[s] != current:
-                                held[layer[s]].append(keys[s])
-                            else:
-                                heapq.heappush(ready, keys[s])
+                        if not waiting[s] and not held(s, layer[s]):
+                            heapq.heappush(ready, keys[s])
                 if layered:
-                    while current < g.n_layers - 1 and not left_in_layer[current]:
-                        current += 1
-                        for k in held[current]:
-                            heapq.heappush(ready, k)
-                        held[current] = []
+                    while not barrier.last and not barrier.left[barrier.current]:
+                        for j in barrier.open_next():
+                            heapq.heappush(ready, keys[j])
                 continue
             now = gate.wake  # a rate window opens before the next task ends
             for key, _ in gate.rate_parked():

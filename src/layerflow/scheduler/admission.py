@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..limits import Adaptive, Gate, RateLimit
+from ..policy import holds_queue
 from ..pushback import classify
 from .state import _PROCESS, _READY
 
@@ -34,7 +35,7 @@ class Admission:
         self.waits: list[tuple[int, str, Any, float, float]] = []
         # sequential: a task held by a pool or a rate window holds the queue (nothing
         # overtakes it: the run's order is the plan's) until it is queued again
-        self.in_order = self.mode == "sequential"
+        self.in_order = holds_queue(self.mode)
         self.order_hold = False
         self.order_held_by = -1  # the entry whose retry holds it
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import MapError, Skip
 from ..graph import _gc_paused
-from ..plan import KEY_BASE
+from ..policy import KEY_BASE
 from .state import (
     _CACHED,
     _CANCELLED,

@@ -1,4 +1,6 @@
-"""Layers: the layer events, the barrier of ``layered`` runs, and checkpoints."""
+"""Layers: the layer events, the barrier of ``layered`` runs, and checkpoints.
+
+The barrier itself is ``policy.LayerBarrier``, the one ``Plan.simulate`` replays."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from ..events import (
 )
 from ..faults import guarded
 from ..limits import LayerReport
+from ..policy import LayerBarrier
 from .state import (
     _READY,
     _REUSED,
@@ -27,18 +30,14 @@ class Layers:
     """Layers: the layer events, the barrier of ``layered`` runs, and checkpoints."""
 
     def _init_layers(self, mode: str, checkpoint: Callable[[LayerReport], Any] | None) -> None:
-        """``layered``, ``current_layer``, ``held`` (per layer, ready entries the barrier
-        holds back), ``layer_left``, ``layer_seen`` (its layer_started was emitted),
-        ``layer_names``, ``checkpoint``."""
+        """``layered``, ``barrier`` (the open layer, the tasks left per layer, the ready
+        entries held back), ``layer_seen`` (its layer_started was emitted), ``layer_names``,
+        ``checkpoint``."""
         g = self.graph
         # a checkpoint answers after each layer before the next may start: a barrier
         self.checkpoint = checkpoint
         self.layered = mode == "layered" or checkpoint is not None
-        self.current_layer = 0
-        self.held: list[list[int]] = [[] for _ in range(g.n_layers)] if self.layered else []
-        self.layer_left = [0] * g.n_layers
-        for li in g.layer:
-            self.layer_left[li] += 1
+        self.barrier = LayerBarrier(g.layer, g.n_layers, holding=self.layered)
         self.layer_seen = bytearray(g.n_layers)
         self.layer_names: list[tuple[str, ...]] | None = None
         self.checkpoint_asked = -1  # the last layer whose checkpoint was asked
@@ -60,9 +59,8 @@ class Layers:
             self.emit(
                 LayerEvent("layer_finished", None, time.time(), self.run_id, layer=li, tasks=names)
             )
-        if self.layered and li == self.current_layer:
-            last = li == len(self.layer_left) - 1
-            if self.checkpoint is not None and not last and not self.stopping:
+        if self.layered and li == self.barrier.current:
+            if self.checkpoint is not None and not self.barrier.last and not self.stopping:
                 self._ask_checkpoint(li)
             else:
                 self._open_next_layer()
@@ -113,16 +111,15 @@ class Layers:
         """Let the next layer (the first with tasks left) start. A layer that ended
         before its turn (a map over an empty list ends as soon as it is expanded) still
         gets its checkpoint before the layer after it opens."""
-        last = len(self.layer_left) - 1
-        while self.current_layer < last:
-            self.current_layer += 1
-            held, self.held[self.current_layer] = self.held[self.current_layer], []
-            for j in held:
+        barrier = self.barrier
+        while not barrier.last:
+            for j in barrier.open_next():
                 if self.status[j] == _READY:  # not cancelled meanwhile
                     self._make_ready(j)
-            if self.layer_left[self.current_layer]:
+            current = barrier.current
+            if barrier.left[current]:
                 break
-            if self.checkpoint is not None and self.current_layer < last and not self.stopping:
-                if self.checkpoint_asked < self.current_layer:  # (not by its own end, above)
-                    self._ask_checkpoint(self.current_layer)
+            if self.checkpoint is not None and not barrier.last and not self.stopping:
+                if self.checkpoint_asked < current:  # (not by its own end, above)
+                    self._ask_checkpoint(current)
                 break

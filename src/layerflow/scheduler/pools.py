@@ -7,7 +7,7 @@ import time
 from functools import partial
 from typing import Any
 
-from ..plan import KEY_BASE
+from ..policy import KEY_BASE
 from .state import (
     _DASK,
     _FOREIGN,

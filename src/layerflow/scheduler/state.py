@@ -57,7 +57,8 @@ Run-wide fields:
   timeout, waiting for a free Dask thread).
 - budgets (``budgets.py``): ``budget``, ``spent``, ``committed``, ``estimates``,
   ``stop_reason``.
-- layers (``layers.py``): ``layered``, ``current_layer``, ``held``, ``layer_left``,
+- layers (``layers.py``): ``layered``, ``barrier`` (``policy.LayerBarrier``: ``current``,
+  ``held``, ``left``),
   ``layer_seen``, ``checkpoint``.
 - map (``fanout.py``): ``map_left`` and ``children`` per mapped task.
 - deadlines (``deadlines.py``): ``timer``, ``run_timeout``; groups (``groups.py``):
@@ -108,7 +109,7 @@ from ..limits import (
     resolve_max_workers,
     task_costs,
 )
-from ..plan import KEY_BASE, Plan
+from ..plan import Plan
 from ..taskscope import clear as clear_scope
 
 _PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED, _STORING = range(6)
@@ -211,10 +212,7 @@ class State:
         self.limit = 1 if sequential else (max_workers or _INFINITE)
         self.thread_cap = 1 if sequential else resolve_max_workers(max_workers)
         if sequential:
-            keys = [0] * n
-            for pos, i in enumerate(plan.sequence(seed)):
-                keys[i] = pos * KEY_BASE + i
-            self.keys = keys
+            self.keys = plan.sequence_keys(seed)
         else:
             self.keys = list(plan.keys())
         # Dask's order (lf.dask): a ready task's key depends on when it became ready

@@ -19,7 +19,7 @@ from ..backends import LONG_TASK
 from ..errors import ResultNotStored, Skip, safe_str
 from ..events import logger
 from ..metrics import add as add_metrics
-from ..plan import KEY_BASE
+from ..policy import KEY_BASE
 from .state import (
     _CACHED,
     _CANCELLED,
@@ -53,9 +53,9 @@ class Transitions:
             self._skip_now(i, self.pending_skip.pop(i))
             return
         self.status[i] = _READY
-        if self.layered and self.layer[i] != self.current_layer:
-            self.held[self.layer[i]].append(i)
-        elif i < self.n and i in self.graph.map_source:
+        if self.layered and self.barrier.hold(i, self.layer[i]):
+            return  # its layer is not open yet
+        if i < self.n and i in self.graph.map_source:
             self._expand(i)
         else:
             if self.depth_base is not None:  # Dask's order: the latest finish's tasks first
@@ -284,8 +284,9 @@ class Transitions:
                 self._map_done(m)
         else:
             li = self.layer[i]
-            self.layer_left[li] -= 1
-            if not self.layer_left[li]:
+            left = self.barrier.left  # LayerBarrier.ended, inline: once per task
+            left[li] -= 1
+            if not left[li]:
                 self._layer_done(li)
             if self.track_users:
                 users = self.users_left

@@ -22,7 +22,7 @@ from ..faults import guarded
 from ..graph import positional_args
 from ..metrics import _BOX, open_box
 from ..metrics import add as add_metrics
-from ..plan import KEY_BASE
+from ..policy import KEY_BASE
 from .state import (
     _READY,
     _SHORT,
