@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import Cancelled, CommandFailed, Skip, TaskTimeout
+from ..errors import Cancelled, CommandFailed, Skip, TaskTimeout
 
 __all__ = [
     "INDEX",

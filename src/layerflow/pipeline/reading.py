@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .errors import PipelineError
+from ..errors import PipelineError
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_DIGITS", "MAX_NODES", "read_yaml"]
 

@@ -43,8 +43,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import acp
-from .adaptive import Adaptive
+from .. import acp
+from ..adaptive import Adaptive
+from ..errors import (
+    CommandFailed,  # noqa: F401 (re-exported)
+    GroupTimeout,  # noqa: F401 (re-exported)
+    InvalidOptionError,
+    LayerflowError,
+    MissingInputError,
+    PipelineError,  # noqa: F401 (re-exported)
+    PipelineInputError,
+    closest,
+    safe_str,
+)
+from ..flow import Flow
+from ..graph import TaskGroup
+from ..options import number, problem
 from .commands import (
     INDEX,
     ITEM,
@@ -56,21 +70,7 @@ from .commands import (
     step_values,
     stop_commands,
 )
-from .errors import (
-    CommandFailed,  # noqa: F401 (re-exported)
-    GroupTimeout,  # noqa: F401 (re-exported)
-    InvalidOptionError,
-    LayerflowError,
-    MissingInputError,
-    PipelineError,  # noqa: F401 (re-exported)
-    PipelineInputError,
-    closest,
-    safe_str,
-)
-from .flow import Flow
-from .graph import TaskGroup
-from .options import number, problem
-from .yamlread import Path_, read_yaml
+from .reading import Path_, read_yaml
 
 __all__ = [
     "CommandFailed",
@@ -496,7 +496,7 @@ class _Loader:
 
     def check_graph(self, flow: Pipeline, entries: list[list[_Step]]) -> None:
         """Cycles (through needs/input_from) and other graph problems, with their lines."""
-        from .errors import CycleError
+        from ..errors import CycleError
 
         lines = {s.name: s.line for entry in entries for s in entry}
         try:
