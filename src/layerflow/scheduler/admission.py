@@ -19,10 +19,11 @@ from typing import Any
 from ..limits import Adaptive, Gate, RateLimit
 from ..policy import holds_queue
 from ..pushback import classify
+from .fields import RunFields
 from .state import _PROCESS, _READY
 
 
-class Admission:
+class Admission(RunFields):
     """Resource pools and rate limits, through one ``Gate``."""
 
     def _init_admission(

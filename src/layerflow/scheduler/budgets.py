@@ -21,10 +21,11 @@ from typing import Any
 
 from ..events import logger
 from ..limits import task_costs
+from .fields import RunFields
 from .state import _CANCELLED
 
 
-class Budgets:
+class Budgets(RunFields):
     """Budgets: a ceiling on what a run may spend of any number the tasks record."""
 
     def _init_budgets(self, budget: Mapping[str, float] | None, limits: Mapping[str, Any]) -> None:

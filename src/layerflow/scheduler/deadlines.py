@@ -15,6 +15,7 @@ from ..events import (
     logger,
 )
 from ..faults import guarded
+from .fields import RunFields
 from .state import (
     _RUNNING,
     _UNSTOPPABLE,
@@ -75,7 +76,7 @@ class Timer:
                     self.run._fault_locked("timer", e)
 
 
-class Deadlines:
+class Deadlines(RunFields):
     """Deadlines: a task's timeout, a group's, the run's; one timer thread for all."""
 
     def _timer(self) -> Timer:

@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import MapError, Skip
 from ..graph import _gc_paused
 from ..policy import KEY_BASE
+from .fields import RunFields
 from .state import (
     _CACHED,
     _CANCELLED,
@@ -42,7 +43,7 @@ from .state import (
 _DONE = (_SUCCEEDED, _REUSED, _CACHED)
 
 
-class FanOut:
+class FanOut(RunFields):
     """``map``: one subtask per element of an upstream list, added at run time."""
 
     def _init_fanout(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import InternalError, safe_str
 from ..events import logger
+from .fields import RunFields
 from .state import _MAPPED, _RUNNING, _STORING, _SUCCEEDED
 
 #: how long a faulted run waits for results being stored before it ends anyway
@@ -27,7 +28,7 @@ _SETTLE = 10.0
 STORE_THREAD = "store"
 
 
-class Faults:
+class Faults(RunFields):
     """The run's answer to a fault in one of its own threads."""
 
     #: set as the run starts: a fault before that waits for ``_take_up_faults``

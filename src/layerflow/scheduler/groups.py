@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from ..errors import GroupTimeout
 from ..graph import Task, TaskGroup
+from .fields import RunFields
 from .state import _CANCELLED, _FAILED, _RUNNING, _WAITING_STATES
 
 
-class Groups:
+class Groups(RunFields):
     """Group deadlines and group-only fail-fast."""
 
     def _init_groups(self) -> None:

@@ -18,6 +18,7 @@ from ..events import (
 from ..faults import guarded
 from ..limits import LayerReport
 from ..policy import LayerBarrier
+from .fields import RunFields
 from .state import (
     _READY,
     _REUSED,
@@ -26,7 +27,7 @@ from .state import (
 )
 
 
-class Layers:
+class Layers(RunFields):
     """Layers: the layer events, the barrier of ``layered`` runs, and checkpoints."""
 
     def _init_layers(self, mode: str, checkpoint: Callable[[LayerReport], Any] | None) -> None:

@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from ..policy import KEY_BASE
+from .fields import RunFields
 from .state import (
     _DASK,
     _FOREIGN,
@@ -21,7 +22,7 @@ from .storage import _BACKLOG
 _NO_HINT: dict[str, Any] = {}
 
 
-class ForeignPools:
+class ForeignPools(RunFields):
     """Pools layerflow does not drive itself (event loop, processes, Dask): submission."""
 
     def _best_foreign(self) -> tuple[int, int]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..progress import Progress
 from ..result import RunResult, TaskRun, TaskRuns, timeline
+from .fields import RunFields
 from .state import (
     _RUNNING,
     _STATUS_NAMES,
@@ -15,7 +16,7 @@ from .state import (
 )
 
 
-class Recording:
+class Recording(RunFields):
     """Recording: what the run looked like, for the ``RunResult`` and progress displays."""
 
     def _init_recording(self) -> None:

@@ -19,6 +19,7 @@ from ..events import (
     logger,
 )
 from ..metrics import add as add_metrics
+from .fields import RunFields
 from .state import (
     _CACHED,
     _DASK,
@@ -28,7 +29,7 @@ from .state import (
 )
 
 
-class RemoteValues:
+class RemoteValues(RunFields):
     """Values a backend kept where they ran (a Dask cluster), and bringing them back."""
 
     def _init_remote(self) -> None:

@@ -7,6 +7,7 @@ import time
 from ..errors import Cancelled, _NoRetry
 from ..events import logger
 from ..pushback import PushBack, classify
+from .fields import RunFields
 from .state import (
     _RETRY_WAIT,
 )
@@ -21,7 +22,7 @@ OVERLOAD_FIRST = 0.25
 OVERLOAD_MAX = 8.0
 
 
-class Retries:
+class Retries(RunFields):
     """Retries and push-back."""
 
     sdk_retries_told = False  # this run said once that a client library retried by itself

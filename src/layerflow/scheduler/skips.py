@@ -10,10 +10,11 @@ element's skip is stored like a result, so a resumed run skips it again without 
 from __future__ import annotations
 
 from ..errors import Skip
+from .fields import RunFields
 from .state import _PENDING, _RUNNING, _SKIPPED, _STORING
 
 
-class Skips:
+class Skips(RunFields):
     """Skips: ``lf.Skip`` raised in a task ends it skipped, which is no failure."""
 
     def _skipped(self, i: int, skip: Skip) -> None:

@@ -111,6 +111,7 @@ from ..limits import (
 )
 from ..plan import Plan
 from ..taskscope import clear as clear_scope
+from .fields import RunFields
 
 _PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED, _STORING = range(6)
 _SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _REUSED, _CACHED = range(6, 12)
@@ -161,7 +162,7 @@ def _sync_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-class State:
+class State(RunFields):
     """The fields of one run (see the module docstring) and their set-up."""
 
     def __init__(

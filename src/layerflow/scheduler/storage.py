@@ -51,6 +51,7 @@ from ..faults import guarded
 from ..graph import _gc_paused
 from ..taskscope import scoped, tag
 from .faults import STORE_THREAD
+from .fields import RunFields
 from .state import _ASYNC, _STORING, _UNSTOPPABLE
 
 #: results that may wait to be stored before new work waits for the store: enough for large
@@ -84,7 +85,7 @@ class _TaggedCalls(list):  # type: ignore[type-arg]
     raw = list.__getitem__
 
 
-class StoreIO:
+class StoreIO(RunFields):
     """Jobs that touch the store, run outside the lock; results made durable in batches."""
 
     def _init_store_io(self) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .fields import RunFields
 from .state import _ASYNC, _UNSTOPPABLE
 
 
-class Telemetry:
+class Telemetry(RunFields):
     """OpenTelemetry spans, when a run asks for them: the tasks' calls wrapped."""
 
     #: the run's ``otel.Tracing``, or None (no spans); ``untraced``: the calls before

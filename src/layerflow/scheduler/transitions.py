@@ -20,6 +20,7 @@ from ..errors import ResultNotStored, Skip, safe_str
 from ..events import logger
 from ..metrics import add as add_metrics
 from ..policy import KEY_BASE
+from .fields import RunFields
 from .state import (
     _CACHED,
     _CANCELLED,
@@ -43,7 +44,7 @@ from .storage import _BACKLOG
 COLD_START = 10.0
 
 
-class Transitions:
+class Transitions(RunFields):
     """The core transitions: a task becomes ready, starts, ends, succeeds, fails, is"""
 
     def _make_ready(self, i: int) -> None:

@@ -23,6 +23,7 @@ from ..graph import positional_args
 from ..metrics import _BOX, open_box
 from ..metrics import add as add_metrics
 from ..policy import KEY_BASE
+from .fields import RunFields
 from .state import (
     _READY,
     _SHORT,
@@ -31,7 +32,7 @@ from .state import (
 )
 
 
-class ThreadWorkers:
+class ThreadWorkers(RunFields):
     """The thread backend: layerflow's own worker threads, which call the transitions."""
 
     def _init_workers(self) -> None:
