@@ -43,6 +43,7 @@ class Admission(RunFields):
     def _admit(self, i: int) -> bool:
         """May entry ``i`` start now? Takes its pool units and rate-window room if so;
         otherwise parks it until units return or the window has room. Mutates; lock held."""
+        estimates: dict[str, float] | None = None
         if self.budget:
             estimates = self._within_budget(i)
             if estimates is None:
@@ -52,7 +53,7 @@ class Admission(RunFields):
         # until then (``pools._began``)
         held = self.gate.admit(self.keys[i], i, now, self.kind[i] == _PROCESS)
         if held is None:
-            if self.budget:
+            if estimates is not None:
                 self._commit(i, estimates)
             if i in self.parked_since:  # admitted after waiting for a pool or a rate window
                 self.waits.append((i, *self.parked_since.pop(i), now))

@@ -136,7 +136,8 @@ def outcome(run: Run, recorder: Any = None) -> RunResult:
             name = run.names[run.cause]
             attempts = run.attempts[run.cause]
             tries = f" after {attempts} attempts" if attempts > 1 else ""
-            message = f"task {name!r} failed{tries}: {safe_str(cause)}"
+            why = safe_str(cause) if cause is not None else "failed"
+            message = f"task {name!r} failed{tries}: {why}"
         else:
             name = None
             message = safe_str(cause) if cause is not None else "the run failed"

@@ -156,7 +156,7 @@ class RunFields:
     in_order: bool
     order_hold: bool
     order_held_by: int
-    blocked_dask: list[int]
+    blocked_dask: list[tuple[int, int]]
 
     # groups (groups.py) and deadlines (deadlines.py)
     group_deadline: dict[TaskGroup, float]
@@ -395,3 +395,16 @@ class RunFields:
             self, i: int, remote: bool = False
         ) -> tuple[tuple[Any, ...], dict[str, Any]]: ...
         def _owner(self, i: int) -> int: ...
+        def complete(
+            self,
+            i: int,
+            token: int,
+            ok: bool,
+            value: Any,
+            t0: float,
+            t1: float,
+            cached: bool = False,
+            used: dict[str, float] | None = None,
+        ) -> int: ...
+        def budget_report(self) -> dict[str, dict[str, float]]: ...
+        def interrupt(self) -> None: ...

@@ -103,6 +103,8 @@ class ForeignPools(RunFields):
         self, i: int, token: int, kind: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         """A cached result ends the attempt at once; otherwise it is submitted."""
+        lookup = self.lookup
+        assert lookup is not None  # called only with a cache
 
         def then(found: Any, error: BaseException | None) -> None:
             if token != self.token[i]:
@@ -114,7 +116,7 @@ class ForeignPools(RunFields):
             else:
                 self._submit(i, token, kind, args, kwargs)
 
-        self._off_lock(lambda: self.lookup(i, args, kwargs), then)
+        self._off_lock(lambda: lookup(i, args, kwargs), then)
 
     def _begin_hint(self, i: int, token: int) -> dict[str, Any]:
         """A worker process may start cold (40-225 ms): its task's timeout and its rate

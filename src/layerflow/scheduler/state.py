@@ -275,7 +275,8 @@ class State(RunFields):
 
         self._init_budgets(budget, limits)  # before the gate: it takes its costs apart
         self._init_admission(pools, limits)
-        self.blocked_dask: list[int] = []  # ready, with a timeout: waiting for a Dask thread
+        # (key, entry): ready, with a timeout, waiting for a free Dask thread
+        self.blocked_dask: list[tuple[int, int]] = []
 
         self._init_groups()
         # resume: values loaded from the store for tasks that need not run again
@@ -375,7 +376,7 @@ class State(RunFields):
             for kind in _FOREIGN:  # looked up by name, imported only when used
                 if kind not in used:
                     continue
-                backend = self.backends[kind] = open_backend(
+                pool = self.backends[kind] = open_backend(
                     _KIND_NAMES[kind],
                     loop=self.loop,
                     context=self.context,
@@ -383,9 +384,9 @@ class State(RunFields):
                     client=client,
                     on_fault=self._fault,
                 )
-                cap = backend.capacity(bound)
+                cap = pool.capacity(bound)
                 self.kind_cap[kind] = _INFINITE if cap is None else cap
-                backend.prepare(min(self.kind_cap[kind], self.kind.count(kind)))
+                pool.prepare(min(self.kind_cap[kind], self.kind.count(kind)))
             if _DASK in used:
                 # a task with a timeout waits here until a Dask worker thread is free, so
                 # its deadline does not count Dask's queue

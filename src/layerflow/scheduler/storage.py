@@ -68,10 +68,13 @@ _STORE_TROUBLE = {
 
 
 class _TaggedCalls(list):  # type: ignore[type-arg]
-    """The run's calls (``fns``), each tagged with its entry as it is read; ``raw`` reads
-    one as it is (a map task's own call, which its elements share)."""
+    """The run's calls (``fns``), each tagged with its entry as it is read
+    (``list.__getitem__(fns, e)`` reads one as it is: a map task's own call, which its
+    elements share)."""
 
     __slots__ = ("items", "kind")
+    items: Any
+    kind: list[int]
 
     def __getitem__(self, e: int) -> Callable[..., Any]:  # type: ignore[override]
         fn = list.__getitem__(self, e)
@@ -81,8 +84,6 @@ class _TaggedCalls(list):  # type: ignore[type-arg]
         if kind == _ASYNC:
             return tag(fn, self.items, e, True)
         return fn  # a worker process or a Dask worker cannot reach the store
-
-    raw = list.__getitem__
 
 
 class StoreIO(RunFields):

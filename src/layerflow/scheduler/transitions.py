@@ -203,11 +203,11 @@ class Transitions(RunFields):
             self._task_event(kind, i, duration=self.busy[i])
         if i < self.n:
             waiting = self.waiting
-            status = self.status
+            statuses = self.status
             streaming = self.stream_from
             for s in self.succs[i]:
                 waiting[s] -= 1
-                if not waiting[s] and status[s] == _PENDING:
+                if not waiting[s] and statuses[s] == _PENDING:
                     self._make_ready(s)
                 elif streaming and self.streamable[s]:
                     self._try_stream(s)  # a map over a map: may start element by element
@@ -344,9 +344,10 @@ class Transitions(RunFields):
             return
         if self.handle[j] is not None:
             self.backends[kind].cancel(self.handle[j])
-        if self.spec[j].cancel is not None:
+        cancel = self.spec[j].cancel
+        if cancel is not None:
             try:
-                self.spec[j].cancel()
+                cancel()
             except Exception:
                 logger.exception("could not stop task %r", self.names[j])
 
@@ -387,7 +388,8 @@ class Transitions(RunFields):
             self.status[i] = _CANCELLED
             self.errors[i] = error
             if self.emit:
-                self._task_event("task_cancelled", i, reason=reason or safe_str(error))
+                why = reason or (safe_str(error) if error is not None else "stopped")
+                self._task_event("task_cancelled", i, reason=why)
             self._finalize(i)
         self._kick()
 
