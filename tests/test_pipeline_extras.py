@@ -6,7 +6,7 @@ import importlib.metadata
 import textwrap
 
 import layerflow as lf
-import layerflow.pipeline.loader as pipeline_module
+import layerflow.pipeline.steptypes as pipeline_module
 
 
 def test_step_types_from_the_entry_point_group(tmp_path, monkeypatch):

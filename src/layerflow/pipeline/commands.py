@@ -18,26 +18,14 @@ import shlex
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import Cancelled, CommandFailed, Skip, TaskTimeout
+from ..errors import Cancelled, CommandFailed, TaskTimeout
+from .templates import ITEM, TEMPLATE, check_when, render, step_values
 
-__all__ = [
-    "INDEX",
-    "ITEM",
-    "TEMPLATE",
-    "check_when",
-    "render",
-    "render_all",
-    "script_templates",
-    "step_values",
-    "stop_commands",
-    "template_values",
-]
-
-TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+__all__ = ["Command", "script_templates", "stop_commands"]
 
 # programs that run their argument after these flags as a script of their own
 _SCRIPT_FLAGS = {
@@ -65,11 +53,7 @@ def script_templates(words: list[str]) -> list[str]:
     for k, word in enumerate(words):
         program = os.path.basename(word)
         program = re.sub(r"^(python|pypy)[0-9.]*$", r"\1", program)
-        if (
-            program in _WRAPPERS
-            or word.startswith("-")
-            or re.match(r"^\w+=|^[0-9.]+[smhd]?$", word)
-        ):
+        if program in _WRAPPERS or word.startswith("-") or _WRAPPER_ARG.match(word):
             continue  # a wrapper, its option or argument, or VAR=value: the program follows
         if program in _EVALS and k == 0 or program == "eval":
             scripts = [w for w in words[k + 1 :] if TEMPLATE.search(w)]
@@ -104,76 +88,6 @@ def script_templates(words: list[str]) -> list[str]:
                 break
         break  # the program is found: its own arguments are its business
     return problems
-
-
-def render(text: str, values: Mapping[str, Any], quote: Callable[[str], str] = str) -> str:
-    """``text`` with each ``{{ref}}`` replaced by ``quote(str(values[ref]))``."""
-
-    def sub(m: re.Match[str]) -> str:
-        return quote(str(values[m.group(1).strip()]))
-
-    return TEMPLATE.sub(sub, text)
-
-
-#: the keyword arguments of a ``foreach`` step's element: its element and its index
-ITEM, INDEX = "__item__", "__index__"
-
-_FALSE = frozenset(("", "false", "0", "no", "off", "none", "null"))
-
-
-def template_values(kwargs: Mapping[str, Any], item: str = ITEM) -> dict[str, Any]:
-    """The values templates may name, from a step function's keyword arguments; ``item``:
-    the argument that holds a ``foreach`` element (a flow input's name, when it iterates
-    over that input)."""
-    values: dict[str, Any] = {}
-    for key, value in kwargs.items():
-        if key == "__input__":
-            values["input"] = value
-        elif key.startswith("__step__"):
-            values[f"steps.{key[8:]}.output"] = value
-        elif key == INDEX:
-            values["index"] = value
-        elif key != ITEM:
-            values[f"inputs.{key}"] = value
-            if key == "input" and "input" not in values:
-                values["input"] = value
-    if item in kwargs:
-        values["item"] = kwargs[item]
-    return values
-
-
-def render_all(value: Any, values: Mapping[str, Any]) -> Any:
-    """``value`` with every text in it rendered; a text that is only ``{{item}}`` or
-    ``{{index}}`` is that value itself, not its text (a foreach element may be a number, a
-    mapping, a list)."""
-    if isinstance(value, str):
-        whole = TEMPLATE.fullmatch(value)
-        if whole is not None and whole.group(1) in ("item", "index"):
-            return values[whole.group(1)]
-        return render(value, values)
-    if isinstance(value, dict):
-        return {k: render_all(v, values) for k, v in value.items()}
-    if isinstance(value, list):
-        return [render_all(v, values) for v in value]
-    return value
-
-
-def step_values(kwargs: Mapping[str, Any], item: str, literal: bool) -> dict[str, Any]:
-    """``template_values`` for a step; an element of a literal ``foreach`` list has its own
-    templates (``{{inputs.NAME}}``, ...) rendered first."""
-    values = template_values(kwargs, item)
-    if literal and "item" in values:
-        values["item"] = render_all(values["item"], values)
-    return values
-
-
-def check_when(step: str, when: Any, values: Mapping[str, Any]) -> None:
-    """Raise ``Skip`` unless ``when``, rendered, is true: anything but empty, ``false``,
-    ``0``, ``no``, ``off``, ``none`` or ``null`` (any case, blanks around ignored)."""
-    text = render(when, values) if isinstance(when, str) else str(when)
-    if text.strip().lower() in _FALSE:
-        shown = f"{when!r} is {text!r}" if text != when else repr(when)
-        raise Skip(f"step {step!r}: when {shown}")
 
 
 _PROCESSES: dict[subprocess.Popen[bytes], object] = {}  # running command -> its pipeline
@@ -229,7 +143,7 @@ def _shell_argv(template: str, values: Mapping[str, Any]) -> list[str]:
     return ["/bin/sh", "-c", "".join(script), "layerflow", *args]
 
 
-class _Command:
+class Command:
     """A ``run:`` step. The template is split first and each argument rendered after, so a
     value is always one literal argument; with ``shell: true`` every value is quoted.
 
