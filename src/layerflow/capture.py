@@ -69,58 +69,82 @@ def cut_note(count: int) -> str:
 
 
 class _Text:
-    """One entry's output: per attempt, its chunks; bounded to the last ``LIMIT`` bytes."""
+    """One entry's output: per attempt, its chunks (text, or an int: that many bytes were
+    cut there, by the process that captured it); bounded to the last ``LIMIT`` bytes,
+    ``cut`` being what was dropped before the first chunk kept."""
 
     __slots__ = ("attempts", "cut", "size")
 
     def __init__(self) -> None:
-        self.attempts: list[tuple[int, deque[str]]] = []
+        self.attempts: list[tuple[int, deque[str | int]]] = []
         self.size = 0
         self.cut = 0
 
-    def add(self, attempt: int, text: str) -> None:
+    def add(self, attempt: int, text: str | int) -> None:
         if not self.attempts or self.attempts[-1][0] != attempt:
             self.attempts.append((attempt, deque()))
         self.attempts[-1][1].append(text)
-        self.size += _size(text)
-        if self.size > LIMIT:
-            self._trim()
+        if type(text) is str:
+            self.size += _size(text)
+            if self.size > LIMIT:
+                self._trim()
 
     def _trim(self) -> None:
-        """Drop the oldest output until the last ``LIMIT`` bytes are left, then the rest of
+        """Drop the oldest output until the last ``LIMIT`` bytes are left, and the rest of
         the line the cut went through (a line is kept whole or not at all)."""
         excess = self.size - LIMIT
-        while excess > 0:
+        mid_line = False
+        while self.attempts and (excess > 0 or mid_line):
             chunks = self.attempts[0][1]
             first = chunks[0]
-            n = _size(first)
-            if n <= excess:
+            if type(first) is int:
                 chunks.popleft()
+                self.cut += first
+            elif excess <= 0:  # the cut went through this line: up to its end
+                newline = first.find("\n")
+                drop = first if newline < 0 else first[: newline + 1]
+                self._drop(chunks, drop, first[len(drop) :])
+                mid_line = newline < 0
             else:
-                data = first.encode("utf-8", "replace")[excess:]
-                rest = data.decode("utf-8", "ignore")
-                newline = rest.find("\n")
-                if newline >= 0:
-                    rest = rest[newline + 1 :]
-                chunks[0] = rest
-                n -= _size(rest)
-            self.size -= n
-            self.cut += n
-            excess -= n
+                n = _size(first)
+                if n <= excess:
+                    self._drop(chunks, first, "")
+                    mid_line = not first.endswith("\n")
+                else:
+                    data = first.encode("utf-8", "replace")
+                    kept = data[excess:].decode("utf-8", "ignore")
+                    self._drop(chunks, first[: len(first) - len(kept)], kept)
+                    mid_line = not data[:excess].endswith(b"\n")
+                excess = self.size - LIMIT
             if not chunks:
                 del self.attempts[0]
 
+    def _drop(self, chunks: deque[str | int], gone: str, rest: str) -> None:
+        """The first chunk loses ``gone``, keeping ``rest``."""
+        n = _size(gone)
+        self.size -= n
+        self.cut += n
+        if rest:
+            chunks[0] = rest
+        else:
+            chunks.popleft()
+
     def render(self, attempts: int) -> str:
-        """The text: a cut note first if any; with more than one attempt, a line
+        """The text: a cut note where output was cut; with more than one attempt, a line
         ``── attempt N ──`` before each attempt's output."""
         parts = [cut_note(self.cut)] if self.cut else []
         for attempt, chunks in self.attempts:
-            body = "".join(chunks)
             if attempts > 1:
                 if parts and not parts[-1].endswith("\n"):
                     parts.append("\n")
                 parts.append(f"── attempt {attempt} ──\n")
-            parts.append(body)
+            for chunk in chunks:
+                if type(chunk) is int:
+                    if parts and not parts[-1].endswith("\n"):
+                        parts.append("\n")
+                    parts.append(cut_note(chunk))
+                else:
+                    parts.append(chunk)
         return "".join(parts)
 
 
@@ -176,7 +200,11 @@ class TaskLogs:
         if not chunks and not cut:
             return
         if cut:
-            self.write(i, cut_note(cut), False)
+            with self.lock:
+                found = self.texts.get(i)
+                if found is None:
+                    found = self.texts[i] = _Text()
+                found.add(self.attempts[i], cut)
         for err, text in chunks:
             if not self.write(i, text, err):
                 real = _REAL[err]
@@ -307,17 +335,18 @@ class Captured:
     Dask task): ``chunks`` as (stderr?, text), bounded like a task's (``cut`` bytes
     dropped); nothing goes on to the real streams."""
 
-    __slots__ = ("chunks", "cut", "size")
+    __slots__ = ("chunks", "cut", "limit", "size")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = LIMIT) -> None:
         self.chunks: deque[tuple[bool, str]] = deque()
         self.size = 0
         self.cut = 0
+        self.limit = limit
 
     def write(self, text: str, err: bool) -> bool:
         self.chunks.append((err, text))
         self.size += _size(text)
-        while self.size > LIMIT and len(self.chunks) > 1:
+        while self.size > self.limit and len(self.chunks) > 1:
             n = _size(self.chunks.popleft()[1])
             self.size -= n
             self.cut += n
@@ -334,9 +363,9 @@ class Captured:
 
 
 @contextlib.contextmanager
-def capturing() -> Iterator[Captured]:
+def capturing(limit: int = LIMIT) -> Iterator[Captured]:
     """Capture what the code in this block writes, in this context (a worker's call)."""
-    box = Captured()
+    box = Captured(limit)
     install()
     token = _SINK.set(box)
     try:
