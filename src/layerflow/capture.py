@@ -330,6 +330,24 @@ async def keyed_async(
     return await fn(*args, **kwargs)
 
 
+def keep(text: str, err: bool = False) -> None:
+    """Keep ``text`` as output of the running task without showing it under the raw echo
+    (a ``run:`` step's command output, which the step captured rather than printed); a
+    line echo still gets it. Outside a task, nothing happens (but a worker process's call
+    keeps it: its streams are captured)."""
+    if not text:
+        return
+    if not text.endswith("\n"):
+        text += "\n"
+    sink = _SINK.get()
+    if sink is not None:
+        sink.write(text, err)  # (never writes to a real stream itself: the tee does)
+        return
+    stream = sys.stderr if err else sys.stdout
+    if getattr(stream, "layerflow_capture", False):  # a worker process's call
+        stream.write(text)
+
+
 class Captured:
     """Everything one call writes, kept in its own process (a worker process's task, a
     Dask task): ``chunks`` as (stderr?, text), bounded like a task's (``cut`` bytes

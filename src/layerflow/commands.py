@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .capture import keep as keep_output
 from .errors import Cancelled, CommandFailed, Skip, TaskTimeout
 
 __all__ = [
@@ -316,7 +317,9 @@ class _Command:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            proc.communicate()
+            out, err = proc.communicate()
+            keep_output(out.decode(errors="replace"))
+            keep_output(err.decode(errors="replace"), err=True)
             raise TaskTimeout(
                 f"step {name!r} timed out after {timeout:g}s; its command was killed",
                 name,
@@ -327,6 +330,8 @@ class _Command:
             with _PROCESSES_LOCK:
                 _PROCESSES.pop(proc, None)
                 self.running.discard(proc)
+        keep_output(out.decode(errors="replace"))  # the step's output: its logs too
+        keep_output(err.decode(errors="replace"), err=True)
         if stop.is_set():
             raise Cancelled(f"step {name!r} was stopped: another step failed")
         if proc.returncode != 0:

@@ -100,6 +100,8 @@ class _Output:
 class _Stream:
     """``sys.stdout``/``sys.stderr`` during a call: text into its ``_Output``."""
 
+    layerflow_capture = True  # (a run: step's command output is kept here, not printed)
+
     def __init__(self, out: _Output, err: bool, real: object) -> None:
         self._out, self._err, self._real = out, err, real
 
