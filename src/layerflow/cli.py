@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from .capture import echo as echo_output
 from .errors import (
     LayerflowError,
     ResultNotStored,
@@ -36,6 +37,7 @@ from .errors import (
 from .events import final_line
 from .flow import Flow
 from .limits import LayerReport
+from .logview import line_echo, tail, titled
 from .names import counted, element_of, owner_of
 from .pipeline import Pipeline, PipelineError, load_pipeline, stop_commands
 from .preview import preview, sinks
@@ -485,8 +487,12 @@ def _run(
                 )
             return EXIT_OK
     status = EXIT_OK
+    # tasks' output: live lines `task | line` where progress is plain lines; kept only
+    # (shown by `show RUN TASK --logs`) under a live display, which lines would tear
+    lines = not quiet and not live
     try:
-        result = Flow.run(flow, inputs, **options)
+        with echo_output(line_echo(stream, sys.stderr) if lines else None):
+            result = Flow.run(flow, inputs, **options)
     except TaskFailed as e:
         result = e.result
         status = EXIT_FAILED
@@ -513,7 +519,7 @@ def _run(
     if as_json:
         click.echo(json.dumps(_as_json(result), indent=2))
     else:
-        _print_failures(result, verbose, err=quiet)  # -q: errors still, on stderr
+        _print_failures(result, verbose, err=quiet, output=not lines)  # -q: errors, on stderr
     if not as_json and not quiet:
         _print_results(result, shown)
         note = result.prediction_note()
@@ -522,6 +528,13 @@ def _run(
         cpu = result.cpu_note()
         if cpu is not None and "Warning" in cpu:  # the CPU line itself: in the summary
             click.echo(cpu)
+        printed = [n for n, t in result.tasks.items() if t.logs]
+        if printed and not lines and options.get("store") is not False:
+            which = printed[0] if len(printed) == 1 else "TASK"
+            click.echo(
+                f"Output of {counted(len(printed), 'task')} kept: "
+                f"layerflow show {result.run_id} {which} --logs (-v shows it live)"
+            )
         if result.metrics:
             click.echo("metrics: " + format_metrics(result.metrics))
         if result.budget:
@@ -539,8 +552,11 @@ def _run(
     return status
 
 
-def _print_failures(result: RunResult, verbose: bool, err: bool = False) -> None:
-    """Each failed task with the user's own frames: the last few, or all with -v."""
+def _print_failures(
+    result: RunResult, verbose: bool, err: bool = False, output: bool = False
+) -> None:
+    """Each failed task with the user's own frames: the last few, or all with -v; and
+    with ``output``, the end of what it printed (unless that was shown live)."""
     failed = [t for t in result.tasks.values() if t.status == "failed"]
     # once the store failed, every task ending meanwhile failed alike: listed by name only
     either = [t.name for t in failed if isinstance(t.error, ResultNotStored) and t.error.either]
@@ -550,6 +566,9 @@ def _print_failures(result: RunResult, verbose: bool, err: bool = False) -> None
         click.echo(f"\n{t.name} failed:", err=err)
         text = format_failure(t.error, last=None if verbose else 3) if t.error else "failed"
         click.echo(textwrap.indent(text, "  "), err=err)
+        if output and t.logs:
+            click.echo("  its output ends with:", err=err)
+            click.echo(textwrap.indent(tail(t.logs), "    "), err=err)
     # a task that skipped itself (lf.Skip, a YAML when: that is false) is no failure's
     skipped = [t for t in result.tasks.values() if t.status == "skipped"]
     chose = _skip_reasons([t for t in skipped if isinstance(t.error, Skip)])
@@ -859,6 +878,7 @@ def _prune(store: Any, keep: int | None, older_than: float | None) -> None:
 @click.argument("task", required=False)
 @click.option("--store", "store_path", default=None, metavar="PATH")
 @click.option("--output", "output_name", default=None, metavar="NAME", help="Print a stored value.")
+@click.option("--logs", is_flag=True, help="Print what TASK (or every task) printed and logged.")
 @_TRACE_OPTION
 @_REPORT_OPTION
 def show(
@@ -866,11 +886,13 @@ def show(
     task: str | None,
     store_path: str | None,
     output_name: str | None,
+    logs: bool,
     trace_path: str | None,
     report_path: str | None,
 ) -> None:
     """Show one recorded run: every task's status, duration and error (and the traceback of
-    each failure); TASK: one task in detail; --output NAME: a task's stored value."""
+    each failure); TASK: one task in detail; --output NAME: a task's stored value; --logs:
+    what TASK (without TASK: each task) printed and logged."""
     with _errors():
         _check_outputs(trace_path, report_path)
         store = _open_store(store_path)
@@ -885,6 +907,14 @@ def show(
                 raise _Usage(f"run {run_id} has no task {wanted!r}.{tip}")
         if output_name is not None:
             click.echo(preview(_stored_value(store, run_id, output_name)))
+        elif logs:
+            found = store.logs_of(run_id, [task] if task is not None else by_name)
+            if task is not None:
+                click.echo(found.get(task, ""), nl=False)
+            elif found:
+                click.echo(titled(found), nl=False)
+            if not found:
+                click.echo(f"{task or 'no task'} printed nothing", err=True)
         elif task is not None:
             _show_task(store, run_id, by_name[task])
         else:
@@ -983,6 +1013,10 @@ def _show_task(store: Any, run_id: str, t: dict[str, Any]) -> None:
                 "  value:\n"
                 + textwrap.indent(preview(_stored_value(store, run_id, t["name"])), "    ")
             )
+    text = store.logs_of(run_id, [t["name"]]).get(t["name"])
+    if text:  # the end of what it printed; --logs prints all of it
+        click.echo(f"  output (all of it: layerflow show {run_id} {t['name']} --logs):")
+        click.echo(textwrap.indent(tail(text), "    "))
 
 
 @main.group()

@@ -227,6 +227,8 @@ class Recorder:
         self.resumed_from: str | None = None
         self.run_id = ""
         self.offset = 0.0
+        self.output: Any = None  # the run's capture.TaskLogs, once attached
+        self.logs_kept: set[int] = set()  # entries whose output is stored
         self.items = RunItems(self)
         if resume:
             run_id = store.latest_unfinished(self.flow) if resume is True else str(resume)
@@ -266,11 +268,13 @@ class Recorder:
                 for index, found in elements.items():
                     mine.setdefault(index, found)
 
-    def attach(self, names: list[str], parent: list[int]) -> None:
+    def attach(self, names: list[str], parent: list[int], output: Any = None) -> None:
         """The run's own lists of entry names and map parents (map elements are appended
-        to them as tasks expand): how an element is named and keyed."""
+        to them as tasks expand): how an element is named and keyed; ``output``, what its
+        tasks print (``capture.TaskLogs``), kept with their results."""
         self.names = names
         self.parent = parent
+        self.output = output
 
     def element_key(self, m: int, index: int, item: tuple[Any, ...]) -> str:
         """Element ``index`` of map task ``m``, given ``item``: its task's key, its place
@@ -332,6 +336,22 @@ class Recorder:
                 run_id, [(names[i], self.keys[i], f) for i, f in reused]
             )
             self.preset_files = {i: name for (i, _), name in zip(reused, named, strict=True)}
+            self._reuse_logs(run_id)
+
+    def _reuse_logs(self, run_id: str) -> None:
+        """A reused task's output is what it printed when it ran: this run's too."""
+        if self.resumed_from is None or self.output is None:
+            return
+        names = self.graph.names
+        found = self.store.logs_of(self.resumed_from, (names[i] for i in self.preset_files))
+        if not found:
+            return
+        self.store.save_logs(run_id, list(found.items()))
+        for i in self.preset_files:
+            text = found.get(names[i])
+            if text:
+                self.output.preset(i, text)
+                self.logs_kept.add(i)
 
     def persist(
         self, batch: Sequence[tuple[int, Any, float, float, Any]]
@@ -368,7 +388,20 @@ class Recorder:
             items.append(
                 new(Finished, (name, key, value, t0 + offset, t1 - t0, cache_key, index, names[m]))
             )
-        return self.store.save_results(self.run_id, items)
+        logs = []
+        output = self.output
+        if output is not None and output.texts:  # a run whose tasks print nothing: no cost
+            for entry in batch:
+                text = output.text(entry[0])
+                if text:
+                    logs.append((self.names[entry[0]], text))
+                    self.logs_kept.add(entry[0])
+        errors = self.store.save_results(self.run_id, items, logs)
+        if logs and any(e is not None for e in errors):  # not stored: kept at the end
+            for entry, error in zip(batch, errors, strict=True):
+                if error is not None:
+                    self.logs_kept.discard(entry[0])
+        return errors
 
     def lookup(self, i: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
         """Before task ``i`` runs: a cached result for exactly this call, if there is one.
@@ -441,6 +474,15 @@ class Recorder:
                     json.dumps(t.metrics) if t.metrics else None,
                 )
             )
+        logs = []
+        output = self.output
+        if output is not None:  # what tasks printed that was not kept with a result
+            kept = self.logs_kept
+            for i in list(output.texts):
+                if i not in kept:
+                    text = output.text(i)
+                    if text:
+                        logs.append((names[i], text))
         try:
             self.store.end_run(
                 self.run_id,
@@ -453,6 +495,7 @@ class Recorder:
                 finished_at=result.finished_at,
                 metrics=metrics,
                 graph={"names": graph.names, "layers": layer[:n], "needs": graph.deps},
+                logs=logs,
             )
         except StoreError as e:
             self._end_briefly(result, e)

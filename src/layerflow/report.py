@@ -115,12 +115,29 @@ def _task_cell(t: TaskRun, tries: list[Attempt], t0: float, details: dict[str, s
         from .preview import preview
 
         lines.append("value:\n" + preview(t.value, lines=12, chars=1500))
-    if not lines:
+    if not lines and not t.logs:
         return _esc(t.name)
     return (
         f'<details class="task"><summary>{_esc(t.name)}</summary>'
-        f'<pre class="tb">{_esc(chr(10).join(lines))}</pre></details>'
+        + (f'<pre class="tb">{_esc(chr(10).join(lines))}</pre>' if lines else "")
+        + _logs_block(t.logs)
+        + "</details>"
     )
+
+
+#: what a report shows of one task's output (the store keeps its last megabyte)
+_LOGS_SHOWN = 20_000
+
+
+def _logs_block(logs: str) -> str:
+    """What a task printed and logged, escaped: its end, if long."""
+    if not logs:
+        return ""
+    if len(logs) > _LOGS_SHOWN:
+        cut = logs[-_LOGS_SHOWN:]
+        cut = cut[cut.find("\n") + 1 :] if "\n" in cut else cut  # whole lines
+        logs = f"[… {len(logs) - len(cut):,} earlier characters: layerflow show --logs …]\n{cut}"
+    return f'<pre class="tb logs" title="what it printed and logged">output:\n{_esc(logs)}</pre>'
 
 
 def _error_cell(err: str, tb: str) -> str:

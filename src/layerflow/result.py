@@ -44,7 +44,10 @@ class TaskRun:
     ``status`` is one of ``TASK_STATUSES`` (or ``"pending"`` in a run stopped before it was
     reached); ``error`` the exception instance; ``started_at``/``finished_at`` are seconds
     since the epoch (first attempt's start, last attempt's end); ``duration`` the seconds
-    spent running, summed over attempts (retry waits excluded).
+    spent running, summed over attempts (retry waits excluded). ``logs`` is what it
+    printed and logged ("" if nothing): with more than one attempt, each attempt's output
+    after a line ``── attempt N ──``; a ``logging`` record as ``LEVEL logger: message``;
+    the last megabyte only, a line saying how much was cut where it was cut.
     """
 
     name: str
@@ -57,6 +60,7 @@ class TaskRun:
     duration: float = 0.0
     layer: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    logs: str = ""
 
     @property
     def ok(self) -> bool:

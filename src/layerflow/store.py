@@ -139,7 +139,15 @@ CREATE TABLE IF NOT EXISTS graphs (
     run_id TEXT PRIMARY KEY,
     data TEXT
 );
+CREATE TABLE IF NOT EXISTS task_logs (
+    run_id TEXT,
+    name TEXT,
+    logs TEXT,
+    PRIMARY KEY (run_id, name)
+);
 """
+
+_SAVE_LOGS = "INSERT OR REPLACE INTO task_logs (run_id, name, logs) VALUES (?, ?, ?)"
 
 #: pickled results up to this size live in the database, committed with their rows; larger
 #: ones get files of their own. SQLite reads small BLOBs faster than files (its own
@@ -164,8 +172,9 @@ _ADDED_COLUMNS = (
 
 #: stored in the database's ``user_version``: a store at this version has every table and
 #: column above, so opening it checks nothing more (bump it when either list changes)
-_SCHEMA_VERSION = 6  # 4: elements; 5: items (lf.parallel_map's finished items); 6: results
-# (tasks' results packed per batch) and graphs (a run's tasks, layers and edges, once)
+_SCHEMA_VERSION = 7  # 4: elements; 5: items (lf.parallel_map's finished items); 6: results
+# (tasks' results packed per batch) and graphs (a run's tasks, layers and edges, once);
+# 7: task_logs (what each task printed and logged)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -544,7 +553,9 @@ class Store:
             return True
         return (self.results / name).exists()
 
-    def save_results(self, run_id: str, batch: Sequence[Finished]) -> list[ResultNotStored | None]:
+    def save_results(
+        self, run_id: str, batch: Sequence[Finished], logs: Sequence[tuple[str, str]] = ()
+    ) -> list[ResultNotStored | None]:
         """Make a batch of succeeded tasks durable together: large results in files of their
         own (each synced), then the batch in one transaction, committed with one sync.
         Returns, in order, None for each task now stored and the :class:`ResultNotStored` to
@@ -555,7 +566,7 @@ class Store:
         tasks' in one ``results`` row (name, key, pickled value or result file, started,
         seconds each), a map's elements in one ``elements`` row per map task. A task that
         uses the cache gets a row of its own and a named result, which its cache entry
-        names."""
+        names. ``logs``: (name, text) of what the batch's tasks printed, kept with them."""
         errors: list[ResultNotStored | None] = [None] * len(batch)
         blobs: list[tuple[str, bytes]] = []
         rows: list[tuple[Any, ...]] = []
@@ -613,7 +624,7 @@ class Store:
         if files:  # their renames durable too, before rows that name them are
             self._sync_results()
         # the common batch is one row (its tasks', or one map's elements): one statement
-        single = not rows and (not tasks or not packed) and len(packed) <= 1
+        single = not rows and (not tasks or not packed) and len(packed) <= 1 and not logs
         try:
             with self._transaction(begin=not single, synced=True) as db:
                 # (the connection syncs every commit: one sync of the log for the batch)
@@ -643,6 +654,8 @@ class Store:
                     )
                 if packed:
                     self._insert_elements(db, run_id, packed, packed_files)
+                if logs:
+                    db.executemany(_SAVE_LOGS, ((run_id, *row) for row in logs))
                 if not single:
                     db.commit()
         except StoreError as e:
@@ -856,6 +869,7 @@ class Store:
         finished_at: float | None = None,
         metrics: dict[str, float] | None = None,
         graph: dict[str, list[Any]] | None = None,
+        logs: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Record the tasks' final states (``rows``, in the run's task order: name,
         status, attempts, started, finished, duration, error, key, result file, traceback,
@@ -864,7 +878,8 @@ class Store:
         status, times (the run's own clock when given, so its wall time excludes this
         write) and summed ``metrics``. With its ``graph`` (``names``, ``layers`` and
         ``needs``, each task's upstream indices), ``rows`` need not hold the tasks that
-        succeeded at their first attempt with nothing to add to their packed results."""
+        succeeded at their first attempt with nothing to add to their packed results.
+        ``logs``: (name, text) of what tasks printed, those not stored with their results."""
         with self._transaction() as db:
             if graph is not None:
                 db.execute(
@@ -891,6 +906,7 @@ class Store:
                 "outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 ((run_id, *row) for row in attempts),
             )
+            db.executemany(_SAVE_LOGS, ((run_id, *row) for row in logs))
             db.execute("DELETE FROM waits WHERE run_id = ?", (run_id,))
             db.executemany(
                 "INSERT INTO waits (run_id, name, kind, reason, started_at, finished_at) "
@@ -917,6 +933,22 @@ class Store:
             "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
             (status, finished_at if finished_at is not None else time.time(), run_id),
         )
+
+    def save_logs(self, run_id: str, logs: Sequence[tuple[str, str]]) -> None:
+        """Keep (name, text) of what tasks printed, as this run's."""
+        if logs:
+            with self._transaction() as db:
+                db.executemany(_SAVE_LOGS, ((run_id, *row) for row in logs))
+                db.commit()
+
+    def logs_of(self, run_id: str, names: Iterable[str] | None = None) -> dict[str, str]:
+        """What the tasks of ``run_id`` printed and logged, by name (those that printed
+        nothing are not there); ``names``: of those tasks only."""
+        rows = self._read("SELECT name, logs FROM task_logs WHERE run_id = ?", (run_id,))
+        found = {name: text for name, text in rows if text}
+        if names is not None:
+            found = {name: found[name] for name in names if name in found}
+        return found
 
     def latest_unfinished(self, flow: str | None) -> str | None:
         """The most recent run of ``flow``, if it did not succeed (a run that a later run
@@ -1127,6 +1159,9 @@ class Store:
         waits = [Wait(*w, lane) for w, lane in zip(held, wait_lanes, strict=True)]
         if self._read("SELECT 1 FROM elements WHERE run_id = ? LIMIT 1", (run_id,)):
             tasks, spans = self._with_elements(run_id, tasks, spans, TaskRun)
+        for name, text in self.logs_of(run_id).items():
+            if name in tasks:
+                tasks[name].logs = text
         lanes = assign_lanes([(s[2], s[3]) for s in spans])
         attempts = [Attempt(*span, lane) for span, lane in zip(spans, lanes, strict=True)]
         ends = [t.finished_at for t in tasks.values() if t.finished_at is not None]
@@ -1362,6 +1397,7 @@ class Store:
                 "items",
                 "attempts",
                 "waits",
+                "task_logs",
                 "runs",
             ):
                 db.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)

@@ -57,6 +57,128 @@ def _dumps(obj: object) -> bytes:
         return cloudpickle.dumps(obj)
 
 
+#: what is kept of one call's output (as ``layerflow.capture.LIMIT``; the parent bounds
+#: the task's output over its attempts again)
+_LIMIT = 1 << 20
+
+
+class _Output:
+    """What one call writes to ``sys.stdout``/``sys.stderr`` and logs: (stderr?, text)
+    chunks, its last ``_LIMIT`` characters or so, and the bytes dropped before them."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[bool, str]] = []
+        self.size = 0
+        self.cut = 0
+
+    def add(self, err: bool, text: str) -> None:
+        self.chunks.append((err, text))
+        self.size += len(text)
+        if self.size > 2 * _LIMIT:
+            self._trim()
+
+    def _trim(self) -> None:
+        keep: list[tuple[bool, str]] = []
+        size = 0
+        for chunk in reversed(self.chunks):
+            if size >= _LIMIT:
+                self.cut += len(chunk[1].encode("utf-8", "replace"))
+            else:
+                keep.append(chunk)
+                size += len(chunk[1])
+        keep.reverse()
+        self.chunks, self.size = keep, size
+
+    def result(self) -> tuple[list[tuple[bool, str]], int] | None:
+        if not self.chunks and not self.cut:
+            return None
+        if self.size > _LIMIT:
+            self._trim()
+        return self.chunks, self.cut
+
+
+class _Stream:
+    """``sys.stdout``/``sys.stderr`` during a call: text into its ``_Output``."""
+
+    layerflow_capture = True  # (a run: step's command output is kept here, not printed)
+
+    def __init__(self, out: _Output, err: bool, real: object) -> None:
+        self._out, self._err, self._real = out, err, real
+
+    def write(self, text: str) -> int:
+        if type(text) is not str:
+            return self._real.write(text)  # type: ignore[attr-defined]
+        if text:
+            self._out.add(self._err, text)
+        return len(text)
+
+    def writelines(self, lines: object) -> None:
+        for line in lines:  # type: ignore[attr-defined]
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+
+_HANDLER: list[object] = []  # the logging handler, made once logging is loaded
+
+
+def _handler(out: _Output) -> object:
+    """A handler for the root logger that puts a call's records into ``out``."""
+    if not _HANDLER:
+        import logging
+
+        formatter = logging.Formatter()
+
+        class Records(logging.Handler):
+            out: _Output | None = None
+
+            def emit(self, record: logging.LogRecord) -> None:
+                if self.out is None:
+                    return
+                text = f"{record.levelname} {record.name}: {record.getMessage()}\n"
+                if record.exc_info and record.exc_info[1] is not None:
+                    text += formatter.formatException(record.exc_info) + "\n"
+                self.out.add(record.levelno >= logging.WARNING, text)
+
+        _HANDLER.append(Records())
+    handler = _HANDLER[0]
+    handler.out = out  # type: ignore[attr-defined]
+    return handler
+
+
+def _capture() -> tuple[_Output, tuple[object, object], object]:
+    """From now on, the call's output goes into an ``_Output``: (it, the streams it
+    replaced, the logging handler added or None: added again once the call is unpickled,
+    as that may load ``logging``)."""
+    out = _Output()
+    saved = (sys.stdout, sys.stderr)
+    sys.stdout = _Stream(out, False, saved[0])  # type: ignore[assignment]
+    sys.stderr = _Stream(out, True, saved[1])  # type: ignore[assignment]
+    return out, saved, _log_into(out)
+
+
+def _log_into(out: _Output) -> object:
+    """The root logger's records into ``out``, if ``logging`` is loaded (the task's module,
+    unpickled, has loaded it if it logs): the handler added, else None."""
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return None
+    handler = _handler(out)
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _release(saved: tuple[object, object], handler: object) -> None:
+    sys.stdout, sys.stderr = saved  # type: ignore[assignment]
+    if handler is not None:
+        handler.out = None  # type: ignore[attr-defined]
+        sys.modules["logging"].getLogger().removeHandler(handler)
+
+
 def serve(conn: int, reply: int) -> None:
     """Receive a pickled call, run it, send back the pickled outcome; until EOF."""
     while True:
@@ -69,8 +191,11 @@ def serve(conn: int, reply: int) -> None:
         notify = payload[0] == 1
         t0 = time.perf_counter()
         c0 = time.process_time()  # the task's CPU time, for the run's CPU note
+        out, saved, handler = _capture()  # what the call prints: sent back with its result
         try:
             fn, args, kwargs, is_coroutine = pickle.loads(memoryview(payload)[1:])
+            if handler is None:
+                handler = _log_into(out)
             if notify:
                 notify = False
                 send(reply, b"")
@@ -98,13 +223,15 @@ def serve(conn: int, reply: int) -> None:
                 pass
         seconds = time.perf_counter() - t0
         cpu = time.process_time() - c0
+        _release(saved, handler)
+        output = out.result()
         box = None
         metrics = sys.modules.get("layerflow.metrics")  # loaded if the task used lf.record
         if metrics is not None and metrics.WORKER_BOX:
             box = dict(metrics.WORKER_BOX)
             metrics.WORKER_BOX.clear()
         try:
-            out = _dumps((ok, value, seconds, box, cpu))
+            answer = _dumps((ok, value, seconds, box, cpu, output))
         except Exception as e:
             import traceback
 
@@ -120,8 +247,8 @@ def serve(conn: int, reply: int) -> None:
                     f"{type(value).__name__}: {value}\n"
                     + "".join(traceback.format_exception(value))
                 )
-            out = _dumps((False, err, seconds, box, cpu))
-        send(reply, out)
+            answer = _dumps((False, err, seconds, box, cpu, output))
+        send(reply, answer)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,9 @@ logging.getLogger("distributed.protocol.pickle").addFilter(_SUBMITTING)
 
 
 _METRICS_TOPIC = "layerflow-metrics"
+#: what is kept of a Dask attempt's output: it travels through the Dask scheduler's event
+#: log (which keeps many thousand events), so less than a local task's megabyte
+_OUTPUT_LIMIT = 64 * 1024
 #: a worker logs each attempt's key here as it begins: when a worker dies, an attempt that
 #: had not begun there was only queued on it and is sent again (see ``DaskBackend._done``)
 _STARTED_TOPIC = "layerflow-started"
@@ -116,6 +119,7 @@ def _call(
     import cloudpickle
     import distributed
 
+    from ..capture import capturing
     from ..errors import MissingOnWorker
     from ..metrics import _BOX
 
@@ -137,12 +141,16 @@ def _call(
     reset = _BOX.set(box)
     t0 = time.perf_counter()
     try:
-        return _call_with(fn, args, kwargs, slots, upstream)
+        with capturing(_OUTPUT_LIMIT) as output:  # what it prints: back with its numbers
+            return _call_with(fn, args, kwargs, slots, upstream)
     finally:
         _BOX.reset(reset)
         # the attempt's own time (what the client sees also counts Dask's queue)
         seconds = time.perf_counter() - t0
-        worker.log_event(_METRICS_TOPIC, {"key": key, "metrics": box, "seconds": seconds})
+        message = {"key": key, "metrics": box, "seconds": seconds}
+        if output.result() is not None:
+            message["output"] = output.result()
+        worker.log_event(_METRICS_TOPIC, message)
 
 
 def _call_with(
@@ -569,10 +577,11 @@ class DaskBackend:
             return died
         return error
 
-    def metrics(self) -> list[tuple[Any, dict[str, float], float | None]]:
-        """(tag, lf.record's numbers, seconds it ran on its worker) of every attempt of this
-        run that ended on a worker, read from the Dask scheduler's event log (a worker logs
-        them before its task ends)."""
+    def metrics(self) -> list[tuple[Any, dict[str, float], float | None, Any]]:
+        """(tag, lf.record's numbers, seconds it ran on its worker, what it printed as
+        ``capture.Captured.result`` gives it) of every attempt of this run that ended on a
+        worker, read from the Dask scheduler's event log (a worker logs them before its
+        task ends)."""
         if not self._tags:
             return []
         events = self.client.get_events(_METRICS_TOPIC)
@@ -581,7 +590,8 @@ class DaskBackend:
             key = msg.get("key") if isinstance(msg, dict) else None
             if key in self._tags:
                 seconds = msg.get("seconds")
-                out.append((self._tags[key], msg.get("metrics") or {}, seconds))
+                output = msg.get("output")
+                out.append((self._tags[key], msg.get("metrics") or {}, seconds, output))
         return out
 
     def gather(self, values: list[Any]) -> list[Any]:

@@ -107,9 +107,9 @@ class ClusterValues:
             for k in children.get(j, ()):
                 self.remote.pop(k, None)
 
-    def late_metrics(self) -> list[tuple[Any, dict[str, float], float | None]]:
-        """(entry, ``lf.record``'s numbers, seconds on its worker) of each attempt, read
-        from the cluster after the run."""
+    def late_metrics(self) -> list[tuple[Any, dict[str, float], float | None, Any]]:
+        """(entry, ``lf.record``'s numbers, seconds on its worker, what it printed) of
+        each attempt, read from the cluster after the run."""
         return self.backend.metrics()
 
     def collect(self, entries: list[tuple[int, Any]]) -> tuple[dict[int, Any], dict[int, Any]]:

@@ -153,14 +153,14 @@ class _Worker:
                 self._died(name, on_done, time.perf_counter() - t0)
                 return
             try:
-                ok, value, seconds, metrics, cpu = cloudpickle.loads(answer)
+                ok, value, seconds, metrics, cpu, output = cloudpickle.loads(answer)
             except Exception as e:  # the result arrived but cannot be unpickled here
                 self.backend._release(self)
                 on_done(False, UnpicklableError(f"task {name!r}: its result: {e}"), 0.0)
                 continue
             # idle again before the scheduler hears of it, so its next submission reuses us
             self.backend._release(self)
-            on_done(ok, value, seconds, None, metrics, cpu)
+            on_done(ok, value, seconds, None, metrics, cpu, output)
         self._shutdown()
 
     def _died(self, name: str, on_done: Done, seconds: float) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..capture import keep as keep_output
 from ..errors import Cancelled, CommandFailed, TaskTimeout
 from .templates import ITEM, TEMPLATE, check_when, render, step_values
 
@@ -230,7 +231,9 @@ class Command:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            proc.communicate()
+            out, err = proc.communicate()
+            keep_output(out.decode(errors="replace"))
+            keep_output(err.decode(errors="replace"), err=True)
             raise TaskTimeout(
                 f"step {name!r} timed out after {timeout:g}s; its command was killed",
                 name,
@@ -241,6 +244,8 @@ class Command:
             with _PROCESSES_LOCK:
                 _PROCESSES.pop(proc, None)
                 self.running.discard(proc)
+        keep_output(out.decode(errors="replace"))  # the step's output: its logs too
+        keep_output(err.decode(errors="replace"), err=True)
         if stop.is_set():
             raise Cancelled(f"step {name!r} was stopped: another step failed")
         if proc.returncode != 0:

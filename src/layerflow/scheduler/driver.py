@@ -114,7 +114,7 @@ def prepare(
     if tracing is not None:
         run._init_telemetry(tracing)  # the run's span opens, calls are wrapped
     if recorder is not None:
-        recorder.attach(run.names, run.parent)
+        recorder.attach(run.names, run.parent, run.output)
     if shown is not None and shown.is_live():
         run.live = shown
     return run

@@ -7,9 +7,12 @@ import time
 from functools import partial
 from typing import Any
 
+from ..capture import keyed, keyed_async
 from ..policy import KEY_BASE
 from .fields import RunFields
 from .state import (
+    _ASYNC,
+    _CALLER,
     _DASK,
     _FOREIGN,
     _PROCESS,
@@ -145,12 +148,17 @@ class ForeignPools(RunFields):
 
         # the backend's done-callback: on_done(ok, value, seconds, ref=None, metrics=None)
         on_done = partial(self._foreign_done, i, token)
+        fn = self.fns[i]
+        if kind == _CALLER:  # what it prints is its own (see capture.py)
+            fn = partial(keyed, self.output, i, fn)
+        elif kind == _ASYNC:
+            fn = partial(keyed_async, self.output, i, fn)
         try:
             if kind == _DASK and self.cluster.remote:  # upstream values there: futures
                 args, kwargs = self._call_args(i, remote=True)
             self.handle[i] = self.backends[kind].submit(
                 self.names[i],
-                self.fns[i],
+                fn,
                 args,
                 kwargs,
                 on_done,

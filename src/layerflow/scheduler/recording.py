@@ -107,6 +107,7 @@ class Recording(RunFields):
         status, values, errors = self.status, self.values, self.errors
         attempts, first, last, busy = self.attempts, self.first_start, self.last_end, self.busy
         layer, children, metrics = self.layer, self.children, self.metrics
+        output = self.output
 
         def make(k: int) -> TaskRun:
             i = order[k]
@@ -123,6 +124,7 @@ class Recording(RunFields):
                 busy[i] if i not in children else 0.0,
                 layer[i],
                 metrics.get(i, {}),
+                output.text(i),
             )
 
         tasks = TaskRuns([names[i] for i in order], make)

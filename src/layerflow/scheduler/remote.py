@@ -60,9 +60,11 @@ class RemoteValues(RunFields):
             recorded = []
         with self.lock:
             ran: dict[int, list[float]] = {}
-            for i, box, seconds in recorded:
+            for i, box, seconds, output in recorded:
                 if box:
                     add_metrics(self.metrics, i, box)
+                if output:  # (as the output of the last attempt)
+                    self.output.add(i, *output)
                 if seconds is not None:
                     ran.setdefault(i, []).append(seconds)
             self._without_queue_time(ran)

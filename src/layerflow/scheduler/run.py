@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from ..capture import install as install_capture
+from ..capture import uninstall as uninstall_capture
 from ..events import (
     RunEvent,
     final_line,
@@ -62,6 +64,9 @@ class Run(
 
     def start(self) -> None:
         """Queue the tasks without dependencies and start the pools (lock not held)."""
+        if not self.output.installed:  # tasks' output captured from now until ``close``
+            self.output.installed = True
+            install_capture()
         if self.live is not None:
             self.live.start(self)
         if self.emit:
@@ -129,6 +134,10 @@ class Run(
             self._collect_remote()
         except Exception as e:
             logger.error("could not bring the run's values back from the Dask cluster: %s", e)
+        if self.output.installed:  # the streams as they were (the last run to end)
+            self.output.installed = False
+            uninstall_capture()
+            self.output.flush()
         if self.live is not None:
             self.live.stop(
                 final_line(

@@ -73,6 +73,7 @@ Run-wide fields:
   the store could not take, else -1), ``started`` (entries in start order), ``spans``
   (attempts that did not succeed), ``metrics`` (``lf.record``), ``done`` (set at the end).
 - ``context``: the caller's ``contextvars`` when the run was made; tasks run in copies.
+  ``output``: what each task printed and logged (``capture.TaskLogs``).
   With a store, ``items`` (``storage.py``): tasks say which task they are.
 - pools: ``backends[kind]`` (opened through ``backends.open_backend``), ``handle`` per entry,
   ``inline`` (a sequential run with no deadline: its own thread makes the calls),
@@ -93,6 +94,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..backends import BACKENDS, open_backend  # noqa: F401 (BACKENDS re-exported)
+from ..capture import TaskLogs
 from ..errors import (
     InvalidOptionError,
     raise_all,
@@ -236,6 +238,8 @@ class State(RunFields):
         with _gc_paused():
             self._init_entries(inputs, backend, address, client)
         self._init_scopes(items)
+        # what each task prints and logs (``capture.py``): the echo chosen around this run
+        self.output = TaskLogs.for_run(self.names, self.attempts)
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.done = threading.Event()

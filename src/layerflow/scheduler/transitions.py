@@ -161,12 +161,16 @@ class Transitions(RunFields):
         ref: Any = None,
         metrics: dict[str, float] | None = None,
         cpu: float | None = None,
+        output: tuple[list[tuple[bool, str]], int] | None = None,
     ) -> None:
         """A backend's done-callback: the same transition as a thread worker's. ``ref`` is
         where the value stays on a cluster (a Dask future); ``value is ref`` when it was
         not brought back here; ``cpu`` the attempt's CPU seconds, when the backend knows
-        them (a worker process does)."""
+        them (a worker process does); ``output`` what the attempt wrote there (as
+        ``capture.Captured.result`` gives it)."""
         t1 = time.perf_counter()
+        if output is not None:  # before its end is recorded: a retry's is the next attempt
+            self.output.add(i, *output)
         if cpu is not None and seconds > LONG_TASK:  # as for threads: long tasks only
             self.cpu_foreign[i] = cpu
         with self.lock:

@@ -15,8 +15,10 @@ import heapq
 import threading
 import time
 from contextvars import copy_context
+from typing import Any
 
 from ..backends import LONG_TASK
+from ..capture import open_cell
 from ..errors import Cancelled
 from ..faults import guarded
 from ..graph import positional_args
@@ -133,12 +135,13 @@ class ThreadWorkers(RunFields):
 
     def _serve(self) -> None:
         open_box()  # this thread's lf.record box, emptied after each task
+        cell = open_cell(self.output)  # whose output this thread's writes are
         with self.lock:
             i = self._next()
             token = self.token[i] if i >= 0 else 0
-        self._loop(i, token, _BOX.get())  # type: ignore[arg-type]
+        self._loop(i, token, _BOX.get(), cell)  # type: ignore[arg-type]
 
-    def _loop(self, i: int, token: int, box: dict[str, float]) -> None:
+    def _loop(self, i: int, token: int, box: dict[str, float], cell: Any) -> None:
         lock = self.lock
         fns = self.fns
         consts = self.consts
@@ -168,6 +171,7 @@ class ThreadWorkers(RunFields):
                         token = tokens[i] if i >= 0 else 0
                     continue
             t0 = perf()
+            cell.i = i  # what this thread writes now is task i's
             try:
                 if self.stopping:  # the run stopped just after handing this task out
                     raise Cancelled("the run stopped before this task began")
@@ -179,6 +183,7 @@ class ThreadWorkers(RunFields):
             except BaseException as e:  # the task's own error, reported, never raised here
                 value = e
                 ok = False
+            cell.i = -1
             t1 = perf()
             if t1 - t0 > long:  # its CPU time: read only after long tasks, never per short one
                 now = cpu()  # (what short tasks since the last mark used counts too: capped)

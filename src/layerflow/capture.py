@@ -1,0 +1,480 @@
+"""What each task printed and logged, kept per task and attempt (``TaskRun.logs``).
+
+While a run goes, ``sys.stdout`` and ``sys.stderr`` are replaced by a :class:`_Tee` and the
+root logger gets one handler more (installed by the first run that starts, put back by the
+last that ends, whatever ended it). Neither keeps a table of threads: each asks a context
+variable, ``_SINK``, whom the code that writes belongs to. A thread worker sets a
+``_Cell`` there once and points it at the task it runs (two attribute stores per task, so a
+run whose tasks print nothing pays nothing measurable); a coroutine or a call in the
+calling thread gets a ``_Key`` of its own in the context it runs in; code outside any task
+(the caller, layerflow's own threads between tasks, threads a task starts itself) finds
+nothing there and writes to the real stream, untouched. A worker process or a Dask worker
+captures in its own process (:class:`Captured`) and sends the text back with the result.
+
+Kept: the last ``LIMIT`` bytes per task; what was cut is said in one line where it was cut.
+What the terminal shows is the run's *echo*, chosen where the run is made (:func:`echo`):
+``"raw"`` (the Python API: output goes on to the terminal as it would without layerflow,
+and is kept too), ``None`` (kept only) or a callable ``(task, line, stream)`` that gets
+each whole line (the command line's ``-v``: lines prefixed by the task's name).
+
+Not captured: what is written straight to a file descriptor (C code, a subprocess the task
+starts itself with inherited streams), ``sys.stdout.buffer``, and output of threads that a
+task starts itself (they are not the task's context).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["LIMIT", "Captured", "TaskLogs", "echo", "install", "uninstall"]
+
+#: what is kept of one task's output: its last megabyte (the bytes of its UTF-8 text)
+LIMIT = 1 << 20
+
+#: ``(task, line, stream)``: a whole line a task wrote, ``stream`` is "stdout" or "stderr"
+LineEcho = Callable[[str, str, str], None]
+Echo = LineEcho | str | None
+
+# the run's echo, read when a run is made: "raw", None, or a LineEcho
+_ECHO: contextvars.ContextVar[Echo] = contextvars.ContextVar("layerflow_echo", default="raw")
+# whom the running code belongs to: a _Cell, a _Key or a Captured (None: nobody's)
+_SINK: contextvars.ContextVar[Any] = contextvars.ContextVar("layerflow_sink", default=None)
+
+
+@contextlib.contextmanager
+def echo(mode: Echo) -> Iterator[None]:
+    """Runs made inside this block show their tasks' output so: ``"raw"``, ``None`` or a
+    callable taking ``(task, line, stream)``."""
+    token = _ECHO.set(mode)
+    try:
+        yield
+    finally:
+        _ECHO.reset(token)
+
+
+def _size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+
+
+def cut_note(count: int) -> str:
+    """The line that stands where earlier output was cut."""
+    return f"[… {count:,} earlier bytes cut …]\n"
+
+
+class _Text:
+    """One entry's output: per attempt, its chunks (text, or an int: that many bytes were
+    cut there, by the process that captured it); bounded to the last ``LIMIT`` bytes,
+    ``cut`` being what was dropped before the first chunk kept."""
+
+    __slots__ = ("attempts", "cut", "size")
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[int, deque[str | int]]] = []
+        self.size = 0
+        self.cut = 0
+
+    def add(self, attempt: int, text: str | int) -> None:
+        if not self.attempts or self.attempts[-1][0] != attempt:
+            self.attempts.append((attempt, deque()))
+        self.attempts[-1][1].append(text)
+        if type(text) is str:
+            self.size += _size(text)
+            if self.size > LIMIT:
+                self._trim()
+
+    def _trim(self) -> None:
+        """Drop the oldest output until the last ``LIMIT`` bytes are left, and the rest of
+        the line the cut went through (a line is kept whole or not at all)."""
+        excess = self.size - LIMIT
+        mid_line = False
+        while self.attempts and (excess > 0 or mid_line):
+            chunks = self.attempts[0][1]
+            first = chunks[0]
+            if type(first) is int:
+                chunks.popleft()
+                self.cut += first
+            elif excess <= 0:  # the cut went through this line: up to its end
+                newline = first.find("\n")
+                drop = first if newline < 0 else first[: newline + 1]
+                self._drop(chunks, drop, first[len(drop) :])
+                mid_line = newline < 0
+            else:
+                n = _size(first)
+                if n <= excess:
+                    self._drop(chunks, first, "")
+                    mid_line = not first.endswith("\n")
+                else:
+                    data = first.encode("utf-8", "replace")
+                    kept = data[excess:].decode("utf-8", "ignore")
+                    self._drop(chunks, first[: len(first) - len(kept)], kept)
+                    mid_line = not data[:excess].endswith(b"\n")
+                excess = self.size - LIMIT
+            if not chunks:
+                del self.attempts[0]
+
+    def _drop(self, chunks: deque[str | int], gone: str, rest: str) -> None:
+        """The first chunk loses ``gone``, keeping ``rest``."""
+        n = _size(gone)
+        self.size -= n
+        self.cut += n
+        if rest:
+            chunks[0] = rest
+        else:
+            chunks.popleft()
+
+    def render(self, attempts: int) -> str:
+        """The text: a cut note where output was cut; with more than one attempt, a line
+        ``── attempt N ──`` before each attempt's output."""
+        parts = [cut_note(self.cut)] if self.cut else []
+        for attempt, chunks in self.attempts:
+            if attempts > 1:
+                if parts and not parts[-1].endswith("\n"):
+                    parts.append("\n")
+                parts.append(f"── attempt {attempt} ──\n")
+            for chunk in chunks:
+                if type(chunk) is int:
+                    if parts and not parts[-1].endswith("\n"):
+                        parts.append("\n")
+                    parts.append(cut_note(chunk))
+                else:
+                    parts.append(chunk)
+        return "".join(parts)
+
+
+class TaskLogs:
+    """What the tasks of one run wrote, by entry (``names[i]``; ``attempts[i]`` is the
+    attempt running, read when it writes). ``echo`` as in the module docstring;
+    ``parent``: the (logs, entry) of the task that started this run, which sees all of it."""
+
+    def __init__(
+        self,
+        names: list[str],
+        attempts: list[int],
+        echo: Echo = "raw",
+        parent: tuple[TaskLogs, int] | None = None,
+    ) -> None:
+        self.names = names
+        self.attempts = attempts
+        self.texts: dict[int, _Text] = {}
+        self.lock = threading.Lock()
+        self.echo = echo
+        self.raw = echo == "raw" and parent is None
+        self.parent = parent
+        self.partial: dict[tuple[int, bool], str] = {}  # a line echoed once it is whole
+        self.installed = False
+
+    @classmethod
+    def for_run(cls, names: list[str], attempts: list[int]) -> TaskLogs:
+        """The logs of a run made now: the echo chosen around it, and the task it runs in."""
+        sink = _SINK.get()
+        parent = None
+        if isinstance(sink, (_Cell, _Key)) and sink.i >= 0:
+            parent = (sink.logs, sink.i)
+        return cls(names, attempts, _ECHO.get(), parent)
+
+    def write(self, i: int, text: str, err: bool) -> bool:
+        """Entry ``i`` wrote ``text``: kept, and echoed. True when the real stream must
+        not get it too (anything but the raw echo)."""
+        with self.lock:
+            found = self.texts.get(i)
+            if found is None:
+                found = self.texts[i] = _Text()
+            found.add(self.attempts[i], text)
+        if self.parent is not None:
+            logs, k = self.parent
+            return logs.write(k, text, err)
+        if callable(self.echo):
+            self._echo_lines(i, text, err)
+        return not self.raw
+
+    def add(self, i: int, chunks: list[tuple[bool, str]], cut: int = 0) -> None:
+        """Output entry ``i``'s attempt made elsewhere (a worker process), as (stderr?,
+        text) chunks, and how many bytes it cut itself: kept, and echoed now."""
+        if not chunks and not cut:
+            return
+        if cut:
+            with self.lock:
+                found = self.texts.get(i)
+                if found is None:
+                    found = self.texts[i] = _Text()
+                found.add(self.attempts[i], cut)
+        for err, text in chunks:
+            if not self.write(i, text, err):
+                real = _REAL[err]
+                stream = real if real is not None else (sys.stderr if err else sys.stdout)
+                if stream is not None:
+                    with contextlib.suppress(Exception):
+                        stream.write(text)
+                        stream.flush()
+
+    def preset(self, i: int, text: str) -> None:
+        """Entry ``i`` was reused from an earlier run: its output then is its output now."""
+        if text:
+            with self.lock:
+                found = self.texts[i] = _Text()
+                found.add(0, text)
+
+    def text(self, i: int) -> str:
+        """Entry ``i``'s output ("" when it wrote nothing)."""
+        found = self.texts.get(i)
+        if found is None:
+            return ""
+        with self.lock:
+            return found.render(self.attempts[i] if i < len(self.attempts) else 1)
+
+    def _echo_lines(self, i: int, text: str, err: bool) -> None:
+        key = (i, err)
+        with self.lock:
+            text = self.partial.pop(key, "") + text
+            lines = text.split("\n")
+            if lines[-1]:
+                self.partial[key] = lines[-1]
+            whole = lines[:-1]
+        if whole:
+            self._emit(self.names[i], whole, err)
+
+    def _emit(self, name: str, lines: list[str], err: bool) -> None:
+        token = _SINK.set(None)  # what the echo prints is nobody's output
+        try:
+            for line in lines:
+                self.echo(name, line, "stderr" if err else "stdout")  # type: ignore[operator]
+        except Exception:  # a terminal gone (a closed pipe): the output is still kept
+            pass
+        finally:
+            _SINK.reset(token)
+
+    def flush(self) -> None:
+        """The run has ended: echo the lines still waiting for their end."""
+        if not callable(self.echo):
+            return
+        with self.lock:
+            pending, self.partial = self.partial, {}
+        for (i, err), line in sorted(pending.items()):
+            self._emit(self.names[i], [line], err)
+
+    def log_record(self, i: int, record: logging.LogRecord) -> None:
+        """A ``logging`` record of entry ``i``: ``LEVEL logger: message``."""
+        self.write(i, _record_line(record), record.levelno >= logging.WARNING)
+
+
+def _record_line(record: logging.LogRecord) -> str:
+    try:
+        text = f"{record.levelname} {record.name}: {record.getMessage()}\n"
+    except Exception as e:  # a bad format string: say so, as logging would
+        text = f"{record.levelname} {record.name}: {record.msg!r} (bad arguments: {e})\n"
+    if record.exc_info and record.exc_info[1] is not None:
+        text += _FORMATTER.formatException(record.exc_info) + "\n"
+    elif record.exc_text:
+        text += record.exc_text + "\n"
+    return text
+
+
+_FORMATTER = logging.Formatter()
+
+
+class _Cell:
+    """A thread worker's: the task it runs now (``i``, -1 between tasks)."""
+
+    __slots__ = ("i", "logs")
+
+    def __init__(self, logs: TaskLogs) -> None:
+        self.logs = logs
+        self.i = -1
+
+    def write(self, text: str, err: bool) -> bool:
+        i = self.i
+        return i >= 0 and self.logs.write(i, text, err)
+
+    def record(self, record: logging.LogRecord) -> bool:
+        if self.i < 0:
+            return False
+        self.logs.log_record(self.i, record)
+        return True
+
+
+class _Key(_Cell):
+    """A coroutine's or a sequential call's: its task, fixed."""
+
+    __slots__ = ()
+
+    def __init__(self, logs: TaskLogs, i: int) -> None:
+        self.logs = logs
+        self.i = i
+
+
+def open_cell(logs: TaskLogs) -> _Cell:
+    """Give the calling thread's context a cell (a thread worker, before its first task)."""
+    cell = _Cell(logs)
+    _SINK.set(cell)
+    return cell
+
+
+def keyed(logs: TaskLogs, i: int, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` as entry ``i`` (in a context of its own: the caller's thread)."""
+    _SINK.set(_Key(logs, i))
+    return fn(*args, **kwargs)
+
+
+async def keyed_async(
+    logs: TaskLogs, i: int, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+) -> Any:
+    """Await ``fn(...)`` as entry ``i`` (a coroutine runs in a context of its own)."""
+    _SINK.set(_Key(logs, i))
+    return await fn(*args, **kwargs)
+
+
+def keep(text: str, err: bool = False) -> None:
+    """Keep ``text`` as output of the running task without showing it under the raw echo
+    (a ``run:`` step's command output, which the step captured rather than printed); a
+    line echo still gets it. Outside a task, nothing happens (but a worker process's call
+    keeps it: its streams are captured)."""
+    if not text:
+        return
+    if not text.endswith("\n"):
+        text += "\n"
+    sink = _SINK.get()
+    if sink is not None:
+        sink.write(text, err)  # (never writes to a real stream itself: the tee does)
+        return
+    stream = sys.stderr if err else sys.stdout
+    if getattr(stream, "layerflow_capture", False):  # a worker process's call
+        stream.write(text)
+
+
+class Captured:
+    """Everything one call writes, kept in its own process (a worker process's task, a
+    Dask task): ``chunks`` as (stderr?, text), bounded like a task's (``cut`` bytes
+    dropped); nothing goes on to the real streams."""
+
+    __slots__ = ("chunks", "cut", "limit", "size")
+
+    def __init__(self, limit: int = LIMIT) -> None:
+        self.chunks: deque[tuple[bool, str]] = deque()
+        self.size = 0
+        self.cut = 0
+        self.limit = limit
+
+    def write(self, text: str, err: bool) -> bool:
+        self.chunks.append((err, text))
+        self.size += _size(text)
+        while self.size > self.limit and len(self.chunks) > 1:
+            n = _size(self.chunks.popleft()[1])
+            self.size -= n
+            self.cut += n
+        return True
+
+    def record(self, record: logging.LogRecord) -> bool:
+        return self.write(_record_line(record), record.levelno >= logging.WARNING)
+
+    def result(self) -> tuple[list[tuple[bool, str]], int] | None:
+        """What to send back: (chunks, cut), or None when the call wrote nothing."""
+        if not self.chunks and not self.cut:
+            return None
+        return list(self.chunks), self.cut
+
+
+@contextlib.contextmanager
+def capturing(limit: int = LIMIT) -> Iterator[Captured]:
+    """Capture what the code in this block writes, in this context (a worker's call)."""
+    box = Captured(limit)
+    install()
+    token = _SINK.set(box)
+    try:
+        yield box
+    finally:
+        _SINK.reset(token)
+        uninstall()
+
+
+class _Tee:
+    """``sys.stdout``/``sys.stderr`` while runs go: a task's writes to its logs, anything
+    else (and a task's under the raw echo) to the stream it replaced."""
+
+    def __init__(self, real: Any, err: bool) -> None:
+        self._real = real
+        self._err = err
+
+    def write(self, text: str) -> int:
+        sink = _SINK.get()
+        if sink is not None and type(text) is str and text and sink.write(text, self._err):
+            return len(text)
+        return self._real.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._real.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, buffer, ...
+        return getattr(self._real, name)
+
+
+class _Handler(logging.Handler):
+    """On the root logger while runs go: a task's records to its logs."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sink = _SINK.get()
+        kept = sink is not None and sink.record(record)
+        if kept and not (isinstance(sink, _Cell) and sink.logs.raw):
+            return  # kept, and not shown
+        # anybody's but a task's, or a task's under the raw echo: shown as it would have
+        # been without this handler (logging's last resort, when no other handler takes it)
+        last = logging.lastResort
+        if last is None or record.levelno < last.level:
+            return
+        logger: Any = logging.getLogger(record.name)
+        while logger is not None:
+            if any(h is not self for h in logger.handlers):
+                return
+            logger = logger.parent if logger.propagate else None
+        real = _REAL[True]
+        if real is not None:
+            with contextlib.suppress(Exception):
+                real.write(last.format(record) + "\n")
+
+
+_HANDLER = _Handler()
+_LOCK = threading.Lock()
+_USERS = 0
+_REAL: list[Any] = [None, None]  # the streams replaced: stdout, stderr
+
+
+def install() -> None:
+    """Capture from now on (each call is undone by one :func:`uninstall`)."""
+    global _USERS
+    with _LOCK:
+        _USERS += 1
+        if _USERS > 1:
+            return
+        for err, name in ((False, "stdout"), (True, "stderr")):
+            real = getattr(sys, name)
+            if real is not None and not isinstance(real, _Tee):
+                _REAL[err] = real
+                setattr(sys, name, _Tee(real, err))
+        logging.getLogger().addHandler(_HANDLER)
+
+
+def uninstall() -> None:
+    """Undo one :func:`install`: the last puts the streams back (unless someone has
+    replaced them meanwhile: theirs stay) and takes the handler off."""
+    global _USERS
+    with _LOCK:
+        _USERS -= 1
+        if _USERS > 0:
+            return
+        _USERS = 0
+        for err, name in ((False, "stdout"), (True, "stderr")):
+            now = getattr(sys, name)
+            if isinstance(now, _Tee):
+                setattr(sys, name, now._real)
+            _REAL[err] = None
+        logging.getLogger().removeHandler(_HANDLER)
