@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["LIMIT", "Captured", "TaskLogs", "echo", "install", "uninstall"]
+__all__ = ["LIMIT", "Captured", "TaskLogs", "cell_in", "echo", "install", "keep", "uninstall"]
 
 #: what is kept of one task's output: its last megabyte (the bytes of its UTF-8 text)
 LIMIT = 1 << 20
@@ -316,10 +316,12 @@ def open_cell(logs: TaskLogs) -> _Cell:
     return cell
 
 
-def keyed(logs: TaskLogs, i: int, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` as entry ``i`` (in a context of its own: the caller's thread)."""
-    _SINK.set(_Key(logs, i))
-    return fn(*args, **kwargs)
+def cell_in(context: contextvars.Context, logs: TaskLogs) -> _Cell:
+    """A cell in ``context`` (the run's copy of its caller's: the calling thread's calls of
+    a sequential run run in copies of it, one at a time, and say whose they are there)."""
+    cell = _Cell(logs)
+    context.run(_SINK.set, cell)
+    return cell
 
 
 async def keyed_async(

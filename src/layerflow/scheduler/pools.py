@@ -7,7 +7,7 @@ import time
 from functools import partial
 from typing import Any
 
-from ..capture import keyed, keyed_async
+from ..capture import keyed_async
 from ..policy import KEY_BASE
 from .fields import RunFields
 from .state import (
@@ -149,8 +149,8 @@ class ForeignPools(RunFields):
         # the backend's done-callback: on_done(ok, value, seconds, ref=None, metrics=None)
         on_done = partial(self._foreign_done, i, token)
         fn = self.fns[i]
-        if kind == _CALLER:  # what it prints is its own (see capture.py)
-            fn = partial(keyed, self.output, i, fn)
+        if kind == _CALLER:  # what it prints is its own (one call at a time: see state.py)
+            self.caller_cell.i = i
         elif kind == _ASYNC:
             fn = partial(keyed_async, self.output, i, fn)
         try:

@@ -94,7 +94,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..backends import BACKENDS, open_backend  # noqa: F401 (BACKENDS re-exported)
-from ..capture import TaskLogs
+from ..capture import TaskLogs, cell_in
 from ..errors import (
     InvalidOptionError,
     raise_all,
@@ -235,11 +235,14 @@ class State(RunFields):
                 for t in g.tasks
             )
         )
+        # what each task prints and logs (``capture.py``): the echo chosen around this run;
+        # the calling thread's calls (sequential) say whose they are in ``caller_cell``
+        self.output = TaskLogs.for_run([], [])
+        self.caller_cell = cell_in(self.context, self.output)
         with _gc_paused():
             self._init_entries(inputs, backend, address, client)
+        self.output.names, self.output.attempts = self.names, self.attempts
         self._init_scopes(items)
-        # what each task prints and logs (``capture.py``): the echo chosen around this run
-        self.output = TaskLogs.for_run(self.names, self.attempts)
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.done = threading.Event()

@@ -169,6 +169,8 @@ class Transitions(RunFields):
         them (a worker process does); ``output`` what the attempt wrote there (as
         ``capture.Captured.result`` gives it)."""
         t1 = time.perf_counter()
+        if self.caller_cell.i == i:  # the calling thread's call has ended: output is nobody's
+            self.caller_cell.i = -1
         if output is not None:  # before its end is recorded: a retry's is the next attempt
             self.output.add(i, *output)
         if cpu is not None and seconds > LONG_TASK:  # as for threads: long tasks only

@@ -1,0 +1,392 @@
+"""What each task printed and logged: ``TaskRun.logs``, kept per task and attempt, bounded,
+stored with the run, and shown by ``layerflow show --logs``, ``-v`` and the report."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from cli_run import layerflow
+
+import layerflow as lf
+from layerflow.capture import LIMIT
+from layerflow.store import Store
+
+TIMEOUT = 30  # a barrier that nobody reaches fails the test instead of hanging it
+
+
+def test_threads_side_by_side_keep_their_own_output():
+    """Two tasks that run at the same time and print in turn: each keeps its own lines,
+    in order, however the lines interleaved on the terminal."""
+    flow = lf.Flow("side-by-side")
+    turns = [threading.Event() for _ in range(6)]
+
+    def printer(me: int):
+        def task():
+            for k in range(me, 6, 2):  # a prints at 0, 2, 4; b at 1, 3, 5
+                if k:
+                    assert turns[k - 1].wait(TIMEOUT)
+                print(f"task {me} line {k}")
+                logging.getLogger(f"t{me}").warning("record %d", k)
+                turns[k].set()
+            return me
+
+        return task
+
+    flow.add(printer(0), name="a")
+    flow.add(printer(1), name="b")
+    run = flow.run(max_workers=2)
+    assert run.tasks["a"].logs == (
+        "task 0 line 0\nWARNING t0: record 0\n"
+        "task 0 line 2\nWARNING t0: record 2\n"
+        "task 0 line 4\nWARNING t0: record 4\n"
+    )
+    assert run.tasks["b"].logs == (
+        "task 1 line 1\nWARNING t1: record 1\n"
+        "task 1 line 3\nWARNING t1: record 3\n"
+        "task 1 line 5\nWARNING t1: record 5\n"
+    )
+
+
+def test_a_task_that_prints_nothing_has_empty_logs_and_streams_are_put_back():
+    before = sys.stdout, sys.stderr, list(logging.getLogger().handlers)
+    flow = lf.Flow("quiet")
+
+    @flow.task
+    def quiet():
+        return 1
+
+    run = flow.run()
+    assert run.tasks["quiet"].logs == ""
+    assert (sys.stdout, sys.stderr, logging.getLogger().handlers) == before
+
+
+def test_streams_are_put_back_after_a_failed_run():
+    before = sys.stdout, sys.stderr, list(logging.getLogger().handlers)
+    flow = lf.Flow("fails")
+
+    @flow.task
+    def boom():
+        print("about to fail")
+        raise ValueError("no")
+
+    with pytest.raises(lf.TaskFailed) as caught:
+        flow.run()
+    assert caught.value.result.tasks["boom"].logs == "about to fail\n"
+    assert (sys.stdout, sys.stderr, logging.getLogger().handlers) == before
+
+
+def test_the_python_api_still_prints_what_tasks_print(capsys):
+    """Without the command line, output goes on to the terminal as it would without
+    layerflow (and is kept too); code outside tasks is not touched."""
+    flow = lf.Flow("raw")
+
+    @flow.task
+    def talk():
+        print("to stdout")
+        print("to stderr", file=sys.stderr)
+        return 1
+
+    run = flow.run()
+    out, err = capsys.readouterr()
+    assert "to stdout" in out
+    assert "to stderr" in err
+    assert run.tasks["talk"].logs == "to stdout\nto stderr\n"
+
+
+def test_logging_levels_and_logger_names():
+    """A record is kept as ``LEVEL logger: message``, if the logger's level lets it
+    through (logging's own rule: by default WARNING and above)."""
+    flow = lf.Flow("levels")
+    named = logging.getLogger("layerflow-test.levels")
+
+    @flow.task
+    def logs():
+        named.debug("not kept")
+        named.info("kept at INFO")
+        named.warning("careful")
+        try:
+            raise KeyError("k")
+        except KeyError:
+            named.exception("caught")
+        return 1
+
+    named.setLevel(logging.INFO)
+    try:
+        run = flow.run()
+    finally:
+        named.setLevel(logging.NOTSET)
+    text = run.tasks["logs"].logs
+    assert "not kept" not in text
+    assert text.startswith(
+        "INFO layerflow-test.levels: kept at INFO\n"
+        "WARNING layerflow-test.levels: careful\n"
+        "ERROR layerflow-test.levels: caught\nTraceback"
+    )
+    assert "KeyError: 'k'" in text
+
+
+def test_retries_separate_attempts():
+    flow = lf.Flow("retries")
+    tries = []
+
+    @flow.task(retries=2)
+    def flaky():
+        tries.append(1)
+        print(f"try {len(tries)}")
+        if len(tries) < 3:
+            raise RuntimeError("again")
+        return len(tries)
+
+    run = flow.run()
+    assert run.tasks["flaky"].logs == (
+        "── attempt 1 ──\ntry 1\n── attempt 2 ──\ntry 2\n── attempt 3 ──\ntry 3\n"
+    )
+
+
+def test_output_is_bounded_and_says_where_it_was_cut():
+    flow = lf.Flow("bound")
+    line = "x" * 99 + "\n"  # 100 bytes
+    lines = 2 * LIMIT // 100
+
+    @flow.task
+    def loud():
+        for k in range(lines):
+            print(f"{k:08d}{line}", end="")
+        print("the end")
+        return 1
+
+    text = flow.run().tasks["loud"].logs
+    first, rest = text.split("\n", 1)
+    assert first.startswith("[… ") and first.endswith(" earlier bytes cut …]")
+    cut = int(first[3:].split(" ")[0].replace(",", ""))
+    assert len(rest.encode()) <= LIMIT
+    assert cut + len(rest.encode()) == lines * 108 + len("the end\n")
+    assert rest.endswith("the end\n")
+    assert all(len(ln) == 107 for ln in rest.splitlines()[:-1])  # whole lines only
+
+
+def test_process_tasks_capture_in_the_worker():
+    flow = lf.Flow("processes")
+    flow.add(_in_process, executor="process")
+    run = flow.run(timeout=60)
+    assert run.tasks["_in_process"].logs == (
+        "in a worker process\nits stderr\nERROR layerflow-test.child: from the child\n"
+    )
+
+
+def _in_process():
+    print("in a worker process")
+    print("its stderr", file=sys.stderr)
+    logging.getLogger("layerflow-test.child").error("from the child")
+    return 1
+
+
+def test_async_tasks_keep_their_own_output():
+    flow = lf.Flow("coroutines")
+
+    def coroutine(me: str):
+        async def task():
+            print(f"{me} first")
+            await asyncio.sleep(0.01)
+            print(f"{me} second")
+            return me
+
+        return task
+
+    flow.add(coroutine("a"), name="a")
+    flow.add(coroutine("b"), name="b")
+    run = flow.run(timeout=60)
+    assert run.tasks["a"].logs == "a first\na second\n"
+    assert run.tasks["b"].logs == "b first\nb second\n"
+
+
+def test_sequential_mode_keeps_output_per_task():
+    flow = lf.Flow("sequential")
+
+    @flow.task
+    def one():
+        print("one")
+        return 1
+
+    @flow.task
+    def two(one):
+        print("two", one)
+        return 2
+
+    run = flow.run(mode="sequential")
+    assert [run.tasks[n].logs for n in ("one", "two")] == ["one\n", "two 1\n"]
+
+
+def test_a_parallel_map_inside_a_task_prints_into_that_task():
+    flow = lf.Flow("nested")
+
+    def shout(x: int) -> int:
+        print(f"item {x}")
+        return x
+
+    @flow.task
+    def outer():
+        print("outer starts")
+        return lf.parallel_map(shout, [1, 2, 3], max_workers=1)
+
+    text = flow.run().tasks["outer"].logs
+    assert text.startswith("outer starts\n")
+    assert sorted(text.splitlines()[1:]) == ["item 1", "item 2", "item 3"]
+
+
+def test_run_steps_keep_their_commands_output(tmp_path):
+    (tmp_path / "p.yaml").write_text(
+        "name: commands\nsettings: {order: dataflow}\nsteps:\n"
+        "  - name: ok\n    run: \"sh -c 'echo out line; echo err line >&2'\"\n"
+        "  - name: bad\n    run: \"sh -c 'echo partial; exit 3'\"\n"
+    )
+    run = lf.load_pipeline(tmp_path / "p.yaml").run(fail_fast=False)
+    assert run.tasks["ok"].logs == "out line\nerr line\n"
+    assert run["ok"] == "out line"
+    assert run.tasks["bad"].logs == "partial\n"
+
+
+def test_stored_with_the_run_and_kept_by_resume(tmp_path):
+    flow = lf.Flow("stored")
+    fail = [True]
+
+    @flow.task
+    def first():
+        print("first ran")
+        return 1
+
+    @flow.task
+    def second(first):
+        print("second ran, failing:", fail[0])
+        if fail[0]:
+            raise RuntimeError("not yet")
+        return first + 1
+
+    with pytest.raises(lf.TaskFailed) as caught:
+        flow.run(store=tmp_path)
+    failed = caught.value.result
+    store = Store(tmp_path)
+    try:
+        loaded = store.load_run(failed.run_id)
+        assert {n: t.logs for n, t in loaded.tasks.items()} == {
+            "first": "first ran\n",
+            "second": "second ran, failing: True\n",
+        }
+        fail[0] = False
+        again = flow.run(store=tmp_path, resume=True)
+        assert again.tasks["first"].status == "reused"
+        assert again.tasks["first"].logs == "first ran\n"  # from the run that ran it
+        assert again.tasks["second"].logs == "second ran, failing: False\n"
+        assert store.logs_of(again.run_id) == {
+            "first": "first ran\n",
+            "second": "second ran, failing: False\n",
+        }
+    finally:
+        store.close()
+
+
+def test_an_older_store_opens_and_gets_the_logs_table(tmp_path):
+    flow = lf.Flow("old")
+
+    @flow.task
+    def talk():
+        print("hello")
+        return 1
+
+    flow.run(store=tmp_path)
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute("DROP TABLE task_logs")
+    db.execute("PRAGMA user_version = 6")
+    db.commit()
+    db.close()
+    run = flow.run(store=tmp_path)
+    store = Store(tmp_path)
+    try:
+        assert store.load_run(run.run_id).tasks["talk"].logs == "hello\n"
+    finally:
+        store.close()
+
+
+def test_the_report_shows_output_escaped(tmp_path):
+    flow = lf.Flow("report")
+
+    @flow.task
+    def evil():
+        print("<script>alert('x')</script> & more")
+        return 1
+
+    page = flow.run().to_html(tmp_path / "r.html").read_text()
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in page
+    assert "<script>alert(" not in page
+
+
+_PIPELINE = """\
+name: cli-logs
+settings: {order: dataflow}
+steps:
+  - name: hello
+    uses: "steps_mod:hello"
+  - name: shell
+    run: "sh -c 'echo from the command'"
+"""
+
+_STEPS = """\
+import logging
+
+def hello():
+    print("hello from python")
+    logging.getLogger("steps").warning("a warning")
+    return 1
+"""
+
+
+def _project(tmp_path: Path) -> Path:
+    (tmp_path / "p.yaml").write_text(_PIPELINE)
+    (tmp_path / "steps_mod.py").write_text(_STEPS)
+    return tmp_path
+
+
+def test_cli_verbose_prints_live_lines_prefixed_and_show_logs(tmp_path):
+    folder = _project(tmp_path)
+    done = layerflow(folder, "run", "p.yaml", "-v")
+    assert done.returncode == 0, done.stderr
+    assert "hello | hello from python" in done.stdout
+    assert "shell | from the command" in done.stdout
+    assert "hello | WARNING steps: a warning" in done.stderr
+    runs = layerflow(folder, "runs")
+    run_id = runs.stdout.splitlines()[1].split()[0]
+    shown = layerflow(folder, "show", run_id, "hello", "--logs")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "hello from python\nWARNING steps: a warning\n"
+    detail = layerflow(folder, "show", run_id, "shell")
+    assert "from the command" in detail.stdout
+    every = layerflow(folder, "show", run_id, "--logs")
+    assert "── hello ──\nhello from python\n" in every.stdout
+    assert "── shell ──\nfrom the command\n" in every.stdout
+
+
+def test_cli_json_keeps_stdout_for_json(tmp_path):
+    folder = _project(tmp_path)
+    done = layerflow(folder, "run", "p.yaml", "--json", "-v")
+    assert done.returncode == 0, done.stderr
+    import json
+
+    assert json.loads(done.stdout)["status"] == "succeeded"
+    assert "hello | hello from python" in done.stderr
+
+
+def test_cli_quiet_shows_a_failed_tasks_output(tmp_path):
+    (tmp_path / "p.yaml").write_text('name: q\nsteps:\n  - name: bad\n    uses: "steps_mod:bad"\n')
+    (tmp_path / "steps_mod.py").write_text(
+        "def bad():\n    print('working on it')\n    raise ValueError('broken')\n"
+    )
+    done = layerflow(tmp_path, "run", "p.yaml", "-q")
+    assert done.returncode == 1
+    assert "working on it" in done.stderr
+    assert "bad |" not in done.stderr + done.stdout  # -q: no live lines
