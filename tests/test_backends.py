@@ -569,12 +569,12 @@ def test_cancelling_a_finished_process_attempt_spares_the_next_one_on_that_worke
     second_done = threading.Event()
     handles = {}
 
-    def first_done(ok, value, seconds, ref=None, metrics=None, cpu=None):
+    def first_done(ok, value, seconds, ref=None, metrics=None, cpu=None, output=None):
         # the worker is idle again: the next submission takes it, then the late deadline
         handles["b"] = backend.submit("b", pow, (2, 10), {}, on_second)
         backend.cancel(handles["a"])
 
-    def on_second(ok, value, seconds, ref=None, metrics=None, cpu=None):
+    def on_second(ok, value, seconds, ref=None, metrics=None, cpu=None, output=None):
         done["b"] = (ok, value)
         second_done.set()
 
