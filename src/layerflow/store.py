@@ -547,6 +547,15 @@ class Store:
         with open(self.results / name, "rb") as f:
             return pickle.load(f)
 
+    def load_bytes(self, name: str | bytes) -> bytes:
+        """A stored result's pickled bytes, not loaded (for an unpickler of one's own)."""
+        if isinstance(name, bytes):
+            return name
+        found = self._read("SELECT data FROM blobs WHERE name = ?", (name,))
+        if found:
+            return bytes(found[0][0])
+        return (self.results / Path(name).name).read_bytes()
+
     def has_value(self, name: str) -> bool:
         """Whether the result ``name`` is still there (in the database or as a file)."""
         if self._read("SELECT 1 FROM blobs WHERE name = ?", (name,)):
@@ -892,6 +901,10 @@ class Store:
             return None
         at, pid, host, data = found[0]
         return {"at": at, "pid": pid, "host": host, "state": json.loads(data) if data else None}
+
+    def has_run(self, run_id: str) -> bool:
+        """Whether the store has a run ``run_id``."""
+        return bool(self._read("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))
 
     def run_graph(self, run_id: str) -> dict[str, Any] | None:
         """A run's tasks, layers and edges as :meth:`begin_run` recorded them, if it did."""
