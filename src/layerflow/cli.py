@@ -1019,6 +1019,37 @@ def _show_task(store: Any, run_id: str, t: dict[str, Any]) -> None:
         click.echo(textwrap.indent(tail(text), "    "))
 
 
+@main.command()
+@click.option("--store", "store_path", default=None, metavar="PATH")
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="The port (0: any free one).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to answer on (another than 127.0.0.1 lets other machines read the store).",
+)
+def ui(store_path: str | None, port: int, host: str) -> None:
+    """A live local page over the store: the runs, and each run as it goes (read-only)."""
+    from .ui import serve
+
+    with _errors():
+        server = serve(store_path, host=host, port=port)
+    click.echo(f"layerflow ui: the store {server.store.folder} at {server.url} (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    sys.exit(EXIT_OK)
+
+
 @main.group()
 def cache() -> None:
     """The result cache."""

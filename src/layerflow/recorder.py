@@ -21,7 +21,9 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import heartbeat
 from .errors import ResultNotStored, StoreError, safe_str
+from .heartbeat import run_options
 from .names import element_of
 from .store import Finished, Store, _pickled
 from .tracebacks import format_failure
@@ -229,6 +231,8 @@ class Recorder:
         self.offset = 0.0
         self.output: Any = None  # the run's capture.TaskLogs, once attached
         self.logs_kept: set[int] = set()  # entries whose output is stored
+        self.run: Any = None  # the run's state (watch), for its heartbeat
+        self.watched: heartbeat.Watched | None = None
         self.items = RunItems(self)
         if resume:
             run_id = store.latest_unfinished(self.flow) if resume is True else str(resume)
@@ -321,14 +325,37 @@ class Recorder:
 
     def close(self) -> None:
         """The run has ended: close the store's connection if the run opened the store."""
+        self._unwatch()
         if self.owns_store:
             self.store.close()
 
+    def watch(self, run: Any) -> None:
+        """Keep the store told of ``run`` (a ``scheduler.Run``) while it goes, from its start
+        (:meth:`begin`) to its end: a heartbeat with its state every second or so
+        (``heartbeat.py``), so that ``layerflow ui`` shows it live."""
+        self.run = run
+
+    def _unwatch(self) -> None:
+        watched, self.watched = self.watched, None
+        if watched is not None:
+            watched.stop()
+
     def begin(self, run_id: str, wall0: float, perf0: float) -> None:
-        """The run has an id now: record its start."""
+        """The run has an id now: record its start, with its graph (and, once
+        :meth:`watch` was called, its options, and a heartbeat from now on)."""
         self.run_id = run_id
         self.offset = wall0 - perf0
-        self.store.begin_run(run_id, self.flow, len(self.graph), self.resumed_from)
+        graph = self.graph
+        shape: dict[str, Any] = {
+            "names": graph.names,
+            "layers": graph.layer[: len(graph)],
+            "needs": graph.deps,
+        }
+        if self.run is not None:
+            shape["options"] = run_options(self.run)
+        self.store.begin_run(run_id, self.flow, len(graph), self.resumed_from, graph=shape)
+        if self.run is not None:
+            self.watched = heartbeat.watch(self.store, run_id, self.run)
         if self.preset_files:  # durable now: a crash of this run must not lose them
             names = self.graph.names
             reused = list(self.preset_files.items())
@@ -446,6 +473,7 @@ class Recorder:
         row: its packed result says when it ran (``Store.load_run`` reads it from there,
         with its layer and edges from the run's graph, recorded once); 100,000 rows are
         seconds. Nor is the run's whole timeline built: only the others' attempts."""
+        self._unwatch()  # no heartbeat after the end
         graph = self.graph
         names, n = self.names, len(self.keys)
         once, attempts, waits, metrics = run.for_store()
@@ -494,7 +522,7 @@ class Recorder:
                 started_at=result.started_at,
                 finished_at=result.finished_at,
                 metrics=metrics,
-                graph={"names": graph.names, "layers": layer[:n], "needs": graph.deps},
+                graph=None,  # recorded at the start (begin)
                 logs=logs,
             )
         except StoreError as e:

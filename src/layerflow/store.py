@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import pickle
+import socket
 import sqlite3
 import stat
 import statistics
@@ -145,6 +146,13 @@ CREATE TABLE IF NOT EXISTS task_logs (
     logs TEXT,
     PRIMARY KEY (run_id, name)
 );
+CREATE TABLE IF NOT EXISTS live (
+    run_id TEXT PRIMARY KEY,
+    at REAL,
+    pid INTEGER,
+    host TEXT,
+    data TEXT
+);
 """
 
 _SAVE_LOGS = "INSERT OR REPLACE INTO task_logs (run_id, name, logs) VALUES (?, ?, ?)"
@@ -172,9 +180,10 @@ _ADDED_COLUMNS = (
 
 #: stored in the database's ``user_version``: a store at this version has every table and
 #: column above, so opening it checks nothing more (bump it when either list changes)
-_SCHEMA_VERSION = 7  # 4: elements; 5: items (lf.parallel_map's finished items); 6: results
+_SCHEMA_VERSION = 8  # 4: elements; 5: items (lf.parallel_map's finished items); 6: results
 # (tasks' results packed per batch) and graphs (a run's tasks, layers and edges, once);
-# 7: task_logs (what each task printed and logged)
+# 7: task_logs (what each task printed and logged); 8: live (a running run's heartbeat and
+# state, for ``layerflow ui``)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -547,6 +556,15 @@ class Store:
         with open(self.results / name, "rb") as f:
             return pickle.load(f)
 
+    def load_bytes(self, name: str | bytes) -> bytes:
+        """A stored result's pickled bytes, not loaded (for an unpickler of one's own)."""
+        if isinstance(name, bytes):
+            return name
+        found = self._read("SELECT data FROM blobs WHERE name = ?", (name,))
+        if found:
+            return bytes(found[0][0])
+        return (self.results / Path(name).name).read_bytes()
+
     def has_value(self, name: str) -> bool:
         """Whether the result ``name`` is still there (in the database or as a file)."""
         if self._read("SELECT 1 FROM blobs WHERE name = ?", (name,)):
@@ -848,13 +866,63 @@ class Store:
 
     # --- runs ------------------------------------------------------------------------------
 
-    def begin_run(self, run_id: str, flow: str | None, tasks: int, resumed_from: str | None):
-        """Record that a run started (status ``running`` until it ends)."""
+    def begin_run(
+        self,
+        run_id: str,
+        flow: str | None,
+        tasks: int,
+        resumed_from: str | None,
+        *,
+        graph: dict[str, Any] | None = None,
+    ) -> None:
+        """Record that a run started (status ``running`` until it ends), in one commit: with
+        its ``graph`` (``names``, ``layers``, ``needs``: see :meth:`end_run`), so that its
+        tasks can be shown while it runs, and the process running it (see :meth:`live`)."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO runs (run_id, flow, started_at, status, tasks, "
+                "resumed_from) VALUES (?, ?, ?, 'running', ?, ?)",
+                (run_id, flow or "", now, tasks, resumed_from),
+            )
+            if graph is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO graphs (run_id, data) VALUES (?, ?)",
+                    (run_id, json.dumps(graph)),
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO live (run_id, at, pid, host, data) "
+                "VALUES (?, ?, ?, ?, NULL)",
+                (run_id, now, os.getpid(), socket.gethostname()),
+            )
+            db.commit()
+
+    def save_live(self, run_id: str, data: str | None) -> None:
+        """A running run's heartbeat: now, and its state as JSON when it changed (None:
+        unchanged). Not synced: a crash loses a heartbeat, never a result."""
         self._write(
-            "INSERT OR REPLACE INTO runs (run_id, flow, started_at, status, tasks, "
-            "resumed_from) VALUES (?, ?, ?, 'running', ?, ?)",
-            (run_id, flow or "", time.time(), tasks, resumed_from),
+            "UPDATE live SET at = ?, data = COALESCE(?, data) WHERE run_id = ?",
+            (time.time(), data, run_id),
         )
+
+    def live(self, run_id: str) -> dict[str, Any] | None:
+        """What a running run last said of itself: ``at`` (its latest heartbeat, epoch
+        seconds), ``pid`` and ``host`` (the process running it) and ``state`` (the JSON
+        object ``heartbeat.py`` writes, or None before its first); None once it ended."""
+        found = self._read("SELECT at, pid, host, data FROM live WHERE run_id = ?", (run_id,))
+        if not found:
+            return None
+        at, pid, host, data = found[0]
+        return {"at": at, "pid": pid, "host": host, "state": json.loads(data) if data else None}
+
+    def has_run(self, run_id: str) -> bool:
+        """Whether the store has a run ``run_id``."""
+        return bool(self._read("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))
+
+    def run_graph(self, run_id: str) -> dict[str, Any] | None:
+        """A run's tasks, layers and edges as :meth:`begin_run` recorded them, if it did."""
+        found = self._read("SELECT data FROM graphs WHERE run_id = ?", (run_id,))
+        return json.loads(found[0][0]) if found else None
 
     def end_run(
         self,
@@ -913,6 +981,7 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 ((run_id, *row) for row in waits),
             )
+            db.execute("DELETE FROM live WHERE run_id = ?", (run_id,))
             db.execute(
                 "UPDATE runs SET status = ?, started_at = COALESCE(?, started_at), "
                 "finished_at = ?, critical_path = ?, metrics = ? WHERE run_id = ?",
@@ -1398,6 +1467,7 @@ class Store:
                 "attempts",
                 "waits",
                 "task_logs",
+                "live",
                 "runs",
             ):
                 db.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)

@@ -149,6 +149,7 @@ def _begin(run: Run, recorder: Any) -> None:
     """Record the run's start; a store that cannot take it (read-only, full) ends the run
     before anything started, its pools released."""
     try:
+        recorder.watch(run)  # heartbeats from its start: layerflow ui shows it live
         recorder.begin(run.run_id, run.wall0, run.perf0)
     except BaseException:
         run.close_unstarted()

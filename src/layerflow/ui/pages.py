@@ -1,0 +1,358 @@
+"""The pages' pieces as HTML: the runs list, a run's sections (drawn by the HTML report's
+own functions: summary, timeline, graph, table, the what-bound line) and a task's detail.
+Every piece is escaped here or by the report (``markup.py``); the templates and the
+stylesheet and script are package files (``static/``)."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Any
+
+from .. import report
+from ..errors import RecordedError, StoreError
+from ..metrics import format_metrics
+from ..names import counted
+from ..store import Store
+from .markup import Markup, esc, fill, join, tag
+from .values import NotShown, value_preview
+from .view import RunView, liveness
+
+__all__ = ["asset", "run_page", "run_sections", "runs_page", "runs_table", "task_detail"]
+
+#: the order statuses are counted and drawn in (the progress bar's segments)
+ORDER = (
+    "succeeded",
+    "cached",
+    "reused",
+    "failed",
+    "skipped",
+    "cancelled",
+    "unfinished",
+    "running",
+    "retrying",
+    "waiting",
+    "pending",
+)
+MAX_FAILURES = 50
+MAX_WAITING = 50
+
+
+def asset(name: str) -> str:
+    """A file of ``static/`` as text."""
+    return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def _pill(status: str) -> Markup:
+    return tag("span", status, class_=f"pill s-{status.replace(' ', '-')}")
+
+
+def _tally(counts: dict[str, int]) -> Markup:
+    ordered = [s for s in ORDER if counts.get(s)] + [
+        s for s in counts if s not in ORDER and counts[s]
+    ]
+    return join(
+        tag("span", tag("b", str(counts[s])), f" {s}", class_=f"count c-{s}") for s in ordered
+    )
+
+
+def _bar(counts: dict[str, int], total: int) -> Markup:
+    """The progress bar: a segment per status, in ``ORDER`` (SVG: no inline style)."""
+    total = max(total, sum(counts.values()), 1)
+    x, parts = 0.0, []
+    for s in ORDER:
+        n = counts.get(s, 0)
+        if not n:
+            continue
+        w = 1000 * n / total
+        parts.append(
+            tag(
+                "rect",
+                tag("title", f"{n} {s}"),
+                x=f"{x:.2f}",
+                y="0",
+                width=f"{w:.2f}",
+                height="14",
+                class_=f"seg s-{s}",
+            )
+        )
+        x += w
+    return tag(
+        "svg",
+        *parts,
+        class_="progress",
+        viewBox="0 0 1000 14",
+        preserveAspectRatio="none",
+        role="img",
+        aria_label="progress by status",
+    )
+
+
+# --- the runs ------------------------------------------------------------------------------
+
+
+class RunsSummary:
+    """Each run's line of the runs list; a finished run's is read once (it cannot change)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.done: dict[str, tuple[Markup, str, str]] = {}  # run id -> tally, budget, status
+
+    def line(self, row: dict[str, Any], now: float) -> tuple[str, Markup, str]:
+        """(status as shown, tasks by status, budget spent) of a row of ``Store.runs``."""
+        run_id = row["run_id"]
+        if row["status"] != "running":
+            known = self.done.get(run_id)
+            if known is None:
+                counts = self.store.load_run(run_id).counts()
+                graph = self.store.run_graph(run_id) or {}
+                budget = ((graph.get("options") or {}).get("budget")) or {}
+                spent = ", ".join(
+                    f"{k} {v:g}" + (f" of {budget[k]:g}" if k in budget else "")
+                    for k, v in (row["metrics"] or {}).items()
+                )
+                known = self.done[run_id] = (_tally(counts), spent, row["status"])
+            return known[2], known[0], known[1]
+        live = self.store.live(run_id)
+        status, _ = liveness(row["started_at"], live, now)
+        state = (live or {}).get("state") or {}
+        counts = dict(state.get("counts") or {})
+        if not counts:
+            counts = {"pending": row["tasks"] or 0}
+        if status != "running" and counts.get("running"):
+            counts["unfinished"] = counts.pop("running")
+        budget = state.get("budget") or {}
+        spent = ", ".join(f"{k} {v['spent']:g} of {v['budget']:g}" for k, v in budget.items())
+        return status, _tally(counts), spent
+
+
+def runs_table(store: Store, summary: RunsSummary, limit: int = 100) -> Markup:
+    """The latest runs, newest first, each linked to its page."""
+    rows = store.runs(limit)
+    if not rows:
+        return tag(
+            "p",
+            f"No runs in {store.folder} yet: run a flow with this store (layerflow run FILE, or "
+            f"flow.run(store=...)) and it shows up here.",
+            class_="empty",
+        )
+    now = time.time()
+    body = []
+    for row in rows:
+        status, tally, spent = summary.line(row, now)
+        end = row["finished_at"] if row["status"] != "running" else None
+        took = (end or now) - row["started_at"] if row["started_at"] else None
+        href = "/run/" + _quote(row["run_id"])
+        body.append(
+            tag(
+                "tr",
+                tag("td", tag("a", row["run_id"], href=href)),
+                tag("td", row["flow"] or "-"),
+                tag("td", _pill(status)),
+                tag("td", _when(row["started_at"])),
+                tag("td", report._secs(took) if took is not None else "-", class_="num"),
+                tag("td", tally),
+                tag("td", spent or format_metrics(row["metrics"] or {}) or "-"),
+                class_=f"run r-{status.replace(' ', '-')}",
+            )
+        )
+    head = join(
+        tag("th", h, scope="col")
+        for h in ("Run", "Flow", "Status", "Started", "Duration", "Tasks", "Budget spent")
+    )
+    return tag("table", tag("thead", tag("tr", head)), tag("tbody", *body), id="runs")
+
+
+def runs_page(store: Store, summary: RunsSummary) -> Markup:
+    """``/``: the runs list (refreshed by the script)."""
+    return fill(asset("runs.html"), store=str(store.folder), table=runs_table(store, summary))
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+# --- one run -------------------------------------------------------------------------------
+
+
+def _failures(view: RunView) -> Markup:
+    failed = [t for t in view.result.tasks.values() if t.error is not None and t.status == "failed"]
+    if not failed:
+        return Markup("")
+    items = []
+    for t in failed[:MAX_FAILURES]:
+        error = t.error
+        tb = getattr(error, "traceback", None) if isinstance(error, RecordedError) else None
+        text = report._error_text(error)
+        items.append(
+            tag(
+                "li",
+                tag("button", t.name, type="button", class_="task-link", data_task=t.name),
+                tag("span", f" after {counted(t.attempts, 'attempt')}: ", class_="muted"),
+                tag("code", report._clip(text.splitlines()[0] if text else "", 300)),
+                tag("pre", tb or text, class_="tb") if tb or "\n" in text else "",
+            )
+        )
+    more = (
+        tag("p", f"... and {len(failed) - MAX_FAILURES} more (see the table)", class_="muted")
+        if len(failed) > MAX_FAILURES
+        else ""
+    )
+    return join(
+        [tag("h2", f"Failures ({len(failed)})"), tag("ul", *items, class_="failures"), more]
+    )
+
+
+def _waiting(view: RunView, now: float) -> Markup:
+    if not view.waiting:
+        return Markup("")
+    items = [
+        tag(
+            "li",
+            tag("button", name, type="button", class_="task-link", data_task=name),
+            f" waiting for {reason}, {report._secs(max(now - since, 0.0))}",
+        )
+        for name, reason, since in view.waiting[:MAX_WAITING]
+    ]
+    more = len(view.waiting) - MAX_WAITING
+    if more > 0:
+        items.append(tag("li", f"... and {more} more", class_="muted"))
+    return join(
+        [tag("h2", f"Waiting for pools and rate limits ({len(view.waiting)})"), tag("ul", *items)]
+    )
+
+
+def _header(view: RunView) -> Markup:
+    result = view.result
+    done = sum(n for s, n in view.counts.items() if s in ORDER[:7])
+    heard = (
+        f" · last heartbeat {_when(view.heard)}" if view.heard and view.status != "running" else ""
+    )
+    return join(
+        [
+            tag(
+                "p",
+                tag("b", f"{done} of {view.total}"),
+                " tasks done · ",
+                _tally(view.counts),
+                class_="counts",
+            ),
+            _bar(view.counts, view.total),
+            tag(
+                "p",
+                f"started {_when(result.started_at)} · {report._secs(result.duration)}"
+                + (" so far" if view.live else "")
+                + heard,
+                class_="muted",
+            ),
+        ]
+    )
+
+
+def run_sections(view: RunView, now: float | None = None) -> dict[str, str]:
+    """A run's page sections as HTML, by the id of the element each fills."""
+    now = time.time() if now is None else now
+    result = view.result
+    notes: list[str] = []
+    critical = set(result.critical_path)
+    summary = report._summary(result, view.counts)
+    timeline = report._timeline(result, critical, notes)
+    graph = report._graph(result, critical, notes)
+    table = report._table(result, critical, notes)
+    banner = view.note or (
+        f"Stopped: {result.stop_reason}" if result.stop_reason and not view.live else ""
+    )
+    return {
+        "status": _pill(view.status),
+        "banner": esc(banner),
+        "progress": _header(view),
+        "summary": Markup(summary),
+        "failures": _failures(view),
+        "waiting": _waiting(view, now),
+        "notes": join(tag("li", n) for n in notes),
+        "legend": Markup(report._legend(result)),
+        "timeline": Markup(timeline),
+        "graph": Markup(graph),
+        "table": Markup(table),
+    }
+
+
+def run_page(view: RunView, store: Store) -> Markup:
+    """``/run/ID``: the run's page, whole (the script then keeps it up to date)."""
+    result = view.result
+    title = f"{result.flow_name} · {result.run_id}" if result.flow_name else result.run_id
+    sections = run_sections(view)
+    return fill(
+        asset("run.html"),
+        title=title,
+        run_id=result.run_id,
+        live="1" if view.live else "",
+        store=str(store.folder),
+        **{k: Markup(v) for k, v in sections.items()},
+    )
+
+
+def task_detail(store: Store, view: RunView, name: str) -> Markup:
+    """One task: status, attempts, error with the user's traceback, its logs and its stored
+    value (read as plain data only: ``values.py``)."""
+    t = view.result.tasks.get(name)
+    if t is None:
+        raise KeyError(name)
+    t0 = view.result.started_at
+    facts = [
+        ("status", _pill(t.status)),
+        ("layer", str(t.layer)),
+        ("attempts", str(t.attempts)),
+        ("started", f"+{report._secs(t.started_at - t0)}" if t.started_at else "-"),
+        ("ran for", report._secs(t.duration)),
+    ]
+    if t.metrics:
+        facts.append(("recorded", format_metrics(t.metrics)))
+    parts: list[Any] = [
+        tag("h3", name),
+        tag("dl", *[join([tag("dt", k), tag("dd", v)]) for k, v in facts]),
+    ]
+    tries = [a for a in view.result.attempts if a.task == name]
+    if len(tries) > 1 or any(a.error for a in tries):
+        parts.append(tag("h4", "Attempts"))
+        parts.append(
+            tag(
+                "ol",
+                *[
+                    tag(
+                        "li",
+                        f"{a.outcome.replace('_', ' ')} at +{report._secs(a.started_at - t0)} "
+                        f"for {report._secs(a.finished_at - a.started_at)}"
+                        + (f": {a.error}" if a.error else ""),
+                    )
+                    for a in sorted(tries, key=lambda a: a.attempt)
+                ],
+            )
+        )
+    if t.error is not None:
+        tb = getattr(t.error, "traceback", None) or report._error_text(t.error)
+        parts += [tag("h4", "Error"), tag("pre", tb, class_="tb")]
+    logs = getattr(t, "logs", "") or ""
+    parts += [
+        tag("h4", "Logs"),
+        tag("pre", logs, class_="logs")
+        if logs
+        else tag(
+            "p", "Nothing printed or logged" + (" so far." if view.live else "."), class_="muted"
+        ),
+    ]
+    if t.ok:
+        try:
+            shown: Markup = tag(
+                "pre", value_preview(store, view.result.run_id, name), class_="value"
+            )
+        except (NotShown, StoreError, OSError) as e:
+            shown = tag("p", f"Value: {e}", class_="muted")
+        parts += [tag("h4", "Value"), shown]
+    return join(parts)

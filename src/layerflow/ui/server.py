@@ -1,0 +1,204 @@
+"""The HTTP side of ``layerflow ui``: the standard library's ``ThreadingHTTPServer``, GET
+only, on 127.0.0.1 unless told otherwise.
+
+Routes: ``/`` (the runs), ``/run/ID`` (a run's page), ``/api/runs`` and ``/api/run/ID``
+(the same as JSON of HTML pieces, which the page's script polls about once a second while
+a run goes), ``/api/run/ID/task?name=NAME`` (a task's detail) and ``/static/NAME`` (the
+page's stylesheets and script, by name from a fixed list: no request names a file). Nothing
+is written: the store is read through :class:`Store`'s queries only. Every response
+carries a Content-Security-Policy that allows no inline script and no other origin, and a
+request whose ``Host`` is not this server's is refused (a web page elsewhere cannot read
+the store through DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .. import report
+from ..errors import StoreError
+from ..events import logger
+from ..store import Store
+from .markup import fill
+from .pages import RunsSummary, asset, run_page, run_sections, runs_page, runs_table, task_detail
+from .view import load_view
+
+__all__ = ["UIServer"]
+
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_STATIC = {  # the only files served, by name
+    "ui.css": "text/css; charset=utf-8",
+    "ui.js": "text/javascript; charset=utf-8",
+    "report.css": "text/css; charset=utf-8",
+}
+POLL = 1.0  # seconds between a live page's updates (more when a run is slow to read)
+
+
+class UIServer(ThreadingHTTPServer):
+    """The page server over one store (``serve_forever`` to run it, ``shutdown`` to stop)."""
+
+    daemon_threads = True
+
+    def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.store = store
+        self.summary = RunsSummary(store)
+        self.lock = threading.Lock()  # one store connection: reads one at a time
+        super().__init__((host, port), _Handler)
+
+    @property
+    def url(self) -> str:
+        """Where the page is, e.g. ``http://127.0.0.1:8765/``."""
+        host, port = self.server_address[:2]
+        shown = f"[{host}]" if ":" in str(host) else host
+        return f"http://{shown}:{port}/"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: UIServer
+    server_version = "layerflow-ui"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        logger.debug("ui: " + format, *args)
+
+    # --- responses -----------------------------------------------------------------------
+
+    def _send(self, status: int, body: str | bytes, kind: str, head: bool = False) -> None:
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Security-Policy", _CSP)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if not head:
+            self.wfile.write(data)
+
+    def _html(self, body: str, status: int = 200) -> None:
+        self._send(status, body, "text/html; charset=utf-8", self.command == "HEAD")
+
+    def _json(self, value: Any, status: int = 200) -> None:
+        self._send(status, json.dumps(value), "application/json", self.command == "HEAD")
+
+    def _error_page(self, status: int, message: str, api: bool) -> None:
+        if api:
+            self._json({"error": message}, status)
+            return
+        page = fill(
+            asset("error.html"),
+            title=f"{status} {HTTPStatus(status).phrase}",
+            message=message,
+        )
+        self._html(page, status)
+
+    # --- requests ------------------------------------------------------------------------
+
+    def do_HEAD(self) -> None:  # noqa: N802 (the base's name)
+        self.do_GET()
+
+    def do_GET(self) -> None:  # noqa: N802 (the base's name)
+        url = urlsplit(self.path)
+        path = url.path
+        api = path.startswith("/api/")
+        if not self._host_ok():
+            self._error_page(403, "This page answers only at its own address.", api)
+            return
+        try:
+            self._route(path, parse_qs(url.query), api)
+        except StoreError as e:
+            self._error_page(503, f"The store cannot be read: {e}", api)
+        except (BrokenPipeError, ConnectionResetError):  # the browser went away
+            pass
+        except Exception as e:  # a bug of the page's: said, and logged with its traceback
+            logger.exception("layerflow ui failed on %s", path)
+            self._error_page(500, f"layerflow ui failed: {type(e).__name__}: {e}", api)
+
+    def _reject(self) -> None:
+        self._error_page(
+            405, "This page only reads the store: GET only.", self.path.startswith("/api/")
+        )
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _reject  # noqa: N815 (the base's names)
+
+    def _host_ok(self) -> bool:
+        host = self.server.server_address[0]
+        if host in ("0.0.0.0", "::"):  # asked to answer everywhere: every name is its own
+            return True
+        given = (self.headers.get("Host") or "").strip().lower()
+        port = self.server.server_address[1]
+        return given in {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]", host)}
+
+    def _route(self, path: str, query: dict[str, list[str]], api: bool) -> None:
+        if path in ("/", "/index.html"):
+            with self.server.lock:
+                page = runs_page(self.server.store, self.server.summary)
+            self._html(page)
+        elif path == "/api/runs":
+            with self.server.lock:
+                table = runs_table(self.server.store, self.server.summary)
+            self._json({"html": table})
+        elif path.startswith("/static/"):
+            name = path[len("/static/") :]
+            if name not in _STATIC:
+                self._error_page(404, "No such file.", api)
+                return
+            body = report._CSS if name == "report.css" else asset(name)
+            self._send(200, body, _STATIC[name], self.command == "HEAD")
+        elif path.startswith("/run/"):
+            self._run(unquote(path[len("/run/") :]), None, api)
+        elif path.startswith("/api/run/"):
+            rest = unquote(path[len("/api/run/") :])
+            if rest.endswith("/task"):
+                names = query.get("name") or [""]
+                self._run(rest[: -len("/task")], names[0], api)
+            else:
+                self._run(rest, None, api)
+        else:
+            self._error_page(404, "There is no such page.", api)
+
+    def _run(self, run_id: str, task: str | None, api: bool) -> None:
+        store = self.server.store
+        began = time.perf_counter()
+        with self.server.lock:
+            try:
+                view = load_view(store, run_id)
+            except StoreError:
+                if store.has_run(run_id):
+                    raise
+                self._error_page(
+                    404, f"There is no run {run_id!r} in the store {store.folder}.", api
+                )
+                return
+            if task is not None:
+                try:
+                    detail = task_detail(store, view, task)
+                except KeyError:
+                    self._error_page(404, f"Run {run_id} has no task {task!r}.", api)
+                    return
+                self._json({"html": detail})
+                return
+            if not api:
+                self._html(run_page(view, store))
+                return
+            sections = run_sections(view)
+        took = time.perf_counter() - began
+        self._json(
+            {
+                "live": view.live,
+                "status": view.status,
+                # a run slow to read is read less often: the page never loads the machine
+                "poll": round(max(POLL, 4 * took) * 1000),
+                "html": sections,
+            }
+        )

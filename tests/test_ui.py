@@ -1,0 +1,316 @@
+"""layerflow ui: the live page over the store, through the public API and the command line,
+in a real browser (headless Chromium driven by Playwright)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_cli import layerflow  # the command line in a subprocess
+
+import layerflow as lf
+from layerflow import heartbeat
+from layerflow.store import Store
+from layerflow.ui import UIError, serve
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror='window.__pwned = 2'>"
+ODD = 'we<i>rd & "x"'
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: `make test` installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (make test installs it as root)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "store"
+    Store(folder).close()
+    return folder
+
+
+@pytest.fixture
+def ui(store_dir: Path):
+    server = serve(store_dir, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def get(server, path: str, host: str | None = None) -> tuple[int, str]:
+    """A raw GET (the path sent as it is: no client normalizes ``..`` away)."""
+    port = server.server_address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest("GET", path, skip_host=True)
+    conn.putheader("Host", host or f"127.0.0.1:{port}")
+    conn.endheaders()
+    response = conn.getresponse()
+    body = response.read().decode("utf-8", "replace")
+    conn.close()
+    return response.status, body
+
+
+def open_page(browser, url: str):
+    """The page, with every console error and every request it made recorded. Its
+    Content-Security-Policy is bypassed: the test's own scripts need that, and what the
+    page shows must be safe by escaping alone (the policy is a second wall)."""
+    page = browser.new_page(viewport={"width": 1300, "height": 900}, bypass_csp=True)
+    page.errors, page.requests = [], []
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("request", lambda r: page.requests.append(r.url))
+    page.goto(url)
+    return page
+
+
+class Mine:
+    """A value of the user's own class: the page must not import its module to show it."""
+
+
+def finished_run(store_dir: Path) -> lf.RunResult:
+    """A run with an odd name, a hostile value, a failure and a value of the user's class."""
+    flow = lf.Flow("hostile")
+    flow.add(lambda: HOSTILE, name=ODD)
+    flow.add(lambda: Mine(), name="mine")
+
+    @flow.task
+    def broken():
+        raise ValueError(f"bad input {HOSTILE}")
+
+    return flow.run(store=store_dir, fail_fast=False)
+
+
+def test_a_task_seen_running_then_succeeded_without_a_reload(browser, ui, store_dir):
+    gate = threading.Event()
+    flow = lf.Flow("live")
+
+    @flow.task
+    def first():
+        return 1
+
+    @flow.task
+    def slow(first):
+        assert gate.wait(60), "the test never opened the gate"
+        return first + 1
+
+    runner = threading.Thread(target=lambda: flow.run(store=store_dir), daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not Store(store_dir).runs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run_id = Store(store_dir).runs()[0]["run_id"]
+        page = open_page(browser, ui.url + "run/" + run_id)
+        page.wait_for_selector('#graph .node.s-running[data-task="slow"]', timeout=30_000)
+        assert page.text_content("#status").strip() == "running"
+        page.evaluate("window.__same = 42")  # gone if the page were loaded again
+        gate.set()
+        page.wait_for_function(
+            "document.querySelector('#status').textContent.trim() === 'succeeded'",
+            timeout=30_000,
+        )
+        page.wait_for_selector('#graph .node.s-succeeded[data-task="slow"]', timeout=10_000)
+        assert page.evaluate("window.__same") == 42
+        assert "2 of 2" in page.text_content("#progress")
+        assert page.errors == []
+        assert all(url.startswith(ui.url) or url.startswith("data:") for url in page.requests)
+    finally:
+        gate.set()
+        runner.join(60)
+
+
+def test_names_values_and_tracebacks_are_text(browser, ui, store_dir):
+    run = finished_run(store_dir)
+    page = open_page(browser, ui.url)
+    page.wait_for_selector("#runs a")
+    assert "hostile" in page.text_content("#runs")
+    page.click("#runs a")
+    page.wait_for_selector("#failures")
+    assert HOSTILE in page.text_content("#failures")  # the error's text, as text
+    page.click(f"#graph [data-task='{ODD}']")
+    page.wait_for_selector("#detail:not([hidden]) pre.value")
+    assert HOSTILE in page.text_content("#detail pre.value")
+    assert page.text_content("#detail h3") == ODD
+    page.click("#detail-close")
+    page.click("#graph [data-task='mine']")
+    page.wait_for_selector("#detail:not([hidden])")
+    page.wait_for_function("document.querySelector('#detail h3').textContent === 'mine'")
+    assert "not shown here" in page.text_content("#detail")  # the user's class: not imported
+    time.sleep(1.5)  # any script that would run has run
+    assert page.evaluate("window.__pwned") is None
+    assert page.errors == []
+    status, body = get(ui, f"/run/{run.run_id}")
+    assert status == 200 and HOSTILE not in body and "&lt;script&gt;" in body
+
+
+def test_paths_outside_the_pages_are_refused(ui, store_dir):
+    finished_run(store_dir)
+    for path in (
+        "/static/../state.db",
+        "/static/..%2Fstate.db",
+        "/static/%2e%2e/%2e%2e/etc/passwd",
+        "/../../etc/passwd",
+        "/state.db",
+        "/results/",
+        "/static/",
+        "/run/..%2F..%2Fetc%2Fpasswd",
+    ):
+        status, body = get(ui, path)
+        assert status == 404, path
+        assert "root:" not in body and "SQLite format" not in body
+
+
+def test_an_unknown_run_is_a_404_page_not_a_traceback(ui, store_dir):
+    status, body = get(ui, "/run/no-such-run")
+    assert status == 404
+    assert "There is no run &#x27;no-such-run&#x27;" in body and "Traceback" not in body
+    status, body = get(ui, "/api/run/no-such-run")
+    assert status == 404 and "no-such-run" in json.loads(body)["error"]
+    finished_run(store_dir)
+    run_id = Store(store_dir).runs()[0]["run_id"]
+    status, body = get(ui, f"/api/run/{run_id}/task?name=nope")
+    assert status == 404 and "no task 'nope'" in json.loads(body)["error"]
+
+
+def test_read_only_and_only_at_its_own_address(ui):
+    port = ui.server_address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/", body=b"x")
+    assert conn.getresponse().status == 405
+    conn.close()
+    status, _ = get(ui, "/", host=f"evil.example:{port}")  # DNS rebinding
+    assert status == 403
+    assert get(ui, "/", host=f"localhost:{port}")[0] == 200
+    assert ui.server_address[0] == "127.0.0.1"
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/")
+    policy = conn.getresponse().getheader("Content-Security-Policy")
+    conn.close()
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+
+
+def test_a_store_that_does_not_exist_is_a_clear_error(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(UIError, match="no store at .*nowhere: the folder does not exist"):
+        serve(missing, port=0)
+    assert not missing.exists()  # never created
+    result = layerflow("ui", "--store", str(missing), "--port", "0")
+    assert result.returncode == 2
+    assert "no store at" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_a_clear_error(store_dir):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(UIError, match=f"port {port} on 127.0.0.1 is in use"):
+            serve(store_dir, port=port)
+        result = layerflow("ui", "--store", str(store_dir), "--port", str(port))
+        assert result.returncode == 2
+        assert "is in use" in result.stderr and "--port" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        taken.close()
+
+
+def test_a_killed_run_is_shown_as_crashed(ui, store_dir, tmp_path):
+    script = tmp_path / "doomed.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import time
+            import layerflow as lf
+
+            flow = lf.Flow("doomed")
+
+            @flow.task
+            def quick():
+                return 1
+
+            @flow.task
+            def slow(quick):
+                time.sleep(120)
+
+            flow.run(store={str(store_dir)!r})
+            """
+        )
+    )
+    proc = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.monotonic() + 60
+        run_id, state = None, None
+        while time.monotonic() < deadline:
+            runs = Store(store_dir).runs()
+            if runs:
+                run_id = runs[0]["run_id"]
+                live = Store(store_dir).live(run_id)
+                state = live and live["state"]
+                if state and "slow" in state["tasks"]:
+                    break
+            time.sleep(0.1)
+        assert state and state["tasks"]["slow"][0] == "running"
+    finally:
+        proc.kill()
+        proc.wait(30)
+    status, body = get(ui, f"/api/run/{run_id}")
+    data = json.loads(body)
+    assert status == 200 and data["status"] == "crashed" and not data["live"]
+    assert f"its process ({proc.pid}) is gone" in data["html"]["banner"]
+    assert "--resume" in data["html"]["banner"]
+    assert 'data-task="slow"' in data["html"]["graph"] and "s-unfinished" in data["html"]["graph"]
+    status, body = get(ui, "/")
+    assert "crashed" in body
+
+
+def test_the_heartbeat_writes_about_once_a_second_not_per_task(store_dir, monkeypatch):
+    writes: list[float] = []
+    original = Store.save_live
+
+    def counted(self, run_id, data):
+        writes.append(time.monotonic())
+        original(self, run_id, data)
+
+    monkeypatch.setattr(Store, "save_live", counted)
+    flow = lf.Flow("many")
+    for k in range(300):
+        flow.add(lambda: time.sleep(0.01), name=f"t{k}")
+    began = time.monotonic()
+    run = flow.run(store=store_dir, max_workers=2)
+    took = time.monotonic() - began
+    assert run.ok
+    # one beat per second at most (and none in the first half second), whatever the tasks
+    assert len(writes) <= took / heartbeat.INTERVAL + 1
+    assert Store(store_dir).live(run.run_id) is None  # the end took its place
