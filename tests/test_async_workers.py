@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 
 import pytest
 
@@ -251,3 +252,39 @@ def test_a_waiting_coroutines_task_is_its_own_so_a_late_cancel_of_it_hits_nothin
     flow.add(a)
     flow.add(b)
     assert flow.run()["b"] == "b"
+
+
+def test_async_task_with_positional_only_parameters():
+    flow = lf.Flow()
+
+    @flow.task
+    def x():
+        return 20
+
+    async def add_one(x, /):
+        return x + 1
+
+    flow.add(add_one)
+    assert flow.run()["add_one"] == 21
+    assert flow.run(mode="sequential")["add_one"] == 21
+
+
+def test_fail_fast_cancels_running_coroutines():
+    import asyncio
+
+    flow = lf.Flow()
+
+    async def slow():
+        await asyncio.sleep(10)
+
+    async def boom():
+        await asyncio.sleep(0.05)
+        raise RuntimeError("boom")
+
+    flow.add(slow)
+    flow.add(boom)
+    t0 = time.perf_counter()
+    with pytest.raises(lf.TaskFailed) as info:
+        flow.run()
+    assert time.perf_counter() - t0 < 5
+    assert info.value.result.tasks["slow"].status == "cancelled"

@@ -316,3 +316,42 @@ def test_a_plugin_in_the_folder_the_command_runs_in_is_found(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "HI" in done.stdout
+
+
+def test_set_values_are_not_yaml_1_1(tmp_path):
+    (tmp_path / "echo.yaml").write_text(
+        textwrap.dedent(
+            """
+            steps:
+              - {name: shown, run: "echo {{inputs.a}} {{inputs.b}} {{inputs.c}} {{inputs.d}}"}
+            """
+        )
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "layerflow",
+            "run",
+            "echo.yaml",
+            "--json",
+            "-q",
+            "--no-store",
+            "--set",
+            "a=01234",
+            "--set",
+            "b=yes",
+            "--set",
+            "c=12:30",
+            "--set",
+            "d=7",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    import json
+
+    assert json.loads(out.stdout)["tasks"]["shown"]["output"] == "01234 yes 12:30 7"

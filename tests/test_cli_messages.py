@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 
 from cli_run import layerflow
@@ -58,3 +60,27 @@ def test_resume_with_nothing_unfinished_says_so_and_runs_nothing(tmp_path):
     again = layerflow(tmp_path, "run", "p.yaml", "--resume")  # finished now: nothing left
     assert "Nothing to resume" in again.stdout
     assert (tmp_path / "marks.txt").read_text().count("x") == 2
+
+
+def test_bad_input_never_shows_a_traceback(tmp_path):
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "layerflow", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
+
+    (tmp_path / "latin.yaml").write_bytes(
+        "steps:\n  - {name: caf\xe9, run: 'echo'}\n".encode("latin-1")
+    )
+    (tmp_path / "broken_module.py").write_text("1 / 0\n")
+    (tmp_path / "cost.yaml").write_text(
+        "settings: {rate_limits: {api: '5/s'}}\n"
+        "steps:\n  - {name: a, run: 'echo a', rate_limit: {api: x}}\n"
+    )
+    for args in (("run", "latin.yaml"), ("run", "broken_module:flow"), ("run", "cost.yaml")):
+        out = cli(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "Traceback" not in out.stderr, out.stderr

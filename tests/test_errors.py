@@ -178,3 +178,23 @@ def test_run_result_explains_missing_values():
     with pytest.raises(KeyError, match="no task 'bda' in this run. Did you mean 'bad'"):
         run["bda"]
     assert run.get("bad", "default") == "default"
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("cannot print me")
+
+
+def test_an_exception_that_cannot_be_printed_still_gives_task_failed():
+    def bad():
+        raise Unprintable()
+
+    flow = lf.Flow()
+    flow.add(bad)
+    with pytest.raises(lf.TaskFailed, match="Unprintable"):
+        flow.run()
+    run = flow.run(fail_fast=False, progress=True)
+    assert "Unprintable" in run.summary()
+    assert run.values == {} and "bad" not in run
+    with pytest.raises(lf.NoValueError, match="cannot be shown"):
+        run["bad"]

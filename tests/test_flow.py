@@ -370,3 +370,25 @@ def test_non_callable_and_nameless_tasks():
 
 def plain_noop(x: int = 1) -> int:
     return x
+
+
+def test_positional_only_parameters_keep_their_defaults_in_place():
+    flow = lf.Flow()
+
+    @flow.task
+    def b():
+        return "B"
+
+    def c(a="default-a", b="default-b", /):
+        return (a, b)
+
+    flow.add(c)
+    assert flow.run()["c"] == ("default-a", "B")
+
+
+def test_bad_params_and_after_values_name_the_task():
+    flow = lf.Flow()
+    with pytest.raises(lf.InvalidOptionError, match="'t'.*params must be a mapping"):
+        flow.add(lambda: 1, name="t", params=5)
+    with pytest.raises(lf.InvalidOptionError, match="'t'.*after must be"):
+        flow.add(lambda: 1, name="t", after=5)

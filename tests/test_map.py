@@ -751,3 +751,22 @@ def test_outputs_pruning_with_map():
     run = flow.run(outputs="total")
     assert run["total"] == sum((k * 7) ** 2 for k in range(10)) - sum(k * 7 for k in range(10))
     assert "side" not in run.tasks
+
+
+def test_cache_on_a_map_task(tmp_path):
+    calls = []
+    flow = lf.Flow("mapcache")
+
+    @flow.task
+    def items():
+        return [1, 2, 3]
+
+    @flow.task(map="items", cache=True)
+    def sq(items):
+        calls.append(items)
+        return items * items
+
+    assert flow.run(store=tmp_path)["sq"] == [1, 4, 9]
+    run = flow.run(store=tmp_path)
+    assert run["sq"] == [1, 4, 9] and run.tasks["sq"].status == "cached"
+    assert sorted(calls) == [1, 2, 3]  # not computed again

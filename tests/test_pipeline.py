@@ -1236,3 +1236,84 @@ def test_a_missing_input_is_both_a_pipeline_error_and_a_missing_input_error(tmp_
     assert isinstance(error, lf.PipelineError)
     assert (error.task, error.missing) == ("hi", "who")
     assert error.problems[0][1] == 2 and "--set who=VALUE" in str(error)
+
+
+def test_one_pipeline_does_not_stop_another_pipelines_commands(tmp_path):
+    long = tmp_path / "long.yaml"
+    long.write_text("steps:\n  - {name: wait, run: \"sh -c 'sleep 1; echo done'\"}\n")
+    short = tmp_path / "short.yaml"
+    short.write_text('steps:\n  - {name: quick, run: "echo quick"}\n')
+    out = {}
+    slow = threading.Thread(target=lambda: out.update(lf.load_pipeline(long).run().values))
+    slow.start()
+    time.sleep(0.3)
+    assert lf.load_pipeline(short).run()["quick"] == "quick"
+    slow.join()
+    assert out == {"wait": "done"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('steps:\n  - {name: a, run: "echo \'hi"}\n', "cannot be split"),
+        ('steps:\n  - {name: a, run: "  "}\n', "the command is empty"),
+        (
+            'steps:\n  - {name: a, uses: "textwrap:indent", text: "{{steps.nope.output}}", '
+            'prefix: "> "}\n',
+            "no step named 'nope'",
+        ),
+    ],
+)
+def test_bad_steps_are_load_time_errors(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(lf.PipelineError, match=message) as info:
+        lf.load_pipeline(path)
+    assert f"{path}:" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "steps:\n  - {type: parallel_group, name: g, steps: [{name: a, run: 'echo a'}]}\n"
+            "  - {type: parallel_group, name: g, steps: [{name: b, run: 'echo b'}]}\n",
+            "two parallel_groups are named 'g'",
+        ),
+        ("steps:\n  - {name: 123, run: 'echo a'}\n", "a step's name must be text"),
+    ],
+)
+def test_more_load_time_errors(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(lf.PipelineError, match=message):
+        lf.load_pipeline(path)
+
+
+def test_a_missing_cwd_is_named(tmp_path):
+    path = tmp_path / "cwd.yaml"
+    path.write_text("steps:\n  - {name: a, run: 'echo a', cwd: nowhere}\n")
+    run = lf.load_pipeline(path).run(fail_fast=False)
+    assert "cwd" in str(run.tasks["a"].error) and "not a folder" in str(run.tasks["a"].error)
+
+
+def test_fail_fast_stops_running_shell_steps(tmp_path):
+    path = tmp_path / "ff.yaml"
+    path.write_text(
+        "steps:\n"
+        "  - type: parallel_group\n"
+        "    name: g\n"
+        "    steps:\n"
+        "      - {name: bad, run: \"sh -c 'sleep 0.3; exit 1'\"}\n"
+        '      - {name: slow, run: "sleep 20"}\n'
+    )
+    pipeline = lf.load_pipeline(path)
+    t0 = time.monotonic()
+    with pytest.raises(lf.TaskFailed) as info:
+        pipeline.run()
+    assert time.monotonic() - t0 < 10
+    assert info.value.task == "bad"
+    assert info.value.result.tasks["slow"].status == "cancelled"
+    # the same pipeline runs again normally afterwards
+    path.write_text("steps:\n  - {name: ok, run: 'echo fine'}\n")
+    assert lf.load_pipeline(path).run()["ok"] == "fine"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import layerflow as lf
@@ -137,3 +139,28 @@ def test_planning_is_linear_enough_for_a_large_chain():
     plan = flow.plan()
     assert len(plan.layers) == 50_000
     assert len(plan.critical_path()) == 50_000
+
+
+def test_cycles_and_input_problems_are_reported_together():
+    flow = lf.Flow()
+
+    @flow.task
+    def a(b, user_id):
+        return 1
+
+    @flow.task
+    def b(a):
+        return 1
+
+    with pytest.raises(lf.LayerflowError) as info:
+        flow.run({"user_idd": 1})
+    kinds = {type(p).__name__ for p in info.value.problems}
+    assert kinds == {"CycleError", "InvalidOptionError", "MissingInputError"}
+
+
+@pytest.mark.parametrize("durations", [{"t": "x"}, {"t": -1.0}, {"t": math.nan}, -2, math.inf])
+def test_bad_durations_are_refused(durations):
+    flow = lf.Flow()
+    flow.add(lambda: 1, name="t")
+    with pytest.raises(lf.InvalidOptionError, match="durations"):
+        flow.plan().simulate(durations)

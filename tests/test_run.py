@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -594,3 +595,138 @@ def test_at_the_run_deadline_every_running_coroutine_times_out(fail_fast):
     for name in ("s1", "s2"):
         assert result.tasks[name].status == "failed"
         assert isinstance(result.tasks[name].error, lf.TaskTimeout)
+
+
+def test_fail_fast_starts_nothing_after_the_first_failure():
+    started = []
+
+    async def bad():
+        await asyncio.sleep(0.1)
+        raise ValueError("first failure")
+
+    async def slow():
+        started.append("slow")
+        await asyncio.sleep(1)
+
+    async def later():
+        started.append("later")
+        return 2
+
+    flow = lf.Flow()
+    flow.add(bad, priority=3)
+    flow.add(slow, priority=2)
+    flow.add(later, priority=1)
+    with pytest.raises(lf.TaskFailed) as info:
+        flow.run(max_workers=2)
+    assert "later" not in started
+    assert info.value.result.tasks["later"].status == "cancelled"
+
+
+def test_no_checkpoint_question_after_a_fail_fast_failure():
+    asked = []
+    flow = lf.Flow()
+    flow.add(lambda: (_ for _ in ()).throw(ValueError("x")), name="a")
+    flow.add(lambda a: 1, name="b")
+    with pytest.raises(lf.TaskFailed):
+        flow.run(checkpoint=lambda report: asked.append(report) or True)
+    assert asked == []
+
+
+def test_a_retry_is_not_killed_by_the_previous_attempts_deadline():
+    calls = []
+    flow = lf.Flow()
+
+    @flow.task(timeout=1.0, retries=1, retry_delay=0.5)
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("fast fail")
+        time.sleep(0.7)  # within its own 1 s, but past the first attempt's deadline
+        return "ok"
+
+    assert flow.run()["flaky"] == "ok"
+
+
+@pytest.mark.parametrize("option", ["timeout", "retry_delay"])
+def test_infinite_durations_are_refused(option):
+    flow = lf.Flow()
+    with pytest.raises(lf.InvalidOptionError, match=option):
+        flow.add(lambda: 1, name="t", **{option: math.inf})
+    flow.add(lambda: 1, name="ok")
+    with pytest.raises(lf.InvalidOptionError, match="timeout"):
+        flow.run(timeout=math.inf)
+
+
+def test_a_huge_run_timeout_does_not_stop_the_timer():
+    calls = []
+    flow = lf.Flow()
+
+    @flow.task(retries=1, retry_delay=0.01)
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("once")
+        return 2
+
+    assert flow.run(timeout=1e10)["flaky"] == 2
+
+
+def test_a_result_that_arrives_after_the_deadline_is_a_timeout():
+    flow = lf.Flow()
+    for k in range(10):
+        flow.add(lambda: time.sleep(0.05) or 1, name=f"t{k}", timeout=0.001)
+    run = flow.run(fail_fast=False, max_workers=4)
+    assert all(t.status == "failed" for t in run.tasks.values())
+    assert all(isinstance(t.error, lf.TaskTimeout) for t in run.tasks.values())
+
+
+def test_a_value_is_released_only_once_it_has_arrived():
+    flow = lf.Flow()
+
+    @flow.task
+    def slow():
+        time.sleep(0.3)
+        return "big value"
+
+    @flow.task
+    def bad():
+        raise ValueError("no")
+
+    @flow.task
+    def use(slow, bad):
+        return 1
+
+    @flow.task
+    def out():
+        return "out"
+
+    run = flow.run(outputs=["use", "out"], fail_fast=False)
+    assert run.tasks["slow"].status == "succeeded"
+    assert run.tasks["slow"].value is None  # released once it arrived: nobody needs it
+    with pytest.raises(lf.NoValueError, match="released"):
+        run["slow"]
+
+
+def test_run_timeout_with_nothing_running_names_no_task():
+    flow = lf.Flow()
+
+    @flow.task(retries=1, retry_delay=5)
+    def waits():
+        raise ValueError("then waits 5 s to retry")
+
+    with pytest.raises(lf.TaskFailed) as info:
+        flow.run(timeout=0.3)
+    assert info.value.task is None
+    assert isinstance(info.value.__cause__, lf.TaskTimeout)
+    # the last attempt's error is kept on the cancelled task
+    assert isinstance(info.value.result.tasks["waits"].error, ValueError)
+
+
+def test_a_layer_of_skipped_tasks_still_starts_before_it_finishes():
+    events = []
+    flow = lf.Flow()
+    flow.add(lambda: (_ for _ in ()).throw(ValueError("x")), name="bad")
+    flow.add(lambda bad: 1, name="skipped")
+    flow.run(fail_fast=False, on_event=events.append)
+    layer_events = [(e.kind, e.layer) for e in events if e.kind.startswith("layer")]
+    assert layer_events.index(("layer_started", 1)) < layer_events.index(("layer_finished", 1))

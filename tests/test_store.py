@@ -530,3 +530,144 @@ def test_a_function_without_source_keeps_its_fingerprint_after_a_traceback(tmp_p
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["failed", "reused 2 ['a']"]
+
+
+def test_resume_with_a_reused_map_task_and_its_source(tmp_path):
+    fail = {"on": True}
+    ran = []
+    flow = lf.Flow("m")
+
+    @flow.task
+    def items():
+        return [1, 2, 3]
+
+    @flow.task(map="items")
+    def sq(items):
+        ran.append(items)
+        return items * items
+
+    @flow.task
+    def total(sq):
+        if fail["on"]:
+            raise RuntimeError("not yet")
+        return sum(sq)
+
+    with pytest.raises(lf.TaskFailed):
+        flow.run(store=tmp_path)
+    fail["on"] = False
+    run = flow.run(store=tmp_path, resume=True)
+    assert run.ok and run["total"] == 14
+    assert run.tasks["sq"].status == "reused" and sorted(ran) == [1, 2, 3]
+
+
+def test_the_cache_never_returns_another_calls_value(tmp_path):
+    state = {"v": 1}
+    flow = lf.Flow("c")
+
+    @flow.task
+    def src():
+        return state["v"]
+
+    @flow.task(cache=True)
+    def double(src):
+        return src * 2
+
+    results = []
+    for v in (1, 5, 1):
+        state["v"] = v
+        results.append(flow.run(store=tmp_path)["double"])
+    assert results == [2, 10, 2]
+
+
+def test_unpicklable_arguments_are_never_served_from_the_cache(tmp_path):
+    class Conn:
+        def __init__(self, v):
+            self.v = v
+            self.lock = threading.Lock()
+
+        def __repr__(self):
+            return "Conn(db)"
+
+    state = {"v": 1}
+    flow = lf.Flow("u")
+
+    @flow.task
+    def conn():
+        return Conn(state["v"])
+
+    @flow.task(cache=True)
+    def use(conn):
+        return conn.v * 10
+
+    values = []
+    for v in (1, 2):
+        state["v"] = v
+        run = flow.run(store=tmp_path)
+        values.append((run["use"], run.tasks["use"].status))
+    assert values == [(10, "succeeded"), (20, "succeeded")]
+
+
+def test_resume_true_after_a_successful_resume_resumes_nothing(tmp_path):
+    fail = {"n": 2}
+    ran = []
+    flow = lf.Flow("r")
+
+    @flow.task
+    def a():
+        ran.append("a")
+        return 1
+
+    @flow.task
+    def c(a):
+        ran.append("c")
+        if fail["n"]:
+            fail["n"] -= 1
+            raise RuntimeError("flaky")
+        return 2
+
+    for _ in range(2):
+        with pytest.raises(lf.TaskFailed):
+            flow.run(store=tmp_path, resume=True)
+    assert flow.run(store=tmp_path, resume=True).ok
+    ran.clear()
+    run = flow.run(store=tmp_path, resume=True)
+    assert run.tasks["c"].status == "succeeded" and sorted(ran) == ["a", "c"]  # fresh run
+
+
+def test_unnamed_flows_resume_their_own_runs(tmp_path):
+    one, two = lf.Flow(), lf.Flow()
+    one.add(lambda: (_ for _ in ()).throw(ValueError("x")), name="fails")
+    two.add(lambda: 2, name="other")
+    with pytest.raises(lf.TaskFailed):
+        one.run(store=tmp_path)
+    run = two.run(store=tmp_path, resume=True)  # nothing of 'one' to resume here
+    assert run.tasks["other"].status == "succeeded"
+
+
+def test_partials_and_callable_objects_resume(tmp_path):
+    import functools
+
+    class Scale:
+        def __call__(self, x):
+            return x * 3
+
+    calls = []
+
+    def add(x, y):
+        calls.append(y)
+        return x + y
+
+    flow = lf.Flow("callables")
+    flow.add(functools.partial(add, y=1), name="plus", params={"x": 1})
+    flow.add(Scale(), name="scaled", inputs={"x": "plus"})
+    flow.add(lambda scaled: (_ for _ in ()).throw(ValueError("stop")), name="fails")
+    with pytest.raises(lf.TaskFailed):
+        flow.run(store=tmp_path)
+
+    again = lf.Flow("callables")  # a new process would build new objects like these
+    again.add(functools.partial(add, y=1), name="plus", params={"x": 1})
+    again.add(Scale(), name="scaled", inputs={"x": "plus"})
+    again.add(lambda scaled: scaled, name="fails")
+    run = again.run(store=tmp_path, resume=True)
+    assert run.tasks["plus"].status == "reused" and run.tasks["scaled"].status == "reused"
+    assert run["fails"] == 6 and calls == [1]

@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from .backends import BACKENDS
 from .capture import echo as echo_output
 from .errors import (
     LayerflowError,
@@ -31,7 +32,7 @@ from .errors import (
     RunInterrupted,
     Skip,
     TaskFailed,
-    closest,
+    did_you_mean,
     safe_str,
 )
 from .events import final_line
@@ -290,7 +291,7 @@ def _checkpoint(yes: bool):  # noqa: ANN202
 @click.option("--sequential", is_flag=True, help="One task at a time (same as --mode sequential).")
 @click.option("--no-fail-fast", is_flag=True, help="Keep running independent branches.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds for the run.")
-@click.option("--backend", type=click.Choice(["thread", "process", "async", "dask"]))
+@click.option("--backend", type=click.Choice(BACKENDS))
 @click.option(
     "--address",
     metavar="tcp://HOST:PORT",
@@ -473,8 +474,7 @@ def _run(
     the_plan = _planned(flow, values)
     for name in shown:
         if name not in the_plan.graph.index:
-            hint = closest(name, the_plan.graph.names)
-            tip = f" Did you mean {hint!r}?" if hint else ""
+            tip = did_you_mean(name, the_plan.graph.names)
             raise _Usage(f"--output {name}: the flow has no task {name!r}.{tip}")
     if options.get("resume") is True and options.get("store") is not False:
         store_at = options.get("store")
@@ -902,8 +902,7 @@ def show(
         by_name = {t["name"]: t for t in tasks}
         for wanted in (task, output_name):
             if wanted is not None and wanted not in by_name:
-                hint = closest(wanted, by_name)
-                tip = f" Did you mean {hint!r}?" if hint else ""
+                tip = did_you_mean(wanted, by_name)
                 raise _Usage(f"run {run_id} has no task {wanted!r}.{tip}")
         if output_name is not None:
             click.echo(preview(_stored_value(store, run_id, output_name)))

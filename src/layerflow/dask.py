@@ -57,7 +57,7 @@ from .errors import (
     did_you_mean,
     raise_all,
 )
-from .flow import TASK_OPTIONS, _recorder
+from .flow import TASK_OPTIONS, recorder_for
 from .graph import Graph, Task, _gc_paused
 from .options import RUN_OPTIONS, RunOptions
 from .plan import Plan
@@ -202,7 +202,7 @@ def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
         outputs = list(dict.fromkeys(graph.index[named[k]] for k in wanted))
         plan = Plan(graph)
         plan.depth_first = _depth_first(graph, outputs)
-        recorder = _recorder(plan, {}, store, resume, cache)
+        recorder = recorder_for(plan, {}, store, resume, cache)
         run_options = {
             "mode": "dynamic",
             "fail_fast": True,

@@ -322,13 +322,6 @@ class LogObserver:
 SHORTEST_COMPARED = 0.05
 
 
-def seconds_text(seconds: float) -> str:
-    """A duration as people read it: ``2.35s`` from a second up, ``12.3 ms`` below."""
-    if seconds >= 1:
-        return f"{seconds:.2f}s"
-    return f"{seconds * 1000:.3g} ms"
-
-
 def timing_text(status: str, duration: float, sequential: float) -> str:
     """``in 2.8s (sequential estimate 10.3s, speedup 3.7x)``; a failed, stopped or
     interrupted run, or one too short to compare, gets no speedup, and says why."""

@@ -22,7 +22,7 @@ from .errors import (
     raise_all,
 )
 from .events import Observer
-from .graph import Graph, GraphBuilder, Task, _signature
+from .graph import Graph, GraphBuilder, Task, signature_of
 from .limits import LayerReport, RateLimit
 from .names import counted
 from .options import RunOptions
@@ -113,7 +113,7 @@ class Flow:
             # added last is at hand (a big flow adds one function again and again)
             last = self._last
             if last is None or last[0] is not fn or type(fn) is functools.partial:
-                last = self._last = (fn, _signature(fn))
+                last = self._last = (fn, signature_of(fn))
             task = self._graph.add_plain(fn, name, last[1])
             if task is None:
                 raise DuplicateTaskError(
@@ -303,7 +303,7 @@ class Flow:
         if store is False:  # no store at all: not even the default one's history
             plan = Plan(plan.graph, resources=plan.resources, rate_limits=plan.rate_limits)
         keep = None if outputs is None else self._output_indices(plan.graph, outputs)
-        recorder = _recorder(plan, given, store, resume, cache)
+        recorder = recorder_for(plan, given, store, resume, cache)
         if recorder is not None:  # priorities and the prediction from the run's own store
             found = recorder.store, recorder.flow
             plan = Plan(
@@ -355,7 +355,7 @@ def _history(graph: Graph) -> Mapping[str, float]:
     return Store(folder).durations(flow_key(graph)) if folder.is_dir() else {}
 
 
-def _recorder(
+def recorder_for(
     plan: Plan, inputs: Mapping[str, Any], store: Any, resume: Any, cache: bool
 ) -> Recorder | None:
     """The store a run records to, per the options and ``$LAYERFLOW_STORE``."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import MappingProxyType, MethodType
 from typing import Any, Generic, ParamSpec, TypeVar
 
+from .backends import BACKENDS
 from .errors import (
     CycleError,
     InvalidOptionError,
@@ -34,7 +35,8 @@ from .options import number
 
 __all__ = ["Task", "TaskGroup", "Graph", "GraphBuilder", "EXECUTORS"]
 
-EXECUTORS = ("thread", "process", "async", "dask")
+#: where a task may run (``executor=``): any backend a run accepts
+EXECUTORS = BACKENDS
 
 _POSITIONAL_ONLY = inspect.Parameter.POSITIONAL_ONLY
 _VAR_POSITIONAL = inspect.Parameter.VAR_POSITIONAL
@@ -162,7 +164,7 @@ _REFCOUNTED = sys.implementation.name == "cpython"
 getrefcount = sys.getrefcount
 
 
-def _signature(fn: Callable[..., Any]) -> _Signature:
+def signature_of(fn: Callable[..., Any]) -> _Signature:
     """``fn``'s signature, read once per function object (a partial, whose bound arguments
     can change, and a callable that cannot be weakly referenced: each time)."""
     if type(fn) is MethodType:
@@ -312,7 +314,7 @@ class Task(Generic[_P, _R]):
         self.fn = fn
         self.name = name
         self.__wrapped__ = fn
-        sig = self.signature = _signature(fn)
+        sig = self.signature = signature_of(fn)
         self.is_coroutine = sig.is_coroutine
         # Each option at its default skips its check: adding one function 1,000,000 times
         # is then mostly the cost of the objects made.
@@ -447,7 +449,7 @@ class Task(Generic[_P, _R]):
         t = object.__new__(cls)
         t.fn = fn
         t.name = name
-        t.signature = _signature(fn) if sig is None else sig
+        t.signature = signature_of(fn) if sig is None else sig
         return t
 
     def __getattr__(self, attr: str) -> Any:
@@ -952,7 +954,7 @@ def _resolve_map(g: Graph, k: int, t: Task, problems: list[Any]) -> None:
 
 def _missing(task: str, name: str, where: str, names: list[str]) -> MissingDependencyError:
     hint = closest(name, names)
-    tip = f" Did you mean {hint!r}?" if hint else " Add a task with that name, or fix the name."
+    tip = did_you_mean(name, names) or " Add a task with that name, or fix the name."
     return MissingDependencyError(
         f"task {task!r} depends on {name!r} ({where}), but the flow has no task named "
         f"{name!r}.{tip}",

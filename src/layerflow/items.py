@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ResultNotStored, StoreError, safe_str
 from .events import logger
-from .recorder import _digest, fingerprint_of
-from .store import _pickled
+from .recorder import fingerprint_of, value_digest
+from .store import pickled
 
 if TYPE_CHECKING:
     from .flow import Flow
@@ -43,7 +43,7 @@ def item_keys(scope: Scope, fn: Callable[..., Any], values: Sequence[Any]) -> li
     keys: list[str | None] = []
     for value in values:
         try:
-            digest = _digest(value, strict=True)  # never two values alike by their repr
+            digest = value_digest(value, strict=True)  # never two values alike by their repr
         except Exception:
             keys.append(None)
             continue
@@ -102,7 +102,7 @@ class ItemBook:
             if key is None:
                 continue
             try:
-                rows.append((key, _pickled(value)))
+                rows.append((key, pickled(value)))
             except Exception as e:
                 if not self._warned:
                     self._warned = True

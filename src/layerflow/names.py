@@ -1,10 +1,11 @@
 """The names of a map's elements, ``task[k]``: read back wherever a name is all there is
 (a stored run, an event, a report's rows); and counts of things as people read them
-(``1 task``, ``2 tasks``). Imports nothing of layerflow's."""
+(``1 task``, ``2 tasks``) and durations (``1.30 ms``, ``2m 05s``). Imports nothing of
+layerflow's."""
 
 from __future__ import annotations
 
-__all__ = ["counted", "element_index", "element_of", "owner_of"]
+__all__ = ["counted", "duration", "element_index", "element_of", "owner_of"]
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:
@@ -32,3 +33,20 @@ def owner_of(name: str) -> str:
     """The map task whose element ``name`` is (``""``: not an element's name)."""
     found = element_of(name)
     return found[0] if found is not None else ""
+
+
+def duration(s: float | None) -> str:
+    """Seconds as people read them, in one style everywhere: three significant digits and
+    a unit (14.0 µs, 1.30 ms, 800 ms, 1.00 s, 2m 05s); ``-`` for None (not measured)."""
+    if s is None:
+        return "-"
+    if s == 0:
+        return "0"
+    if s >= 60:
+        m, sec = divmod(round(s), 60)
+        return f"{m}m {sec:02d}s"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale or unit == "µs":
+            v = s / scale
+            return f"{v:.3g} {unit}" if v >= 100 else f"{v:#.3g} {unit}".replace(". ", " ")
+    return f"{s:.3g} s"  # pragma: no cover (the loop returns)

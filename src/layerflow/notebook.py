@@ -15,7 +15,7 @@ import re
 from types import SimpleNamespace
 from typing import Any
 
-from .names import counted
+from .names import counted, duration
 from .report import (
     _CSS,
     Caps,
@@ -23,11 +23,10 @@ from .report import (
     _error_text,
     _esc,
     _graph,
-    _secs,
     _summary,
     _timeline,
-    _traceback_text,
 )
+from .tracebacks import traceback_text
 
 __all__ = ["plan_html", "run_html", "NOTEBOOK_CAPS"]
 
@@ -124,7 +123,7 @@ def _failures(run: Any) -> str:
     items = []
     for t in failed[:MAX_FAILURES]:
         error = _clip(_error_text(t.error), 300)
-        tb = _clip(_traceback_text(t.error), 8000)
+        tb = _clip(traceback_text(t.error) or "", 8000)
         items.append(
             f"<details><summary><strong>{_esc(t.name)}</strong>: {_esc(error)}</summary>"
             f'<pre class="tb">{_esc(tb)}</pre></details>'
@@ -149,7 +148,7 @@ def plan_html(plan: Any) -> str:
     ]
     if plan.history:  # a prediction from past runs' durations
         row = plan.what_if([None])[0]
-        cards.append(("Predicted", _esc(_secs(row.seconds))))
+        cards.append(("Predicted", _esc(duration(row.seconds))))
         cards.append(("Speedup", f"{row.speedup:.1f}×"))
         notes.append(f"Durations: {plan.history_note()}.")
     if plan.inputs:

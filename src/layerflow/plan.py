@@ -19,7 +19,7 @@ from typing import Any
 from .errors import InvalidOptionError, raise_all
 from .graph import Graph
 from .limits import Adaptive, Gate, RateLimit, check_limits, resolve_max_workers, task_costs
-from .names import counted
+from .names import counted, duration
 from .options import MODES, number
 from .policy import KEY_BASE, LayerBarrier, holds_queue, ranked_keys, sequence_keys
 
@@ -568,7 +568,7 @@ class Plan:
             median = statistics.median(history.values())
             of = counted(len(self.graph), "task")
             they = "it takes" if unseen == 1 else "they take"
-            note += f"; {unseen} of {of} never ran before: {they} the median, {_seconds(median)}"
+            note += f"; {unseen} of {of} never ran before: {they} the median, {duration(median)}"
         return note
 
     def binding_limits(
@@ -660,10 +660,6 @@ class WhatIf:
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise InvalidOptionError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.1f}s" if value >= 1 else f"{value:.2g}s"
 
 
 def _escape_mermaid(text: str) -> str:

@@ -25,8 +25,8 @@ from . import heartbeat
 from .errors import ResultNotStored, StoreError, safe_str
 from .heartbeat import run_options
 from .names import element_of
-from .store import Finished, Store, _pickled
-from .tracebacks import format_failure
+from .store import Finished, Store, pickled
+from .tracebacks import traceback_text
 
 if TYPE_CHECKING:
     from .graph import Graph, Task
@@ -63,7 +63,7 @@ def fingerprint_of(fn: Any) -> str:
 
 def _code_of(fn: Any) -> str:
     if isinstance(fn, functools.partial):  # the function, and the arguments bound to it
-        return _code_of(fn.func) + _digest((fn.args, sorted(fn.keywords.items())))
+        return _code_of(fn.func) + value_digest((fn.args, sorted(fn.keywords.items())))
     if not (inspect.isfunction(fn) or inspect.ismethod(fn) or inspect.isbuiltin(fn)):
         fn = type(fn)  # a callable object: its class, not its address
     try:
@@ -118,9 +118,9 @@ def _canonical(value: Any) -> Any:
         return value
     if kind is dict:
         items = [(_canonical(k), _canonical(v)) for k, v in value.items()]
-        return ("<dict>", sorted(items, key=_pickled))
+        return ("<dict>", sorted(items, key=pickled))
     if kind is set or kind is frozenset:
-        return ("<set>", sorted((_canonical(v) for v in value), key=_pickled))
+        return ("<set>", sorted((_canonical(v) for v in value), key=pickled))
     if kind is list or kind is tuple:
         if all(type(v) in _SCALARS for v in value):
             return value
@@ -128,28 +128,19 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def _digest(value: Any, *, strict: bool = False) -> str:
+def value_digest(value: Any, *, strict: bool = False) -> str:
     """A hash of a value's pickle, dicts and sets in a fixed order; with ``strict``, a value
     that cannot be pickled raises (the cache must not match two different values by their
     repr)."""
     try:
         with contextlib.suppress(RecursionError):  # too deep to reorder: hashed as it is
             value = _canonical(value)
-        data = _pickled(value)
+        data = pickled(value)
     except Exception:
         if strict:
             raise
         data = repr(value).encode()
     return hashlib.sha256(data).hexdigest()
-
-
-def _traceback(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    try:  # the user's frames only: layerflow's and the executors' help nobody
-        return format_failure(error, last=None)
-    except Exception:  # an exception that cannot even be formatted
-        return safe_str(error)
 
 
 def flow_key(graph: Graph) -> str:
@@ -166,7 +157,7 @@ def task_keys(graph: Graph, inputs: Mapping[str, Any]) -> list[str]:
     n = len(graph)
     keys = [""] * n
     raw = [b""] * n  # the same keys as bytes, for the tasks downstream
-    nothing = _digest([]).encode()  # no params, no flow inputs: most tasks, hashed once
+    nothing = value_digest([]).encode()  # no params, no flow inputs: most tasks, hashed once
     prints: dict[Any, bytes] = {}  # one fingerprint per function, however many tasks use it
     sha256 = hashlib.sha256
     tasks, deps, input_args = graph.tasks, graph.deps, graph.input_args
@@ -180,8 +171,10 @@ def task_keys(graph: Graph, inputs: Mapping[str, Any]) -> list[str]:
         parts = [
             t.name.encode(),
             code,
-            _digest(sorted(t.params.items())).encode() if t.params else nothing,
-            _digest([(p, inputs.get(name)) for p, name in given]).encode() if given else nothing,
+            value_digest(sorted(t.params.items())).encode() if t.params else nothing,
+            value_digest([(p, inputs.get(name)) for p, name in given]).encode()
+            if given
+            else nothing,
         ]
         for j in deps[i]:  # (a loop: a generator costs more than the few it yields)
             parts.append(raw[j])
@@ -288,10 +281,10 @@ class Recorder:
             base = self._element_hashes[m] = hashlib.sha256(self.keys[m].encode())
         h = base.copy()
         h.update(b"[%d]" % index)
-        if len(item) == 1 and type(item[0]) in _SCALARS:  # _digest, without reordering
-            h.update(hashlib.sha256(_pickled(item)).hexdigest().encode())
+        if len(item) == 1 and type(item[0]) in _SCALARS:  # value_digest, without reordering
+            h.update(hashlib.sha256(pickled(item)).hexdigest().encode())
         else:
-            h.update(_digest(item).encode())
+            h.update(value_digest(item).encode())
         return h.hexdigest()
 
     def reuse_elements(self, m: int, known: list[tuple[int, tuple[Any, ...]]]) -> dict[int, Any]:
@@ -442,8 +435,8 @@ class Recorder:
         h.update(self.graph.names[owner].encode())
         h.update(self.fingerprints[owner].encode())
         try:
-            h.update(_digest(args, strict=True).encode())
-            h.update(_digest(sorted(kwargs.items()), strict=True).encode())
+            h.update(value_digest(args, strict=True).encode())
+            h.update(value_digest(sorted(kwargs.items()), strict=True).encode())
         except Exception:  # values that cannot be pickled cannot be compared: no cache
             return False, None
         key = h.hexdigest()
@@ -496,7 +489,7 @@ class Recorder:
                     safe_str(t.error) if t.error is not None else None,
                     self.keys[i] if i < n else None,
                     self.preset_files.get(i) if i < n else self.element_files.get(name),
-                    _traceback(t.error),
+                    traceback_text(t.error),
                     layer[i],
                     json.dumps([graph.names[j] for j in deps[i]]) if i < n else None,
                     json.dumps(t.metrics) if t.metrics else None,

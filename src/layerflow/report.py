@@ -30,6 +30,8 @@ from .errors import (
 )
 from .metrics import format_metrics
 from .names import counted, owner_of
+from .names import duration as _secs
+from .tracebacks import traceback_text
 
 # What these functions read: a layerflow.result.RunResult and its TaskRun and Attempt
 # records, duck-typed, because result.py imports this module (run.to_html), not the reverse.
@@ -149,18 +151,6 @@ def _error_cell(err: str, tb: str) -> str:
             "</pre></details></td>"
         )
     return f'<td class="err" title="{_esc(_clip(err, 2000))}">{_esc(_clip(err, 160))}</td>'
-
-
-def _traceback_text(error: BaseException | None) -> str:
-    """The user's frames of an error and the error (a recorded one: what was recorded)."""
-    if error is None:
-        return ""
-    from .errors import RecordedError
-    from .tracebacks import format_failure
-
-    if isinstance(error, RecordedError):
-        return error.traceback or str(error)
-    return format_failure(error, last=None)
 
 
 def _error_text(error: BaseException | None) -> str:
@@ -292,23 +282,6 @@ def write_chrome_trace(run: RunResult, path: str | os.PathLike[str]) -> Path:
 
 def _esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _secs(s: float | None) -> str:
-    """Seconds in one style everywhere: three significant digits and a unit (14.0 µs,
-    1.30 ms, 800 ms, 1.00 s, 2m 05s)."""
-    if s is None:
-        return "-"
-    if s == 0:
-        return "0"
-    if s >= 60:
-        m, sec = divmod(round(s), 60)
-        return f"{m}m {sec:02d}s"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if s >= scale or unit == "µs":
-            v = s / scale
-            return f"{v:.3g} {unit}" if v >= 100 else f"{v:#.3g} {unit}".replace(". ", " ")
-    return f"{s:.3g} s"  # pragma: no cover (the loop returns)
 
 
 def _clip(text: str, n: int) -> str:
@@ -824,7 +797,7 @@ def _table(run: RunResult, critical: set[str], notes: list[str]) -> str:
             + (_cpu_cell(cpu.get(t.name)) if cpu else "")
             + f'<td data-v="{start if start is not None else "Infinity"}">'
             f"{_esc(_secs(start) if start is not None else '-')}</td>"
-            + _error_cell(err, _traceback_text(t.error))
+            + _error_cell(err, traceback_text(t.error) or "")
             + (f"<td>{_esc(format_metrics(t.metrics))}</td>" if numbers else "")
             + "</tr>"
         )

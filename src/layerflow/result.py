@@ -17,9 +17,9 @@ from .errors import (
     did_you_mean,
     safe_str,
 )
-from .events import seconds_text, timing_text
+from .events import timing_text
 from .metrics import format_metrics
-from .names import counted, owner_of
+from .names import counted, duration, owner_of
 from .pushback import classify
 
 __all__ = [
@@ -381,10 +381,10 @@ class RunResult:
         busy = sum(self.tasks[n].duration for n in self.cpu if n in self.tasks)
         used = sum(self.cpu.values())
         line = (
-            f"CPU: {seconds_text(used)} in {counted(len(self.cpu), 'task')} "
-            f"({seconds_text(used / len(self.cpu))} each), {used / busy:.0%} of their time"
+            f"CPU: {duration(used)} in {counted(len(self.cpu), 'task')} "
+            f"({duration(used / len(self.cpu))} each), {used / busy:.0%} of their time"
             if busy > 0
-            else f"CPU: {seconds_text(used)}"
+            else f"CPU: {duration(used)}"
         )
         threads = [self.cpu[n] for n in self.cpu_threads if n in self.cpu]
         cores = sum(threads) / self.duration  # CPUs the thread tasks kept busy on average

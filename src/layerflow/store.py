@@ -255,8 +255,10 @@ def _os_cause(error: OSError) -> str:
     return safe_str(error)
 
 
-def _pickled(value: Any) -> bytes:
-    return pickle.dumps(value, protocol=5)  # the one way values become bytes here
+def pickled(value: Any) -> bytes:
+    """``value`` as bytes: the one way values become bytes in the store (and in the keys
+    the recorder hashes)."""
+    return pickle.dumps(value, protocol=5)
 
 
 def _not_pickled(name: str, error: Exception) -> None:
@@ -665,7 +667,7 @@ class Store:
                         "INSERT INTO results (run_id, data, files, inline) VALUES (?, ?, ?, ?)",
                         (
                             run_id,
-                            _pickled(tasks),
+                            pickled(tasks),
                             json.dumps(task_files) if task_files else None,
                             inline_count,
                         ),
@@ -725,7 +727,7 @@ class Store:
                 (
                     run_id,
                     task,
-                    _pickled(entries),
+                    pickled(entries),
                     json.dumps(files[task]) if task in files else None,
                 )
                 for task, entries in packed.items()

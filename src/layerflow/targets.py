@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from .errors import LayerflowError, closest, safe_str
+from .errors import LayerflowError, did_you_mean, safe_str
 from .flow import Flow
 
 __all__ = ["TargetError", "load_flow"]
@@ -143,8 +143,7 @@ def _flow_in(module: ModuleType, module_part: str, attr: str, target: str) -> Fl
         return found
     if found is None:
         names = [n for n in vars(module) if not n.startswith("_")]
-        hint = closest(attr, flows) or closest(attr, names)
-        tip = f" Did you mean {hint!r}?" if hint else ""
+        tip = did_you_mean(attr, flows) or did_you_mean(attr, names)
         what = f"has no {attr!r}.{tip}"
     else:
         what = f"has {attr!r}, but it is a {type(found).__name__}, not a layerflow.Flow."

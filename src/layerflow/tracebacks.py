@@ -18,7 +18,9 @@ import threading
 import traceback
 from pathlib import Path
 
-__all__ = ["format_failure", "user_frames", "FRAMES_ATTRIBUTE"]
+from .errors import RecordedError, safe_str
+
+__all__ = ["format_failure", "traceback_text", "user_frames", "FRAMES_ATTRIBUTE"]
 
 #: where a worker process puts the frames of an exception it sends back
 FRAMES_ATTRIBUTE = "_layerflow_frames"
@@ -97,3 +99,17 @@ def format_failure(error: BaseException, *, last: int | None = 3) -> str:
         except Exception:  # an exception whose str() fails: still say what it was
             parts.append(type(e).__name__)
     return "\n".join(parts)
+
+
+def traceback_text(error: BaseException | None) -> str | None:
+    """What a run records and a report shows of a task's error: the user's frames, all of
+    them, and the error with its causes; an error loaded from the store is what was
+    recorded; None for no error."""
+    if error is None:
+        return None
+    if isinstance(error, RecordedError):
+        return error.traceback or str(error)
+    try:
+        return format_failure(error, last=None)
+    except Exception:  # an exception that cannot even be formatted
+        return safe_str(error)
