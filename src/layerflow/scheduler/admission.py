@@ -18,7 +18,7 @@ from typing import Any
 
 from ..limits import Adaptive, Gate, RateLimit
 from ..pushback import classify
-from .state import _PROCESS, _READY
+from .state import _DASK, _PROCESS, _READY
 
 
 class Admission:
@@ -46,9 +46,9 @@ class Admission:
             if estimates is None:
                 return False  # the run stops: this start would cross a budget
         now = time.perf_counter()
-        # a process task's call begins when its worker is ready: its rate room is held
-        # until then (``pools._began``)
-        held = self.gate.admit(self.keys[i], i, now, self.kind[i] == _PROCESS)
+        # a process task's call begins when its worker is ready, a Dask task's when a Dask
+        # worker takes it: its rate room is held until then (``pools._began``)
+        held = self.gate.admit(self.keys[i], i, now, self.kind[i] in (_PROCESS, _DASK))
         if held is None:
             if self.budget:
                 self._commit(i, estimates)
