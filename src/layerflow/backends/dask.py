@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 from ..errors import Cancelled, LayerflowError
-from ..faults import Fault, guarded, log_fault
+from ..faults import Fault, guarded, injected, log_fault
 from . import Done, install_command
 from .dask_cluster import LocalCluster as _LocalCluster
 from .dask_values import ClusterValues
@@ -389,6 +389,7 @@ class DaskBackend:
     def _done_reported(self, attempt: _Attempt, future: Any) -> None:
         """``_done``, whose own failure is a fault of the run (Dask would only log it)."""
         try:
+            injected("dask callback")
             self._done(attempt, future)
         except BaseException as e:
             self._on_fault("dask callback", e)
@@ -444,6 +445,7 @@ class DaskBackend:
 
     async def _fetch_arrivals(self) -> None:
         try:
+            injected("dask fetch")
             while True:
                 with self._lock:
                     batch, self._arrivals = self._arrivals, []
