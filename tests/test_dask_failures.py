@@ -148,3 +148,39 @@ def test_a_rate_limit_holds_where_dask_runs_the_calls(dask_client, tmp_path):
     assert len(starts) == 6
     for a, c in zip(starts, starts[2:], strict=False):  # any 3 starts span the window
         assert c - a >= 0.4 * 0.97, [round(s - starts[0], 3) for s in starts]
+
+
+def test_a_task_that_kills_its_worker_is_not_run_again_by_the_cluster(tmp_path, caplog):
+    # regression: on a cluster with Dask's default allowed-failures (3), a task whose
+    # worker died was sent to worker after worker behind layerflow's back (killing 4);
+    # now it fails at once with WorkerDied, and its own retries decide
+    import dask
+
+    calls = tmp_path / "calls"
+
+    def killer():
+        with calls.open("a") as f:
+            f.write("x")
+        time.sleep(0.3)
+        os._exit(3)
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 3}):
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+    with cluster, distributed.Client(cluster) as client:
+        flow = lf.Flow("kills")
+        flow.add(killer, name="killer", retries=1)
+        flow.add(lambda: "fine", name="fine")
+        with caplog.at_level("WARNING", logger="layerflow"):
+            run = flow.run(backend="dask", client=client, fail_fast=False)
+    died = run.tasks["killer"]
+    assert died.status == "failed" and died.attempts == 2, died.error
+    assert isinstance(died.error, lf.WorkerDied), died.error
+    assert _calls(calls) == 2  # once per layerflow attempt, never again by the cluster
+    assert run["fine"] == "fine"
+    assert any("allowed-failures: 3" in r.getMessage() for r in caplog.records)

@@ -32,6 +32,7 @@ from .dask_cluster import LocalCluster as _LocalCluster
 from .dask_values import ClusterValues
 from .dask_worker import METRICS_TOPIC, STARTED_TOPIC, stop_unbegun
 from .dask_worker import call as _call
+from .dask_worker import call_once as _call_once
 from .process import UnpicklableError, WorkerDied, _find_unpicklable
 
 __all__ = ["DaskBackend", "import_distributed"]
@@ -65,34 +66,37 @@ logging.getLogger("distributed.protocol.pickle").addFilter(_SUBMITTING)
 
 
 #: schedulers already looked at (one warning per scheduler and process)
-_CHECKED: set[str] = set()
+_CHECKED: dict[str, int] = {}
 
 
-def _warn_if_dask_retries(client: Any) -> None:
+def _warn_if_dask_retries(client: Any) -> int:
     """A cluster layerflow did not start may run a task again on another worker when its
     worker dies (Dask's ``allowed-failures``, 3 by default), behind layerflow's back: a
-    task that kills its worker then kills several, and its values with them. Said once."""
+    task that kills its worker then kills several, and its values with them. Said once;
+    returns the setting (0 when it cannot be read)."""
     address = str(getattr(client.scheduler, "address", "?"))
     if address in _CHECKED:
-        return
-    _CHECKED.add(address)
+        return _CHECKED[address]
+    _CHECKED[address] = 0
     try:  # (a lambda travels by value: the scheduler need not have layerflow installed)
         allowed = client.run_on_scheduler(
             lambda dask_scheduler: int(getattr(dask_scheduler, "allowed_failures", 0))
         )
     except Exception:  # cannot ask: nothing to say
-        return
+        return 0
     if allowed:
         logging.getLogger("layerflow").warning(
             "the Dask scheduler at %s runs a task again on another worker when its worker "
-            "dies (allowed-failures: %d), before layerflow hears of it: a task that kills "
-            "its worker kills up to %d, and the values kept on them are lost. Leave retries "
-            "to layerflow: start the scheduler with DASK_DISTRIBUTED__SCHEDULER__ALLOWED_"
-            "FAILURES=0 (layerflow's own local cluster does)",
+            "dies (allowed-failures: %d), before layerflow hears of it: so that a task that "
+            "kills its worker does not kill several, each task asks the scheduler before it "
+            "begins (one round trip). Leave retries to layerflow and save that: start the "
+            "scheduler with DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0 (layerflow's "
+            "own local cluster does)",
             address,
             allowed,
-            allowed + 1,
         )
+    _CHECKED[address] = int(allowed)
+    return int(allowed)
 
 
 def _split(
@@ -227,8 +231,8 @@ class DaskBackend:
                 self.local.close()
                 raise
         self._on_fault = on_fault
-        if self.local is None:
-            _warn_if_dask_retries(self.client)
+        # a cluster that reruns a dead worker's tasks: each task checks before it begins
+        self._reruns = self.local is None and _warn_if_dask_retries(self.client) > 0
         self._killed = distributed.KilledWorker
         self._future = distributed.Future
         self._lock = threading.Lock()
@@ -350,7 +354,8 @@ class DaskBackend:
             except Exception:
                 a.fail(_unpicklable(a))
                 continue
-            dsk[a.key] = Task(a.key, _call, a.key, payload, slots, *(TaskRef(r.key) for r in refs))
+            call = _call_once if self._reruns else _call
+            dsk[a.key] = Task(a.key, call, a.key, payload, slots, *(TaskRef(r.key) for r in refs))
             sendable.append(a)
         if not sendable:
             return

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["call", "stop_unbegun"]
+__all__ = ["call", "call_once", "stop_unbegun"]
 
 #: a worker logs each attempt's key here as it begins: the client hears it (a rate limit's
 #: window counts from then), and when a worker dies, an attempt that had not begun there
@@ -102,6 +102,39 @@ def call(
         # the attempt's own time (what the client sees also counts Dask's queue)
         seconds = time.perf_counter() - t0
         worker.log_event(METRICS_TOPIC, {"key": key, "metrics": box, "seconds": seconds})
+
+
+def call_once(
+    key: str,
+    payload: bytes,
+    slots: tuple[tuple[str | int, int], ...],
+    *upstream: Any,
+) -> Any:
+    """:func:`call`, on a cluster that runs a task again on another worker when its worker
+    dies (``allowed-failures`` above 0, a cluster layerflow did not start): an attempt
+    whose worker died while running it is not run again behind layerflow's back (a task
+    that kills its worker would kill worker after worker); it fails with ``WorkerDied``,
+    and the task's own ``retries`` decide. Costs one round trip to the scheduler."""
+    import distributed
+
+    from ..errors import WorkerDied
+
+    try:  # (a lambda travels by value: the scheduler need not have layerflow installed)
+        died = distributed.get_client().run_on_scheduler(
+            lambda dask_scheduler, key: getattr(dask_scheduler.tasks.get(key), "suspicious", 0),
+            key=key,
+        )
+    except Exception:  # cannot ask: run it, as Dask would
+        died = 0
+    if died:
+        name = key.rsplit("-", 1)[0]
+        raise WorkerDied(
+            f"task {name!r}: the Dask worker running it died, and the cluster sent it to "
+            f"another worker ({died} died so far); layerflow runs it again only as its "
+            f"retries say",
+            None,
+        )
+    return call(key, payload, slots, *upstream)
 
 
 def _call_with(
