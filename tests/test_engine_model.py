@@ -228,6 +228,55 @@ def test_a_run_that_spends_exactly_its_budget_succeeds():
     assert run.status == "succeeded"
 
 
+def _t0():
+    lf.record(cost=1)
+    return 1
+
+
+def _t1(t0):
+    return _t0()
+
+
+def _t2(t0):
+    lf.record(cost=2)
+    return 1
+
+
+def _t3():
+    lf.record(cost=2)
+    raise lf.Skip("nothing to do")
+
+
+def _t4(t2, t3):
+    return _t0()
+
+
+def _t5(t0, t1, t3):
+    return _t0()
+
+
+def test_a_budget_reached_while_the_last_result_is_stored_stops_nothing(tmp_path):
+    # found by the budget family (budget:100029): the last spend (t2's) reached the budget
+    # while t2's result was still being stored, and t4, waiting only to be skipped (t3
+    # skipped itself), was cancelled: the run ended 'stopped' though it stopped nothing
+    flow = lf.Flow("stored-budget")
+    for fn, cost, priority in ((_t0, 1, 0), (_t1, 1, 1), (_t2, 2, 0), (_t3, 2, 5)):
+        flow.add(fn, name=fn.__name__[1:], priority=priority, rate_limit={"cost": cost})
+    flow.add(_t4, name="t4", rate_limit={"cost": 1})
+    flow.add(_t5, name="t5", rate_limit={"cost": 1})
+    run = flow.run(budget={"cost": 6}, mode="sequential", fail_fast=False, store=tmp_path / "s")
+    statuses = {name: task.status for name, task in run.tasks.items()}
+    assert statuses == {
+        "t0": "succeeded",
+        "t1": "succeeded",
+        "t2": "succeeded",
+        "t3": "skipped",
+        "t4": "skipped",
+        "t5": "skipped",
+    }
+    assert run.status == "succeeded" and run.metrics["cost"] == 6
+
+
 @pytest.mark.parametrize("seed", seeds("gtimeout"))
 def test_group_timeout_fails_what_is_late_at_its_deadline(seed, tmp_path):
     case = em.generate(seed, "gtimeout")

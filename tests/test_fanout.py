@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from functools import partial
 
 import pytest
 
@@ -651,6 +652,32 @@ def test_resume_after_a_failed_element_runs_only_that_element(tmp_path):
     assert _statuses(second, "work") == Counter(reused=5, succeeded=1)
 
 
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_resume_after_a_failed_element_under_fail_fast_calls_no_finished_one(tmp_path, backend):
+    # #29.5 with fail-fast: the elements cancelled by the failure run, the failed one runs
+    # again, and none that succeeded is called again
+    marks = tmp_path / "calls"
+    flow = lf.Flow("one-bad-ff")
+    flow.add(lambda: list(range(6)), name="items")
+    flow.add(
+        partial(_marked_element, str(marks), str(tmp_path / "broken")), name="work", map="items"
+    )
+    (tmp_path / "broken").touch()
+    with pytest.raises(lf.TaskFailed) as failed:
+        flow.run(store=tmp_path / "store", progress=False, backend=backend)
+    done = {
+        int(t.name[5:-1])
+        for t in failed.value.result.tasks.values()
+        if t.name.startswith("work[") and t.status == "succeeded"
+    }
+    (tmp_path / "broken").unlink()
+    marks.write_text("")
+    second = flow.run(store=tmp_path / "store", resume=True, progress=False, backend=backend)
+    assert second.ok and second["work"] == [0, 2, 4, 6, 8, 10]
+    called = {int(k) for k in marks.read_text().split()}
+    assert 3 in called and not called & done, (called, done)
+
+
 def _empty_map() -> lf.Flow:
     flow = lf.Flow("empty-map")
     flow.add(lambda: [], name="nothing")
@@ -752,3 +779,11 @@ def test_the_checkpoint_after_a_layer_that_maps_over_nothing_can_stop_the_run(
         assert asked == [0, 1]
         assert run.status == "stopped"
         assert run.tasks["count"].status == "cancelled"
+
+
+def _marked_element(marks: str, broken: str, items: int) -> int:
+    with open(marks, "a") as f:
+        f.write(f"{items}\n")
+    if items == 3 and os.path.exists(broken):
+        raise ValueError("bad element")
+    return items * 2

@@ -100,6 +100,63 @@ def test_a_fault_in_the_dask_submitter_fails_the_run(inject, dask_client):
     assert "layerflow's dask submit thread failed" in str(error)
 
 
+def two_async_layers() -> lf.Flow:
+    flow = lf.Flow("faults-async-layers")
+
+    @flow.task
+    async def a():
+        await asyncio.sleep(0.3)
+        return 1
+
+    @flow.task
+    async def b(a):
+        return a + 1
+
+    return flow
+
+
+#: the threads of every run (timer, store writer, checkpoint caller, event deliverer), and
+#: each backend's own: process feeders, the event loop, the Dask submitter, the Dask
+#: callbacks and the fetches of Dask values (the last two on threads Dask owns)
+COMMON = ["timer", "checkpoint", "events", "store"]
+OWN = {
+    "process": ["process feeder"],
+    "async": ["async loop"],
+    "dask": ["dask submit", "dask callback", "dask fetch"],
+}
+
+
+def _options(where: str, tmp_path: Path) -> dict:
+    return {
+        "timer": {"timeout": 30},
+        "checkpoint": {"checkpoint": lambda report: True},
+        "events": {"on_event": lambda event: None},
+        "store": {"store": tmp_path / "runs.db"},
+    }.get(where, {})
+
+
+@pytest.mark.parametrize(
+    ("backend", "where"),
+    [(b, w) for b in ("process", "async", "dask") for w in [*OWN[b], *COMMON]],
+)
+def test_a_fault_in_a_thread_of_the_run_fails_it_on_every_backend(
+    backend, where, inject, tmp_path, request
+):
+    options = _options(where, tmp_path)
+    if backend == "dask":
+        options["client"] = request.getfixturevalue("dask_client")
+    make = two_async_layers if backend == "async" else two_layers
+    inject(where)
+    box = finishes(lambda: make().run(progress=False, backend=backend, **options))
+    error = box.get("error")
+    assert isinstance(error, lf.LayerflowError), box  # (an InternalError before it began)
+    assert f"layerflow's {where} thread failed" in str(error), error
+    assert f"injected into {where}" in str(error)
+    if isinstance(error, lf.TaskFailed):  # no task left running or waiting
+        statuses = {t.status for t in error.result.tasks.values()}
+        assert statuses <= {"succeeded", "failed", "cancelled"}, statuses
+
+
 def test_the_run_keeps_what_finished_before_the_fault(inject, tmp_path):
     # the timer starts with the first deadline, after a has finished
     flow = lf.Flow("late-fault")

@@ -290,6 +290,9 @@ class WorkerDied(LayerflowError):
         super().__init__(message)
         self.exitcode = exitcode
 
+    def __reduce__(self) -> tuple[Any, ...]:  # (raised on a Dask worker, read here)
+        return type(self), (str(self), self.exitcode)
+
 
 class UnpicklableError(_NoRetry, TypeError):
     """A task's function, an argument, or its result cannot be sent between processes."""

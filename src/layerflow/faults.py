@@ -31,6 +31,13 @@ def log_fault(where: str, error: BaseException) -> None:
     logger.error("layerflow's %s thread failed", where, exc_info=error)
 
 
+def injected(where: str) -> None:
+    """The test hook, for code that is not a thread's body (a callback on a thread a
+    library owns): raise what ``INJECT`` holds for ``where``."""
+    if INJECT and where in INJECT:
+        raise INJECT[where]
+
+
 def guarded(where: str, body: Callable[..., Any], on_fault: Fault) -> Callable[..., None]:
     """``body`` as a thread target: what escapes it goes to ``on_fault(where, error)``."""
 

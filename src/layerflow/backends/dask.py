@@ -18,9 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -28,10 +25,14 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from ..errors import LayerflowError
-from ..faults import Fault, guarded, log_fault
-from . import Done, child_pythonpath, install_command
+from ..errors import Cancelled, LayerflowError
+from ..faults import Fault, guarded, injected, log_fault
+from . import Done, install_command
+from .dask_cluster import LocalCluster as _LocalCluster
 from .dask_values import ClusterValues
+from .dask_worker import METRICS_TOPIC, STARTED_TOPIC, stop_unbegun
+from .dask_worker import call as _call
+from .dask_worker import call_once as _call_once
 from .process import UnpicklableError, WorkerDied, _find_unpicklable
 
 __all__ = ["DaskBackend", "import_distributed"]
@@ -64,115 +65,38 @@ _SUBMITTING = _Submitting()
 logging.getLogger("distributed.protocol.pickle").addFilter(_SUBMITTING)
 
 
-_METRICS_TOPIC = "layerflow-metrics"
-#: what is kept of a Dask attempt's output: it travels through the Dask scheduler's event
-#: log (which keeps many thousand events), so less than a local task's megabyte
-_OUTPUT_LIMIT = 64 * 1024
-#: a worker logs each attempt's key here as it begins: when a worker dies, an attempt that
-#: had not begun there was only queued on it and is sent again (see ``DaskBackend._done``)
-_STARTED_TOPIC = "layerflow-started"
-
-
 #: schedulers already looked at (one warning per scheduler and process)
-_CHECKED: set[str] = set()
+_CHECKED: dict[str, int] = {}
 
 
-def _warn_if_dask_retries(client: Any) -> None:
+def _warn_if_dask_retries(client: Any) -> int:
     """A cluster layerflow did not start may run a task again on another worker when its
     worker dies (Dask's ``allowed-failures``, 3 by default), behind layerflow's back: a
-    task that kills its worker then kills several, and its values with them. Said once."""
+    task that kills its worker then kills several, and its values with them. Said once;
+    returns the setting (0 when it cannot be read)."""
     address = str(getattr(client.scheduler, "address", "?"))
     if address in _CHECKED:
-        return
-    _CHECKED.add(address)
+        return _CHECKED[address]
+    _CHECKED[address] = 0
     try:  # (a lambda travels by value: the scheduler need not have layerflow installed)
         allowed = client.run_on_scheduler(
             lambda dask_scheduler: int(getattr(dask_scheduler, "allowed_failures", 0))
         )
     except Exception:  # cannot ask: nothing to say
-        return
+        return 0
     if allowed:
         logging.getLogger("layerflow").warning(
             "the Dask scheduler at %s runs a task again on another worker when its worker "
-            "dies (allowed-failures: %d), before layerflow hears of it: a task that kills "
-            "its worker kills up to %d, and the values kept on them are lost. Leave retries "
-            "to layerflow: start the scheduler with DASK_DISTRIBUTED__SCHEDULER__ALLOWED_"
-            "FAILURES=0 (layerflow's own local cluster does)",
+            "dies (allowed-failures: %d), before layerflow hears of it: so that a task that "
+            "kills its worker does not kill several, each task asks the scheduler before it "
+            "begins (one round trip). Leave retries to layerflow and save that: start the "
+            "scheduler with DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0 (layerflow's "
+            "own local cluster does)",
             address,
             allowed,
-            allowed + 1,
         )
-
-
-def _call(
-    key: str,
-    payload: bytes,
-    slots: tuple[tuple[str | int, int], ...],
-    *upstream: Any,
-) -> Any:
-    """Runs on a Dask worker. ``payload`` is the pickled call (function, arguments): bytes
-    to the Dask scheduler, which so never needs the user's modules (only workers unpickle
-    it). ``upstream`` are the values of the Dask tasks this one uses (Dask resolves them);
-    ``slots`` says where each goes: a keyword (a name) or a position (an int), and an index
-    into a list there (a ``map`` task's list), or -1. Numbers the task gives ``lf.record``
-    go back through the Dask scheduler's event log (its value may never come back here)."""
-    import cloudpickle
-    import distributed
-
-    from ..capture import capturing
-    from ..errors import MissingOnWorker
-    from ..metrics import _BOX
-
-    try:
-        fn, args, kwargs = cloudpickle.loads(payload)
-    except ImportError as e:  # the task's code is not importable on this worker
-        module = getattr(e, "name", None) or str(e)
-        raise MissingOnWorker(
-            f"task {key!r}: the Dask worker cannot import {module!r}, which the task's code "
-            f"needs ({e}). Make it importable where the workers run: install it there, or "
-            f"start them with its folder on PYTHONPATH (PYTHONPATH=/path/to/pipeline dask "
-            f"worker ...)",
-            module,
-        ) from None
-
-    worker = distributed.get_worker()
-    worker.log_event(_STARTED_TOPIC, key)
-    box: dict[str, float] = {}
-    reset = _BOX.set(box)
-    t0 = time.perf_counter()
-    try:
-        with capturing(_OUTPUT_LIMIT) as output:  # what it prints: back with its numbers
-            return _call_with(fn, args, kwargs, slots, upstream)
-    finally:
-        _BOX.reset(reset)
-        # the attempt's own time (what the client sees also counts Dask's queue)
-        seconds = time.perf_counter() - t0
-        message = {"key": key, "metrics": box, "seconds": seconds}
-        if output.result() is not None:
-            message["output"] = output.result()
-        worker.log_event(_METRICS_TOPIC, message)
-
-
-def _call_with(
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    slots: tuple[tuple[str | int, int], ...],
-    upstream: tuple[Any, ...],
-) -> Any:
-    if slots:
-        args, kwargs = list(args), dict(kwargs)
-        copied: set[str | int] = set()
-        for (where, k), value in zip(slots, upstream, strict=True):
-            box: Any = args if isinstance(where, int) else kwargs
-            if k < 0:
-                box[where] = value
-            else:
-                if where not in copied:  # the list is the caller's: fill a copy
-                    box[where] = list(box[where])
-                    copied.add(where)
-                box[where][k] = value
-    return fn(*args, **kwargs)
+    _CHECKED[address] = int(allowed)
+    return int(allowed)
 
 
 def _split(
@@ -202,11 +126,29 @@ def _split(
     return args, kwargs, tuple(slots), refs
 
 
+#: attempt key -> what to tell when its worker says the call began (a rate limit's window
+#: counts from then, see ``DaskBackend.submit``); ids of the clients that listen for it
+_ON_BEGIN: dict[str, tuple[Callable[[float], None], Fault]] = {}
+_LISTENING: set[str] = set()
+
+
+def _heard_began(event: tuple[float, Any]) -> None:
+    """On the client's event loop: a worker began an attempt. Heard a few milliseconds
+    after it began, which only makes a rate limit's window stricter."""
+    told = _ON_BEGIN.pop(event[1], None) if isinstance(event[1], str) else None
+    if told is not None:
+        began, on_fault = told
+        try:
+            began(time.perf_counter())
+        except BaseException as e:
+            on_fault("dask callback", e)
+
+
 class _Attempt:
     """One attempt of a task on the cluster: what to send, and its Dask future once sent."""
 
     __slots__ = ("name", "fn", "args", "kwargs", "on_done", "priority", "fetch", "key", "t0")
-    __slots__ += ("future", "cancelled", "tag", "requeued")
+    __slots__ += ("future", "cancelled", "tag", "requeued", "began")
 
     def __init__(
         self,
@@ -226,6 +168,7 @@ class _Attempt:
         self.cancelled = False
         self.tag: Any = None
         self.requeued = False  # sent again once after a worker died before it began
+        self.began: Callable[[float], None] | None = None  # told when its call begins
 
     def fail(self, error: BaseException) -> None:
         """It could not be sent: it ends now, with ``error``."""
@@ -238,75 +181,6 @@ def _unpicklable(a: _Attempt) -> UnpicklableError:
         f"task {a.name!r} cannot be sent to the Dask cluster: "
         f"{_find_unpicklable(a.fn, a.args, a.kwargs)}"
     )
-
-
-class _LocalCluster:
-    """A Dask scheduler in this process and ``n`` worker processes on 127.0.0.1."""
-
-    def __init__(self, n: int) -> None:
-        import dask
-        import distributed
-
-        settings = {
-            "distributed.scheduler.allowed-failures": 0,  # layerflow's retries decide
-            # with every worker gone, a task fails after a minute rather than waits forever
-            "distributed.scheduler.no-workers-timeout": "60s",
-        }
-        with dask.config.set(settings):
-            self.cluster = distributed.LocalCluster(
-                n_workers=0,
-                processes=True,
-                host="127.0.0.1",
-                scheduler_port=0,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            )
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (kept open for the cluster's life)
-        env = dict(os.environ)
-        # the workers import the user's modules by the same paths as this process
-        env["PYTHONPATH"] = child_pythonpath()
-        env.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "distributed.cli.dask_worker",
-                self.cluster.scheduler_address,
-                "--nworkers",
-                str(n),
-                "--nthreads",
-                "1",
-                "--host",
-                "127.0.0.1",
-                "--no-dashboard",
-                "--death-timeout",
-                "30",  # a worker whose run was killed does not outlive it by long
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=self.log,
-            start_new_session=True,  # Ctrl-C is this process's to handle
-        )
-        self.address = self.cluster.scheduler_address
-
-    def failure(self) -> str:
-        """The end of the workers' log, for an error message."""
-        self.log.seek(0)
-        tail = self.log.read().decode(errors="replace").strip().splitlines()[-5:]
-        return "\n".join(tail)
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError):
-                os.killpg(self.process.pid, 9)
-            self.process.wait()
-        with contextlib.suppress(Exception):
-            self.cluster.close(timeout=10)
-        self.log.close()
 
 
 class DaskBackend:
@@ -357,8 +231,8 @@ class DaskBackend:
                 self.local.close()
                 raise
         self._on_fault = on_fault
-        if self.local is None:
-            _warn_if_dask_retries(self.client)
+        # a cluster that reruns a dead worker's tasks: each task checks before it begins
+        self._reruns = self.local is None and _warn_if_dask_retries(self.client) > 0
         self._killed = distributed.KilledWorker
         self._future = distributed.Future
         self._lock = threading.Lock()
@@ -366,6 +240,10 @@ class DaskBackend:
         self._pending: list[_Attempt] = []
         self._tags: dict[str, Any] = {}  # attempt key -> the submitter's tag
         self._closed = False
+        # values on their way here (see _arrived), and attempts a stop asks about (stop)
+        self._arrivals: list[tuple[_Attempt, Any, float]] = []
+        self._fetching = False
+        self._stops: list[_Attempt] = []
         threading.Thread(
             target=guarded("dask submit", self._send, on_fault),
             name="layerflow-dask-submit",
@@ -408,19 +286,34 @@ class DaskBackend:
         priority: int = 0,
         fetch: bool = True,
         tag: Any = None,
+        began: Callable[[float], None] | None = None,
     ) -> _Attempt:
         """Queue one attempt; ``on_done(ok, value, seconds, future)`` is called when it
-        ends: with the value itself when ``fetch``, else with the future (the value stays
-        on the cluster). Attempts queued together reach Dask as one graph. ``tag`` is what
-        :meth:`metrics` names the attempt by."""
+        ends: with the value itself when ``fetch`` (brought here before its end is
+        reported, so that a worker's death cannot lose it), else with the future (the value
+        stays on the cluster). Attempts queued together reach Dask as one graph. ``tag`` is
+        what :meth:`metrics` names the attempt by; ``began(when)`` is told when a worker
+        begins the call (after its wait in Dask's queue)."""
         attempt = _Attempt(name, fn, args, kwargs, on_done, priority, fetch)
         attempt.tag = tag
+        if began is not None:
+            self._listen()
+            attempt.began = began
+            _ON_BEGIN[attempt.key] = (began, self._on_fault)
         with self._lock:
             self._tags[attempt.key] = tag
             self._pending.append(attempt)
             if len(self._pending) == 1:
                 self._wake.notify()
         return attempt
+
+    def _listen(self) -> None:
+        """Hear each attempt's begin from the workers (once per client; before the first
+        graph that needs it, on the same stream, so no begin is missed)."""
+        client_id = str(self.client.id)
+        if client_id not in _LISTENING:
+            _LISTENING.add(client_id)
+            self.client.subscribe_topic(STARTED_TOPIC, _heard_began)
 
     def _send(self) -> None:
         """The submitting thread: each batch of queued attempts becomes one graph per
@@ -461,7 +354,8 @@ class DaskBackend:
             except Exception:
                 a.fail(_unpicklable(a))
                 continue
-            dsk[a.key] = Task(a.key, _call, a.key, payload, slots, *(TaskRef(r.key) for r in refs))
+            call = _call_once if self._reruns else _call
+            dsk[a.key] = Task(a.key, call, a.key, payload, slots, *(TaskRef(r.key) for r in refs))
             sendable.append(a)
         if not sendable:
             return
@@ -480,7 +374,8 @@ class DaskBackend:
                 a.fail(e)
             return
         for a, future in zip(group, futures, strict=True):
-            a.future = future
+            with self._lock:  # (a stop reads it under the lock: see stop)
+                a.future = future
             if a.cancelled:
                 self.cancel(a)
             future.add_done_callback(partial(self._done_reported, a))
@@ -499,6 +394,7 @@ class DaskBackend:
     def _done_reported(self, attempt: _Attempt, future: Any) -> None:
         """``_done``, whose own failure is a fault of the run (Dask would only log it)."""
         try:
+            injected("dask callback")
             self._done(attempt, future)
         except BaseException as e:
             self._on_fault("dask callback", e)
@@ -508,6 +404,7 @@ class DaskBackend:
         seconds = time.perf_counter() - attempt.t0
         status = future.status
         on_done = attempt.on_done
+        told = _ON_BEGIN.pop(attempt.key, None)  # (a begin not heard of by now never will be)
         if attempt.cancelled:
             return  # cancelled by layerflow (timeout, fail-fast, Ctrl-C): reported
         if status == "cancelled":  # not by us: the client lost the cluster, or a restart
@@ -523,13 +420,8 @@ class DaskBackend:
         if status == "finished":
             if not attempt.fetch:
                 on_done(True, future, seconds, future)
-                return
-            try:
-                value = future.result()
-            except BaseException as e:  # lost, or cannot be unpickled here
-                on_done(False, e, seconds)
-                return
-            on_done(True, value, seconds, future)
+            else:
+                self._arrived(attempt, future, seconds)
             return
         try:
             error = future.exception()
@@ -538,14 +430,104 @@ class DaskBackend:
         if isinstance(error, self._killed) and not attempt.requeued and not self._began(attempt):
             # only queued on the worker that died (allowed-failures: 0 fails every task
             # the worker held): not this task's fault, so it is sent again, once
+            if told is not None:
+                _ON_BEGIN[attempt.key] = told
             self._resend(attempt)
             return
         on_done(False, self._explain(attempt.name, error), seconds)
 
+    def _arrived(self, attempt: _Attempt, future: Any, seconds: float) -> None:
+        """A finished attempt's value is brought here before its end is reported: a
+        value reported cannot then be lost with its worker (Dask would compute it again,
+        behind layerflow's back, or fail it if that worker died too). Values that finish
+        together come in one round trip, on the client's event loop."""
+        with self._lock:
+            self._arrivals.append((attempt, future, seconds))
+            if self._fetching:
+                return
+            self._fetching = True
+        self.client.loop.add_callback(self._fetch_arrivals)
+
+    async def _fetch_arrivals(self) -> None:
+        try:
+            injected("dask fetch")
+            while True:
+                with self._lock:
+                    batch, self._arrivals = self._arrivals, []
+                    if not batch:
+                        self._fetching = False
+                        return
+                await self._fetch(batch)
+        except BaseException as e:
+            with self._lock:
+                self._fetching = False
+            self._on_fault("dask fetch", e)
+
+    async def _fetch(self, batch: list[tuple[_Attempt, Any, float]]) -> None:
+        gather = self.client.gather
+        try:
+            values = await gather([f for _, f, _ in batch], asynchronous=True)
+            results = [(True, v) for v in values]
+        except Exception:  # find which: one at a time
+            results = []
+            for _, future, _ in batch:
+                try:
+                    results.append((True, (await gather([future], asynchronous=True))[0]))
+                except Exception as e:  # lost, or cannot be unpickled here
+                    results.append((False, e))
+        for (attempt, future, seconds), (ok, value) in zip(batch, results, strict=True):
+            if attempt.cancelled:
+                continue
+            if ok:
+                attempt.on_done(True, value, seconds, future)
+            else:
+                attempt.on_done(False, value, seconds)
+
+    def stop(self, handle: _Attempt) -> None:
+        """The run stops (fail-fast): an attempt that has not begun on a worker never will
+        (it ends with ``Cancelled``); one that began finishes and reports its result, as a
+        thread task does, since Dask cannot interrupt it (cancelling it would only throw
+        away a result it computes anyway). The workers are asked on the client's loop."""
+        with self._lock:
+            self._stops.append(handle)
+            if len(self._stops) > 1:
+                return
+        self.client.loop.add_callback(self._stop_unbegun)
+
+    async def _stop_unbegun(self) -> None:
+        try:
+            with self._lock:
+                stops, self._stops = self._stops, []
+                for a in stops:
+                    if a.future is None:  # not sent yet: it never will be
+                        a.cancelled = True
+                sent = [a for a in stops if a.future is not None]
+            began: set[str] = set()
+            if sent:
+                try:
+                    answers = await self.client.run(
+                        stop_unbegun, [a.key for a in sent], on_error="return", asynchronous=True
+                    )
+                except Exception:  # cannot ask: each ends as the cluster says
+                    answers = {"?": RuntimeError()}
+                for answer in answers.values():
+                    if isinstance(answer, BaseException):  # a worker cannot say: let all end
+                        began.update(a.key for a in sent)
+                    else:
+                        began.update(answer)
+            for a in stops:
+                if a.key in began or a.cancelled and a.future is not None:
+                    continue  # it runs on (or was given up on meanwhile)
+                self.cancel(a)
+                error = Cancelled("the run stopped before this task began on a Dask worker")
+                a.on_done(False, error, time.perf_counter() - a.t0)
+        except BaseException as e:
+            self._on_fault("dask callback", e)
+
     def _began(self, attempt: _Attempt) -> bool:
         """Did a worker begin this attempt? (Its key is in the scheduler's event log.)"""
         try:
-            events = self.client.get_events(_STARTED_TOPIC)
+            events = self.client.get_events(STARTED_TOPIC)
         except Exception:  # cannot tell: as Dask says, it failed
             return True
         return any(msg == attempt.key for _, msg in events)
@@ -556,8 +538,11 @@ class DaskBackend:
             if self._closed or attempt.cancelled:
                 return
             self._tags.pop(attempt.key, None)
+            told = _ON_BEGIN.pop(attempt.key, None)
             attempt.key = f"{attempt.name}-{uuid.uuid4().hex}"
             self._tags[attempt.key] = attempt.tag
+            if told is not None:
+                _ON_BEGIN[attempt.key] = told
             attempt.future = None
             attempt.requeued = True
             self._pending.append(attempt)
@@ -584,7 +569,7 @@ class DaskBackend:
         task ends)."""
         if not self._tags:
             return []
-        events = self.client.get_events(_METRICS_TOPIC)
+        events = self.client.get_events(METRICS_TOPIC)
         out = []
         for _, msg in events:
             key = msg.get("key") if isinstance(msg, dict) else None
@@ -599,7 +584,10 @@ class DaskBackend:
         return self.client.gather(values, errors="raise")
 
     def cancel(self, handle: _Attempt) -> None:
+        """Give up on an attempt (a timeout, Ctrl-C): it ends here now, whatever the
+        cluster does with it."""
         handle.cancelled = True
+        _ON_BEGIN.pop(handle.key, None)
         with self._lock:
             self._tags.pop(handle.key, None)  # its lf.record numbers do not count
         if handle.future is not None:

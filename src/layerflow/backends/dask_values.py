@@ -1,9 +1,11 @@
 """Dask: which values stay on the cluster, and the futures that stand for them.
 
-A Dask task's value comes back to this process only when something here needs it; until
-then its future stands for it, and a downstream Dask task gets that future, so the data
-moves from worker to worker. The scheduler asks this object what to do and tells it what
-happened; it never touches the run's state:
+A Dask task's value comes back to this process only when something here needs it (the
+caller, the store, a task on another pool, a ``map``), and then as soon as it is computed:
+a value reported cannot be lost with its worker. A downstream Dask task gets its future,
+so the data moves from worker to worker, and a value nobody here wants never comes back.
+The scheduler asks this object what to do and tells it what happened; it never touches the
+run's state:
 
 - :meth:`fetch_now`: bring task ``i``'s value back as soon as it is computed?
 - :meth:`arrived`: an attempt ended on the cluster with this future (and maybe its value);
@@ -53,7 +55,10 @@ class ClusterValues:
             if needed_here or i in map_sources or any(not on_dask[s] for s in succs[i]):
                 self.mode[i] = _FETCH_NOW
             elif wanted is None or i in wanted:
-                self.mode[i] = _FETCH_AT_END
+                # wanted by the caller: brought here as it finishes, not at the end, so
+                # that a worker's death cannot lose it (Dask would compute it again, behind
+                # layerflow's back, or fail it if a second worker died)
+                self.mode[i] = _FETCH_NOW
             else:
                 self.mode[i] = _STAYS_REMOTE
 

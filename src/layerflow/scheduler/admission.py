@@ -20,7 +20,7 @@ from ..limits import Adaptive, Gate, RateLimit
 from ..policy import holds_queue
 from ..pushback import classify
 from .fields import RunFields
-from .state import _PROCESS, _READY
+from .state import _DASK, _PROCESS, _READY
 
 
 class Admission(RunFields):
@@ -49,9 +49,9 @@ class Admission(RunFields):
             if estimates is None:
                 return False  # the run stops: this start would cross a budget
         now = time.perf_counter()
-        # a process task's call begins when its worker is ready: its rate room is held
-        # until then (``pools._began``)
-        held = self.gate.admit(self.keys[i], i, now, self.kind[i] == _PROCESS)
+        # a process task's call begins when its worker is ready, a Dask task's when a Dask
+        # worker takes it: its rate room is held until then (``pools._began``)
+        held = self.gate.admit(self.keys[i], i, now, self.kind[i] in (_PROCESS, _DASK))
         if held is None:
             if estimates is not None:
                 self._commit(i, estimates)

@@ -22,7 +22,7 @@ from typing import Any
 from ..events import logger
 from ..limits import task_costs
 from .fields import RunFields
-from .state import _CANCELLED
+from .state import _CANCELLED, _WAITING_STATES
 
 
 class Budgets(RunFields):
@@ -114,11 +114,19 @@ class Budgets(RunFields):
         is stopping for another reason)."""
         if self.stopping or not self.left:  # (the run's last task ended: nothing to stop)
             return
+        if self._nothing_left_to_start():  # (e.g. the last result is still being stored)
+            return
         self.stop_reason = reason
         if self.outcome == "succeeded":
             self.outcome = "stopped"
             self.budget_stopped = True
         self._stop(reason)
+
+    def _nothing_left_to_start(self) -> bool:
+        """Is every entry that has not ended running, being stored, or waiting only to be
+        skipped (an input skipped itself)? Then reaching a budget stops nothing."""
+        skip = self.pending_skip
+        return not any(st in _WAITING_STATES and i not in skip for i, st in enumerate(self.status))
 
     def budget_report(self) -> dict[str, dict[str, float]]:
         """Per budget: its ceiling and what the run spent."""

@@ -21,7 +21,9 @@ from .state import (
 )
 from .storage import _BACKLOG
 
-#: no hint for a pool other than worker processes (one shared, never written)
+#: pools whose calls begin some time after their submission (a worker process's cold start,
+#: Dask's queue), which their backend reports; no hint for the others (shared, never written)
+_BEGINS_LATE = (_PROCESS, _DASK)
 _NO_HINT: dict[str, Any] = {}
 
 
@@ -121,10 +123,11 @@ class ForeignPools(RunFields):
 
         self._off_lock(lambda: lookup(i, args, kwargs), then)
 
-    def _begin_hint(self, i: int, token: int) -> dict[str, Any]:
-        """A worker process may start cold (40-225 ms): its task's timeout and its rate
-        windows count from when the call really begins, which the backend reports."""
-        if self.spec[i].timeout is None and not self.cost[i]:
+    def _begin_hint(self, i: int, token: int, kind: int) -> dict[str, Any]:
+        """A worker process may start cold (40-225 ms), and a Dask task waits in Dask's
+        queue: its rate windows (and a process task's timeout) count from when the call
+        really begins, which the backend reports."""
+        if not self.cost[i] and (kind == _DASK or self.spec[i].timeout is None):
             return {}
         return {"began": partial(self._began, i, token)}
 
@@ -134,7 +137,7 @@ class ForeignPools(RunFields):
             if self.token[i] != token or self.status[i] != _RUNNING:
                 return  # given up on meanwhile
             timeout = self.spec[i].timeout
-            if timeout is not None:
+            if timeout is not None and self.kind[i] == _PROCESS:  # (Dask: see _pump)
                 self._timer().add(when + timeout, self._on_task_deadline, i, token)
             if self.gated:  # its window room now runs out from when it began
                 self.gate.restamp(i, when)
@@ -165,7 +168,7 @@ class ForeignPools(RunFields):
                 priority=self.spec[i].priority,
                 fetch=kind != _DASK or self.cluster.fetch_now(self._owner(i)),
                 tag=i,
-                **(self._begin_hint(i, token) if kind == _PROCESS else _NO_HINT),
+                **(self._begin_hint(i, token, kind) if kind in _BEGINS_LATE else _NO_HINT),
             )
         except Exception as e:  # could not even be sent (e.g. cannot be pickled)
             now = time.perf_counter()

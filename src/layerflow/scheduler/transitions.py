@@ -340,11 +340,17 @@ class Transitions(RunFields):
 
     def _cancel_running(self, j: int, reason: str) -> None:
         """Stop entry ``j``'s running attempt if it can be stopped: a coroutine or a worker
-        process is cancelled; a thread cannot be, so the run waits for it and keeps its
-        result, unless its task knows how to stop itself (a shell step kills its command).
+        process is cancelled; a thread cannot be, nor a call a Dask worker began, so the run
+        waits for it and keeps its result, unless its task knows how to stop itself (a
+        shell step kills its command).
         A call queued in the calling thread (sequential) but not yet made is not made: it
         ends as ``Cancelled``, as a thread worker's does."""
         kind = self.kind[j]
+        if kind == _DASK and self.handle[j] is not None:
+            # Dask cannot interrupt a call: one that began runs on and keeps its result;
+            # one that did not is not begun (it ends as Cancelled)
+            self.backends[kind].stop(self.handle[j])
+            return
         if kind not in _UNSTOPPABLE:
             self._abandon(j, None, fail=False, reason=reason)
             return

@@ -1,0 +1,87 @@
+"""The local Dask cluster layerflow starts when a run names no scheduler: a Dask scheduler
+in this process and one worker process per core, started as fresh interpreters (as the
+process backend does), so the user's script is never re-imported and needs no main guard.
+Its scheduler does not retry tasks whose worker died (``allowed-failures: 0``): layerflow's
+own ``retries`` apply instead."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+
+from . import child_pythonpath
+
+__all__ = ["LocalCluster"]
+
+
+class LocalCluster:
+    """A Dask scheduler in this process and ``n`` worker processes on 127.0.0.1."""
+
+    def __init__(self, n: int) -> None:
+        import dask
+        import distributed
+
+        settings = {
+            "distributed.scheduler.allowed-failures": 0,  # layerflow's retries decide
+            # with every worker gone, a task fails after a minute rather than waits forever
+            "distributed.scheduler.no-workers-timeout": "60s",
+        }
+        with dask.config.set(settings):
+            self.cluster = distributed.LocalCluster(
+                n_workers=0,
+                processes=True,
+                host="127.0.0.1",
+                scheduler_port=0,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (kept open for the cluster's life)
+        env = dict(os.environ)
+        # the workers import the user's modules by the same paths as this process
+        env["PYTHONPATH"] = child_pythonpath()
+        env.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                self.cluster.scheduler_address,
+                "--nworkers",
+                str(n),
+                "--nthreads",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--no-dashboard",
+                "--death-timeout",
+                "30",  # a worker whose run was killed does not outlive it by long
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,  # Ctrl-C is this process's to handle
+        )
+        self.address = self.cluster.scheduler_address
+
+    def failure(self) -> str:
+        """The end of the workers' log, for an error message."""
+        self.log.seek(0)
+        tail = self.log.read().decode(errors="replace").strip().splitlines()[-5:]
+        return "\n".join(tail)
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(self.process.pid, 9)
+            self.process.wait()
+        with contextlib.suppress(Exception):
+            self.cluster.close(timeout=10)
+        self.log.close()
