@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..policy import LayerBarrier
     from ..progress import Progress
     from ..pushback import PushBack
-    from .deadlines import Timer
+    from .timer import Timer
 
 
 class RunFields:
