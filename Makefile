@@ -75,6 +75,7 @@ lint: $(STAMP)
 # The documentation site (docs/, mkdocs with the Material theme; the API reference is read
 # from the docstrings): built offline, and a broken link or reference fails the build
 docs: $(STAMP)
+	sed 's#](docs/#](#g' README.md > docs/index.md  # the site's home page is the README
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 format: $(STAMP)
