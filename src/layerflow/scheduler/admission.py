@@ -14,14 +14,19 @@ import heapq
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..limits import Adaptive, Gate, RateLimit
 from ..pushback import classify
 from .state import _PROCESS, _READY
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
-class Admission:
+
+class Admission(RunParts):
     """Resource pools and rate limits, through one ``Gate``."""
 
     def _init_admission(

@@ -6,7 +6,7 @@ import heapq
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     TaskTimeout,
@@ -19,6 +19,11 @@ from .state import (
     _RUNNING,
     _UNSTOPPABLE,
 )
+
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
 
 def _times_itself(t: Any) -> bool:
@@ -75,7 +80,7 @@ class Timer:
                     self.run._fault_locked("timer", e)
 
 
-class Deadlines:
+class Deadlines(RunParts):
     """Deadlines: a task's timeout, a group's, the run's; one timer thread for all."""
 
     def _timer(self) -> Timer:

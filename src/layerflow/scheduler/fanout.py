@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MapError, Skip
 from ..graph import _gc_paused
@@ -38,11 +38,16 @@ from .state import (
     _SUCCEEDED,
 )
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
+
 #: the statuses whose value a consumer receives
 _DONE = (_SUCCEEDED, _REUSED, _CACHED)
 
 
-class FanOut:
+class FanOut(RunParts):
     """``map``: one subtask per element of an upstream list, added at run time."""
 
     def _init_fanout(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     safe_str,
@@ -22,8 +22,13 @@ from .state import (
     _SUCCEEDED,
 )
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
-class Layers:
+
+class Layers(RunParts):
     """Layers: the layer events, the barrier of ``layered`` runs, and checkpoints."""
 
     def _init_layers(self, mode: str, checkpoint: Callable[[LayerReport], Any] | None) -> None:

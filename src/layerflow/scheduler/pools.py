@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import time
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..plan import KEY_BASE
 from .state import (
@@ -17,11 +17,16 @@ from .state import (
 )
 from .storage import _BACKLOG
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
+
 #: no hint for a pool other than worker processes (one shared, never written)
 _NO_HINT: dict[str, Any] = {}
 
 
-class ForeignPools:
+class ForeignPools(RunParts):
     """Pools layerflow does not drive itself (event loop, processes, Dask): submission."""
 
     def _best_foreign(self) -> tuple[int, int]:

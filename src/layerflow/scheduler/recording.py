@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..progress import Progress
 from ..result import RunResult, TaskRun, TaskRuns, timeline
@@ -14,8 +14,13 @@ from .state import (
     _SUCCEEDED,
 )
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
-class Recording:
+
+class Recording(RunParts):
     """Recording: what the run looked like, for the ``RunResult`` and progress displays."""
 
     def _init_recording(self) -> None:

@@ -43,7 +43,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ResultNotStored, safe_str
 from ..events import logger
@@ -52,6 +52,11 @@ from ..graph import _gc_paused
 from ..taskscope import scoped, tag
 from .faults import STORE_THREAD
 from .state import _ASYNC, _STORING, _UNSTOPPABLE
+
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
 #: results that may wait to be stored before new work waits for the store: enough for large
 #: batches (one sync each), few enough that a crash re-runs little
@@ -84,7 +89,7 @@ class _TaggedCalls(list):  # type: ignore[type-arg]
     raw = list.__getitem__
 
 
-class StoreIO:
+class StoreIO(RunParts):
     """Jobs that touch the store, run outside the lock; results made durable in batches."""
 
     def _init_store_io(self) -> None:

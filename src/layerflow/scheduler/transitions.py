@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends import LONG_TASK
 from ..errors import ResultNotStored, Skip, safe_str
@@ -38,12 +38,17 @@ from .state import (
 )
 from .storage import _BACKLOG
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
+
 #: how long a worker process may take to begin a call (start, imports, unpickling) before
 #: its task's timeout counts anyway: a worker stuck there must not hang the run
 COLD_START = 10.0
 
 
-class Transitions:
+class Transitions(RunParts):
     """The core transitions: a task becomes ready, starts, ends, succeeds, fails, is"""
 
     def _make_ready(self, i: int) -> None:

@@ -15,6 +15,7 @@ import heapq
 import threading
 import time
 from contextvars import copy_context
+from typing import TYPE_CHECKING
 
 from ..backends import LONG_TASK
 from ..errors import Cancelled
@@ -30,8 +31,13 @@ from .state import (
     _WATCH,
 )
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
-class ThreadWorkers:
+
+class ThreadWorkers(RunParts):
     """The thread backend: layerflow's own worker threads, which call the transitions."""
 
     def _init_workers(self) -> None:
