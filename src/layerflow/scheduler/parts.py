@@ -42,7 +42,7 @@ class RunParts(State):
     budget: dict[str, float]  # budgets.py
     checkpoint: Callable[[LayerReport], Any] | None  # layers.py
     children: dict[int, list[int]]  # fanout.py: a map task's element entries
-    cluster: Any  # remote.py: the Dask values' keeper (distributed is untyped)
+    cluster: Any  # remote.py: the Dask values' keeper (an untyped library's object)
     cpu_foreign: dict[int, float]  # workers.py
     cpu_times: dict[int, float]  # workers.py
     current_layer: int  # layers.py
