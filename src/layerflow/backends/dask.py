@@ -152,19 +152,20 @@ def _call_with(
     slots: tuple[tuple[str | int, int], ...],
     upstream: tuple[Any, ...],
 ) -> Any:
-    if slots:
-        args, kwargs = list(args), dict(kwargs)
-        copied: set[str | int] = set()
-        for (where, k), value in zip(slots, upstream, strict=True):
-            box: Any = args if isinstance(where, int) else kwargs
-            if k < 0:
-                box[where] = value
-            else:
-                if where not in copied:  # the list is the caller's: fill a copy
-                    box[where] = list(box[where])
-                    copied.add(where)
-                box[where][k] = value
-    return fn(*args, **kwargs)
+    if not slots:
+        return fn(*args, **kwargs)
+    positional, named = list(args), dict(kwargs)
+    copied: set[str | int] = set()
+    for (where, k), value in zip(slots, upstream, strict=True):
+        box: Any = positional if isinstance(where, int) else named
+        if k < 0:
+            box[where] = value
+        else:
+            if where not in copied:  # the list is the caller's: fill a copy
+                box[where] = list(box[where])
+                copied.add(where)
+            box[where][k] = value
+    return fn(*positional, **named)
 
 
 def _split(
@@ -176,7 +177,7 @@ def _split(
     value arrives as one of ``_call``'s own arguments), so it is not sent twice."""
     slots: list[tuple[str | int, int]] = []
     refs: list[Any] = []
-    places = [*enumerate(args), *kwargs.items()]
+    places: list[tuple[str | int, Any]] = [*enumerate(args), *kwargs.items()]
     emptied: dict[str | int, Any] = {}
     for where, value in places:
         if isinstance(value, future):
@@ -197,8 +198,10 @@ def _split(
 class _Attempt:
     """One attempt of a task on the cluster: what to send, and its Dask future once sent."""
 
-    __slots__ = ("name", "fn", "args", "kwargs", "on_done", "priority", "fetch", "key", "t0")
-    __slots__ += ("future", "cancelled", "tag", "requeued")
+    __slots__ = (
+        *("name", "fn", "args", "kwargs", "on_done", "priority", "fetch", "key", "t0"),
+        *("future", "cancelled", "tag", "requeued"),
+    )
 
     def __init__(
         self,

@@ -56,6 +56,7 @@ class Admission(RunParts):
         held = self.gate.admit(self.keys[i], i, now, self.kind[i] == _PROCESS)
         if held is None:
             if self.budget:
+                assert estimates is not None  # (a budget's start has them: see above)
                 self._commit(i, estimates)
             if i in self.parked_since:  # admitted after waiting for a pool or a rate window
                 self.waits.append((i, *self.parked_since.pop(i), now))

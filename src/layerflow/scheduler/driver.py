@@ -136,7 +136,8 @@ def outcome(run: Run, recorder: Any = None) -> RunResult:
             name = run.names[run.cause]
             attempts = run.attempts[run.cause]
             tries = f" after {attempts} attempts" if attempts > 1 else ""
-            message = f"task {name!r} failed{tries}: {safe_str(cause)}"
+            said = f": {safe_str(cause)}" if cause is not None else ""
+            message = f"task {name!r} failed{tries}{said}"
         else:
             name = None
             message = safe_str(cause) if cause is not None else "the run failed"

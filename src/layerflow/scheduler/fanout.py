@@ -110,14 +110,15 @@ class FanOut(RunParts):
             self._map_error(m, f"task {name!r} zips lists of different lengths: {shown}")
             return
         k = sizes[0][1] if sizes else 0
-        if self.reuse is not None and m in self.reusable and k:
+        reuse = self.reuse
+        if reuse is not None and m in self.reusable and k:
             known = self._known_items(m, lists, k)
 
             def then(found: Any, error: BaseException | None) -> None:
                 if self.status[m] == _READY:  # not cancelled while the store was read
                     self._fan_out(m, lists, k, found if error is None else {})
 
-            self._off_lock(lambda: self.reuse(m, known), then)
+            self._off_lock(lambda: reuse(m, known), then)
             return
         self._fan_out(m, lists, k, {})
 
@@ -173,7 +174,8 @@ class FanOut(RunParts):
         self.map_left[m] = k
         self.left += k
         spec, kind = self.spec[m], self.kind[m]
-        fn = self.fns[m] if self.items is None else self.fns.raw(m)  # tagged when handed out
+        # as it is (storage._TaggedCalls.raw): tagged when handed out
+        fn = self.fns[m] if self.items is None else list.__getitem__(self.fns, m)
         pos, layer = self.positional[m], self.layer[m]
         need, cost = self.need[m], self.cost[m]
         status = self.status
@@ -241,10 +243,10 @@ class FanOut(RunParts):
         ready = self.ready[kind]
         ready.extend(self.keys[e] for e in ready_now)
         heapq.heapify(ready)
-        for e, up in ended:  # after the set-up: ending the last one ends the map
-            if up != -2:
+        for e, ender in ended:  # after the set-up: ending the last one ends the map
+            if ender != -2:
                 if status[e] == _PENDING:
-                    self._element_dead(e, up)
+                    self._element_dead(e, ender)
                 continue
             value = reused[e - first]
             if isinstance(value, Skip):  # it skipped itself then: it is skipped now

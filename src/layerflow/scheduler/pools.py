@@ -118,7 +118,9 @@ class ForeignPools(RunParts):
             else:
                 self._submit(i, token, kind, args, kwargs)
 
-        self._off_lock(lambda: self.lookup(i, args, kwargs), then)
+        lookup = self.lookup
+        assert lookup is not None  # (the caller asked)
+        self._off_lock(lambda: lookup(i, args, kwargs), then)
 
     def _begin_hint(self, i: int, token: int) -> dict[str, Any]:
         """A worker process may start cold (40-225 ms): its task's timeout and its rate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,7 @@ class Recording(RunParts):
             k += 1
         self._scan_from = k
         offset = self.wall0 - self.perf0
-        shown: list[tuple[str, float]] = []
+        shown: list[tuple[str, float, int, int]] = []
         near = range(k, min(n, k + window))
         latest = range(max(k + window, n - window), n)  # if the pointer lags behind
         for span in (near, latest):
@@ -100,12 +101,13 @@ class Recording(RunParts):
         """The run's outcome as a :class:`RunResult` (call after the run has ended)."""
         names = self.names
         offset = self.wall0 - self.perf0  # perf_counter reading -> seconds since the epoch
-        order = range(self.n)
+        order: Sequence[int] = range(self.n)
         if self.children:  # subtasks right after their task
-            order = []
+            listed: list[int] = []
             for i in range(self.n):
-                order.append(i)
-                order.extend(self.children.get(i, ()))
+                listed.append(i)
+                listed.extend(self.children.get(i, ()))
+            order = listed
         status, values, errors = self.status, self.values, self.errors
         attempts, first, last, busy = self.attempts, self.first_start, self.last_end, self.busy
         layer, children, metrics = self.layer, self.children, self.metrics

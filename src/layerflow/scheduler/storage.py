@@ -71,11 +71,13 @@ _STORE_TROUBLE = {
 }
 
 
-class _TaggedCalls(list):  # type: ignore[type-arg]
+class _TaggedCalls(list[Callable[..., Any]]):
     """The run's calls (``fns``), each tagged with its entry as it is read; ``raw`` reads
     one as it is (a map task's own call, which its elements share)."""
 
     __slots__ = ("items", "kind")
+    items: Any  # the store's items (a recorder's), which the scope reads
+    kind: list[int]  # each entry's kind
 
     def __getitem__(self, e: int) -> Callable[..., Any]:  # type: ignore[override]
         fn = list.__getitem__(self, e)

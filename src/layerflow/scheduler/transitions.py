@@ -207,11 +207,11 @@ class Transitions(RunParts):
             self._task_event(kind, i, duration=self.busy[i])
         if i < self.n:
             waiting = self.waiting
-            status = self.status
+            states = self.status
             streaming = self.stream_from
             for s in self.succs[i]:
                 waiting[s] -= 1
-                if not waiting[s] and status[s] == _PENDING:
+                if not waiting[s] and states[s] == _PENDING:
                     self._make_ready(s)
                 elif streaming and self.streamable[s]:
                     self._try_stream(s)  # a map over a map: may start element by element
@@ -347,9 +347,10 @@ class Transitions(RunParts):
             return
         if self.handle[j] is not None:
             self.backends[kind].cancel(self.handle[j])
-        if self.spec[j].cancel is not None:
+        cancel = self.spec[j].cancel
+        if cancel is not None:
             try:
-                self.spec[j].cancel()
+                cancel()
             except Exception:
                 logger.exception("could not stop task %r", self.names[j])
 
@@ -390,7 +391,8 @@ class Transitions(RunParts):
             self.status[i] = _CANCELLED
             self.errors[i] = error
             if self.emit:
-                self._task_event("task_cancelled", i, reason=reason or safe_str(error))
+                shown = safe_str(error) if error is not None else ""
+                self._task_event("task_cancelled", i, reason=reason or shown)
             self._finalize(i)
         self._kick()
 
