@@ -68,9 +68,11 @@ bench: $(STAMP)
 	$(PY) bench/dask_get.py
 	$(PY) bench/dask_memory.py
 
+# ruff, then mypy over src/layerflow (configured in pyproject.toml's [tool.mypy])
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench examples
 	$(VENV)/bin/ruff format --check src tests bench examples
+	$(VENV)/bin/mypy
 
 # The documentation site (docs/, mkdocs with the Material theme; the API reference is read
 # from the docstrings): built offline, and a broken link or reference fails the build

@@ -681,7 +681,7 @@ def _plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[
             raise _Usage(
                 f"--max-workers takes numbers like 4 or 1,2,4,8, got {workers!r}"
             ) from None
-        if any(c < 1 for c in counts):
+        if any(c is not None and c < 1 for c in counts):
             raise _Usage("--max-workers must be at least 1")
     elif isinstance(flow, Pipeline) and "max_workers" in flow.settings:
         counts = [flow.settings["max_workers"]]

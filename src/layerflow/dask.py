@@ -35,7 +35,7 @@ import gc
 import logging
 import os
 import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 try:
@@ -315,7 +315,7 @@ def _translate(
         templates = {label: _template(label, opts) for label, opts in groups.items()}
         names: list[str] = []
         tasks: list[Task] = []
-        deps: list[list[int]] = []
+        deps: list[Sequence[int]] = []
         args: list[tuple[tuple[str, int], ...]] = []
         params = _PARAMS
         for key, node in nodes.items():
@@ -365,7 +365,7 @@ def _translate(
     raise_all(problems, flow_name)
     named = {k: g.names[position[k]] for k in wanted}  # after any renaming
     g = g.prune([g.index[named[k]] for k in wanted])
-    labels = {t.name: t.label for t in g.tasks}  # type: ignore[misc]
+    labels = {t.name: t.label for t in g.tasks}
     return g, labels, named  # type: ignore[return-value]
 
 

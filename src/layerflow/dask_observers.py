@@ -8,7 +8,7 @@ import contextlib
 import sys
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol, cast
 
 from dask._task_spec import DataNode
 from dask.callbacks import local_callbacks, unpack_callbacks
@@ -16,6 +16,12 @@ from dask.callbacks import local_callbacks, unpack_callbacks
 from .errors import safe_str
 from .events import Event, LogObserver, RunEvent, TaskEvent
 from .graph import Graph
+
+
+class _Translated(Protocol):
+    """A task's function as ``lf.dask`` makes it (``dask._Call``): the Dask node it runs."""
+
+    node: Any
 
 
 class DaskCallbacks:
@@ -34,8 +40,9 @@ class DaskCallbacks:
         self.dsk = dsk  # the graph dict, as Dask's callbacks are given it
         # name -> Dask key, for tasks only: Dask's schedulers hold a literal (a DataNode) in
         # their cache from the start, and call no callback for it
-        key = {t.name: t.fn.node.key for t in graph.tasks}
-        data = {t.fn.node.key: t.fn.node() for t in graph.tasks if isinstance(t.fn.node, DataNode)}
+        nodes = {t.name: cast(_Translated, t.fn).node for t in graph.tasks}
+        key = {name: node.key for name, node in nodes.items()}
+        data = {node.key: node() for node in nodes.values() if isinstance(node, DataNode)}
         self.key = {n: k for n, k in key.items() if k not in data}
         deps = {
             key[n]: {key[graph.names[j]] for j in graph.deps[i]} - data.keys()

@@ -207,7 +207,9 @@ def _problems_text(problems: list[tuple[str, int | None, str]]) -> str:
     return head + "\n".join(lines)
 
 
-class PipelineInputError(PipelineError, MissingInputError):
+# (problems: (file, line, message) as every PipelineError's, where a MissingInputError's own
+# are errors; a caller tells them apart by the class it catches)
+class PipelineInputError(PipelineError, MissingInputError):  # type: ignore[misc]
     """A pipeline's input has no value: a ``PipelineError`` with the file and line that use
     it, and the ``MissingInputError`` that ``Flow.run`` raises for the same mistake
     (``task``: the first step that needs it, ``missing``: the input's name)."""

@@ -236,7 +236,7 @@ class LogObserver:
 
     def __call__(self, event: Event) -> None:
         kind = event.kind
-        group = self._group_of.get(event.task) if isinstance(event, TaskEvent) else None
+        group = self._group_of.get(event.task or "") if isinstance(event, TaskEvent) else None
         if group is not None and kind == "task_started" and group not in self._group_start:
             self._group_start[group] = event.time
             steps = len(self._groups[group])
@@ -264,7 +264,7 @@ class LogObserver:
             if kind in _FINISHED_KINDS and isinstance(event, TaskEvent):
                 line += f", {self.done} of {event.total} done"
             self._emit(line, level)
-        if group is not None and kind in _FINISHED_KINDS:
+        if group is not None and kind in _FINISHED_KINDS and isinstance(event, TaskEvent):
             self._group_work[group] = self._group_work.get(group, 0.0) + (event.duration or 0.0)
             left = self._group_left[group]
             left.discard(event.task)

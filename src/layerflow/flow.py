@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from .errors import (
     DuplicateTaskError,
@@ -213,10 +213,13 @@ class Flow:
     def _output_indices(
         self, graph: Graph, outputs: Iterable[str | Task] | str | Task
     ) -> list[int]:
+        refs: Iterable[str | Task]
         if isinstance(outputs, (str, Task)):
-            outputs = [outputs]
+            refs = [outputs]
+        else:  # (mypy does not narrow the ParamSpec-generic Task out of the union)
+            refs = cast("Iterable[str | Task]", outputs)
         out = []
-        for ref in outputs:
+        for ref in refs:
             name = ref.name if isinstance(ref, Task) else ref
             if name not in graph.index:
                 hint = closest(str(name), graph.names)

@@ -81,6 +81,7 @@ class _Signature:
     __slots__ = ("names", "required", "positional_only", "var_keyword", "is_coroutine", "_free")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
+        params: Iterable[inspect.Parameter]
         try:
             params = inspect.signature(fn).parameters.values()
         except (TypeError, ValueError):  # builtins without a signature: no inference
@@ -351,14 +352,16 @@ class Task(Generic[_P, _R]):
             self.after: tuple[str, ...] = ()
         else:
             if isinstance(after, (str, Task)):
-                after = (after,)
+                afters: Iterable[Task | str] = (after,)
             elif not isinstance(after, Iterable):
                 raise InvalidOptionError(
                     f"task {name!r}: after must be a task name or a list of them, got {after!r}"
                 )
+            else:
+                afters = after
             # a loop: a generator reading name would make every call allocate a cell
             after_names = []
-            for a in after:
+            for a in afters:
                 after_names.append(_name_of(a, "after", name))
             self.after = tuple(after_names)
 
@@ -427,13 +430,13 @@ class Task(Generic[_P, _R]):
         # None: the index is not passed
         self.element_index: str | None = None
         # what GraphBuilder resolves, precomputed: parameters left to inference by name
-        given, refs = self.params, self.inputs
-        if refs is _NO_MAPPING:
+        given, named = self.params, self.inputs
+        if named is _NO_MAPPING:
             self.free_params = sig.names if given is _NO_MAPPING else sig.free_params(tuple(given))
         elif given is _NO_MAPPING:  # (iterating _NO_MAPPING costs more than this test)
-            self.free_params = sig.free_params(tuple(refs))
+            self.free_params = sig.free_params(tuple(named))
         else:
-            self.free_params = sig.free_params((*given, *refs))
+            self.free_params = sig.free_params((*given, *named))
 
     @classmethod
     def plain(cls, fn: Callable[..., Any], name: str, sig: _Signature | None = None) -> Task:
@@ -672,8 +675,11 @@ class GraphBuilder:
             given = set(input_names)
             needs_input = g.needs_input
             problems: list[Any] = []
+            free: tuple[str, ...]
+            refs: tuple[tuple[str, str], ...]
+            after: tuple[str, ...]
             for entry in self.pending:
-                if type(entry) is int:  # only its free parameters
+                if isinstance(entry, int):  # only its free parameters
                     k, free, refs, after = entry, tasks[entry].free_params, (), ()
                 else:
                     k, free, refs, after = entry

@@ -119,12 +119,12 @@ class ItemBook:
                 self.kept.save(rows)
             except StoreError as e:  # not durable: not done, as a task's result would be
                 for k, index in placed:
-                    errors[k] = ResultNotStored(
+                    error = errors[k] = ResultNotStored(
                         f"parallel_map item {index} finished, but it could not be stored: {e}",
                         path=e.path,
                         kind=e.kind,
                     )
-                    errors[k].__cause__ = e
+                    error.__cause__ = e
         return errors
 
     def end(self, result: RunResult, run: Any = None) -> None:

@@ -87,7 +87,7 @@ def check_limits(
     *,
     strict: bool = True,
     budget: Mapping[str, float] | None = None,
-) -> tuple[dict[str, float], dict[str, RateLimit], list[LayerflowError]]:
+) -> tuple[dict[str, float], dict[str, RateLimit | Adaptive], list[LayerflowError]]:
     """Validate the run's pools and limits against every task, before anything runs.
     A cost named after a ``budget`` needs no rate limit: it is the task's estimate.
 
@@ -182,15 +182,15 @@ def binding_limits(
         return [str(p) for p in problems]
     lines = []
     for name, limit in limits.items():
-        costs = [(task_costs(t.rate_limit) or {}).get(name) for t in graph.tasks]
-        costs = [c for c in costs if c is not None]
+        found = [(task_costs(t.rate_limit) or {}).get(name) for t in graph.tasks]
+        costs = [c for c in found if c is not None]
         if costs and isinstance(limit, Adaptive):
             lines.append(
                 f"rate limit {name} is {limit}: {counted(len(costs), 'task')} "
                 f"{'shares' if len(costs) == 1 else 'share'} it, and it learns "
                 f"the provider's capacity from push-back as the run goes"
             )
-        elif costs:
+        elif costs and isinstance(limit, RateLimit):
             need = sum(costs) / limit.count * limit.per_seconds
             unit = "starts" if all(c == 1.0 for c in costs) else "units"
             lines.append(
@@ -337,11 +337,14 @@ class Gate:
             taken = self.taken.pop(i, None)
             for name, item in taken or ():  # ended before it was heard to begin: from now
                 if item[0] == math.inf:
-                    (self.windows.get(name) or self.adaptive[name].window).restamp(item, now)
+                    window = self.windows.get(name) or self.adaptive[name].window
+                    assert window is not None  # what took an item has a window
+                    window.restamp(item, now)
             if taken and used:
                 for name, item in taken:
                     if name in used:
                         window = self.windows.get(name) or self.adaptive[name].window
+                        assert window is not None
                         window.correct(item, used[name])
             if self.adaptive:
                 for name in cost:
@@ -376,8 +379,10 @@ class Gate:
                 continue
             room -= units
             out.append(item)
-        for item in too_big:
-            heapq.heappush(parked, item)
+        if too_big:
+            assert parked is not None  # they came from it
+            for item in too_big:
+                heapq.heappush(parked, item)
         return out
 
     def restamp(self, i: int, when: float) -> None:
@@ -385,6 +390,7 @@ class Gate:
         starts count from then, so calls do not bunch where they run."""
         for name, item in self.taken.get(i, ()):
             window = self.windows.get(name) or self.adaptive[name].window
+            assert window is not None  # what took an item has a window
             window.restamp(item, when)
 
     def offer(self, waiting: Callable[[int], bool]) -> list[tuple[int, int]]:

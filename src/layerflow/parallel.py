@@ -60,24 +60,25 @@ def parallel_map(
     is_async = inspect.iscoroutinefunction(fn)
     if backend == "async" and not is_async:
         raise InvalidOptionError("parallel_map(backend='async') needs an 'async def' function")
+    call: Callable[[Any], Any]
     if is_async:
 
-        async def call(item: Any) -> Any:
+        async def call_async(item: Any) -> Any:
             return await fn(item)
 
-        executor = "process" if backend == "process" else "async"
+        call, executor = call_async, "process" if backend == "process" else "async"
     else:
 
-        def call(item: Any) -> Any:
+        def call_sync(item: Any) -> Any:
             return fn(item)
 
-        executor = "process" if backend == "process" else "thread"
+        call, executor = call_sync, "process" if backend == "process" else "thread"
     if backend not in ("thread", "process", "async"):
         raise InvalidOptionError(f"backend must be one of thread, process, async, got {backend!r}")
     flow = Flow("parallel_map")
     flow.add(lambda: values, name="items", executor="thread")
     flow.add(call, name="map", map="items", inputs={"item": "items"}, executor=executor)
-    options = {
+    options: dict[str, Any] = {
         "max_workers": max_workers,
         "fail_fast": fail_fast,
         "timeout": timeout,

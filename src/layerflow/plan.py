@@ -391,7 +391,7 @@ class Plan:
         g = self.graph
         n = len(g)
         tasks = g.tasks
-        need: list[dict[str, float] | None] = [
+        need: list[Mapping[str, float] | None] = [
             {p: u for p, u in t.resources.items() if p in pools} or None for t in tasks
         ]
         cost: list[dict[str, float] | None] = [
@@ -597,7 +597,7 @@ class Plan:
     def _edges(self) -> list[tuple[int, int, bool]]:
         """(upstream, downstream, passes data) for every edge."""
         g = self.graph
-        out = []
+        out: list[tuple[int, int, bool]] = []
         for i in range(len(g)):
             data = {j for _, j in g.args[i]}
             out.extend((j, i, j in data) for j in g.deps[i])

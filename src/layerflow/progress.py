@@ -71,7 +71,7 @@ class Progress:
         if self.is_live():
             return None
         out = self._out()
-        closed = []  # the reader went away (a pipe into `head`): stop printing, quietly
+        closed: list[bool] = []  # the reader went away (a pipe into `head`): stop printing, quietly
 
         def emit(line: str, level: int) -> None:
             if closed:

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from .errors import (
     ReportError,  # noqa: F401 (re-exported)
@@ -35,7 +35,10 @@ from .tracebacks import traceback_text
 
 # What these functions read: a layerflow.result.RunResult and its TaskRun and Attempt
 # records, duck-typed, because result.py imports this module (run.to_html), not the reverse.
-RunResult = TaskRun = Attempt = Any
+# (Any until the report's inputs get Protocols of their own: issue 33, the report package.)
+RunResult: TypeAlias = Any
+TaskRun: TypeAlias = Any
+Attempt: TypeAlias = Any
 
 __all__ = [
     "ReportError",

@@ -512,7 +512,7 @@ class RunResult:
         for note in (self.prediction_note(), self.cpu_note()):
             if note is not None:
                 lines.append(note)
-        rows = [("task", "status", "layer", "attempts", "duration", "error")]
+        rows: list[tuple[str, ...]] = [("task", "status", "layer", "attempts", "duration", "error")]
         for t, elements in _grouped(self.tasks):
             rows.append(_row(t))
             if not elements:

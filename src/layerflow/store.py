@@ -602,7 +602,8 @@ class Store:
             try:
                 data: bytes | None = dumps(value, 5)
             except Exception as e:
-                data = _not_pickled(name, e)
+                _not_pickled(name, e)
+                data = None
             inline = file = None
             if data is not None and len(data) > INLINE_MAX:
                 try:
@@ -684,12 +685,12 @@ class Store:
                     os.unlink(self.results / name)
             for k, item in enumerate(batch):
                 if errors[k] is None:
-                    errors[k] = ResultNotStored(
+                    error = errors[k] = ResultNotStored(
                         f"task {item.name!r} finished, but its result could not be stored: {e}",
                         path=e.path,
                         kind=e.kind,
                     )
-                    errors[k].__cause__ = e
+                    error.__cause__ = e
         return errors
 
     def _packed(self, run_id: str) -> dict[str, tuple[Any, ...]]:
@@ -1227,14 +1228,14 @@ class Store:
             (run_id,),
         )
         wait_lanes = assign_lanes([(w[3], w[4]) for w in held])
-        waits = [Wait(*w, lane) for w, lane in zip(held, wait_lanes, strict=True)]
+        waits = [Wait._make((*w, lane)) for w, lane in zip(held, wait_lanes, strict=True)]
         if self._read("SELECT 1 FROM elements WHERE run_id = ? LIMIT 1", (run_id,)):
             tasks, spans = self._with_elements(run_id, tasks, spans, TaskRun)
         for name, text in self.logs_of(run_id).items():
             if name in tasks:
                 tasks[name].logs = text
         lanes = assign_lanes([(s[2], s[3]) for s in spans])
-        attempts = [Attempt(*span, lane) for span, lane in zip(spans, lanes, strict=True)]
+        attempts = [Attempt._make((*span, lane)) for span, lane in zip(spans, lanes, strict=True)]
         ends = [t.finished_at for t in tasks.values() if t.finished_at is not None]
         return RunResult(
             run_id=run_id,
@@ -1268,9 +1269,9 @@ class Store:
         out: list[tuple[Any, ...]] = []
         for k, name in enumerate(names):
             needs = [names[j] for j in deps[k]]
-            row = by_name.get(name)
-            if row is not None:
-                out.append((*row[:7], layers[k], needs, *row[9:]))
+            own = by_name.get(name)
+            if own is not None:
+                out.append((*own[:7], layers[k], needs, *own[9:]))
             else:
                 found = packed.get(name)
                 if found is None or found[3] is None:

@@ -250,7 +250,7 @@ class FakeAPI:
         """``http://127.0.0.1:PORT`` (OpenAI's client takes ``url + "/v1"`` as its
         ``base_url``, Anthropic's the URL itself)."""
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{str(host)}:{port}"  # (typed str or bytes: it is the str given)
 
     def start(self) -> FakeAPI:
         """Serve in a background thread."""

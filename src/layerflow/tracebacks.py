@@ -54,7 +54,7 @@ def user_frames(error: BaseException) -> list[Frame]:
             (f.filename, f.lineno, f.name, f.line)
             for f in traceback.extract_tb(error.__traceback__)
         ]
-    return [f for f in frames if _theirs(f[0])]  # type: ignore[misc]
+    return [f for f in frames if _theirs(f[0])]
 
 
 def _chain(error: BaseException) -> list[BaseException]:

@@ -215,7 +215,8 @@ def serve(conn: int, reply: int) -> None:
 
             ok, value = False, e
             try:  # noqa: SIM105 (a traceback does not pickle; its frames do: see tracebacks.py)
-                e._layerflow_frames = [
+                # tracebacks.FRAMES_ATTRIBUTE, which tracebacks.py reads on the other side
+                e._layerflow_frames = [  # type: ignore[attr-defined]
                     (f.filename, f.lineno, f.name, f.line)
                     for f in traceback.extract_tb(e.__traceback__)[1:]  # [0]: this loop
                 ]

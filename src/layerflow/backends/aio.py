@@ -247,7 +247,7 @@ class AsyncBackend:
             handle[0] = None
             self._report(on_done, True, value, time.perf_counter() - t0, None, box)
         finally:
-            self._tasks.discard(me)  # type: ignore[arg-type]
+            self._tasks.discard(me)
 
     async def _pull(self) -> None:
         """Take coroutines from the queue until it is empty or one of them waited (see
@@ -281,7 +281,7 @@ class AsyncBackend:
                     finally:
                         handle[0] = None
                         self._pulling += 1
-                        self._tasks.discard(me)  # type: ignore[arg-type]
+                        self._tasks.discard(me)
                     if not _ours(handle, value):
                         self._report(on_done, ok, value, time.perf_counter() - t0, None, box)
                     break  # the coroutine may have kept this task: it runs no other one
@@ -377,7 +377,8 @@ def _resume(
             context.run(coro.close)
             raise
         except BaseException as e:  # thrown into the worker (a cancel): into the coroutine
-            call, arg = coro.throw, e
+            call: Callable[[Any], Any] = coro.throw
+            arg: Any = e
         else:
             call, arg = coro.send, sent
         try:

@@ -108,7 +108,7 @@ def _split(
     value arrives as one of ``_call``'s own arguments), so it is not sent twice."""
     slots: list[tuple[str | int, int]] = []
     refs: list[Any] = []
-    places = [*enumerate(args), *kwargs.items()]
+    places: list[tuple[str | int, Any]] = [*enumerate(args), *kwargs.items()]
     emptied: dict[str | int, Any] = {}
     for where, value in places:
         if isinstance(value, future):

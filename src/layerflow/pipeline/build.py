@@ -136,7 +136,8 @@ def _add_step(
                 wanted_inputs.add("input")
         elif not d.get("input_from") and wants(s.fn, "input"):
             wanted_inputs.add("input")
-    fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    # the task's parameters (an attribute inspect reads, which mypy does not model)
+    fn.__signature__ = inspect.Signature(  # type: ignore[union-attr]
         [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in sorted(wanted_inputs)]
         + [inspect.Parameter("upstream", inspect.Parameter.VAR_KEYWORD)]
     )

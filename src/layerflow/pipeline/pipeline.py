@@ -105,14 +105,14 @@ class Pipeline(Flow):
 
     def _missing_input(self, p: MissingInputError) -> Problem:
         """The problem of one input with no value, with the line of its first user."""
-        name = p.missing
-        step, line = self.input_lines.get(name, (p.task, self.step_lines.get(p.task)))
+        name, task = p.missing, p.task or ""
+        step, line = self.input_lines.get(name, (task, self.step_lines.get(task)))
         if name == "input" and self.input_key is not None:
             kind = self.input_key.removeprefix("input_")
             first = "takes text or is a group" if kind == "prompt" else f"takes an {kind}"
             return (
                 self._file,
-                self.step_lines.get(p.task, line),
+                self.step_lines.get(task, line),
                 f"step {p.task!r} takes the pipeline's input, which has no value: give it on "
                 f"the command line with --set input=VALUE, or as {self.input_key}: in the file "
                 f"(as ai-content-pipeline reads a pipeline whose first step {first}; "
@@ -177,21 +177,17 @@ class Pipeline(Flow):
         finally:
             stop_commands(self)  # only this pipeline's: others may be running too
 
-    def run(  # type: ignore[override]
-        self, inputs: Mapping[str, Any] | None = None, **options: Any
-    ) -> RunResult:
+    def run(self, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
         """Run with the file's inputs and settings as defaults."""
         with self._running(inputs, options) as (merged, run_options):
             return super().run(merged, **run_options)
 
-    async def run_async(  # type: ignore[override]
-        self, inputs: Mapping[str, Any] | None = None, **options: Any
-    ) -> RunResult:
+    async def run_async(self, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
         """``run`` from a coroutine, with the file's inputs and settings as defaults."""
         with self._running(inputs, options) as (merged, run_options):
             return await super().run_async(merged, **run_options)
 
-    def plan(  # type: ignore[override]
+    def plan(
         self, inputs: Mapping[str, Any] | None = None, *, given: Iterable[str] = (), **options: Any
     ) -> Plan:
         """Plan with the file's inputs as defaults; its predictions model the file's pools

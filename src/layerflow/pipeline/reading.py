@@ -168,8 +168,8 @@ def read_yaml(path: Path) -> tuple[Any, dict[Path_, int], list[tuple[str, int | 
         raise _as_problem(file, e) from None
     except yaml.YAMLError as e:  # a reader error: a position, not a mark
         position = getattr(e, "position", None)
-        line = _line_of(text, position) if isinstance(position, int) else None
-        raise PipelineError([(file, line, f"this is not valid YAML: {e}")]) from None
+        at = _line_of(text, position) if isinstance(position, int) else None
+        raise PipelineError([(file, at, f"this is not valid YAML: {e}")]) from None
     except RecursionError:  # a bound above should have caught it; never a traceback
         raise PipelineError([(file, None, "this is nested too deeply to read")]) from None
     finally:

@@ -102,4 +102,6 @@ def check_graph(ctx: Context, flow: Flow, entries: list[list[Step]]) -> None:
                 cycle = " -> ".join(p.cycle)
                 ctx.problems.add_line(lines.get(p.cycle[0]), f"steps form a cycle: {cycle}")
             else:
-                ctx.problems.add_line(lines.get(getattr(p, "task", None)), safe_str(p))
+                task = getattr(p, "task", None)
+                line = lines.get(task) if isinstance(task, str) else None
+                ctx.problems.add_line(line, safe_str(p))

@@ -232,5 +232,6 @@ def call_step(
 
     step.__name__ = name
     shown = ", ".join(f"{k}={v!r}" for k, v in {**extra, **params}.items())
-    step.detail = f"{describe(fn)[:-2]}({shown})"  # type: ignore[attr-defined]  (reports)
+    # what a report shows of the step (a function's attribute, which mypy does not model)
+    step.detail = f"{describe(fn)[:-2]}({shown})"  # type: ignore[attr-defined]
     return step

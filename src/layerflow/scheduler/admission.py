@@ -14,16 +14,20 @@ import heapq
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..limits import Adaptive, Gate, RateLimit
 from ..policy import holds_queue
 from ..pushback import classify
-from .fields import RunFields
 from .state import _DASK, _PROCESS, _READY
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
-class Admission(RunFields):
+
+class Admission(RunParts):
     """Resource pools and rate limits, through one ``Gate``."""
 
     def _init_admission(

@@ -17,15 +17,19 @@ running attempt committed), ``stop_reason``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..events import logger
 from ..limits import task_costs
-from .fields import RunFields
 from .state import _CANCELLED, _WAITING_STATES
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
-class Budgets(RunFields):
+
+class Budgets(RunParts):
     """Budgets: a ceiling on what a run may spend of any number the tasks record."""
 
     def _init_budgets(self, budget: Mapping[str, float] | None, limits: Mapping[str, Any]) -> None:

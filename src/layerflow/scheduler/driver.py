@@ -136,8 +136,8 @@ def outcome(run: Run, recorder: Any = None) -> RunResult:
             name = run.names[run.cause]
             attempts = run.attempts[run.cause]
             tries = f" after {attempts} attempts" if attempts > 1 else ""
-            why = safe_str(cause) if cause is not None else "failed"
-            message = f"task {name!r} failed{tries}: {why}"
+            said = f": {safe_str(cause)}" if cause is not None else ""
+            message = f"task {name!r} failed{tries}{said}"
         else:
             name = None
             message = safe_str(cause) if cause is not None else "the run failed"

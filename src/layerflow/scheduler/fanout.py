@@ -21,12 +21,11 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MapError, Skip
 from ..graph import _gc_paused
 from ..policy import KEY_BASE
-from .fields import RunFields
 from .state import (
     _CACHED,
     _CANCELLED,
@@ -39,11 +38,16 @@ from .state import (
     _SUCCEEDED,
 )
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
+
 #: the statuses whose value a consumer receives
 _DONE = (_SUCCEEDED, _REUSED, _CACHED)
 
 
-class FanOut(RunFields):
+class FanOut(RunParts):
     """``map``: one subtask per element of an upstream list, added at run time."""
 
     def _init_fanout(self) -> None:
@@ -238,10 +242,10 @@ class FanOut(RunFields):
         ready = self.ready[kind]
         ready.extend(self.keys[e] for e in ready_now)
         heapq.heapify(ready)
-        for e, by in ended:  # after the set-up: ending the last one ends the map
-            if by != -2:
+        for e, ender in ended:  # after the set-up: ending the last one ends the map
+            if ender != -2:
                 if status[e] == _PENDING:
-                    self._element_dead(e, by)
+                    self._element_dead(e, ender)
                 continue
             value = reused[e - first]
             if isinstance(value, Skip):  # it skipped itself then: it is skipped now

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InternalError, safe_str
 from ..events import logger
-from .fields import RunFields
 from .state import _MAPPED, _RUNNING, _STORING, _SUCCEEDED
+
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
 #: how long a faulted run waits for results being stored before it ends anyway
 _SETTLE = 10.0
@@ -28,7 +32,7 @@ _SETTLE = 10.0
 STORE_THREAD = "store"
 
 
-class Faults(RunFields):
+class Faults(RunParts):
     """The run's answer to a fault in one of its own threads."""
 
     #: set as the run starts: a fault before that waits for ``_take_up_faults``

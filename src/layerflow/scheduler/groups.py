@@ -8,13 +8,19 @@ cancel, not a failure).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import GroupTimeout
 from ..graph import Task, TaskGroup
-from .fields import RunFields
 from .state import _CANCELLED, _FAILED, _RUNNING, _WAITING_STATES
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
-class Groups(RunFields):
+
+class Groups(RunParts):
     """Group deadlines and group-only fail-fast."""
 
     def _init_groups(self) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     safe_str,
@@ -18,7 +18,6 @@ from ..events import (
 from ..faults import guarded
 from ..limits import LayerReport
 from ..policy import LayerBarrier
-from .fields import RunFields
 from .state import (
     _READY,
     _REUSED,
@@ -26,8 +25,13 @@ from .state import (
     _SUCCEEDED,
 )
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
-class Layers(RunFields):
+
+class Layers(RunParts):
     """Layers: the layer events, the barrier of ``layered`` runs, and checkpoints."""
 
     def _init_layers(self, mode: str, checkpoint: Callable[[LayerReport], Any] | None) -> None:

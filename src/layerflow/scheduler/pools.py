@@ -5,11 +5,10 @@ from __future__ import annotations
 import heapq
 import time
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..capture import keyed_async
 from ..policy import KEY_BASE
-from .fields import RunFields
 from .state import (
     _ASYNC,
     _CALLER,
@@ -21,13 +20,18 @@ from .state import (
 )
 from .storage import _BACKLOG
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
+
 #: pools whose calls begin some time after their submission (a worker process's cold start,
 #: Dask's queue), which their backend reports; no hint for the others (shared, never written)
 _BEGINS_LATE = (_PROCESS, _DASK)
 _NO_HINT: dict[str, Any] = {}
 
 
-class ForeignPools(RunFields):
+class ForeignPools(RunParts):
     """Pools layerflow does not drive itself (event loop, processes, Dask): submission."""
 
     def _best_foreign(self) -> tuple[int, int]:

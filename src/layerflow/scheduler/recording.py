@@ -5,19 +5,23 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..progress import Progress
 from ..result import RunResult, TaskRun, TaskRuns, timeline
-from .fields import RunFields
 from .state import (
     _RUNNING,
     _STATUS_NAMES,
     _SUCCEEDED,
 )
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
-class Recording(RunFields):
+
+class Recording(RunParts):
     """Recording: what the run looked like, for the ``RunResult`` and progress displays."""
 
     def _init_recording(self) -> None:

@@ -9,7 +9,7 @@ there, the workers' own timings, and the values that could not be brought back.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     LayerflowError,
@@ -19,7 +19,6 @@ from ..events import (
     logger,
 )
 from ..metrics import add as add_metrics
-from .fields import RunFields
 from .state import (
     _CACHED,
     _DASK,
@@ -28,8 +27,13 @@ from .state import (
     _SUCCEEDED,
 )
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
-class RemoteValues(RunFields):
+
+class RemoteValues(RunParts):
     """Values a backend kept where they ran (a Dask cluster), and bringing them back."""
 
     def _init_remote(self) -> None:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from ..errors import Cancelled, _NoRetry
 from ..events import logger
 from ..pushback import PushBack, classify
-from .fields import RunFields
 from .state import (
     _RETRY_WAIT,
 )
+
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
 #: push-backs one task may take before it fails with the last one (a provider that never
 #: lets it through must not hold the run forever)
@@ -22,7 +27,7 @@ OVERLOAD_FIRST = 0.25
 OVERLOAD_MAX = 8.0
 
 
-class Retries(RunFields):
+class Retries(RunParts):
     """Retries and push-back."""
 
     sdk_retries_told = False  # this run said once that a client library retried by itself

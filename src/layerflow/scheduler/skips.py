@@ -9,12 +9,18 @@ element's skip is stored like a result, so a resumed run skips it again without 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import Skip
-from .fields import RunFields
 from .state import _PENDING, _RUNNING, _SKIPPED, _STORING
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
-class Skips(RunFields):
+
+class Skips(RunParts):
     """Skips: ``lf.Skip`` raised in a task ends it skipped, which is no failure."""
 
     def _skipped(self, i: int, skip: Skip) -> None:

@@ -91,7 +91,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends import BACKENDS, open_backend  # noqa: F401 (BACKENDS re-exported)
 from ..capture import TaskLogs, cell_in
@@ -106,14 +106,15 @@ from ..events import (
 )
 from ..graph import Task, _gc_paused, positional_args
 from ..limits import (
+    Adaptive,
     LayerReport,
+    RateLimit,
     check_limits,
     resolve_max_workers,
     task_costs,
 )
 from ..plan import Plan
 from ..taskscope import clear as clear_scope
-from .fields import RunFields
 
 _PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED, _STORING = range(6)
 _SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _REUSED, _CACHED = range(6, 12)
@@ -164,8 +165,30 @@ def _sync_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-class State(RunFields):
+class State:
     """The fields of one run (see the module docstring) and their set-up."""
+
+    if TYPE_CHECKING:  # the parts a Run is assembled from define these (see parts.py)
+        children: dict[int, list[int]]  # fanout.py: a map task's element entries
+        cluster: Any  # remote.py: the Dask values' keeper (an untyped library's object)
+
+        def _init_admission(
+            self, pools: Mapping[str, float], limits: Mapping[str, RateLimit | Adaptive]
+        ) -> None: ...
+        def _init_budgets(
+            self, budget: Mapping[str, float] | None, limits: Mapping[str, Any]
+        ) -> None: ...
+        def _init_fanout(self) -> None: ...
+        def _fault(self, where: str, error: BaseException) -> None: ...
+        def _init_groups(self) -> None: ...
+        def _init_layers(
+            self, mode: str, checkpoint: Callable[[LayerReport], Any] | None
+        ) -> None: ...
+        def _init_recording(self) -> None: ...
+        def _init_remote(self) -> None: ...
+        def _init_store_io(self) -> None: ...
+        def _init_scopes(self, items: Any) -> None: ...
+        def _init_workers(self) -> None: ...
 
     def __init__(
         self,
@@ -282,7 +305,7 @@ class State(RunFields):
 
         self._init_budgets(budget, limits)  # before the gate: it takes its costs apart
         self._init_admission(pools, limits)
-        # (key, entry): ready, with a timeout, waiting for a free Dask thread
+        # ready, with a timeout: waiting for a Dask thread, as (key, entry)
         self.blocked_dask: list[tuple[int, int]] = []
 
         self._init_groups()
@@ -383,7 +406,7 @@ class State(RunFields):
             for kind in _FOREIGN:  # looked up by name, imported only when used
                 if kind not in used:
                     continue
-                pool = self.backends[kind] = open_backend(
+                opened = self.backends[kind] = open_backend(
                     _KIND_NAMES[kind],
                     loop=self.loop,
                     context=self.context,
@@ -391,9 +414,9 @@ class State(RunFields):
                     client=client,
                     on_fault=self._fault,
                 )
-                cap = pool.capacity(bound)
+                cap = opened.capacity(bound)
                 self.kind_cap[kind] = _INFINITE if cap is None else cap
-                pool.prepare(min(self.kind_cap[kind], self.kind.count(kind)))
+                opened.prepare(min(self.kind_cap[kind], self.kind.count(kind)))
             if _DASK in used:
                 # a task with a timeout waits here until a Dask worker thread is free, so
                 # its deadline does not count Dask's queue

@@ -43,7 +43,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ResultNotStored, safe_str
 from ..events import logger
@@ -51,8 +51,12 @@ from ..faults import guarded
 from ..graph import _gc_paused
 from ..taskscope import scoped, tag
 from .faults import STORE_THREAD
-from .fields import RunFields
 from .state import _ASYNC, _STORING, _UNSTOPPABLE
+
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
 #: results that may wait to be stored before new work waits for the store: enough for large
 #: batches (one sync each), few enough that a crash re-runs little
@@ -67,14 +71,14 @@ _STORE_TROUBLE = {
 }
 
 
-class _TaggedCalls(list):  # type: ignore[type-arg]
+class _TaggedCalls(list[Callable[..., Any]]):
     """The run's calls (``fns``), each tagged with its entry as it is read
     (``list.__getitem__(fns, e)`` reads one as it is: a map task's own call, which its
     elements share)."""
 
     __slots__ = ("items", "kind")
-    items: Any
-    kind: list[int]
+    items: Any  # the store's items (a recorder's), which the scope reads
+    kind: list[int]  # each entry's kind
 
     def __getitem__(self, e: int) -> Callable[..., Any]:  # type: ignore[override]
         fn = list.__getitem__(self, e)
@@ -86,7 +90,7 @@ class _TaggedCalls(list):  # type: ignore[type-arg]
         return fn  # a worker process or a Dask worker cannot reach the store
 
 
-class StoreIO(RunFields):
+class StoreIO(RunParts):
     """Jobs that touch the store, run outside the lock; results made durable in batches."""
 
     def _init_store_io(self) -> None:

@@ -10,13 +10,17 @@ call costs more. Process and Dask attempts get their spans from the run's events
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .fields import RunFields
 from .state import _ASYNC, _UNSTOPPABLE
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
-class Telemetry(RunFields):
+
+class Telemetry(RunParts):
     """OpenTelemetry spans, when a run asks for them: the tasks' calls wrapped."""
 
     #: the run's ``otel.Tracing``, or None (no spans); ``untraced``: the calls before

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import heapq
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends import LONG_TASK
 from ..errors import ResultNotStored, Skip, safe_str
 from ..events import logger
 from ..metrics import add as add_metrics
 from ..policy import KEY_BASE
-from .fields import RunFields
 from .state import (
     _CACHED,
     _CANCELLED,
@@ -39,12 +38,17 @@ from .state import (
 )
 from .storage import _BACKLOG
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
+
 #: how long a worker process may take to begin a call (start, imports, unpickling) before
 #: its task's timeout counts anyway: a worker stuck there must not hang the run
 COLD_START = 10.0
 
 
-class Transitions(RunFields):
+class Transitions(RunParts):
     """The core transitions: a task becomes ready, starts, ends, succeeds, fails, is"""
 
     def _make_ready(self, i: int) -> None:
@@ -209,11 +213,11 @@ class Transitions(RunFields):
             self._task_event(kind, i, duration=self.busy[i])
         if i < self.n:
             waiting = self.waiting
-            statuses = self.status
+            states = self.status
             streaming = self.stream_from
             for s in self.succs[i]:
                 waiting[s] -= 1
-                if not waiting[s] and statuses[s] == _PENDING:
+                if not waiting[s] and states[s] == _PENDING:
                     self._make_ready(s)
                 elif streaming and self.streamable[s]:
                     self._try_stream(s)  # a map over a map: may start element by element

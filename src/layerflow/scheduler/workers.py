@@ -15,7 +15,7 @@ import heapq
 import threading
 import time
 from contextvars import copy_context
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends import LONG_TASK
 from ..capture import open_cell
@@ -25,7 +25,6 @@ from ..graph import positional_args
 from ..metrics import _BOX, open_box
 from ..metrics import add as add_metrics
 from ..policy import KEY_BASE
-from .fields import RunFields
 from .state import (
     _READY,
     _SHORT,
@@ -33,8 +32,13 @@ from .state import (
     _WATCH,
 )
 
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # the declarations are for the type checker only
+    RunParts = object
 
-class ThreadWorkers(RunFields):
+
+class ThreadWorkers(RunParts):
     """The thread backend: layerflow's own worker threads, which call the transitions."""
 
     def _init_workers(self) -> None:
