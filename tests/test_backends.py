@@ -115,8 +115,11 @@ def test_values_flow_along_the_edges(backend, log):
 
 def test_peak_concurrency_respects_max_workers(backend, log):
     flow = lf.Flow()
+    # long enough that two overlap even when a loaded machine is slow to start the second
+    # (on a Dask cluster a start crosses the scheduler: 0.15 s did not overlap at load 11)
+    seconds = 0.5 if backend == "dask" else 0.15
     for k in range(6):
-        flow.add(make_task(backend, f"w{k}", str(log), seconds=0.15), name=f"w{k}")
+        flow.add(make_task(backend, f"w{k}", str(log), seconds=seconds), name=f"w{k}")
     run_flow(flow, backend, max_workers=2)
     events = read_events(log)
     assert len(events) == 12
