@@ -97,7 +97,7 @@ class _Text:
         while self.attempts and (excess > 0 or mid_line):
             chunks = self.attempts[0][1]
             first = chunks[0]
-            if type(first) is int:
+            if isinstance(first, int):
                 chunks.popleft()
                 self.cut += first
             elif excess <= 0:  # the cut went through this line: up to its end
@@ -139,7 +139,7 @@ class _Text:
                     parts.append("\n")
                 parts.append(f"── attempt {attempt} ──\n")
             for chunk in chunks:
-                if type(chunk) is int:
+                if isinstance(chunk, int):
                     if parts and not parts[-1].endswith("\n"):
                         parts.append("\n")
                     parts.append(cut_note(chunk))
@@ -241,10 +241,13 @@ class TaskLogs:
             self._emit(self.names[i], whole, err)
 
     def _emit(self, name: str, lines: list[str], err: bool) -> None:
+        echo = self.echo
+        if not callable(echo):  # (only a callable echo is called here)
+            return
         token = _SINK.set(None)  # what the echo prints is nobody's output
         try:
             for line in lines:
-                self.echo(name, line, "stderr" if err else "stdout")  # type: ignore[operator]
+                echo(name, line, "stderr" if err else "stdout")
         except Exception:  # a terminal gone (a closed pipe): the output is still kept
             pass
         finally:

@@ -156,8 +156,8 @@ def _capture() -> tuple[_Output, tuple[object, object], object]:
     as that may load ``logging``)."""
     out = _Output()
     saved = (sys.stdout, sys.stderr)
-    sys.stdout = _Stream(out, False, saved[0])  # type: ignore[assignment]
-    sys.stderr = _Stream(out, True, saved[1])  # type: ignore[assignment]
+    sys.stdout = _Stream(out, False, saved[0])
+    sys.stderr = _Stream(out, True, saved[1])
     return out, saved, _log_into(out)
 
 
@@ -173,7 +173,7 @@ def _log_into(out: _Output) -> object:
 
 
 def _release(saved: tuple[object, object], handler: object) -> None:
-    sys.stdout, sys.stderr = saved  # type: ignore[assignment]
+    sys.stdout, sys.stderr = saved
     if handler is not None:
         handler.out = None  # type: ignore[attr-defined]
         sys.modules["logging"].getLogger().removeHandler(handler)

@@ -147,8 +147,10 @@ def _heard_began(event: tuple[float, Any]) -> None:
 class _Attempt:
     """One attempt of a task on the cluster: what to send, and its Dask future once sent."""
 
-    __slots__ = ("name", "fn", "args", "kwargs", "on_done", "priority", "fetch", "key", "t0")
-    __slots__ += ("future", "cancelled", "tag", "requeued", "began")
+    __slots__ = (
+        *("name", "fn", "args", "kwargs", "on_done", "priority", "fetch", "key", "t0"),
+        *("future", "cancelled", "tag", "requeued", "began"),
+    )
 
     def __init__(
         self,

@@ -152,16 +152,17 @@ def _call_with(
     slots: tuple[tuple[str | int, int], ...],
     upstream: tuple[Any, ...],
 ) -> Any:
-    if slots:
-        args, kwargs = list(args), dict(kwargs)
-        copied: set[str | int] = set()
-        for (where, k), value in zip(slots, upstream, strict=True):
-            box: Any = args if isinstance(where, int) else kwargs
-            if k < 0:
-                box[where] = value
-            else:
-                if where not in copied:  # the list is the caller's: fill a copy
-                    box[where] = list(box[where])
-                    copied.add(where)
-                box[where][k] = value
-    return fn(*args, **kwargs)
+    if not slots:
+        return fn(*args, **kwargs)
+    positional, named = list(args), dict(kwargs)
+    copied: set[str | int] = set()
+    for (where, k), value in zip(slots, upstream, strict=True):
+        box: Any = positional if isinstance(where, int) else named
+        if k < 0:
+            box[where] = value
+        else:
+            if where not in copied:  # the list is the caller's: fill a copy
+                box[where] = list(box[where])
+                copied.add(where)
+            box[where][k] = value
+    return fn(*positional, **named)

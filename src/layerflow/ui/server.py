@@ -58,7 +58,8 @@ class UIServer(ThreadingHTTPServer):
     def url(self) -> str:
         """Where the page is, e.g. ``http://127.0.0.1:8765/``."""
         host, port = self.server_address[:2]
-        shown = f"[{host}]" if ":" in str(host) else host
+        host = host.decode() if isinstance(host, bytes) else str(host)
+        shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"
 
 
@@ -132,7 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = _reject  # noqa: N815 (the base's names)
 
     def _host_ok(self) -> bool:
-        host = self.server.server_address[0]
+        address = self.server.server_address[0]
+        host = address.decode() if isinstance(address, bytes) else str(address)
         if host in ("0.0.0.0", "::"):  # asked to answer everywhere: every name is its own
             return True
         given = (self.headers.get("Host") or "").strip().lower()
