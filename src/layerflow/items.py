@@ -77,8 +77,12 @@ class ItemBook:
         self.element_presets = {m: None} if self.found else {}
         self._warned = False
 
-    def attach(self, names: list[str], parent: list[int]) -> None:
-        """Nothing to follow: items are known by their index."""
+    def attach(self, names: list[str], parent: list[int], output: Any = None) -> None:
+        """Nothing to follow: items are known by their index (and what they print is the
+        calling task's output)."""
+
+    def watch(self, run: Any) -> None:
+        """No heartbeat: the calling task's run is the one ``layerflow ui`` shows."""
 
     def begin(self, run_id: str, wall0: float, perf0: float) -> None:
         """Nothing to record: the items belong to the calling task's run."""
@@ -138,18 +142,9 @@ def run_kept(
     flow: Flow, scope: Scope, fn: Callable[..., Any], values: Sequence[Any], **options: Any
 ) -> RunResult:
     """Run ``parallel_map``'s flow (``items`` and ``map`` over it) keeping its items."""
+    from .options import RunOptions
     from .scheduler import execute
 
     plan = flow.plan({})
     book = ItemBook(scope, fn, values, plan.graph.index["map"])
-    return execute(
-        plan,
-        {},
-        outputs=None,
-        recorder=book,
-        mode="dynamic",
-        backend="thread",
-        on_event=None,
-        seed=None,
-        **options,
-    )
+    return execute(plan, {}, RunOptions.of(**options), recorder=book)
