@@ -203,18 +203,9 @@ def get(dsk: Mapping[Hashable, Any], keys: Any, **options: Any) -> Any:
         plan = Plan(graph)
         plan.depth_first = _depth_first(graph, outputs)
         recorder = recorder_for(plan, {}, store, resume, cache)
-        run_options = {
-            "mode": "dynamic",
-            "fail_fast": True,
-            "timeout": None,
-            "backend": "thread",
-            "on_event": None,
-            "progress": False,
-            "seed": None,
-            **options,
-        }
+        run_options = RunOptions.of(**options)  # (checked above: this only builds them)
         try:
-            result, values = _execute(plan, recorder, outputs=outputs, **run_options)
+            result, values = _execute(plan, recorder, run_options, outputs)
         except TaskFailed as e:
             _finish(e.result, report, trace, on_result)
             cause = e.__cause__
@@ -451,10 +442,12 @@ def _fingerprint(g: Graph) -> None:
             t.fingerprint = repr(type(t.fn.node))  # type: ignore[attr-defined]
 
 
-def _execute(plan: Plan, recorder: Any, **options: Any) -> tuple[RunResult, list[Any]]:
+def _execute(
+    plan: Plan, recorder: Any, options: RunOptions, outputs: list[int]
+) -> tuple[RunResult, list[Any]]:
     """Run the translated graph; its result and the run's values list."""
     with _graph_frozen(len(plan.graph)):
-        result, run = execute_run(plan, {}, recorder=recorder, **options)
+        result, run = execute_run(plan, {}, options, outputs=outputs, recorder=recorder)
         return result, run.values
 
 

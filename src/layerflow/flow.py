@@ -296,11 +296,14 @@ class Flow:
 
     def _execution(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """``run``'s arguments turned into the scheduler's: a validated plan, the inputs,
-        the indices of the outputs to keep, and the store's recorder."""
-        options = {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
-        inputs, outputs = options.pop("inputs"), options.pop("outputs")
-        RunOptions.of(**options)  # every option checked before anything is planned
-        store, resume, cache = options.pop("store"), options.pop("resume"), options.pop("cache")
+        the :class:`RunOptions`, the indices of the outputs to keep, and the store's
+        recorder."""
+        given_options = {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
+        inputs, outputs = given_options.pop("inputs"), given_options.pop("outputs")
+        # every option checked, all problems at once, before anything is planned: the one
+        # object that carries them to the scheduler
+        options = RunOptions.of(**given_options)
+        store, resume, cache = options.store, options.resume, options.cache
         given = dict(inputs or {})
         plan = self.plan(given, outputs=outputs)
         if store is False:  # no store at all: not even the default one's history
@@ -315,7 +318,13 @@ class Flow:
                 resources=plan.resources,
                 rate_limits=plan.rate_limits,
             )
-        return {"plan": plan, "inputs": given, "outputs": keep, "recorder": recorder, **options}
+        return {
+            "plan": plan,
+            "inputs": given,
+            "options": options,
+            "outputs": keep,
+            "recorder": recorder,
+        }
 
     async def run_async(
         self,

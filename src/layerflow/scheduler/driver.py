@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import (
@@ -15,9 +15,6 @@ from ..events import (
     LogObserver,
     Observer,
     logger,
-)
-from ..limits import (
-    LayerReport,
 )
 from ..options import RunOptions
 from ..otel import tracing as otel_tracing
@@ -44,71 +41,32 @@ def _observers(on_event: Observer | None, shown: Progress | None) -> list[Observ
 def prepare(
     plan: Plan,
     inputs: Mapping[str, Any],
+    options: RunOptions,
     *,
-    outputs: list[int] | None,
-    mode: str,
-    max_workers: int | None,
-    fail_fast: bool,
-    timeout: float | None,
-    backend: str,
-    on_event: Observer | None,
-    progress: bool | Progress,
-    seed: int | None,
+    outputs: list[int] | None = None,
     loop: Any = None,
-    resources: Mapping[str, float] | None = None,
-    rate_limits: Mapping[str, Any] | None = None,
-    checkpoint: Callable[[LayerReport], Any] | None = None,
     recorder: Any = None,
-    address: str | None = None,
-    client: Any = None,
-    budget: Mapping[str, float] | None = None,
 ) -> Run:
-    """Check the run options and build the run's state. ``recorder`` connects the run to
-    a store: its ``preset`` values are reused, its ``persist`` makes results durable."""
-    RunOptions(  # every option checked, all problems at once
-        max_workers=max_workers,
-        mode=mode,
-        fail_fast=fail_fast,
-        timeout=timeout,
-        backend=backend,
-        address=address,
-        client=client,
-        on_event=on_event,
-        progress=progress,
-        seed=seed,
-        resources=resources,
-        rate_limits=rate_limits,
-        checkpoint=checkpoint,
-        budget=budget,
-    )
-    shown = resolve_progress(progress)
+    """Build the run's state from ``options`` (checked when they were made). ``recorder``
+    connects the run to a store: its ``preset`` values are reused, its ``persist`` makes
+    results durable."""
+    shown = resolve_progress(options.progress)
     tracing = otel_tracing()  # None unless LAYERFLOW_OTEL asks for spans
-    observers = _observers(on_event, shown)
+    observers = _observers(options.on_event, shown)
     if tracing is not None:
         observers.append(tracing.observe)
     run = Run(
         plan,
         inputs,
-        mode=mode,
-        max_workers=max_workers,
-        fail_fast=fail_fast,
-        timeout=timeout,
+        options,
         keep=outputs,
         observers=observers,
-        seed=seed,
-        backend=backend,
         loop=loop,
-        resources=resources,
-        rate_limits=rate_limits,
-        checkpoint=checkpoint,
         preset=recorder.preset if recorder is not None else None,
         persist=recorder.persist if recorder is not None else None,
         lookup=recorder.lookup if recorder is not None and recorder.caching else None,
         reuse=recorder.reuse_elements if recorder is not None else None,
         reusable=recorder.element_presets if recorder is not None else (),
-        address=address,
-        client=client,
-        budget=budget,
         items=recorder.items if recorder is not None else None,
     )
     if tracing is not None:
@@ -156,17 +114,30 @@ def _begin(run: Run, recorder: Any) -> None:
         raise
 
 
-def execute(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
+def execute(
+    plan: Plan,
+    inputs: Mapping[str, Any],
+    options: RunOptions,
+    *,
+    outputs: list[int] | None = None,
+    recorder: Any = None,
+) -> RunResult:
     """Run a validated plan in the calling thread; raise as ``flow.run`` does."""
-    return execute_run(plan, inputs, **options)[0]
+    return execute_run(plan, inputs, options, outputs=outputs, recorder=recorder)[0]
 
 
-def execute_run(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> tuple[RunResult, Run]:
+def execute_run(
+    plan: Plan,
+    inputs: Mapping[str, Any],
+    options: RunOptions,
+    *,
+    outputs: list[int] | None = None,
+    recorder: Any = None,
+) -> tuple[RunResult, Run]:
     """``execute``, also giving the ended run's state (``lf.dask.get`` reads its values
     list: through ``RunResult`` 100,000 values would build a ``TaskRun`` each)."""
-    recorder = options.get("recorder")
     try:
-        run = prepare(plan, inputs, **options)
+        run = prepare(plan, inputs, options, outputs=outputs, recorder=recorder)
         if recorder is not None:
             _begin(run, recorder)
         try:
@@ -181,26 +152,30 @@ def execute_run(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> tuple[
             recorder.close()
 
 
-async def execute_async(plan: Plan, inputs: Mapping[str, Any], **options: Any) -> RunResult:
+async def execute_async(
+    plan: Plan,
+    inputs: Mapping[str, Any],
+    options: RunOptions,
+    *,
+    outputs: list[int] | None = None,
+    recorder: Any = None,
+) -> RunResult:
     """Run a validated plan from a coroutine: coroutine tasks on the caller's event loop,
     the others on their pools; the caller's loop is never blocked."""
     import asyncio
 
     loop = asyncio.get_running_loop()
-    recorder = options.get("recorder")
     try:
-        return await _execute_async(plan, inputs, loop, recorder, options)
+        run = prepare(plan, inputs, options, outputs=outputs, loop=loop, recorder=recorder)
+        return await _execute_async(run, loop, recorder)
     finally:
         if recorder is not None:
             recorder.close()
 
 
-async def _execute_async(
-    plan: Plan, inputs: Mapping[str, Any], loop: Any, recorder: Any, options: dict[str, Any]
-) -> RunResult:
+async def _execute_async(run: Run, loop: Any, recorder: Any) -> RunResult:
     import asyncio
 
-    run = prepare(plan, inputs, loop=loop, **options)
     if recorder is not None:
         _begin(run, recorder)
     finished = loop.create_future()

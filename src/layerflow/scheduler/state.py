@@ -113,6 +113,7 @@ from ..limits import (
     resolve_max_workers,
     task_costs,
 )
+from ..options import RunOptions
 from ..plan import Plan
 from ..taskscope import clear as clear_scope
 
@@ -194,36 +195,34 @@ class State:
         self,
         plan: Plan,
         inputs: Mapping[str, Any],
+        options: RunOptions,
         *,
-        mode: str = "dynamic",
-        max_workers: int | None = None,
-        fail_fast: bool = True,
-        timeout: float | None = None,
         keep: Iterable[int] | None = None,
         observers: Sequence[Observer] = (),
-        seed: int | None = None,
-        backend: str = "thread",
         loop: Any = None,
         run_id: str | None = None,
-        resources: Mapping[str, float] | None = None,
-        rate_limits: Mapping[str, Any] | None = None,
-        checkpoint: Callable[[LayerReport], Any] | None = None,
         preset: Mapping[int, Any] | None = None,
         persist: Callable[[Sequence[tuple[int, Any, float, float, Any]]], list[Any]] | None = None,
         lookup: Callable[[int, tuple[Any, ...], dict[str, Any]], tuple[bool, Any]] | None = None,
         reuse: Callable[[int, list[tuple[int, tuple[Any, ...]]]], dict[int, Any]] | None = None,
         reusable: Iterable[int] = (),
-        address: str | None = None,
-        client: Any = None,
-        budget: Mapping[str, float] | None = None,
         items: Any = None,
     ) -> None:
+        mode, max_workers, timeout, seed = (
+            options.mode,
+            options.max_workers,
+            options.timeout,
+            options.seed,
+        )
+        backend, address, client = options.backend, options.address, options.client
+        resources, rate_limits = options.resources, options.rate_limits
+        checkpoint, budget = options.checkpoint, options.budget
         g = plan.graph
         self.plan = plan
         self.graph = g
         self.n = n = len(g)
         self.mode = mode
-        self.fail_fast = fail_fast
+        self.fail_fast = options.fail_fast
         self.run_timeout = timeout
         self.run_timed_out = False  # the run reached ``run_timeout``
         self.run_id = run_id or _new_run_id()
