@@ -333,9 +333,9 @@ def test_duplicate_name_is_refused_at_add():
     [
         ({"retries": -1}, "retries must be an int >= 0"),
         ({"retries": 1.5}, "retries must be an int >= 0"),
-        ({"timeout": 0}, "timeout must be a number > 0"),
-        ({"timeout": "5"}, "timeout must be a number > 0"),
-        ({"retry_delay": -1}, "retry_delay must be a number >= 0"),
+        ({"timeout": 0}, "timeout must be a number of seconds > 0"),
+        ({"timeout": "5"}, "timeout must be a number of seconds > 0"),
+        ({"retry_delay": -1}, "retry_delay must be a number of seconds >= 0"),
         ({"retry_on": "ValueError"}, "retry_on must be an exception type"),
         ({"priority": "high"}, "priority must be an int"),
         ({"executor": "gpu"}, "executor must be one of"),

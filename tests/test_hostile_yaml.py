@@ -43,7 +43,7 @@ HOSTILE: dict[str, tuple[str | bytes, int, str]] = {
     "retry_delay as huge text": (
         "steps:\n  - run: echo\n    retry_delay: 1e400\n",
         3,
-        "retry_delay must be seconds >= 0",
+        "retry_delay must be a number of seconds >= 0",
     ),
     "empty !!int": ("steps:\n  - run: echo\n    retries: !!int ''\n", 3, "cannot read '' as int"),
     "params: 1.5": (
@@ -238,7 +238,7 @@ def test_the_script_refusal_names_the_fix(tmp_path):
 
 def test_an_integer_beyond_any_float_is_refused_not_overflowed():
     flow = lf.Flow()
-    with pytest.raises(lf.InvalidOptionError, match="timeout must be a number > 0"):
+    with pytest.raises(lf.InvalidOptionError, match="timeout must be a number of seconds > 0"):
         flow.add(lambda: 1, name="b", timeout=10**400)
     with pytest.raises(lf.InvalidOptionError, match="timeout must be a number of seconds"):
         flow.run(timeout=10**400)

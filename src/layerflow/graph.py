@@ -31,7 +31,7 @@ from .errors import (
     did_you_mean,
     raise_all,
 )
-from .options import number
+from .options import SECONDS, SECONDS_OR_0, number
 
 __all__ = ["Task", "TaskGroup", "Graph", "GraphBuilder", "EXECUTORS"]
 
@@ -69,9 +69,7 @@ class TaskGroup:
             )
         t = self.timeout
         if t is not None and not number(t, above=0):
-            raise InvalidOptionError(
-                f"group {self.name!r}: timeout must be a number of seconds > 0, got {t!r}"
-            )
+            raise InvalidOptionError(f"group {self.name!r}: timeout must be {SECONDS}, got {t!r}")
 
 
 class _Signature:
@@ -228,10 +226,13 @@ def positional_args(spec: tuple[tuple[str, Any], ...], kwargs: dict[str, Any]) -
     return out
 
 
-def _number(value: Any, option: str, task: str, *, positive: bool) -> float:
+def _number(value: Any, option: str, task: str, *, positive: bool, seconds: bool = False) -> float:
     if number(value, above=0) if positive else number(value, at_least=0):
         return float(value)
-    need = "a number > 0" if positive else "a number >= 0"
+    if seconds:
+        need = SECONDS if positive else SECONDS_OR_0
+    else:
+        need = "a number > 0" if positive else "a number >= 0"
     raise InvalidOptionError(f"task {task!r}: {option} must be {need}, got {value!r}")
 
 
@@ -373,7 +374,7 @@ class Task(Generic[_P, _R]):
         self.retry_delay = (
             retry_delay
             if type(retry_delay) is float and retry_delay == 0.0
-            else _number(retry_delay, "retry_delay", name, positive=False)
+            else _number(retry_delay, "retry_delay", name, positive=False, seconds=True)
         )
         if retry_on is Exception:
             self.retry_on: tuple[type[BaseException], ...] = _ANY_EXCEPTION
@@ -387,7 +388,11 @@ class Task(Generic[_P, _R]):
                     f"got {retry_on!r}"
                 )
             self.retry_on = retry_types
-        self.timeout = None if timeout is None else _number(timeout, "timeout", name, positive=True)
+        self.timeout = (
+            None
+            if timeout is None
+            else _number(timeout, "timeout", name, positive=True, seconds=True)
+        )
         if (type(priority) is not int or priority != 0) and not number(priority, whole=True):
             raise InvalidOptionError(f"task {name!r}: priority must be an int, got {priority!r}")
         self.priority = priority

@@ -57,6 +57,12 @@ def _progress_ok(value: Any) -> bool:
 
 # option -> (is the value acceptable?, what it must be). None is accepted where the
 # default is None; a check of a mapping's contents (pools, rates) is done by limits.py.
+#: how a duration is asked for, in every error that names one (the run's, a task's, a
+#: group's, a YAML step's): one wording
+SECONDS = "a number of seconds > 0"
+SECONDS_OR_0 = "a number of seconds >= 0"
+
+
 def _none_or(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
@@ -72,7 +78,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "mode": (lambda v: v in MODES, "one of " + ", ".join(repr(m) for m in MODES)),
     "fail_fast": (lambda v: isinstance(v, bool), "True or False"),
-    "timeout": (_none_or(lambda v: number(v, above=0)), "a number of seconds > 0"),
+    "timeout": (_none_or(lambda v: number(v, above=0)), SECONDS),
     "backend": (lambda v: isinstance(v, str) and v in _backends(), ""),
     "address": (_none_or(lambda v: isinstance(v, str)), "an address such as tcp://host:8786"),
     "client": (_anything, ""),

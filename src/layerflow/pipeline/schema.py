@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import acp
 from ..errors import did_you_mean
-from ..options import number
+from ..options import SECONDS, SECONDS_OR_0, number
 from .model import Context
 from .problems import Problems, short
 from .reading import Path_
@@ -113,9 +113,9 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "params": (lambda v: isinstance(v, dict), "a mapping of names to values"),
     "retries": (lambda v: number(v, whole=True, at_least=0), "a whole number >= 0"),
     "priority": (lambda v: number(v, whole=True), "a whole number"),
-    "timeout": (lambda v: _seconds(v) and v > 0, "seconds > 0"),
-    "retry_delay": (_seconds, "seconds >= 0"),
-    "rate_limit_delay": (_seconds, "seconds >= 0"),
+    "timeout": (lambda v: _seconds(v) and v > 0, SECONDS),
+    "retry_delay": (_seconds, SECONDS_OR_0),
+    "rate_limit_delay": (_seconds, SECONDS_OR_0),
     "cache": (_flag, "true or false"),
     "shell": (_flag, "true or false"),
     "fail_fast": (_flag, "true or false"),
