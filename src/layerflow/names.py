@@ -1,11 +1,19 @@
 """The names of a map's elements, ``task[k]``: read back wherever a name is all there is
 (a stored run, an event, a report's rows); and counts of things as people read them
-(``1 task``, ``2 tasks``) and durations (``1.30 ms``, ``2m 05s``). Imports nothing of
-layerflow's."""
+(``1 task``, ``2 tasks``) and durations (``1.30 ms``, ``2m 05s``); a new run's id.
+Imports nothing of layerflow's."""
 
 from __future__ import annotations
 
-__all__ = ["counted", "duration", "element_index", "element_of", "owner_of"]
+import time
+import uuid
+
+__all__ = ["counted", "duration", "element_index", "element_of", "new_run_id", "owner_of"]
+
+
+def new_run_id() -> str:
+    """A run's id: when it started, and 6 random hex digits (``20261207-151200-3fa2c1``)."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:

@@ -16,16 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .names import counted, duration
-from .report import (
-    _CSS,
-    Caps,
-    _clip,
-    _error_text,
-    _esc,
-    _graph,
-    _summary,
-    _timeline,
-)
+from .report import Caps, clip, error_text, esc, graph, static, summary, timeline
 from .tracebacks import traceback_text
 
 __all__ = ["plan_html", "run_html", "NOTEBOOK_CAPS"]
@@ -87,8 +78,8 @@ def _unique(svg: str, n: int) -> str:
 def _fragment(title: str, body: str, notes: list[str]) -> str:
     n = next(_ids)
     scope = f".lf-nb-{n}"
-    style = _scoped(_CSS, scope) + _EXTRA.format(s=scope)
-    note_html = "".join(f"<li>{_esc(note)}</li>" for note in notes)
+    style = _scoped(static("report.css"), scope) + _EXTRA.format(s=scope)
+    note_html = "".join(f"<li>{esc(note)}</li>" for note in notes)
     notes_block = f'<ul class="notes">{note_html}</ul>' if notes else ""
     return (
         f'<div class="lf-nb lf-nb-{n}"><style>{style}</style>'
@@ -100,19 +91,19 @@ def run_html(run: Any) -> str:
     """A finished run as an HTML fragment: summary cards, timeline, graph by layer."""
     notes: list[str] = []
     critical = set(run.critical_path)
-    summary = _summary(run, run.counts())
-    timeline = _tooltips(_timeline(run, critical, notes, NOTEBOOK_CAPS))
-    graph = _tooltips(_graph(run, critical, notes, NOTEBOOK_CAPS))
+    cards = summary(run, run.counts())
+    bars = _tooltips(timeline(run, critical, notes, NOTEBOOK_CAPS))
+    nodes = _tooltips(graph(run, critical, notes, NOTEBOOK_CAPS))
     n = next(_ids)
     name = f"{run.flow_name} · {run.run_id}" if run.flow_name else run.run_id
     body = (
-        f'<section class="lf-summary">{summary}</section>{_failures(run)}'
-        f'<div class="lf-h">Timeline</div><div class="scroll">{_unique(timeline, n)}</div>'
-        f'<div class="lf-h">Graph by layer</div><div class="scroll">{_unique(graph, n)}</div>'
+        f'<section class="lf-summary">{cards}</section>{_failures(run)}'
+        f'<div class="lf-h">Timeline</div><div class="scroll">{_unique(bars, n)}</div>'
+        f'<div class="lf-h">Graph by layer</div><div class="scroll">{_unique(nodes, n)}</div>'
     )
     if len(run.tasks) > NOTEBOOK_CAPS.nodes:
         notes.append("run.to_html(path) writes the whole report, with every task's row.")
-    return _fragment(f"layerflow run {_esc(name)}", body, notes)
+    return _fragment(f"layerflow run {esc(name)}", body, notes)
 
 
 def _failures(run: Any) -> str:
@@ -122,11 +113,11 @@ def _failures(run: Any) -> str:
         return ""
     items = []
     for t in failed[:MAX_FAILURES]:
-        error = _clip(_error_text(t.error), 300)
-        tb = _clip(traceback_text(t.error) or "", 8000)
+        error = clip(error_text(t.error), 300)
+        tb = clip(traceback_text(t.error) or "", 8000)
         items.append(
-            f"<details><summary><strong>{_esc(t.name)}</strong>: {_esc(error)}</summary>"
-            f'<pre class="tb">{_esc(tb)}</pre></details>'
+            f"<details><summary><strong>{esc(t.name)}</strong>: {esc(error)}</summary>"
+            f'<pre class="tb">{esc(tb)}</pre></details>'
         )
     more = len(failed) - MAX_FAILURES
     if more > 0:
@@ -148,27 +139,27 @@ def plan_html(plan: Any) -> str:
     ]
     if plan.history:  # a prediction from past runs' durations
         row = plan.what_if([None])[0]
-        cards.append(("Predicted", _esc(duration(row.seconds))))
+        cards.append(("Predicted", esc(duration(row.seconds))))
         cards.append(("Speedup", f"{row.speedup:.1f}×"))
         notes.append(f"Durations: {plan.history_note()}.")
     if plan.inputs:
-        cards.append(("Inputs", _esc(", ".join(plan.inputs))))
+        cards.append(("Inputs", esc(", ".join(plan.inputs))))
     html_cards = "".join(
         f'<div class="card"><div class="k">{k}</div><div class="v">{v}</div></div>'
         for k, v in cards
     )
     shape = SimpleNamespace(layers=layers, edges=plan.edges(), tasks={}, critical_path=path)
-    graph = _tooltips(_graph(shape, set(path), notes, NOTEBOOK_CAPS))
+    drawn = _tooltips(graph(shape, set(path), notes, NOTEBOOK_CAPS))
     crit = (
-        f'<p class="crit-path"><strong>Critical path</strong>: {_esc(" → ".join(path[:16]))}'
+        f'<p class="crit-path"><strong>Critical path</strong>: {esc(" → ".join(path[:16]))}'
         f"{' → …' if len(path) > 16 else ''}</p>"
         if path
         else ""
     )
-    graph = _unique(graph, next(_ids))
+    drawn = _unique(drawn, next(_ids))
     body = (
         f'<div class="cards">{html_cards}</div>{crit}'
-        f'<div class="lf-h">Graph by layer</div><div class="scroll">{graph}</div>'
+        f'<div class="lf-h">Graph by layer</div><div class="scroll">{drawn}</div>'
     )
-    title = f"layerflow plan {_esc(plan.name)}" if plan.name else "layerflow plan"
+    title = f"layerflow plan {esc(plan.name)}" if plan.name else "layerflow plan"
     return _fragment(title, body, notes)

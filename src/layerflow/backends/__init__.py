@@ -48,7 +48,15 @@ from typing import Any, Protocol
 from ..errors import InvalidOptionError, LayerflowError, did_you_mean
 from ..faults import log_fault
 
-__all__ = ["Backend", "Done", "BACKENDS", "LONG_TASK", "install_command", "open_backend"]
+__all__ = [
+    "Backend",
+    "Done",
+    "BACKENDS",
+    "LONG_TASK",
+    "install_command",
+    "open_backend",
+    "sync_call",
+]
 
 Done = Callable[..., None]
 
@@ -140,3 +148,13 @@ def open_backend(
     return backend_class(
         loop=loop, context=context, address=address, client=client, on_fault=on_fault or log_fault
     )
+
+
+def sync_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A coroutine function run to completion in a worker thread (``executor="thread"``)."""
+    import asyncio
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(fn(*args, **kwargs))
+
+    return call

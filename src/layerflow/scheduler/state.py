@@ -89,11 +89,10 @@ import contextvars
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..backends import BACKENDS, open_backend  # noqa: F401 (BACKENDS re-exported)
+from ..backends import BACKENDS, open_backend, sync_call  # noqa: F401 (BACKENDS re-exported)
 from ..capture import TaskLogs, cell_in
 from ..errors import (
     InvalidOptionError,
@@ -113,6 +112,7 @@ from ..limits import (
     resolve_max_workers,
     task_costs,
 )
+from ..names import new_run_id
 from ..options import RunOptions
 from ..plan import Plan
 from ..taskscope import clear as clear_scope
@@ -150,20 +150,6 @@ _INFINITE = 1 << 62
 #: them, and the others are woken when a task turns out to take longer than _WATCH
 _SHORT = 200e-6
 _WATCH = 0.002
-
-
-def _new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-
-
-def _sync_call(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A coroutine function run to completion in a worker thread (``executor="thread"``)."""
-    import asyncio
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return asyncio.run(fn(*args, **kwargs))
-
-    return call
 
 
 class State:
@@ -208,15 +194,10 @@ class State:
         reusable: Iterable[int] = (),
         items: Any = None,
     ) -> None:
-        mode, max_workers, timeout, seed = (
-            options.mode,
-            options.max_workers,
-            options.timeout,
-            options.seed,
-        )
-        backend, address, client = options.backend, options.address, options.client
-        resources, rate_limits = options.resources, options.rate_limits
-        checkpoint, budget = options.checkpoint, options.budget
+        o = options
+        mode, max_workers, timeout, seed = o.mode, o.max_workers, o.timeout, o.seed
+        backend, resources, rate_limits = o.backend, o.resources, o.rate_limits
+        checkpoint, budget, address, client = o.checkpoint, o.budget, o.address, o.client
         g = plan.graph
         self.plan = plan
         self.graph = g
@@ -225,7 +206,7 @@ class State:
         self.fail_fast = options.fail_fast
         self.run_timeout = timeout
         self.run_timed_out = False  # the run reached ``run_timeout``
-        self.run_id = run_id or _new_run_id()
+        self.run_id = run_id or new_run_id()
         self.rng = random.Random(seed)
         self.loop = loop
         # the caller's contextvars: every task runs in a copy of this context (but not in
@@ -361,7 +342,7 @@ class State:
                 )
             self.kind.append(kind)
             in_thread = kind in _UNSTOPPABLE and t.is_coroutine  # executor="thread"
-            self.fns.append(_sync_call(t.fn) if in_thread else t.fn)
+            self.fns.append(sync_call(t.fn) if in_thread else t.fn)
         self.consts: list[dict[str, Any] | None] = []
         for t, in_args in zip(tasks, g.input_args, strict=True):
             if not in_args and not t.params:

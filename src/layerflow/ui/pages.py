@@ -154,7 +154,7 @@ def runs_table(store: Store, summary: RunsSummary, limit: int = 100) -> Markup:
                 tag("td", row["flow"] or "-"),
                 tag("td", _pill(status)),
                 tag("td", _when(row["started_at"])),
-                tag("td", report._secs(took) if took is not None else "-", class_="num"),
+                tag("td", report.secs(took) if took is not None else "-", class_="num"),
                 tag("td", tally),
                 tag("td", spent or format_metrics(row["metrics"] or {}) or "-"),
                 class_=f"run r-{status.replace(' ', '-')}",
@@ -189,13 +189,13 @@ def _failures(view: RunView) -> Markup:
     for t in failed[:MAX_FAILURES]:
         error = t.error
         tb = getattr(error, "traceback", None) if isinstance(error, RecordedError) else None
-        text = report._error_text(error)
+        text = report.error_text(error)
         items.append(
             tag(
                 "li",
                 tag("button", t.name, type="button", class_="task-link", data_task=t.name),
                 tag("span", f" after {counted(t.attempts, 'attempt')}: ", class_="muted"),
-                tag("code", report._clip(text.splitlines()[0] if text else "", 300)),
+                tag("code", report.clip(text.splitlines()[0] if text else "", 300)),
                 tag("pre", tb or text, class_="tb") if tb or "\n" in text else "",
             )
         )
@@ -216,7 +216,7 @@ def _waiting(view: RunView, now: float) -> Markup:
         tag(
             "li",
             tag("button", name, type="button", class_="task-link", data_task=name),
-            f" waiting for {reason}, {report._secs(max(now - since, 0.0))}",
+            f" waiting for {reason}, {report.secs(max(now - since, 0.0))}",
         )
         for name, reason, since in view.waiting[:MAX_WAITING]
     ]
@@ -246,7 +246,7 @@ def _header(view: RunView) -> Markup:
             _bar(view.counts, view.total),
             tag(
                 "p",
-                f"started {_when(result.started_at)} · {report._secs(result.duration)}"
+                f"started {_when(result.started_at)} · {report.secs(result.duration)}"
                 + (" so far" if view.live else "")
                 + heard,
                 class_="muted",
@@ -261,10 +261,10 @@ def run_sections(view: RunView, now: float | None = None) -> dict[str, str]:
     result = view.result
     notes: list[str] = []
     critical = set(result.critical_path)
-    summary = report._summary(result, view.counts)
-    timeline = report._timeline(result, critical, notes)
-    graph = report._graph(result, critical, notes)
-    table = report._table(result, critical, notes)
+    summary = report.summary(result, view.counts)
+    timeline = report.timeline(result, critical, notes)
+    graph = report.graph(result, critical, notes)
+    table = report.table(result, critical, notes)
     banner = view.note or (
         f"Stopped: {result.stop_reason}" if result.stop_reason and not view.live else ""
     )
@@ -276,7 +276,7 @@ def run_sections(view: RunView, now: float | None = None) -> dict[str, str]:
         "failures": _failures(view),
         "waiting": _waiting(view, now),
         "notes": join(tag("li", n) for n in notes),
-        "legend": Markup(report._legend(result)),
+        "legend": Markup(report.legend(result)),
         "timeline": Markup(timeline),
         "graph": Markup(graph),
         "table": Markup(table),
@@ -309,8 +309,8 @@ def task_detail(store: Store, view: RunView, name: str) -> Markup:
         ("status", _pill(t.status)),
         ("layer", str(t.layer)),
         ("attempts", str(t.attempts)),
-        ("started", f"+{report._secs(t.started_at - t0)}" if t.started_at else "-"),
-        ("ran for", report._secs(t.duration)),
+        ("started", f"+{report.secs(t.started_at - t0)}" if t.started_at else "-"),
+        ("ran for", report.secs(t.duration)),
     ]
     if t.metrics:
         facts.append(("recorded", format_metrics(t.metrics)))
@@ -327,8 +327,8 @@ def task_detail(store: Store, view: RunView, name: str) -> Markup:
                 *[
                     tag(
                         "li",
-                        f"{a.outcome.replace('_', ' ')} at +{report._secs(a.started_at - t0)} "
-                        f"for {report._secs(a.finished_at - a.started_at)}"
+                        f"{a.outcome.replace('_', ' ')} at +{report.secs(a.started_at - t0)} "
+                        f"for {report.secs(a.finished_at - a.started_at)}"
                         + (f": {a.error}" if a.error else ""),
                     )
                     for a in sorted(tries, key=lambda a: a.attempt)
@@ -336,7 +336,7 @@ def task_detail(store: Store, view: RunView, name: str) -> Markup:
             )
         )
     if t.error is not None:
-        tb = getattr(t.error, "traceback", None) or report._error_text(t.error)
+        tb = getattr(t.error, "traceback", None) or report.error_text(t.error)
         parts += [tag("h4", "Error"), tag("pre", tb, class_="tb")]
     logs = getattr(t, "logs", "") or ""
     parts += [

@@ -155,7 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
             if name not in _STATIC:
                 self._error_page(404, "No such file.", api)
                 return
-            body = report._CSS if name == "report.css" else asset(name)
+            body = report.static("report.css") if name == "report.css" else asset(name)
             self._send(200, body, _STATIC[name], self.command == "HEAD")
         elif path.startswith("/run/"):
             self._run(unquote(path[len("/run/") :]), None, api)
