@@ -17,16 +17,16 @@ from .state import (
 )
 from .storage import _BACKLOG
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 #: no hint for a pool other than worker processes (one shared, never written)
 _NO_HINT: dict[str, Any] = {}
 
 
-class ForeignPools(RunParts):
+class ForeignPools(State):
     """Pools layerflow does not drive itself (event loop, processes, Dask): submission."""
 
     def _best_foreign(self) -> tuple[int, int]:
