@@ -1317,3 +1317,13 @@ def test_fail_fast_stops_running_shell_steps(tmp_path):
     # the same pipeline runs again normally afterwards
     path.write_text("steps:\n  - {name: ok, run: 'echo fine'}\n")
     assert lf.load_pipeline(path).run()["ok"] == "fine"
+
+
+def test_a_bad_run_option_in_settings_is_reported_once(tmp_path):
+    # a run option (timeout, max_workers, ...) is checked by the run's own rule, not also by
+    # the schema's: one problem per value, in the run's words
+    path = write(tmp_path, "settings:\n  timeout: -1\n  max_workers: 0\nsteps:\n  - run: echo hi\n")
+    err = load_error(path)
+    assert [line for _, line, _ in err.problems] == [2, 3], err.problems
+    assert_reported(err, path, 2, "settings.timeout must be a number of seconds > 0, got -1")
+    assert_reported(err, path, 3, "settings.max_workers must be a whole number >= 1")

@@ -21,13 +21,13 @@ from ..policy import holds_queue
 from ..pushback import classify
 from .state import _DASK, _PROCESS, _READY
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 
-class Admission(RunParts):
+class Admission(State):
     """Resource pools and rate limits, through one ``Gate``."""
 
     def _init_admission(

@@ -23,13 +23,13 @@ from ..events import logger
 from ..limits import task_costs
 from .state import _CANCELLED, _WAITING_STATES
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 
-class Budgets(RunParts):
+class Budgets(State):
     """Budgets: a ceiling on what a run may spend of any number the tasks record."""
 
     def _init_budgets(self, budget: Mapping[str, float] | None, limits: Mapping[str, Any]) -> None:

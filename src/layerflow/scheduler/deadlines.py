@@ -20,10 +20,10 @@ from .state import (
     _UNSTOPPABLE,
 )
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 
 def _times_itself(t: Any) -> bool:
@@ -80,7 +80,7 @@ class Timer:
                     self.run._fault_locked("timer", e)
 
 
-class Deadlines(RunParts):
+class Deadlines(State):
     """Deadlines: a task's timeout, a group's, the run's; one timer thread for all."""
 
     def _timer(self) -> Timer:

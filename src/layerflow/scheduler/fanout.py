@@ -38,16 +38,16 @@ from .state import (
     _SUCCEEDED,
 )
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 #: the statuses whose value a consumer receives
 _DONE = (_SUCCEEDED, _REUSED, _CACHED)
 
 
-class FanOut(RunParts):
+class FanOut(State):
     """``map``: one subtask per element of an upstream list, added at run time."""
 
     def _init_fanout(self) -> None:

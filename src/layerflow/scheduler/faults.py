@@ -20,10 +20,10 @@ from ..errors import InternalError, safe_str
 from ..events import logger
 from .state import _MAPPED, _RUNNING, _STORING, _SUCCEEDED
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 #: how long a faulted run waits for results being stored before it ends anyway
 _SETTLE = 10.0
@@ -32,7 +32,7 @@ _SETTLE = 10.0
 STORE_THREAD = "store"
 
 
-class Faults(RunParts):
+class Faults(State):
     """The run's answer to a fault in one of its own threads."""
 
     #: set as the run starts: a fault before that waits for ``_take_up_faults``

@@ -14,13 +14,13 @@ from ..errors import GroupTimeout
 from ..graph import Task, TaskGroup
 from .state import _CANCELLED, _FAILED, _RUNNING, _WAITING_STATES
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 
-class Groups(RunParts):
+class Groups(State):
     """Group deadlines and group-only fail-fast."""
 
     def _init_groups(self) -> None:

@@ -25,13 +25,13 @@ from .state import (
     _SUCCEEDED,
 )
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 
-class Layers(RunParts):
+class Layers(State):
     """Layers: the layer events, the barrier of ``layered`` runs, and checkpoints."""
 
     def _init_layers(self, mode: str, checkpoint: Callable[[LayerReport], Any] | None) -> None:

@@ -1,13 +1,12 @@
 """What each part of a run reads of the others, declared once for a type checker.
 
-(What ``State`` itself calls of the parts, their ``_init_*``, is declared in ``State``.)
-
 A run is one object assembled from mixins (``run.py``): ``State`` holds the fields set when
 it starts, and each policy module adds its own fields (in its ``_init_*``) and transitions.
-A mixin reads fields and calls transitions that other mixins define; :class:`RunParts`
-declares those, so that mypy and an IDE can follow ``self.x`` in every part. It exists only
-for the type checker (each mixin subclasses it under ``TYPE_CHECKING``, ``object`` at run
-time): nothing here runs, and the hot path is unchanged.
+A mixin reads fields and calls transitions that other mixins define, and ``State.__init__``
+calls each part's ``_init_*``; :class:`RunParts` declares those, so that mypy and an IDE can
+follow ``self.x`` in every part. It exists only for the type checker: under
+``TYPE_CHECKING`` ``State`` subclasses it and each mixin subclasses ``State``; at run time
+both bases are ``object``: nothing here runs, and the hot path is unchanged.
 
 Keep it in step with the mixins: a method's signature here is the one its module defines
 (mypy reports a difference), and a field is declared here once another module reads it.
@@ -22,10 +21,9 @@ from typing import Any, Protocol
 
 from ..errors import ResultNotStored, Skip, TaskTimeout
 from ..graph import Task, TaskGroup
-from ..limits import Gate, LayerReport
+from ..limits import Adaptive, Gate, LayerReport, RateLimit
 from ..policy import LayerBarrier
 from ..progress import Progress
-from .state import State
 
 __all__ = ["RunParts", "Timers"]
 
@@ -38,11 +36,13 @@ class Timers(Protocol):
     def close(self) -> None: ...
 
 
-class RunParts(State):
-    """``State`` and what the mixins add to it, as the other mixins read it."""
+class RunParts:
+    """What the mixins add to ``State``, as ``State`` and the other mixins read it."""
 
     # fields a mixin sets in its _init_* and another reads (the module that sets them)
     budget: dict[str, float]  # budgets.py
+    children: dict[int, list[int]]  # fanout.py: a map task's element entries
+    cluster: Any  # remote.py: the Dask values' keeper (an untyped library's object)
     checkpoint: Callable[[LayerReport], Any] | None  # layers.py
     cpu_foreign: dict[int, float]  # workers.py
     cpu_times: dict[int, float]  # workers.py
@@ -71,6 +71,23 @@ class RunParts(State):
     threads: int  # workers.py
     tracing: Any  # telemetry.py: an otel tracing, or None
     waits: list[tuple[int, str, Any, float, float]]  # admission.py
+
+    # their set-up, which State.__init__ calls
+    def _init_admission(
+        self, pools: Mapping[str, float], limits: Mapping[str, RateLimit | Adaptive]
+    ) -> None: ...
+    def _init_budgets(
+        self, budget: Mapping[str, float] | None, limits: Mapping[str, Any]
+    ) -> None: ...
+    def _init_fanout(self) -> None: ...
+    def _fault(self, where: str, error: BaseException) -> None: ...
+    def _init_groups(self) -> None: ...
+    def _init_layers(self, mode: str, checkpoint: Callable[[LayerReport], Any] | None) -> None: ...
+    def _init_recording(self) -> None: ...
+    def _init_remote(self) -> None: ...
+    def _init_store_io(self) -> None: ...
+    def _init_scopes(self, items: Any) -> None: ...
+    def _init_workers(self) -> None: ...
 
     # transitions and policies one mixin defines and others call
 

@@ -20,10 +20,10 @@ from .state import (
 )
 from .storage import _BACKLOG
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 #: pools whose calls begin some time after their submission (a worker process's cold start,
 #: Dask's queue), which their backend reports; no hint for the others (shared, never written)
@@ -31,7 +31,7 @@ _BEGINS_LATE = (_PROCESS, _DASK)
 _NO_HINT: dict[str, Any] = {}
 
 
-class ForeignPools(RunParts):
+class ForeignPools(State):
     """Pools layerflow does not drive itself (event loop, processes, Dask): submission."""
 
     def _best_foreign(self) -> tuple[int, int]:

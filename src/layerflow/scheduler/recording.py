@@ -15,13 +15,13 @@ from .state import (
     _SUCCEEDED,
 )
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 
-class Recording(RunParts):
+class Recording(State):
     """Recording: what the run looked like, for the ``RunResult`` and progress displays."""
 
     def _init_recording(self) -> None:

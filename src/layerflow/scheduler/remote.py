@@ -27,13 +27,13 @@ from .state import (
     _SUCCEEDED,
 )
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 
-class RemoteValues(RunParts):
+class RemoteValues(State):
     """Values a backend kept where they ran (a Dask cluster), and bringing them back."""
 
     def _init_remote(self) -> None:

@@ -12,10 +12,10 @@ from .state import (
     _RETRY_WAIT,
 )
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 #: push-backs one task may take before it fails with the last one (a provider that never
 #: lets it through must not hold the run forever)
@@ -27,7 +27,7 @@ OVERLOAD_FIRST = 0.25
 OVERLOAD_MAX = 8.0
 
 
-class Retries(RunParts):
+class Retries(State):
     """Retries and push-back."""
 
     sdk_retries_told = False  # this run said once that a client library retried by itself

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 from ..errors import Skip
 from .state import _PENDING, _RUNNING, _SKIPPED, _STORING
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 
-class Skips(RunParts):
+class Skips(State):
     """Skips: ``lf.Skip`` raised in a task ends it skipped, which is no failure."""
 
     def _skipped(self, i: int, skip: Skip) -> None:

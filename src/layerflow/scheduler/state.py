@@ -105,9 +105,6 @@ from ..events import (
 )
 from ..graph import Task, _gc_paused, positional_args
 from ..limits import (
-    Adaptive,
-    LayerReport,
-    RateLimit,
     check_limits,
     resolve_max_workers,
     task_costs,
@@ -152,30 +149,14 @@ _SHORT = 200e-6
 _WATCH = 0.002
 
 
-class State:
+if TYPE_CHECKING:
+    from .parts import RunParts
+else:  # what the parts define, declared for the type checker only (parts.py)
+    RunParts = object
+
+
+class State(RunParts):
     """The fields of one run (see the module docstring) and their set-up."""
-
-    if TYPE_CHECKING:  # the parts a Run is assembled from define these (see parts.py)
-        children: dict[int, list[int]]  # fanout.py: a map task's element entries
-        cluster: Any  # remote.py: the Dask values' keeper (an untyped library's object)
-
-        def _init_admission(
-            self, pools: Mapping[str, float], limits: Mapping[str, RateLimit | Adaptive]
-        ) -> None: ...
-        def _init_budgets(
-            self, budget: Mapping[str, float] | None, limits: Mapping[str, Any]
-        ) -> None: ...
-        def _init_fanout(self) -> None: ...
-        def _fault(self, where: str, error: BaseException) -> None: ...
-        def _init_groups(self) -> None: ...
-        def _init_layers(
-            self, mode: str, checkpoint: Callable[[LayerReport], Any] | None
-        ) -> None: ...
-        def _init_recording(self) -> None: ...
-        def _init_remote(self) -> None: ...
-        def _init_store_io(self) -> None: ...
-        def _init_scopes(self, items: Any) -> None: ...
-        def _init_workers(self) -> None: ...
 
     def __init__(
         self,

@@ -53,10 +53,10 @@ from ..taskscope import scoped, tag
 from .faults import STORE_THREAD
 from .state import _ASYNC, _STORING, _UNSTOPPABLE
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 #: results that may wait to be stored before new work waits for the store: enough for large
 #: batches (one sync each), few enough that a crash re-runs little
@@ -90,7 +90,7 @@ class _TaggedCalls(list[Callable[..., Any]]):
         return fn  # a worker process or a Dask worker cannot reach the store
 
 
-class StoreIO(RunParts):
+class StoreIO(State):
     """Jobs that touch the store, run outside the lock; results made durable in batches."""
 
     def _init_store_io(self) -> None:

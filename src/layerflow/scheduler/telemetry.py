@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from .state import _ASYNC, _UNSTOPPABLE
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 
-class Telemetry(RunParts):
+class Telemetry(State):
     """OpenTelemetry spans, when a run asks for them: the tasks' calls wrapped."""
 
     #: the run's ``otel.Tracing``, or None (no spans); ``untraced``: the calls before

@@ -38,17 +38,17 @@ from .state import (
 )
 from .storage import _BACKLOG
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 #: how long a worker process may take to begin a call (start, imports, unpickling) before
 #: its task's timeout counts anyway: a worker stuck there must not hang the run
 COLD_START = 10.0
 
 
-class Transitions(RunParts):
+class Transitions(State):
     """The core transitions: a task becomes ready, starts, ends, succeeds, fails, is"""
 
     def _make_ready(self, i: int) -> None:

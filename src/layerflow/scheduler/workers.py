@@ -32,13 +32,13 @@ from .state import (
     _WATCH,
 )
 
-if TYPE_CHECKING:
-    from .parts import RunParts
-else:  # the declarations are for the type checker only
-    RunParts = object
+if TYPE_CHECKING:  # State, with what every part declares (parts.py)
+    from .state import State
+else:  # for the type checker only
+    State = object
 
 
-class ThreadWorkers(RunParts):
+class ThreadWorkers(State):
     """The thread backend: layerflow's own worker threads, which call the transitions."""
 
     def _init_workers(self) -> None:
