@@ -3,7 +3,8 @@
 No-op tasks on random DAGs (0-3 parents each) of 1k and 10k nodes, run with
 ``flow.run(backend="dask", client=...)`` and submitted directly as one graph with
 ``client.get`` (the ``client.compute`` path for a plain graph), both bringing every value
-back, on one local cluster (2 single-threaded worker processes), median of 3, in one run.
+back, on one local cluster (2 single-threaded worker processes, ``allowed-failures: 0``),
+median of 3, in one run.
 Usage: python bench/dask_backend.py [--sizes 1000,10000] [--repeat 3]
 """
 
@@ -26,16 +27,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    import dask
     import distributed
 
-    cluster = distributed.LocalCluster(
-        n_workers=args.workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    # as layerflow's own cluster, and as it asks of others: Dask does not run a task again
+    # when its worker dies (with allowed-failures > 0 each task asks the scheduler first)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
     client = distributed.Client(cluster)
     print(
         f"Dask backend overhead, us per no-op task ({args.workers} worker processes, "

@@ -245,6 +245,7 @@ class DaskBackend:
         # values on their way here (see _arrived), and attempts a stop asks about (stop)
         self._arrivals: list[tuple[_Attempt, Any, float]] = []
         self._fetching = False
+        self._direct: bool | None = True
         self._stops: list[_Attempt] = []
         threading.Thread(
             target=guarded("dask submit", self._send, on_fault),
@@ -467,10 +468,12 @@ class DaskBackend:
 
     async def _fetch(self, batch: list[tuple[_Attempt, Any, float]]) -> None:
         gather = self.client.gather
-        try:
-            values = await gather([f for _, f, _ in batch], asynchronous=True)
+        futures = [f for _, f, _ in batch]
+        try:  # straight from the workers (less work for the scheduler), else through it
+            values = await gather(futures, direct=self._direct, asynchronous=True)
             results = [(True, v) for v in values]
-        except Exception:  # find which: one at a time
+        except Exception:  # cannot reach the workers from here, or a value is lost
+            self._direct = None
             results = []
             for _, future, _ in batch:
                 try:
