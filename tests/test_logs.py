@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sqlite3
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -390,3 +393,48 @@ def test_cli_quiet_shows_a_failed_tasks_output(tmp_path):
     assert done.returncode == 1
     assert "working on it" in done.stderr
     assert "bad |" not in done.stderr + done.stdout  # -q: no live lines
+
+
+def test_runs_at_the_same_time_keep_their_own_output_and_put_streams_back():
+    before = sys.stdout, sys.stderr, list(logging.getLogger().handlers)
+    both = threading.Barrier(2, timeout=TIMEOUT)
+    results: dict[str, lf.RunResult] = {}
+
+    def one(label: str) -> None:
+        flow = lf.Flow(label)
+
+        @flow.task
+        def talk():
+            both.wait()  # the two runs' tasks print at the same time
+            print(f"{label} speaking")
+            both.wait()
+            return label
+
+        results[label] = flow.run()
+
+    threads = [threading.Thread(target=one, args=(x,)) for x in ("left", "right")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert results["left"].tasks["talk"].logs == "left speaking\n"
+    assert results["right"].tasks["talk"].logs == "right speaking\n"
+    assert (sys.stdout, sys.stderr, logging.getLogger().handlers) == before
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
+def test_streams_are_put_back_after_ctrl_c():
+    before = sys.stdout, sys.stderr, list(logging.getLogger().handlers)
+    flow = lf.Flow("interrupted")
+
+    @flow.task
+    def waits():
+        print("waiting")
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, in the thread that called flow.run
+        time.sleep(0.5)
+        return 1
+
+    with pytest.raises(lf.RunInterrupted) as caught:
+        flow.run()
+    assert caught.value.result.status == "interrupted"
+    assert (sys.stdout, sys.stderr, logging.getLogger().handlers) == before

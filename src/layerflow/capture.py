@@ -5,8 +5,8 @@ root logger gets one handler more (installed by the first run that starts, put b
 last that ends, whatever ended it). Neither keeps a table of threads: each asks a context
 variable, ``_SINK``, whom the code that writes belongs to. A thread worker sets a
 ``_Cell`` there once and points it at the task it runs (two attribute stores per task, so a
-run whose tasks print nothing pays nothing measurable); a coroutine or a call in the
-calling thread gets a ``_Key`` of its own in the context it runs in; code outside any task
+run whose tasks print nothing pays nothing measurable), and so does a sequential run's
+calling thread; a coroutine sets ``(logs, entry)`` in its own context; code outside any task
 (the caller, layerflow's own threads between tasks, threads a task starts itself) finds
 nothing there and writes to the real stream, untouched. A worker process or a Dask worker
 captures in its own process (:class:`Captured`) and sends the text back with the result.
@@ -44,7 +44,8 @@ Echo = LineEcho | str | None
 
 # the run's echo, read when a run is made: "raw", None, or a LineEcho
 _ECHO: contextvars.ContextVar[Echo] = contextvars.ContextVar("layerflow_echo", default="raw")
-# whom the running code belongs to: a _Cell, a _Key or a Captured (None: nobody's)
+# whom the running code belongs to: a _Cell, a (TaskLogs, entry) pair (a coroutine's) or a
+# Captured (None: nobody's)
 _SINK: contextvars.ContextVar[Any] = contextvars.ContextVar("layerflow_sink", default=None)
 
 
@@ -175,8 +176,10 @@ class TaskLogs:
         """The logs of a run made now: the echo chosen around it, and the task it runs in."""
         sink = _SINK.get()
         parent = None
-        if isinstance(sink, (_Cell, _Key)) and sink.i >= 0:
+        if isinstance(sink, _Cell) and sink.i >= 0:
             parent = (sink.logs, sink.i)
+        elif type(sink) is tuple:
+            parent = sink
         return cls(names, attempts, _ECHO.get(), parent)
 
     def write(self, i: int, text: str, err: bool) -> bool:
@@ -299,16 +302,6 @@ class _Cell:
         return True
 
 
-class _Key(_Cell):
-    """A coroutine's or a sequential call's: its task, fixed."""
-
-    __slots__ = ()
-
-    def __init__(self, logs: TaskLogs, i: int) -> None:
-        self.logs = logs
-        self.i = i
-
-
 def open_cell(logs: TaskLogs) -> _Cell:
     """Give the calling thread's context a cell (a thread worker, before its first task)."""
     cell = _Cell(logs)
@@ -324,12 +317,20 @@ def cell_in(context: contextvars.Context, logs: TaskLogs) -> _Cell:
     return cell
 
 
-async def keyed_async(
-    logs: TaskLogs, i: int, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-) -> Any:
-    """Await ``fn(...)`` as entry ``i`` (a coroutine runs in a context of its own)."""
-    _SINK.set(_Key(logs, i))
-    return await fn(*args, **kwargs)
+def _write(sink: Any, text: str, err: bool) -> bool:
+    """``sink`` (``_SINK``'s value, not None) takes ``text``: True when the real stream must
+    not get it too."""
+    if type(sink) is tuple:
+        return sink[0].write(sink[1], text, err)  # type: ignore[no-any-return]
+    return sink.write(text, err)  # type: ignore[no-any-return]
+
+
+def _record(sink: Any, record: logging.LogRecord) -> bool:
+    """``sink`` takes a logging record: True if it was a task's."""
+    if type(sink) is tuple:
+        sink[0].log_record(sink[1], record)
+        return True
+    return sink.record(record)  # type: ignore[no-any-return]
 
 
 def keep(text: str, err: bool = False) -> None:
@@ -343,7 +344,7 @@ def keep(text: str, err: bool = False) -> None:
         text += "\n"
     sink = _SINK.get()
     if sink is not None:
-        sink.write(text, err)  # (never writes to a real stream itself: the tee does)
+        _write(sink, text, err)  # (never writes to a real stream itself: the tee does)
         return
     stream = sys.stderr if err else sys.stdout
     if getattr(stream, "layerflow_capture", False):  # a worker process's call
@@ -405,7 +406,7 @@ class _Tee:
 
     def write(self, text: str) -> int:
         sink = _SINK.get()
-        if sink is not None and type(text) is str and text and sink.write(text, self._err):
+        if sink is not None and type(text) is str and text and _write(sink, text, self._err):
             return len(text)
         return self._real.write(text)
 
@@ -425,8 +426,9 @@ class _Handler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         sink = _SINK.get()
-        kept = sink is not None and sink.record(record)
-        if kept and not (isinstance(sink, _Cell) and sink.logs.raw):
+        kept = sink is not None and _record(sink, record)
+        raw = type(sink) is tuple and sink[0].raw or isinstance(sink, _Cell) and sink.logs.raw
+        if kept and not raw:
             return  # kept, and not shown
         # anybody's but a task's, or a task's under the raw echo: shown as it would have
         # been without this handler (logging's last resort, when no other handler takes it)
