@@ -438,3 +438,24 @@ def test_streams_are_put_back_after_ctrl_c():
         flow.run()
     assert caught.value.result.status == "interrupted"
     assert (sys.stdout, sys.stderr, logging.getLogger().handlers) == before
+
+
+def test_dask_tasks_send_their_output_back(dask_client):
+    flow = lf.Flow("on-dask")
+
+    def shout():
+        print("from a Dask worker")
+        logging.getLogger("layerflow-test.dask").warning("careful there")
+        return 1
+
+    def after(shout):
+        print("after", shout)
+        return shout + 1
+
+    flow.add(shout)
+    flow.add(after)
+    run = flow.run(backend="dask", client=dask_client, timeout=120)
+    assert run.tasks["shout"].logs == (
+        "from a Dask worker\nWARNING layerflow-test.dask: careful there\n"
+    )
+    assert run.tasks["after"].logs == "after 1\n"

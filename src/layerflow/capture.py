@@ -15,7 +15,7 @@ Kept: the last ``LIMIT`` bytes per task; what was cut is said in one line where 
 What the terminal shows is the run's *echo*, chosen where the run is made (:func:`echo`):
 ``"raw"`` (the Python API: output goes on to the terminal as it would without layerflow,
 and is kept too), ``None`` (kept only) or a callable ``(task, line, stream)`` that gets
-each whole line (the command line's ``-v``: lines prefixed by the task's name).
+each whole line (the command line's: lines prefixed by the task's name).
 
 Not captured: what is written straight to a file descriptor (C code, a subprocess the task
 starts itself with inherited streams), ``sys.stdout.buffer``, and output of threads that a

@@ -77,8 +77,9 @@ class ItemBook:
         self.element_presets = {m: None} if self.found else {}
         self._warned = False
 
-    def attach(self, names: list[str], parent: list[int]) -> None:
-        """Nothing to follow: items are known by their index."""
+    def attach(self, names: list[str], parent: list[int], output: Any = None) -> None:
+        """Nothing to follow: items are known by their index (what they print is the
+        calling task's)."""
 
     def begin(self, run_id: str, wall0: float, perf0: float) -> None:
         """Nothing to record: the items belong to the calling task's run."""

@@ -396,7 +396,9 @@ class Recorder:
                 if text:
                     logs.append((self.names[entry[0]], text))
                     self.logs_kept.add(entry[0])
-        errors = self.store.save_results(self.run_id, items, logs)
+        if not logs:
+            return self.store.save_results(self.run_id, items)
+        errors = self.store.save_results(self.run_id, items, logs=logs)
         if logs and any(e is not None for e in errors):  # not stored: kept at the end
             for entry, error in zip(batch, errors, strict=True):
                 if error is not None:
