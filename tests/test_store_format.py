@@ -72,7 +72,7 @@ def test_a_store_of_the_previous_version_is_read_and_resumed(tmp_path):
     calls: list[str] = []
     version_5_store(tmp_path, chain_flow(calls, fail_c=False))
     store = Store(tmp_path)  # brought to this version: the new tables added
-    assert store._read("PRAGMA user_version")[0][0] == 6
+    assert store._read("PRAGMA user_version")[0][0] == 7
     assert [r["run_id"] for r in store.runs()] == ["r5"]
     assert {t["name"]: t["status"] for t in store.tasks_of("r5")} == {
         "a": "succeeded",
