@@ -337,6 +337,8 @@ steps:
     uses: "steps_mod:hello"
   - name: shell
     run: "sh -c 'echo from the command'"
+  - name: bar
+    uses: "steps_mod:bar"
 """
 
 _STEPS = """\
@@ -346,6 +348,12 @@ def hello():
     print("hello from python")
     logging.getLogger("steps").warning("a warning")
     return 1
+
+def bar():
+    for k in range(3):
+        print(f"\\rdrawn {k}", end="")
+    print()
+    return 2
 """
 
 
@@ -362,6 +370,7 @@ def test_cli_verbose_prints_live_lines_prefixed_and_show_logs(tmp_path):
     assert "hello | hello from python" in done.stdout
     assert "shell | from the command" in done.stdout
     assert "hello | WARNING steps: a warning" in done.stderr
+    assert "bar | drawn 2\n" in done.stdout  # a bar redrawn in place: its last state
     runs = layerflow(folder, "runs")
     run_id = runs.stdout.splitlines()[1].split()[0]
     shown = layerflow(folder, "show", run_id, "hello", "--logs")

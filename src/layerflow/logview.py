@@ -24,6 +24,9 @@ def line_echo(all_on_stderr: bool = False) -> LineEcho:
 
     def echo(task: str, line: str, stream: str) -> None:
         target = sys.stderr if stream == "stderr" or all_on_stderr else sys.stdout
+        if "\r" in line:  # a progress bar redrawn in place: its last state
+            drawn = [part for part in line.split("\r") if part]
+            line = drawn[-1] if drawn else ""
         with lock:
             target.write(f"{task} | {line}\n")
             target.flush()
