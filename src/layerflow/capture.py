@@ -98,7 +98,7 @@ class _Text:
         while self.attempts and (excess > 0 or mid_line):
             chunks = self.attempts[0][1]
             first = chunks[0]
-            if type(first) is int:
+            if isinstance(first, int):
                 chunks.popleft()
                 self.cut += first
             elif excess <= 0:  # the cut went through this line: up to its end
@@ -140,7 +140,7 @@ class _Text:
                     parts.append("\n")
                 parts.append(f"── attempt {attempt} ──\n")
             for chunk in chunks:
-                if type(chunk) is int:
+                if isinstance(chunk, int):
                     if parts and not parts[-1].endswith("\n"):
                         parts.append("\n")
                     parts.append(cut_note(chunk))
@@ -247,7 +247,7 @@ class TaskLogs:
         token = _SINK.set(None)  # what the echo prints is nobody's output
         try:
             for line in lines:
-                self.echo(name, line, "stderr" if err else "stdout")  # type: ignore[operator]
+                self.echo(name, line, "stderr" if err else "stdout")  # type: ignore[operator,misc]
         except Exception:  # a terminal gone (a closed pipe): the output is still kept
             pass
         finally:
