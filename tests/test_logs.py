@@ -468,3 +468,36 @@ def test_dask_tasks_send_their_output_back(dask_client):
         "from a Dask worker\nWARNING layerflow-test.dask: careful there\n"
     )
     assert run.tasks["after"].logs == "after 1\n"
+
+
+def test_resumed_map_elements_keep_their_output(tmp_path):
+    flow = lf.Flow("elements")
+    broken = [True]
+
+    @flow.task
+    def items():
+        return [1, 2, 3]
+
+    @flow.task(map="items")
+    def each(items):
+        print(f"element {items}")
+        if items == 3 and broken[0]:
+            raise ValueError("not yet")
+        return items * 10
+
+    first = flow.run(store=tmp_path, fail_fast=False)
+    assert first.tasks["each[0]"].logs == "element 1\n"
+    broken[0] = False
+    again = flow.run(store=tmp_path, resume=True)
+    assert again["each"] == [10, 20, 30]
+    assert again.tasks["each[0]"].status == "reused"
+    assert again.tasks["each[0]"].logs == "element 1\n"
+    assert again.tasks["each[2]"].logs == "element 3\n"
+    store = Store(tmp_path)
+    try:
+        assert store.logs_of(again.run_id, ["each[0]", "each[2]"]) == {
+            "each[0]": "element 1\n",
+            "each[2]": "element 3\n",
+        }
+    finally:
+        store.close()

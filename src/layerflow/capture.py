@@ -169,6 +169,7 @@ class TaskLogs:
         self.raw = echo == "raw" and parent is None
         self.parent = parent
         self.partial: dict[tuple[int, bool], str] = {}  # a line echoed once it is whole
+        self.named: dict[str, str] = {}  # reused map elements' output, by name
         self.installed = False
 
     @classmethod
@@ -224,11 +225,16 @@ class TaskLogs:
                 found = self.texts[i] = _Text()
                 found.add(0, text)
 
+    def preset_named(self, name: str, text: str) -> None:
+        """As :meth:`preset`, for a map's element reused before it has an entry."""
+        if text:
+            self.named[name] = text
+
     def text(self, i: int) -> str:
         """Entry ``i``'s output ("" when it wrote nothing)."""
         found = self.texts.get(i)
         if found is None:
-            return ""
+            return self.named.get(self.names[i], "") if self.named else ""
         with self.lock:
             return found.render(self.attempts[i] if i < len(self.attempts) else 1)
 
