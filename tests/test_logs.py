@@ -501,3 +501,23 @@ def test_resumed_map_elements_keep_their_output(tmp_path):
         }
     finally:
         store.close()
+
+
+def test_a_handler_made_during_the_run_is_kept_once():
+    """A ``StreamHandler`` made while the run goes writes to the captured stderr: its
+    lines are kept as it formats them, not a second time as a record."""
+    flow = lf.Flow("handler")
+    named = logging.getLogger("layerflow-test.handler")
+
+    @flow.task
+    def logs():
+        handler = logging.StreamHandler()  # holds the sys.stderr of now
+        handler.setFormatter(logging.Formatter("%(levelname)s|%(message)s"))
+        named.addHandler(handler)
+        try:
+            named.warning("once")
+        finally:
+            named.removeHandler(handler)
+        return 1
+
+    assert flow.run().tasks["logs"].logs == "WARNING|once\n"

@@ -432,6 +432,9 @@ class _Handler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         sink = _SINK.get()
+        others = self._others(record)
+        if sink is not None and any(_to_tee(h, record) for h in others):
+            return  # another handler writes it to sys.stdout/stderr: kept as it writes it
         kept = sink is not None and _record(sink, record)
         raw = type(sink) is tuple and sink[0].raw or isinstance(sink, _Cell) and sink.logs.raw
         if kept and not raw:
@@ -439,17 +442,31 @@ class _Handler(logging.Handler):
         # anybody's but a task's, or a task's under the raw echo: shown as it would have
         # been without this handler (logging's last resort, when no other handler takes it)
         last = logging.lastResort
-        if last is None or record.levelno < last.level:
+        if last is None or record.levelno < last.level or others:
             return
-        logger: Any = logging.getLogger(record.name)
-        while logger is not None:
-            if any(h is not self for h in logger.handlers):
-                return
-            logger = logger.parent if logger.propagate else None
         real = _REAL[True]
         if real is not None:
             with contextlib.suppress(Exception):
                 real.write(last.format(record) + "\n")
+
+    def _others(self, record: logging.LogRecord) -> list[logging.Handler]:
+        """The other handlers the record goes to, as logging finds them."""
+        found: list[logging.Handler] = []
+        logger: Any = logging.getLogger(record.name)
+        while logger is not None:
+            found.extend(h for h in logger.handlers if h is not self)
+            logger = logger.parent if logger.propagate else None
+        return found
+
+
+def _to_tee(handler: logging.Handler, record: logging.LogRecord) -> bool:
+    """Does ``handler`` write ``record`` to one of our streams (a ``StreamHandler`` made
+    while a run went, holding the ``sys.stderr`` of then)?"""
+    return (
+        isinstance(handler, logging.StreamHandler)
+        and isinstance(handler.stream, _Tee)
+        and record.levelno >= handler.level
+    )
 
 
 _HANDLER = _Handler()
