@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sqlite3
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -334,6 +337,8 @@ steps:
     uses: "steps_mod:hello"
   - name: shell
     run: "sh -c 'echo from the command'"
+  - name: bar
+    uses: "steps_mod:bar"
 """
 
 _STEPS = """\
@@ -343,6 +348,12 @@ def hello():
     print("hello from python")
     logging.getLogger("steps").warning("a warning")
     return 1
+
+def bar():
+    for k in range(3):
+        print(f"\\rdrawn {k}", end="")
+    print()
+    return 2
 """
 
 
@@ -359,6 +370,7 @@ def test_cli_verbose_prints_live_lines_prefixed_and_show_logs(tmp_path):
     assert "hello | hello from python" in done.stdout
     assert "shell | from the command" in done.stdout
     assert "hello | WARNING steps: a warning" in done.stderr
+    assert "bar | drawn 2\n" in done.stdout  # a bar redrawn in place: its last state
     runs = layerflow(folder, "runs")
     run_id = runs.stdout.splitlines()[1].split()[0]
     shown = layerflow(folder, "show", run_id, "hello", "--logs")
@@ -390,3 +402,122 @@ def test_cli_quiet_shows_a_failed_tasks_output(tmp_path):
     assert done.returncode == 1
     assert "working on it" in done.stderr
     assert "bad |" not in done.stderr + done.stdout  # -q: no live lines
+
+
+def test_runs_at_the_same_time_keep_their_own_output_and_put_streams_back():
+    before = sys.stdout, sys.stderr, list(logging.getLogger().handlers)
+    both = threading.Barrier(2, timeout=TIMEOUT)
+    results: dict[str, lf.RunResult] = {}
+
+    def one(label: str) -> None:
+        flow = lf.Flow(label)
+
+        @flow.task
+        def talk():
+            both.wait()  # the two runs' tasks print at the same time
+            print(f"{label} speaking")
+            both.wait()
+            return label
+
+        results[label] = flow.run()
+
+    threads = [threading.Thread(target=one, args=(x,)) for x in ("left", "right")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert results["left"].tasks["talk"].logs == "left speaking\n"
+    assert results["right"].tasks["talk"].logs == "right speaking\n"
+    assert (sys.stdout, sys.stderr, logging.getLogger().handlers) == before
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
+def test_streams_are_put_back_after_ctrl_c():
+    before = sys.stdout, sys.stderr, list(logging.getLogger().handlers)
+    flow = lf.Flow("interrupted")
+
+    @flow.task
+    def waits():
+        print("waiting")
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, in the thread that called flow.run
+        time.sleep(0.5)
+        return 1
+
+    with pytest.raises(lf.RunInterrupted) as caught:
+        flow.run()
+    assert caught.value.result.status == "interrupted"
+    assert (sys.stdout, sys.stderr, logging.getLogger().handlers) == before
+
+
+def test_dask_tasks_send_their_output_back(dask_client):
+    flow = lf.Flow("on-dask")
+
+    def shout():
+        print("from a Dask worker")
+        logging.getLogger("layerflow-test.dask").warning("careful there")
+        return 1
+
+    def after(shout):
+        print("after", shout)
+        return shout + 1
+
+    flow.add(shout)
+    flow.add(after)
+    run = flow.run(backend="dask", client=dask_client, timeout=120)
+    assert run.tasks["shout"].logs == (
+        "from a Dask worker\nWARNING layerflow-test.dask: careful there\n"
+    )
+    assert run.tasks["after"].logs == "after 1\n"
+
+
+def test_resumed_map_elements_keep_their_output(tmp_path):
+    flow = lf.Flow("elements")
+    broken = [True]
+
+    @flow.task
+    def items():
+        return [1, 2, 3]
+
+    @flow.task(map="items")
+    def each(items):
+        print(f"element {items}")
+        if items == 3 and broken[0]:
+            raise ValueError("not yet")
+        return items * 10
+
+    first = flow.run(store=tmp_path, fail_fast=False)
+    assert first.tasks["each[0]"].logs == "element 1\n"
+    broken[0] = False
+    again = flow.run(store=tmp_path, resume=True)
+    assert again["each"] == [10, 20, 30]
+    assert again.tasks["each[0]"].status == "reused"
+    assert again.tasks["each[0]"].logs == "element 1\n"
+    assert again.tasks["each[2]"].logs == "element 3\n"
+    store = Store(tmp_path)
+    try:
+        assert store.logs_of(again.run_id, ["each[0]", "each[2]"]) == {
+            "each[0]": "element 1\n",
+            "each[2]": "element 3\n",
+        }
+    finally:
+        store.close()
+
+
+def test_a_handler_made_during_the_run_is_kept_once():
+    """A ``StreamHandler`` made while the run goes writes to the captured stderr: its
+    lines are kept as it formats them, not a second time as a record."""
+    flow = lf.Flow("handler")
+    named = logging.getLogger("layerflow-test.handler")
+
+    @flow.task
+    def logs():
+        handler = logging.StreamHandler()  # holds the sys.stderr of now
+        handler.setFormatter(logging.Formatter("%(levelname)s|%(message)s"))
+        named.addHandler(handler)
+        try:
+            named.warning("once")
+        finally:
+            named.removeHandler(handler)
+        return 1
+
+    assert flow.run().tasks["logs"].logs == "WARNING|once\n"

@@ -5,8 +5,8 @@ root logger gets one handler more (installed by the first run that starts, put b
 last that ends, whatever ended it). Neither keeps a table of threads: each asks a context
 variable, ``_SINK``, whom the code that writes belongs to. A thread worker sets a
 ``_Cell`` there once and points it at the task it runs (two attribute stores per task, so a
-run whose tasks print nothing pays nothing measurable); a coroutine or a call in the
-calling thread gets a ``_Key`` of its own in the context it runs in; code outside any task
+run whose tasks print nothing pays nothing measurable), and so does a sequential run's
+calling thread; a coroutine sets ``(logs, entry)`` in its own context; code outside any task
 (the caller, layerflow's own threads between tasks, threads a task starts itself) finds
 nothing there and writes to the real stream, untouched. A worker process or a Dask worker
 captures in its own process (:class:`Captured`) and sends the text back with the result.
@@ -15,7 +15,7 @@ Kept: the last ``LIMIT`` bytes per task; what was cut is said in one line where 
 What the terminal shows is the run's *echo*, chosen where the run is made (:func:`echo`):
 ``"raw"`` (the Python API: output goes on to the terminal as it would without layerflow,
 and is kept too), ``None`` (kept only) or a callable ``(task, line, stream)`` that gets
-each whole line (the command line's ``-v``: lines prefixed by the task's name).
+each whole line (the command line's: lines prefixed by the task's name).
 
 Not captured: what is written straight to a file descriptor (C code, a subprocess the task
 starts itself with inherited streams), ``sys.stdout.buffer``, and output of threads that a
@@ -44,7 +44,8 @@ Echo = LineEcho | str | None
 
 # the run's echo, read when a run is made: "raw", None, or a LineEcho
 _ECHO: contextvars.ContextVar[Echo] = contextvars.ContextVar("layerflow_echo", default="raw")
-# whom the running code belongs to: a _Cell, a _Key or a Captured (None: nobody's)
+# whom the running code belongs to: a _Cell, a (TaskLogs, entry) pair (a coroutine's) or a
+# Captured (None: nobody's)
 _SINK: contextvars.ContextVar[Any] = contextvars.ContextVar("layerflow_sink", default=None)
 
 
@@ -168,6 +169,7 @@ class TaskLogs:
         self.raw = echo == "raw" and parent is None
         self.parent = parent
         self.partial: dict[tuple[int, bool], str] = {}  # a line echoed once it is whole
+        self.named: dict[str, str] = {}  # reused map elements' output, by name
         self.installed = False
 
     @classmethod
@@ -175,8 +177,10 @@ class TaskLogs:
         """The logs of a run made now: the echo chosen around it, and the task it runs in."""
         sink = _SINK.get()
         parent = None
-        if isinstance(sink, (_Cell, _Key)) and sink.i >= 0:
+        if isinstance(sink, _Cell) and sink.i >= 0:
             parent = (sink.logs, sink.i)
+        elif type(sink) is tuple:
+            parent = sink
         return cls(names, attempts, _ECHO.get(), parent)
 
     def write(self, i: int, text: str, err: bool) -> bool:
@@ -221,11 +225,16 @@ class TaskLogs:
                 found = self.texts[i] = _Text()
                 found.add(0, text)
 
+    def preset_named(self, name: str, text: str) -> None:
+        """As :meth:`preset`, for a map's element reused before it has an entry."""
+        if text:
+            self.named[name] = text
+
     def text(self, i: int) -> str:
         """Entry ``i``'s output ("" when it wrote nothing)."""
         found = self.texts.get(i)
         if found is None:
-            return ""
+            return self.named.get(self.names[i], "") if self.named else ""
         with self.lock:
             return found.render(self.attempts[i] if i < len(self.attempts) else 1)
 
@@ -302,16 +311,6 @@ class _Cell:
         return True
 
 
-class _Key(_Cell):
-    """A coroutine's or a sequential call's: its task, fixed."""
-
-    __slots__ = ()
-
-    def __init__(self, logs: TaskLogs, i: int) -> None:
-        self.logs = logs
-        self.i = i
-
-
 def open_cell(logs: TaskLogs) -> _Cell:
     """Give the calling thread's context a cell (a thread worker, before its first task)."""
     cell = _Cell(logs)
@@ -327,12 +326,20 @@ def cell_in(context: contextvars.Context, logs: TaskLogs) -> _Cell:
     return cell
 
 
-async def keyed_async(
-    logs: TaskLogs, i: int, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-) -> Any:
-    """Await ``fn(...)`` as entry ``i`` (a coroutine runs in a context of its own)."""
-    _SINK.set(_Key(logs, i))
-    return await fn(*args, **kwargs)
+def _write(sink: Any, text: str, err: bool) -> bool:
+    """``sink`` (``_SINK``'s value, not None) takes ``text``: True when the real stream must
+    not get it too."""
+    if type(sink) is tuple:
+        return sink[0].write(sink[1], text, err)
+    return sink.write(text, err)
+
+
+def _record(sink: Any, record: logging.LogRecord) -> bool:
+    """``sink`` takes a logging record: True if it was a task's."""
+    if type(sink) is tuple:
+        sink[0].log_record(sink[1], record)
+        return True
+    return sink.record(record)
 
 
 def keep(text: str, err: bool = False) -> None:
@@ -346,7 +353,7 @@ def keep(text: str, err: bool = False) -> None:
         text += "\n"
     sink = _SINK.get()
     if sink is not None:
-        sink.write(text, err)  # (never writes to a real stream itself: the tee does)
+        _write(sink, text, err)  # (never writes to a real stream itself: the tee does)
         return
     stream = sys.stderr if err else sys.stdout
     if getattr(stream, "layerflow_capture", False):  # a worker process's call
@@ -408,7 +415,7 @@ class _Tee:
 
     def write(self, text: str) -> int:
         sink = _SINK.get()
-        if sink is not None and type(text) is str and text and sink.write(text, self._err):
+        if sink is not None and type(text) is str and text and _write(sink, text, self._err):
             return len(text)
         return self._real.write(text)
 
@@ -428,23 +435,41 @@ class _Handler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         sink = _SINK.get()
-        kept = sink is not None and sink.record(record)
-        if kept and not (isinstance(sink, _Cell) and sink.logs.raw):
+        others = self._others(record)
+        if sink is not None and any(_to_tee(h, record) for h in others):
+            return  # another handler writes it to sys.stdout/stderr: kept as it writes it
+        kept = sink is not None and _record(sink, record)
+        raw = type(sink) is tuple and sink[0].raw or isinstance(sink, _Cell) and sink.logs.raw
+        if kept and not raw:
             return  # kept, and not shown
         # anybody's but a task's, or a task's under the raw echo: shown as it would have
         # been without this handler (logging's last resort, when no other handler takes it)
         last = logging.lastResort
-        if last is None or record.levelno < last.level:
+        if last is None or record.levelno < last.level or others:
             return
-        logger: Any = logging.getLogger(record.name)
-        while logger is not None:
-            if any(h is not self for h in logger.handlers):
-                return
-            logger = logger.parent if logger.propagate else None
         real = _REAL[True]
         if real is not None:
             with contextlib.suppress(Exception):
                 real.write(last.format(record) + "\n")
+
+    def _others(self, record: logging.LogRecord) -> list[logging.Handler]:
+        """The other handlers the record goes to, as logging finds them."""
+        found: list[logging.Handler] = []
+        logger: Any = logging.getLogger(record.name)
+        while logger is not None:
+            found.extend(h for h in logger.handlers if h is not self)
+            logger = logger.parent if logger.propagate else None
+        return found
+
+
+def _to_tee(handler: logging.Handler, record: logging.LogRecord) -> bool:
+    """Does ``handler`` write ``record`` to one of our streams (a ``StreamHandler`` made
+    while a run went, holding the ``sys.stderr`` of then)?"""
+    return (
+        isinstance(handler, logging.StreamHandler)
+        and isinstance(handler.stream, _Tee)
+        and record.levelno >= handler.level
+    )
 
 
 _HANDLER = _Handler()

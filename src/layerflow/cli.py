@@ -487,11 +487,10 @@ def _run(
                 )
             return EXIT_OK
     status = EXIT_OK
-    # tasks' output: live lines `task | line` where progress is plain lines; kept only
-    # (shown by `show RUN TASK --logs`) under a live display, which lines would tear
-    lines = not quiet and not live
+    # tasks' output: live lines `task | line` (above a live display), none with -q
+    lines = not quiet
     try:
-        with echo_output(line_echo(stream, sys.stderr) if lines else None):
+        with echo_output(line_echo(all_on_stderr=as_json) if lines else None):
             result = Flow.run(flow, inputs, **options)
     except TaskFailed as e:
         result = e.result
@@ -528,13 +527,6 @@ def _run(
         cpu = result.cpu_note()
         if cpu is not None and "Warning" in cpu:  # the CPU line itself: in the summary
             click.echo(cpu)
-        printed = [n for n, t in result.tasks.items() if t.logs]
-        if printed and not lines and options.get("store") is not False:
-            which = printed[0] if len(printed) == 1 else "TASK"
-            click.echo(
-                f"Output of {counted(len(printed), 'task')} kept: "
-                f"layerflow show {result.run_id} {which} --logs (-v shows it live)"
-            )
         if result.metrics:
             click.echo("metrics: " + format_metrics(result.metrics))
         if result.budget:

@@ -3,9 +3,9 @@ the end of a failed task's output, and a stored run's output (``layerflow show -
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Mapping
-from typing import IO
 
 from .capture import LineEcho
 
@@ -15,13 +15,18 @@ __all__ = ["line_echo", "tail", "titled"]
 TAIL_LINES = 10
 
 
-def line_echo(out: IO[str], err: IO[str]) -> LineEcho:
-    """Each whole line a task writes, as ``task | line``: its stdout's on ``out``, its
-    stderr's on ``err`` (one lock: lines of tasks side by side never mix)."""
+def line_echo(all_on_stderr: bool = False) -> LineEcho:
+    """Each whole line a task writes, as ``task | line``: its stdout's on stdout (unless
+    ``all_on_stderr``), its stderr's on stderr, the streams as they are when it is written
+    (a live display's own, which shows lines above itself); one lock: lines of tasks side
+    by side never mix."""
     lock = threading.Lock()
 
     def echo(task: str, line: str, stream: str) -> None:
-        target = err if stream == "stderr" else out
+        target = sys.stderr if stream == "stderr" or all_on_stderr else sys.stdout
+        if "\r" in line:  # a progress bar redrawn in place: its last state
+            drawn = [part for part in line.split("\r") if part]
+            line = drawn[-1] if drawn else ""
         with lock:
             target.write(f"{task} | {line}\n")
             target.flush()

@@ -314,7 +314,17 @@ class Recorder:
             self.store.record_reused(self.run_id, rows)
         if entries:
             self.store.record_reused_elements(self.run_id, name, entries)
+        if found and self.resumed_from is not None and self.output is not None:
+            self._reuse_element_logs([f"{name}[{index}]" for index in found])
         return found
+
+    def _reuse_element_logs(self, names: list[str]) -> None:
+        """Reused elements keep the output they had (see ``_reuse_logs``)."""
+        found = self.store.logs_of(self.resumed_from, names)  # type: ignore[arg-type]
+        if found:
+            self.store.save_logs(self.run_id, list(found.items()))
+            for element, text in found.items():
+                self.output.preset_named(element, text)
 
     def close(self) -> None:
         """The run has ended: close the store's connection if the run opened the store."""
@@ -416,7 +426,9 @@ class Recorder:
                 if text:
                     logs.append((self.names[entry[0]], text))
                     self.logs_kept.add(entry[0])
-        errors = self.store.save_results(self.run_id, items, logs)
+        if not logs:
+            return self.store.save_results(self.run_id, items)
+        errors = self.store.save_results(self.run_id, items, logs=logs)
         if logs and any(e is not None for e in errors):  # not stored: kept at the end
             for entry, error in zip(batch, errors, strict=True):
                 if error is not None:
@@ -504,6 +516,7 @@ class Recorder:
                     text = output.text(i)
                     if text:
                         logs.append((names[i], text))
+            # (reused elements' output is stored already, by ``_reuse_element_logs``)
         try:
             self.store.end_run(
                 self.run_id,

@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
+from ..capture import _SINK
 from ..errors import InternalError, safe_str
 from ..faults import Fault, guarded, log_fault
 from ..metrics import _BOX
@@ -183,8 +184,10 @@ class AsyncBackend:
         priority: int = 0,
         fetch: bool = True,
         tag: Any = None,
+        sink: Any = None,
     ) -> list[Any]:
-        handle: list[Any] = [None, False]  # [the asyncio task while it waits, cancelled]
+        # [the asyncio task while it waits, cancelled, whose output it writes (capture.py)]
+        handle: list[Any] = [None, False, sink]
         if threading.get_ident() == self._loop_thread:
             self._queue.append((fn, args, kwargs, on_done, handle))
             if not self._pulling:
@@ -234,6 +237,8 @@ class AsyncBackend:
         """Run one coroutine as this asyncio task, in the task's own context."""
         box: dict[str, float] = {}  # this coroutine's lf.record box
         _BOX.set(box)
+        if handle[2] is not None:
+            _SINK.set(handle[2])
         me = asyncio.current_task()
         self._tasks.add(me)  # type: ignore[arg-type]
         t0 = time.perf_counter()
@@ -262,7 +267,7 @@ class AsyncBackend:
                     continue
                 context = base.copy()
                 box: dict[str, float] = {}  # this coroutine's lf.record box
-                coro = _call(fn, args, kwargs, box)
+                coro = _call(fn, args, kwargs, box, handle[2])
                 t0 = time.perf_counter()
                 try:
                     step = context.run(coro.send, None)
@@ -358,9 +363,15 @@ def _ours(handle: list[Any], error: object) -> bool:
 
 
 async def _call(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], box: dict[str, float]
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    box: dict[str, float],
+    sink: Any,
 ) -> Any:
     _BOX.set(box)  # the task's lf.record box, in its own context
+    if sink is not None:  # and whose output it writes
+        _SINK.set(sink)
     return await fn(*args, **kwargs)
 
 

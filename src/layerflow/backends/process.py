@@ -160,7 +160,10 @@ class _Worker:
                 continue
             # idle again before the scheduler hears of it, so its next submission reuses us
             self.backend._release(self)
-            on_done(ok, value, seconds, None, metrics, cpu, output)
+            if output is None:
+                on_done(ok, value, seconds, None, metrics, cpu)
+            else:  # what the call printed in the worker
+                on_done(ok, value, seconds, None, metrics, cpu, output)
         self._shutdown()
 
     def _died(self, name: str, on_done: Done, seconds: float) -> None:

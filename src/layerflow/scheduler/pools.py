@@ -7,7 +7,6 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ..capture import keyed_async
 from ..policy import KEY_BASE
 from .state import (
     _ASYNC,
@@ -155,17 +154,26 @@ class ForeignPools(State):
 
         # the backend's done-callback: on_done(ok, value, seconds, ref=None, metrics=None)
         on_done = partial(self._foreign_done, i, token)
-        fn = self.fns[i]
         if kind == _CALLER:  # what it prints is its own (one call at a time: see state.py)
             self.caller_cell.i = i
-        elif kind == _ASYNC:
-            fn = partial(keyed_async, self.output, i, fn)
         try:
             if kind == _DASK and self.cluster.remote:  # upstream values there: futures
                 args, kwargs = self._call_args(i, remote=True)
+            if kind == _ASYNC:  # the coroutine says whose its output is, in its own context
+                self.handle[i] = self.backends[kind].submit(
+                    self.names[i],
+                    self.fns[i],
+                    args,
+                    kwargs,
+                    on_done,
+                    priority=self.spec[i].priority,
+                    tag=i,
+                    sink=(self.output, i),
+                )
+                return
             self.handle[i] = self.backends[kind].submit(
                 self.names[i],
-                fn,
+                self.fns[i],
                 args,
                 kwargs,
                 on_done,

@@ -64,11 +64,13 @@ class Run(
 
     def start(self) -> None:
         """Queue the tasks without dependencies and start the pools (lock not held)."""
-        if not self.output.installed:  # tasks' output captured from now until ``close``
-            self.output.installed = True
-            install_capture()
         if self.live is not None:
             self.live.start(self)
+        if not self.output.installed:  # tasks' output captured from now until ``close``
+            # (after the live display has put its own stream in place, whose lines it shows
+            # above itself: the raw echo writes there; and taken off before it stops)
+            self.output.installed = True
+            install_capture()
         if self.emit:
             self.emit(RunEvent("run_started", None, time.time(), self.run_id, total=self.n))
         with self.lock:
