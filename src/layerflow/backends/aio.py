@@ -38,7 +38,7 @@ from typing import Any
 
 from ..errors import InternalError, safe_str
 from ..faults import Fault, guarded, log_fault
-from ..metrics import _BOX
+from ..metrics import CURRENT_BOX
 from . import Done
 
 __all__ = ["AsyncBackend"]
@@ -233,7 +233,7 @@ class AsyncBackend:
     ) -> None:
         """Run one coroutine as this asyncio task, in the task's own context."""
         box: dict[str, float] = {}  # this coroutine's lf.record box
-        _BOX.set(box)
+        CURRENT_BOX.set(box)
         me = asyncio.current_task()
         self._tasks.add(me)  # type: ignore[arg-type]
         t0 = time.perf_counter()
@@ -360,7 +360,7 @@ def _ours(handle: list[Any], error: object) -> bool:
 async def _call(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], box: dict[str, float]
 ) -> Any:
-    _BOX.set(box)  # the task's lf.record box, in its own context
+    CURRENT_BOX.set(box)  # the task's lf.record box, in its own context
     return await fn(*args, **kwargs)
 
 

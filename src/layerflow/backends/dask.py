@@ -32,7 +32,7 @@ from ..errors import LayerflowError
 from ..faults import Fault, guarded, log_fault
 from . import Done, child_pythonpath, install_command
 from .dask_values import ClusterValues
-from .process import UnpicklableError, WorkerDied, _find_unpicklable
+from .process import UnpicklableError, WorkerDied, find_unpicklable
 
 __all__ = ["DaskBackend", "import_distributed"]
 
@@ -117,7 +117,7 @@ def _call(
     import distributed
 
     from ..errors import MissingOnWorker
-    from ..metrics import _BOX
+    from ..metrics import CURRENT_BOX
 
     try:
         fn, args, kwargs = cloudpickle.loads(payload)
@@ -134,12 +134,12 @@ def _call(
     worker = distributed.get_worker()
     worker.log_event(_STARTED_TOPIC, key)
     box: dict[str, float] = {}
-    reset = _BOX.set(box)
+    reset = CURRENT_BOX.set(box)
     t0 = time.perf_counter()
     try:
         return _call_with(fn, args, kwargs, slots, upstream)
     finally:
-        _BOX.reset(reset)
+        CURRENT_BOX.reset(reset)
         # the attempt's own time (what the client sees also counts Dask's queue)
         seconds = time.perf_counter() - t0
         worker.log_event(_METRICS_TOPIC, {"key": key, "metrics": box, "seconds": seconds})
@@ -231,7 +231,7 @@ class _Attempt:
 def _unpicklable(a: _Attempt) -> UnpicklableError:
     return UnpicklableError(
         f"task {a.name!r} cannot be sent to the Dask cluster: "
-        f"{_find_unpicklable(a.fn, a.args, a.kwargs)}"
+        f"{find_unpicklable(a.fn, a.args, a.kwargs)}"
     )
 
 

@@ -101,7 +101,7 @@ from ..events import (
     Observer,
     TaskEvent,
 )
-from ..graph import Task, _gc_paused, positional_args
+from ..graph import Task, gc_paused, positional_args
 from ..limits import (
     LayerReport,
     check_limits,
@@ -240,7 +240,7 @@ class State(RunParts):
                 for t in g.tasks
             )
         )
-        with _gc_paused():
+        with gc_paused():
             self._init_entries(inputs, backend, address, client)
         self._init_scopes(items)
         self.lock = threading.Lock()

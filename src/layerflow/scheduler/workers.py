@@ -21,7 +21,7 @@ from ..backends import LONG_TASK
 from ..errors import Cancelled
 from ..faults import guarded
 from ..graph import positional_args
-from ..metrics import _BOX, open_box
+from ..metrics import CURRENT_BOX, open_box
 from ..metrics import add as add_metrics
 from ..plan import KEY_BASE
 from .state import (
@@ -141,7 +141,7 @@ class ThreadWorkers(State):
         with self.lock:
             i = self._next()
             token = self.token[i] if i >= 0 else 0
-        self._loop(i, token, _BOX.get())  # type: ignore[arg-type]
+        self._loop(i, token, CURRENT_BOX.get())  # type: ignore[arg-type]
 
     def _loop(self, i: int, token: int, box: dict[str, float]) -> None:
         lock = self.lock
