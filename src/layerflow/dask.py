@@ -58,7 +58,7 @@ from .errors import (
     raise_all,
 )
 from .flow import TASK_OPTIONS, recorder_for
-from .graph import Graph, Task, _gc_paused
+from .graph import Graph, Task, gc_paused
 from .options import RUN_OPTIONS, RunOptions
 from .plan import Plan
 from .result import RunResult
@@ -295,12 +295,12 @@ def _translate(
 ) -> tuple[Graph, dict[str, str], dict[Hashable, str]]:
     """The layerflow graph of what ``wanted`` needs (``dsk``: a graph dict), each task's
     label by name, and the names of the ``wanted`` keys."""
-    with _gc_paused():  # it makes an object or more per task, none of them cyclic
+    with gc_paused():  # it makes an object or more per task, none of them cyclic
         nodes: dict[Hashable, GraphNode] = convert_legacy_graph(dsk)
     for key in wanted:
         if key not in nodes:
             raise KeyError(_missing_key(key, nodes))
-    with _gc_paused():
+    with gc_paused():
         position = dict(zip(nodes, range(len(nodes)), strict=True))
         default = _template("dask", None)
         templates = {label: _template(label, opts) for label, opts in groups.items()}

@@ -580,7 +580,7 @@ class GraphBuilder:
         """Every task, in declaration order (made now where only functions were kept)."""
         self._settle()
         tasks = self.tasks
-        with _gc_paused():
+        with gc_paused():
             for k, task in enumerate(tasks):
                 if type(task) is not Task:
                     tasks[k] = Task.plain(task, self.names[k])
@@ -668,7 +668,7 @@ class GraphBuilder:
         neither a task nor one of them is a required input when it has no default.
         """
         tasks = self.all_tasks()
-        with _gc_paused():
+        with gc_paused():
             g = Graph()
             g.flow_name = flow_name
             g.tasks = list(tasks)
@@ -780,7 +780,7 @@ class Graph:
     def succs(self) -> list[list[int]]:
         """``succs[i]``: the tasks that wait for task ``i`` (built on first use)."""
         if self._succs is None:
-            with _gc_paused():
+            with gc_paused():
                 succs: list[list[int]] = [[] for _ in range(len(self.deps))]
                 for i, d in enumerate(self.deps):
                     for j in d:
@@ -916,7 +916,7 @@ class Graph:
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Building millions of small lists triggers the cyclic GC over and over (3x slower);
     these structures hold no cycles, so collection waits until they are built."""
     was_enabled = gc.isenabled()

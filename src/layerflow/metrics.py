@@ -20,7 +20,10 @@ __all__ = ["record"]
 #: in a process-backend worker, the one box every task's lf.record lands in (the worker runs
 #: one task at a time, and reads and empties it after each)
 WORKER_BOX: dict[str, float] | None = {} if os.environ.get("LAYERFLOW_PROCESS_WORKER") else None
-_BOX: ContextVar[dict[str, float] | None] = ContextVar("layerflow_metrics", default=WORKER_BOX)
+#: the running task's box, where its lf.record numbers land (each backend sets it per task)
+CURRENT_BOX: ContextVar[dict[str, float] | None] = ContextVar(
+    "layerflow_metrics", default=WORKER_BOX
+)
 
 
 def record(**numbers: float) -> None:
@@ -31,7 +34,7 @@ def record(**numbers: float) -> None:
     for name, value in numbers.items():
         if not number(value):
             raise InvalidOptionError(f"lf.record({name}=...) takes a finite number, got {value!r}")
-    box = _BOX.get()
+    box = CURRENT_BOX.get()
     if box is None:
         return
     for name, value in numbers.items():
@@ -53,7 +56,7 @@ def usage(limit: str, amount: float) -> None:
 def open_box() -> dict[str, float]:
     """Give the current context (a worker thread, a coroutine, a process) a fresh box."""
     box: dict[str, float] = {}
-    _BOX.set(box)
+    CURRENT_BOX.set(box)
     return box
 
 

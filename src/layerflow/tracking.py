@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from .errors import InvalidOptionError
-from .metrics import _BOX, usage
+from .metrics import CURRENT_BOX, usage
 
 __all__ = ["tokens_of", "track_usage", "usage_from"]
 
@@ -202,7 +202,7 @@ def _tracked(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(fn)
         async def tracked_async(*args: Any, **kwargs: Any) -> Any:
-            if _NAME is None or _BOX.get() is None:
+            if _NAME is None or CURRENT_BOX.get() is None:
                 return await fn(*args, **kwargs)
             mine: list[bool] = [False]
             outer = _CALL.get()
@@ -219,7 +219,7 @@ def _tracked(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def tracked(*args: Any, **kwargs: Any) -> Any:
-        if _NAME is None or _BOX.get() is None:
+        if _NAME is None or CURRENT_BOX.get() is None:
             return fn(*args, **kwargs)
         mine: list[bool] = [False]
         outer = _CALL.get()

@@ -39,7 +39,7 @@ from typing import Any
 from ..capture import _SINK
 from ..errors import InternalError, safe_str
 from ..faults import Fault, guarded, log_fault
-from ..metrics import _BOX
+from ..metrics import CURRENT_BOX
 from . import Done
 
 __all__ = ["AsyncBackend"]
@@ -236,7 +236,7 @@ class AsyncBackend:
     ) -> None:
         """Run one coroutine as this asyncio task, in the task's own context."""
         box: dict[str, float] = {}  # this coroutine's lf.record box
-        _BOX.set(box)
+        CURRENT_BOX.set(box)
         if handle[2] is not None:
             _SINK.set(handle[2])
         me = asyncio.current_task()
@@ -369,7 +369,7 @@ async def _call(
     box: dict[str, float],
     sink: Any,
 ) -> Any:
-    _BOX.set(box)  # the task's lf.record box, in its own context
+    CURRENT_BOX.set(box)  # the task's lf.record box, in its own context
     if sink is not None:  # and whose output it writes
         _SINK.set(sink)
     return await fn(*args, **kwargs)

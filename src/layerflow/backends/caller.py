@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import Cancelled
-from ..metrics import _BOX
+from ..metrics import CURRENT_BOX
 from . import LONG_TASK, Done
 
 __all__ = ["CallerThread"]
@@ -32,7 +32,7 @@ class CallerThread:
         # box for all, emptied after each call
         self._context = (context if context is not None else contextvars.copy_context()).copy()
         self._box: dict[str, float] = {}
-        self._context.run(_BOX.set, self._box)
+        self._context.run(CURRENT_BOX.set, self._box)
         self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def submit(

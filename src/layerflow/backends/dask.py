@@ -33,7 +33,7 @@ from .dask_values import ClusterValues
 from .dask_worker import METRICS_TOPIC, STARTED_TOPIC, stop_unbegun
 from .dask_worker import call as _call
 from .dask_worker import call_once as _call_once
-from .process import UnpicklableError, WorkerDied, _find_unpicklable
+from .process import UnpicklableError, WorkerDied, find_unpicklable
 
 __all__ = ["DaskBackend", "import_distributed"]
 
@@ -181,7 +181,7 @@ class _Attempt:
 def _unpicklable(a: _Attempt) -> UnpicklableError:
     return UnpicklableError(
         f"task {a.name!r} cannot be sent to the Dask cluster: "
-        f"{_find_unpicklable(a.fn, a.args, a.kwargs)}"
+        f"{find_unpicklable(a.fn, a.args, a.kwargs)}"
     )
 
 

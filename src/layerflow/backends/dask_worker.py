@@ -73,7 +73,7 @@ def call(
 
     from ..capture import capturing
     from ..errors import Cancelled, MissingOnWorker
-    from ..metrics import _BOX
+    from ..metrics import CURRENT_BOX
 
     try:
         fn, args, kwargs = cloudpickle.loads(payload)
@@ -94,7 +94,7 @@ def call(
     worker = distributed.get_worker()
     worker.log_event(STARTED_TOPIC, key)
     box: dict[str, float] = {}
-    reset = _BOX.set(box)
+    reset = CURRENT_BOX.set(box)
     t0 = time.perf_counter()
     try:
         with capturing(OUTPUT_LIMIT) as output:  # what it prints: back with its numbers
@@ -103,7 +103,7 @@ def call(
         with _GATE:
             _RUNNING.discard(key)
             _remember(_ENDED, key)
-        _BOX.reset(reset)
+        CURRENT_BOX.reset(reset)
         # the attempt's own time (what the client sees also counts Dask's queue)
         seconds = time.perf_counter() - t0
         message = {"key": key, "metrics": box, "seconds": seconds}

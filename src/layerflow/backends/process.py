@@ -39,7 +39,7 @@ __all__ = ["ProcessBackend", "WorkerDied", "UnpicklableError", "RemoteError"]
 _WORKER = str(Path(__file__).with_name("_worker.py"))
 
 
-def _find_unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+def find_unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """Which part of a call cannot be pickled, for the error message."""
     import cloudpickle
 
@@ -132,7 +132,7 @@ class _Worker:
                     (fn, args, kwargs, iscoroutinefunction(fn))
                 )
             except Exception:
-                reason = _find_unpicklable(fn, args, kwargs)
+                reason = find_unpicklable(fn, args, kwargs)
                 self.backend._release(self)
                 on_done(
                     False,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MapError, Skip
-from ..graph import _gc_paused
+from ..graph import gc_paused
 from ..policy import KEY_BASE
 from .state import (
     _CACHED,
@@ -180,7 +180,7 @@ class FanOut(State):
         status = self.status
         ready_now: list[int] = []
         ended: list[tuple[int, int]] = []  # (element, the upstream element that ended it)
-        with _gc_paused():
+        with gc_paused():
             for idx in range(k):
                 e = first + idx
                 if plain:

@@ -103,7 +103,7 @@ from ..events import (
     Observer,
     TaskEvent,
 )
-from ..graph import Task, _gc_paused, positional_args
+from ..graph import Task, gc_paused, positional_args
 from ..limits import (
     check_limits,
     resolve_max_workers,
@@ -223,7 +223,7 @@ class State(RunParts):
         # the calling thread's calls (sequential) say whose they are in ``caller_cell``
         self.output = TaskLogs.for_run([], [])
         self.caller_cell = cell_in(self.context, self.output)
-        with _gc_paused():
+        with gc_paused():
             self._init_entries(inputs, backend, address, client)
         self.output.names, self.output.attempts = self.names, self.attempts
         self._init_scopes(items)

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ResultNotStored, safe_str
 from ..events import logger
 from ..faults import guarded
-from ..graph import _gc_paused
+from ..graph import gc_paused
 from ..taskscope import scoped, tag
 from .faults import STORE_THREAD
 from .state import _ASYNC, _STORING, _UNSTOPPABLE
@@ -195,7 +195,7 @@ class StoreIO(State):
             # what the batch makes is gone when it ends: the collector need not see it (a
             # collection in the middle would move it to the older generations, whose growth
             # sets off full collections over the whole run's state)
-            with _gc_paused():
+            with gc_paused():
                 if results:
                     errors = self._persist([job[:5] for job in results])
                 done: list[tuple[Callable[..., None], Any, BaseException | None]] = []

@@ -22,7 +22,7 @@ from ..capture import open_cell
 from ..errors import Cancelled
 from ..faults import guarded
 from ..graph import positional_args
-from ..metrics import _BOX, open_box
+from ..metrics import CURRENT_BOX, open_box
 from ..metrics import add as add_metrics
 from ..policy import KEY_BASE
 from .state import (
@@ -143,7 +143,7 @@ class ThreadWorkers(State):
         with self.lock:
             i = self._next()
             token = self.token[i] if i >= 0 else 0
-        self._loop(i, token, _BOX.get(), cell)  # type: ignore[arg-type]
+        self._loop(i, token, CURRENT_BOX.get(), cell)  # type: ignore[arg-type]
 
     def _loop(self, i: int, token: int, box: dict[str, float], cell: Any) -> None:
         lock = self.lock
