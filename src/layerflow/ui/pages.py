@@ -36,6 +36,8 @@ ORDER = (
 )
 MAX_FAILURES = 50
 MAX_WAITING = 50
+#: what a live page draws at most: it is drawn again every second or so
+LIVE_CAPS = report.Caps(bars=3000, labels=1000)
 
 
 def asset(name: str) -> str:
@@ -262,8 +264,9 @@ def run_sections(view: RunView, now: float | None = None) -> dict[str, str]:
     notes: list[str] = []
     critical = set(result.critical_path)
     summary = report._summary(result, view.counts)
-    timeline = report._timeline(result, critical, notes)
-    graph = report._graph(result, critical, notes)
+    caps = LIVE_CAPS if view.live else report.REPORT_CAPS
+    timeline = report._timeline(result, critical, notes, caps)
+    graph = report._graph(result, critical, notes, caps)
     table = report._table(result, critical, notes)
     banner = view.note or (
         f"Stopped: {result.stop_reason}" if result.stop_reason and not view.live else ""

@@ -36,7 +36,7 @@ class RunView:
     ``note`` (why, for people), ``live`` (the page keeps polling), ``counts`` by task
     status, ``total`` tasks, ``waiting`` (tasks held by a pool or rate limit now, as
     (name, reason, since)), ``options`` (what the run was given), ``heard`` (its latest
-    heartbeat, epoch seconds)."""
+    heartbeat, epoch seconds), ``ended`` (on record: the view is final)."""
 
     result: RunResult
     status: str
@@ -47,6 +47,7 @@ class RunView:
     waiting: list[tuple[str, str, float]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     heard: float | None = None
+    ended: bool = False  # ended on record: the view cannot change any more
 
 
 def _ago(seconds: float) -> str:
