@@ -314,3 +314,31 @@ def test_the_heartbeat_writes_about_once_a_second_not_per_task(store_dir, monkey
     # one beat per second at most (and none in the first half second), whatever the tasks
     assert len(writes) <= took / heartbeat.INTERVAL + 1
     assert Store(store_dir).live(run.run_id) is None  # the end took its place
+
+
+def test_the_runs_list(ui, store_dir):
+    flow = lf.Flow("spending")
+
+    @flow.task
+    def ask():
+        lf.record(cost=0.5)
+        return "answer"
+
+    @flow.task
+    def broken(ask):
+        raise ValueError("no")
+
+    @flow.task
+    def after(broken):
+        return 1
+
+    run = flow.run(store=store_dir, fail_fast=False, budget={"cost": 5})
+    status, body = get(ui, "/")
+    assert status == 200
+    row = body[body.index(run.run_id) :]
+    assert f'href="/run/{run.run_id}"' in body and "spending" in row
+    assert '<span class="pill s-failed">failed</span>' in row
+    assert "<b>1</b> succeeded" in row and "<b>1</b> failed" in row and "<b>1</b> skipped" in row
+    assert "cost 0.5 of 5" in row
+    status, body = get(ui, "/api/runs")
+    assert status == 200 and run.run_id in json.loads(body)["html"]

@@ -110,12 +110,13 @@ class RunsSummary:
         if row["status"] != "running":
             known = self.done.get(run_id)
             if known is None:
-                counts = self.store.load_run(run_id).counts()
+                counts = self.store.task_counts(run_id)
                 graph = self.store.run_graph(run_id) or {}
                 budget = ((graph.get("options") or {}).get("budget")) or {}
+                metrics = row["metrics"] or {}
                 spent = ", ".join(
-                    f"{k} {v:g}" + (f" of {budget[k]:g}" if k in budget else "")
-                    for k, v in (row["metrics"] or {}).items()
+                    f"{k} {metrics.get(k, 0):g}" + (f" of {budget[k]:g}" if k in budget else "")
+                    for k in {**metrics, **budget}
                 )
                 known = self.done[run_id] = (_tally(counts), spent, row["status"])
             return known[2], known[0], known[1]

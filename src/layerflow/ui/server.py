@@ -212,7 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "live": view.live,
                 "status": view.status,
                 # a run slow to read is read less often: the page never loads the machine
-                "poll": round(max(POLL, 4 * took) * 1000),
+                "poll": round(max(POLL, 3 * took) * 1000),
                 "html": sections,
             }
         )
