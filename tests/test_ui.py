@@ -342,3 +342,24 @@ def test_the_runs_list(ui, store_dir):
     assert "cost 0.5 of 5" in row
     status, body = get(ui, "/api/runs")
     assert status == 200 and run.run_id in json.loads(body)["html"]
+
+
+def test_how_a_run_listed_as_running_is_doing():
+    from layerflow.ui.view import STALE, liveness
+
+    now = time.time()
+    here = socket.gethostname()
+    assert liveness(now - 1, {"at": now - 1, "pid": os.getpid(), "host": here}, now)[0] == (
+        "running"
+    )
+    # this process is alive, but a heartbeat long overdue: stopped or stuck, not crashed
+    status, note = liveness(
+        now - 100, {"at": now - 2 * STALE, "pid": os.getpid(), "host": here}, now
+    )
+    assert status == "not responding" and str(os.getpid()) in note
+    # a process on another machine that went silent
+    status, note = liveness(now - 100, {"at": now - 2 * STALE, "pid": 1, "host": "elsewhere"}, now)
+    assert status == "crashed" and "elsewhere" in note and "--resume" in note
+    # no heartbeat row at all (an earlier layerflow's run, or a start cut short)
+    assert liveness(now - 2 * STALE, None, now)[0] == "crashed"
+    assert liveness(now - 1, None, now)[0] == "running"
