@@ -195,6 +195,8 @@ def test_an_unknown_run_is_a_404_page_not_a_traceback(ui, store_dir):
     status, body = get(ui, "/run/no-such-run")
     assert status == 404
     assert "There is no run &#x27;no-such-run&#x27;" in body and "Traceback" not in body
+    status, body = get(ui, "/run/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+    assert status == 404 and "<script>alert" not in body and "&lt;script&gt;alert" in body
     status, body = get(ui, "/api/run/no-such-run")
     assert status == 404 and "no-such-run" in json.loads(body)["error"]
     finished_run(store_dir)

@@ -121,7 +121,7 @@ class RunsSummary:
                 known = self.done[run_id] = (_tally(counts), spent, row["status"])
             return known[2], known[0], known[1]
         live = self.store.live(run_id)
-        status, _ = liveness(row["started_at"], live, now)
+        status, _ = liveness(row["started_at"], live, now, run_id)
         state = (live or {}).get("state") or {}
         counts = dict(state.get("counts") or {})
         if not counts:
@@ -233,7 +233,7 @@ def _waiting(view: RunView, now: float) -> Markup:
 
 def _header(view: RunView) -> Markup:
     result = view.result
-    done = sum(n for s, n in view.counts.items() if s in ORDER[:7])
+    done = sum(n for s, n in view.counts.items() if s in ORDER[:6])  # ended
     heard = (
         f" · last heartbeat {_when(view.heard)}" if view.heard and view.status != "running" else ""
     )
@@ -258,6 +258,24 @@ def _header(view: RunView) -> Markup:
     )
 
 
+def _legend(result: Any) -> Markup:
+    """The report's key to the timeline, with the running attempts' colours when any."""
+    ours = [
+        tag(
+            "span",
+            Markup(
+                f'<svg width="14" height="10"><rect class="bar s-{outcome}" width="14" '
+                'height="10"/></svg>'
+            ),
+            label,
+            class_="key",
+        )
+        for outcome, label in (("running", "running"), ("unfinished", "running when it stopped"))
+        if any(a.outcome == outcome for a in result.attempts)
+    ]
+    return Markup(join(ours) + report._legend(result))
+
+
 def run_sections(view: RunView, now: float | None = None) -> dict[str, str]:
     """A run's page sections as HTML, by the id of the element each fills."""
     now = time.time() if now is None else now
@@ -280,7 +298,7 @@ def run_sections(view: RunView, now: float | None = None) -> dict[str, str]:
         "failures": _failures(view),
         "waiting": _waiting(view, now),
         "notes": join(tag("li", n) for n in notes),
-        "legend": Markup(report._legend(result)),
+        "legend": _legend(result),
         "timeline": Markup(timeline),
         "graph": Markup(graph),
         "table": Markup(table),

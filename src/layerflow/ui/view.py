@@ -73,8 +73,15 @@ def _process_gone(pid: int | None, host: str | None) -> bool | None:
     return False
 
 
+def _resume(run_id: str) -> str:
+    return (
+        f"The results it finished are kept: layerflow run FILE --resume {run_id} (or "
+        f"flow.run(..., resume={run_id!r})) runs the rest."
+    )
+
+
 def liveness(
-    started_at: float | None, live: dict[str, Any] | None, now: float
+    started_at: float | None, live: dict[str, Any] | None, now: float, run_id: str = "RUN_ID"
 ) -> tuple[str, str | None]:
     """How a run the store lists as ``running`` is doing, as (status, note): ``running``,
     ``crashed`` (its process is gone, or no heartbeat for long) or ``not responding``."""
@@ -82,8 +89,7 @@ def liveness(
         if started_at is not None and now - started_at > STALE:
             return "crashed", (
                 "This run never ended, and nothing says it is still going (it was started "
-                "by an earlier layerflow, or its process was killed). Its finished results "
-                "are kept: --resume runs the rest."
+                "by an earlier layerflow, or its process was killed). " + _resume(run_id)
             )
         return "running", None
     at, pid, host = live["at"], live["pid"], live["host"]
@@ -92,8 +98,7 @@ def liveness(
     if gone:
         return "crashed", (
             f"This run never ended: its process ({pid}) is gone, killed or crashed; it was "
-            f"last heard from {_ago(silent)} ago. The results it finished are kept: "
-            f"--resume runs the rest."
+            f"last heard from {_ago(silent)} ago. " + _resume(run_id)
         )
     if silent <= STALE:
         return "running", None
@@ -104,7 +109,7 @@ def liveness(
         )
     return "crashed", (
         f"No heartbeat from this run for {_ago(silent)} (it ran on {host}, pid {pid}): it "
-        f"probably crashed. The results it finished are kept: --resume runs the rest."
+        f"probably crashed. " + _resume(run_id)
     )
 
 
@@ -122,7 +127,7 @@ def load_view(store: Store, run_id: str, now: float | None = None) -> RunView:
             result, result.status, counts=counts, total=len(result.tasks), options=options
         )
     live = store.live(run_id)
-    status, note = liveness(result.started_at, live, now)
+    status, note = liveness(result.started_at, live, now, run_id)
     state = (live or {}).get("state") or {}
     heard = live["at"] if live else None
     end = now if status == "running" else max(heard or result.started_at, result.started_at)
@@ -168,7 +173,7 @@ def _merge(
             shown = UNFINISHED
         if shown in ("running", UNFINISHED) and this is not None:
             busy += max(end - this, 0.0)
-            running.append(Attempt(name, attempts, this, end, "running", None, 0))
+            running.append(Attempt(name, attempts, this, end, shown, None, 0))
         tasks[name] = TaskRun(
             name,
             shown,
