@@ -108,6 +108,8 @@ class Watched:
         _BEAT.remove(self)
         with self.lock:
             self.stopped = True
+            self.run = None  # nothing of the run kept past its end
+            self._texts.clear()
 
     def beat(self) -> None:
         """Write the run's state (only the heartbeat's time when it did not change)."""
