@@ -80,6 +80,9 @@ class ItemBook:
     def attach(self, names: list[str], parent: list[int]) -> None:
         """Nothing to follow: items are known by their index."""
 
+    def watch(self, run: Any) -> None:
+        """No heartbeat of its own: the calling task's run has one."""
+
     def begin(self, run_id: str, wall0: float, perf0: float) -> None:
         """Nothing to record: the items belong to the calling task's run."""
 
