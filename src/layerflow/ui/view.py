@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RecordedError
+from ..heartbeat import SIMULATED
 from ..names import owner_of
 from ..result import Attempt, RunResult, TaskRun, Wait, assign_lanes
 from ..store import Store
@@ -252,7 +253,7 @@ def _bound(result: RunResult, graph: dict[str, Any], options: dict[str, Any]) ->
     recorded durations under the options it was given, for runs small enough to simulate
     on a page request."""
     names = graph.get("names")
-    if not names or len(names) > 2000 or not options or result.duration < 0.05:
+    if not names or len(names) > SIMULATED or not options or result.duration < 0.05:
         return
     from ..flow import Flow
 
