@@ -195,6 +195,8 @@ def test_an_unknown_run_is_a_404_page_not_a_traceback(ui, store_dir):
     status, body = get(ui, "/run/no-such-run")
     assert status == 404
     assert "There is no run &#x27;no-such-run&#x27;" in body and "Traceback" not in body
+    status, body = get(ui, "/run/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+    assert status == 404 and "<script>alert" not in body and "&lt;script&gt;alert" in body
     status, body = get(ui, "/api/run/no-such-run")
     assert status == 404 and "no-such-run" in json.loads(body)["error"]
     finished_run(store_dir)
@@ -314,3 +316,52 @@ def test_the_heartbeat_writes_about_once_a_second_not_per_task(store_dir, monkey
     # one beat per second at most (and none in the first half second), whatever the tasks
     assert len(writes) <= took / heartbeat.INTERVAL + 1
     assert Store(store_dir).live(run.run_id) is None  # the end took its place
+
+
+def test_the_runs_list(ui, store_dir):
+    flow = lf.Flow("spending")
+
+    @flow.task
+    def ask():
+        lf.record(cost=0.5)
+        return "answer"
+
+    @flow.task
+    def broken(ask):
+        raise ValueError("no")
+
+    @flow.task
+    def after(broken):
+        return 1
+
+    run = flow.run(store=store_dir, fail_fast=False, budget={"cost": 5})
+    status, body = get(ui, "/")
+    assert status == 200
+    row = body[body.index(run.run_id) :]
+    assert f'href="/run/{run.run_id}"' in body and "spending" in row
+    assert '<span class="pill s-failed">failed</span>' in row
+    assert "<b>1</b> succeeded" in row and "<b>1</b> failed" in row and "<b>1</b> skipped" in row
+    assert "cost 0.5 of 5" in row
+    status, body = get(ui, "/api/runs")
+    assert status == 200 and run.run_id in json.loads(body)["html"]
+
+
+def test_how_a_run_listed_as_running_is_doing():
+    from layerflow.ui.view import STALE, liveness
+
+    now = time.time()
+    here = socket.gethostname()
+    assert liveness(now - 1, {"at": now - 1, "pid": os.getpid(), "host": here}, now)[0] == (
+        "running"
+    )
+    # this process is alive, but a heartbeat long overdue: stopped or stuck, not crashed
+    status, note = liveness(
+        now - 100, {"at": now - 2 * STALE, "pid": os.getpid(), "host": here}, now
+    )
+    assert status == "not responding" and str(os.getpid()) in note
+    # a process on another machine that went silent
+    status, note = liveness(now - 100, {"at": now - 2 * STALE, "pid": 1, "host": "elsewhere"}, now)
+    assert status == "crashed" and "elsewhere" in note and "--resume" in note
+    # no heartbeat row at all (an earlier layerflow's run, or a start cut short)
+    assert liveness(now - 2 * STALE, None, now)[0] == "crashed"
+    assert liveness(now - 1, None, now)[0] == "running"

@@ -1027,10 +1027,13 @@ def _show_task(store: Any, run_id: str, t: dict[str, Any]) -> None:
 )
 def ui(store_path: str | None, port: int, host: str) -> None:
     """A live local page over the store: the runs, and each run as it goes (read-only)."""
-    from .ui import serve
+    from .ui import UIError, serve
 
     with _errors():
-        server = serve(store_path, host=host, port=port)
+        try:
+            server = serve(store_path, host=host, port=port)
+        except UIError as e:  # its message says it all: no class name before it
+            raise _Usage(str(e)) from None
     click.echo(f"layerflow ui: the store {server.store.folder} at {server.url} (Ctrl-C stops)")
     try:
         server.serve_forever()

@@ -26,12 +26,13 @@ from .errors import safe_str
 from .events import logger
 from .tracebacks import format_failure
 
-__all__ = ["FIRST", "INTERVAL", "Watched", "run_options", "watch"]
+__all__ = ["FIRST", "INTERVAL", "SIMULATED", "Watched", "run_options", "watch"]
 
 INTERVAL = 1.0  # seconds between beats
 FIRST = 0.5  # the first beat, after the run's start
 MAX_LISTED = 500  # entries listed per status
 MAX_SPANS = 2000  # failed attempts and waits listed (the latest)
+SIMULATED = 2000  # runs of up to this many tasks are simulated to say what bound them
 
 # the scheduler's status codes (scheduler/state.py), named as the page shows them
 _PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED, _STORING = range(6)
@@ -71,10 +72,11 @@ def _jsonable(value: Any) -> Any:
 def run_options(run: Any) -> dict[str, Any]:
     """What a run was given that its pictures explain it by (JSON-safe): ``max_workers``,
     ``mode``, ``resources``, ``rate_limits``, ``budget``, and per task the pools and rate
-    limits it uses (``limits``: only the tasks that use any)."""
+    limits it uses (``limits``: only the tasks that use any; only for runs of up to
+    ``SIMULATED`` tasks, which the page simulates to say what bound them)."""
     max_workers, mode, resources, rate_limits = run.given_limits
     limits = {}
-    for t in run.spec[: run.n]:
+    for t in run.spec[: run.n] if run.n <= SIMULATED else ():
         if t.resources or t.rate_limit is not None:
             limits[t.name] = {
                 "resources": _jsonable(t.resources or {}),
@@ -108,6 +110,8 @@ class Watched:
         _BEAT.remove(self)
         with self.lock:
             self.stopped = True
+            self.run = None  # nothing of the run kept past its end
+            self._texts.clear()
 
     def beat(self) -> None:
         """Write the run's state (only the heartbeat's time when it did not change)."""

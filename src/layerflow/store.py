@@ -918,6 +918,23 @@ class Store:
         at, pid, host, data = found[0]
         return {"at": at, "pid": pid, "host": host, "state": json.loads(data) if data else None}
 
+    def task_counts(self, run_id: str) -> dict[str, int]:
+        """How many of an ended run's tasks (its graph's, not a map's elements) ended in each
+        status, without loading the run: a task that succeeded at once has no row."""
+        found = self._read("SELECT tasks FROM runs WHERE run_id = ?", (run_id,))
+        counts: dict[str, int] = {}
+        seen = 0
+        for name, status in self._read(
+            "SELECT name, status FROM task_runs WHERE run_id = ?", (run_id,)
+        ):
+            if element_of(name) is None:
+                counts[status] = counts.get(status, 0) + 1
+                seen += 1
+        rest = (found[0][0] or 0) - seen if found else 0
+        if rest > 0:
+            counts["succeeded"] = counts.get("succeeded", 0) + rest
+        return counts
+
     def has_run(self, run_id: str) -> bool:
         """Whether the store has a run ``run_id``."""
         return bool(self._read("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))

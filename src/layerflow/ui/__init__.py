@@ -41,9 +41,9 @@ def serve(
         if not (folder / "state.db").is_file():
             what = "is not a layerflow store" if folder.exists() else "does not exist"
             raise UIError(
-                f"no store at {folder}: the folder {what}. Give the store a run recorded "
-                f"to (layerflow ui --store PATH), or run a flow first (layerflow run FILE "
-                f"records in .layerflow)"
+                f"no store at {folder}: the folder {what}. Point --store at the folder "
+                f"your runs recorded to (layerflow run records in .layerflow in its working "
+                f"directory; flow.run in the folder given as store=), or run a flow first"
             )
         store = Store(folder)
     try:

@@ -36,6 +36,8 @@ ORDER = (
 )
 MAX_FAILURES = 50
 MAX_WAITING = 50
+#: what a live page draws at most: it is drawn again every second or so
+LIVE_CAPS = report.Caps(bars=3000, labels=1000)
 
 
 def asset(name: str) -> str:
@@ -108,17 +110,18 @@ class RunsSummary:
         if row["status"] != "running":
             known = self.done.get(run_id)
             if known is None:
-                counts = self.store.load_run(run_id).counts()
+                counts = self.store.task_counts(run_id)
                 graph = self.store.run_graph(run_id) or {}
                 budget = ((graph.get("options") or {}).get("budget")) or {}
+                metrics = row["metrics"] or {}
                 spent = ", ".join(
-                    f"{k} {v:g}" + (f" of {budget[k]:g}" if k in budget else "")
-                    for k, v in (row["metrics"] or {}).items()
+                    f"{k} {metrics.get(k, 0):g}" + (f" of {budget[k]:g}" if k in budget else "")
+                    for k in {**metrics, **budget}
                 )
                 known = self.done[run_id] = (_tally(counts), spent, row["status"])
             return known[2], known[0], known[1]
         live = self.store.live(run_id)
-        status, _ = liveness(row["started_at"], live, now)
+        status, _ = liveness(row["started_at"], live, now, run_id)
         state = (live or {}).get("state") or {}
         counts = dict(state.get("counts") or {})
         if not counts:
@@ -230,7 +233,7 @@ def _waiting(view: RunView, now: float) -> Markup:
 
 def _header(view: RunView) -> Markup:
     result = view.result
-    done = sum(n for s, n in view.counts.items() if s in ORDER[:7])
+    done = sum(n for s, n in view.counts.items() if s in ORDER[:6])  # ended
     heard = (
         f" · last heartbeat {_when(view.heard)}" if view.heard and view.status != "running" else ""
     )
@@ -255,6 +258,24 @@ def _header(view: RunView) -> Markup:
     )
 
 
+def _legend(result: Any) -> Markup:
+    """The report's key to the timeline, with the running attempts' colours when any."""
+    ours = [
+        tag(
+            "span",
+            Markup(
+                f'<svg width="14" height="10"><rect class="bar s-{outcome}" width="14" '
+                'height="10"/></svg>'
+            ),
+            label,
+            class_="key",
+        )
+        for outcome, label in (("running", "running"), ("unfinished", "running when it stopped"))
+        if any(a.outcome == outcome for a in result.attempts)
+    ]
+    return Markup(join(ours) + report.legend(result))
+
+
 def run_sections(view: RunView, now: float | None = None) -> dict[str, str]:
     """A run's page sections as HTML, by the id of the element each fills."""
     now = time.time() if now is None else now
@@ -262,8 +283,9 @@ def run_sections(view: RunView, now: float | None = None) -> dict[str, str]:
     notes: list[str] = []
     critical = set(result.critical_path)
     summary = report.summary(result, view.counts)
-    timeline = report.timeline(result, critical, notes)
-    graph = report.graph(result, critical, notes)
+    caps = LIVE_CAPS if view.live else report.REPORT_CAPS
+    timeline = report.timeline(result, critical, notes, caps)
+    graph = report.graph(result, critical, notes, caps)
     table = report.table(result, critical, notes)
     banner = view.note or (
         f"Stopped: {result.stop_reason}" if result.stop_reason and not view.live else ""
@@ -276,7 +298,7 @@ def run_sections(view: RunView, now: float | None = None) -> dict[str, str]:
         "failures": _failures(view),
         "waiting": _waiting(view, now),
         "notes": join(tag("li", n) for n in notes),
-        "legend": Markup(report.legend(result)),
+        "legend": _legend(result),
         "timeline": Markup(timeline),
         "graph": Markup(graph),
         "table": Markup(table),

@@ -27,7 +27,7 @@ from ..events import logger
 from ..store import Store
 from .markup import fill
 from .pages import RunsSummary, asset, run_page, run_sections, runs_page, runs_table, task_detail
-from .view import load_view
+from .view import RunView, load_view
 
 __all__ = ["UIServer"]
 
@@ -40,6 +40,7 @@ _STATIC = {  # the only files served, by name
     "ui.js": "text/javascript; charset=utf-8",
     "report.css": "text/css; charset=utf-8",
 }
+_ENDED_KEPT = 8  # ended runs' views kept (a task's detail reads its run again)
 POLL = 1.0  # seconds between a live page's updates (more when a run is slow to read)
 
 
@@ -51,6 +52,7 @@ class UIServer(ThreadingHTTPServer):
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 0) -> None:
         self.store = store
         self.summary = RunsSummary(store)
+        self.ended: dict[str, RunView] = {}  # ended runs' views (they cannot change)
         self.lock = threading.Lock()  # one store connection: reads one at a time
         super().__init__((host, port), _Handler)
 
@@ -169,12 +171,24 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error_page(404, "There is no such page.", api)
 
+    def _view(self, run_id: str) -> RunView:
+        """The run as the page shows it; an ended run's read once (the latest few kept)."""
+        ended = self.server.ended
+        view = ended.get(run_id)
+        if view is None:
+            view = load_view(self.server.store, run_id)
+            if view.ended:
+                if len(ended) >= _ENDED_KEPT:
+                    ended.pop(next(iter(ended)))
+                ended[run_id] = view
+        return view
+
     def _run(self, run_id: str, task: str | None, api: bool) -> None:
         store = self.server.store
         began = time.perf_counter()
         with self.server.lock:
             try:
-                view = load_view(store, run_id)
+                view = self._view(run_id)
             except StoreError:
                 if store.has_run(run_id):
                     raise
@@ -200,7 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "live": view.live,
                 "status": view.status,
                 # a run slow to read is read less often: the page never loads the machine
-                "poll": round(max(POLL, 4 * took) * 1000),
+                "poll": round(max(POLL, 3 * took) * 1000),
                 "html": sections,
             }
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RecordedError
+from ..heartbeat import SIMULATED
 from ..names import owner_of
 from ..result import Attempt, RunResult, TaskRun, Wait, assign_lanes
 from ..store import Store
@@ -36,7 +37,7 @@ class RunView:
     ``note`` (why, for people), ``live`` (the page keeps polling), ``counts`` by task
     status, ``total`` tasks, ``waiting`` (tasks held by a pool or rate limit now, as
     (name, reason, since)), ``options`` (what the run was given), ``heard`` (its latest
-    heartbeat, epoch seconds)."""
+    heartbeat, epoch seconds), ``ended`` (on record: the view is final)."""
 
     result: RunResult
     status: str
@@ -47,6 +48,7 @@ class RunView:
     waiting: list[tuple[str, str, float]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     heard: float | None = None
+    ended: bool = False  # ended on record: the view cannot change any more
 
 
 def _ago(seconds: float) -> str:
@@ -72,8 +74,15 @@ def _process_gone(pid: int | None, host: str | None) -> bool | None:
     return False
 
 
+def _resume(run_id: str) -> str:
+    return (
+        f"The results it finished are kept: layerflow run FILE --resume {run_id} (or "
+        f"flow.run(..., resume={run_id!r})) runs the rest."
+    )
+
+
 def liveness(
-    started_at: float | None, live: dict[str, Any] | None, now: float
+    started_at: float | None, live: dict[str, Any] | None, now: float, run_id: str = "RUN_ID"
 ) -> tuple[str, str | None]:
     """How a run the store lists as ``running`` is doing, as (status, note): ``running``,
     ``crashed`` (its process is gone, or no heartbeat for long) or ``not responding``."""
@@ -81,8 +90,7 @@ def liveness(
         if started_at is not None and now - started_at > STALE:
             return "crashed", (
                 "This run never ended, and nothing says it is still going (it was started "
-                "by an earlier layerflow, or its process was killed). Its finished results "
-                "are kept: --resume runs the rest."
+                "by an earlier layerflow, or its process was killed). " + _resume(run_id)
             )
         return "running", None
     at, pid, host = live["at"], live["pid"], live["host"]
@@ -91,8 +99,7 @@ def liveness(
     if gone:
         return "crashed", (
             f"This run never ended: its process ({pid}) is gone, killed or crashed; it was "
-            f"last heard from {_ago(silent)} ago. The results it finished are kept: "
-            f"--resume runs the rest."
+            f"last heard from {_ago(silent)} ago. " + _resume(run_id)
         )
     if silent <= STALE:
         return "running", None
@@ -103,7 +110,7 @@ def liveness(
         )
     return "crashed", (
         f"No heartbeat from this run for {_ago(silent)} (it ran on {host}, pid {pid}): it "
-        f"probably crashed. The results it finished are kept: --resume runs the rest."
+        f"probably crashed. " + _resume(run_id)
     )
 
 
@@ -121,7 +128,7 @@ def load_view(store: Store, run_id: str, now: float | None = None) -> RunView:
             result, result.status, counts=counts, total=len(result.tasks), options=options
         )
     live = store.live(run_id)
-    status, note = liveness(result.started_at, live, now)
+    status, note = liveness(result.started_at, live, now, run_id)
     state = (live or {}).get("state") or {}
     heard = live["at"] if live else None
     end = now if status == "running" else max(heard or result.started_at, result.started_at)
@@ -167,7 +174,7 @@ def _merge(
             shown = UNFINISHED
         if shown in ("running", UNFINISHED) and this is not None:
             busy += max(end - this, 0.0)
-            running.append(Attempt(name, attempts, this, end, "running", None, 0))
+            running.append(Attempt(name, attempts, this, end, shown, None, 0))
         tasks[name] = TaskRun(
             name,
             shown,
@@ -246,7 +253,7 @@ def _bound(result: RunResult, graph: dict[str, Any], options: dict[str, Any]) ->
     recorded durations under the options it was given, for runs small enough to simulate
     on a page request."""
     names = graph.get("names")
-    if not names or len(names) > 2000 or not options or result.duration < 0.05:
+    if not names or len(names) > SIMULATED or not options or result.duration < 0.05:
         return
     from ..flow import Flow
 

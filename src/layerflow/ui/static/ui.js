@@ -168,8 +168,21 @@
       draw();
     }, {passive: false});
     svg.addEventListener("dblclick", function () { zoom = null; draw(); });
+    svg.addEventListener("mousedown", function (e) {
+      if (zoom) drag = {x: e.clientX, v0: zoom[0], v1: zoom[1], svg: svg, draw: draw, span: span, w: w};
+    });
     if (zoom) draw();
   }
+  var drag = null;  // a pan under way: where it started, on which timeline
+  window.addEventListener("mouseup", function () { drag = null; });
+  window.addEventListener("mousemove", function (e) {
+    if (!drag || !drag.svg.isConnected) return;
+    var r = drag.svg.getBoundingClientRect(), scale = drag.svg.viewBox.baseVal.width / r.width;
+    var len = drag.v1 - drag.v0, dt = (drag.x - e.clientX) * scale / drag.w * len;
+    var v0 = Math.min(Math.max(0, drag.v0 + dt), drag.span - len);
+    zoom = [v0, v0 + len];
+    drag.draw();
+  });
 
   // --- the pages ------------------------------------------------------------------------
   if (page === "run") {
