@@ -82,9 +82,6 @@ class ItemBook:
         calling task's output)."""
 
     def watch(self, run: Any) -> None:
-        """No heartbeat: the calling task's run is the one ``layerflow ui`` shows."""
-
-    def watch(self, run: Any) -> None:
         """No heartbeat of its own: the calling task's run has one."""
 
     def begin(self, run_id: str, wall0: float, perf0: float) -> None:
