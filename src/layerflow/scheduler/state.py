@@ -40,10 +40,14 @@ Per-entry fields (lists, appended to by ``fanout`` for map subtasks):
 
 Run-wide fields:
 
+- set once: ``plan``, ``graph``, ``n`` (graph tasks), ``mode``, ``fail_fast``, ``run_id``,
+  ``rng`` (a seed's order), ``loop`` (the caller's event loop, for ``run_async``),
+  ``perf0`` / ``wall0`` (the start, on both clocks; ``end``: the end), ``predicted`` and
+  ``given_limits`` (for the result's what-bound-it line).
 - ``waiting``: per graph task, dependencies not yet succeeded; ``left``: entries not in a
   final state (the run ends at 0); ``final_counts``: entries that ended, by status.
 - ``ready[kind]``: one heap of keys per pool kind (``ready_threads`` is the thread one,
-  ``ready_foreign`` the others).
+  ``ready_foreign`` the others); ``succs``: the graph's successor lists.
   ``depth_base``: for a Dask graph, the fixed part of each key (``Plan.depth_bases``), to
   which ``_make_ready`` adds ``left`` so that the latest-readied go first; else ``None``.
 - ``running`` / ``running_kind``: attempts running, in all and per pool; ``limit``: the
@@ -54,33 +58,41 @@ Run-wide fields:
 - admission (``admission.py``): ``gate`` (the pools' free units, the rate windows and the
   entries they park), ``gated`` (any task has a pool or a limit), ``rate_wake``,
   ``parked_since`` and ``waits`` (for the trace); ``blocked_dask`` ((key, entry) with a
-  timeout, waiting for a free Dask thread).
-- budgets (``budgets.py``): ``budget``, ``spent``, ``committed``, ``estimates``,
-  ``stop_reason``.
+  timeout, waiting for a free Dask thread); sequential runs: ``in_order``,
+  ``order_hold`` and ``order_held_by`` (a parked task holds the queue).
+- budgets (``budgets.py``): ``budget``, ``spent``, ``committed``, ``estimates``, ``est``
+  (each task's declared cost), ``budget_stopped``, ``stop_reason``.
 - layers (``layers.py``): ``layered``, ``barrier`` (``policy.LayerBarrier``: ``current``,
   ``held``, ``left``),
-  ``layer_seen``, ``checkpoint``.
-- map (``fanout.py``): ``map_left`` and ``children`` per mapped task.
+  ``layer_seen``, ``layer_names``, ``checkpoint``, ``checkpoint_asked``.
+- map (``fanout.py``): ``map_left`` and ``children`` per mapped task; streaming maps:
+  ``streams``, ``stream_from``, ``streamable``, ``elem_wait``; ``pending_skip`` (skips
+  waiting for their task's other inputs, ``skips.py``).
 - deadlines (``deadlines.py``): ``timer``, ``run_timeout``; groups (``groups.py``):
   ``group_deadline``, ``stopped_groups``.
 - values no longer needed (``transitions._release``): ``release``, ``keep``, ``users_left``,
-  ``released``; on Dask, ``cluster`` (``remote.py``; the
+  ``released``, ``track_users``; on Dask, ``cluster`` (``remote.py``; the
   Dask backend's ``ClusterValues``: which values stay on the cluster, and their futures).
 - store I/O off the lock and group commit (``storage.py``): ``io_jobs``, ``storing``
   (results waiting to be stored) and ``stored`` (notified when a batch has landed).
 - outcome: ``stopping`` (no new starts), ``exiting`` (workers leave), ``outcome``, ``cause`` and
   ``cause_error`` (what stopped the run), ``store_failed`` (the first entry whose result
   the store could not take, else -1), ``started`` (entries in start order), ``spans``
-  (attempts that did not succeed), ``metrics`` (``lf.record``), ``done`` (set at the end).
+  (attempts that did not succeed), ``metrics`` (``lf.record``), ``cpu_times`` and
+  ``cpu_foreign`` (CPU seconds per entry), ``done`` (set at the end) and ``on_done``
+  (``run_async``'s wake-up); ``run_timed_out``; ``begun`` (``faults.py``).
 - ``context``: the caller's ``contextvars`` when the run was made; tasks run in copies.
-  ``output``: what each task printed and logged (``capture.TaskLogs``).
+  ``output``: what each task printed and logged (``capture.TaskLogs``); ``caller_cell``:
+  whose output the calling thread's calls write (sequential runs).
+  ``tracing`` and ``untraced`` (``telemetry.py``): OpenTelemetry spans, when asked for.
   With a store, ``items`` (``storage.py``): tasks say which task they are.
 - pools: ``backends[kind]`` (opened through ``backends.open_backend``), ``handle`` per entry,
   ``inline`` (a sequential run with no deadline: its own thread makes the calls),
   ``dask`` and ``dask_threads``, ``has_foreign``,
   ``only_foreign`` (the one foreign pool kind in use, else -1).
 - connections: ``persist`` and ``lookup`` (the store and the cache), ``preset`` (resumed
-  values), ``emit`` (the event bus, or None), ``live`` (a live progress display).
+  values), ``reuse`` and ``reusable`` (elements a resumed map finished), ``bus`` and
+  ``emit`` (the event bus and its ``put``, or None), ``live`` (a live progress display).
 """
 
 from __future__ import annotations
