@@ -292,7 +292,7 @@ def test_a_database_that_fills_up_stops_the_run_and_resume_keeps_what_was_stored
 
 
 def test_result_files_that_no_longer_fit_stop_the_run_too(filling, tmp_path, monkeypatch):
-    import layerflow.store
+    import layerflow.store.results
 
     original = Store._save_bytes
     writes = []
@@ -304,7 +304,7 @@ def test_result_files_that_no_longer_fit_stop_the_run_too(filling, tmp_path, mon
         return original(self, run_id, key, data)
 
     with monkeypatch.context() as patch:
-        patch.setattr(layerflow.store, "INLINE_MAX", 0)  # every result in a file of its own
+        patch.setattr(layerflow.store.results, "INLINE_MAX", 0)  # every result in a file
         patch.setattr(Store, "_save_bytes", save)
         out = CliRunner().invoke(main, ["run", filling])
     _, kept = check_stopped_cleanly(out, tmp_path / ".layerflow")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import layerflow as lf
 from layerflow.recorder import task_keys
-from layerflow.store import _SCHEMA_VERSION, Store
+from layerflow.store import SCHEMA_VERSION, Store
 
 
 def chain_flow(calls: list[str], fail_c: bool) -> lf.Flow:
@@ -72,7 +72,7 @@ def test_a_store_of_the_previous_version_is_read_and_resumed(tmp_path):
     calls: list[str] = []
     version_5_store(tmp_path, chain_flow(calls, fail_c=False))
     store = Store(tmp_path)  # brought to this version: the new tables added
-    assert store._read("PRAGMA user_version")[0][0] == _SCHEMA_VERSION
+    assert store._read("PRAGMA user_version")[0][0] == SCHEMA_VERSION
     assert [r["run_id"] for r in store.runs()] == ["r5"]
     assert {t["name"]: t["status"] for t in store.tasks_of("r5")} == {
         "a": "succeeded",
