@@ -33,10 +33,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["LIMIT", "Captured", "TaskLogs", "cell_in", "echo", "install", "keep", "uninstall"]
+from .outputtext import LIMIT, BoundedText, text_size
 
-#: what is kept of one task's output: its last megabyte (the bytes of its UTF-8 text)
-LIMIT = 1 << 20
+__all__ = ["LIMIT", "Captured", "TaskLogs", "cell_in", "echo", "install", "keep", "uninstall"]
 
 #: ``(task, line, stream)``: a whole line a task wrote, ``stream`` is "stdout" or "stderr"
 LineEcho = Callable[[str, str, str], None]
@@ -60,95 +59,6 @@ def echo(mode: Echo) -> Iterator[None]:
         _ECHO.reset(token)
 
 
-def _size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
-
-
-def cut_note(count: int) -> str:
-    """The line that stands where earlier output was cut."""
-    return f"[… {count:,} earlier bytes cut …]\n"
-
-
-class _Text:
-    """One entry's output: per attempt, its chunks (text, or an int: that many bytes were
-    cut there, by the process that captured it); bounded to the last ``LIMIT`` bytes,
-    ``cut`` being what was dropped before the first chunk kept."""
-
-    __slots__ = ("attempts", "cut", "size")
-
-    def __init__(self) -> None:
-        self.attempts: list[tuple[int, deque[str | int]]] = []
-        self.size = 0
-        self.cut = 0
-
-    def add(self, attempt: int, text: str | int) -> None:
-        if not self.attempts or self.attempts[-1][0] != attempt:
-            self.attempts.append((attempt, deque()))
-        self.attempts[-1][1].append(text)
-        if type(text) is str:
-            self.size += _size(text)
-            if self.size > LIMIT:
-                self._trim()
-
-    def _trim(self) -> None:
-        """Drop the oldest output until the last ``LIMIT`` bytes are left, and the rest of
-        the line the cut went through (a line is kept whole or not at all)."""
-        excess = self.size - LIMIT
-        mid_line = False
-        while self.attempts and (excess > 0 or mid_line):
-            chunks = self.attempts[0][1]
-            first = chunks[0]
-            if isinstance(first, int):
-                chunks.popleft()
-                self.cut += first
-            elif excess <= 0:  # the cut went through this line: up to its end
-                newline = first.find("\n")
-                drop = first if newline < 0 else first[: newline + 1]
-                self._drop(chunks, drop, first[len(drop) :])
-                mid_line = newline < 0
-            else:
-                n = _size(first)
-                if n <= excess:
-                    self._drop(chunks, first, "")
-                    mid_line = not first.endswith("\n")
-                else:
-                    data = first.encode("utf-8", "replace")
-                    kept = data[excess:].decode("utf-8", "ignore")
-                    self._drop(chunks, first[: len(first) - len(kept)], kept)
-                    mid_line = not data[:excess].endswith(b"\n")
-                excess = self.size - LIMIT
-            if not chunks:
-                del self.attempts[0]
-
-    def _drop(self, chunks: deque[str | int], gone: str, rest: str) -> None:
-        """The first chunk loses ``gone``, keeping ``rest``."""
-        n = _size(gone)
-        self.size -= n
-        self.cut += n
-        if rest:
-            chunks[0] = rest
-        else:
-            chunks.popleft()
-
-    def render(self, attempts: int) -> str:
-        """The text: a cut note where output was cut; with more than one attempt, a line
-        ``── attempt N ──`` before each attempt's output."""
-        parts = [cut_note(self.cut)] if self.cut else []
-        for attempt, chunks in self.attempts:
-            if attempts > 1:
-                if parts and not parts[-1].endswith("\n"):
-                    parts.append("\n")
-                parts.append(f"── attempt {attempt} ──\n")
-            for chunk in chunks:
-                if isinstance(chunk, int):
-                    if parts and not parts[-1].endswith("\n"):
-                        parts.append("\n")
-                    parts.append(cut_note(chunk))
-                else:
-                    parts.append(chunk)
-        return "".join(parts)
-
-
 class TaskLogs:
     """What the tasks of one run wrote, by entry (``names[i]``; ``attempts[i]`` is the
     attempt running, read when it writes). ``echo`` as in the module docstring;
@@ -163,7 +73,7 @@ class TaskLogs:
     ) -> None:
         self.names = names
         self.attempts = attempts
-        self.texts: dict[int, _Text] = {}
+        self.texts: dict[int, BoundedText] = {}
         self.lock = threading.Lock()
         self.echo = echo
         self.raw = echo == "raw" and parent is None
@@ -189,7 +99,7 @@ class TaskLogs:
         with self.lock:
             found = self.texts.get(i)
             if found is None:
-                found = self.texts[i] = _Text()
+                found = self.texts[i] = BoundedText()
             found.add(self.attempts[i], text)
         if self.parent is not None:
             logs, k = self.parent
@@ -207,7 +117,7 @@ class TaskLogs:
             with self.lock:
                 found = self.texts.get(i)
                 if found is None:
-                    found = self.texts[i] = _Text()
+                    found = self.texts[i] = BoundedText()
                 found.add(self.attempts[i], cut)
         for err, text in chunks:
             if not self.write(i, text, err):
@@ -222,7 +132,7 @@ class TaskLogs:
         """Entry ``i`` was reused from an earlier run: its output then is its output now."""
         if text:
             with self.lock:
-                found = self.texts[i] = _Text()
+                found = self.texts[i] = BoundedText()
                 found.add(0, text)
 
     def preset_named(self, name: str, text: str) -> None:
@@ -375,9 +285,9 @@ class Captured:
 
     def write(self, text: str, err: bool) -> bool:
         self.chunks.append((err, text))
-        self.size += _size(text)
+        self.size += text_size(text)
         while self.size > self.limit and len(self.chunks) > 1:
-            n = _size(self.chunks.popleft()[1])
+            n = text_size(self.chunks.popleft()[1])
             self.size -= n
             self.cut += n
         return True
