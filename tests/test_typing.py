@@ -47,8 +47,8 @@ def test_a_task_has_its_functions_signature_for_the_type_checker(tmp_path):
     out = done.stdout
     # py.typed: the package is read, not skipped as untyped
     assert "missing library stubs or py.typed marker" not in out, out
-    assert 'Revealed type is "layerflow.graph.Task[[url: str], bytes]"' in out, out
-    assert out.count('Revealed type is "layerflow.graph.Task[[fetch: bytes], int]"') == 2, out
+    assert 'Revealed type is "layerflow.graph.task.Task[[url: str], bytes]"' in out, out
+    assert out.count('Revealed type is "layerflow.graph.task.Task[[fetch: bytes], int]"') == 2, out
     # the only error is the user's wrong argument, found through Task.__call__
     assert out.count("error:") == 1, out
     assert 'has incompatible type "str"; expected "bytes"' in out, out
