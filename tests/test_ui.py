@@ -365,3 +365,19 @@ def test_how_a_run_listed_as_running_is_doing():
     # no heartbeat row at all (an earlier layerflow's run, or a start cut short)
     assert liveness(now - 2 * STALE, None, now)[0] == "crashed"
     assert liveness(now - 1, None, now)[0] == "running"
+
+
+def test_a_tasks_detail_shows_what_it_printed_as_text(ui, store_dir):
+    flow = lf.Flow("talking")
+
+    @flow.task
+    def talk():
+        print(f"fetched {HOSTILE}")
+        return 1
+
+    run = flow.run(store=store_dir)
+    status, body = get(ui, f"/api/run/{run.run_id}/task?name=talk")
+    shown = json.loads(body)["html"]
+    assert status == 200 and '<pre class="logs">' in shown
+    assert "fetched &lt;script&gt;window.__pwned = 1&lt;/script&gt;" in shown
+    assert "<script>" not in shown
