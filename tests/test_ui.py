@@ -365,3 +365,31 @@ def test_how_a_run_listed_as_running_is_doing():
     # no heartbeat row at all (an earlier layerflow's run, or a start cut short)
     assert liveness(now - 2 * STALE, None, now)[0] == "crashed"
     assert liveness(now - 1, None, now)[0] == "running"
+
+
+def test_a_browser_that_never_reads_its_answer_holds_up_no_one_else(ui, store_dir):
+    flow = lf.Flow("chatty")
+
+    @flow.task
+    def chatty():
+        for _ in range(20_000):
+            print("<" * 50)  # about 4 MB once escaped: more than the socket buffers hold
+        return 1
+
+    run = flow.run(store=store_dir)
+    port = ui.server_address[1]
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(
+            f"GET /api/run/{run.run_id}/task?name=chatty HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\n\r\n".encode()
+        )
+        time.sleep(1)  # its answer is being written, and stuck: it is never read
+        for path in ("/", "/api/runs", f"/run/{run.run_id}", f"/api/run/{run.run_id}"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path)
+            assert conn.getresponse().status == 200, path  # raises TimeoutError if held up
+            conn.close()
+    finally:
+        stalled.close()
