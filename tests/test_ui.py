@@ -393,3 +393,47 @@ def test_a_browser_that_never_reads_its_answer_holds_up_no_one_else(ui, store_di
             conn.close()
     finally:
         stalled.close()
+
+
+def test_the_heartbeat_formats_each_listed_failure_once_and_no_other(store_dir, monkeypatch):
+    formatted: list[BaseException] = []
+    original = heartbeat.format_failure
+
+    def counted(error, **kw):
+        formatted.append(error)
+        return original(error, **kw)
+
+    beats: list[dict] = []
+    save_live = Store.save_live
+
+    def saved(self, run_id, data):
+        if data is not None:
+            beats.append(json.loads(data))
+        save_live(self, run_id, data)
+
+    monkeypatch.setattr(heartbeat, "format_failure", counted)
+    monkeypatch.setattr(Store, "save_live", saved)
+    monkeypatch.setattr(heartbeat, "FIRST", 0.0)
+    monkeypatch.setattr(heartbeat, "INTERVAL", 0.05)
+    monkeypatch.setattr(heartbeat, "MAX_LISTED", 5)
+    flow = lf.Flow("failing")
+
+    @flow.task
+    def numbers():
+        return list(range(120))
+
+    @flow.task(map="numbers")
+    def fails(numbers):
+        time.sleep(0.01)
+        raise ValueError(f"element {numbers} failed")
+
+    run = flow.run(store=store_dir, fail_fast=False, max_workers=2)
+    assert not run.ok
+    with_spans = [b for b in beats if any(s[5] for s in b["spans"])]
+    assert with_spans, "no beat saw a failed attempt"
+    assert "failed" in with_spans[-1]["spans"][-1][5]  # spans carry the error's text
+    listed = [row for b in beats for row in b["tasks"].values() if row[0] == "failed"]
+    assert listed and all("Traceback" in row[6] and "ValueError" in row[6] for row in listed)
+    # a traceback only for the failed tasks listed (5 here), each formatted once, not one
+    # per failed attempt (120)
+    assert len(formatted) == len({id(e) for e in formatted}) <= 5
