@@ -437,3 +437,48 @@ def test_the_heartbeat_formats_each_listed_failure_once_and_no_other(store_dir, 
     # a traceback only for the failed tasks listed (5 here), each formatted once, not one
     # per failed attempt (120)
     assert len(formatted) == len({id(e) for e in formatted}) <= 5
+
+
+def test_a_large_value_is_cut_before_it_is_formatted_and_holds_up_no_one(
+    ui, store_dir, monkeypatch
+):
+    import pprint
+
+    flow = lf.Flow("large")
+
+    @flow.task
+    def numbers():
+        return list(range(1_000_000))
+
+    run = flow.run(store=store_dir)
+    formatting, release = threading.Event(), threading.Event()
+    formatted: list[int] = []
+    pformat = pprint.pformat
+
+    def slow_pformat(value, *args, **kw):  # a large value's formatting, under way
+        formatted.append(len(value))
+        formatting.set()
+        assert release.wait(60)
+        return pformat(value, *args, **kw)
+
+    monkeypatch.setattr(pprint, "pformat", slow_pformat)
+    path = f"/api/run/{run.run_id}/task?name=numbers"
+    answers: list[tuple[int, str]] = []
+    asking = threading.Thread(target=lambda: answers.append(get(ui, path)), daemon=True)
+    asking.start()
+    try:
+        assert formatting.wait(30)
+        for other in ("/api/runs", f"/api/run/{run.run_id}"):
+            conn = http.client.HTTPConnection("127.0.0.1", ui.server_address[1], timeout=10)
+            conn.request("GET", other)
+            assert conn.getresponse().status == 200, other  # TimeoutError if held up
+            conn.close()
+    finally:
+        release.set()
+        asking.join(30)
+    status, body = answers[0]
+    value = json.loads(body)["html"]
+    assert status == 200 and "[0, 1, 2, 3" in value and "more not shown" in value
+    assert formatted == [formatted[0]] and formatted[0] < 10_000  # a cut copy, not a million
+    assert get(ui, path) == (status, body)  # the second time from the preview kept
+    assert len(formatted) == 1

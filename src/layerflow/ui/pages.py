@@ -10,12 +10,11 @@ from importlib import resources
 from typing import Any
 
 from .. import report
-from ..errors import RecordedError, StoreError
+from ..errors import RecordedError
 from ..metrics import format_metrics
 from ..names import counted
 from ..store import Store
 from .markup import Markup, esc, fill, join, tag
-from .values import NotShown, value_preview
 from .view import RunView, liveness
 
 __all__ = ["asset", "run_page", "run_sections", "runs_page", "runs_table", "task_detail"]
@@ -320,9 +319,10 @@ def run_page(view: RunView, store: Store) -> Markup:
     )
 
 
-def task_detail(store: Store, view: RunView, name: str) -> Markup:
-    """One task: status, attempts, error with the user's traceback, its logs and its stored
-    value (read as plain data only: ``values.py``)."""
+def task_detail(view: RunView, name: str, value: str | Exception | None = None) -> Markup:
+    """One task: status, attempts, error with the user's traceback, its logs and, when it
+    succeeded, ``value``: its stored value's preview, or why there is none (``values.py``
+    reads it as plain data only)."""
     t = view.result.tasks.get(name)
     if t is None:
         raise KeyError(name)
@@ -369,12 +369,11 @@ def task_detail(store: Store, view: RunView, name: str) -> Markup:
             "p", "Nothing printed or logged" + (" so far." if view.live else "."), class_="muted"
         ),
     ]
-    if t.ok:
-        try:
-            shown: Markup = tag(
-                "pre", value_preview(store, view.result.run_id, name), class_="value"
-            )
-        except (NotShown, StoreError, OSError) as e:
-            shown = tag("p", f"Value: {e}", class_="muted")
+    if t.ok and value is not None:
+        shown = (
+            tag("p", f"Value: {value}", class_="muted")
+            if isinstance(value, Exception)
+            else tag("pre", value, class_="value")
+        )
         parts += [tag("h4", "Value"), shown]
     return join(parts)

@@ -27,6 +27,7 @@ from ..events import logger
 from ..store import Store
 from .markup import fill
 from .pages import RunsSummary, asset, run_page, run_sections, runs_page, runs_table, task_detail
+from .values import NotShown, shown_value, stored_value
 from .view import RunView, load_view
 
 __all__ = ["UIServer"]
@@ -41,6 +42,7 @@ _STATIC = {  # the only files served, by name
     "report.css": "text/css; charset=utf-8",
 }
 _ENDED_KEPT = 8  # ended runs' views kept (a task's detail reads its run again)
+_VALUES_KEPT = 64  # stored values' previews kept (a value stored cannot change)
 POLL = 1.0  # seconds between a live page's updates (more when a run is slow to read)
 TIMEOUT = 30.0  # seconds a connection may take to send its request or read its answer
 
@@ -56,6 +58,7 @@ class UIServer(ThreadingHTTPServer):
         self.store = store
         self.summary = RunsSummary(store)
         self.ended: dict[str, RunView] = {}  # ended runs' views (they cannot change)
+        self.values: dict[tuple[str, str], str | Exception] = {}  # (run, task) -> preview
         self.lock = threading.Lock()  # one store connection: reads one at a time
         super().__init__((host, port), _Handler)
 
@@ -177,13 +180,13 @@ class _Handler(BaseHTTPRequestHandler):
             body = report.static("report.css") if name == "report.css" else asset(name)
             return 200, body, _STATIC[name]
         if path.startswith("/run/"):
-            return self._run(unquote(path[len("/run/") :]), None, api)
+            return self._run(unquote(path[len("/run/") :]), api)
         if path.startswith("/api/run/"):
             rest = unquote(path[len("/api/run/") :])
             if rest.endswith("/task"):
                 names = query.get("name") or [""]
-                return self._run(rest[: -len("/task")], names[0], api)
-            return self._run(rest, None, api)
+                return self._task(rest[: -len("/task")], names[0], api)
+            return self._run(rest, api)
         return self._error_page(404, "There is no such page.", api)
 
     def _view(self, run_id: str) -> RunView:
@@ -198,24 +201,24 @@ class _Handler(BaseHTTPRequestHandler):
                 ended[run_id] = view
         return view
 
-    def _run(self, run_id: str, task: str | None, api: bool) -> _Reply:
+    def _find(self, run_id: str, api: bool) -> RunView | _Reply:
+        """The run's view, or the page saying there is no such run (under the lock)."""
+        try:
+            return self._view(run_id)
+        except StoreError:
+            if self.server.store.has_run(run_id):
+                raise
+            return self._error_page(
+                404, f"There is no run {run_id!r} in the store {self.server.store.folder}.", api
+            )
+
+    def _run(self, run_id: str, api: bool) -> _Reply:
         store = self.server.store
         began = time.perf_counter()
         with self.server.lock:
-            try:
-                view = self._view(run_id)
-            except StoreError:
-                if store.has_run(run_id):
-                    raise
-                return self._error_page(
-                    404, f"There is no run {run_id!r} in the store {store.folder}.", api
-                )
-            if task is not None:
-                try:
-                    detail = task_detail(store, view, task)
-                except KeyError:
-                    return self._error_page(404, f"Run {run_id} has no task {task!r}.", api)
-                return self._json({"html": detail})
+            view = self._find(run_id, api)
+            if not isinstance(view, RunView):
+                return view
             if not api:
                 return self._html(run_page(view, store))
             sections = run_sections(view)
@@ -229,3 +232,33 @@ class _Handler(BaseHTTPRequestHandler):
                 "html": sections,
             }
         )
+
+    def _task(self, run_id: str, name: str, api: bool) -> _Reply:
+        """A task's detail. Its stored value is read under the lock, but loaded and
+        previewed outside it (a large one takes a while), once: the preview is kept."""
+        key = (run_id, name)
+        data = None
+        with self.server.lock:
+            view = self._find(run_id, api)
+            if not isinstance(view, RunView):
+                return view
+            found = view.result.tasks.get(name)
+            if found is None:
+                return self._error_page(404, f"Run {run_id} has no task {name!r}.", api)
+            value = self.server.values.get(key) if found.ok else None
+            if found.ok and value is None:
+                try:
+                    data = stored_value(self.server.store, run_id, name)
+                except (NotShown, StoreError, OSError) as e:  # none yet: asked again later
+                    value = e
+        if data is not None:
+            try:
+                value = shown_value(data, run_id, name)
+            except NotShown as e:
+                value = e
+            with self.server.lock:
+                kept = self.server.values
+                if len(kept) >= _VALUES_KEPT:
+                    kept.pop(next(iter(kept)))
+                kept[key] = value
+        return self._json({"html": task_detail(view, name, value)})
