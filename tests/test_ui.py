@@ -296,6 +296,15 @@ def test_a_killed_run_is_shown_as_crashed(ui, store_dir, tmp_path):
     status, body = get(ui, "/")
     assert "crashed" in body
 
+    def duration() -> str:  # the runs list's Duration cell of the run
+        row = get(ui, "/")[1].split(f'href="/run/{run_id}"')[1]
+        return row.split('<td class="num">')[1].split("</td>")[0]
+
+    # until its last heartbeat: it does not keep growing after the run died
+    shown = duration()
+    time.sleep(1.5)
+    assert duration() == shown
+
 
 def test_the_heartbeat_writes_about_once_a_second_not_per_task(store_dir, monkeypatch):
     writes: list[float] = []

@@ -103,8 +103,9 @@ class RunsSummary:
         self.store = store
         self.done: dict[str, tuple[Markup, str, str]] = {}  # run id -> tally, budget, status
 
-    def line(self, row: dict[str, Any], now: float) -> tuple[str, Markup, str]:
-        """(status as shown, tasks by status, budget spent) of a row of ``Store.runs``."""
+    def line(self, row: dict[str, Any], now: float) -> tuple[str, Markup, str, float | None]:
+        """(status as shown, tasks by status, budget spent, end: now while it runs, else
+        when it ended or was last heard from, None if unknown) of a row of ``Store.runs``."""
         run_id = row["run_id"]
         if row["status"] != "running":
             known = self.done.get(run_id)
@@ -118,7 +119,7 @@ class RunsSummary:
                     for k in {**metrics, **budget}
                 )
                 known = self.done[run_id] = (_tally(counts), spent, row["status"])
-            return known[2], known[0], known[1]
+            return known[2], known[0], known[1], row["finished_at"]
         live = self.store.live(run_id)
         status, _ = liveness(row["started_at"], live, now, run_id)
         state = (live or {}).get("state") or {}
@@ -129,7 +130,8 @@ class RunsSummary:
             counts["unfinished"] = counts.pop("running")
         budget = state.get("budget") or {}
         spent = ", ".join(f"{k} {v['spent']:g} of {v['budget']:g}" for k, v in budget.items())
-        return status, _tally(counts), spent
+        end = now if status == "running" else (live or {}).get("at")  # crashed: its last beat
+        return status, _tally(counts), spent, end
 
 
 def runs_table(store: Store, summary: RunsSummary, limit: int = 100) -> Markup:
@@ -145,9 +147,8 @@ def runs_table(store: Store, summary: RunsSummary, limit: int = 100) -> Markup:
     now = time.time()
     body = []
     for row in rows:
-        status, tally, spent = summary.line(row, now)
-        end = row["finished_at"] if row["status"] != "running" else None
-        took = (end or now) - row["started_at"] if row["started_at"] else None
+        status, tally, spent, end = summary.line(row, now)
+        took = max(end - row["started_at"], 0.0) if end and row["started_at"] else None
         href = "/run/" + _quote(row["run_id"])
         body.append(
             tag(
