@@ -121,6 +121,7 @@ def test_a_task_seen_running_then_succeeded_without_a_reload(browser, ui, store_
 
     @flow.task
     def slow(first):
+        print("working on it")
         assert gate.wait(60), "the test never opened the gate"
         return first + 1
 
@@ -135,6 +136,8 @@ def test_a_task_seen_running_then_succeeded_without_a_reload(browser, ui, store_
         page.wait_for_selector('#graph .node.s-running[data-task="slow"]', timeout=30_000)
         assert page.text_content("#status").strip() == "running"
         page.evaluate("window.__same = 42")  # gone if the page were loaded again
+        status, body = get(ui, f"/api/run/{run_id}/task?name=slow")  # it printed: not stored
+        assert "Nothing printed" not in body and "Nothing stored yet" in body
         gate.set()
         page.wait_for_function(
             "document.querySelector('#status').textContent.trim() === 'succeeded'",
@@ -143,6 +146,7 @@ def test_a_task_seen_running_then_succeeded_without_a_reload(browser, ui, store_
         page.wait_for_selector('#graph .node.s-succeeded[data-task="slow"]', timeout=10_000)
         assert page.evaluate("window.__same") == 42
         assert "2 of 2" in page.text_content("#progress")
+        assert "working on it" in get(ui, f"/api/run/{run_id}/task?name=slow")[1]
         assert page.errors == []
         assert all(url.startswith(ui.url) or url.startswith("data:") for url in page.requests)
     finally:
@@ -264,6 +268,7 @@ def test_a_killed_run_is_shown_as_crashed(ui, store_dir, tmp_path):
 
             @flow.task
             def slow(quick):
+                print("working on it", flush=True)
                 time.sleep(120)
 
             flow.run(store={str(store_dir)!r})
@@ -300,6 +305,11 @@ def test_a_killed_run_is_shown_as_crashed(ui, store_dir, tmp_path):
         row = get(ui, "/")[1].split(f'href="/run/{run_id}"')[1]
         return row.split('<td class="num">')[1].split("</td>")[0]
 
+    # what the task printed was to be stored when it ended: it did not, and the page says so
+    status, body = get(ui, f"/api/run/{run_id}/task?name=slow")
+    detail = json.loads(body)["html"]
+    assert status == 200 and "Nothing printed or logged" not in detail
+    assert "this run never ended" in detail
     # until its last heartbeat: it does not keep growing after the run died
     shown = duration()
     time.sleep(1.5)

@@ -34,6 +34,8 @@ ORDER = (
     "pending",
 )
 MAX_FAILURES = 50
+#: a run's statuses as shown while it has not ended on record (``view.py``)
+_UNENDED = ("running", "not responding", "crashed")
 MAX_WAITING = 50
 #: what a live page draws at most: it is drawn again every second or so
 LIVE_CAPS = report.Caps(bars=3000, labels=1000)
@@ -362,14 +364,19 @@ def task_detail(view: RunView, name: str, value: str | Exception | None = None) 
         tb = getattr(t.error, "traceback", None) or report.error_text(t.error)
         parts += [tag("h4", "Error"), tag("pre", tb, class_="tb")]
     logs = getattr(t, "logs", "") or ""
-    parts += [
-        tag("h4", "Logs"),
-        tag("pre", logs, class_="logs")
-        if logs
-        else tag(
-            "p", "Nothing printed or logged" + (" so far." if view.live else "."), class_="muted"
-        ),
-    ]
+    if logs:
+        said = tag("pre", logs, class_="logs")
+    elif view.result.status in _UNENDED and t.status != "succeeded":  # its output: not stored
+        said = tag(
+            "p",
+            ("Nothing stored yet" if view.live else "Nothing stored")
+            + ": what a task prints and logs is stored when it succeeds, or when its run ends"
+            + ("." if view.live else ", and this run never ended."),
+            class_="muted",
+        )
+    else:
+        said = tag("p", "Nothing printed or logged.", class_="muted")
+    parts += [tag("h4", "Logs"), said]
     if t.ok and value is not None:
         shown = (
             tag("p", f"Value: {value}", class_="muted")
