@@ -501,3 +501,21 @@ def test_a_large_value_is_cut_before_it_is_formatted_and_holds_up_no_one(
     assert formatted == [formatted[0]] and formatted[0] < 10_000  # a cut copy, not a million
     assert get(ui, path) == (status, body)  # the second time from the preview kept
     assert len(formatted) == 1
+
+
+def test_answering_everywhere_it_still_answers_only_to_its_own_names(store_dir):
+    server = serve(store_dir, host="0.0.0.0", port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        for host in ("127.0.0.1", "localhost", socket.gethostname(), "192.0.2.7", "[::1]"):
+            assert get(server, "/", host=f"{host}:{port}")[0] == 200, host
+        # a page elsewhere whose name now leads here (DNS rebinding) reads nothing
+        status, body = get(server, "/api/runs", host=f"evil.example:{port}")
+        assert status == 403 and "own address" in json.loads(body)["error"]
+        assert get(server, "/", host=f"127.0.0.1:{port + 1}")[0] == 403
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

@@ -7,13 +7,16 @@ a run goes), ``/api/run/ID/task?name=NAME`` (a task's detail) and ``/static/NAME
 page's stylesheets and script, by name from a fixed list: no request names a file). Nothing
 is written: the store is read through :class:`Store`'s queries only. Every response
 carries a Content-Security-Policy that allows no inline script and no other origin, and a
-request whose ``Host`` is not this server's is refused (a web page elsewhere cannot read
-the store through DNS rebinding).
+request whose ``Host`` is not this server's (its address, localhost, and when it answers
+on every address, the machine's names and any IP address) is refused: a web page elsewhere
+cannot read the store through DNS rebinding.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import threading
 import time
 from http import HTTPStatus
@@ -46,6 +49,11 @@ _VALUES_KEPT = 64  # stored values' previews kept (a value stored cannot change)
 POLL = 1.0  # seconds between a live page's updates (more when a run is slow to read)
 TIMEOUT = 30.0  # seconds a connection may take to send its request or read its answer
 
+_ELSEWHERE = (
+    "This page answers only at its own address: this machine's name or an IP address "
+    "(not another name that leads here)."
+)
+
 _Reply = tuple[int, str | bytes, str]  # status, body, Content-Type
 
 
@@ -61,6 +69,11 @@ class UIServer(ThreadingHTTPServer):
         self.values: dict[tuple[str, str], str | Exception] = {}  # (run, task) -> preview
         self.lock = threading.Lock()  # one store connection: reads one at a time
         super().__init__((host, port), _Handler)
+        #: the names a request may give as its Host (any address too when ``everywhere``)
+        self.names = {"127.0.0.1", "localhost", "::1", host.strip("[]").lower()}
+        self.everywhere = host in ("0.0.0.0", "::", "")
+        if self.everywhere:  # this machine's own names
+            self.names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
 
     @property
     def url(self) -> str:
@@ -128,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
         api = path.startswith("/api/")
         try:
             if not self._host_ok():
-                reply = self._error_page(403, "This page answers only at its own address.", api)
+                reply = self._error_page(403, _ELSEWHERE, api)
             else:
                 try:
                     reply = self._route(path, parse_qs(url.query), api)
@@ -156,13 +169,25 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = _reject  # noqa: N815 (the base's names)
 
     def _host_ok(self) -> bool:
-        address = self.server.server_address[0]
-        host = address.decode() if isinstance(address, bytes) else str(address)
-        if host in ("0.0.0.0", "::"):  # asked to answer everywhere: every name is its own
-            return True
+        """Whether the request names this server: by one of ``names``, or, when it answers
+        on every address, by any address (a page elsewhere reaches it by a name of its own
+        that resolves here, DNS rebinding, never by an address)."""
         given = (self.headers.get("Host") or "").strip().lower()
-        port = self.server.server_address[1]
-        return given in {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]", host)}
+        if given.startswith("["):  # [IPv6]:port
+            name, _, port = given[1:].partition("]:")
+        else:
+            name, _, port = given.rpartition(":")
+        if port != str(self.server.server_address[1]):
+            return False
+        if name in self.server.names:
+            return True
+        if not self.server.everywhere:
+            return False
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
     def _route(self, path: str, query: dict[str, list[str]], api: bool) -> _Reply:
         if path in ("/", "/index.html"):
