@@ -519,3 +519,58 @@ def test_answering_everywhere_it_still_answers_only_to_its_own_names(store_dir):
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+def test_the_open_detail_is_not_asked_for_again_while_unanswered(
+    browser, ui, store_dir, monkeypatch
+):
+    from layerflow.ui import server as ui_server
+
+    gate, answering, release = threading.Event(), threading.Event(), threading.Event()
+    task_detail = ui_server.task_detail
+
+    def held(*args, **kw):  # a detail slow to answer (a large value, a loaded machine)
+        answering.set()
+        assert release.wait(60)
+        return task_detail(*args, **kw)
+
+    monkeypatch.setattr(ui_server, "task_detail", held)
+    flow = lf.Flow("live")
+
+    @flow.task
+    def first():
+        return 1
+
+    @flow.task
+    def slow(first):
+        assert gate.wait(60), "the test never opened the gate"
+
+    runner = threading.Thread(target=lambda: flow.run(store=store_dir), daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not Store(store_dir).runs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run_id = Store(store_dir).runs()[0]["run_id"]
+        page = open_page(browser, ui.url + "run/" + run_id)
+        page.wait_for_selector('#graph .node[data-task="first"]', timeout=30_000)
+        page.click('#graph [data-task="first"]')
+        assert answering.wait(30)
+        polls = len([u for u in page.requests if u.endswith(f"/api/run/{run_id}")])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the page updates itself a few times meanwhile
+            page.wait_for_timeout(200)
+            now = len([u for u in page.requests if u.endswith(f"/api/run/{run_id}")])
+            if now >= polls + 3:
+                break
+        assert now >= polls + 3, "the page stopped updating"
+        asked = [u for u in page.requests if "/task?name=" in u]
+        assert len(asked) == 1, asked
+        release.set()
+        page.wait_for_selector("#detail:not([hidden]) h3", timeout=30_000)
+        assert page.text_content("#detail h3") == "first"
+        assert page.errors == []
+    finally:
+        release.set()
+        gate.set()
+        runner.join(60)
