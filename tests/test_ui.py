@@ -574,3 +574,13 @@ def test_the_open_detail_is_not_asked_for_again_while_unanswered(
         release.set()
         gate.set()
         runner.join(60)
+
+
+def test_a_cut_value_shows_a_little_of_each_part():
+    from layerflow.preview import preview
+
+    shown = preview({"rows": list(range(1_000_000)), "b": [1, 2]}, lines=40, chars=4000)
+    assert shown.startswith("{'b': [1, 2],\n 'rows': [0, 1, 2,")  # b not crowded out by rows
+    assert shown.endswith("... (more not shown)") and len(shown) < 4100
+    shown = preview([list(range(10)), "x" * 100_000, {"k": (1, 2)}], chars=400)
+    assert shown.startswith("[[0, 1, 2, 3, 4, 5, 6, 7, 8, 9],\n 'xxx")

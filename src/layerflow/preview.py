@@ -40,17 +40,21 @@ class _More:
 
 
 class _Cut:
-    """A copy of a value with at most ``budget`` items and characters of text in all."""
+    """A copy of a value with at most ``chars`` / 2 items per container and ``chars``
+    characters per text (enough to fill ``chars``), and 8 * ``chars`` items and characters
+    of text in all (what a deep value costs to format)."""
 
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
+    def __init__(self, chars: int) -> None:
+        self.each = max(chars // 2, 1)
+        self.text = chars + 100
+        self.budget = 8 * chars
         self.cut = False
         self.path: set[int] = set()  # the containers being copied (a value may hold itself)
 
     def __call__(self, value: Any, depth: int = 0) -> Any:
         kind = type(value)
         if kind in (str, bytes, bytearray):
-            allowed = max(self.budget, 0) + 100
+            allowed = min(max(self.budget, 0) + 100, self.text)
             self.budget -= len(value) + 1
             if len(value) > allowed:
                 self.cut = True
@@ -72,7 +76,7 @@ class _Cut:
         items: list[Any] = []
         pairs = value.items() if isinstance(value, dict) else value
         for item in pairs:
-            if self.budget <= 0:
+            if self.budget <= 0 or len(items) >= self.each:
                 break
             if isinstance(value, dict):
                 items.append((self(item[0], depth), self(item[1], depth)))
@@ -100,7 +104,7 @@ class _Cut:
 def preview(value: Any, *, lines: int = MAX_LINES, chars: int = MAX_CHARS) -> str:
     """Text as it is; anything else pretty-printed; at most ``lines`` lines and ``chars``
     characters, with a note of how much was left out."""
-    cut = _Cut(2 * chars)
+    cut = _Cut(chars)
     try:
         plain = isinstance(value, str) and value.strip() != ""  # '' shows as ''
         text = value if plain else pprint.pformat(cut(value), width=96, compact=True)
