@@ -121,6 +121,7 @@ def test_a_task_seen_running_then_succeeded_without_a_reload(browser, ui, store_
 
     @flow.task
     def slow(first):
+        print("working on it")
         assert gate.wait(60), "the test never opened the gate"
         return first + 1
 
@@ -135,6 +136,8 @@ def test_a_task_seen_running_then_succeeded_without_a_reload(browser, ui, store_
         page.wait_for_selector('#graph .node.s-running[data-task="slow"]', timeout=30_000)
         assert page.text_content("#status").strip() == "running"
         page.evaluate("window.__same = 42")  # gone if the page were loaded again
+        status, body = get(ui, f"/api/run/{run_id}/task?name=slow")  # it printed: not stored
+        assert "Nothing printed" not in body and "Nothing stored yet" in body
         gate.set()
         page.wait_for_function(
             "document.querySelector('#status').textContent.trim() === 'succeeded'",
@@ -143,6 +146,7 @@ def test_a_task_seen_running_then_succeeded_without_a_reload(browser, ui, store_
         page.wait_for_selector('#graph .node.s-succeeded[data-task="slow"]', timeout=10_000)
         assert page.evaluate("window.__same") == 42
         assert "2 of 2" in page.text_content("#progress")
+        assert "working on it" in get(ui, f"/api/run/{run_id}/task?name=slow")[1]
         assert page.errors == []
         assert all(url.startswith(ui.url) or url.startswith("data:") for url in page.requests)
     finally:
@@ -264,6 +268,7 @@ def test_a_killed_run_is_shown_as_crashed(ui, store_dir, tmp_path):
 
             @flow.task
             def slow(quick):
+                print("working on it", flush=True)
                 time.sleep(120)
 
             flow.run(store={str(store_dir)!r})
@@ -295,6 +300,20 @@ def test_a_killed_run_is_shown_as_crashed(ui, store_dir, tmp_path):
     assert 'data-task="slow"' in data["html"]["graph"] and "s-unfinished" in data["html"]["graph"]
     status, body = get(ui, "/")
     assert "crashed" in body
+
+    def duration() -> str:  # the runs list's Duration cell of the run
+        row = get(ui, "/")[1].split(f'href="/run/{run_id}"')[1]
+        return row.split('<td class="num">')[1].split("</td>")[0]
+
+    # what the task printed was to be stored when it ended: it did not, and the page says so
+    status, body = get(ui, f"/api/run/{run_id}/task?name=slow")
+    detail = json.loads(body)["html"]
+    assert status == 200 and "Nothing printed or logged" not in detail
+    assert "this run never ended" in detail
+    # until its last heartbeat: it does not keep growing after the run died
+    shown = duration()
+    time.sleep(1.5)
+    assert duration() == shown
 
 
 def test_the_heartbeat_writes_about_once_a_second_not_per_task(store_dir, monkeypatch):
@@ -381,3 +400,203 @@ def test_a_tasks_detail_shows_what_it_printed_as_text(ui, store_dir):
     assert status == 200 and '<pre class="logs">' in shown
     assert "fetched &lt;script&gt;window.__pwned = 1&lt;/script&gt;" in shown
     assert "<script>" not in shown
+
+
+def test_a_browser_that_never_reads_its_answer_holds_up_no_one_else(ui, store_dir):
+    flow = lf.Flow("chatty")
+
+    @flow.task
+    def chatty():
+        for _ in range(20_000):
+            print("<" * 50)  # about 4 MB once escaped: more than the socket buffers hold
+        return 1
+
+    run = flow.run(store=store_dir)
+    port = ui.server_address[1]
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(
+            f"GET /api/run/{run.run_id}/task?name=chatty HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\n\r\n".encode()
+        )
+        time.sleep(1)  # its answer is being written, and stuck: it is never read
+        for path in ("/", "/api/runs", f"/run/{run.run_id}", f"/api/run/{run.run_id}"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path)
+            assert conn.getresponse().status == 200, path  # raises TimeoutError if held up
+            conn.close()
+    finally:
+        stalled.close()
+
+
+def test_the_heartbeat_formats_each_listed_failure_once_and_no_other(store_dir, monkeypatch):
+    formatted: list[BaseException] = []
+    original = heartbeat.format_failure
+
+    def counted(error, **kw):
+        formatted.append(error)
+        return original(error, **kw)
+
+    beats: list[dict] = []
+    save_live = Store.save_live
+
+    def saved(self, run_id, data):
+        if data is not None:
+            beats.append(json.loads(data))
+        save_live(self, run_id, data)
+
+    monkeypatch.setattr(heartbeat, "format_failure", counted)
+    monkeypatch.setattr(Store, "save_live", saved)
+    monkeypatch.setattr(heartbeat, "FIRST", 0.0)
+    monkeypatch.setattr(heartbeat, "INTERVAL", 0.05)
+    monkeypatch.setattr(heartbeat, "MAX_LISTED", 5)
+    flow = lf.Flow("failing")
+
+    @flow.task
+    def numbers():
+        return list(range(120))
+
+    @flow.task(map="numbers")
+    def fails(numbers):
+        time.sleep(0.01)
+        raise ValueError(f"element {numbers} failed")
+
+    run = flow.run(store=store_dir, fail_fast=False, max_workers=2)
+    assert not run.ok
+    with_spans = [b for b in beats if any(s[5] for s in b["spans"])]
+    assert with_spans, "no beat saw a failed attempt"
+    assert "failed" in with_spans[-1]["spans"][-1][5]  # spans carry the error's text
+    listed = [row for b in beats for row in b["tasks"].values() if row[0] == "failed"]
+    assert listed and all("Traceback" in row[6] and "ValueError" in row[6] for row in listed)
+    # a traceback only for the failed tasks listed (5 here), each formatted once, not one
+    # per failed attempt (120)
+    assert len(formatted) == len({id(e) for e in formatted}) <= 5
+
+
+def test_a_large_value_is_cut_before_it_is_formatted_and_holds_up_no_one(
+    ui, store_dir, monkeypatch
+):
+    import pprint
+
+    flow = lf.Flow("large")
+
+    @flow.task
+    def numbers():
+        return list(range(1_000_000))
+
+    run = flow.run(store=store_dir)
+    formatting, release = threading.Event(), threading.Event()
+    formatted: list[int] = []
+    pformat = pprint.pformat
+
+    def slow_pformat(value, *args, **kw):  # a large value's formatting, under way
+        formatted.append(len(value))
+        formatting.set()
+        assert release.wait(60)
+        return pformat(value, *args, **kw)
+
+    monkeypatch.setattr(pprint, "pformat", slow_pformat)
+    path = f"/api/run/{run.run_id}/task?name=numbers"
+    answers: list[tuple[int, str]] = []
+    asking = threading.Thread(target=lambda: answers.append(get(ui, path)), daemon=True)
+    asking.start()
+    try:
+        assert formatting.wait(30)
+        for other in ("/api/runs", f"/api/run/{run.run_id}"):
+            conn = http.client.HTTPConnection("127.0.0.1", ui.server_address[1], timeout=10)
+            conn.request("GET", other)
+            assert conn.getresponse().status == 200, other  # TimeoutError if held up
+            conn.close()
+    finally:
+        release.set()
+        asking.join(30)
+    status, body = answers[0]
+    value = json.loads(body)["html"]
+    assert status == 200 and "[0, 1, 2, 3" in value and "more not shown" in value
+    assert formatted == [formatted[0]] and formatted[0] < 10_000  # a cut copy, not a million
+    assert get(ui, path) == (status, body)  # the second time from the preview kept
+    assert len(formatted) == 1
+
+
+def test_answering_everywhere_it_still_answers_only_to_its_own_names(store_dir):
+    server = serve(store_dir, host="0.0.0.0", port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        for host in ("127.0.0.1", "localhost", socket.gethostname(), "192.0.2.7", "[::1]"):
+            assert get(server, "/", host=f"{host}:{port}")[0] == 200, host
+        # a page elsewhere whose name now leads here (DNS rebinding) reads nothing
+        status, body = get(server, "/api/runs", host=f"evil.example:{port}")
+        assert status == 403 and "own address" in json.loads(body)["error"]
+        assert get(server, "/", host=f"127.0.0.1:{port + 1}")[0] == 403
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_the_open_detail_is_not_asked_for_again_while_unanswered(
+    browser, ui, store_dir, monkeypatch
+):
+    from layerflow.ui import server as ui_server
+
+    gate, answering, release = threading.Event(), threading.Event(), threading.Event()
+    task_detail = ui_server.task_detail
+
+    def held(*args, **kw):  # a detail slow to answer (a large value, a loaded machine)
+        answering.set()
+        assert release.wait(60)
+        return task_detail(*args, **kw)
+
+    monkeypatch.setattr(ui_server, "task_detail", held)
+    flow = lf.Flow("live")
+
+    @flow.task
+    def first():
+        return 1
+
+    @flow.task
+    def slow(first):
+        assert gate.wait(60), "the test never opened the gate"
+
+    runner = threading.Thread(target=lambda: flow.run(store=store_dir), daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not Store(store_dir).runs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run_id = Store(store_dir).runs()[0]["run_id"]
+        page = open_page(browser, ui.url + "run/" + run_id)
+        page.wait_for_selector('#graph .node[data-task="first"]', timeout=30_000)
+        page.click('#graph [data-task="first"]')
+        assert answering.wait(30)
+        polls = len([u for u in page.requests if u.endswith(f"/api/run/{run_id}")])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the page updates itself a few times meanwhile
+            page.wait_for_timeout(200)
+            now = len([u for u in page.requests if u.endswith(f"/api/run/{run_id}")])
+            if now >= polls + 3:
+                break
+        assert now >= polls + 3, "the page stopped updating"
+        asked = [u for u in page.requests if "/task?name=" in u]
+        assert len(asked) == 1, asked
+        release.set()
+        page.wait_for_selector("#detail:not([hidden]) h3", timeout=30_000)
+        assert page.text_content("#detail h3") == "first"
+        assert page.errors == []
+    finally:
+        release.set()
+        gate.set()
+        runner.join(60)
+
+
+def test_a_cut_value_shows_a_little_of_each_part():
+    from layerflow.preview import preview
+
+    shown = preview({"rows": list(range(1_000_000)), "b": [1, 2]}, lines=40, chars=4000)
+    assert shown.startswith("{'b': [1, 2],\n 'rows': [0, 1, 2,")  # b not crowded out by rows
+    assert shown.endswith("... (more not shown)") and len(shown) < 4100
+    shown = preview([list(range(10)), "x" * 100_000, {"k": (1, 2)}], chars=400)
+    assert shown.startswith("[[0, 1, 2, 3, 4, 5, 6, 7, 8, 9],\n 'xxx")

@@ -11,7 +11,9 @@ its process, gone) tells ``layerflow ui`` that it crashed.
 
 What a beat reads is bounded: the status list copied once (C speed, about a millisecond per
 100,000 tasks), then only the entries that are neither pending nor done, up to
-``MAX_LISTED`` per status, and the latest ``MAX_SPANS`` failed attempts and waits.
+``MAX_LISTED`` per status, and the latest ``MAX_SPANS`` failed attempts and waits. Only the
+failed tasks listed carry a traceback, each formatted once; failed attempts carry their
+error's text.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ class Watched:
         self.lock = threading.Lock()  # held by a beat: stop() waits for it
         self.stopped = False
         self._last: str | None = None  # the state last written
-        self._texts: dict[int, tuple[BaseException, str, str]] = {}  # id -> error, text, tb
+        self._tracebacks: dict[int, tuple[BaseException, str]] = {}  # entry -> error, its tb
 
     def stop(self) -> None:
         """No beat from now on (one under way is waited for)."""
@@ -111,7 +113,7 @@ class Watched:
         with self.lock:
             self.stopped = True
             self.run = None  # nothing of the run kept past its end
-            self._texts.clear()
+            self._tracebacks = {}
 
     def beat(self) -> None:
         """Write the run's state (only the heartbeat's time when it did not change)."""
@@ -119,19 +121,20 @@ class Watched:
         self.store.save_live(self.run_id, None if data == self._last else data)
         self._last = data
 
-    def _error(self, error: BaseException | None) -> tuple[str | None, str | None]:
-        if error is None:
-            return None, None
-        known = self._texts.get(id(error))
-        if known is not None and known[0] is error:
-            return known[1], known[2]
-        text = safe_str(error)
-        try:  # the user's frames only, as the store keeps them at the end
-            tb = format_failure(error, last=None)
-        except Exception:
-            tb = text
-        self._texts[id(error)] = (error, text, tb)
-        return text, tb
+    def _traceback(self, k: int, error: BaseException, known: dict[int, Any]) -> str:
+        """Entry ``k``'s failure as the store keeps it at the end (the user's frames only),
+        formatted once (a few milliseconds each, holding the interpreter): kept in ``known``,
+        this beat's tracebacks, from the last beat's."""
+        found = self._tracebacks.get(k)
+        if found is not None and found[0] is error:
+            tb = found[1]
+        else:
+            try:
+                tb = format_failure(error, last=None)
+            except Exception:
+                tb = safe_str(error)
+        known[k] = (error, tb)
+        return tb
 
     def state(self) -> dict[str, Any]:
         """The run's state as the page reads it (epoch seconds throughout)."""
@@ -152,11 +155,15 @@ class Watched:
             counts["waiting"] = len(parked)
             counts["pending"] = max(counts.get("pending", 0) - len(parked), 0)
         tasks: dict[str, list[Any]] = {}
+        tracebacks: dict[int, tuple[BaseException, str]] = {}  # the failed tasks listed
         for code in _LISTED:
             k, listed = status.find(code), 0
             while k >= 0 and listed < MAX_LISTED:
                 started = first[k] + offset if attempts[k] else None
-                error, tb = self._error(errors[k]) if code == _FAILED else (None, None)
+                error, tb = None, None
+                if code == _FAILED and errors[k] is not None:
+                    error = safe_str(errors[k])
+                    tb = self._traceback(k, errors[k], tracebacks)
                 tasks[names[k]] = [
                     _NAMES[code],
                     attempts[k],
@@ -168,10 +175,18 @@ class Watched:
                 ]
                 listed += 1
                 k = status.find(code, k + 1)
-        spans = []
-        for i, attempt, t0, t1, error in run.spans[-MAX_SPANS:]:
-            text, _ = self._error(error)
-            spans.append([names[i], attempt, t0 + offset, t1 + offset, _outcome(error), text])
+        self._tracebacks = tracebacks
+        spans = [  # a failed attempt's error as text only: the timeline's tooltips
+            [
+                names[i],
+                attempt,
+                t0 + offset,
+                t1 + offset,
+                _outcome(error),
+                None if error is None else safe_str(error),
+            ]
+            for i, attempt, t0, t1, error in run.spans[-MAX_SPANS:]
+        ]
         waits = [
             [names[i], kind, _limit_text(kind, what), t0 + offset, t1 + offset]
             for i, kind, what, t0, t1 in run.waits[-MAX_SPANS:]

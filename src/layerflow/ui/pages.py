@@ -10,12 +10,11 @@ from importlib import resources
 from typing import Any
 
 from .. import report
-from ..errors import RecordedError, StoreError
+from ..errors import RecordedError
 from ..metrics import format_metrics
 from ..names import counted
 from ..store import Store
 from .markup import Markup, esc, fill, join, tag
-from .values import NotShown, value_preview
 from .view import RunView, liveness
 
 __all__ = ["asset", "run_page", "run_sections", "runs_page", "runs_table", "task_detail"]
@@ -35,6 +34,8 @@ ORDER = (
     "pending",
 )
 MAX_FAILURES = 50
+#: a run's statuses as shown while it has not ended on record (``view.py``)
+_UNENDED = ("running", "not responding", "crashed")
 MAX_WAITING = 50
 #: what a live page draws at most: it is drawn again every second or so
 LIVE_CAPS = report.Caps(bars=3000, labels=1000)
@@ -104,8 +105,9 @@ class RunsSummary:
         self.store = store
         self.done: dict[str, tuple[Markup, str, str]] = {}  # run id -> tally, budget, status
 
-    def line(self, row: dict[str, Any], now: float) -> tuple[str, Markup, str]:
-        """(status as shown, tasks by status, budget spent) of a row of ``Store.runs``."""
+    def line(self, row: dict[str, Any], now: float) -> tuple[str, Markup, str, float | None]:
+        """(status as shown, tasks by status, budget spent, end: now while it runs, else
+        when it ended or was last heard from, None if unknown) of a row of ``Store.runs``."""
         run_id = row["run_id"]
         if row["status"] != "running":
             known = self.done.get(run_id)
@@ -119,7 +121,7 @@ class RunsSummary:
                     for k in {**metrics, **budget}
                 )
                 known = self.done[run_id] = (_tally(counts), spent, row["status"])
-            return known[2], known[0], known[1]
+            return known[2], known[0], known[1], row["finished_at"]
         live = self.store.live(run_id)
         status, _ = liveness(row["started_at"], live, now, run_id)
         state = (live or {}).get("state") or {}
@@ -130,7 +132,8 @@ class RunsSummary:
             counts["unfinished"] = counts.pop("running")
         budget = state.get("budget") or {}
         spent = ", ".join(f"{k} {v['spent']:g} of {v['budget']:g}" for k, v in budget.items())
-        return status, _tally(counts), spent
+        end = now if status == "running" else (live or {}).get("at")  # crashed: its last beat
+        return status, _tally(counts), spent, end
 
 
 def runs_table(store: Store, summary: RunsSummary, limit: int = 100) -> Markup:
@@ -146,9 +149,8 @@ def runs_table(store: Store, summary: RunsSummary, limit: int = 100) -> Markup:
     now = time.time()
     body = []
     for row in rows:
-        status, tally, spent = summary.line(row, now)
-        end = row["finished_at"] if row["status"] != "running" else None
-        took = (end or now) - row["started_at"] if row["started_at"] else None
+        status, tally, spent, end = summary.line(row, now)
+        took = max(end - row["started_at"], 0.0) if end and row["started_at"] else None
         href = "/run/" + _quote(row["run_id"])
         body.append(
             tag(
@@ -320,9 +322,10 @@ def run_page(view: RunView, store: Store) -> Markup:
     )
 
 
-def task_detail(store: Store, view: RunView, name: str) -> Markup:
-    """One task: status, attempts, error with the user's traceback, its logs and its stored
-    value (read as plain data only: ``values.py``)."""
+def task_detail(view: RunView, name: str, value: str | Exception | None = None) -> Markup:
+    """One task: status, attempts, error with the user's traceback, its logs and, when it
+    succeeded, ``value``: its stored value's preview, or why there is none (``values.py``
+    reads it as plain data only)."""
     t = view.result.tasks.get(name)
     if t is None:
         raise KeyError(name)
@@ -361,20 +364,24 @@ def task_detail(store: Store, view: RunView, name: str) -> Markup:
         tb = getattr(t.error, "traceback", None) or report.error_text(t.error)
         parts += [tag("h4", "Error"), tag("pre", tb, class_="tb")]
     logs = getattr(t, "logs", "") or ""
-    parts += [
-        tag("h4", "Logs"),
-        tag("pre", logs, class_="logs")
-        if logs
-        else tag(
-            "p", "Nothing printed or logged" + (" so far." if view.live else "."), class_="muted"
-        ),
-    ]
-    if t.ok:
-        try:
-            shown: Markup = tag(
-                "pre", value_preview(store, view.result.run_id, name), class_="value"
-            )
-        except (NotShown, StoreError, OSError) as e:
-            shown = tag("p", f"Value: {e}", class_="muted")
+    if logs:
+        said = tag("pre", logs, class_="logs")
+    elif view.result.status in _UNENDED and t.status != "succeeded":  # its output: not stored
+        said = tag(
+            "p",
+            ("Nothing stored yet" if view.live else "Nothing stored")
+            + ": what a task prints and logs is stored when it succeeds, or when its run ends"
+            + ("." if view.live else ", and this run never ended."),
+            class_="muted",
+        )
+    else:
+        said = tag("p", "Nothing printed or logged.", class_="muted")
+    parts += [tag("h4", "Logs"), said]
+    if t.ok and value is not None:
+        shown = (
+            tag("p", f"Value: {value}", class_="muted")
+            if isinstance(value, Exception)
+            else tag("pre", value, class_="value")
+        )
         parts += [tag("h4", "Value"), shown]
     return join(parts)

@@ -16,7 +16,7 @@ from ..names import element_of
 from ..preview import preview
 from ..store import Store
 
-__all__ = ["NotShown", "value_preview"]
+__all__ = ["NotShown", "shown_value", "stored_value"]
 
 _BUILTINS = frozenset(
     [
@@ -67,22 +67,25 @@ def _load(data: bytes) -> Any:
     return _PlainData(io.BytesIO(data)).load()
 
 
-def value_preview(store: Store, run_id: str, name: str) -> str:
-    """The stored value of task ``name`` in ``run_id`` as text for people, or
-    :class:`NotShown` saying why not."""
-    data: bytes | None = None
+def stored_value(store: Store, run_id: str, name: str) -> bytes:
+    """The stored value of task ``name`` in ``run_id``, pickled (the store read: the page
+    server holds its lock for this only), or :class:`NotShown` when there is none."""
     found = store.finished_results(run_id).get(name)
     if found is not None:
-        data = store.load_bytes(found[1])
-    else:
-        element = element_of(name)
-        if element is not None:
-            known = store.finished_elements(run_id).get(element[0], {}).get(element[1])
-            if known is not None:
-                _, value, file = known
-                data = value if value is not None else store.load_bytes(file)
-    if data is None:
-        raise NotShown("no stored value (it did not finish, or the run kept none)")
+        return store.load_bytes(found[1])
+    element = element_of(name)
+    if element is not None:
+        known = store.finished_elements(run_id).get(element[0], {}).get(element[1])
+        if known is not None:
+            _, value, file = known
+            return value if value is not None else store.load_bytes(file)
+    raise NotShown("no stored value (it did not finish, or the run kept none)")
+
+
+def shown_value(data: bytes, run_id: str, name: str) -> str:
+    """A value read by :func:`stored_value` as text for people (its size bounds only the
+    time to load it: the preview is cut before it is formatted), or :class:`NotShown`
+    saying why not."""
     try:
         value = _load(data)
     except NotShown as e:

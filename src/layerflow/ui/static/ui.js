@@ -82,15 +82,18 @@
   var detail = document.getElementById("detail");
   var detailBody = document.getElementById("detail-body");
   var shown = null;  // the task whose detail is open
-  function showTask(name) {
+  var asking = null;  // the request for a detail under way (one at a time per task)
+  function showTask(name, follow) {
+    if (follow && asking) return;  // an update waits for the answer to the last one
     shown = name;
     var url = "/api/run/" + encodeURIComponent(body.dataset.run) + "/task?name=" +
       encodeURIComponent(name);
+    var mine = asking = {};
     fetch(url, {cache: "no-store"}).then(function (r) { return r.json(); }).then(function (data) {
       if (shown !== name) return;
       if (data.error) { detailBody.textContent = data.error; } else { detailBody.innerHTML = data.html; }
       detail.hidden = false;
-    });
+    }).catch(function () {}).then(function () { if (asking === mine) asking = null; });
   }
   if (detail) {
     document.addEventListener("click", function (e) {
@@ -194,7 +197,7 @@
     var update = function (data) {
       swap(data.html);
       body.dataset.status = data.status;
-      if (shown && !first) showTask(shown);  // the open detail follows the run
+      if (shown && !first) showTask(shown, true);  // the open detail follows the run
       first = false;
       if (!data.live) stamp("the run has ended; this page is final");
       return data.live;
