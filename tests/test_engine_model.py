@@ -192,6 +192,15 @@ def test_budget_stops_within_it_and_resume_continues(seed, tmp_path):
     want = "succeeded" if total <= case.budget else "stopped"
     if total == case.budget and not BUDGET_REACHED_BUG_FIXED:
         want = run.status  # see test_a_run_that_spends_exactly_its_budget_succeeds
+    if (
+        total == case.budget
+        and run.status == "stopped"
+        and _cancelled_spend_nothing(case, run, expect)
+    ):
+        # once the spend reaches the budget nothing new starts (README); a task that
+        # would have spent nothing (a map over an empty list) may come after that moment
+        # or before it: timing's (budget:700029)
+        want = "stopped"
     if run.status != want:
         problems.append(f"a run needing {total} of a budget {case.budget} ended {run.status!r}")
     if run.status == "succeeded" and spent != total:
@@ -205,6 +214,22 @@ def test_budget_stops_within_it_and_resume_continues(seed, tmp_path):
         problems += _reuse_problems(case, first, second, expect)
     if problems:
         fail("budget", seed, problems, case)
+
+
+def _cancelled_spend_nothing(case: em.Case, run: lf.RunResult, expect: dict) -> bool:
+    """Would every task this run cancelled have spent nothing (its elements included)?"""
+    specs = {s["name"]: s for s in case.specs}
+    for name, task in run.tasks.items():
+        if task.status != "cancelled":
+            continue
+        spec = specs[em.owner(name)]
+        if spec["kind"] == "map" and "[" not in name:  # what its elements would spend
+            calls = sum(e.attempts or 0 for m, e in expect.items() if em.owner(m) == name != m)
+        else:
+            calls = expect[name].attempts or 0 if name in expect else 0
+        if calls and spec.get("cost"):
+            return False
+    return True
 
 
 # Engine bug found by the budget family (e.g. budget:310), fixed: a run whose last task's
@@ -640,3 +665,30 @@ def test_sequential_mode_keeps_plan_order_across_a_retry():
     run = flow.run(mode="sequential")
     assert run.ok
     assert list(run.order) == flow.plan().order == ["a", "x", "b", "c"]
+
+
+def _slow_one() -> int:
+    time.sleep(0.3)
+    return 1
+
+
+def _first_stage(src: int) -> int:
+    if src == 2:
+        raise ValueError("element 2 fails")
+    return src
+
+
+@pytest.mark.xfail(strict=True, reason="engine finding cache:800004, not fixed yet")
+def test_a_map_over_a_failed_map_still_runs_the_other_chains_when_it_waits_for_more():
+    # README: with fail_fast=False a failed element ends only its own chain. A map over
+    # a map that also waits for another task (after=) which ends after the first map has
+    # failed is skipped whole instead: its chains 0, 1 and 3 never run (cache:800004)
+    flow = lf.Flow("late-stream")
+    flow.add(lambda: [0, 1, 2, 3], name="src")
+    flow.add(_slow_one, name="slow")
+    flow.add(_first_stage, name="first", map="src")
+    flow.add(_same, name="second", map="first", inputs={"x": "first"}, after=["slow"])
+    run = flow.run(fail_fast=False)
+    assert run.tasks["first"].status == "failed"
+    statuses = {k: run.tasks.get(f"second[{k}]") for k in range(4)}
+    assert all(statuses[k] is not None and statuses[k].status == "succeeded" for k in (0, 1, 3))

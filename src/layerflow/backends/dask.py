@@ -503,10 +503,11 @@ class DaskBackend:
         try:
             with self._lock:
                 stops, self._stops = self._stops, []
+                unsent = {id(a) for a in stops if a.future is None}
                 for a in stops:
-                    if a.future is None:  # not sent yet: it never will be
+                    if id(a) in unsent:  # not sent yet: it never will be (see _send)
                         a.cancelled = True
-                sent = [a for a in stops if a.future is not None]
+                sent = [a for a in stops if id(a) not in unsent]
             began: set[str] = set()
             if sent:
                 try:
@@ -521,8 +522,8 @@ class DaskBackend:
                     else:
                         began.update(answer)
             for a in stops:
-                if a.key in began or a.cancelled and a.future is not None:
-                    continue  # it runs on (or was given up on meanwhile)
+                if a.key in began or (a.cancelled and id(a) not in unsent):
+                    continue  # it runs on (or was given up on meanwhile: reported)
                 self.cancel(a)
                 error = Cancelled("the run stopped before this task began on a Dask worker")
                 a.on_done(False, error, time.perf_counter() - a.t0)
