@@ -138,7 +138,7 @@ class Watched:
 
     def state(self) -> dict[str, Any]:
         """The run's state as the page reads it (epoch seconds throughout)."""
-        from .result import _outcome
+        from .records import outcome_of
 
         run = self.run
         status = bytearray(run.status)  # one copy: the lists change meanwhile
@@ -182,7 +182,7 @@ class Watched:
                 attempt,
                 t0 + offset,
                 t1 + offset,
-                _outcome(error),
+                outcome_of(error),
                 None if error is None else safe_str(error),
             ]
             for i, attempt, t0, t1, error in run.spans[-MAX_SPANS:]

@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 
 from ..errors import ReportError, safe_str
 from ..names import duration as secs
+from ..records import Attempt, TaskRun
 
 __all__ = [
     "Attempt",
@@ -29,11 +30,9 @@ __all__ = [
     "write_file",
 ]
 
-# What these functions read: a layerflow.result.RunResult and its TaskRun and Attempt
-# records, duck-typed, because result.py imports this package (run.to_html), not the reverse.
+# What these functions read: a layerflow.result.RunResult (duck-typed: result.py imports
+# this package for run.to_html, not the reverse) and its records, typed (records.py).
 RunResult: TypeAlias = Any
-TaskRun: TypeAlias = Any
-Attempt: TypeAlias = Any
 
 
 MAX_BARS = 10_000  # attempts drawn on the timeline
