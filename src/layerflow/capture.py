@@ -2,20 +2,27 @@
 
 While a run goes, ``sys.stdout`` and ``sys.stderr`` are replaced by a :class:`_Tee` and the
 root logger gets one handler more (installed by the first run that starts, put back by the
-last that ends, whatever ended it). Neither keeps a table of threads: each asks a context
-variable, ``_SINK``, whom the code that writes belongs to. A thread worker sets a
-``_Cell`` there once and points it at the task it runs (two attribute stores per task, so a
-run whose tasks print nothing pays nothing measurable), and so does a sequential run's
-calling thread; a coroutine sets ``(logs, entry)`` in its own context; code outside any task
-(the caller, layerflow's own threads between tasks, threads a task starts itself) finds
-nothing there and writes to the real stream, untouched. A worker process or a Dask worker
-captures in its own process (:class:`Captured`) and sends the text back with the result.
+last that ends, whatever ended it; meanwhile ``logging.basicConfig`` looks past it, so a
+program that configures logging while a run goes still does). Neither keeps a table of
+threads: each asks a context variable, ``_SINK``, whom the code that writes belongs to. A
+thread worker sets a ``_Cell`` there once and points it at the task and attempt it runs
+(three attribute stores per task, so a run whose tasks print nothing pays nothing
+measurable; a thread abandoned after a timeout keeps writing into its own attempt), and so
+does a sequential run's calling thread; a coroutine sets ``(logs, entry, attempt)`` in its
+own context; code outside any task (the caller, layerflow's own threads between tasks,
+threads a task starts itself) finds nothing there and writes to the real stream,
+untouched. A worker process or a Dask worker captures in its own process
+(:class:`Captured`) and sends the text back with the result. A process forked while runs
+go (a task's ``multiprocessing`` pool) is nobody's task: it writes to the real streams.
 
-Kept: the last ``LIMIT`` bytes per task; what was cut is said in one line where it was cut.
-What the terminal shows is the run's *echo*, chosen where the run is made (:func:`echo`):
-``"raw"`` (the Python API: output goes on to the terminal as it would without layerflow,
-and is kept too), ``None`` (kept only) or a callable ``(task, line, stream)`` that gets
-each whole line (the command line's: lines prefixed by the task's name).
+Kept: the last ``LIMIT`` bytes per task (small writes joined into pieces of a few
+kilobytes, each piece's own cost counted); what was cut is said in one line where it was
+cut. What the terminal shows is the run's *echo*, chosen where the run is made
+(:func:`echo`): ``"raw"`` (the Python API: output goes on to the terminal as it would
+without layerflow, and is kept too), ``None`` (kept only) or a callable ``(task, line,
+stream)`` that gets each whole line (the command line's: lines prefixed by the task's
+name; a progress bar redrawn with ``\\r`` waits as its last drawing only, and a line
+that never ends is passed on in parts of ``_LINE_CAP`` characters).
 
 Not captured: what is written straight to a file descriptor (C code, a subprocess the task
 starts itself with inherited streams), ``sys.stdout.buffer``, and output of threads that a
@@ -27,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
 import sys
 import threading
 from collections import deque
@@ -64,6 +72,41 @@ def _size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
 
 
+#: output is kept in pieces of about this many characters: small writes are joined into
+#: one (a ``print`` is two writes: a piece each would cost far more than its text), a
+#: large write is split (so that cutting the oldest output costs a piece, never a
+#: megabyte)
+_PIECE = 8192
+#: the small writes held before they are joined into a piece, at most
+_HELD = 512
+#: what a kept piece costs besides its text (the object, its slot): counted in the bound
+_OVERHEAD = 64
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` in pieces of at most ``_PIECE`` characters, each ending at a newline
+    when one is in its second half."""
+    found = []
+    start, n = 0, len(text)
+    while n - start > _PIECE:
+        end = start + _PIECE
+        newline = text.rfind("\n", start + _PIECE // 2, end)
+        if newline >= 0:
+            end = newline + 1
+        found.append(text[start:end])
+        start = end
+    found.append(text[start:])
+    return found
+
+
+def _tail(text: str, limit: int) -> str:
+    """The end of ``text``, at most ``limit`` bytes of it (whole characters)."""
+    kept = text[-limit:]  # (at least as many bytes as characters)
+    if kept.isascii():
+        return kept
+    return kept.encode("utf-8", "replace")[-limit:].decode("utf-8", "ignore")
+
+
 def cut_note(count: int) -> str:
     """The line that stands where earlier output was cut."""
     return f"[… {count:,} earlier bytes cut …]\n"
@@ -72,34 +115,100 @@ def cut_note(count: int) -> str:
 class _Text:
     """One entry's output: per attempt, its chunks (text, or an int: that many bytes were
     cut there, by the process that captured it); bounded to the last ``LIMIT`` bytes,
-    ``cut`` being what was dropped before the first chunk kept."""
+    counting ``_OVERHEAD`` per chunk (cut down to ``LIMIT - _SLACK`` when over, so that
+    small writes do not each cut), ``cut`` being what was dropped before the first chunk
+    kept. Small writes wait in ``held`` until they make a piece."""
 
-    __slots__ = ("attempts", "cut", "size")
+    __slots__ = ("attempts", "count", "cut", "held", "held_attempt", "held_len", "size")
+
+    #: how far under ``LIMIT`` a cut goes
+    _SLACK = LIMIT // 16
 
     def __init__(self) -> None:
         self.attempts: list[tuple[int, deque[str | int]]] = []
-        self.size = 0
+        self.size = 0  # bytes of text kept (held included)
+        self.count = 0  # chunks kept
         self.cut = 0
+        self.held: list[str] = []
+        self.held_len = 0
+        self.held_attempt = 0
 
     def add(self, attempt: int, text: str | int) -> None:
-        if not self.attempts or self.attempts[-1][0] != attempt:
-            self.attempts.append((attempt, deque()))
-        self.attempts[-1][1].append(text)
-        if type(text) is str:
+        if attempt != self.held_attempt:
+            self._join()
+            self.held_attempt = attempt
+        if type(text) is not str:
+            self._join()
+            self._chunks(attempt).append(text)
+            self.count += 1
+            return
+        n = len(text)
+        if n < _PIECE:
+            held = self.held
+            held.append(text)
+            self.held_len += n
+            self.size += n if text.isascii() else _size(text)
+            if self.held_len >= _PIECE or len(held) >= _HELD:
+                self._join()
+        else:
+            self._join()
+            if n > LIMIT:
+                text = self._only(text)
+            pieces = _pieces(text) if text else []
+            self._chunks(attempt).extend(pieces)
+            self.count += len(pieces)
             self.size += _size(text)
-            if self.size > LIMIT:
-                self._trim()
+        if self.size + self.count * _OVERHEAD > LIMIT:
+            self._join()
+            self._trim()
+
+    def _chunks(self, attempt: int) -> deque[str | int]:
+        """Where ``attempt``'s output goes (a timed-out attempt's thread may still write
+        while the next attempt runs)."""
+        for a, chunks in reversed(self.attempts):
+            if a == attempt:
+                return chunks
+        chunks = deque()
+        self.attempts.append((attempt, chunks))
+        return chunks
+
+    def _join(self) -> None:
+        """The held writes, one chunk now."""
+        if self.held:
+            self._chunks(self.held_attempt).append("".join(self.held))
+            self.count += 1
+            self.held.clear()
+            self.held_len = 0
+
+    def _only(self, text: str) -> str:
+        """One write longer than everything kept: all earlier output is cut, and the
+        write's own beginning, to its last ``LIMIT`` bytes (from a line's start)."""
+        for _, chunks in self.attempts:
+            for chunk in chunks:
+                self.cut += chunk if isinstance(chunk, int) else _size(chunk)
+        self.attempts.clear()
+        self.size = self.count = 0
+        kept = _tail(text, LIMIT - self._SLACK)
+        if text[-len(kept) - 1] != "\n":  # the cut went through a line: up to its end
+            newline = kept.find("\n")
+            kept = kept[newline + 1 :] if newline >= 0 else ""
+        self.cut += _size(text) - _size(kept)
+        return kept
 
     def _trim(self) -> None:
-        """Drop the oldest output until the last ``LIMIT`` bytes are left, and the rest of
-        the line the cut went through (a line is kept whole or not at all)."""
-        excess = self.size - LIMIT
+        """Drop the oldest output until at most ``LIMIT - _SLACK`` bytes are left, and the
+        rest of the line the cut went through (a line is kept whole or not at all)."""
+        target = LIMIT - self._SLACK
         mid_line = False
-        while self.attempts and (excess > 0 or mid_line):
+        while self.attempts:
+            excess = self.size + self.count * _OVERHEAD - target
+            if excess <= 0 and not mid_line:
+                break
             chunks = self.attempts[0][1]
             first = chunks[0]
             if isinstance(first, int):
                 chunks.popleft()
+                self.count -= 1
                 self.cut += first
             elif excess <= 0:  # the cut went through this line: up to its end
                 newline = first.find("\n")
@@ -111,12 +220,11 @@ class _Text:
                 if n <= excess:
                     self._drop(chunks, first, "")
                     mid_line = not first.endswith("\n")
-                else:
+                else:  # (a piece: a few kilobytes at most)
                     data = first.encode("utf-8", "replace")
                     kept = data[excess:].decode("utf-8", "ignore")
                     self._drop(chunks, first[: len(first) - len(kept)], kept)
                     mid_line = not data[:excess].endswith(b"\n")
-                excess = self.size - LIMIT
             if not chunks:
                 del self.attempts[0]
 
@@ -129,10 +237,12 @@ class _Text:
             chunks[0] = rest
         else:
             chunks.popleft()
+            self.count -= 1
 
     def render(self, attempts: int) -> str:
         """The text: a cut note where output was cut; with more than one attempt, a line
         ``── attempt N ──`` before each attempt's output."""
+        self._join()
         parts = [cut_note(self.cut)] if self.cut else []
         for attempt, chunks in self.attempts:
             if attempts > 1:
@@ -151,15 +261,17 @@ class _Text:
 
 class TaskLogs:
     """What the tasks of one run wrote, by entry (``names[i]``; ``attempts[i]`` is the
-    attempt running, read when it writes). ``echo`` as in the module docstring;
-    ``parent``: the (logs, entry) of the task that started this run, which sees all of it."""
+    attempt running, unless the writer says which attempt it is: a thread's or a
+    coroutine's fixes its attempt when it starts). ``echo`` as in the module docstring;
+    ``parent``: the (logs, entry, attempt) of the task that started this run, which sees
+    all of it."""
 
     def __init__(
         self,
         names: list[str],
         attempts: list[int],
         echo: Echo = "raw",
-        parent: tuple[TaskLogs, int] | None = None,
+        parent: tuple[TaskLogs, int, int] | None = None,
     ) -> None:
         self.names = names
         self.attempts = attempts
@@ -168,7 +280,7 @@ class TaskLogs:
         self.echo = echo
         self.raw = echo == "raw" and parent is None
         self.parent = parent
-        self.partial: dict[tuple[int, bool], str] = {}  # a line echoed once it is whole
+        self.partial: dict[tuple[int, bool], _Line] = {}  # a line echoed once it is whole
         self.named: dict[str, str] = {}  # reused map elements' output, by name
         self.installed = False
 
@@ -178,22 +290,23 @@ class TaskLogs:
         sink = _SINK.get()
         parent = None
         if isinstance(sink, _Cell) and sink.i >= 0:
-            parent = (sink.logs, sink.i)
+            parent = (sink.logs, sink.i, sink.a)
         elif type(sink) is tuple:
             parent = sink
         return cls(names, attempts, _ECHO.get(), parent)
 
-    def write(self, i: int, text: str, err: bool) -> bool:
-        """Entry ``i`` wrote ``text``: kept, and echoed. True when the real stream must
-        not get it too (anything but the raw echo)."""
+    def write(self, i: int, text: str, err: bool, attempt: int = -1) -> bool:
+        """Entry ``i`` wrote ``text`` (in ``attempt``; -1: the one running): kept, and
+        echoed. True when the real stream must not get it too (anything but the raw
+        echo)."""
         with self.lock:
             found = self.texts.get(i)
             if found is None:
                 found = self.texts[i] = _Text()
-            found.add(self.attempts[i], text)
+            found.add(self.attempts[i] if attempt < 0 else attempt, text)
         if self.parent is not None:
-            logs, k = self.parent
-            return logs.write(k, text, err)
+            logs, k, a = self.parent
+            return logs.write(k, text, err, a)
         if callable(self.echo):
             self._echo_lines(i, text, err)
         return not self.raw
@@ -240,12 +353,26 @@ class TaskLogs:
 
     def _echo_lines(self, i: int, text: str, err: bool) -> None:
         key = (i, err)
+        whole: list[str] = []
         with self.lock:
-            text = self.partial.pop(key, "") + text
-            lines = text.split("\n")
-            if lines[-1]:
-                self.partial[key] = lines[-1]
-            whole = lines[:-1]
+            held = self.partial.get(key)
+            if "\n" in text:
+                lines = text.split("\n")
+                if held is not None:
+                    del self.partial[key]
+                    lines[0] = held.text() + lines[0]
+                rest = lines.pop()
+                whole = lines
+                if rest:
+                    self.partial[key] = held = _Line()
+                    held.add(rest)
+            else:
+                if held is None:
+                    held = self.partial[key] = _Line()
+                held.add(text)
+                if held.size > _LINE_CAP:  # a line that never ends: echoed in parts
+                    del self.partial[key]
+                    whole = [held.text()]
         if whole:
             self._emit(self.names[i], whole, err)
 
@@ -268,12 +395,41 @@ class TaskLogs:
             return
         with self.lock:
             pending, self.partial = self.partial, {}
-        for (i, err), line in sorted(pending.items()):
-            self._emit(self.names[i], [line], err)
+        for (i, err), line in sorted(pending.items(), key=lambda item: item[0]):
+            self._emit(self.names[i], [line.text()], err)
 
-    def log_record(self, i: int, record: logging.LogRecord) -> None:
+    def log_record(self, i: int, record: logging.LogRecord, attempt: int = -1) -> None:
         """A ``logging`` record of entry ``i``: ``LEVEL logger: message``."""
-        self.write(i, _record_line(record), record.levelno >= logging.WARNING)
+        self.write(i, _record_line(record), record.levelno >= logging.WARNING, attempt)
+
+
+#: the longest line held for the echo until its end comes: more is echoed as it is
+_LINE_CAP = 64 * 1024
+
+
+class _Line:
+    """The start of a line the echo waits for the end of: its writes, joined once it
+    ends. A progress bar redrawn in place (``\\r``) keeps only its last drawing."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        if "\r" in text:
+            line = "".join(self.parts)
+            start = line.rstrip("\r").rfind("\r")  # (a last, empty drawing: not one)
+            if start >= 0:
+                line = line[start + 1 :]
+            self.parts = [line]
+            self.size = len(line)
+
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 def _record_line(record: logging.LogRecord) -> str:
@@ -292,22 +448,25 @@ _FORMATTER = logging.Formatter()
 
 
 class _Cell:
-    """A thread worker's: the task it runs now (``i``, -1 between tasks)."""
+    """A thread worker's: the task it runs now (``i``, -1 between tasks) and its attempt
+    (``a``, set before ``i``: a thread abandoned after a timeout goes on writing into the
+    attempt it ran, not into the next)."""
 
-    __slots__ = ("i", "logs")
+    __slots__ = ("a", "i", "logs")
 
     def __init__(self, logs: TaskLogs) -> None:
         self.logs = logs
         self.i = -1
+        self.a = -1
 
     def write(self, text: str, err: bool) -> bool:
         i = self.i
-        return i >= 0 and self.logs.write(i, text, err)
+        return i >= 0 and self.logs.write(i, text, err, self.a)
 
     def record(self, record: logging.LogRecord) -> bool:
         if self.i < 0:
             return False
-        self.logs.log_record(self.i, record)
+        self.logs.log_record(self.i, record, self.a)
         return True
 
 
@@ -330,14 +489,14 @@ def _write(sink: Any, text: str, err: bool) -> bool:
     """``sink`` (``_SINK``'s value, not None) takes ``text``: True when the real stream must
     not get it too."""
     if type(sink) is tuple:
-        return sink[0].write(sink[1], text, err)
+        return sink[0].write(sink[1], text, err, sink[2])
     return sink.write(text, err)
 
 
 def _record(sink: Any, record: logging.LogRecord) -> bool:
     """``sink`` takes a logging record: True if it was a task's."""
     if type(sink) is tuple:
-        sink[0].log_record(sink[1], record)
+        sink[0].log_record(sink[1], record, sink[2])
         return True
     return sink.record(record)
 
@@ -361,32 +520,81 @@ def keep(text: str, err: bool = False) -> None:
 
 
 class Captured:
-    """Everything one call writes, kept in its own process (a worker process's task, a
-    Dask task): ``chunks`` as (stderr?, text), bounded like a task's (``cut`` bytes
-    dropped); nothing goes on to the real streams."""
+    """Everything one call writes, kept in its own process (a Dask task): ``chunks`` as
+    (stderr?, text), bounded like a task's (its last ``limit`` bytes, counting
+    ``_OVERHEAD`` per chunk; ``cut`` bytes dropped); nothing goes on to the real streams.
+    Small writes to one stream wait in ``held`` until they make a piece."""
 
-    __slots__ = ("chunks", "cut", "limit", "size")
+    __slots__ = ("chunks", "cut", "held", "held_err", "held_len", "limit", "size")
 
     def __init__(self, limit: int = LIMIT) -> None:
         self.chunks: deque[tuple[bool, str]] = deque()
-        self.size = 0
+        self.size = 0  # bytes of text kept (held included)
         self.cut = 0
         self.limit = limit
+        self.held: list[str] = []
+        self.held_len = 0
+        self.held_err = False
 
     def write(self, text: str, err: bool) -> bool:
-        self.chunks.append((err, text))
-        self.size += _size(text)
-        while self.size > self.limit and len(self.chunks) > 1:
-            n = _size(self.chunks.popleft()[1])
-            self.size -= n
-            self.cut += n
+        n = len(text)
+        if err != self.held_err or n >= _PIECE:
+            self._join()
+            self.held_err = err
+        if n < _PIECE:
+            self.held.append(text)
+            self.held_len += n
+            self.size += n if text.isascii() else _size(text)
+            if self.held_len >= _PIECE or len(self.held) >= _HELD:
+                self._join()
+        else:
+            size = _size(text)
+            if size > self.limit:  # only its end can be kept: the rest is cut now
+                for _, chunk in self.chunks:
+                    self.cut += _size(chunk)
+                self.chunks.clear()
+                self.size = 0
+                kept = _tail(text, self.limit)
+                self.cut += size - _size(kept)
+                text, size = kept, _size(kept)
+            self.chunks.extend((err, piece) for piece in _pieces(text))
+            self.size += size
+        if self.size + len(self.chunks) * _OVERHEAD > self.limit:
+            self._join()
+            self._trim()
         return True
+
+    def _join(self) -> None:
+        if self.held:
+            self.chunks.append((self.held_err, "".join(self.held)))
+            self.held.clear()
+            self.held_len = 0
+
+    def _trim(self) -> None:
+        """Drop the oldest output until at most seven eighths of ``limit`` are left."""
+        chunks = self.chunks
+        excess = self.size + len(chunks) * _OVERHEAD - (self.limit - self.limit // 8)
+        while excess > 0 and chunks:
+            err, first = chunks[0]
+            n = _size(first)
+            if n <= excess:
+                chunks.popleft()
+                gone = n
+                excess -= _OVERHEAD
+            else:  # (a piece: a few kilobytes at most)
+                kept = first.encode("utf-8", "replace")[excess:].decode("utf-8", "ignore")
+                chunks[0] = (err, kept)
+                gone = n - _size(kept)
+            self.size -= gone
+            self.cut += gone
+            excess -= gone
 
     def record(self, record: logging.LogRecord) -> bool:
         return self.write(_record_line(record), record.levelno >= logging.WARNING)
 
     def result(self) -> tuple[list[tuple[bool, str]], int] | None:
         """What to send back: (chunks, cut), or None when the call wrote nothing."""
+        self._join()
         if not self.chunks and not self.cut:
             return None
         return list(self.chunks), self.cut
@@ -476,6 +684,24 @@ _HANDLER = _Handler()
 _LOCK = threading.Lock()
 _USERS = 0
 _REAL: list[Any] = [None, None]  # the streams replaced: stdout, stderr
+_BASIC_CONFIG = logging.basicConfig  # logging's own (put back by the last uninstall)
+
+
+def _basic_config(**kwargs: Any) -> None:
+    """``logging.basicConfig`` while runs go: it configures nothing when the root logger
+    has a handler already, and ours is one: so it is taken off while the call looks."""
+    root = logging.getLogger()
+    ours = _HANDLER in root.handlers
+    if ours:
+        root.removeHandler(_HANDLER)
+    try:
+        _BASIC_CONFIG(**kwargs)
+    finally:
+        if ours:
+            root.addHandler(_HANDLER)
+
+
+_basic_config.__doc__ = f"{_BASIC_CONFIG.__doc__}\n(layerflow: {_basic_config.__doc__})"
 
 
 def install() -> None:
@@ -491,6 +717,8 @@ def install() -> None:
                 _REAL[err] = real
                 setattr(sys, name, _Tee(real, err))
         logging.getLogger().addHandler(_HANDLER)
+        if logging.basicConfig is _BASIC_CONFIG:
+            logging.basicConfig = _basic_config
 
 
 def uninstall() -> None:
@@ -508,3 +736,20 @@ def uninstall() -> None:
                 setattr(sys, name, now._real)
             _REAL[err] = None
         logging.getLogger().removeHandler(_HANDLER)
+        if logging.basicConfig is _basic_config:
+            logging.basicConfig = _BASIC_CONFIG
+
+
+def _forked() -> None:
+    """In a child process forked while runs go (a task's ``multiprocessing`` pool): the
+    child is not a task, whatever it inherited; it writes to the real streams."""
+    global _LOCK, _USERS
+    _LOCK = threading.Lock()  # (another thread may have held it at the fork)
+    _SINK.set(None)
+    if _USERS:
+        _USERS = 1
+        uninstall()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows)
+    os.register_at_fork(after_in_child=_forked)
