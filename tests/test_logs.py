@@ -759,3 +759,29 @@ def _forks():
             os._exit(0)
     os.waitpid(pid, 0)
     return 1
+
+
+def test_a_process_task_killed_at_its_timeout_keeps_what_it_wrote(tmp_path):
+    """The worker process is told before it is killed: it sends what the call wrote so
+    far, kept under the attempt that wrote it (the retry's output under its own)."""
+    flow = lf.Flow("killed-in-process")
+    marker = {"marker": str(tmp_path / "first-ran")}
+    flow.add(
+        _slow_then_quick, name="hang", params=marker, timeout=2.0, retries=1, executor="process"
+    )
+    run = flow.run(timeout=60)
+    assert run["hang"] == "second"
+    assert run.tasks["hang"].logs == (
+        "── attempt 1 ──\nfirst: calling the slow service\nERROR layerflow-test.hang: "
+        "no answer yet\n── attempt 2 ──\nsecond: quick this time\n"
+    )
+
+
+def _slow_then_quick(marker: str) -> str:
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        print("first: calling the slow service")  # (not flushed)
+        logging.getLogger("layerflow-test.hang").error("no answer yet")
+        time.sleep(60)
+    print("second: quick this time")
+    return "second"

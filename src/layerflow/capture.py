@@ -311,9 +311,10 @@ class TaskLogs:
             self._echo_lines(i, text, err)
         return not self.raw
 
-    def add(self, i: int, chunks: list[tuple[bool, str]], cut: int = 0) -> None:
+    def add(self, i: int, chunks: list[tuple[bool, str]], cut: int = 0, attempt: int = -1) -> None:
         """Output entry ``i``'s attempt made elsewhere (a worker process), as (stderr?,
-        text) chunks, and how many bytes it cut itself: kept, and echoed now."""
+        text) chunks, and how many bytes it cut itself: kept, and echoed now. ``attempt``:
+        which (-1: the one running)."""
         if not chunks and not cut:
             return
         if cut:
@@ -321,9 +322,9 @@ class TaskLogs:
                 found = self.texts.get(i)
                 if found is None:
                     found = self.texts[i] = _Text()
-                found.add(self.attempts[i], cut)
+                found.add(self.attempts[i] if attempt < 0 else attempt, cut)
         for err, text in chunks:
-            if not self.write(i, text, err):
+            if not self.write(i, text, err, attempt):
                 real = _REAL[err]
                 stream = real if real is not None else (sys.stderr if err else sys.stdout)
                 if stream is not None:

@@ -8,7 +8,8 @@ every task needs (``pickle``, ``struct``), so a worker starts in about 20 ms rat
 ``pickle`` cannot send (calls arrive pickled by cloudpickle, which plain ``pickle`` reads,
 importing cloudpickle itself if the call holds a lambda or a closure), ``traceback`` only
 for an error, and layerflow only to build the error sent back when a result cannot be
-pickled at all.
+pickled at all. SIGUSR1 is the parent's notice that it kills this worker: the running
+call's output is sent first (``_last_words``).
 """
 
 import os
@@ -190,6 +191,8 @@ _SAVED: list[object] = []  # the streams a call's capture replaced, while it goe
 def _forked() -> None:
     """In a child process a task forks (a ``multiprocessing`` pool): it is not the call,
     whatever it inherited; it writes to the real streams."""
+    _RUNNING.clear()
+    _REPLY.clear()
     if _SAVED:
         sys.stdout, sys.stderr = _SAVED
         _SAVED.clear()
@@ -229,8 +232,31 @@ def _release(saved: tuple[object, object], handler: object) -> None:
         sys.modules["logging"].getLogger().removeHandler(handler)
 
 
+#: the output of the call running now, from when it begins until its answer is made: what
+#: ``_last_words`` sends when the parent kills this worker (a timeout, a stop)
+_RUNNING: list[_Output] = []
+_REPLY: list[int] = []
+
+
+def _last_words(signum: int, frame: object) -> None:
+    """SIGUSR1, the parent's notice before it kills this worker: send what the running call
+    has written so far (marked by a first byte 1: an answer starts with pickle's 0x80),
+    then end, with whatever the task started (this worker leads its process group)."""
+    try:
+        if _RUNNING and _REPLY:
+            output = _RUNNING[0].result()
+            if output is not None:
+                send(_REPLY[0], b"\x01" + pickle.dumps(output, pickle.HIGHEST_PROTOCOL))
+    finally:
+        try:
+            os.killpg(os.getpgid(0), 9)
+        finally:
+            os._exit(1)
+
+
 def serve(conn: int, reply: int) -> None:
     """Receive a pickled call, run it, send back the pickled outcome; until EOF."""
+    _REPLY.append(reply)
     while True:
         try:
             payload = recv(conn)
@@ -249,6 +275,7 @@ def serve(conn: int, reply: int) -> None:
             if notify:
                 notify = False
                 send(reply, b"")
+            _RUNNING.append(out)  # (after the notice: _last_words's message never cuts one)
             t0 = time.perf_counter()  # its duration is the call's, not the unpickling's
             c0 = time.process_time()
             if is_coroutine:
@@ -272,6 +299,7 @@ def serve(conn: int, reply: int) -> None:
                 ]
             except Exception:
                 pass
+        _RUNNING.clear()
         seconds = time.perf_counter() - t0
         cpu = time.process_time() - c0
         _release(saved, handler)
@@ -307,4 +335,7 @@ if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     os.register_at_fork(after_in_child=_forked)
+    import signal  # (built in: no import cost to speak of)
+
+    signal.signal(signal.SIGUSR1, _last_words)
     serve(int(sys.argv[1]), int(sys.argv[2]))

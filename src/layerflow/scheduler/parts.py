@@ -221,6 +221,9 @@ class RunParts:
         ref: Any = ...,
         metrics: dict[str, float] | None = ...,
         cpu: float | None = ...,
+        output: tuple[list[tuple[bool, str]], int] | None = ...,
+        *,
+        attempt: int = ...,
     ) -> None: ...
     def _succeed(self, i: int, value: Any, status: int = ...) -> None: ...
     def _fail(self, i: int, error: BaseException) -> None: ...

@@ -166,17 +166,19 @@ class Transitions(State):
         metrics: dict[str, float] | None = None,
         cpu: float | None = None,
         output: tuple[list[tuple[bool, str]], int] | None = None,
+        *,
+        attempt: int = -1,
     ) -> None:
         """A backend's done-callback: the same transition as a thread worker's. ``ref`` is
         where the value stays on a cluster (a Dask future); ``value is ref`` when it was
         not brought back here; ``cpu`` the attempt's CPU seconds, when the backend knows
         them (a worker process does); ``output`` what the attempt wrote there (as
-        ``capture.Captured.result`` gives it)."""
+        ``capture.Captured.result`` gives it) in ``attempt`` (-1: the one running)."""
         t1 = time.perf_counter()
         if self.caller_cell.i == i:  # the calling thread's call has ended: output is nobody's
             self.caller_cell.i = -1
         if output is not None:  # before its end is recorded: a retry's is the next attempt
-            self.output.add(i, *output)
+            self.output.add(i, *output, attempt=attempt)
         if cpu is not None and seconds > LONG_TASK:  # as for threads: long tasks only
             self.cpu_foreign[i] = cpu
         with self.lock:
