@@ -785,3 +785,33 @@ def _slow_then_quick(marker: str) -> str:
         time.sleep(60)
     print("second: quick this time")
     return "second"
+
+
+def test_a_line_longer_than_the_bound_then_more_lines():
+    """Nothing is left of one line longer than the bound (lines are kept whole); what the
+    next attempt writes is kept, and cut in turn."""
+    flow = lf.Flow("long-line")
+    calls: list[int] = []
+
+    @flow.task(retries=1)
+    def loud():
+        calls.append(1)
+        if len(calls) == 1:
+            sys.stdout.write("x" * (LIMIT + 10))  # no newline
+            raise ValueError("first attempt")
+        for k in range(100_000):
+            print(f"line {k:06d}")
+        return 1
+
+    from layerflow import capture
+
+    with capture.echo(None):
+        text = flow.run().tasks["loud"].logs
+    first, rest = text.split("\n", 1)
+    assert first.startswith("[… ") and first.endswith(" earlier bytes cut …]")
+    cut = int(first[3:].split(" ")[0].replace(",", ""))
+    header, rest = rest.split("\n", 1)
+    assert header == "── attempt 2 ──"
+    assert cut + len(rest) == LIMIT + 10 + 100_000 * 12
+    assert rest.endswith("line 099999\n")
+    assert all(ln.startswith("line ") for ln in rest.splitlines())

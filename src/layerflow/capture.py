@@ -154,10 +154,11 @@ class _Text:
             self._join()
             if n > LIMIT:
                 text = self._only(text)
-            pieces = _pieces(text) if text else []
-            self._chunks(attempt).extend(pieces)
-            self.count += len(pieces)
-            self.size += _size(text)
+            if text:  # (nothing is left of a line longer than the bound)
+                pieces = _pieces(text)
+                self._chunks(attempt).extend(pieces)
+                self.count += len(pieces)
+                self.size += _size(text)
         if self.size + self.count * _OVERHEAD > LIMIT:
             self._join()
             self._trim()
@@ -205,6 +206,9 @@ class _Text:
             if excess <= 0 and not mid_line:
                 break
             chunks = self.attempts[0][1]
+            if not chunks:
+                del self.attempts[0]
+                continue
             first = chunks[0]
             if isinstance(first, int):
                 chunks.popleft()
