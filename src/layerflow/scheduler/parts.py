@@ -215,6 +215,7 @@ class RunParts:
         self,
         i: int,
         token: int,
+        attempt: int,
         ok: bool,
         value: Any,
         seconds: float,
@@ -222,8 +223,6 @@ class RunParts:
         metrics: dict[str, float] | None = ...,
         cpu: float | None = ...,
         output: tuple[list[tuple[bool, str]], int] | None = ...,
-        *,
-        attempt: int = ...,
     ) -> None: ...
     def _succeed(self, i: int, value: Any, status: int = ...) -> None: ...
     def _fail(self, i: int, error: BaseException) -> None: ...

@@ -153,8 +153,7 @@ class ForeignPools(State):
         """Hand entry ``i``'s started attempt to its backend. Mutates; lock held."""
 
         # the backend's done-callback: on_done(ok, value, seconds, ref=None, metrics=None)
-        # (its attempt: a killed worker's output may arrive once the next attempt runs)
-        on_done = partial(self._foreign_done, i, token, attempt=self.attempts[i])
+        on_done = partial(self._foreign_done, i, token, self.attempts[i])
         if kind == _CALLER:  # what it prints is its own (one call at a time: see state.py)
             self.caller_cell.a = self.attempts[i]
             self.caller_cell.i = i

@@ -159,6 +159,7 @@ class Transitions(State):
         self,
         i: int,
         token: int,
+        attempt: int,
         ok: bool,
         value: Any,
         seconds: float,
@@ -166,14 +167,13 @@ class Transitions(State):
         metrics: dict[str, float] | None = None,
         cpu: float | None = None,
         output: tuple[list[tuple[bool, str]], int] | None = None,
-        *,
-        attempt: int = -1,
     ) -> None:
         """A backend's done-callback: the same transition as a thread worker's. ``ref`` is
         where the value stays on a cluster (a Dask future); ``value is ref`` when it was
         not brought back here; ``cpu`` the attempt's CPU seconds, when the backend knows
         them (a worker process does); ``output`` what the attempt wrote there (as
-        ``capture.Captured.result`` gives it) in ``attempt`` (-1: the one running)."""
+        ``capture.Captured.result`` gives it) in ``attempt`` (the one submitted: a killed
+        worker's output may arrive once the next attempt runs)."""
         t1 = time.perf_counter()
         if self.caller_cell.i == i:  # the calling thread's call has ended: output is nobody's
             self.caller_cell.i = -1
