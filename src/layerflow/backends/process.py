@@ -176,6 +176,8 @@ class _Worker:
                 on_done(ok, value, seconds, None, metrics, cpu)
             else:  # what the call printed in the worker
                 on_done(ok, value, seconds, None, metrics, cpu, output)
+            if self.killed:  # (its answer came before the notice: nothing more to wait for)
+                self.gone.set()
         self._shutdown()
 
     def _died(self, name: str, on_done: Done, seconds: float, last: bytes | None = None) -> None:
