@@ -521,3 +521,297 @@ def test_a_handler_made_during_the_run_is_kept_once():
         return 1
 
     assert flow.run().tasks["logs"].logs == "WARNING|once\n"
+
+
+# --- review findings: bounds, progress bars, attempts, logging.basicConfig, forks ---
+
+
+def test_one_huge_write_is_cut_to_its_tail_where_it_is_captured():
+    """A worker (Dask's ``Captured``, a worker process's ``_Output``) keeps the end of a
+    write larger than its bound, not the whole write: the cut says how much went."""
+    from layerflow.backends._worker import _LIMIT, _Output
+    from layerflow.capture import Captured
+
+    box = Captured(64 * 1024)
+    box.write("early\n", False)
+    box.write("x" * (10 << 20), False)
+    found = box.result()
+    assert found is not None
+    chunks, cut = found
+    kept = sum(len(text) for _, text in chunks)
+    assert 0 < kept <= 64 * 1024
+    assert cut + kept == len("early\n") + (10 << 20)
+
+    out = _Output()
+    out.add(False, "early\n")
+    out.add(False, "y" * (10 << 20))
+    got = out.result()
+    assert got is not None
+    kept = sum(len(text) for _, text in got[0])
+    assert 0 < kept <= _LIMIT
+    assert got[1] + kept == len("early\n") + (10 << 20)
+
+
+def test_a_process_task_huge_write_keeps_its_end():
+    flow = lf.Flow("huge-in-process")
+    flow.add(_huge_write, executor="process")
+    text = flow.run(timeout=60).tasks["_huge_write"].logs
+    first, rest = text.split("\n", 1)
+    assert first.startswith("[… ") and first.endswith(" earlier bytes cut …]")
+    assert len(rest.encode()) <= LIMIT
+    assert rest.endswith("the end\n")
+
+
+def _huge_write():
+    print(("z" * 99 + "\n") * 100_000, end="")  # 10 MB in one write
+    print("the end")
+    return 1
+
+
+def test_small_writes_after_a_large_one_do_not_each_copy_it():
+    """After one write near the bound, each small write costs about what it costs without
+    it (cutting the oldest output used to copy the megabyte each time)."""
+    flow = lf.Flow("trim-cost")
+    blob = "".join(f"row {k:07d} " + "é" * 80 + "\n" for k in range(7_000))  # ~1.2 MB
+
+    @flow.task
+    def report():
+        def prints() -> float:
+            t0 = time.perf_counter()
+            for k in range(20_000):
+                print(f"progress {k}")
+            return time.perf_counter() - t0
+
+        alone = prints()
+        print(blob)
+        return alone, prints()
+
+    from layerflow import capture
+
+    with capture.echo(None):
+        run = flow.run()
+    alone, after = run["report"]
+    assert after < 8 * alone + 0.2  # (it was 30 times slower)
+    assert run.tasks["report"].logs.endswith("progress 19999\n")
+
+
+def test_many_small_prints_hold_little_more_memory_than_their_text():
+    import tracemalloc
+
+    from layerflow import capture
+
+    flow = lf.Flow("small-prints")
+
+    @flow.task
+    def chat():
+        for k in range(150_000):  # two writes each: "7" and "\n"
+            print(k % 10)
+        return 1
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        with capture.echo(None):
+            run = flow.run()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(run.tasks["chat"].logs) == 300_000
+    assert held < 4 * LIMIT  # (a chunk per write held 10 MB)
+
+
+def test_a_progress_bar_under_a_line_echo_is_echoed_as_its_last_drawing():
+    """``\\r`` redraws (no newline until the end), as tqdm writes them, under a line echo
+    (``-v``, or not a terminal): the line waiting for its end stays one drawing long."""
+    from layerflow import capture
+
+    flow = lf.Flow("progress")
+    bar = "#" * 60
+
+    @flow.task
+    def train():
+        for k in range(20_000):
+            sys.stderr.write(f"\rtraining: {k}/20000 [{bar}]")
+        sys.stderr.write("\n")
+        for _ in range(200):  # a line that never ends: echoed in parts
+            sys.stderr.write("y" * 1000)
+        return 1
+
+    lines: list[str] = []
+    with capture.echo(lambda task, line, stream: lines.append(line)):
+        flow.run()
+    assert lines[0].endswith(f"training: 19999/20000 [{bar}]")
+    assert len(lines[0]) < 200
+    assert "".join(lines[1:]) == "y" * 200_000
+    assert all(len(line) <= 80 * 1024 for line in lines)
+
+
+def test_an_abandoned_thread_writes_into_its_own_attempt():
+    """A thread task that timed out goes on running: what it prints after the next
+    attempt began is still its attempt's output."""
+    flow = lf.Flow("abandoned")
+    second_began = threading.Event()
+    late_written = threading.Event()
+    calls: list[int] = []
+
+    @flow.task(timeout=0.5, retries=1)
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            print("first begins")
+            assert second_began.wait(TIMEOUT)
+            print("first, late")
+            late_written.set()
+            return 0
+        print("second begins")
+        second_began.set()
+        assert late_written.wait(TIMEOUT)
+        print("second ends")
+        return 2
+
+    run = flow.run()
+    assert run["flaky"] == 2
+    assert run.tasks["flaky"].logs == (
+        "── attempt 1 ──\nfirst begins\nfirst, late\n── attempt 2 ──\nsecond begins\nsecond ends\n"
+    )
+
+
+def test_logging_basic_config_called_while_a_run_goes_takes_effect():
+    import io
+
+    flow = lf.Flow("basic-config")
+    started = threading.Event()
+    configured = threading.Event()
+
+    @flow.task
+    def slow():
+        started.set()
+        assert configured.wait(TIMEOUT)
+        return 1
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    for handler in saved[0]:
+        root.removeHandler(handler)
+    sink = io.StringIO()
+    try:
+        worker = threading.Thread(target=flow.run)
+        worker.start()
+        assert started.wait(TIMEOUT)
+        logging.basicConfig(level=logging.INFO, format="APP %(message)s", stream=sink)
+        configured.set()
+        worker.join(TIMEOUT)
+        assert not worker.is_alive()
+        logging.getLogger("layerflow-test.app").info("configured while a run went")
+        assert sink.getvalue() == "APP configured while a run went\n"
+        assert logging.basicConfig.__module__ == "logging"  # logging's own again
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_process_a_task_forks_writes_to_the_real_streams(capfd):
+    from layerflow import capture
+
+    flow = lf.Flow("forks")
+
+    @flow.task
+    def fan():
+        print("the task's own")
+        pid = os.fork()
+        if pid == 0:  # the child: not the task, whatever it inherited
+            try:
+                print("from the forked child", flush=True)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        return 1
+
+    with capture.echo(None):
+        run = flow.run()
+    assert run.tasks["fan"].logs == "the task's own\n"
+    assert "from the forked child" in capfd.readouterr().out
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_process_a_process_task_forks_writes_to_the_real_streams(capfd):
+    from layerflow import capture
+
+    flow = lf.Flow("forks-in-process")
+    flow.add(_forks, executor="process")
+    with capture.echo(None):
+        run = flow.run(timeout=60)
+    assert run.tasks["_forks"].logs == "the task's own\n"
+    assert "from the forked child" in capfd.readouterr().out
+
+
+def _forks():
+    print("the task's own")
+    pid = os.fork()
+    if pid == 0:  # the child: not the task, whatever it inherited
+        try:
+            print("from the forked child", flush=True)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return 1
+
+
+def test_a_process_task_killed_at_its_timeout_keeps_what_it_wrote(tmp_path):
+    """The worker process is told before it is killed: it sends what the call wrote so
+    far, kept under the attempt that wrote it (the retry's output under its own)."""
+    flow = lf.Flow("killed-in-process")
+    marker = {"marker": str(tmp_path / "first-ran")}
+    flow.add(
+        _slow_then_quick, name="hang", params=marker, timeout=2.0, retries=1, executor="process"
+    )
+    run = flow.run(timeout=60)
+    assert run["hang"] == "second"
+    assert run.tasks["hang"].logs == (
+        "── attempt 1 ──\nfirst: calling the slow service\nERROR layerflow-test.hang: "
+        "no answer yet\n── attempt 2 ──\nsecond: quick this time\n"
+    )
+
+
+def _slow_then_quick(marker: str) -> str:
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        print("first: calling the slow service")  # (not flushed)
+        logging.getLogger("layerflow-test.hang").error("no answer yet")
+        time.sleep(60)
+    print("second: quick this time")
+    return "second"
+
+
+def test_a_line_longer_than_the_bound_then_more_lines():
+    """Nothing is left of one line longer than the bound (lines are kept whole); what the
+    next attempt writes is kept, and cut in turn."""
+    flow = lf.Flow("long-line")
+    calls: list[int] = []
+
+    @flow.task(retries=1)
+    def loud():
+        calls.append(1)
+        if len(calls) == 1:
+            sys.stdout.write("x" * (LIMIT + 10))  # no newline
+            raise ValueError("first attempt")
+        for k in range(100_000):
+            print(f"line {k:06d}")
+        return 1
+
+    from layerflow import capture
+
+    with capture.echo(None):
+        text = flow.run().tasks["loud"].logs
+    first, rest = text.split("\n", 1)
+    assert first.startswith("[… ") and first.endswith(" earlier bytes cut …]")
+    cut = int(first[3:].split(" ")[0].replace(",", ""))
+    header, rest = rest.split("\n", 1)
+    assert header == "── attempt 2 ──"
+    assert cut + len(rest) == LIMIT + 10 + 100_000 * 12
+    assert rest.endswith("line 099999\n")
+    assert all(ln.startswith("line ") for ln in rest.splitlines())

@@ -2,20 +2,27 @@
 
 While a run goes, ``sys.stdout`` and ``sys.stderr`` are replaced by a :class:`_Tee` and the
 root logger gets one handler more (installed by the first run that starts, put back by the
-last that ends, whatever ended it). Neither keeps a table of threads: each asks a context
-variable, ``_SINK``, whom the code that writes belongs to. A thread worker sets a
-``_Cell`` there once and points it at the task it runs (two attribute stores per task, so a
-run whose tasks print nothing pays nothing measurable), and so does a sequential run's
-calling thread; a coroutine sets ``(logs, entry)`` in its own context; code outside any task
-(the caller, layerflow's own threads between tasks, threads a task starts itself) finds
-nothing there and writes to the real stream, untouched. A worker process or a Dask worker
-captures in its own process (:class:`Captured`) and sends the text back with the result.
+last that ends, whatever ended it; meanwhile ``logging.basicConfig`` looks past it, so a
+program that configures logging while a run goes still does). Neither keeps a table of
+threads: each asks a context variable, ``_SINK``, whom the code that writes belongs to. A
+thread worker sets a ``_Cell`` there once and points it at the task and attempt it runs
+(three attribute stores per task, so a run whose tasks print nothing pays nothing
+measurable; a thread abandoned after a timeout keeps writing into its own attempt), and so
+does a sequential run's calling thread; a coroutine sets ``(logs, entry, attempt)`` in its
+own context; code outside any task (the caller, layerflow's own threads between tasks,
+threads a task starts itself) finds nothing there and writes to the real stream,
+untouched. A worker process or a Dask worker captures in its own process
+(:class:`Captured`) and sends the text back with the result. A process forked while runs
+go (a task's ``multiprocessing`` pool) is nobody's task: it writes to the real streams.
 
-Kept: the last ``LIMIT`` bytes per task; what was cut is said in one line where it was cut.
-What the terminal shows is the run's *echo*, chosen where the run is made (:func:`echo`):
-``"raw"`` (the Python API: output goes on to the terminal as it would without layerflow,
-and is kept too), ``None`` (kept only) or a callable ``(task, line, stream)`` that gets
-each whole line (the command line's: lines prefixed by the task's name).
+Kept: the last ``LIMIT`` bytes per task (small writes joined into pieces of a few
+kilobytes, each piece's own cost counted); what was cut is said in one line where it was
+cut. What the terminal shows is the run's *echo*, chosen where the run is made
+(:func:`echo`): ``"raw"`` (the Python API: output goes on to the terminal as it would
+without layerflow, and is kept too), ``None`` (kept only) or a callable ``(task, line,
+stream)`` that gets each whole line (the command line's: lines prefixed by the task's
+name; a progress bar redrawn with ``\\r`` waits as its last drawing only, and a line
+that never ends is passed on in parts of ``_LINE_CAP`` characters).
 
 Not captured: what is written straight to a file descriptor (C code, a subprocess the task
 starts itself with inherited streams), ``sys.stdout.buffer``, and output of threads that a
@@ -27,15 +34,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .outputtext import LIMIT, BoundedText, text_size
+from .outputtext import LIMIT, BoundedText, Captured, record_line
 
 __all__ = ["LIMIT", "Captured", "TaskLogs", "cell_in", "echo", "install", "keep", "uninstall"]
+
 
 #: ``(task, line, stream)``: a whole line a task wrote, ``stream`` is "stdout" or "stderr"
 LineEcho = Callable[[str, str, str], None]
@@ -61,15 +69,17 @@ def echo(mode: Echo) -> Iterator[None]:
 
 class TaskLogs:
     """What the tasks of one run wrote, by entry (``names[i]``; ``attempts[i]`` is the
-    attempt running, read when it writes). ``echo`` as in the module docstring;
-    ``parent``: the (logs, entry) of the task that started this run, which sees all of it."""
+    attempt running, unless the writer says which attempt it is: a thread's or a
+    coroutine's fixes its attempt when it starts). ``echo`` as in the module docstring;
+    ``parent``: the (logs, entry, attempt) of the task that started this run, which sees
+    all of it."""
 
     def __init__(
         self,
         names: list[str],
         attempts: list[int],
         echo: Echo = "raw",
-        parent: tuple[TaskLogs, int] | None = None,
+        parent: tuple[TaskLogs, int, int] | None = None,
     ) -> None:
         self.names = names
         self.attempts = attempts
@@ -78,7 +88,7 @@ class TaskLogs:
         self.echo = echo
         self.raw = echo == "raw" and parent is None
         self.parent = parent
-        self.partial: dict[tuple[int, bool], str] = {}  # a line echoed once it is whole
+        self.partial: dict[tuple[int, bool], _Line] = {}  # a line echoed once it is whole
         self.named: dict[str, str] = {}  # reused map elements' output, by name
         self.installed = False
 
@@ -88,29 +98,31 @@ class TaskLogs:
         sink = _SINK.get()
         parent = None
         if isinstance(sink, _Cell) and sink.i >= 0:
-            parent = (sink.logs, sink.i)
+            parent = (sink.logs, sink.i, sink.a)
         elif type(sink) is tuple:
             parent = sink
         return cls(names, attempts, _ECHO.get(), parent)
 
-    def write(self, i: int, text: str, err: bool) -> bool:
-        """Entry ``i`` wrote ``text``: kept, and echoed. True when the real stream must
-        not get it too (anything but the raw echo)."""
+    def write(self, i: int, text: str, err: bool, attempt: int = -1) -> bool:
+        """Entry ``i`` wrote ``text`` (in ``attempt``; -1: the one running): kept, and
+        echoed. True when the real stream must not get it too (anything but the raw
+        echo)."""
         with self.lock:
             found = self.texts.get(i)
             if found is None:
                 found = self.texts[i] = BoundedText()
-            found.add(self.attempts[i], text)
+            found.add(self.attempts[i] if attempt < 0 else attempt, text)
         if self.parent is not None:
-            logs, k = self.parent
-            return logs.write(k, text, err)
+            logs, k, a = self.parent
+            return logs.write(k, text, err, a)
         if callable(self.echo):
             self._echo_lines(i, text, err)
         return not self.raw
 
-    def add(self, i: int, chunks: list[tuple[bool, str]], cut: int = 0) -> None:
+    def add(self, i: int, chunks: list[tuple[bool, str]], cut: int = 0, attempt: int = -1) -> None:
         """Output entry ``i``'s attempt made elsewhere (a worker process), as (stderr?,
-        text) chunks, and how many bytes it cut itself: kept, and echoed now."""
+        text) chunks, and how many bytes it cut itself: kept, and echoed now. ``attempt``:
+        which (-1: the one running)."""
         if not chunks and not cut:
             return
         if cut:
@@ -118,9 +130,9 @@ class TaskLogs:
                 found = self.texts.get(i)
                 if found is None:
                     found = self.texts[i] = BoundedText()
-                found.add(self.attempts[i], cut)
+                found.add(self.attempts[i] if attempt < 0 else attempt, cut)
         for err, text in chunks:
-            if not self.write(i, text, err):
+            if not self.write(i, text, err, attempt):
                 real = _REAL[err]
                 stream = real if real is not None else (sys.stderr if err else sys.stdout)
                 if stream is not None:
@@ -150,12 +162,26 @@ class TaskLogs:
 
     def _echo_lines(self, i: int, text: str, err: bool) -> None:
         key = (i, err)
+        whole: list[str] = []
         with self.lock:
-            text = self.partial.pop(key, "") + text
-            lines = text.split("\n")
-            if lines[-1]:
-                self.partial[key] = lines[-1]
-            whole = lines[:-1]
+            held = self.partial.get(key)
+            if "\n" in text:
+                lines = text.split("\n")
+                if held is not None:
+                    del self.partial[key]
+                    lines[0] = held.text() + lines[0]
+                rest = lines.pop()
+                whole = lines
+                if rest:
+                    self.partial[key] = held = _Line()
+                    held.add(rest)
+            else:
+                if held is None:
+                    held = self.partial[key] = _Line()
+                held.add(text)
+                if held.size > _LINE_CAP:  # a line that never ends: echoed in parts
+                    del self.partial[key]
+                    whole = [held.text()]
         if whole:
             self._emit(self.names[i], whole, err)
 
@@ -178,46 +204,63 @@ class TaskLogs:
             return
         with self.lock:
             pending, self.partial = self.partial, {}
-        for (i, err), line in sorted(pending.items()):
-            self._emit(self.names[i], [line], err)
+        for (i, err), line in sorted(pending.items(), key=lambda item: item[0]):
+            self._emit(self.names[i], [line.text()], err)
 
-    def log_record(self, i: int, record: logging.LogRecord) -> None:
+    def log_record(self, i: int, record: logging.LogRecord, attempt: int = -1) -> None:
         """A ``logging`` record of entry ``i``: ``LEVEL logger: message``."""
-        self.write(i, _record_line(record), record.levelno >= logging.WARNING)
+        self.write(i, record_line(record), record.levelno >= logging.WARNING, attempt)
 
 
-def _record_line(record: logging.LogRecord) -> str:
-    try:
-        text = f"{record.levelname} {record.name}: {record.getMessage()}\n"
-    except Exception as e:  # a bad format string: say so, as logging would
-        text = f"{record.levelname} {record.name}: {record.msg!r} (bad arguments: {e})\n"
-    if record.exc_info and record.exc_info[1] is not None:
-        text += _FORMATTER.formatException(record.exc_info) + "\n"
-    elif record.exc_text:
-        text += record.exc_text + "\n"
-    return text
+#: the longest line held for the echo until its end comes: more is echoed as it is
+_LINE_CAP = 64 * 1024
 
 
-_FORMATTER = logging.Formatter()
+class _Line:
+    """The start of a line the echo waits for the end of: its writes, joined once it
+    ends. A progress bar redrawn in place (``\\r``) keeps only its last drawing."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        if "\r" in text:
+            line = "".join(self.parts)
+            start = line.rstrip("\r").rfind("\r")  # (a last, empty drawing: not one)
+            if start >= 0:
+                line = line[start + 1 :]
+            self.parts = [line]
+            self.size = len(line)
+
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 class _Cell:
-    """A thread worker's: the task it runs now (``i``, -1 between tasks)."""
+    """A thread worker's: the task it runs now (``i``, -1 between tasks) and its attempt
+    (``a``, set before ``i``: a thread abandoned after a timeout goes on writing into the
+    attempt it ran, not into the next)."""
 
-    __slots__ = ("i", "logs")
+    __slots__ = ("a", "i", "logs")
 
     def __init__(self, logs: TaskLogs) -> None:
         self.logs = logs
         self.i = -1
+        self.a = -1
 
     def write(self, text: str, err: bool) -> bool:
         i = self.i
-        return i >= 0 and self.logs.write(i, text, err)
+        return i >= 0 and self.logs.write(i, text, err, self.a)
 
     def record(self, record: logging.LogRecord) -> bool:
         if self.i < 0:
             return False
-        self.logs.log_record(self.i, record)
+        self.logs.log_record(self.i, record, self.a)
         return True
 
 
@@ -240,14 +283,14 @@ def _write(sink: Any, text: str, err: bool) -> bool:
     """``sink`` (``_SINK``'s value, not None) takes ``text``: True when the real stream must
     not get it too."""
     if type(sink) is tuple:
-        return sink[0].write(sink[1], text, err)
+        return sink[0].write(sink[1], text, err, sink[2])
     return sink.write(text, err)
 
 
 def _record(sink: Any, record: logging.LogRecord) -> bool:
     """``sink`` takes a logging record: True if it was a task's."""
     if type(sink) is tuple:
-        sink[0].log_record(sink[1], record)
+        sink[0].log_record(sink[1], record, sink[2])
         return True
     return sink.record(record)
 
@@ -268,38 +311,6 @@ def keep(text: str, err: bool = False) -> None:
     stream = sys.stderr if err else sys.stdout
     if getattr(stream, "layerflow_capture", False):  # a worker process's call
         stream.write(text)
-
-
-class Captured:
-    """Everything one call writes, kept in its own process (a worker process's task, a
-    Dask task): ``chunks`` as (stderr?, text), bounded like a task's (``cut`` bytes
-    dropped); nothing goes on to the real streams."""
-
-    __slots__ = ("chunks", "cut", "limit", "size")
-
-    def __init__(self, limit: int = LIMIT) -> None:
-        self.chunks: deque[tuple[bool, str]] = deque()
-        self.size = 0
-        self.cut = 0
-        self.limit = limit
-
-    def write(self, text: str, err: bool) -> bool:
-        self.chunks.append((err, text))
-        self.size += text_size(text)
-        while self.size > self.limit and len(self.chunks) > 1:
-            n = text_size(self.chunks.popleft()[1])
-            self.size -= n
-            self.cut += n
-        return True
-
-    def record(self, record: logging.LogRecord) -> bool:
-        return self.write(_record_line(record), record.levelno >= logging.WARNING)
-
-    def result(self) -> tuple[list[tuple[bool, str]], int] | None:
-        """What to send back: (chunks, cut), or None when the call wrote nothing."""
-        if not self.chunks and not self.cut:
-            return None
-        return list(self.chunks), self.cut
 
 
 @contextlib.contextmanager
@@ -386,6 +397,24 @@ _HANDLER = _Handler()
 _LOCK = threading.Lock()
 _USERS = 0
 _REAL: list[Any] = [None, None]  # the streams replaced: stdout, stderr
+_BASIC_CONFIG = logging.basicConfig  # logging's own (put back by the last uninstall)
+
+
+def _basic_config(**kwargs: Any) -> None:
+    """``logging.basicConfig`` while runs go: it configures nothing when the root logger
+    has a handler already, and ours is one: so it is taken off while the call looks."""
+    root = logging.getLogger()
+    ours = _HANDLER in root.handlers
+    if ours:
+        root.removeHandler(_HANDLER)
+    try:
+        _BASIC_CONFIG(**kwargs)
+    finally:
+        if ours:
+            root.addHandler(_HANDLER)
+
+
+_basic_config.__doc__ = f"{_BASIC_CONFIG.__doc__}\n(layerflow: {_basic_config.__doc__})"
 
 
 def install() -> None:
@@ -401,6 +430,8 @@ def install() -> None:
                 _REAL[err] = real
                 setattr(sys, name, _Tee(real, err))
         logging.getLogger().addHandler(_HANDLER)
+        if logging.basicConfig is _BASIC_CONFIG:
+            logging.basicConfig = _basic_config
 
 
 def uninstall() -> None:
@@ -418,3 +449,20 @@ def uninstall() -> None:
                 setattr(sys, name, now._real)
             _REAL[err] = None
         logging.getLogger().removeHandler(_HANDLER)
+        if logging.basicConfig is _basic_config:
+            logging.basicConfig = _BASIC_CONFIG
+
+
+def _forked() -> None:
+    """In a child process forked while runs go (a task's ``multiprocessing`` pool): the
+    child is not a task, whatever it inherited; it writes to the real streams."""
+    global _LOCK, _USERS
+    _LOCK = threading.Lock()  # (another thread may have held it at the fork)
+    _SINK.set(None)
+    if _USERS:
+        _USERS = 1
+        uninstall()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows)
+    os.register_at_fork(after_in_child=_forked)

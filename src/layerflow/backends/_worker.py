@@ -8,7 +8,8 @@ every task needs (``pickle``, ``struct``), so a worker starts in about 20 ms rat
 ``pickle`` cannot send (calls arrive pickled by cloudpickle, which plain ``pickle`` reads,
 importing cloudpickle itself if the call holds a lambda or a closure), ``traceback`` only
 for an error, and layerflow only to build the error sent back when a result cannot be
-pickled at all.
+pickled at all. SIGUSR1 is the parent's notice that it kills this worker: the running
+call's output is sent first (``_last_words``).
 """
 
 import os
@@ -60,20 +61,53 @@ def _dumps(obj: object) -> bytes:
 #: what is kept of one call's output (as ``layerflow.capture.LIMIT``; the parent bounds
 #: the task's output over its attempts again)
 _LIMIT = 1 << 20
+#: small writes to one stream are joined into chunks of about this many characters (a
+#: ``print`` is two writes: a chunk each would cost far more than its text), counting
+#: ``_OVERHEAD`` each in the bound
+_PIECE = 8192
+_OVERHEAD = 64
 
 
 class _Output:
     """What one call writes to ``sys.stdout``/``sys.stderr`` and logs: (stderr?, text)
-    chunks, its last ``_LIMIT`` characters or so, and the bytes dropped before them."""
+    chunks, its last ``_LIMIT`` characters or so, and the bytes dropped before them. Small
+    writes wait in ``held`` until they make a chunk."""
 
     def __init__(self) -> None:
         self.chunks: list[tuple[bool, str]] = []
-        self.size = 0
+        self.size = 0  # characters kept, and _OVERHEAD per chunk
         self.cut = 0
+        self.held: list[str] = []
+        self.held_len = 0
+        self.held_err = False
 
     def add(self, err: bool, text: str) -> None:
+        n = len(text)
+        if err != self.held_err or n >= _PIECE:
+            self._join()
+            self.held_err = err
+        if n < _PIECE:
+            self.held.append(text)
+            self.held_len += n
+            if self.held_len >= _PIECE or len(self.held) >= 512:
+                self._join()
+            return
+        if n > _LIMIT:  # only its end can be kept: the rest, and all before, cut now
+            self.cut += sum(len(c.encode("utf-8", "replace")) for _, c in self.chunks)
+            self.cut += len(text[:-_LIMIT].encode("utf-8", "replace"))
+            self.chunks, self.size, text = [], 0, text[-_LIMIT:]
+        self._keep(err, text)
+
+    def _join(self) -> None:
+        if self.held:
+            text = "".join(self.held)
+            self.held.clear()
+            self.held_len = 0
+            self._keep(self.held_err, text)
+
+    def _keep(self, err: bool, text: str) -> None:
         self.chunks.append((err, text))
-        self.size += len(text)
+        self.size += len(text) + _OVERHEAD
         if self.size > 2 * _LIMIT:
             self._trim()
 
@@ -85,11 +119,12 @@ class _Output:
                 self.cut += len(chunk[1].encode("utf-8", "replace"))
             else:
                 keep.append(chunk)
-                size += len(chunk[1])
+                size += len(chunk[1]) + _OVERHEAD
         keep.reverse()
         self.chunks, self.size = keep, size
 
     def result(self) -> tuple[list[tuple[bool, str]], int] | None:
+        self._join()
         if not self.chunks and not self.cut:
             return None
         if self.size > _LIMIT:
@@ -150,12 +185,29 @@ def _handler(out: _Output) -> object:
     return handler
 
 
+_SAVED: list[object] = []  # the streams a call's capture replaced, while it goes
+
+
+def _forked() -> None:
+    """In a child process a task forks (a ``multiprocessing`` pool): it is not the call,
+    whatever it inherited; it writes to the real streams."""
+    _RUNNING.clear()
+    _REPLY.clear()
+    if _SAVED:
+        sys.stdout, sys.stderr = _SAVED
+        _SAVED.clear()
+    if _HANDLER and "logging" in sys.modules:
+        _HANDLER[0].out = None  # type: ignore[attr-defined]
+        sys.modules["logging"].getLogger().removeHandler(_HANDLER[0])
+
+
 def _capture() -> tuple[_Output, tuple[object, object], object]:
     """From now on, the call's output goes into an ``_Output``: (it, the streams it
     replaced, the logging handler added or None: added again once the call is unpickled,
     as that may load ``logging``)."""
     out = _Output()
     saved = (sys.stdout, sys.stderr)
+    _SAVED[:] = saved
     sys.stdout = _Stream(out, False, saved[0])
     sys.stderr = _Stream(out, True, saved[1])
     return out, saved, _log_into(out)
@@ -174,13 +226,37 @@ def _log_into(out: _Output) -> object:
 
 def _release(saved: tuple[object, object], handler: object) -> None:
     sys.stdout, sys.stderr = saved
+    _SAVED.clear()
     if handler is not None:
         handler.out = None  # type: ignore[attr-defined]
         sys.modules["logging"].getLogger().removeHandler(handler)
 
 
+#: the output of the call running now, from when it begins until its answer is made: what
+#: ``_last_words`` sends when the parent kills this worker (a timeout, a stop)
+_RUNNING: list[_Output] = []
+_REPLY: list[int] = []
+
+
+def _last_words(signum: int, frame: object) -> None:
+    """SIGUSR1, the parent's notice before it kills this worker: send what the running call
+    has written so far (marked by a first byte 1: an answer starts with pickle's 0x80),
+    then end, with whatever the task started (this worker leads its process group)."""
+    try:
+        if _RUNNING and _REPLY:
+            output = _RUNNING[0].result()
+            if output is not None:
+                send(_REPLY[0], b"\x01" + pickle.dumps(output, pickle.HIGHEST_PROTOCOL))
+    finally:
+        try:
+            os.killpg(os.getpgid(0), 9)
+        finally:
+            os._exit(1)
+
+
 def serve(conn: int, reply: int) -> None:
     """Receive a pickled call, run it, send back the pickled outcome; until EOF."""
+    _REPLY.append(reply)
     while True:
         try:
             payload = recv(conn)
@@ -199,6 +275,7 @@ def serve(conn: int, reply: int) -> None:
             if notify:
                 notify = False
                 send(reply, b"")
+            _RUNNING.append(out)  # (after the notice: _last_words's message never cuts one)
             t0 = time.perf_counter()  # its duration is the call's, not the unpickling's
             c0 = time.process_time()
             if is_coroutine:
@@ -222,6 +299,7 @@ def serve(conn: int, reply: int) -> None:
                 ]
             except Exception:
                 pass
+        _RUNNING.clear()
         seconds = time.perf_counter() - t0
         cpu = time.process_time() - c0
         _release(saved, handler)
@@ -256,4 +334,8 @@ if __name__ == "__main__":
     # this file's folder is not a place to import the user's modules from
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    os.register_at_fork(after_in_child=_forked)
+    import signal  # (built in: no import cost to speak of)
+
+    signal.signal(signal.SIGUSR1, _last_words)
     serve(int(sys.argv[1]), int(sys.argv[2]))

@@ -5,8 +5,9 @@ closures work. Each worker process has a feeder thread in the parent that pickle
 task, sends it, and waits for the answer, so nothing slow happens under the scheduler's
 lock. Because every process runs one known task, a process that dies (``os._exit``, a
 segfault, the OOM killer) fails only the task it was running, and ``cancel`` (a timeout,
-fail-fast, Ctrl-C) kills just that process; either way a new process takes its place on
-the next submission. (``concurrent.futures.ProcessPoolExecutor`` cannot do this: one dead
+fail-fast, Ctrl-C) kills just that process (told first, it sends what the call has
+written so far: see ``_Worker.kill``); either way a new process takes its place on the
+next submission. (``concurrent.futures.ProcessPoolExecutor`` cannot do this: one dead
 worker breaks the whole pool and fails every task in flight.)
 """
 
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -37,6 +40,10 @@ __all__ = ["ProcessBackend", "WorkerDied", "UnpicklableError", "RemoteError"]
 # Run as a script, not as ``-m layerflow...``: the worker then starts without importing
 # layerflow (half its start-up time); it imports layerflow only to report an odd error.
 _WORKER = str(Path(__file__).with_name("_worker.py"))
+#: how long a worker told to end may take to send its output before it is killed outright
+_GRACE = 1.0
+#: how long the pool's end waits for killed workers' output
+_LAST_WORDS = 2.0
 
 
 def find_unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -79,6 +86,7 @@ class _Worker:
         self.send: Connection | None = None
         self.conn: Connection | None = None
         self.killed = False
+        self.gone = threading.Event()  # set once a killed worker's feeder has finished
         self.current: _Job | None = None  # the attempt running now (guarded by the lock)
         threading.Thread(
             target=guarded("process feeder", self._feed, backend.on_fault),
@@ -141,6 +149,7 @@ class _Worker:
                 )
                 continue
             t0 = time.perf_counter()
+            last: bytes | None = None
             try:
                 if self.process is None:
                     self._start_process()
@@ -149,8 +158,11 @@ class _Worker:
                     self.conn.recv_bytes()  # type: ignore[union-attr]
                     began(time.perf_counter())
                 answer = self.conn.recv_bytes()  # type: ignore[union-attr]
+                while answer[:1] == b"\x01":  # killed: what the call wrote until then
+                    last = answer[1:]
+                    answer = self.conn.recv_bytes()  # type: ignore[union-attr]
             except (EOFError, OSError):
-                self._died(name, on_done, time.perf_counter() - t0)
+                self._died(name, on_done, time.perf_counter() - t0, last)
                 return
             try:
                 ok, value, seconds, metrics, cpu, output = cloudpickle.loads(answer)
@@ -164,9 +176,11 @@ class _Worker:
                 on_done(ok, value, seconds, None, metrics, cpu)
             else:  # what the call printed in the worker
                 on_done(ok, value, seconds, None, metrics, cpu, output)
+            if self.killed:  # (its answer came before the notice: nothing more to wait for)
+                self.gone.set()
         self._shutdown()
 
-    def _died(self, name: str, on_done: Done, seconds: float) -> None:
+    def _died(self, name: str, on_done: Done, seconds: float, last: bytes | None = None) -> None:
         process = self.process
         code = None
         if process is not None:
@@ -176,8 +190,14 @@ class _Worker:
                 process.kill()
         self._close_pipes()
         self.backend._forget(self)
-        if self.killed:
-            return  # killed by layerflow: the scheduler has already reported the attempt
+        if self.killed:  # by layerflow: the scheduler has already reported the attempt
+            try:
+                if last is not None:  # but not what it wrote, which the worker sent as it died
+                    output = pickle.loads(last)
+                    on_done(False, WorkerDied("killed", code), seconds, None, None, None, output)
+            finally:
+                self.gone.set()
+            return
         how = f"exit code {code}" if code is None or code >= 0 else f"signal {-code}"
         on_done(
             False,
@@ -193,10 +213,26 @@ class _Worker:
         self.jobs.put(job)
 
     def kill(self) -> None:
+        """Kill the process, and whatever the task started (the worker leads its own process
+        group). It is told first (SIGUSR1): it sends what the call has written so far and
+        ends itself; if it has not ended within ``_GRACE`` (stuck in C code), it is killed."""
         self.killed = True
         process = self.process
+        if process is None or process.poll() is not None:
+            self.gone.set()
+            return
+        try:
+            os.kill(process.pid, signal.SIGUSR1)
+        except OSError:
+            self._kill_now()
+            return
+        timer = threading.Timer(_GRACE, self._kill_now)
+        timer.daemon = True
+        timer.start()
+
+    def _kill_now(self) -> None:
+        process = self.process
         if process is not None and process.poll() is None:
-            # the worker leads its own process group: whatever the task started goes too
             try:
                 os.killpg(process.pid, 9)
             except OSError:
@@ -227,6 +263,7 @@ class ProcessBackend:
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
+        self._killed: list[_Worker] = []  # killed while running a call
 
     def submit(
         self,
@@ -288,6 +325,7 @@ class ProcessBackend:
             if worker.current is not handle:
                 return
             worker.current = None
+            self._killed.append(worker)
         self._forget(worker)
         worker.kill()
 
@@ -296,5 +334,11 @@ class ProcessBackend:
             workers = list(self._all)
             self._all.clear()
             self._idle.clear()
+            killed, self._killed = self._killed, []
         for w in workers:
             w.close()
+        # the output of the attempts killed (a timeout, a stop) is the run's: heard before
+        # the run's result is made (a worker sends it within milliseconds of its notice)
+        deadline = time.perf_counter() + _LAST_WORDS
+        for w in killed:
+            w.gone.wait(max(0.0, deadline - time.perf_counter()))

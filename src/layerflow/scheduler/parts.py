@@ -215,12 +215,14 @@ class RunParts:
         self,
         i: int,
         token: int,
+        attempt: int,
         ok: bool,
         value: Any,
         seconds: float,
         ref: Any = ...,
         metrics: dict[str, float] | None = ...,
         cpu: float | None = ...,
+        output: tuple[list[tuple[bool, str]], int] | None = ...,
     ) -> None: ...
     def _succeed(self, i: int, value: Any, status: int = ...) -> None: ...
     def _fail(self, i: int, error: BaseException) -> None: ...

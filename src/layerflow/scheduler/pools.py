@@ -153,8 +153,9 @@ class ForeignPools(State):
         """Hand entry ``i``'s started attempt to its backend. Mutates; lock held."""
 
         # the backend's done-callback: on_done(ok, value, seconds, ref=None, metrics=None)
-        on_done = partial(self._foreign_done, i, token)
+        on_done = partial(self._foreign_done, i, token, self.attempts[i])
         if kind == _CALLER:  # what it prints is its own (one call at a time: see state.py)
+            self.caller_cell.a = self.attempts[i]
             self.caller_cell.i = i
         try:
             if kind == _DASK and self.cluster.remote:  # upstream values there: futures
@@ -168,7 +169,7 @@ class ForeignPools(State):
                     on_done,
                     priority=self.spec[i].priority,
                     tag=i,
-                    sink=(self.output, i),
+                    sink=(self.output, i, self.attempts[i]),
                 )
                 return
             self.handle[i] = self.backends[kind].submit(

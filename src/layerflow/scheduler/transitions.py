@@ -159,6 +159,7 @@ class Transitions(State):
         self,
         i: int,
         token: int,
+        attempt: int,
         ok: bool,
         value: Any,
         seconds: float,
@@ -171,12 +172,13 @@ class Transitions(State):
         where the value stays on a cluster (a Dask future); ``value is ref`` when it was
         not brought back here; ``cpu`` the attempt's CPU seconds, when the backend knows
         them (a worker process does); ``output`` what the attempt wrote there (as
-        ``capture.Captured.result`` gives it)."""
+        ``capture.Captured.result`` gives it) in ``attempt`` (the one submitted: a killed
+        worker's output may arrive once the next attempt runs)."""
         t1 = time.perf_counter()
         if self.caller_cell.i == i:  # the calling thread's call has ended: output is nobody's
             self.caller_cell.i = -1
         if output is not None:  # before its end is recorded: a retry's is the next attempt
-            self.output.add(i, *output)
+            self.output.add(i, *output, attempt=attempt)
         if cpu is not None and seconds > LONG_TASK:  # as for threads: long tasks only
             self.cpu_foreign[i] = cpu
         with self.lock:

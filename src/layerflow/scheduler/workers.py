@@ -152,6 +152,7 @@ class ThreadWorkers(State):
         args_all = self.args
         values = self.values
         tokens = self.token
+        attempts = self.attempts
         positional = self.positional
         lookup = self.lookup
         perf = time.perf_counter
@@ -175,7 +176,8 @@ class ThreadWorkers(State):
                         token = tokens[i] if i >= 0 else 0
                     continue
             t0 = perf()
-            cell.i = i  # what this thread writes now is task i's
+            cell.a = attempts[i]  # what this thread writes now is this attempt's
+            cell.i = i  # (of task i)
             try:
                 if self.stopping:  # the run stopped just after handing this task out
                     raise Cancelled("the run stopped before this task began")
