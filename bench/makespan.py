@@ -121,25 +121,14 @@ def wall(flow: lf.Flow, workers: int, mode: str, **options) -> float:
 def wall_with_history(flow: lf.Flow, workers: int, history: dict[str, float]) -> float:
     """A dynamic run ranked by past durations, without a store's cost per task: the
     ranking alone (``flow.run(store=False)`` reads no history, as it reads no store)."""
+    from layerflow.options import RunOptions
     from layerflow.plan import Plan
     from layerflow.scheduler import execute
 
     plan = Plan(flow.plan().graph, history=lambda: history)
     gc.collect()
     t0 = time.perf_counter()
-    execute(
-        plan,
-        {},
-        outputs=None,
-        mode="dynamic",
-        max_workers=workers,
-        fail_fast=True,
-        timeout=None,
-        backend="thread",
-        on_event=None,
-        progress=False,
-        seed=None,
-    )
+    execute(plan, {}, RunOptions(max_workers=workers))
     return time.perf_counter() - t0
 
 
