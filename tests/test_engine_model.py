@@ -678,11 +678,10 @@ def _first_stage(src: int) -> int:
     return src
 
 
-@pytest.mark.xfail(strict=True, reason="engine finding cache:800004, not fixed yet")
 def test_a_map_over_a_failed_map_still_runs_the_other_chains_when_it_waits_for_more():
     # README: with fail_fast=False a failed element ends only its own chain. A map over
-    # a map that also waits for another task (after=) which ends after the first map has
-    # failed is skipped whole instead: its chains 0, 1 and 3 never run (cache:800004)
+    # a map that also waited for another task (after=) which ended after the first map
+    # had failed was skipped whole: its chains 0, 1 and 3 never ran (cache:800004)
     flow = lf.Flow("late-stream")
     flow.add(lambda: [0, 1, 2, 3], name="src")
     flow.add(_slow_one, name="slow")

@@ -45,6 +45,9 @@ else:  # for the type checker only
 
 #: the statuses whose value a consumer receives
 _DONE = (_SUCCEEDED, _REUSED, _CACHED)
+#: a mapped source a consumer may stream from: running its elements, or failed by one
+#: (its other chains go on: ``_streams_past``)
+_STREAMING = (_MAPPED, _FAILED)
 
 
 class FanOut(State):
@@ -79,10 +82,21 @@ class FanOut(State):
         status, children = self.status, self.children
         # ``waiting`` counts the dependencies whose success has not been handled yet (a
         # resumed task is _REUSED before its value is in): all of them must be streaming
-        streaming = sum(1 for j in self.stream_from[m] if status[j] == _MAPPED and j in children)
+        streaming = sum(1 for j in self.stream_from[m] if status[j] in _STREAMING and j in children)
         if streaming and streaming == self.waiting[m]:
             self.status[m] = _READY
             self._expand(m)
+
+    def _streams_past(self, j: int, s: int) -> bool:
+        """Does mapped task ``s`` stream from mapped task ``j``, which failed element by
+        element? A failed element ends only its own chain: ``s`` still runs the others
+        once what else it needs is done, even if that is after ``j`` failed."""
+        return (
+            self.status[j] == _FAILED
+            and j in self.children
+            and s in self.streams.get(j, ())
+            and not self.stopping
+        )
 
     def _expand(self, m: int) -> None:
         """The lists mapped task ``m`` maps over are known: one subtask per element."""

@@ -274,6 +274,8 @@ class Transitions(State):
             j = stack.pop()
             for s in self.succs[j]:
                 if status[s] == _PENDING:
+                    if self.streams and self._streams_past(j, s):
+                        continue  # it still runs the chains that did not fail
                     status[s] = _SKIPPED
                     if self.emit:
                         self._task_event(
