@@ -29,6 +29,7 @@ from .state import (
     _CALLER,
     _PENDING,
     _REUSED,
+    _RUNNING,
     State,
 )
 from .storage import StoreIO
@@ -116,6 +117,19 @@ class Run(
             self.settle()
         finally:
             self.close()
+
+    def interrupt(self) -> None:
+        """Ctrl-C: stop starting, give up on running attempts, keep what finished."""
+        with self.lock:
+            if self.left == 0:
+                return
+            self.outcome = "interrupted"
+            self.stopping = True
+            err = KeyboardInterrupt("interrupted")
+            for i in range(len(self.status)):
+                if self.status[i] == _RUNNING:
+                    self._abandon(i, err, fail=False, reason="the run was interrupted")
+            self._stop("the run was interrupted")
 
     def settle(self) -> None:
         """After an interrupt: wait for the results still being stored (a batch commit,

@@ -413,19 +413,6 @@ class Transitions(State):
             self._finalize(i)
         self._kick()
 
-    def interrupt(self) -> None:
-        """Ctrl-C: stop starting, give up on running attempts, keep what finished."""
-        with self.lock:
-            if self.left == 0:
-                return
-            self.outcome = "interrupted"
-            self.stopping = True
-            err = KeyboardInterrupt("interrupted")
-            for i in range(len(self.status)):
-                if self.status[i] == _RUNNING:
-                    self._abandon(i, err, fail=False, reason="the run was interrupted")
-            self._stop("the run was interrupted")
-
     def _finish_run(self) -> None:
         if self.budget:
             self._budget_settled()
