@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
+
+# A shell that starts the suite in the background (`make test &`, nohup) leaves SIGINT
+# ignored, and the processes the tests start inherit that: the Ctrl-C tests would wait for
+# an interrupt that never comes. Python's own handler again (reset to the default when a
+# child process starts its program).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
