@@ -16,7 +16,6 @@ own ``retries`` apply instead.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 import time
@@ -28,12 +27,22 @@ from typing import Any
 from ..errors import Cancelled, LayerflowError
 from ..faults import Fault, guarded, injected, log_fault
 from . import Done, install_command
+from .dask_attempts import (
+    LISTENING,
+    ON_BEGIN,
+    SUBMITTING,
+    Attempt,
+    heard_began,
+    split_futures,
+    unpicklable,
+)
 from .dask_cluster import LocalCluster as _LocalCluster
+from .dask_cluster import warn_if_dask_retries
 from .dask_values import ClusterValues
 from .dask_worker import METRICS_TOPIC, STARTED_TOPIC, stop_unbegun
 from .dask_worker import call as _call
 from .dask_worker import call_once as _call_once
-from .process import UnpicklableError, WorkerDied, find_unpicklable
+from .process import UnpicklableError, WorkerDied
 
 __all__ = ["DaskBackend", "import_distributed"]
 
@@ -47,142 +56,6 @@ def import_distributed() -> Any:
             f"Backend 'dask' is not available. Install it with: {install_command('dask')}"
         ) from None
     return distributed
-
-
-class _Submitting(logging.Filter):
-    """Drops distributed's own log record of a call it could not pickle while layerflow
-    is submitting it: the task fails with an ``UnpicklableError`` that says the same."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.local = threading.local()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(self.local, "active", False)
-
-
-_SUBMITTING = _Submitting()
-logging.getLogger("distributed.protocol.pickle").addFilter(_SUBMITTING)
-
-
-#: schedulers already looked at (one warning per scheduler and process)
-_CHECKED: dict[str, int] = {}
-
-
-def _warn_if_dask_retries(client: Any) -> int:
-    """A cluster layerflow did not start may run a task again on another worker when its
-    worker dies (Dask's ``allowed-failures``, 3 by default), behind layerflow's back: a
-    task that kills its worker then kills several, and its values with them. Said once;
-    returns the setting (0 when it cannot be read)."""
-    address = str(getattr(client.scheduler, "address", "?"))
-    if address in _CHECKED:
-        return _CHECKED[address]
-    _CHECKED[address] = 0
-    try:  # (a lambda travels by value: the scheduler need not have layerflow installed)
-        allowed = client.run_on_scheduler(
-            lambda dask_scheduler: int(getattr(dask_scheduler, "allowed_failures", 0))
-        )
-    except Exception:  # cannot ask: nothing to say
-        return 0
-    if allowed:
-        logging.getLogger("layerflow").warning(
-            "the Dask scheduler at %s runs a task again on another worker when its worker "
-            "dies (allowed-failures: %d), before layerflow hears of it: so that a task that "
-            "kills its worker does not kill several, each task asks the scheduler before it "
-            "begins (one round trip). Leave retries to layerflow and save that: start the "
-            "scheduler with DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0 (layerflow's "
-            "own local cluster does)",
-            address,
-            allowed,
-        )
-    _CHECKED[address] = int(allowed)
-    return int(allowed)
-
-
-def _split(
-    args: tuple[Any, ...], kwargs: dict[str, Any], future: type
-) -> tuple[tuple[Any, ...], dict[str, Any], tuple[tuple[str | int, int], ...], list[Any]]:
-    """Take the Dask futures out of a call: (args, kwargs, slots, futures) for ``_call``.
-    Only top-level arguments and lists of futures (a ``map`` task's value) are looked at:
-    that is where the scheduler puts upstream values. A future's place holds None (the
-    value arrives as one of ``_call``'s own arguments), so it is not sent twice."""
-    slots: list[tuple[str | int, int]] = []
-    refs: list[Any] = []
-    places: list[tuple[str | int, Any]] = [*enumerate(args), *kwargs.items()]
-    emptied: dict[str | int, Any] = {}
-    for where, value in places:
-        if isinstance(value, future):
-            slots.append((where, -1))
-            refs.append(value)
-            emptied[where] = None
-        elif isinstance(value, list) and value and all(isinstance(v, future) for v in value):
-            for k, v in enumerate(value):
-                slots.append((where, k))
-                refs.append(v)
-            emptied[where] = [None] * len(value)
-    if emptied:
-        args = tuple(emptied.get(k, a) for k, a in enumerate(args))
-        kwargs = {k: emptied.get(k, v) for k, v in kwargs.items()}
-    return args, kwargs, tuple(slots), refs
-
-
-#: attempt key -> what to tell when its worker says the call began (a rate limit's window
-#: counts from then, see ``DaskBackend.submit``); ids of the clients that listen for it
-_ON_BEGIN: dict[str, tuple[Callable[[float], None], Fault]] = {}
-_LISTENING: set[str] = set()
-
-
-def _heard_began(event: tuple[float, Any]) -> None:
-    """On the client's event loop: a worker began an attempt. Heard a few milliseconds
-    after it began, which only makes a rate limit's window stricter."""
-    told = _ON_BEGIN.pop(event[1], None) if isinstance(event[1], str) else None
-    if told is not None:
-        began, on_fault = told
-        try:
-            began(time.perf_counter())
-        except BaseException as e:
-            on_fault("dask callback", e)
-
-
-class _Attempt:
-    """One attempt of a task on the cluster: what to send, and its Dask future once sent."""
-
-    __slots__ = (
-        *("name", "fn", "args", "kwargs", "on_done", "priority", "fetch", "key", "t0"),
-        *("future", "cancelled", "tag", "requeued", "began"),
-    )
-
-    def __init__(
-        self,
-        name: str,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        on_done: Done,
-        priority: int,
-        fetch: bool,
-    ) -> None:
-        self.name, self.fn, self.args, self.kwargs = name, fn, args, kwargs
-        self.on_done, self.priority, self.fetch = on_done, priority, fetch
-        self.key = f"{name}-{uuid.uuid4().hex}"
-        self.t0 = time.perf_counter()
-        self.future: Any = None
-        self.cancelled = False
-        self.tag: Any = None
-        self.requeued = False  # sent again once after a worker died before it began
-        self.began: Callable[[float], None] | None = None  # told when its call begins
-
-    def fail(self, error: BaseException) -> None:
-        """It could not be sent: it ends now, with ``error``."""
-        if not self.cancelled:
-            self.on_done(False, error, time.perf_counter() - self.t0)
-
-
-def _unpicklable(a: _Attempt) -> UnpicklableError:
-    return UnpicklableError(
-        f"task {a.name!r} cannot be sent to the Dask cluster: "
-        f"{find_unpicklable(a.fn, a.args, a.kwargs)}"
-    )
 
 
 class DaskBackend:
@@ -234,19 +107,19 @@ class DaskBackend:
                 raise
         self._on_fault = on_fault
         # a cluster that reruns a dead worker's tasks: each task checks before it begins
-        self._reruns = self.local is None and _warn_if_dask_retries(self.client) > 0
+        self._reruns = self.local is None and warn_if_dask_retries(self.client) > 0
         self._killed = distributed.KilledWorker
         self._future = distributed.Future
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._pending: list[_Attempt] = []
+        self._pending: list[Attempt] = []
         self._tags: dict[str, Any] = {}  # attempt key -> the submitter's tag
         self._closed = False
         # values on their way here (see _arrived), and attempts a stop asks about (stop)
-        self._arrivals: list[tuple[_Attempt, Any, float]] = []
+        self._arrivals: list[tuple[Attempt, Any, float]] = []
         self._fetching = False
         self._direct: bool | None = True
-        self._stops: list[_Attempt] = []
+        self._stops: list[Attempt] = []
         threading.Thread(
             target=guarded("dask submit", self._send, on_fault),
             name="layerflow-dask-submit",
@@ -290,19 +163,19 @@ class DaskBackend:
         fetch: bool = True,
         tag: Any = None,
         began: Callable[[float], None] | None = None,
-    ) -> _Attempt:
+    ) -> Attempt:
         """Queue one attempt; ``on_done(ok, value, seconds, future)`` is called when it
         ends: with the value itself when ``fetch`` (brought here before its end is
         reported, so that a worker's death cannot lose it), else with the future (the value
         stays on the cluster). Attempts queued together reach Dask as one graph. ``tag`` is
         what :meth:`metrics` names the attempt by; ``began(when)`` is told when a worker
         begins the call (after its wait in Dask's queue)."""
-        attempt = _Attempt(name, fn, args, kwargs, on_done, priority, fetch)
+        attempt = Attempt(name, fn, args, kwargs, on_done, priority, fetch)
         attempt.tag = tag
         if began is not None:
             self._listen()
             attempt.began = began
-            _ON_BEGIN[attempt.key] = (began, self._on_fault)
+            ON_BEGIN[attempt.key] = (began, self._on_fault)
         with self._lock:
             self._tags[attempt.key] = tag
             self._pending.append(attempt)
@@ -314,9 +187,9 @@ class DaskBackend:
         """Hear each attempt's begin from the workers (once per client; before the first
         graph that needs it, on the same stream, so no begin is missed)."""
         client_id = str(self.client.id)
-        if client_id not in _LISTENING:
-            _LISTENING.add(client_id)
-            self.client.subscribe_topic(STARTED_TOPIC, _heard_began)
+        if client_id not in LISTENING:
+            LISTENING.add(client_id)
+            self.client.subscribe_topic(STARTED_TOPIC, heard_began)
 
     def _send(self) -> None:
         """The submitting thread: each batch of queued attempts becomes one graph per
@@ -328,7 +201,7 @@ class DaskBackend:
                 if self._closed:
                     return
                 batch, self._pending = self._pending, []
-            by_priority: dict[int, list[_Attempt]] = {}
+            by_priority: dict[int, list[Attempt]] = {}
             for a in batch:
                 if not a.cancelled:
                     by_priority.setdefault(a.priority, []).append(a)
@@ -340,7 +213,7 @@ class DaskBackend:
                         if a.future is None:
                             a.fail(e)
 
-    def _send_group(self, group: list[_Attempt], priority: int) -> None:
+    def _send_group(self, group: list[Attempt], priority: int) -> None:
         try:
             from dask.task_spec import Task, TaskRef
         except ImportError:  # dask before the task spec was public
@@ -351,11 +224,11 @@ class DaskBackend:
         dsk = {}
         sendable = []
         for a in group:
-            args, kwargs, slots, refs = _split(a.args, a.kwargs, self._future)
+            args, kwargs, slots, refs = split_futures(a.args, a.kwargs, self._future)
             try:  # opaque to the scheduler: only workers unpickle the user's code
                 payload = cloudpickle.dumps((a.fn, args, kwargs))
             except Exception:
-                a.fail(_unpicklable(a))
+                a.fail(unpicklable(a))
                 continue
             call = _call_once if self._reruns else _call
             dsk[a.key] = Task(a.key, call, a.key, payload, slots, *(TaskRef(r.key) for r in refs))
@@ -367,7 +240,7 @@ class DaskBackend:
             futures = self._graph(dsk, [a.key for a in group], priority)
         except UnpicklableError:
             if len(group) == 1:
-                group[0].fail(_unpicklable(group[0]))
+                group[0].fail(unpicklable(group[0]))
             else:  # one at a time, to fail only the attempts that cannot be sent
                 for a in group:
                     self._send_group([a], priority)
@@ -384,7 +257,7 @@ class DaskBackend:
             future.add_done_callback(partial(self._done_reported, a))
 
     def _graph(self, dsk: dict[str, Any], keys: list[str], priority: int) -> list[Any]:
-        _SUBMITTING.local.active = True
+        SUBMITTING.local.active = True
         try:
             return self.client.get(dsk, keys, sync=False, priority=priority)
         except Exception as e:
@@ -392,9 +265,9 @@ class DaskBackend:
                 raise UnpicklableError(str(e)) from None
             raise
         finally:
-            _SUBMITTING.local.active = False
+            SUBMITTING.local.active = False
 
-    def _done_reported(self, attempt: _Attempt, future: Any) -> None:
+    def _done_reported(self, attempt: Attempt, future: Any) -> None:
         """``_done``, whose own failure is a fault of the run (Dask would only log it)."""
         try:
             injected("dask callback")
@@ -402,12 +275,12 @@ class DaskBackend:
         except BaseException as e:
             self._on_fault("dask callback", e)
 
-    def _done(self, attempt: _Attempt, future: Any) -> None:
+    def _done(self, attempt: Attempt, future: Any) -> None:
         """A Dask future ended (on Dask's callback thread)."""
         seconds = time.perf_counter() - attempt.t0
         status = future.status
         on_done = attempt.on_done
-        told = _ON_BEGIN.pop(attempt.key, None)  # (a begin not heard of by now never will be)
+        told = ON_BEGIN.pop(attempt.key, None)  # (a begin not heard of by now never will be)
         if attempt.cancelled:
             return  # cancelled by layerflow (timeout, fail-fast, Ctrl-C): reported
         if status == "cancelled":  # not by us: the client lost the cluster, or a restart
@@ -434,12 +307,12 @@ class DaskBackend:
             # only queued on the worker that died (allowed-failures: 0 fails every task
             # the worker held): not this task's fault, so it is sent again, once
             if told is not None:
-                _ON_BEGIN[attempt.key] = told
+                ON_BEGIN[attempt.key] = told
             self._resend(attempt)
             return
         on_done(False, self._explain(attempt.name, error), seconds)
 
-    def _arrived(self, attempt: _Attempt, future: Any, seconds: float) -> None:
+    def _arrived(self, attempt: Attempt, future: Any, seconds: float) -> None:
         """A finished attempt's value is brought here before its end is reported: a
         value reported cannot then be lost with its worker (Dask would compute it again,
         behind layerflow's back, or fail it if that worker died too). Values that finish
@@ -466,7 +339,7 @@ class DaskBackend:
                 self._fetching = False
             self._on_fault("dask fetch", e)
 
-    async def _fetch(self, batch: list[tuple[_Attempt, Any, float]]) -> None:
+    async def _fetch(self, batch: list[tuple[Attempt, Any, float]]) -> None:
         gather = self.client.gather
         futures = [f for _, f, _ in batch]
         try:  # straight from the workers (less work for the scheduler), else through it
@@ -488,7 +361,7 @@ class DaskBackend:
             else:
                 attempt.on_done(False, value, seconds)
 
-    def stop(self, handle: _Attempt) -> None:
+    def stop(self, handle: Attempt) -> None:
         """The run stops (fail-fast): an attempt that has not begun on a worker never will
         (it ends with ``Cancelled``); one that began finishes and reports its result, as a
         thread task does, since Dask cannot interrupt it (cancelling it would only throw
@@ -530,7 +403,7 @@ class DaskBackend:
         except BaseException as e:
             self._on_fault("dask callback", e)
 
-    def _began(self, attempt: _Attempt) -> bool:
+    def _began(self, attempt: Attempt) -> bool:
         """Did a worker begin this attempt? (Its key is in the scheduler's event log.)"""
         try:
             events = self.client.get_events(STARTED_TOPIC)
@@ -538,17 +411,17 @@ class DaskBackend:
             return True
         return any(msg == attempt.key for _, msg in events)
 
-    def _resend(self, attempt: _Attempt) -> None:
+    def _resend(self, attempt: Attempt) -> None:
         """Queue an attempt again under a new key (its lf.record numbers under that key)."""
         with self._lock:
             if self._closed or attempt.cancelled:
                 return
             self._tags.pop(attempt.key, None)
-            told = _ON_BEGIN.pop(attempt.key, None)
+            told = ON_BEGIN.pop(attempt.key, None)
             attempt.key = f"{attempt.name}-{uuid.uuid4().hex}"
             self._tags[attempt.key] = attempt.tag
             if told is not None:
-                _ON_BEGIN[attempt.key] = told
+                ON_BEGIN[attempt.key] = told
             attempt.future = None
             attempt.requeued = True
             self._pending.append(attempt)
@@ -589,11 +462,11 @@ class DaskBackend:
         """Bring values that stayed on the cluster here, in one round trip."""
         return self.client.gather(values, errors="raise")
 
-    def cancel(self, handle: _Attempt) -> None:
+    def cancel(self, handle: Attempt) -> None:
         """Give up on an attempt (a timeout, Ctrl-C): it ends here now, whatever the
         cluster does with it."""
         handle.cancelled = True
-        _ON_BEGIN.pop(handle.key, None)
+        ON_BEGIN.pop(handle.key, None)
         with self._lock:
             self._tags.pop(handle.key, None)  # its lf.record numbers do not count
         if handle.future is not None:

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 from . import child_pythonpath
 
@@ -85,3 +86,37 @@ class LocalCluster:
         with contextlib.suppress(Exception):
             self.cluster.close(timeout=10)
         self.log.close()
+
+
+#: schedulers already looked at (one warning per scheduler and process)
+_CHECKED: dict[str, int] = {}
+
+
+def warn_if_dask_retries(client: Any) -> int:
+    """A cluster layerflow did not start may run a task again on another worker when its
+    worker dies (Dask's ``allowed-failures``, 3 by default), behind layerflow's back: a
+    task that kills its worker then kills several, and its values with them. Said once;
+    returns the setting (0 when it cannot be read)."""
+    address = str(getattr(client.scheduler, "address", "?"))
+    if address in _CHECKED:
+        return _CHECKED[address]
+    _CHECKED[address] = 0
+    try:  # (a lambda travels by value: the scheduler need not have layerflow installed)
+        allowed = client.run_on_scheduler(
+            lambda dask_scheduler: int(getattr(dask_scheduler, "allowed_failures", 0))
+        )
+    except Exception:  # cannot ask: nothing to say
+        return 0
+    if allowed:
+        logging.getLogger("layerflow").warning(
+            "the Dask scheduler at %s runs a task again on another worker when its worker "
+            "dies (allowed-failures: %d), before layerflow hears of it: so that a task that "
+            "kills its worker does not kill several, each task asks the scheduler before it "
+            "begins (one round trip). Leave retries to layerflow and save that: start the "
+            "scheduler with DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0 (layerflow's "
+            "own local cluster does)",
+            address,
+            allowed,
+        )
+    _CHECKED[address] = int(allowed)
+    return int(allowed)
