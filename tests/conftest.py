@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -48,3 +49,33 @@ def dask_client(dask_cluster):
     while any(client.processing().values()) and time.monotonic() < deadline:
         time.sleep(0.05)
     return client
+
+
+#: Debian's chromium (``make test`` installs it), driven by Playwright: no browser download
+CHROMIUM = "/usr/bin/chromium"
+# without the background-networking flags Chromium's own connections are refused here
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for the tests that look at a page (the report, notebook output,
+    layerflow ui)."""
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: `make test` installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (make test installs it as root)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -3,7 +3,6 @@ inline, escaped, small for big runs) and ``progress=True`` in a real Jupyter ker
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -14,17 +13,6 @@ import layerflow as lf
 from layerflow.notebook import NOTEBOOK_CAPS
 
 HOSTILE = "<script>window.pwned=1</script>"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def hostile_flow() -> lf.Flow:
@@ -130,19 +118,6 @@ def test_a_big_run_stays_small_and_says_what_it_left_out():
     assert page.count('<g class="node') <= NOTEBOOK_CAPS.nodes + NOTEBOOK_CAPS.layers  # + "more"
     assert "The graph draws" in page and "run.to_html(path)" in page
     assert len(flow.plan()._repr_html_()) < 100_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: `make test` installs it (apt-get install chromium)")
-        pytest.skip("chromium is not installed (make test installs it as root)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def test_the_reprs_in_headless_chromium(failed_run, browser, tmp_path):

@@ -4,7 +4,6 @@ from the command line and from the store."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import textwrap
@@ -20,18 +19,6 @@ from layerflow import report
 from layerflow.errors import safe_str
 from layerflow.store import Store
 
-CHROMIUM = "/usr/bin/chromium"
-# without the background-networking flags Chromium's own connections are refused here
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ODD = 'we<i>rd & "x"'  # a task name that HTML would misread if it were not escaped
 
 
@@ -160,19 +147,6 @@ def test_the_report_escapes_every_name_and_error(busy, tmp_path):
     assert ODD not in text and "<b>markup" not in text
     assert "we&lt;i&gt;rd &amp; &quot;x&quot;" in text
     assert "http://" not in text and "https://" not in text  # nothing to fetch
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: `make test` installs it (apt-get install chromium)")
-        pytest.skip("chromium is not installed (make test installs it as root)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def open_report(browser, path: Path):
