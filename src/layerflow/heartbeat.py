@@ -26,6 +26,16 @@ from typing import Any
 
 from .errors import safe_str
 from .events import logger
+from .scheduler.state import (
+    _CACHED,
+    _CANCELLED,
+    _FAILED,
+    _MAPPED,
+    _RETRY_WAIT,
+    _RUNNING,
+    _SKIPPED,
+    _STATUS_NAMES,
+)
 from .tracebacks import format_failure
 
 __all__ = ["FIRST", "INTERVAL", "SIMULATED", "Watched", "run_options", "watch"]
@@ -36,22 +46,10 @@ MAX_LISTED = 500  # entries listed per status
 MAX_SPANS = 2000  # failed attempts and waits listed (the latest)
 SIMULATED = 2000  # runs of up to this many tasks are simulated to say what bound them
 
-# the scheduler's status codes (scheduler/state.py), named as the page shows them
-_PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED, _STORING = range(6)
-_SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _REUSED, _CACHED = range(6, 12)
-_NAMES = (
-    "pending",
-    "pending",
-    "running",
-    "retrying",
-    "running",
-    "running",
-    "succeeded",
-    "failed",
-    "skipped",
-    "cancelled",
-    "reused",
-    "cached",
+# the page's name of each of the scheduler's status codes: its own, but a task waiting to
+# retry is "retrying"
+_NAMES = tuple(
+    "retrying" if code == _RETRY_WAIT else name for code, name in enumerate(_STATUS_NAMES)
 )
 #: statuses whose tasks are listed one by one (succeeded ones are in the stored results; those
 #: being stored, thousands in a fast run, only counted: they are there a moment later)
