@@ -80,11 +80,7 @@ class Prediction:
         settings; see :attr:`resources`), ``{}`` none; a pool or limit that tasks name but
         nobody declared is left out of the prediction.
         """
-        _check_mode(mode)
-        limits = self._limits(resources, rate_limits)
-        return self._simulate(
-            self._weights(durations), resolve_max_workers(max_workers), mode, *limits
-        )
+        return self._replay(durations, max_workers, mode, resources, rate_limits)
 
     def predicted_order(
         self,
@@ -98,13 +94,26 @@ class Prediction:
         """The order in which the tasks start in :meth:`simulate`'s replay (same arguments).
         With one worker, or ``mode="sequential"``, it is the order a run starts them in
         (``run.order``) whatever the tasks take; with more, it holds for these durations."""
-        _check_mode(mode)
         starts: list[int] = []
-        limits = self._limits(resources, rate_limits)
-        w = self._weights(durations)
-        self._simulate(w, resolve_max_workers(max_workers), mode, *limits, starts=starts)
+        self._replay(durations, max_workers, mode, resources, rate_limits, starts)
         names = self.graph.names
         return [names[i] for i in starts]
+
+    def _replay(
+        self,
+        durations: Durations,
+        max_workers: int | None,
+        mode: str,
+        resources: Mapping[str, float] | None,
+        rate_limits: Mapping[str, Any] | None,
+        starts: list[int] | None = None,
+    ) -> float:
+        """:meth:`simulate` and :meth:`predicted_order`: the arguments checked and read, the
+        replay run (each start appended to ``starts`` if given)."""
+        _check_mode(mode)
+        limits = self._limits(resources, rate_limits)
+        w = self._weights(durations)
+        return self._simulate(w, resolve_max_workers(max_workers), mode, *limits, starts=starts)
 
     def what_if(
         self,
