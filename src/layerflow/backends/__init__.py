@@ -53,6 +53,7 @@ __all__ = [
     "Done",
     "BACKENDS",
     "LONG_TASK",
+    "SIGNAL_POLL",
     "install_command",
     "open_backend",
     "sync_call",
@@ -63,6 +64,11 @@ Done = Callable[..., None]
 #: a task longer than this has its CPU time read (two clock reads, about 1 us; the GIL note
 #: of ``RunResult.cpu_note`` needs it) and reported as ``cpu``; a short one never pays for it
 LONG_TASK = 0.005
+
+#: the longest the run's own thread waits at once. The kernel hands a process's SIGINT to any
+#: of its threads; taken by another one, Python only flags it for the main thread, which an
+#: untimed wait never looks at: the Ctrl-C would be noticed only at the run's end.
+SIGNAL_POLL = 0.2
 
 
 class Backend(Protocol):

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import Cancelled
 from ..metrics import CURRENT_BOX
-from . import LONG_TASK, Done
+from . import LONG_TASK, SIGNAL_POLL, Done
 
 __all__ = ["CallerThread"]
 
@@ -54,7 +54,10 @@ class CallerThread:
         perf, cpu = time.perf_counter, time.thread_time
         mark = cpu()  # this thread's CPU clock after the last long call (or at the start)
         while True:
-            call = calls.get()
+            try:
+                call = calls.get(timeout=SIGNAL_POLL)
+            except queue.Empty:
+                continue  # a Ctrl-C another thread took is raised here, between waits
             if call is _STOP:
                 return
             fn, args, kwargs, on_done, handle = call

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from ..backends import SIGNAL_POLL
 from ..capture import install as install_capture
 from ..capture import uninstall as uninstall_capture
 from ..events import (
@@ -109,7 +110,8 @@ class Run(
             self.start()
             if caller is not None:
                 caller.serve()
-            self.done.wait()
+            while not self.done.wait(SIGNAL_POLL):
+                pass  # a Ctrl-C another thread took is raised here, between waits
         except KeyboardInterrupt:
             if self.done.is_set():
                 raise  # the run had ended: the Ctrl-C is the caller's
