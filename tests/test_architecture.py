@@ -126,6 +126,19 @@ def test_the_engine_imports_no_backend_module():
         assert "distributed" not in path.read_text(), path.name
 
 
+def test_the_engine_asks_a_backend_what_it_can_do_instead_of_its_name():
+    # what a pool can do (begin late, be interrupted, keep values, have slots) is asked of
+    # its backend (backends.Backend); only the state names the kinds, and the engine's own
+    # pools (its threads, the calling thread, the event loop it drives) may be named
+    for path in (PACKAGE / "scheduler").glob("*.py"):
+        if path.name in ("state.py", "pools.py"):  # the kinds; address= belongs to Dask
+            continue
+        found = re.findall(r"\b_(?:DASK|PROCESS)\b", path.read_text())
+        assert not found, f"{path.name} names a backend's kind: {found}"
+    pools = (PACKAGE / "scheduler" / "pools.py").read_text()
+    assert len(re.findall(r"\b_(?:DASK|PROCESS)\b", pools)) == 2  # imported, address=
+
+
 def test_no_scheduler_module_is_long():
     for path in (PACKAGE / "scheduler").glob("*.py"):
         lines = len(path.read_text().splitlines())

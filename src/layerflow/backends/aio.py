@@ -40,7 +40,7 @@ from ..capture import _SINK
 from ..errors import InternalError, safe_str
 from ..faults import Fault, guarded, log_fault
 from ..metrics import CURRENT_BOX
-from . import Done
+from . import Backend, Done
 
 __all__ = ["AsyncBackend"]
 
@@ -134,7 +134,7 @@ def _stop_kept_loops() -> None:
             keeper.thread.join(timeout=1)
 
 
-class AsyncBackend:
+class AsyncBackend(Backend):
     """Runs coroutine functions on an event loop; ``cancel`` cancels the coroutine."""
 
     def __init__(

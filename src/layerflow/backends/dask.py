@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import Cancelled, LayerflowError
 from ..faults import Fault, guarded, injected, log_fault
-from . import Done, install_command
+from . import Backend, Done, install_command
 from .dask_attempts import (
     LISTENING,
     ON_BEGIN,
@@ -58,12 +58,18 @@ def import_distributed() -> Any:
     return distributed
 
 
-class DaskBackend:
-    """Runs tasks on a Dask cluster; ``cancel`` cancels the Dask future.
+class DaskBackend(Backend):
+    """Runs tasks on a Dask cluster; ``cancel`` cancels the Dask future. A call begins when
+    a worker takes it, and Dask cannot interrupt it once begun; values stay on the cluster
+    until they are needed here.
 
     ``client``: an existing ``distributed.Client`` (left open at the end); ``address``: a
     scheduler to connect to (``tcp://host:8786``); neither: a local cluster for this run.
     """
+
+    begins_late = True
+    interrupts = False
+    keeps_values = True
 
     def __init__(
         self,
@@ -147,8 +153,9 @@ class DaskBackend:
         ``dask_values.py``)."""
         return ClusterValues(self, on_dask, succs, map_sources, needed_here=needed_here, keep=keep)
 
-    def threads(self) -> int:
-        """How many tasks the cluster runs at once (its worker threads, now)."""
+    def slots(self) -> int:
+        """How many tasks the cluster runs at once (its worker threads, now): a task with
+        a timeout waits here for one, so that its deadline does not count Dask's queue."""
         return max(1, sum(self.client.nthreads().values()))
 
     def submit(
@@ -361,7 +368,7 @@ class DaskBackend:
             else:
                 attempt.on_done(False, value, seconds)
 
-    def stop(self, handle: Attempt) -> None:
+    def spare(self, handle: Attempt) -> None:
         """The run stops (fail-fast): an attempt that has not begun on a worker never will
         (it ends with ``Cancelled``); one that began finishes and reports its result, as a
         thread task does, since Dask cannot interrupt it (cancelling it would only throw
