@@ -16,7 +16,6 @@ own ``retries`` apply instead.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 import uuid
@@ -32,17 +31,17 @@ from .dask_attempts import (
     ON_BEGIN,
     SUBMITTING,
     Attempt,
+    explained,
     heard_began,
     split_futures,
     unpicklable,
 )
-from .dask_cluster import LocalCluster as _LocalCluster
-from .dask_cluster import warn_if_dask_retries
+from .dask_cluster import connect, warn_if_dask_retries
 from .dask_values import ClusterValues
 from .dask_worker import METRICS_TOPIC, STARTED_TOPIC, stop_unbegun
 from .dask_worker import call as _call
 from .dask_worker import call_once as _call_once
-from .process import UnpicklableError, WorkerDied
+from .process import UnpicklableError
 
 __all__ = ["DaskBackend", "import_distributed"]
 
@@ -80,37 +79,8 @@ class DaskBackend(Backend):
         **_: Any,
     ) -> None:
         distributed = import_distributed()
-        self.local: _LocalCluster | None = None
         self.own_client = client is None
-        if client is not None:
-            if not isinstance(client, distributed.Client):
-                raise LayerflowError(
-                    f"client= must be a distributed.Client, got {type(client).__name__}"
-                )
-            self.client = client
-        elif address is not None:
-            try:
-                self.client = distributed.Client(address, timeout=30)
-            except (OSError, TimeoutError) as e:
-                raise LayerflowError(
-                    f"cannot connect to the Dask scheduler at {address}: {e}. Is `dask "
-                    f"scheduler` running there, and is the address tcp://HOST:PORT?"
-                ) from None
-        else:
-            n = os.cpu_count() or 1
-            self.local = _LocalCluster(n)
-            try:
-                self.client = distributed.Client(self.local.address, timeout=30)
-                self.client.wait_for_workers(n, timeout=120)
-            except Exception as e:
-                log = self.local.failure()
-                self.local.close()
-                raise LayerflowError(
-                    f"could not start a local Dask cluster: {e}" + (f"\n{log}" if log else "")
-                ) from None
-            except BaseException:  # Ctrl-C while it starts: no cluster left behind
-                self.local.close()
-                raise
+        self.client, self.local = connect(distributed, address, client)
         self._on_fault = on_fault
         # a cluster that reruns a dead worker's tasks: each task checks before it begins
         self._reruns = self.local is None and warn_if_dask_retries(self.client) > 0
@@ -317,7 +287,7 @@ class DaskBackend(Backend):
                 ON_BEGIN[attempt.key] = told
             self._resend(attempt)
             return
-        on_done(False, self._explain(attempt.name, error), seconds)
+        on_done(False, explained(attempt.name, error, self._killed), seconds)
 
     def _arrived(self, attempt: Attempt, future: Any, seconds: float) -> None:
         """A finished attempt's value is brought here before its end is reported: a
@@ -434,19 +404,6 @@ class DaskBackend(Backend):
             self._pending.append(attempt)
             if len(self._pending) == 1:
                 self._wake.notify()
-
-    def _explain(self, name: str, error: BaseException) -> BaseException:
-        """A worker that died becomes ``WorkerDied`` naming the worker and Dask's reason."""
-        if isinstance(error, self._killed):
-            worker = getattr(getattr(error, "last_worker", None), "address", "?")
-            died = WorkerDied(
-                f"task {name!r}: the Dask worker {worker} died while running it "
-                f"(KilledWorker: {error})",
-                None,
-            )
-            died.__cause__ = error
-            return died
-        return error
 
     def metrics(self) -> list[tuple[Any, dict[str, float], float | None, Any]]:
         """(tag, lf.record's numbers, seconds it ran on its worker, what it printed as
