@@ -60,6 +60,7 @@ class RunParts:
     final_counts: list[int]  # recording.py
     gate: Gate  # admission.py
     gated: bool  # admission.py
+    idle: int  # workers.py: thread workers waiting for a task (storage.py wakes them all)
     in_order: bool  # admission.py
     io_jobs: queue.SimpleQueue[Any] | None  # storage.py
     items: Any  # storage.py: the store's items of lf.parallel_map, or None

@@ -128,24 +128,27 @@ from ..names import new_run_id
 from ..options import RunOptions
 from ..plan import Plan
 from ..taskscope import clear as clear_scope
+from . import statuses
 
-_PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED, _STORING = range(6)
-_SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _REUSED, _CACHED = range(6, 12)
-_STATUS_NAMES = [
-    "pending",
-    "pending",
-    "running",
-    "pending",
-    "running",
-    "running",
-    "succeeded",
-    "failed",
-    "skipped",
-    "cancelled",
-    "reused",
-    "cached",
-]
-_WAITING_STATES = (_PENDING, _READY, _RETRY_WAIT)
+# the status codes under the engine's own (module-global) names: statuses.py
+_PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED, _STORING = (
+    statuses.PENDING,
+    statuses.READY,
+    statuses.RUNNING,
+    statuses.RETRY_WAIT,
+    statuses.MAPPED,
+    statuses.STORING,
+)
+_SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _REUSED, _CACHED = (
+    statuses.SUCCEEDED,
+    statuses.FAILED,
+    statuses.SKIPPED,
+    statuses.CANCELLED,
+    statuses.REUSED,
+    statuses.CACHED,
+)
+_STATUS_NAMES = statuses.STATUS_NAMES
+_WAITING_STATES = statuses.WAITING_STATES
 
 #: pool kinds; a task's kind comes from its ``executor`` option or the run's ``backend``;
 #: ``_CALLER`` (the calling thread) takes the thread tasks of a ``mode="sequential"`` run
