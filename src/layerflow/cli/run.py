@@ -332,11 +332,10 @@ def _nothing_to_resume(
     unfinished, folder = _unfinished(the_plan, None if store_at is True else store_at)
     if unfinished is not None:
         return False
-    if not out.quiet:
-        out.data(
-            f"Nothing to resume: the store {folder} has no unfinished run of "
-            f"{flow.name or file!r}. Run it without --resume to start afresh."
-        )
+    out.say(
+        f"Nothing to resume: the store {folder} has no unfinished run of "
+        f"{flow.name or file!r}. Run it without --resume to start afresh."
+    )
     return True
 
 
