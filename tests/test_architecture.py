@@ -187,3 +187,17 @@ def test_make_demo_installs_only_the_package():
     assert recipe is not None, demo.group(1)
     installs = [line for line in recipe.group(1).splitlines() if "pip install" in line]
     assert installs and all("[" not in line for line in installs), installs
+
+
+def test_the_command_line_writes_only_through_its_presenter():
+    """Every line for a person goes through cli/present.py, which owns the streams' rules
+    (--json, -q, warning:/error:): no other CLI module writes on its own."""
+    writes = re.compile(r"\bclick\.(echo|secho|confirm|prompt)\b|\bprint\(|\bsys\.std(out|err)\b")
+    found = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in sorted((PACKAGE / "cli").glob("*.py"))
+        if path.name != "present.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if writes.search(line)
+    ]
+    assert found == []
