@@ -688,3 +688,28 @@ def test_process_tasks_of_a_module_imported_under_python_c(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "49"
+
+
+def test_a_pool_is_closed_when_the_run_cannot_be_set_up_after_it_opened(monkeypatch):
+    # regression: the record of values kept where they ran is made after the pools open;
+    # when it failed, the pools that had opened (worker processes, a cluster) stayed open
+    from layerflow.backends.process import ProcessBackend
+
+    closed = []
+    original = ProcessBackend.close
+
+    def close(self):
+        closed.append(self)
+        original(self)
+
+    def values(self, *args, **kwargs):
+        raise RuntimeError("no record")
+
+    monkeypatch.setattr(ProcessBackend, "keeps_values", True)  # as Dask's pool does
+    monkeypatch.setattr(ProcessBackend, "values", values)
+    monkeypatch.setattr(ProcessBackend, "close", close)
+    flow = lf.Flow("leaky")
+    flow.add(lambda: 1, name="a", executor="process")
+    with pytest.raises(RuntimeError, match="no record"):
+        flow.run(progress=False)
+    assert len(closed) == 1

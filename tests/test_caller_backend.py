@@ -72,6 +72,31 @@ def test_a_ctrl_c_in_a_sequential_task_keeps_what_finished(ctrl_c):
     assert run.tasks["never"].status == "cancelled"
 
 
+def test_waiting_for_a_coroutine_is_not_the_next_calls_cpu_time(monkeypatch):
+    # regression: the calling thread waits for the next call in short steps (a Ctrl-C
+    # another thread took is seen between them); the CPU those waits used was counted as
+    # the next long call's
+    import layerflow.backends.caller as caller
+
+    monkeypatch.setattr(caller, "SIGNAL_POLL", 0.0005)  # many steps in a short wait
+
+    async def waits():
+        import asyncio
+
+        await asyncio.sleep(1.0)
+        return 1
+
+    def sleeps(waits):
+        time.sleep(0.02)  # long enough to have its CPU time read, and uses none
+        return waits
+
+    flow = lf.Flow("cpu")
+    flow.add(waits)
+    flow.add(sleeps)
+    run = flow.run(mode="sequential", progress=False)
+    assert run.cpu.get("sleeps", 0.0) < 0.01, run.cpu
+
+
 def test_a_group_timeout_holds_in_sequential_mode_too():
     stop = threading.Event()
     group = lf.TaskGroup("bounded", timeout=0.3)

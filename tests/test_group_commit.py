@@ -295,6 +295,37 @@ def test_a_ctrl_c_stays_an_interrupt_when_the_last_batch_cannot_be_stored(
     assert info.value.result.status == "interrupted"
 
 
+def test_a_second_ctrl_c_stops_the_wait_for_the_store_whichever_thread_takes_it(
+    tmp_path, monkeypatch
+):
+    # regression: after a Ctrl-C the run waits (up to 35 s) for results being stored; a
+    # second Ctrl-C taken by a thread other than the main one was seen only once the
+    # store landed, however long it took
+    import signal
+
+    slow_store(monkeypatch, 5.0)
+    release = threading.Event()
+
+    def elsewhere() -> None:  # a thread of its own takes the signal, as the kernel may
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    flow = lf.Flow("settling")
+    flow.add(lambda: 1, name="a")
+    flow.add(lambda a: release.wait(20), name="b")
+    timers = [threading.Timer(0.3, elsewhere), threading.Timer(1.0, elsewhere)]
+    for timer in timers:
+        timer.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            flow.run(store=tmp_path, progress=False)
+    finally:
+        release.set()
+        for timer in timers:
+            timer.cancel()
+    assert time.perf_counter() - t0 < 3.5  # not after the store's 5 s
+
+
 @pytest.mark.parametrize("backend", ["thread", "async"])
 def test_results_waiting_to_be_stored_are_bounded(tmp_path, batches, backend):
     # a store slower than the tasks: workers wait for it instead of piling up finished

@@ -35,8 +35,9 @@ and methods of :class:`Backend`, with the defaults most pools have):
     queue) and it reports when through ``began``: rate windows count from then.
 ``times_from_begin``
     A task's timeout counts from that report too (a backstop covers a worker that never
-    begins). Otherwise a task with a timeout waits for one of ``slots()`` to be free, so
-    that its deadline never counts a queue the scheduler cannot see.
+    begins). Otherwise, on a pool with ``slots()`` (a number, not None), a task with a
+    timeout waits for a free one, so that its deadline never counts a queue the scheduler
+    cannot see.
 ``interrupts``
     ``cancel`` stops a running call (a coroutine, a worker process). Where it cannot, a run
     that stops calls ``spare(handle)``: a call that has not begun never will, one that

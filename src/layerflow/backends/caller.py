@@ -58,8 +58,9 @@ class CallerThread(Backend):
         while True:
             try:
                 call = calls.get(timeout=SIGNAL_POLL)
-            except queue.Empty:
-                continue  # a Ctrl-C another thread took is raised here, between waits
+            except queue.Empty:  # a Ctrl-C another thread took is raised here, between waits
+                mark = cpu()  # (and waiting is no call's CPU time)
+                continue
             if call is _STOP:
                 return
             fn, args, kwargs, on_done, handle = call

@@ -91,7 +91,7 @@ class DaskBackend(Backend):
         self._pending: list[Attempt] = []
         self._tags: dict[str, Any] = {}  # attempt key -> the submitter's tag
         self._closed = False
-        # values on their way here (see _arrived), and attempts a stop asks about (stop)
+        # values on their way here (see _arrived), and attempts a stop asks about (spare)
         self._arrivals: list[tuple[Attempt, Any, float]] = []
         self._fetching = False
         self._direct: bool | None = True
@@ -227,7 +227,7 @@ class DaskBackend(Backend):
                 a.fail(e)
             return
         for a, future in zip(group, futures, strict=True):
-            with self._lock:  # (a stop reads it under the lock: see stop)
+            with self._lock:  # (a stop reads it under the lock: see spare)
                 a.future = future
             if a.cancelled:
                 self.cancel(a)

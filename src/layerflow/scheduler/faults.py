@@ -39,17 +39,15 @@ class Faults(State):
     begun = False
 
     def _fault(self, where: str, error: BaseException) -> None:
-        """A thread of the run's died with ``error`` (lock not held). A backend's thread may
-        die while the run's state is still being built (its pool opens in ``__init__``):
-        that fault waits in ``early_faults`` for :meth:`_take_up_faults`."""
+        """A thread of the run's died with ``error`` (lock not held). A pool's thread may
+        die before the run starts (while ``Run.__init__`` opens it): that fault waits in
+        ``early_faults`` for :meth:`_take_up_faults`."""
         logger.error("layerflow's %s thread failed", where, exc_info=error)
-        self.__dict__.setdefault("early_faults", []).append((where, error))  # (atomic)
-        lock = self.__dict__.get("lock")
-        if lock is None:
-            return
-        with lock:
+        with self.lock:  # (the state, lock included, is built before any pool opens)
             if self.begun:
                 self._fault_locked(where, error)
+            else:
+                self.__dict__.setdefault("early_faults", []).append((where, error))
 
     def _take_up_faults(self) -> bool:
         """At the start (lock held): True if a thread died before it; the run then ends."""

@@ -83,7 +83,7 @@ class RunParts:
     tracing: Any  # telemetry.py: an otel tracing, or None
     waits: list[tuple[int, str, Any, float, float]]  # admission.py
 
-    # their set-up, which State.__init__ calls
+    # their set-up, which State.__init__ calls (and Run.__init__: the pools, remote)
     def _init_admission(
         self, pools: Mapping[str, float], limits: Mapping[str, RateLimit | Adaptive]
     ) -> None: ...

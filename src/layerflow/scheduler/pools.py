@@ -67,24 +67,23 @@ class ForeignPools(State):
                 "(or executor='dask' on the tasks that should run there)"
             )
         bound = None if self.limit == _INFINITE else self.limit
+        self.keeper_kind, self.keeper = -1, None
         try:
             for kind in _FOREIGN:  # looked up by name, imported only when used
                 if kind in used:
                     self._open_pool(kind, bound, address, client)
-        except BaseException:
+                    if self.backends[kind].keeps_values:
+                        self.keeper_kind, self.keeper = kind, self.backends[kind]
+            if self.keeper is not None and not self.track_users:
+                # values that stay where they ran are let go once their last user finished
+                self.track_users = True
+                self.users_left = [len(s) for s in self.succs]
+            self._init_remote()
+        except BaseException:  # none left open (a Ctrl-C while a cluster starts, too)
             for started in self.backends:
                 if started is not None:
                     started.close()
             raise
-        self.keeper_kind, self.keeper = -1, None
-        for kind in _FOREIGN:
-            if self.backends[kind] is not None and self.backends[kind].keeps_values:
-                self.keeper_kind, self.keeper = kind, self.backends[kind]
-        if self.keeper is not None and not self.track_users:
-            # values that stay where they ran are let go once their last user finished
-            self.track_users = True
-            self.users_left = [len(s) for s in self.succs]
-        self._init_remote()
 
     def _open_pool(self, kind: int, bound: int | None, address: str | None, client: Any) -> None:
         opened = self.backends[kind] = open_backend(
@@ -168,7 +167,7 @@ class ForeignPools(State):
             if status[i] != _READY:
                 continue
             if running_kind[kind] >= slots[kind] and self.spec[i].timeout is not None:
-                # queued again when a task of that pool ends (``transitions._free_slot``)
+                # queued again when a task of that pool ends (``_free_slot``)
                 self.blocked_slot.append((self.keys[i], i))
                 continue
             if self.gated and not self._admit(i):

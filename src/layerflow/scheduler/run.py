@@ -154,8 +154,12 @@ class Run(
 
     def settle(self) -> None:
         """After an interrupt: wait for the results still being stored (a batch commit,
-        milliseconds), so that every task that finished is kept and shown as succeeded."""
-        self.done.wait(_SETTLE)
+        milliseconds), so that every task that finished is kept and shown as succeeded. A
+        second Ctrl-C gives up waiting."""
+        deadline = time.perf_counter() + _SETTLE
+        while not self.done.wait(SIGNAL_POLL):  # (in steps: see SIGNAL_POLL)
+            if time.perf_counter() > deadline:
+                return
 
     def close_unstarted(self) -> None:
         """Release the pools and the event thread of a run that never started."""

@@ -5,8 +5,6 @@ tasks are entries ``0..n-1``; the subtasks a ``map`` adds at run time are append
 Every field is guarded by ``lock``; the transitions (``transitions.py`` and the policy
 modules) mutate it with the lock held and are called by whoever holds the news: a thread
 worker whose task returned, a backend's done-callback, the timer, a checkpoint's thread.
-One write does not take it: ``faults._fault`` notes a thread that died before the lock
-existed (``early_faults``, one list append).
 
 Task states (``status[i]``; the names a ``RunResult`` shows are in ``_STATUS_NAMES``)::
 
