@@ -117,3 +117,46 @@ def test_a_graph_in_dot_is_the_data_only(folder):
     done = layerflow(folder, "graph", "mixed:flow", "--format", "dot")
     assert done.returncode == 0 and done.stderr == ""
     assert done.stdout.lstrip().startswith("digraph")
+
+
+# layerflow's logger said in a task, and in a thread the task starts (nobody's task)
+LOGS = textwrap.dedent(
+    """
+    import logging
+    import threading
+    import layerflow as lf
+
+    log = logging.getLogger("layerflow")
+    flow = lf.Flow("logs")
+
+    @flow.task
+    def a():
+        log.warning("said in the task")
+        log.error("gone wrong in the task")
+        aside = threading.Thread(target=log.warning, args=["said by a thread of its own"])
+        aside.start()
+        aside.join()
+        return 1
+    """
+)
+
+
+def test_layerflow_s_log_in_a_task_is_shown_once_as_the_task_s_line(tmp_path):
+    (tmp_path / "logs.py").write_text(LOGS)
+    done = layerflow(tmp_path, "run", "logs:flow", "--no-store")
+    assert done.returncode == 0, done.stderr
+    # (it was shown twice, as the task's line and as the command line's written into the
+    # task's output: `a | warning: said in the task`)
+    assert done.stderr.splitlines() == [
+        "a | WARNING layerflow: said in the task",
+        "a | ERROR layerflow: gone wrong in the task",
+        "warning: said by a thread of its own",  # nobody's task: the command line's line
+    ]
+
+
+def test_q_still_shows_an_error_layerflow_logs_in_a_task(tmp_path):
+    """-q shows no task's lines: an error logged in a task is the command line's to show."""
+    (tmp_path / "logs.py").write_text(LOGS)
+    done = layerflow(tmp_path, "run", "logs:flow", "--no-store", "-q")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["error: gone wrong in the task"]

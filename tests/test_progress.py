@@ -20,8 +20,9 @@ import layerflow as lf
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def run_in_pty(argv: list[str], cwd, timeout: float = 60) -> str:
-    """Run ``argv`` with its stdout and stderr on a pseudo-terminal; all it printed."""
+def run_in_pty(argv: list[str], cwd, timeout: float = 60, raw: bool = False) -> str:
+    """Run ``argv`` with its stdout and stderr on a pseudo-terminal; all it printed (its
+    terminal control sequences too, if ``raw``)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(argv, stdout=slave, stderr=slave, stdin=slave, cwd=cwd)
     os.close(slave)
@@ -41,7 +42,36 @@ def run_in_pty(argv: list[str], cwd, timeout: float = 60) -> str:
             break
     proc.wait(timeout=10)
     os.close(master)
-    return ANSI.sub("", b"".join(chunks).decode(errors="replace"))
+    text = b"".join(chunks).decode(errors="replace")
+    return text if raw else ANSI.sub("", text)
+
+
+def screen(raw: str) -> list[str]:
+    """The lines a terminal shows at the end of ``raw``: its text where the live display's
+    controls put it (carriage return, new line, cursor up, erase the line); colours and
+    the cursor's visibility dropped. Lines left empty are not listed."""
+    lines: list[list[str]] = [[]]
+    row = col = 0
+    for token in re.finditer(r"\x1b\[([0-9;?]*)([A-Za-z])|\r|\n|[^\x1b\r\n]+", raw):
+        text = token.group(0)
+        if token.group(2) == "A":  # cursor up
+            row = max(0, row - int(token.group(1) or 1))
+        elif token.group(2) == "K":  # erase the line (rich's: all of it)
+            lines[row] = []
+        elif token.group(2) is not None:  # colours, the cursor shown or hidden
+            continue
+        elif text == "\r":
+            col = 0
+        elif text == "\n":  # (the terminal's \r\n: the \r comes first)
+            row += 1
+            if row == len(lines):
+                lines.append([])
+        else:
+            line = lines[row]
+            line.extend(" " * (col - len(line)))
+            line[col : col + len(text)] = text
+            col += len(text)
+    return [shown for shown in ("".join(line).rstrip() for line in lines) if shown]
 
 
 @pytest.fixture
@@ -146,3 +176,51 @@ def test_the_live_display_shows_attempts_waits_and_keeps_its_last_frame(tmp_path
     # the last frame stays: every task done, counted by status, above the closing line
     last = out[out.rindex("3/3 done") :]
     assert "3 succeeded" in last.splitlines()[0] and "Completed 3 tasks" in last
+
+
+WARNS = textwrap.dedent(
+    """
+    import logging
+    import threading
+    import time
+
+    import layerflow as lf
+
+    log = logging.getLogger("layerflow")
+    flow = lf.Flow("warns")
+
+    @flow.task
+    def a():
+        time.sleep(1.2)  # the display has drawn a few frames by now
+        log.warning("said in the task")
+        later = threading.Timer(0.3, log.warning, ["said by a thread of the task's own"])
+        later.start()
+        later.join()
+        return 1
+
+    @flow.task
+    def b():
+        time.sleep(2.5)
+        return 2
+    """
+)
+
+
+def test_warnings_show_above_the_live_display_and_leave_its_frames_whole(tmp_path):
+    """layerflow's warnings, said while the display is drawn, come above it on lines of
+    their own; the display then goes on from under them, and no frame of it is left on
+    the screen but the last. (click.echo wrote them past the display's streams, straight
+    to the terminal after the frame: the next frame was drawn a line too low, over the
+    warning, under a stale line of the one before.) A warning logged in a task is shown
+    once, as that task's line."""
+    (tmp_path / "warns.py").write_text(WARNS)
+    argv = [sys.executable, "-m", "layerflow", "run", "warns:flow", "--no-store"]
+    shown = screen(run_in_pty(argv, tmp_path, raw=True))
+    frames = [n for n, line in enumerate(shown) if re.search(r"\d/2 done", line)]
+    assert len(frames) == 1, shown  # the last frame only: no stale line of an earlier one
+    assert re.search(r"━ 2/2 done .* 2 succeeded$", shown[frames[0]]), shown
+    assert sorted(shown[: frames[0]]) == [
+        "a | WARNING layerflow: said in the task",
+        "warning: said by a thread of the task's own",
+    ], shown
+    assert shown[-1].startswith("Completed 2 tasks"), shown

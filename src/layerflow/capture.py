@@ -51,6 +51,8 @@ __all__ = [
     "echo",
     "install",
     "keep",
+    "nobodys",
+    "shown_as_task_output",
     "uninstall",
 ]
 
@@ -112,6 +114,13 @@ class TaskLogs:
         elif type(sink) is tuple:
             parent = sink
         return cls(names, attempts, _ECHO.get(), parent)
+
+    def echoes_lines(self) -> bool:
+        """Whether the tasks' lines are shown as they come, by a line echo (this run's, or
+        the run of the task that started it)."""
+        if self.parent is not None:
+            return self.parent[0].echoes_lines()
+        return callable(self.echo)
 
     def write(self, i: int, text: str, err: bool, attempt: int = -1) -> bool:
         """Entry ``i`` wrote ``text`` (in ``attempt``; -1: the one running): kept, and
@@ -303,6 +312,42 @@ def _record(sink: Any, record: logging.LogRecord) -> bool:
         sink[0].log_record(sink[1], record, sink[2])
         return True
     return sink.record(record)
+
+
+@contextlib.contextmanager
+def nobodys() -> Iterator[None]:
+    """What the code in this block writes is nobody's output, whichever thread runs it (the
+    command line's own lines, said from a task's thread too): it goes to the streams as
+    they are, not into a task's logs."""
+    token = SINK.set(None)
+    try:
+        yield
+    finally:
+        SINK.reset(token)
+
+
+def shown_as_task_output(record: logging.LogRecord) -> bool:
+    """Whether ``record``, being logged now, is shown as a line of a task's output: a task
+    logs it, in a run whose tasks' lines are echoed (the command line's ``task | ...``),
+    and the record reaches the handler that keeps it. A handler that shows records itself
+    may leave such a record to the echo, which shows it once, with the task's name."""
+    sink = SINK.get()
+    if isinstance(sink, _Cell):
+        if sink.i < 0:  # a worker between tasks
+            return False
+        logs = sink.logs
+    elif type(sink) is tuple:
+        logs = sink[0]
+    else:  # nobody's, or a worker process's (whose echo is the parent's, unknown here)
+        return False
+    if not logs.echoes_lines():
+        return False
+    found: Any = logging.getLogger(record.name)
+    while found is not None:
+        if _HANDLER in found.handlers:
+            return True
+        found = found.parent if found.propagate else None
+    return False
 
 
 def keep(text: str, err: bool = False) -> None:

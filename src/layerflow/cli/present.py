@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import click
 
-from ..capture import LineEcho
+from ..capture import LineEcho, nobodys, shown_as_task_output
 from ..errors import ResultNotStored, Skip
 from ..events import final_line
 from ..logview import line_echo, tail
@@ -64,31 +64,43 @@ class Presenter:
         """Whether a run shows a live display (a terminal, and no ``-v``)."""
         return self.stream.isatty() and not self.verbose
 
+    def _echo(self, text: str, err: bool = False, nl: bool = True) -> None:
+        """``text`` on stderr or stdout: on the stream as it is now, and as nobody's output.
+
+        A live display has put its own streams in place (rich's, wrapped by the tasks'
+        output capture), which show each line above the display. ``click.echo`` left to
+        itself would not write to them: their ``encoding`` is None, so click writes to a
+        text wrapper of its own around the terminal's file, under the display, whose next
+        refresh leaves a stale frame line and wipes the text. And a line said in a task's
+        thread (a warning layerflow logs there) is the command line's, not the task's."""
+        with nobodys():
+            click.echo(text, nl=nl, file=sys.stderr if err else sys.stdout)
+
     def say(self, text: str = "") -> None:
         """A line for people (nothing with ``-q``)."""
         if not self.quiet:
-            click.echo(text, err=self.json)
+            self._echo(text, err=self.json)
 
     def data(self, text: str, nl: bool = True) -> None:
         """What was asked for, on stdout whatever the mode."""
-        click.echo(text, nl=nl)
+        self._echo(text, nl=nl)
 
     def failure(self, text: str = "") -> None:
         """A line about a failure: shown even with ``-q``, on stderr then."""
-        click.echo(text, err=self.quiet or self.json)
+        self._echo(text, err=self.quiet or self.json)
 
     def aside(self, text: str) -> None:
         """A remark on stderr, so that stdout stays the data asked for."""
-        click.echo(text, err=True)
+        self._echo(text, err=True)
 
     def warning(self, message: str) -> None:
         """``warning: ...`` on stderr (nothing with ``-q``)."""
         if not self.quiet:
-            click.echo(f"warning: {message}", err=True)
+            self._echo(f"warning: {message}", err=True)
 
     def error(self, message: str) -> None:
         """``error: ...`` on stderr, whatever the mode."""
-        click.echo(f"error: {message}", err=True)
+        self._echo(f"error: {message}", err=True)
 
     def confirm(self, prompt: str) -> bool:
         """A yes/no question, asked on stderr (stdout may be the JSON)."""
@@ -216,13 +228,17 @@ def skip_reasons(skipped: list[Any]) -> list[str]:
 
 class WarningLines(logging.Handler):
     """layerflow's log on stderr as ``warning: ...`` and ``error: ...`` lines (the logger's
-    level decides what ``-q`` hides)."""
+    level decides what ``-q`` hides). A record logged in a task whose lines are shown live
+    is left to them: it is shown once, as the task's ``task | WARNING layerflow: ...``
+    (kept in the task's logs too), not a second time without the task's name."""
 
     def __init__(self, out: Presenter) -> None:
         super().__init__(logging.WARNING)
         self.out = out
 
     def emit(self, record: logging.LogRecord) -> None:
+        if shown_as_task_output(record):
+            return
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:  # a bug of ours: its traceback
             text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
