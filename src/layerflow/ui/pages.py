@@ -277,7 +277,7 @@ def _legend(result: Any) -> Markup:
         for outcome, label in (("running", "running"), ("unfinished", "running when it stopped"))
         if any(a.outcome == outcome for a in result.attempts)
     ]
-    return Markup(join(ours) + report.legend(result))
+    return join([*ours, report.legend(result)])
 
 
 def run_sections(view: RunView, now: float | None = None) -> dict[str, str]:
@@ -298,14 +298,14 @@ def run_sections(view: RunView, now: float | None = None) -> dict[str, str]:
         "status": _pill(view.status),
         "banner": esc(banner),
         "progress": _header(view),
-        "summary": Markup(summary),
+        "summary": summary,
         "failures": _failures(view),
         "waiting": _waiting(view, now),
         "notes": join(tag("li", n) for n in notes),
         "legend": _legend(result),
-        "timeline": Markup(timeline),
-        "graph": Markup(graph),
-        "table": Markup(table),
+        "timeline": timeline,
+        "graph": graph,
+        "table": table,
     }
 
 
