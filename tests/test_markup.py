@@ -46,7 +46,7 @@ def test_a_pattern_fills_escaped_values_into_markup_made_once():
     assert bar(*["a", 1.0, "b"]) == _bar("a", num(1.0, ".2f"), "b")  # as tag() makes it
     with pytest.raises(TypeError):  # a number's hole takes no text
         bar("a", "<script>", "b")
-    with pytest.raises(TypeError, match="_bar takes 3 values, not 2"):
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'task'"):
         bar("a", 1.0)
 
 
@@ -59,3 +59,5 @@ def test_a_pattern_says_what_is_wrong_with_it():
         pattern(lambda cls, task: tag("b", cls))
     with pytest.raises(ValueError, match="no parameter to fill"):
         pattern(lambda: tag("br"))
+    with pytest.raises(ValueError, match="may not start with _"):
+        pattern(lambda _e: tag("b", _e))

@@ -12,6 +12,7 @@ from .common import (
     TaskRun,
     clip,
     error_text,
+    pattern,
     secs,
     tag,
     void,
@@ -26,6 +27,23 @@ def fit(name: str, width: float) -> str:
     """``name`` cut to what a bar ``width`` px wide can hold."""
     room = int((width - 6) / LABEL_CHAR)
     return name if len(name) <= room else name[: max(room - 1, 1)] + "…"
+
+
+NODE_W, NODE_H = 164, 24  # px: a task's box
+
+
+# what is drawn by the hundred: patterns, made once by tag() and void()
+def _node(cls: str, task: str, tip: str, x: int, y: int, tx: int, ty: int, text: str) -> Markup:
+    box = void("rect", x=x, y=y, width=NODE_W, height=NODE_H, rx=5)
+    return tag("g", box, tag("text", text, x=tx, y=ty), class_=cls, data_task=task, data_tip=tip)
+
+
+def _edge(cls: str, d: str) -> Markup:
+    return void("path", class_=cls, d=d)
+
+
+NODE = pattern(_node)
+EDGE = pattern(_edge)
 
 
 def tip_task(t: TaskRun, needs: list[str], critical: bool) -> str:
@@ -63,17 +81,19 @@ def graph(
     needs: dict[str, list[str]] = {}
     for up, down in edges:
         needs.setdefault(down, []).append(up)
-    col_w, node_w, node_h, vgap, top, left = 190, 164, 24, 10, 30, 12
+    col_w, node_w, node_h, vgap, top, left = 190, NODE_W, NODE_H, 10, 30, 12
 
-    def node(cls: str, x: float, y: float, text: str, tip: str, task: str | None = None) -> Markup:
+    def node(cls: str, x: int, y: int, text: str, tip: str, task: str | None = None) -> Markup:
         """A task's box with its name, and its hover text."""
-        box = void("rect", x=x, y=y, width=node_w, height=node_h, rx=5)
+        if task is not None and not titles:
+            return NODE(cls, task, tip, x, y, x + 8, y + 16, text)
+        box = void("rect", x=x, y=y, width=NODE_W, height=NODE_H, rx=5)
         label = tag("text", text, x=x + 8, y=y + 16)
         if titles:
             return tag("g", tag("title", tip), box, label, class_=cls, data_task=task)
         return tag("g", box, label, class_=cls, data_task=task, data_tip=tip)
 
-    pos: dict[str, tuple[float, float]] = {}
+    pos: dict[str, tuple[int, int]] = {}
     nodes: list[Markup] = []
     drawn_total = 0
     tallest = 0
@@ -120,13 +140,13 @@ def graph(
         drawable.sort(key=lambda e: e not in crit_pairs)
         drawable = drawable[: caps.edges]
     for up, down in drawable:
-        (x1, y1), (x2, y2) = pos[up], pos[down]
-        x1, y1, y2 = x1 + node_w, y1 + node_h / 2, y2 + node_h / 2
+        (left1, top1), (x2, top2) = pos[up], pos[down]
+        x1, y1, y2 = left1 + node_w, top1 + node_h / 2, top2 + node_h / 2
         dx = (x2 - x1) / 2
         cls = "edge crit" if (up, down) in crit_pairs else "edge"
         # a curve from the right of one box to the left of the other: numbers only
         d = f"M{x1:.0f},{y1:.0f} C{x1 + dx:.0f},{y1:.0f} {x2 - dx:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
-        lines.append(void("path", class_=cls, d=d))
+        lines.append(EDGE(cls, d))
     width = left + min(len(layers), caps.layers) * col_w
     height = top + tallest * (node_h + vgap) + 4
     return tag(
