@@ -134,7 +134,8 @@ def pattern(build: Callable[..., Markup], **formats: str) -> Callable[..., Marku
     ``formats`` give a parameter a number format (``x=".2f"``; ``d``, ``f``, ``g`` or
     ``e`` with a precision): its value must then be a number (text there is a TypeError,
     never text in the page)."""
-    name = getattr(build, "__name__", None) or repr(build)
+    func = getattr(build, "func", build)  # a functools.partial's function
+    name = getattr(func, "__name__", None) or repr(build)
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     params = inspect.signature(build).parameters.values()
     names = [p.name for p in params if p.kind in positional]

@@ -4,6 +4,7 @@ rate windows and retries below them, as SVG."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 from .common import (
     REPORT_CAPS,
@@ -53,7 +54,7 @@ def ticks(span: float) -> list[float]:
 MAX_LABELS = REPORT_CAPS.labels
 
 
-# what is drawn by the thousand: Patterns, made once by void() and tag()
+# what is drawn by the thousand: patterns, made once by void() and tag()
 def _bar(
     cls: str,
     x: float,
@@ -79,20 +80,19 @@ def _bar(
     )
 
 
-def _name(x: float, y: float, t0: float, t1: float, task: str, text: str) -> Markup:
-    return tag("text", text, class_="bl", x=x, y=y, data_t0=t0, data_t1=t1, data_name=task)
-
-
-def _hidden_name(x: float, y: float, t0: float, t1: float, task: str, text: str) -> Markup:
+def _name(
+    x: float, y: float, t0: float, t1: float, task: str, text: str, *, hidden: bool = False
+) -> Markup:
     return tag(
-        "text", text, class_="bl", x=x, y=y, data_t0=t0, data_t1=t1, data_name=task, hidden=True
+        "text", text, class_="bl", x=x, y=y, data_t0=t0, data_t1=t1, data_name=task, hidden=hidden
     )
 
 
 TIMES = {"t0": ".9g", "t1": ".9g"}  # seconds from the run's start, for the zoom script
 BAR = pattern(_bar, x=".2f", y=".1f", width=".2f", **TIMES)
 NAME = pattern(_name, x=".2f", y=".1f", **TIMES)  # a bar's name, where it fits
-HIDDEN_NAME = pattern(_hidden_name, x=".2f", y=".1f", **TIMES)  # the script shows it on zoom
+# the script shows it when zooming in makes room for it
+HIDDEN_NAME = pattern(partial(_name, hidden=True), x=".2f", y=".1f", **TIMES)
 MIN_BAR = 3.0  # px: an instant task still shows
 
 
