@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import pytest
 
@@ -13,6 +14,26 @@ import pytest
 # child process starts its program).
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture
+def ctrl_c():
+    """``ctrl_c(seconds=0)``: a Ctrl-C to the main thread, as a terminal's reaches it (an
+    ``os.kill`` of this process may be taken by any thread, and is then seen later)."""
+    timers = []
+    main = threading.main_thread().ident
+
+    def send(seconds: float = 0.0) -> None:
+        if seconds <= 0:
+            signal.pthread_kill(main, signal.SIGINT)
+            return
+        timer = threading.Timer(seconds, signal.pthread_kill, (main, signal.SIGINT))
+        timers.append(timer)
+        timer.start()
+
+    yield send
+    for timer in timers:  # never an interrupt after the test that asked for it
+        timer.cancel()
 
 
 @pytest.fixture(scope="session")

@@ -126,6 +126,19 @@ def test_the_engine_imports_no_backend_module():
         assert "distributed" not in path.read_text(), path.name
 
 
+def test_the_engine_asks_a_backend_what_it_can_do_instead_of_its_name():
+    # what a pool can do (begin late, be interrupted, keep values, have slots) is asked of
+    # its backend (backends.Backend); only the state names the kinds, and the engine's own
+    # pools (its threads, the calling thread, the event loop it drives) may be named
+    for path in (PACKAGE / "scheduler").glob("*.py"):
+        if path.name in ("state.py", "pools.py"):  # the kinds; address= belongs to Dask
+            continue
+        found = re.findall(r"\b_(?:DASK|PROCESS)\b", path.read_text())
+        assert not found, f"{path.name} names a backend's kind: {found}"
+    pools = (PACKAGE / "scheduler" / "pools.py").read_text()
+    assert len(re.findall(r"\b_(?:DASK|PROCESS)\b", pools)) == 2  # imported, address=
+
+
 def test_no_scheduler_module_is_long():
     for path in (PACKAGE / "scheduler").glob("*.py"):
         lines = len(path.read_text().splitlines())
@@ -174,3 +187,17 @@ def test_make_demo_installs_only_the_package():
     assert recipe is not None, demo.group(1)
     installs = [line for line in recipe.group(1).splitlines() if "pip install" in line]
     assert installs and all("[" not in line for line in installs), installs
+
+
+def test_the_command_line_writes_only_through_its_presenter():
+    """Every line for a person goes through cli/present.py, which owns the streams' rules
+    (--json, -q, warning:/error:): no other CLI module writes on its own."""
+    writes = re.compile(r"\bclick\.(echo|secho|confirm|prompt)\b|\bprint\(|\bsys\.std(out|err)\b")
+    found = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in sorted((PACKAGE / "cli").glob("*.py"))
+        if path.name != "present.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if writes.search(line)
+    ]
+    assert found == []

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 
@@ -48,7 +47,7 @@ def test_plain_tasks_run_in_the_calling_thread_and_coroutines_on_the_loop():
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
-def test_a_ctrl_c_in_a_sequential_task_keeps_what_finished():
+def test_a_ctrl_c_in_a_sequential_task_keeps_what_finished(ctrl_c):
     def quick():
         return "done"
 
@@ -62,7 +61,7 @@ def test_a_ctrl_c_in_a_sequential_task_keeps_what_finished():
     flow.add(quick)
     flow.add(slow)
     flow.add(never)
-    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    ctrl_c(0.3)
     t0 = time.perf_counter()
     with pytest.raises(lf.RunInterrupted) as info:
         flow.run(mode="sequential")

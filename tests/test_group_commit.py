@@ -280,17 +280,16 @@ def test_the_run_ends_when_starting_the_next_tasks_fails_on_the_store_thread(tmp
     assert fired and "run" in out and out["run"]["c"] == 3  # type: ignore[index]
 
 
-def test_a_ctrl_c_stays_an_interrupt_when_the_last_batch_cannot_be_stored(tmp_path, monkeypatch):
+def test_a_ctrl_c_stays_an_interrupt_when_the_last_batch_cannot_be_stored(
+    tmp_path, monkeypatch, ctrl_c
+):
     # regression: the batch awaited after Ctrl-C failed to store, and the run's outcome
     # turned from "interrupted" to "failed": TaskFailed swallowed the KeyboardInterrupt
-    import os
-    import signal
-
     slow_store(monkeypatch, 0.5, fail=True)
     flow = lf.Flow("interrupted")
     flow.add(lambda: 1, name="a")
     flow.add(lambda a: a + 1, name="b")
-    threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    ctrl_c(0.2)
     with pytest.raises(lf.RunInterrupted) as info:
         flow.run(store=tmp_path)
     assert info.value.result.status == "interrupted"

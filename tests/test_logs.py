@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sqlite3
 import sys
 import threading
@@ -432,19 +431,23 @@ def test_runs_at_the_same_time_keep_their_own_output_and_put_streams_back():
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
-def test_streams_are_put_back_after_ctrl_c():
+def test_streams_are_put_back_after_ctrl_c(ctrl_c):
     before = sys.stdout, sys.stderr, list(logging.getLogger().handlers)
     flow = lf.Flow("interrupted")
+    release = threading.Event()
 
     @flow.task
     def waits():
         print("waiting")
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, in the thread that called flow.run
-        time.sleep(0.5)
+        ctrl_c()  # Ctrl-C, in the thread that called flow.run
+        release.wait(10)
         return 1
 
-    with pytest.raises(lf.RunInterrupted) as caught:
-        flow.run()
+    try:
+        with pytest.raises(lf.RunInterrupted) as caught:
+            flow.run()
+    finally:
+        release.set()
     assert caught.value.result.status == "interrupted"
     assert (sys.stdout, sys.stderr, logging.getLogger().handlers) == before
 

@@ -517,6 +517,51 @@ def test_ctrl_c_stops_the_run_and_keeps_finished_results():
     assert report["tasks"] == {"quick": "succeeded", "slow": "cancelled", "after": "cancelled"}
 
 
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
+@pytest.mark.parametrize("mode", ["dynamic", "sequential"])
+def test_a_ctrl_c_received_by_another_thread_still_stops_the_run(mode):
+    # regression (seen in CI): the kernel gives a process's SIGINT to any of its threads.
+    # Taken by another thread, Python only sets a flag for the main thread, and a main
+    # thread blocked in an untimed wait never looked at it: the run went on to its end and
+    # the Ctrl-C then escaped as a plain KeyboardInterrupt
+    release = threading.Event()
+
+    def ctrl_c_elsewhere():  # a thread of its own takes the signal, as the kernel may choose
+        threading.Timer(
+            0.1, lambda: signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        ).start()
+
+    def quick():
+        return "done"
+
+    def slow(quick):
+        ctrl_c_elsewhere()
+        release.wait(10)
+
+    async def slow_coroutine(quick):  # sequential: the main thread waits for the loop's task
+        ctrl_c_elsewhere()
+        for _ in range(100):
+            if release.is_set():
+                return
+            await asyncio.sleep(0.1)
+
+    flow = lf.Flow("ctrl-c-elsewhere")
+    flow.add(quick)
+    flow.add(slow if mode == "dynamic" else slow_coroutine, name="slow")
+    flow.add(lambda slow: 1, name="after")
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught:
+            flow.run(mode=mode, progress=False)
+    finally:
+        release.set()
+    assert isinstance(caught.value, lf.RunInterrupted), type(caught.value)
+    assert time.perf_counter() - t0 < 5  # not after the task's 10 s
+    run = caught.value.result
+    assert run.status == "interrupted" and run["quick"] == "done"
+    assert run.tasks["after"].status == "cancelled"
+
+
 def test_a_long_task_among_tiny_ones_does_not_hold_them_up():
     # tiny tasks run on one worker (more threads would only add hand-offs); a worker stuck
     # in a long task must not keep the others from taking them

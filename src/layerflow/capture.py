@@ -4,7 +4,7 @@ While a run goes, ``sys.stdout`` and ``sys.stderr`` are replaced by a :class:`_T
 root logger gets one handler more (installed by the first run that starts, put back by the
 last that ends, whatever ended it; meanwhile ``logging.basicConfig`` looks past it, so a
 program that configures logging while a run goes still does). Neither keeps a table of
-threads: each asks a context variable, ``_SINK``, whom the code that writes belongs to. A
+threads: each asks a context variable, ``SINK``, whom the code that writes belongs to. A
 thread worker sets a ``_Cell`` there once and points it at the task and attempt it runs
 (three attribute stores per task, so a run whose tasks print nothing pays nothing
 measurable; a thread abandoned after a timeout keeps writing into its own attempt), and so
@@ -42,7 +42,17 @@ from typing import Any
 
 from .outputtext import LIMIT, BoundedText, Captured, record_line
 
-__all__ = ["LIMIT", "Captured", "TaskLogs", "cell_in", "echo", "install", "keep", "uninstall"]
+__all__ = [
+    "LIMIT",
+    "SINK",
+    "Captured",
+    "TaskLogs",
+    "cell_in",
+    "echo",
+    "install",
+    "keep",
+    "uninstall",
+]
 
 
 #: ``(task, line, stream)``: a whole line a task wrote, ``stream`` is "stdout" or "stderr"
@@ -53,7 +63,7 @@ Echo = LineEcho | str | None
 _ECHO: contextvars.ContextVar[Echo] = contextvars.ContextVar("layerflow_echo", default="raw")
 # whom the running code belongs to: a _Cell, a (TaskLogs, entry) pair (a coroutine's) or a
 # Captured (None: nobody's)
-_SINK: contextvars.ContextVar[Any] = contextvars.ContextVar("layerflow_sink", default=None)
+SINK: contextvars.ContextVar[Any] = contextvars.ContextVar("layerflow_sink", default=None)
 
 
 @contextlib.contextmanager
@@ -95,7 +105,7 @@ class TaskLogs:
     @classmethod
     def for_run(cls, names: list[str], attempts: list[int]) -> TaskLogs:
         """The logs of a run made now: the echo chosen around it, and the task it runs in."""
-        sink = _SINK.get()
+        sink = SINK.get()
         parent = None
         if isinstance(sink, _Cell) and sink.i >= 0:
             parent = (sink.logs, sink.i, sink.a)
@@ -189,14 +199,14 @@ class TaskLogs:
         echo = self.echo
         if not callable(echo):  # (only a callable echo is called here)
             return
-        token = _SINK.set(None)  # what the echo prints is nobody's output
+        token = SINK.set(None)  # what the echo prints is nobody's output
         try:
             for line in lines:
                 echo(name, line, "stderr" if err else "stdout")
         except Exception:  # a terminal gone (a closed pipe): the output is still kept
             pass
         finally:
-            _SINK.reset(token)
+            SINK.reset(token)
 
     def flush(self) -> None:
         """The run has ended: echo the lines still waiting for their end."""
@@ -267,7 +277,7 @@ class _Cell:
 def open_cell(logs: TaskLogs) -> _Cell:
     """Give the calling thread's context a cell (a thread worker, before its first task)."""
     cell = _Cell(logs)
-    _SINK.set(cell)
+    SINK.set(cell)
     return cell
 
 
@@ -275,12 +285,12 @@ def cell_in(context: contextvars.Context, logs: TaskLogs) -> _Cell:
     """A cell in ``context`` (the run's copy of its caller's: the calling thread's calls of
     a sequential run run in copies of it, one at a time, and say whose they are there)."""
     cell = _Cell(logs)
-    context.run(_SINK.set, cell)
+    context.run(SINK.set, cell)
     return cell
 
 
 def _write(sink: Any, text: str, err: bool) -> bool:
-    """``sink`` (``_SINK``'s value, not None) takes ``text``: True when the real stream must
+    """``sink`` (``SINK``'s value, not None) takes ``text``: True when the real stream must
     not get it too."""
     if type(sink) is tuple:
         return sink[0].write(sink[1], text, err, sink[2])
@@ -304,7 +314,7 @@ def keep(text: str, err: bool = False) -> None:
         return
     if not text.endswith("\n"):
         text += "\n"
-    sink = _SINK.get()
+    sink = SINK.get()
     if sink is not None:
         _write(sink, text, err)  # (never writes to a real stream itself: the tee does)
         return
@@ -318,11 +328,11 @@ def capturing(limit: int = LIMIT) -> Iterator[Captured]:
     """Capture what the code in this block writes, in this context (a worker's call)."""
     box = Captured(limit)
     install()
-    token = _SINK.set(box)
+    token = SINK.set(box)
     try:
         yield box
     finally:
-        _SINK.reset(token)
+        SINK.reset(token)
         uninstall()
 
 
@@ -335,7 +345,7 @@ class _Tee:
         self._err = err
 
     def write(self, text: str) -> int:
-        sink = _SINK.get()
+        sink = SINK.get()
         if sink is not None and type(text) is str and text and _write(sink, text, self._err):
             return len(text)
         return self._real.write(text)
@@ -355,7 +365,7 @@ class _Handler(logging.Handler):
     """On the root logger while runs go: a task's records to its logs."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        sink = _SINK.get()
+        sink = SINK.get()
         others = self._others(record)
         if sink is not None and any(_to_tee(h, record) for h in others):
             return  # another handler writes it to sys.stdout/stderr: kept as it writes it
@@ -458,7 +468,7 @@ def _forked() -> None:
     child is not a task, whatever it inherited; it writes to the real streams."""
     global _LOCK, _USERS
     _LOCK = threading.Lock()  # (another thread may have held it at the fork)
-    _SINK.set(None)
+    SINK.set(None)
     if _USERS:
         _USERS = 1
         uninstall()

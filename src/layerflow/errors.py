@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "LayerflowError",
+    "NoRetry",
     "InvalidOptionError",
     "DuplicateTaskError",
     "MissingDependencyError",
@@ -69,11 +70,12 @@ class LayerflowError(Exception):
     """Base class of every error layerflow raises on its own account."""
 
 
-class _NoRetry(LayerflowError):
-    """Marker base: errors a retry would only repeat (never retried)."""
+class NoRetry(LayerflowError):
+    """Marker base: errors a retry would only repeat (never retried, whatever a task's
+    ``retry_on`` says)."""
 
 
-class Cancelled(_NoRetry):
+class Cancelled(NoRetry):
     """Raised by a task that layerflow stopped while it ran (fail-fast): it ends as
     ``"cancelled"``, not as a failure of its own."""
 
@@ -166,7 +168,7 @@ class RunInterrupted(KeyboardInterrupt):
 # --- errors of particular parts, all here so that every part can raise and catch them ---
 
 
-class MapError(_NoRetry, TypeError):
+class MapError(NoRetry, TypeError):
     """A ``map`` task cannot be fanned out: what it maps over is not a list, or the lists
     it zips have different lengths."""
 
@@ -181,7 +183,7 @@ class Skip(Exception):  # noqa: N818 (raised to say "skip", not an error)
         self.reason = reason
 
 
-class RateLimited(_NoRetry):
+class RateLimited(NoRetry):
     """Raise it in a task to push back (an HTTP 429, say): the task's rate limits pause for
     ``retry_after`` seconds and the task is tried again without spending one of its
     ``retries``."""
@@ -228,7 +230,7 @@ class CommandFailed(LayerflowError):
         self.stderr = stderr
 
 
-class GroupTimeout(TaskTimeout, _NoRetry):
+class GroupTimeout(TaskTimeout, NoRetry):
     """A ``parallel_group``'s time ran out (not retried: the group's time is spent)."""
 
 
@@ -249,7 +251,7 @@ class StoreError(LayerflowError):
         self.kind = kind
 
 
-class ResultNotStored(_NoRetry, StoreError):
+class ResultNotStored(NoRetry, StoreError):
     """A task finished but the store could not make its result durable (disk full, a
     broken database): the task fails, since a task is done only once its result is stored.
     Not retried: the store, not the task, is at fault."""
@@ -273,7 +275,7 @@ class RecordedError(Exception):
         return str(self.args[0]) if self.args else ""
 
 
-class MissingOnWorker(_NoRetry):
+class MissingOnWorker(NoRetry):
     """A Dask worker cannot import a module the task's code needs (``module``): not retried,
     since another attempt on the same workers fails the same way."""
 
@@ -296,7 +298,7 @@ class WorkerDied(LayerflowError):
         return type(self), (str(self), self.exitcode)
 
 
-class UnpicklableError(_NoRetry, TypeError):
+class UnpicklableError(NoRetry, TypeError):
     """A task's function, an argument, or its result cannot be sent between processes."""
 
 

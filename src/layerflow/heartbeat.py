@@ -26,15 +26,15 @@ from typing import Any
 
 from .errors import safe_str
 from .events import logger
-from .scheduler.state import (
-    _CACHED,
-    _CANCELLED,
-    _FAILED,
-    _MAPPED,
-    _RETRY_WAIT,
-    _RUNNING,
-    _SKIPPED,
-    _STATUS_NAMES,
+from .scheduler.statuses import (
+    CACHED,
+    CANCELLED,
+    FAILED,
+    MAPPED,
+    RETRY_WAIT,
+    RUNNING,
+    SKIPPED,
+    STATUS_NAMES,
 )
 from .tracebacks import format_failure
 
@@ -48,12 +48,10 @@ SIMULATED = 2000  # runs of up to this many tasks are simulated to say what boun
 
 # the page's name of each of the scheduler's status codes: its own, but a task waiting to
 # retry is "retrying"
-_NAMES = tuple(
-    "retrying" if code == _RETRY_WAIT else name for code, name in enumerate(_STATUS_NAMES)
-)
+_NAMES = tuple("retrying" if code == RETRY_WAIT else name for code, name in enumerate(STATUS_NAMES))
 #: statuses whose tasks are listed one by one (succeeded ones are in the stored results; those
 #: being stored, thousands in a fast run, only counted: they are there a moment later)
-_LISTED = (_RUNNING, _MAPPED, _RETRY_WAIT, _FAILED, _SKIPPED, _CANCELLED, _CACHED)
+_LISTED = (RUNNING, MAPPED, RETRY_WAIT, FAILED, SKIPPED, CANCELLED, CACHED)
 
 
 def _limit_text(kind: str, what: Any) -> str:
@@ -159,7 +157,7 @@ class Watched:
             while k >= 0 and listed < MAX_LISTED:
                 started = first[k] + offset if attempts[k] else None
                 error, tb = None, None
-                if code == _FAILED and errors[k] is not None:
+                if code == FAILED and errors[k] is not None:
                     error = safe_str(errors[k])
                     tb = self._traceback(k, errors[k], tracebacks)
                 tasks[names[k]] = [

@@ -14,8 +14,9 @@ attempt's end through one callback that the scheduler turns into the same transi
     metrics=None, cpu=None)`` exactly once, from any thread, unless the attempt was cancelled
     (``ref``: where the value stays, for a cluster; ``metrics``: what the task gave
     ``lf.record``; ``cpu``: its CPU seconds, when the backend measures them).
-    ``priority``, ``fetch`` and ``tag`` are hints a backend may ignore; ``began`` (process
-    backend) is called with the ``perf_counter`` time at which the call really began.
+    ``priority``, ``fetch`` and ``tag`` are hints a backend may ignore; ``began`` (given to a
+    backend that ``begins_late``) is called with the ``perf_counter`` time at which the
+    call really began.
 ``cancel(handle)``
     Stop that attempt (cancel the coroutine, kill the worker process); its ``on_done`` may
     or may not still be called, and the scheduler ignores it.
@@ -26,10 +27,24 @@ attempt's end through one callback that the scheduler turns into the same transi
     None back: no bound of its own), and a chance to start ``count`` workers before the
     first task arrives.
 
-``values(...)`` (Dask only)
-    A backend whose values may stay where they ran gives the run a record of which do,
-    and of the futures that stand for them (``dask_values.ClusterValues``); the scheduler
-    asks it whether to fetch a value, passes its futures downstream, and collects at the end.
+What a backend can do is asked of it, never guessed from its name (the class attributes
+and methods of :class:`Backend`, with the defaults most pools have):
+
+``begins_late``
+    Its calls begin a while after submission (a worker process's cold start, a cluster's
+    queue) and it reports when through ``began``: rate windows count from then.
+``times_from_begin``
+    A task's timeout counts from that report too (a backstop covers a worker that never
+    begins). Otherwise a task with a timeout waits for one of ``slots()`` to be free, so
+    that its deadline never counts a queue the scheduler cannot see.
+``interrupts``
+    ``cancel`` stops a running call (a coroutine, a worker process). Where it cannot, a run
+    that stops calls ``spare(handle)``: a call that has not begun never will, one that
+    began runs to its end and its result is kept.
+``keeps_values`` and ``values(...)``
+    Values may stay where they ran: the backend gives the run a record of which do, and of
+    the futures that stand for them (``dask_values.ClusterValues``); the scheduler asks it
+    whether to fetch a value, passes its futures downstream, and collects at the end.
 
 Backends are imported only when a run uses them (:func:`open_backend`); a missing optional
 one says how to install it. Policy (what starts when, retries, timeouts, limits) stays in the
@@ -43,7 +58,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from ..errors import InvalidOptionError, LayerflowError, did_you_mean
 from ..faults import log_fault
@@ -53,6 +68,7 @@ __all__ = [
     "Done",
     "BACKENDS",
     "LONG_TASK",
+    "SIGNAL_POLL",
     "install_command",
     "open_backend",
     "sync_call",
@@ -64,9 +80,20 @@ Done = Callable[..., None]
 #: of ``RunResult.cpu_note`` needs it) and reported as ``cpu``; a short one never pays for it
 LONG_TASK = 0.005
 
+#: the longest the run's own thread waits at once. The kernel hands a process's SIGINT to any
+#: of its threads; taken by another one, Python only flags it for the main thread, which an
+#: untimed wait never looks at: the Ctrl-C would be noticed only at the run's end.
+SIGNAL_POLL = 0.2
+
 
 class Backend(Protocol):
-    """What the scheduler needs from a pool it does not drive itself."""
+    """What the scheduler needs from a pool it does not drive itself, and what that pool
+    can do (see the module docstring). A backend subclasses it for the defaults."""
+
+    begins_late: ClassVar[bool] = False
+    times_from_begin: ClassVar[bool] = False
+    interrupts: ClassVar[bool] = True
+    keeps_values: ClassVar[bool] = False
 
     def submit(
         self,
@@ -88,6 +115,19 @@ class Backend(Protocol):
     def capacity(self, limit: int | None) -> int | None: ...
 
     def prepare(self, count: int) -> None: ...
+
+    def slots(self) -> int | None:
+        """How many calls run at once, for a task with a timeout to wait for a free one;
+        None: a submitted call begins at once (or is timed from when it begins)."""
+        return None
+
+    def spare(self, handle: Any) -> None:
+        """The run stops and ``cancel`` cannot stop a running call (``interrupts`` is
+        False): keep that call from beginning if it has not begun."""
+
+    def values(self, *args: Any, **kwargs: Any) -> Any:
+        """The record of the values that stay where they ran (``keeps_values``)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no values")
 
 
 def child_pythonpath() -> str:

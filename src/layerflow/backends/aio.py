@@ -36,11 +36,11 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
-from ..capture import _SINK
+from ..capture import SINK
 from ..errors import InternalError, safe_str
 from ..faults import Fault, guarded, log_fault
 from ..metrics import CURRENT_BOX
-from . import Done
+from . import Backend, Done
 
 __all__ = ["AsyncBackend"]
 
@@ -134,7 +134,7 @@ def _stop_kept_loops() -> None:
             keeper.thread.join(timeout=1)
 
 
-class AsyncBackend:
+class AsyncBackend(Backend):
     """Runs coroutine functions on an event loop; ``cancel`` cancels the coroutine."""
 
     def __init__(
@@ -238,7 +238,7 @@ class AsyncBackend:
         box: dict[str, float] = {}  # this coroutine's lf.record box
         CURRENT_BOX.set(box)
         if handle[2] is not None:
-            _SINK.set(handle[2])
+            SINK.set(handle[2])
         me = asyncio.current_task()
         self._tasks.add(me)  # type: ignore[arg-type]
         t0 = time.perf_counter()
@@ -371,7 +371,7 @@ async def _call(
 ) -> Any:
     CURRENT_BOX.set(box)  # the task's lf.record box, in its own context
     if sink is not None:  # and whose output it writes
-        _SINK.set(sink)
+        SINK.set(sink)
     return await fn(*args, **kwargs)
 
 

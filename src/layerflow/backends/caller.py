@@ -17,15 +17,17 @@ from typing import Any
 
 from ..errors import Cancelled
 from ..metrics import CURRENT_BOX
-from . import LONG_TASK, Done
+from . import LONG_TASK, SIGNAL_POLL, Backend, Done
 
 __all__ = ["CallerThread"]
 
 _STOP = None
 
 
-class CallerThread:
+class CallerThread(Backend):
     """Runs each submitted call in the thread that runs ``serve``, in submission order."""
+
+    interrupts = False  # a call is made in the caller's thread: nothing can stop it
 
     def __init__(self, *, context: contextvars.Context | None = None, **_: Any) -> None:
         # each call runs in a copy of this (the run's caller's) context, with one lf.record
@@ -54,7 +56,10 @@ class CallerThread:
         perf, cpu = time.perf_counter, time.thread_time
         mark = cpu()  # this thread's CPU clock after the last long call (or at the start)
         while True:
-            call = calls.get()
+            try:
+                call = calls.get(timeout=SIGNAL_POLL)
+            except queue.Empty:
+                continue  # a Ctrl-C another thread took is raised here, between waits
             if call is _STOP:
                 return
             fn, args, kwargs, on_done, handle = call
@@ -88,6 +93,8 @@ class CallerThread:
         """A call not yet started is not made (its end is ``Cancelled``); one running
         cannot be stopped."""
         handle[0] = True
+
+    spare = cancel  # the run stops: the same (a call that began cannot be stopped)
 
     def capacity(self, limit: int | None) -> int | None:
         """One call at a time: there is one thread."""

@@ -16,7 +16,6 @@ own ``retries`` apply instead.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 import uuid
@@ -26,23 +25,23 @@ from typing import Any
 
 from ..errors import Cancelled, LayerflowError
 from ..faults import Fault, guarded, injected, log_fault
-from . import Done, install_command
+from . import Backend, Done, install_command
 from .dask_attempts import (
     LISTENING,
     ON_BEGIN,
     SUBMITTING,
     Attempt,
+    explained,
     heard_began,
     split_futures,
     unpicklable,
 )
-from .dask_cluster import LocalCluster as _LocalCluster
-from .dask_cluster import warn_if_dask_retries
+from .dask_cluster import connect, warn_if_dask_retries
 from .dask_values import ClusterValues
 from .dask_worker import METRICS_TOPIC, STARTED_TOPIC, stop_unbegun
 from .dask_worker import call as _call
 from .dask_worker import call_once as _call_once
-from .process import UnpicklableError, WorkerDied
+from .process import UnpicklableError
 
 __all__ = ["DaskBackend", "import_distributed"]
 
@@ -58,12 +57,18 @@ def import_distributed() -> Any:
     return distributed
 
 
-class DaskBackend:
-    """Runs tasks on a Dask cluster; ``cancel`` cancels the Dask future.
+class DaskBackend(Backend):
+    """Runs tasks on a Dask cluster; ``cancel`` cancels the Dask future. A call begins when
+    a worker takes it, and Dask cannot interrupt it once begun; values stay on the cluster
+    until they are needed here.
 
     ``client``: an existing ``distributed.Client`` (left open at the end); ``address``: a
     scheduler to connect to (``tcp://host:8786``); neither: a local cluster for this run.
     """
+
+    begins_late = True
+    interrupts = False
+    keeps_values = True
 
     def __init__(
         self,
@@ -74,37 +79,8 @@ class DaskBackend:
         **_: Any,
     ) -> None:
         distributed = import_distributed()
-        self.local: _LocalCluster | None = None
         self.own_client = client is None
-        if client is not None:
-            if not isinstance(client, distributed.Client):
-                raise LayerflowError(
-                    f"client= must be a distributed.Client, got {type(client).__name__}"
-                )
-            self.client = client
-        elif address is not None:
-            try:
-                self.client = distributed.Client(address, timeout=30)
-            except (OSError, TimeoutError) as e:
-                raise LayerflowError(
-                    f"cannot connect to the Dask scheduler at {address}: {e}. Is `dask "
-                    f"scheduler` running there, and is the address tcp://HOST:PORT?"
-                ) from None
-        else:
-            n = os.cpu_count() or 1
-            self.local = _LocalCluster(n)
-            try:
-                self.client = distributed.Client(self.local.address, timeout=30)
-                self.client.wait_for_workers(n, timeout=120)
-            except Exception as e:
-                log = self.local.failure()
-                self.local.close()
-                raise LayerflowError(
-                    f"could not start a local Dask cluster: {e}" + (f"\n{log}" if log else "")
-                ) from None
-            except BaseException:  # Ctrl-C while it starts: no cluster left behind
-                self.local.close()
-                raise
+        self.client, self.local = connect(distributed, address, client)
         self._on_fault = on_fault
         # a cluster that reruns a dead worker's tasks: each task checks before it begins
         self._reruns = self.local is None and warn_if_dask_retries(self.client) > 0
@@ -147,8 +123,9 @@ class DaskBackend:
         ``dask_values.py``)."""
         return ClusterValues(self, on_dask, succs, map_sources, needed_here=needed_here, keep=keep)
 
-    def threads(self) -> int:
-        """How many tasks the cluster runs at once (its worker threads, now)."""
+    def slots(self) -> int:
+        """How many tasks the cluster runs at once (its worker threads, now): a task with
+        a timeout waits here for one, so that its deadline does not count Dask's queue."""
         return max(1, sum(self.client.nthreads().values()))
 
     def submit(
@@ -310,7 +287,7 @@ class DaskBackend:
                 ON_BEGIN[attempt.key] = told
             self._resend(attempt)
             return
-        on_done(False, self._explain(attempt.name, error), seconds)
+        on_done(False, explained(attempt.name, error, self._killed), seconds)
 
     def _arrived(self, attempt: Attempt, future: Any, seconds: float) -> None:
         """A finished attempt's value is brought here before its end is reported: a
@@ -361,7 +338,7 @@ class DaskBackend:
             else:
                 attempt.on_done(False, value, seconds)
 
-    def stop(self, handle: Attempt) -> None:
+    def spare(self, handle: Attempt) -> None:
         """The run stops (fail-fast): an attempt that has not begun on a worker never will
         (it ends with ``Cancelled``); one that began finishes and reports its result, as a
         thread task does, since Dask cannot interrupt it (cancelling it would only throw
@@ -427,19 +404,6 @@ class DaskBackend:
             self._pending.append(attempt)
             if len(self._pending) == 1:
                 self._wake.notify()
-
-    def _explain(self, name: str, error: BaseException) -> BaseException:
-        """A worker that died becomes ``WorkerDied`` naming the worker and Dask's reason."""
-        if isinstance(error, self._killed):
-            worker = getattr(getattr(error, "last_worker", None), "address", "?")
-            died = WorkerDied(
-                f"task {name!r}: the Dask worker {worker} died while running it "
-                f"(KilledWorker: {error})",
-                None,
-            )
-            died.__cause__ = error
-            return died
-        return error
 
     def metrics(self) -> list[tuple[Any, dict[str, float], float | None, Any]]:
         """(tag, lf.record's numbers, seconds it ran on its worker, what it printed as

@@ -13,13 +13,14 @@ from typing import Any
 
 from ..faults import Fault
 from . import Done
-from .process import UnpicklableError, find_unpicklable
+from .process import UnpicklableError, WorkerDied, find_unpicklable
 
 __all__ = [
     "LISTENING",
     "ON_BEGIN",
     "SUBMITTING",
     "Attempt",
+    "explained",
     "heard_began",
     "split_futures",
     "unpicklable",
@@ -126,3 +127,18 @@ def unpicklable(a: Attempt) -> UnpicklableError:
         f"task {a.name!r} cannot be sent to the Dask cluster: "
         f"{find_unpicklable(a.fn, a.args, a.kwargs)}"
     )
+
+
+def explained(name: str, error: BaseException, killed: type[BaseException]) -> BaseException:
+    """A worker that died (Dask's ``killed``: ``KilledWorker``) becomes ``WorkerDied``
+    naming the worker and Dask's reason; any other error stays itself."""
+    if isinstance(error, killed):
+        worker = getattr(getattr(error, "last_worker", None), "address", "?")
+        died = WorkerDied(
+            f"task {name!r}: the Dask worker {worker} died while running it "
+            f"(KilledWorker: {error})",
+            None,
+        )
+        died.__cause__ = error
+        return died
+    return error

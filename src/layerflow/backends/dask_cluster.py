@@ -14,9 +14,44 @@ import sys
 import tempfile
 from typing import Any
 
+from ..errors import LayerflowError
 from . import child_pythonpath
 
-__all__ = ["LocalCluster"]
+__all__ = ["LocalCluster", "connect", "warn_if_dask_retries"]
+
+
+def connect(distributed: Any, address: str | None, client: Any) -> tuple[Any, LocalCluster | None]:
+    """The client a run uses, and the local cluster started for it (None when the caller
+    gave a ``client`` or an ``address``: theirs is left running)."""
+    if client is not None:
+        if not isinstance(client, distributed.Client):
+            raise LayerflowError(
+                f"client= must be a distributed.Client, got {type(client).__name__}"
+            )
+        return client, None
+    if address is not None:
+        try:
+            return distributed.Client(address, timeout=30), None
+        except (OSError, TimeoutError) as e:
+            raise LayerflowError(
+                f"cannot connect to the Dask scheduler at {address}: {e}. Is `dask "
+                f"scheduler` running there, and is the address tcp://HOST:PORT?"
+            ) from None
+    n = os.cpu_count() or 1
+    local = LocalCluster(n)
+    try:
+        started = distributed.Client(local.address, timeout=30)
+        started.wait_for_workers(n, timeout=120)
+    except Exception as e:
+        log = local.failure()
+        local.close()
+        raise LayerflowError(
+            f"could not start a local Dask cluster: {e}" + (f"\n{log}" if log else "")
+        ) from None
+    except BaseException:  # Ctrl-C while it starts: no cluster left behind
+        local.close()
+        raise
+    return started, local
 
 
 class LocalCluster:

@@ -1,6 +1,6 @@
 """What the commands share: loading a target, reading --set values, the exit codes, the
 --trace/--report files, and how an error reaches the person (a message, never a traceback
-from inside layerflow)."""
+from inside layerflow). What is written, and on which stream, is ``present``'s."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import logging
 import re
 import sys
 import time
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from ..names import counted
 from ..pipeline import Pipeline, PipelineError, load_pipeline
 from ..result import RunResult
 from ..targets import TargetError, load_flow
+from .present import Presenter, WarningLines
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -35,30 +35,16 @@ class UsageError(Exception):
     """A problem with what the user asked for: printed, exit code 2."""
 
 
-def warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
-
-
-class WarningLines(logging.Handler):
-    """layerflow's log warnings on stderr as ``warning: ...`` lines (``-q``: errors only)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        level = "warning" if record.levelno < logging.ERROR else "error"
-        text = f"{level}: {record.getMessage()}"
-        if record.exc_info and record.exc_info[1] is not None:  # a bug of ours: its traceback
-            text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        click.echo(text, err=True)
-
-
 @contextlib.contextmanager
-def log_to_stderr(quiet: bool) -> Iterator[None]:
-    """layerflow's log on stderr for one command, and the logger as it was afterwards (a
-    command run in-process, as tests do, must not change logging for what follows)."""
+def log_to_stderr(out: Presenter) -> Iterator[None]:
+    """layerflow's log through ``out`` for one command (``-q``: errors only), and the logger
+    as it was afterwards (a command run in-process, as tests do, must not change logging for
+    what follows)."""
     log = logging.getLogger("layerflow")
-    handler = WarningLines(logging.WARNING)
+    handler = WarningLines(out)
     level = log.level
     log.addHandler(handler)
-    log.setLevel(logging.ERROR if quiet else logging.WARNING)
+    log.setLevel(logging.ERROR if out.quiet else logging.WARNING)
     try:
         yield
     finally:
@@ -66,8 +52,8 @@ def log_to_stderr(quiet: bool) -> Iterator[None]:
         log.setLevel(level)
 
 
-def load_target(target: str, plugins: tuple[str, ...], quiet: bool = False) -> Flow:
-    """A pipeline file, or ``module:flow`` for a Python flow (``-q``: without warnings)."""
+def load_target(target: str, plugins: tuple[str, ...], out: Presenter | None = None) -> Flow:
+    """A pipeline file, or ``module:flow`` for a Python flow (its warnings through ``out``)."""
     path = Path(target)
     if path.suffix == ".py" and path.is_file():
         raise UsageError(f"{target} is Python: name the flow in it, as in {target}:flow")
@@ -75,7 +61,7 @@ def load_target(target: str, plugins: tuple[str, ...], quiet: bool = False) -> F
         return load_pipeline(path, plugins=plugins)
     for module in plugins:
         importlib.import_module(module)
-    return load_flow(target, warn=(lambda _: None) if quiet else warn)
+    return load_flow(target, warn=(out or Presenter()).warning)
 
 
 INT = re.compile(r"-?(0|[1-9][0-9]*)")
@@ -130,7 +116,8 @@ def planned(flow: Flow, sets: dict[str, Any]) -> Any:
 
 
 def fail_usage(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    """``error: message`` and exit code 2."""
+    Presenter().error(message)
     sys.exit(EXIT_USAGE)
 
 
@@ -174,20 +161,18 @@ def check_outputs(*paths: str | None) -> None:
 
 
 def write_outputs(
-    run: RunResult, trace_path: str | None, report_path: str | None, stream: Any
+    run: RunResult, trace_path: str | None, report_path: str | None, out: Presenter
 ) -> None:
-    """Write the --trace and --report files of a run and say where (on ``stream``)."""
+    """Write the --trace and --report files of a run and say where (through ``out``)."""
     from ..report import ReportError
 
     try:
         if trace_path is not None:
             written = run.to_chrome_trace(trace_path)
-            if stream is not None:
-                print(f"Trace written to {written} (open it in Perfetto)", file=stream)
+            out.say(f"Trace written to {written} (open it in Perfetto)")
         if report_path is not None:
             written = run.to_html(report_path)
-            if stream is not None:
-                print(f"Report written to {written}", file=stream)
+            out.say(f"Report written to {written}")
     except ReportError as e:
         raise UsageError(str(e)) from None
 

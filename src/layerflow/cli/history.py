@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import textwrap
 from typing import Any
 
 import click
@@ -33,6 +32,7 @@ from .common import (
     when_text,
     write_outputs,
 )
+from .present import Presenter, indented
 
 
 @main.command()
@@ -70,46 +70,47 @@ def runs(
         fail_usage("--prune needs --keep N or --older-than D (e.g. --older-than 7d)")
     if not prune and (keep is not None or older_than is not None):
         fail_usage("--keep and --older-than say what --prune removes: add --prune")
+    out = Presenter()
     with shown_errors():
         store = open_store(store_path)
         if prune:
-            _prune(store, keep, older_than)
+            _prune(store, keep, older_than, out)
         else:
-            _list_runs(store, limit)
+            _list_runs(store, limit, out)
         used = store.usage()
-        click.echo(
+        out.say(
             f"store {store.folder}: {many(used['runs'], 'run')}, "
             f"{many(used['result_files'], 'result')}, {size_text(used['bytes'])}"
         )
     sys.exit(EXIT_OK)
 
 
-def _list_runs(store: Any, limit: int) -> None:
+def _list_runs(store: Any, limit: int, out: Presenter) -> None:
     rows = store.runs(limit)
-    click.echo(
+    out.say(
         f"{'run id':<24} {'flow':<16} {'started':<19} {'duration':>9} "
         f"{'status':<11} {'tasks':>5}  metrics"
     )
     for r in rows:
         took = f"{r['finished_at'] - r['started_at']:.1f}s" if r["finished_at"] else "-"
-        click.echo(
+        out.say(
             f"{r['run_id']:<24} {r['flow'][:16]:<16} {when_text(r['started_at']):<19} "
             f"{took:>9} {r['status']:<11} {r['tasks']:>5}  {format_metrics(r['metrics'])}"
         )
 
 
-def _prune(store: Any, keep: int | None, older_than: float | None) -> None:
+def _prune(store: Any, keep: int | None, older_than: float | None, out: Presenter) -> None:
     done = store.prune(keep=keep, older_than=older_than)
     if done.runs:
         shown = ", ".join(done.runs[:5]) + (", ..." if len(done.runs) > 5 else "")
-        click.echo(
+        out.say(
             f"removed {many(len(done.runs), 'run')} ({shown}) and "
             f"{many(done.files, 'result')}: {size_text(done.freed)} freed"
         )
     else:
-        click.echo("nothing to prune")
+        out.say("nothing to prune")
     if done.still_running:
-        click.echo(
+        out.say(
             f"kept {many(done.still_running, 'old run')} listed as running (still "
             f"running, or killed before it could end: --resume finishes it)"
         )
@@ -135,6 +136,7 @@ def show(
     """Show one recorded run: every task's status, duration and error (and the traceback of
     each failure); TASK: one task in detail; --output NAME: a task's stored value; --logs:
     what TASK (without TASK: each task) printed and logged."""
+    out = Presenter()
     with shown_errors():
         check_outputs(trace_path, report_path)
         store = open_store(store_path)
@@ -147,21 +149,21 @@ def show(
                 tip = did_you_mean(wanted, by_name)
                 raise UsageError(f"run {run_id} has no task {wanted!r}.{tip}")
         if output_name is not None:
-            click.echo(preview(_stored_value(store, run_id, output_name)))
+            out.data(preview(_stored_value(store, run_id, output_name)))
         elif logs:
             found = store.logs_of(run_id, [task] if task is not None else by_name)
             if task is not None:
-                click.echo(found.get(task, ""), nl=False)
+                out.data(found.get(task, ""), nl=False)
             elif found:
-                click.echo(titled(found), nl=False)
+                out.data(titled(found), nl=False)
             if not found:
-                click.echo(f"{task or 'no task'} printed nothing", err=True)
+                out.aside(f"{task or 'no task'} printed nothing")
         elif task is not None:
-            _show_task(store, run_id, by_name[task])
+            _show_task(store, run_id, by_name[task], out)
         else:
-            _show_run(tasks)
+            _show_run(tasks, out)
         if trace_path is not None or report_path is not None:
-            write_outputs(store.load_run(run_id), trace_path, report_path, sys.stdout)
+            write_outputs(store.load_run(run_id), trace_path, report_path, out)
     sys.exit(EXIT_OK)
 
 
@@ -185,7 +187,7 @@ def _stored_value(store: Any, run_id: str, name: str) -> Any:
 _SHOWN_ELEMENTS = 5
 
 
-def _show_run(tasks: list[dict[str, Any]]) -> None:
+def _show_run(tasks: list[dict[str, Any]], out: Presenter) -> None:
     names = {t["name"] for t in tasks}
     elements: dict[str, list[dict[str, Any]]] = {}
     for t in tasks:
@@ -196,7 +198,7 @@ def _show_run(tasks: list[dict[str, Any]]) -> None:
         name = t["name"]
         if owner_of(name) in names:
             continue  # shown under its task
-        click.echo(_task_line(t))
+        out.say(_task_line(t))
         mine = elements.get(name)
         if not mine:
             continue
@@ -204,18 +206,16 @@ def _show_run(tasks: list[dict[str, Any]]) -> None:
         for e in mine:
             counts[e["status"]] = counts.get(e["status"], 0) + 1
         listed = ", ".join(f"{n} {status}" for status, n in counts.items())
-        click.echo(f"    {counted(len(mine), 'element')}: {listed}")
+        out.say(f"    {counted(len(mine), 'element')}: {listed}")
         odd = [e for e in mine if e["status"] != "succeeded"] or mine
         for e in odd[:_SHOWN_ELEMENTS]:
-            click.echo("  " + _task_line(e))
+            out.say("  " + _task_line(e))
         if len(odd) > _SHOWN_ELEMENTS:
-            click.echo(
-                f"      ... and {len(odd) - _SHOWN_ELEMENTS} more (show RUN TASK[k] for one)"
-            )
+            out.say(f"      ... and {len(odd) - _SHOWN_ELEMENTS} more (show RUN TASK[k] for one)")
     for t in tasks:
         if t["status"] == "failed" and (t["traceback"] or t["error"]):
-            click.echo(f"\n{t['name']} failed:")
-            click.echo(textwrap.indent(_last_frames(t["traceback"] or t["error"]), "  "))
+            out.say(f"\n{t['name']} failed:")
+            out.say(indented(_last_frames(t["traceback"] or t["error"])))
 
 
 def _task_line(t: dict[str, Any]) -> str:
@@ -241,23 +241,20 @@ def _last_frames(text: str, frames: int = 3) -> str:
     )
 
 
-def _show_task(store: Any, run_id: str, t: dict[str, Any]) -> None:
+def _show_task(store: Any, run_id: str, t: dict[str, Any], out: Presenter) -> None:
     took = f"{t['duration']:.2f}s" if t["duration"] is not None else "-"
-    click.echo(f"{t['name']}: {t['status']} in {took}, {many(t['attempts'] or 0, 'attempt')}")
+    out.say(f"{t['name']}: {t['status']} in {took}, {many(t['attempts'] or 0, 'attempt')}")
     if t["started_at"]:
-        click.echo(f"  started {when_text(t['started_at'])}")
+        out.say(f"  started {when_text(t['started_at'])}")
     if t["traceback"] or t["error"]:
-        click.echo(textwrap.indent(t["traceback"] or t["error"], "  "))
+        out.say(indented(t["traceback"] or t["error"]))
     elif t["status"] in ("succeeded", "reused", "cached"):
         with contextlib.suppress(UsageError):
-            click.echo(
-                "  value:\n"
-                + textwrap.indent(preview(_stored_value(store, run_id, t["name"])), "    ")
-            )
+            out.say("  value:\n" + indented(preview(_stored_value(store, run_id, t["name"])), 4))
     text = store.logs_of(run_id, [t["name"]]).get(t["name"])
     if text:  # the end of what it printed; --logs prints all of it
-        click.echo(f"  output (all of it: layerflow show {run_id} {t['name']} --logs):")
-        click.echo(textwrap.indent(tail(text), "    "))
+        out.say(f"  output (all of it: layerflow show {run_id} {t['name']} --logs):")
+        out.say(indented(tail(text), 4))
 
 
 @main.command()
@@ -284,7 +281,7 @@ def ui(store_path: str | None, port: int, host: str) -> None:
             server = serve(store_path, host=host, port=port)
         except UIError as e:  # its message says it all: no class name before it
             raise UsageError(str(e)) from None
-    click.echo(f"layerflow ui: the store {server.store.folder} at {server.url} (Ctrl-C stops)")
+    Presenter().say(f"layerflow ui: the store {server.store.folder} at {server.url} (Ctrl-C stops)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -305,5 +302,5 @@ def cache_clear(store_path: str | None) -> None:
     """Forget every cached result."""
     with shown_errors():
         n = open_store(store_path).cache_clear()
-        click.echo(f"cleared {n} cached results")
+        Presenter().say(f"cleared {n} cached results")
     sys.exit(EXIT_OK)

@@ -17,6 +17,7 @@ from .common import (
     planned,
     shown_errors,
 )
+from .present import Presenter
 
 # --- plan, graph, validate ------------------------------------------------------------------
 
@@ -53,18 +54,19 @@ def _plan(file: str, workers: str | None, sets: tuple[str, ...], plugins: tuple[
     elif isinstance(flow, Pipeline) and "max_workers" in flow.settings:
         counts = [flow.settings["max_workers"]]
     the_plan = planned(flow, parse_sets(sets))
-    click.echo(the_plan.explain(max_workers=counts[0]))
+    out = Presenter()
+    out.say(the_plan.explain(max_workers=counts[0]))
     if len(counts) > 1:
         timed = bool(the_plan.history)
         what = "durations from past runs" if timed else "every task 1 unit"
-        click.echo(f"\nwhat if ({what}):")
-        click.echo(f"  {'max_workers':>11}  {'predicted':>11}  {'speedup':>7}  bound by")
+        out.say(f"\nwhat if ({what}):")
+        out.say(f"  {'max_workers':>11}  {'predicted':>11}  {'speedup':>7}  bound by")
         for row in the_plan.what_if(counts):
             unit = "unit" if row.seconds == 1 else "units"
             shown = f"{row.seconds:.3g}s" if timed else f"{row.seconds:g} {unit}"
-            click.echo(f"  {row.max_workers:>11}  {shown:>11}  {row.speedup:>6.1f}x  {row.binding}")
+            out.say(f"  {row.max_workers:>11}  {shown:>11}  {row.speedup:>6.1f}x  {row.binding}")
     for line in the_plan.binding_limits():  # a pipeline's pools and limits, by default
-        click.echo(f"limit: {line}")
+        out.say(f"limit: {line}")
     return EXIT_OK
 
 
@@ -81,16 +83,17 @@ def graph(file: str, fmt: str, sets: tuple[str, ...], plugins: tuple[str, ...]) 
 
 def _graph(file: str, fmt: str, sets: tuple[str, ...], plugins: tuple[str, ...]) -> int:
     the_plan = planned(load_target(file, plugins), parse_sets(sets))
+    out = Presenter()
     if fmt == "mermaid":
-        click.echo(the_plan.to_mermaid(), nl=False)
+        out.data(the_plan.to_mermaid(), nl=False)
     elif fmt == "dot":
-        click.echo(the_plan.to_dot(), nl=False)
+        out.data(the_plan.to_dot(), nl=False)
     else:
         for k, layer in enumerate(the_plan.layers):
-            click.echo(f"layer {k}:")
+            out.say(f"layer {k}:")
             for name in layer:
                 deps = the_plan.dependencies(name)
-                click.echo(f"  {name}" + (f"  <- {', '.join(deps)}" if deps else ""))
+                out.say(f"  {name}" + (f"  <- {', '.join(deps)}" if deps else ""))
     return EXIT_OK
 
 
@@ -110,5 +113,5 @@ def _validate(file: str, sets: tuple[str, ...], plugins: tuple[str, ...]) -> int
     shown = f"{many(len(the_plan), 'task')} in {many(len(the_plan.layers), 'layer')}"
     if isinstance(flow, Pipeline) and flow.format != "layerflow":
         shown += f", read as {flow.format}'s format ({flow.format_reason})"
-    click.echo(f"{file}: valid, {shown}")
+    Presenter().say(f"{file}: valid, {shown}")
     return EXIT_OK

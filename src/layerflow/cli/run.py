@@ -9,7 +9,6 @@ import math
 import os
 import shlex
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +17,17 @@ import click
 from ..backends import BACKENDS
 from ..capture import echo as echo_output
 from ..errors import (
-    ResultNotStored,
     RunInterrupted,
     Skip,
     TaskFailed,
     did_you_mean,
     safe_str,
 )
-from ..events import final_line
 from ..flow import Flow
 from ..limits import LayerReport
-from ..logview import line_echo, tail
-from ..names import owner_of
 from ..pipeline import stop_commands
-from ..preview import preview, sinks
 from ..progress import Progress
-from ..result import RunResult, budget_line, format_metrics
+from ..result import RunResult
 from ..tracebacks import format_failure
 from .app import main
 from .common import (
@@ -54,14 +48,9 @@ from .common import (
     shown_errors,
     write_outputs,
 )
+from .present import Presenter
 
 # --- run ----------------------------------------------------------------------------------------
-
-
-def _final_line(run: RunResult) -> str:
-    return final_line(
-        run.status, run.counts(), len(run.tasks), run.duration, run.sequential_estimate
-    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -106,7 +95,9 @@ def _as_json(run: RunResult) -> dict[str, Any]:
     }
 
 
-def _checkpoint(yes: bool):  # noqa: ANN202
+def _checkpoint(yes: bool, out: Presenter):  # noqa: ANN202
+    """The question asked after each layer (``--yes``: answered, and said so)."""
+
     def ask(report: LayerReport) -> bool:
         counts = report.counts()
         prompt = (
@@ -114,9 +105,9 @@ def _checkpoint(yes: bool):  # noqa: ANN202
             f"{counts.get('failed', 0)} failed. Continue?"
         )
         if yes:
-            click.echo(f"{prompt} [y/N] y (--yes)", err=True)
+            out.aside(f"{prompt} [y/N] y (--yes)")
             return True
-        return click.confirm(prompt, default=False, err=True)
+        return out.confirm(prompt)
 
     return ask
 
@@ -218,14 +209,13 @@ def run(
     if address is not None and backend != "dask":
         fail_usage("--address is the Dask scheduler's: use it with --backend dask")
     store: Any = False if no_store else (store_path or True)
-    with shown_errors(), log_to_stderr(quiet):
+    out = Presenter(json=as_json, quiet=quiet, verbose=verbose)
+    with shown_errors(), log_to_stderr(out):
         code = _run(
             file,
             sets,
             plugins,
-            as_json,
-            quiet,
-            verbose,
+            out,
             checkpoint,
             yes,
             (trace_path, report_path),
@@ -278,57 +268,85 @@ def _run(
     file: str,
     sets: tuple[str, ...],
     plugins: tuple[str, ...],
-    as_json: bool,
-    quiet: bool,
-    verbose: bool,
+    out: Presenter,
     checkpoint: bool,
     yes: bool,
     outputs: tuple[str | None, str | None],
     shown: tuple[str, ...],
     **chosen: Any,
 ) -> int:
+    """Check what was asked (every problem before anything runs), run it, tell how it went;
+    the exit code."""
     check_outputs(*outputs)
-    flow = load_target(file, plugins, quiet)
+    flow = load_target(file, plugins, out)
+    options = _options(flow, chosen, checkpoint, yes, out)
+    values = parse_sets(sets)
+    the_plan = planned(flow, values)
+    _check_shown(the_plan, shown)
+    if _nothing_to_resume(flow, file, the_plan, options, out):
+        return EXIT_OK
+    result, status = _execute(flow, flow_inputs(flow, values), options, out)
+    stored = options.get("store") is not False
+    write_outputs(result, *outputs, out)
+    _tell(result, status, shown, stored, file, out)
+    return status
+
+
+def _options(
+    flow: Flow, chosen: dict[str, Any], checkpoint: bool, yes: bool, out: Presenter
+) -> dict[str, Any]:
+    """The run's options: those given, the checkpoint question, and its progress display."""
     given = {key: value for key, value in chosen.items() if value is not None}
-    resume_hint = ""
     if checkpoint:
         if not yes and not sys.stdin.isatty():
             raise UsageError(
                 "--checkpoint asks before each layer, but there is no terminal to ask on; "
                 "add --yes to approve every layer, or run it from a terminal"
             )
-        given["checkpoint"] = _checkpoint(yes)
+        given["checkpoint"] = _checkpoint(yes, out)
     options = run_options(flow, **given)
-    values = parse_sets(sets)
-    inputs = flow_inputs(flow, values)
-    stream = sys.stderr if as_json else sys.stdout
-    live = stream.isatty() and not verbose
-    if not quiet:  # the command line prints its own closing line
+    if not out.quiet:  # the command line prints its own closing line
         groups: dict[str, list[str]] = {}  # a parallel_group's steps: lines of its own
         for t in flow.tasks:
             if t.group is not None:
                 groups.setdefault(t.group.name, []).append(t.name)
-        options["progress"] = Progress(stream, live=live, final=False, groups=groups)
-    the_plan = planned(flow, values)
+        options["progress"] = Progress(out.stream, live=out.live, final=False, groups=groups)
+    return options
+
+
+def _check_shown(the_plan: Any, shown: tuple[str, ...]) -> None:
+    """Each ``--output NAME`` names a task of the flow."""
     for name in shown:
         if name not in the_plan.graph.index:
             tip = did_you_mean(name, the_plan.graph.names)
             raise UsageError(f"--output {name}: the flow has no task {name!r}.{tip}")
-    if options.get("resume") is True and options.get("store") is not False:
-        store_at = options.get("store")
-        unfinished, folder = _unfinished(the_plan, None if store_at is True else store_at)
-        if unfinished is None:  # a run that is not there to resume: say so, run nothing
-            if not quiet:
-                click.echo(
-                    f"Nothing to resume: the store {folder} has no unfinished run of "
-                    f"{flow.name or file!r}. Run it without --resume to start afresh."
-                )
-            return EXIT_OK
+
+
+def _nothing_to_resume(
+    flow: Flow, file: str, the_plan: Any, options: dict[str, Any], out: Presenter
+) -> bool:
+    """``--resume`` of a run that is not there: say so (the caller runs nothing)."""
+    if options.get("resume") is not True or options.get("store") is False:
+        return False
+    store_at = options.get("store")
+    unfinished, folder = _unfinished(the_plan, None if store_at is True else store_at)
+    if unfinished is not None:
+        return False
+    out.say(
+        f"Nothing to resume: the store {folder} has no unfinished run of "
+        f"{flow.name or file!r}. Run it without --resume to start afresh."
+    )
+    return True
+
+
+def _execute(
+    flow: Flow, inputs: dict[str, Any], options: dict[str, Any], out: Presenter
+) -> tuple[RunResult, int]:
+    """Run the flow, its tasks' output shown as ``out`` says; the result and the exit code
+    (a failed task, Ctrl-C: the result all the same)."""
     status = EXIT_OK
-    # tasks' output: live lines `task | line` (above a live display), none with -q
-    lines = not quiet
     try:
-        with echo_output(line_echo(all_on_stderr=as_json) if lines else None):
+        with echo_output(out.task_lines()):
             result = Flow.run(flow, inputs, **options)
     except TaskFailed as e:
         result = e.result
@@ -337,133 +355,45 @@ def _run(
         stop_commands()
         result = e.result
         status = EXIT_INTERRUPTED
-        if options.get("store") is not False:
-            again, skip = [], False
-            for a in sys.argv[1:]:  # the same command, without an earlier --resume [ID]
-                if skip and not a.startswith("-") and a != file:
-                    skip = False
-                    continue
-                skip = a == "--resume"
-                if not skip:
-                    again.append(a)
-            resume_hint = "layerflow " + " ".join(shlex.quote(a) for a in again)
-            resume_hint += f" --resume {result.run_id}"
     finally:
         stop_commands()
     if result.status == "failed":
         status = EXIT_FAILED
-    write_outputs(result, *outputs, None if quiet else stream)
-    if as_json:
-        click.echo(json.dumps(_as_json(result), indent=2))
-    else:
-        _print_failures(result, verbose, err=quiet, output=not lines)  # -q: errors, on stderr
-    if not as_json and not quiet:
-        _print_results(result, shown)
-        note = result.prediction_note()
-        if note is not None:  # before the final line, which stays the last (DESIGN 4)
-            click.echo(note[0].upper() + note[1:])
-        cpu = result.cpu_note()
-        if cpu is not None and "Warning" in cpu:  # the CPU line itself: in the summary
-            click.echo(cpu)
-        if result.metrics:
-            click.echo("metrics: " + format_metrics(result.metrics))
-        if result.budget:
-            click.echo("budget: " + budget_line(result.budget))
-        if result.stop_reason:
-            click.echo(f"Stopped: {result.stop_reason}.")
-            if options.get("store") is not False:
-                larger = " (and a larger budget)" if result.budget else ""
-                click.echo(f"Finished results were kept; continue with --resume{larger}.")
-        click.echo(_final_line(result))
-        if status == EXIT_INTERRUPTED:
-            click.echo("Interrupted: finished results were kept; running steps were stopped.")
-            if options.get("store") is not False:
-                click.echo(f"Resume with: {resume_hint}")
-    return status
+    return result, status
 
 
-def _print_failures(
-    result: RunResult, verbose: bool, err: bool = False, output: bool = False
+def _tell(
+    result: RunResult,
+    status: int,
+    shown: tuple[str, ...],
+    stored: bool,
+    file: str,
+    out: Presenter,
 ) -> None:
-    """Each failed task with the user's own frames: the last few, or all with -v; and
-    with ``output``, the end of what it printed (unless that was shown live)."""
-    failed = [t for t in result.tasks.values() if t.status == "failed"]
-    # once the store failed, every task ending meanwhile failed alike: listed by name only
-    either = [t.name for t in failed if isinstance(t.error, ResultNotStored) and t.error.either]
-    for t in failed:
-        if t.name in either:
-            continue
-        click.echo(f"\n{t.name} failed:", err=err)
-        text = format_failure(t.error, last=None if verbose else 3) if t.error else "failed"
-        click.echo(textwrap.indent(text, "  "), err=err)
-        if output and t.logs:
-            click.echo("  its output ends with:", err=err)
-            click.echo(textwrap.indent(tail(t.logs), "    "), err=err)
-    # a task that skipped itself (lf.Skip, a YAML when: that is false) is no failure's
-    skipped = [t for t in result.tasks.values() if t.status == "skipped"]
-    chose = _skip_reasons([t for t in skipped if isinstance(t.error, Skip)])
-    for status, why, names in (
-        ("Not stored either", "the store failed, see above", either),
-        ("Skipped", "what they need failed", [t.name for t in skipped if t.error is None]),
-        ("Skipped", "lf.Skip or a false when:", chose),
-        ("Cancelled", "the run stopped", _named(result, "cancelled")),
-    ):
-        if names:
-            more = f" and {len(names) - 20} more" if len(names) > 20 else ""
-            click.echo(f"{status} ({why}): {', '.join(names[:20])}{more}", err=err)
-    if failed:
-        click.echo("", err=err)
-
-
-def _skip_reasons(skipped: list[Any]) -> list[str]:
-    """``task (reason)`` for each task that skipped; a map's elements as one entry per map:
-    ``even[...] (15 elements: odd 12, too short 3)``."""
-    out: list[str] = []
-    elements: dict[str, dict[str, int]] = {}
-    for t in skipped:
-        name, reason = t.name, t.error.reason
-        owner = owner_of(name)
-        if owner:
-            if reason.startswith("upstream "):
-                reason = "upstream skipped"
-            why = elements.setdefault(owner, {})
-            why[reason] = why.get(reason, 0) + 1
-        else:
-            out.append(f"{name} ({reason})")
-    for owner, why in elements.items():
-        total = sum(why.values())
-        top = sorted(why.items(), key=lambda kv: -kv[1])
-        reasons = ", ".join(f"{reason} {n}" for reason, n in top[:3])
-        more = ", ..." if len(top) > 3 else ""
-        out.append(f"{owner}[...] ({total} element{'s' * (total != 1)}: {reasons}{more})")
-    return out
-
-
-def _named(result: RunResult, status: str) -> list[str]:
-    return [t.name for t in result.tasks.values() if t.status == status]
-
-
-_MAX_RESULTS = 10  # sinks shown at the end of a run; --output shows any
-
-
-def _print_results(result: RunResult, shown: tuple[str, ...]) -> None:
-    """The values of ``shown``, or of the run's sinks: what the run was for."""
-    graph_tasks = [n for layer in result.layers for n in layer]  # not a map's elements
-    names = list(shown) or sinks(graph_tasks, result.edges)
-    ready = [n for n in names if result.tasks[n].ok] if names else []
-    if not ready:
+    """How the run went: the JSON, or its failures, results and closing lines."""
+    if out.json:
+        out.data(json.dumps(_as_json(result), indent=2))
         return
-    click.echo("Results:" if len(ready) > 1 else "Result:")
-    for name in ready[: len(ready) if shown else _MAX_RESULTS]:
-        text = preview(result.tasks[name].value)
-        if "\n" in text:
-            click.echo(f"  {name}:\n" + textwrap.indent(text, "    "))
-        else:
-            click.echo(f"  {name} = {text}")
-    if not shown and len(ready) > _MAX_RESULTS:
-        click.echo(
-            f"  ... and {len(ready) - _MAX_RESULTS} more: --output NAME shows one, --json all"
-        )
+    out.failures(result)
+    if out.quiet:  # -q: the failures only (the rest would not be shown: not built either)
+        return
+    out.results(result, shown)
+    out.summary(result, stored)
+    if status == EXIT_INTERRUPTED:
+        out.interrupted(_resume_command(file, result.run_id) if stored else None)
+
+
+def _resume_command(file: str, run_id: str) -> str:
+    """The command that was run, without an earlier ``--resume [ID]``, resuming ``run_id``."""
+    again, skip = [], False
+    for a in sys.argv[1:]:
+        if skip and not a.startswith("-") and a != file:
+            skip = False
+            continue
+        skip = a == "--resume"
+        if not skip:
+            again.append(a)
+    return "layerflow " + " ".join(shlex.quote(a) for a in again) + f" --resume {run_id}"
 
 
 def _unfinished(the_plan: Any, store_at: str | None) -> tuple[str | None, Path]:

@@ -17,8 +17,8 @@
 - ``run``: all of it assembled; ``driver``: options checked, run to the end, outcome.
 """
 
+from ..backends import BACKENDS
 from .driver import execute, execute_async, execute_run, outcome, prepare
 from .run import Run
-from .state import BACKENDS
 
 __all__ = ["Run", "execute", "execute_async", "execute_run", "outcome", "prepare", "BACKENDS"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..limits import Adaptive, Gate, RateLimit
 from ..policy import holds_queue
 from ..pushback import classify
-from .state import _DASK, _PROCESS, _READY
+from .state import _READY
 
 if TYPE_CHECKING:  # State, with what every part declares (parts.py)
     from .state import State
@@ -53,9 +53,9 @@ class Admission(State):
             if estimates is None:
                 return False  # the run stops: this start would cross a budget
         now = time.perf_counter()
-        # a process task's call begins when its worker is ready, a Dask task's when a Dask
-        # worker takes it: its rate room is held until then (``pools._began``)
-        held = self.gate.admit(self.keys[i], i, now, self.kind[i] in (_PROCESS, _DASK))
+        # on a pool whose calls begin late (a worker process's cold start, a cluster's
+        # queue), its rate room is held until the call begins (``pools._began``)
+        held = self.gate.admit(self.keys[i], i, now, self.begins_late[self.kind[i]])
         if held is None:
             if estimates is not None:
                 self._commit(i, estimates)

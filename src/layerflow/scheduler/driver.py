@@ -187,7 +187,7 @@ async def _execute_async(run: Run, loop: Any, recorder: Any) -> RunResult:
     try:
         run.start()
         await asyncio.shield(finished)
-        if run.dask is not None:  # a blocking round trip: not on the caller's loop
+        if run.keeper is not None:  # values to bring back: a blocking round trip, off the loop
             await loop.run_in_executor(None, run._collect_remote)
     except asyncio.CancelledError:
         run.interrupt()

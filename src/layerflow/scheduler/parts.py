@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from ..errors import ResultNotStored, Skip, TaskTimeout
 from ..graph import Task, TaskGroup
 from ..limits import Adaptive, Gate, LayerReport, RateLimit
+from ..options import RunOptions
 from ..policy import LayerBarrier
 from ..progress import Progress
 
@@ -47,9 +48,19 @@ class RunParts:
     cpu_foreign: dict[int, float]  # workers.py
     cpu_times: dict[int, float]  # workers.py
     barrier: LayerBarrier  # layers.py
+    backends: list[Any]  # pools.py: the open pool of each kind, else None
+    begins_late: list[bool]  # pools.py: per kind, what its backend can do
+    blocked_slot: list[tuple[int, int]]  # pools.py: (key, entry) waiting for a slot
+    interrupts: list[bool]  # pools.py
+    keeper: Any  # pools.py: the backend whose values stay where they ran, or None
+    keeper_kind: int  # pools.py: its kind, else -1
+    kind_cap: list[int]  # pools.py
+    slots: list[int]  # pools.py
+    times_from_begin: list[bool]  # pools.py
     final_counts: list[int]  # recording.py
     gate: Gate  # admission.py
     gated: bool  # admission.py
+    idle: int  # workers.py: thread workers waiting for a task (storage.py wakes them all)
     in_order: bool  # admission.py
     io_jobs: queue.SimpleQueue[Any] | None  # storage.py
     items: Any  # storage.py: the store's items of lf.parallel_map, or None
@@ -85,6 +96,7 @@ class RunParts:
     def _init_layers(self, mode: str, checkpoint: Callable[[LayerReport], Any] | None) -> None: ...
     def _init_recording(self) -> None: ...
     def _init_remote(self) -> None: ...
+    def _open_pools(self, options: RunOptions) -> None: ...
     def _init_store_io(self) -> None: ...
     def _init_scopes(self, items: Any) -> None: ...
     def _init_workers(self) -> None: ...
@@ -151,6 +163,7 @@ class RunParts:
     # pools.py: ForeignPools
     def _foreign_first(self, key: int) -> bool: ...
     def _pump(self) -> None: ...
+    def _free_slot(self, kind: int) -> None: ...
 
     # recording.py: Recording
     def _counts(self) -> dict[str, int]: ...

@@ -21,7 +21,6 @@ from ..events import (
 from ..metrics import add as add_metrics
 from .state import (
     _CACHED,
-    _DASK,
     _FAILED,
     _REUSED,
     _SUCCEEDED,
@@ -37,13 +36,13 @@ class RemoteValues(State):
     """Values a backend kept where they ran (a Dask cluster), and bringing them back."""
 
     def _init_remote(self) -> None:
-        """``cluster``: the Dask backend's record of the values on the cluster (None
-        without Dask)."""
+        """``cluster``: the record of the values that stay where they ran, kept by the
+        backend that keeps them (``keeper``: Dask's); None when no pool keeps values."""
         self.cluster: Any = None
-        if self.dask is not None:
+        if self.keeper is not None:
             g = self.graph
-            self.cluster = self.dask.values(
-                [k == _DASK for k in self.kind],
+            self.cluster = self.keeper.values(
+                [k == self.keeper_kind for k in self.kind],
                 g.succs,
                 {j for sources in g.map_source.values() for j in sources},
                 needed_here=self.persist is not None or self.checkpoint is not None,
@@ -85,7 +84,7 @@ class RemoteValues(State):
                 elif i not in got and i < self.n:
                     self.released[i] = 1
             for m, kids in self.children.items():  # a map task's list of element values
-                if self.kind[m] == _DASK and self.status[m] == _SUCCEEDED:
+                if self.kind[m] == self.keeper_kind and self.status[m] == _SUCCEEDED:
                     if cluster.wanted_at_end(m):
                         done = (_SUCCEEDED, _REUSED, _CACHED)  # skipped ones left out
                         self.values[m] = [self.values[k] for k in kids if self.status[k] in done]

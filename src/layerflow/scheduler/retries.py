@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ..errors import Cancelled, _NoRetry
+from ..errors import Cancelled, NoRetry
 from ..events import logger
 from ..pushback import PushBack, classify
 from .state import (
@@ -71,7 +71,7 @@ class Retries(State):
         """Would entry ``i`` be tried again after ``error``?"""
         t = self.spec[i]
         a = self.attempts[i] - self.pushbacks[i]
-        return a <= t.retries and isinstance(error, t.retry_on) and not isinstance(error, _NoRetry)
+        return a <= t.retries and isinstance(error, t.retry_on) and not isinstance(error, NoRetry)
 
     def _push_back(self, i: int, error: BaseException, push: PushBack) -> None:
         """The task said "too many requests" (``lf.RateLimited``, an HTTP 429): pause its

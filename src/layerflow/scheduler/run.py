@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from ..backends import SIGNAL_POLL
 from ..capture import install as install_capture
 from ..capture import uninstall as uninstall_capture
 from ..events import (
@@ -37,6 +40,10 @@ from .telemetry import Telemetry
 from .transitions import Transitions
 from .workers import ThreadWorkers
 
+if TYPE_CHECKING:
+    from ..options import RunOptions
+    from ..plan import Plan
+
 #: how long an interrupted run waits for its last batch of results to be stored (a store
 #: locked by another process may take up to its busy timeout; past this, they are lost)
 _SETTLE = 35.0
@@ -61,7 +68,20 @@ class Run(
     Transitions,
     State,
 ):
-    """The run: state, transitions and policies assembled; starting and ending it."""
+    """The run: state, transitions and policies assembled; its pools; starting and ending it."""
+
+    def __init__(self, plan: Plan, inputs: Mapping[str, Any], options: RunOptions, **parts: Any):
+        """The state (checked whole first), then the pools it needs (``pools.py``)."""
+        super().__init__(plan, inputs, options, **parts)
+        try:
+            self._open_pools(options)
+        except BaseException:
+            if self.bus is not None:
+                self.bus.close()
+            raise
+        # the run's clock starts once its pools are up (a local Dask cluster takes seconds)
+        self.wall0 = time.time()
+        self.perf0 = self.end = time.perf_counter()
 
     def start(self) -> None:
         """Queue the tasks without dependencies and start the pools (lock not held)."""
@@ -109,7 +129,8 @@ class Run(
             self.start()
             if caller is not None:
                 caller.serve()
-            self.done.wait()
+            while not self.done.wait(SIGNAL_POLL):
+                pass  # a Ctrl-C another thread took is raised here, between waits
         except KeyboardInterrupt:
             if self.done.is_set():
                 raise  # the run had ended: the Ctrl-C is the caller's

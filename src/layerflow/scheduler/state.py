@@ -5,6 +5,8 @@ tasks are entries ``0..n-1``; the subtasks a ``map`` adds at run time are append
 Every field is guarded by ``lock``; the transitions (``transitions.py`` and the policy
 modules) mutate it with the lock held and are called by whoever holds the news: a thread
 worker whose task returned, a backend's done-callback, the timer, a checkpoint's thread.
+One write does not take it: ``faults._fault`` notes a thread that died before the lock
+existed (``early_faults``, one list append).
 
 Task states (``status[i]``; the names a ``RunResult`` shows are in ``_STATUS_NAMES``)::
 
@@ -57,8 +59,7 @@ Run-wide fields:
   ``progress``, ``last_take``, ``watching`` (the tiny-task mode).
 - admission (``admission.py``): ``gate`` (the pools' free units, the rate windows and the
   entries they park), ``gated`` (any task has a pool or a limit), ``rate_wake``,
-  ``parked_since`` and ``waits`` (for the trace); ``blocked_dask`` ((key, entry) with a
-  timeout, waiting for a free Dask thread); sequential runs: ``in_order``,
+  ``parked_since`` and ``waits`` (for the trace); sequential runs: ``in_order``,
   ``order_hold`` and ``order_held_by`` (a parked task holds the queue).
 - budgets (``budgets.py``): ``budget``, ``spent``, ``committed``, ``estimates``, ``est``
   (each task's declared cost), ``budget_stopped``, ``stop_reason``.
@@ -86,10 +87,12 @@ Run-wide fields:
   whose output the calling thread's calls write (sequential runs).
   ``tracing`` and ``untraced`` (``telemetry.py``): OpenTelemetry spans, when asked for.
   With a store, ``items`` (``storage.py``): tasks say which task they are.
-- pools: ``backends[kind]`` (opened through ``backends.open_backend``), ``handle`` per entry,
-  ``inline`` (a sequential run with no deadline: its own thread makes the calls),
-  ``dask`` and ``dask_threads``, ``has_foreign``,
-  ``only_foreign`` (the one foreign pool kind in use, else -1).
+- pools (``pools.py``, opened by ``Run`` once this state is built): ``backends[kind]``,
+  ``kind_cap``, what each can do (``begins_late``, ``times_from_begin``, ``interrupts``,
+  ``slots``; ``keeper`` and ``keeper_kind``: the one whose values stay where they ran),
+  ``blocked_slot`` ((key, entry) with a timeout, waiting for a free slot), ``handle`` per
+  entry, ``inline`` (a sequential run with no deadline: its own thread makes the calls),
+  ``has_foreign``, ``only_foreign`` (the one foreign pool kind in use, else -1).
 - connections: ``persist`` and ``lookup`` (the store and the cache), ``preset`` (resumed
   values), ``reuse`` and ``reusable`` (elements a resumed map finished), ``bus`` and
   ``emit`` (the event bus and its ``put``, or None), ``live`` (a live progress display).
@@ -104,7 +107,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..backends import BACKENDS, open_backend, sync_call  # noqa: F401 (BACKENDS re-exported)
+from ..backends import sync_call
 from ..capture import TaskLogs, cell_in
 from ..errors import (
     InvalidOptionError,
@@ -125,24 +128,27 @@ from ..names import new_run_id
 from ..options import RunOptions
 from ..plan import Plan
 from ..taskscope import clear as clear_scope
+from . import statuses
 
-_PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED, _STORING = range(6)
-_SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _REUSED, _CACHED = range(6, 12)
-_STATUS_NAMES = [
-    "pending",
-    "pending",
-    "running",
-    "pending",
-    "running",
-    "running",
-    "succeeded",
-    "failed",
-    "skipped",
-    "cancelled",
-    "reused",
-    "cached",
-]
-_WAITING_STATES = (_PENDING, _READY, _RETRY_WAIT)
+# the status codes under the engine's own (module-global) names: statuses.py
+_PENDING, _READY, _RUNNING, _RETRY_WAIT, _MAPPED, _STORING = (
+    statuses.PENDING,
+    statuses.READY,
+    statuses.RUNNING,
+    statuses.RETRY_WAIT,
+    statuses.MAPPED,
+    statuses.STORING,
+)
+_SUCCEEDED, _FAILED, _SKIPPED, _CANCELLED, _REUSED, _CACHED = (
+    statuses.SUCCEEDED,
+    statuses.FAILED,
+    statuses.SKIPPED,
+    statuses.CANCELLED,
+    statuses.REUSED,
+    statuses.CACHED,
+)
+_STATUS_NAMES = statuses.STATUS_NAMES
+_WAITING_STATES = statuses.WAITING_STATES
 
 #: pool kinds; a task's kind comes from its ``executor`` option or the run's ``backend``;
 #: ``_CALLER`` (the calling thread) takes the thread tasks of a ``mode="sequential"`` run
@@ -190,7 +196,7 @@ class State(RunParts):
         o = options
         mode, max_workers, timeout, seed = o.mode, o.max_workers, o.timeout, o.seed
         backend, resources, rate_limits = o.backend, o.resources, o.rate_limits
-        checkpoint, budget, address, client = o.checkpoint, o.budget, o.address, o.client
+        checkpoint, budget = o.checkpoint, o.budget
         g = plan.graph
         self.plan = plan
         self.graph = g
@@ -236,7 +242,7 @@ class State(RunParts):
         self.output = TaskLogs.for_run([], [])
         self.caller_cell = cell_in(self.context, self.output)
         with gc_paused():
-            self._init_entries(inputs, backend, address, client)
+            self._init_entries(inputs, backend)
         self.output.names, self.output.attempts = self.names, self.attempts
         self._init_scopes(items)
         self.lock = threading.Lock()
@@ -272,14 +278,12 @@ class State(RunParts):
         if keep is not None:
             for i in keep:
                 self.keep[i] = 1
-        self.track_users = self.release or self.dask is not None
+        self.track_users = self.release  # and when values stay where they ran: _open_pools
         if self.track_users:
             self.users_left = [len(s) for s in self.succs]
 
         self._init_budgets(budget, limits)  # before the gate: it takes its costs apart
         self._init_admission(pools, limits)
-        # ready, with a timeout: waiting for a Dask thread, as (key, entry)
-        self.blocked_dask: list[tuple[int, int]] = []
 
         self._init_groups()
         # resume: values loaded from the store for tasks that need not run again
@@ -297,7 +301,6 @@ class State(RunParts):
         # value} of the elements an earlier run finished; ``reusable``: the map tasks it has
         self.reuse = reuse
         self.reusable = frozenset(reusable)
-        self._init_remote()
         self._init_store_io()
         self.timer: Any = None  # a deadlines.Timer, started by the first deadline
         self.bus = EventBus(list(observers), self._fault) if observers else None
@@ -306,9 +309,7 @@ class State(RunParts):
         self.perf0 = time.perf_counter()
         self.end = self.perf0
 
-    def _init_entries(
-        self, inputs: Mapping[str, Any], backend: str, address: str | None, client: Any
-    ) -> None:
+    def _init_entries(self, inputs: Mapping[str, Any], backend: str) -> None:
         """Per-entry lists for the graph's tasks (map subtasks are appended later)."""
         g = self.graph
         n = self.n
@@ -364,42 +365,7 @@ class State(RunParts):
         self.seq = [0] * n
         self.handle: list[Any] = [None] * n
         self.parent = [-1] * n
-        self.backends: list[Any] = [None] * _NKINDS
-        self.kind_cap = [_INFINITE] * _NKINDS
         used = set(self.kind)
-        # (backend='dask' with every task elsewhere, coroutines or explicit executors, is
-        # fine: the cluster is simply not needed)
-        if (address is not None or client is not None) and _DASK not in used and backend != "dask":
-            raise InvalidOptionError(
-                "address= and client= are for the Dask backend: pass backend='dask' "
-                "(or executor='dask' on the tasks that should run there)"
-            )
-        bound = None if self.limit == _INFINITE else self.limit
-        try:
-            for kind in _FOREIGN:  # looked up by name, imported only when used
-                if kind not in used:
-                    continue
-                opened = self.backends[kind] = open_backend(
-                    _KIND_NAMES[kind],
-                    loop=self.loop,
-                    context=self.context,
-                    address=address,
-                    client=client,
-                    on_fault=self._fault,
-                )
-                cap = opened.capacity(bound)
-                self.kind_cap[kind] = _INFINITE if cap is None else cap
-                opened.prepare(min(self.kind_cap[kind], self.kind.count(kind)))
-            if _DASK in used:
-                # a task with a timeout waits here until a Dask worker thread is free, so
-                # its deadline does not count Dask's queue
-                self.dask_threads = self.backends[_DASK].threads()
-        except BaseException:
-            for started in self.backends:
-                if started is not None:
-                    started.close()
-            raise
-        self.dask = self.backends[_DASK]
         self.has_foreign = bool(used - {_THREAD})
         # the one foreign pool in use, if only one is: the pump then skips comparing pools
         foreign = [k for k in _FOREIGN if k in used]

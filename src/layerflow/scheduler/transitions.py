@@ -23,10 +23,8 @@ from ..policy import KEY_BASE
 from .state import (
     _CACHED,
     _CANCELLED,
-    _DASK,
     _FAILED,
     _PENDING,
-    _PROCESS,
     _READY,
     _REUSED,
     _RUNNING,
@@ -84,7 +82,7 @@ class Transitions(State):
         if t.timeout is not None:
             # a worker process's call is timed from when it begins (``pools._began``);
             # until then only a backstop, for a worker stuck before the call
-            late = COLD_START if self.kind[i] == _PROCESS else 0.0
+            late = COLD_START if self.times_from_begin[self.kind[i]] else 0.0
             self._timer().add(now + t.timeout + late, self._on_task_deadline, i, self.token[i])
         if t.group is not None:
             self._group_started(t, now)
@@ -111,9 +109,8 @@ class Transitions(State):
             ok, cached = False, False
         self.running -= 1
         self.running_kind[self.kind[i]] -= 1
-        if self.blocked_dask and self.kind[i] == _DASK:
-            self._requeue(self.blocked_dask)
-            self.blocked_dask.clear()
+        if self.blocked_slot:
+            self._free_slot(self.kind[i])
         self.handle[i] = None
         self.busy[i] += t1 - t0
         self.last_end[i] = t1
@@ -353,17 +350,15 @@ class Transitions(State):
         shell step kills its command).
         A call queued in the calling thread (sequential) but not yet made is not made: it
         ends as ``Cancelled``, as a thread worker's does."""
-        kind = self.kind[j]
-        if kind == _DASK and self.handle[j] is not None:
-            # Dask cannot interrupt a call: one that began runs on and keeps its result;
-            # one that did not is not begun (it ends as Cancelled)
-            self.backends[kind].stop(self.handle[j])
-            return
+        kind, handle = self.kind[j], self.handle[j]
         if kind not in _UNSTOPPABLE:
-            self._abandon(j, None, fail=False, reason=reason)
+            if self.interrupts[kind] or handle is None:  # (None: not yet handed over)
+                self._abandon(j, None, fail=False, reason=reason)
+            else:  # a call that began runs on and keeps its result; one that did not
+                self.backends[kind].spare(handle)  # never begins (it ends as Cancelled)
             return
-        if self.handle[j] is not None:
-            self.backends[kind].cancel(self.handle[j])
+        if handle is not None:  # a call queued in the calling thread is not made
+            self.backends[kind].spare(handle)
         cancel = self.spec[j].cancel
         if cancel is not None:
             try:
@@ -389,9 +384,8 @@ class Transitions(State):
         self.token[i] += 1
         self.running -= 1
         self.running_kind[kind] -= 1
-        if self.blocked_dask and kind == _DASK:
-            self._requeue(self.blocked_dask)
-            self.blocked_dask.clear()
+        if self.blocked_slot:
+            self._free_slot(kind)
         if self.gated:  # abandoned (a timeout, a stop): not push-back, not a success
             self._release_units(i, False, error, now, None, abandoned=True)
         if kind == _THREAD:

@@ -191,11 +191,14 @@ class ThreadWorkers(State):
                 ok = False
             cell.i = -1
             t1 = perf()
+            spent = -1.0
             if t1 - t0 > long:  # its CPU time: read only after long tasks, never per short one
                 now = cpu()  # (what short tasks since the last mark used counts too: capped)
-                cpu_times[i] = min(now - cpu_mark, t1 - t0)
+                spent = min(now - cpu_mark, t1 - t0)
                 cpu_mark = now
             with lock:
+                if spent >= 0 and tokens[i] == token:  # (an abandoned attempt's is not kept:
+                    cpu_times[i] = spent  # the run may have ended and be read meanwhile)
                 used = None
                 if box:
                     if tokens[i] == token:
