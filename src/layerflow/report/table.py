@@ -69,7 +69,7 @@ def error_cell(err: str, tb: str) -> Markup:
     return ERROR(clip(err, 2000), clip(err, 160))
 
 
-# --- what is made by the thousand: Patterns, made once by tag() -----------------------------
+# --- what is made by the thousand: patterns, made once by tag() -----------------------------
 
 
 def _details(name: str, lines: str, logs: str) -> Markup:
