@@ -9,6 +9,7 @@ import sqlite3
 import textwrap
 import time
 from collections import Counter
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -456,3 +457,100 @@ def test_the_report_has_a_cpu_column_and_the_cpu_line_one_duration_style(tmp_pat
     assert note is not None
     assert re.match(r"CPU: \d+(\.\d+)? ms in 1 task \(\d+(\.\d+)? ms each\)", note), note
     assert "e-0" not in note
+
+
+# --- hostile text ---------------------------------------------------------------------------
+
+HOSTILE = ("<script>alert(1)</script>", '"><svg onload=alert(2)>', "&amp;")
+
+
+def hostile_run() -> lf.RunResult:
+    """Each hostile string as a task's name, its error, a line it logs and its value."""
+    flow = lf.Flow("hostile")
+    for k, bad in enumerate(HOSTILE):
+
+        def fails(bad: str = bad) -> None:
+            time.sleep(0.03)  # wide enough a bar for its name
+            print(f"log {bad}")
+            raise ValueError(f"error {bad}")
+
+        def gives(bad: str = bad) -> dict[str, str]:
+            time.sleep(0.03)
+            print(f"log {bad}")
+            return {"value": bad}
+
+        flow.add(fails, name=f"f{k} {bad}")
+        flow.add(gives, name=f"g{k} {bad}")
+    return flow.run(max_workers=2, fail_fast=False)
+
+
+class Parsed(HTMLParser):
+    """A page as a browser reads it: every element with its attributes, unescaped, and the
+    text inside each kind of element."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.open: list[str] = []
+        self.text: dict[str, list[str]] = {}
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+        if tag not in ("rect", "line", "path", "meta", "link"):
+            self.open.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag):
+        if tag in self.open:
+            while self.open.pop() != tag:
+                pass
+
+    def handle_data(self, data):
+        for tag in set(self.open):
+            self.text.setdefault(tag, []).append(data)
+
+    def attrs(self, tag: str, name: str) -> str:
+        return "\n".join(a.get(name) or "" for t, a in self.elements if t == tag)
+
+    def inside(self, tag: str) -> str:
+        return "".join(self.text.get(tag, []))
+
+
+def test_hostile_names_errors_logs_and_values_are_text_everywhere(tmp_path, browser):
+    run = hostile_run()
+    page = run.to_html(tmp_path / "hostile.html").read_text()
+    parsed = Parsed(page)
+    tips = parsed.attrs("rect", "data-tip")  # the timeline's tooltips
+    nodes = parsed.attrs("g", "data-tip")  # the graph's
+    for k, bad in enumerate(HOSTILE):
+        assert f"f{k} {bad}\n" in tips and f"error {bad}" in tips
+        assert f"f{k} {bad}\n" in nodes and f"error {bad}" in nodes
+        assert f"g{k} {bad}" in parsed.attrs("text", "data-name")  # a bar's label
+        assert f"g{k} {bad}"[:20] in parsed.inside("svg")  # a node's label (clipped)
+        table = parsed.inside("table")
+        assert f"f{k} {bad}" in table and f"error {bad}" in table
+        assert f"log {bad}" in table and repr(bad) in table  # its output and its value
+    # only the page's own script, no element or handler from a name
+    assert [t for t, _ in parsed.elements if t == "script"] == ["script"]
+    assert not [a for _, attrs in parsed.elements for a in attrs if a.startswith("on")]
+    assert page.count("<script") == 1 and "<svg onload" not in page
+    assert "&amp;amp;" in page  # "&amp;" itself, as text
+
+    browsed = browser.new_page()
+    dialogs: list[str] = []
+    browsed.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    browsed.goto((tmp_path / "hostile.html").resolve().as_uri())
+    assert browsed.evaluate("document.scripts.length") == 1
+    browsed.hover(f"#timeline rect.bar[data-task='f0 {HOSTILE[0]}']")
+    assert f"error {HOSTILE[0]}" in browsed.locator("#tip").inner_text()
+    assert dialogs == []
+    browsed.close()
+
+    fragment = run._repr_html_()  # the notebook's: tooltips are <title>s
+    shown = Parsed(fragment)
+    for bad in HOSTILE:
+        assert f"error {bad}" in shown.inside("title")
+    assert "<script" not in fragment and "<svg onload" not in fragment

@@ -15,8 +15,9 @@ import re
 from types import SimpleNamespace
 from typing import Any
 
+from .markup import Markup, esc, join, tag
 from .names import counted, duration
-from .report import Caps, clip, error_text, esc, graph, static, summary, timeline
+from .report import Caps, Run, clip, error_text, graph, static, summary, timeline
 from .tracebacks import traceback_text
 
 __all__ = ["plan_html", "run_html", "NOTEBOOK_CAPS"]
@@ -59,79 +60,84 @@ _EXTRA = """
 """
 
 
-def _tooltips(svg: str) -> str:
-    """The report's ``data-tip`` hover texts as SVG ``<title>``s (no script needed), and
-    without the zoom script's data (``data-t0``/``data-t1``), which nothing here reads."""
-    svg = re.sub(r' data-t[01]="[^"]*"', "", svg)
-    svg = re.sub(
-        r'<rect ([^>]*?) data-tip="([^"]*)"([^>]*)/>', r"<rect \1\3><title>\2</title></rect>", svg
+def _unique(svg: Markup, n: int) -> Markup:
+    """The report's ids made unique to this output (two outputs, two clip paths): the
+    report's own constant attributes, replaced by others with a number."""
+    text = svg.replace(' id="timeline"', "").replace(' id="graph"', "")
+    text = text.replace('id="plot"', f'id="lf-plot-{n}"').replace(
+        "url(#plot)", f"url(#lf-plot-{n})"
     )
-    return re.sub(r'<g ([^>]*?) data-tip="([^"]*)"([^>]*)>', r"<g \1\3><title>\2</title>", svg)
+    return Markup(text)
 
 
-def _unique(svg: str, n: int) -> str:
-    """The report's ids made unique to this output (two outputs, two clip paths)."""
-    svg = svg.replace(' id="timeline"', "").replace(' id="graph"', "")
-    return svg.replace('id="plot"', f'id="lf-plot-{n}"').replace("url(#plot)", f"url(#lf-plot-{n})")
-
-
-def _fragment(title: str, body: str, notes: list[str]) -> str:
+def _fragment(title: Markup, body: list[Markup | str], notes: list[str]) -> Markup:
     n = next(_ids)
     scope = f".lf-nb-{n}"
-    style = _scoped(static("report.css"), scope) + _EXTRA.format(s=scope)
-    note_html = "".join(f"<li>{esc(note)}</li>" for note in notes)
-    notes_block = f'<ul class="notes">{note_html}</ul>' if notes else ""
-    return (
-        f'<div class="lf-nb lf-nb-{n}"><style>{style}</style>'
-        f'<div class="lf-title">{title}</div>{body}{notes_block}</div>'
+    # the report's own style, scoped: a package file, not a value
+    style = Markup(_scoped(static("report.css"), scope) + _EXTRA.format(s=scope))
+    notes_block = tag("ul", *[tag("li", note) for note in notes], class_="notes") if notes else ""
+    return tag(
+        "div",
+        tag("style", style),
+        tag("div", title, class_="lf-title"),
+        *body,
+        notes_block,
+        class_=f"lf-nb lf-nb-{n}",
     )
 
 
-def run_html(run: Any) -> str:
+def run_html(run: Run) -> Markup:
     """A finished run as an HTML fragment: summary cards, timeline, graph by layer."""
     notes: list[str] = []
     critical = set(run.critical_path)
     cards = summary(run, run.counts())
-    bars = _tooltips(timeline(run, critical, notes, NOTEBOOK_CAPS))
-    nodes = _tooltips(graph(run, critical, notes, NOTEBOOK_CAPS))
+    # hover texts as SVG <title>s: a notebook runs no script
+    bars = timeline(run, critical, notes, NOTEBOOK_CAPS, titles=True)
+    nodes = graph(run, critical, notes, NOTEBOOK_CAPS, titles=True)
     n = next(_ids)
     name = f"{run.flow_name} · {run.run_id}" if run.flow_name else run.run_id
-    body = (
-        f'<section class="lf-summary">{cards}</section>{_failures(run)}'
-        f'<div class="lf-h">Timeline</div><div class="scroll">{_unique(bars, n)}</div>'
-        f'<div class="lf-h">Graph by layer</div><div class="scroll">{_unique(nodes, n)}</div>'
-    )
+    body: list[Markup | str] = [
+        tag("section", cards, class_="lf-summary"),
+        _failures(run),
+        tag("div", "Timeline", class_="lf-h"),
+        tag("div", _unique(bars, n), class_="scroll"),
+        tag("div", "Graph by layer", class_="lf-h"),
+        tag("div", _unique(nodes, n), class_="scroll"),
+    ]
     if len(run.tasks) > NOTEBOOK_CAPS.nodes:
         notes.append("run.to_html(path) writes the whole report, with every task's row.")
-    return _fragment(f"layerflow run {esc(name)}", body, notes)
+    return _fragment(esc(f"layerflow run {name}"), body, notes)
 
 
-def _failures(run: Any) -> str:
+def _failures(run: Run) -> Markup:
     """The first failed tasks, each with its error and, unfolded, its traceback."""
     failed = [t for t in run.tasks.values() if t.status == "failed"]
     if not failed:
-        return ""
+        return Markup()
     items = []
     for t in failed[:MAX_FAILURES]:
         error = clip(error_text(t.error), 300)
         tb = clip(traceback_text(t.error) or "", 8000)
         items.append(
-            f"<details><summary><strong>{esc(t.name)}</strong>: {esc(error)}</summary>"
-            f'<pre class="tb">{esc(tb)}</pre></details>'
+            tag(
+                "details",
+                tag("summary", tag("strong", t.name), ": ", error),
+                tag("pre", tb, class_="tb"),
+            )
         )
     more = len(failed) - MAX_FAILURES
     if more > 0:
-        items.append(f"<p>… and {counted(more, 'more failed task')}</p>")
-    return f'<div class="lf-h">Failed</div><div class="lf-failed">{"".join(items)}</div>'
+        items.append(tag("p", f"… and {counted(more, 'more failed task')}"))
+    return join([tag("div", "Failed", class_="lf-h"), tag("div", *items, class_="lf-failed")])
 
 
-def plan_html(plan: Any) -> str:
+def plan_html(plan: Any) -> Markup:
     """A plan as an HTML fragment: its numbers as cards, and the graph by layer (the
     critical path by past durations where the store has them, else by task count)."""
     notes: list[str] = []
     layers = plan.layers
     path = plan.critical_path()
-    cards = [
+    cards: list[tuple[str, str]] = [
         ("Tasks", f"{len(plan)}"),
         ("Layers", f"{len(layers)}"),
         ("Widest layer", f"{max((len(lay) for lay in layers), default=0)}"),
@@ -139,27 +145,32 @@ def plan_html(plan: Any) -> str:
     ]
     if plan.history:  # a prediction from past runs' durations
         row = plan.what_if([None])[0]
-        cards.append(("Predicted", esc(duration(row.seconds))))
+        cards.append(("Predicted", duration(row.seconds)))
         cards.append(("Speedup", f"{row.speedup:.1f}×"))
         notes.append(f"Durations: {plan.history_note()}.")
     if plan.inputs:
-        cards.append(("Inputs", esc(", ".join(plan.inputs))))
-    html_cards = "".join(
-        f'<div class="card"><div class="k">{k}</div><div class="v">{v}</div></div>'
+        cards.append(("Inputs", ", ".join(plan.inputs)))
+    html_cards = [
+        tag("div", tag("div", k, class_="k"), tag("div", v, class_="v"), class_="card")
         for k, v in cards
-    )
+    ]
     shape = SimpleNamespace(layers=layers, edges=plan.edges(), tasks={}, critical_path=path)
-    drawn = _tooltips(graph(shape, set(path), notes, NOTEBOOK_CAPS))
+    drawn = _unique(graph(shape, set(path), notes, NOTEBOOK_CAPS, titles=True), next(_ids))
     crit = (
-        f'<p class="crit-path"><strong>Critical path</strong>: {esc(" → ".join(path[:16]))}'
-        f"{' → …' if len(path) > 16 else ''}</p>"
+        tag(
+            "p",
+            tag("strong", "Critical path"),
+            ": " + " → ".join(path[:16]) + (" → …" if len(path) > 16 else ""),
+            class_="crit-path",
+        )
         if path
         else ""
     )
-    drawn = _unique(drawn, next(_ids))
-    body = (
-        f'<div class="cards">{html_cards}</div>{crit}'
-        f'<div class="lf-h">Graph by layer</div><div class="scroll">{drawn}</div>'
-    )
-    title = f"layerflow plan {esc(plan.name)}" if plan.name else "layerflow plan"
-    return _fragment(title, body, notes)
+    body: list[Markup | str] = [
+        tag("div", *html_cards, class_="cards"),
+        crit,
+        tag("div", "Graph by layer", class_="lf-h"),
+        tag("div", drawn, class_="scroll"),
+    ]
+    title = f"layerflow plan {plan.name}" if plan.name else "layerflow plan"
+    return _fragment(esc(title), body, notes)

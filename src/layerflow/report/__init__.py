@@ -11,7 +11,9 @@ run recorded (its attempts, waits, layers, edges), never from calls inside the s
   notebook view reuse. Large runs draw at most ``MAX_BARS`` bars, ``MAX_NODES`` graph nodes
   and ``MAX_ROWS`` table rows (the failed, the critical path and the longest first), and
   say so.
-- ``common``: the caps, escaping, writing a file.
+- ``common``: what the parts read of a run (``Run``, ``Shape``), the caps, writing a file.
+  Every element is built by ``layerflow.markup`` (``tag``, ``void``), which escapes every
+  name, value, error and log line.
 """
 
 from ..errors import ReportError
@@ -21,6 +23,8 @@ from .common import (
     MAX_ROWS,
     REPORT_CAPS,
     Caps,
+    Run,
+    Shape,
     check_writable,
     clip,
     error_text,
@@ -45,6 +49,8 @@ __all__ = [
     "MAX_ROWS",
     "REPORT_CAPS",
     "Caps",
+    "Run",
+    "Shape",
     "clip",
     "error_text",
     "esc",

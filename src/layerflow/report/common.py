@@ -1,38 +1,101 @@
-"""What the report's parts share: the caps on what is drawn, escaping, writing a file."""
+"""What the report's parts share: what they read of a run, the caps on what is drawn,
+escaping (``layerflow.markup``), writing a file."""
 
 from __future__ import annotations
 
-import html
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Protocol
 
 from ..errors import ReportError, safe_str
+from ..markup import Markup, esc, join, num, pattern, tag, void
 from ..names import duration as secs
-from ..records import Attempt, TaskRun
+from ..records import Attempt, TaskRun, Wait
 
 __all__ = [
     "Attempt",
     "Caps",
+    "Markup",
+    "pattern",
     "REPORT_CAPS",
-    "RunResult",
+    "Run",
+    "Shape",
     "TaskRun",
+    "Wait",
     "chain",
     "check_writable",
     "clip",
     "error_text",
     "esc",
+    "join",
     "longest_first",
+    "num",
     "owner",
     "secs",
+    "tag",
+    "void",
     "write_file",
 ]
 
-# What these functions read: a layerflow.result.RunResult (duck-typed: result.py imports
-# this package for run.to_html, not the reverse) and its records, typed (records.py).
-RunResult: TypeAlias = Any
+
+# What the report reads of a run, as protocols rather than an import of result.py: result.py
+# imports this package (run.to_html), so importing it back, even for the type checker only,
+# would be an import cycle. A layerflow.result.RunResult is a Run: mypy checks it where
+# result.py and the ui pass one in, and checks every read here against these members.
+class Shape(Protocol):
+    """What the graph reads: a run's or a plan's tasks, layers and edges."""
+
+    @property
+    def tasks(self) -> Mapping[str, TaskRun]: ...
+    @property
+    def layers(self) -> list[list[str]]: ...
+    @property
+    def edges(self) -> list[tuple[str, str]]: ...
+    @property
+    def critical_path(self) -> list[str]: ...
+
+
+class Run(Shape, Protocol):
+    """What the report reads of a finished or live run: a :class:`layerflow.RunResult`."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def flow_name(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def finished_at(self) -> float: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def attempts(self) -> list[Attempt]: ...
+    @property
+    def waits(self) -> list[Wait]: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def details(self) -> dict[str, str]: ...
+    @property
+    def stop_reason(self) -> str | None: ...
+    @property
+    def bound_by(self) -> str | None: ...
+    @property
+    def budget(self) -> dict[str, dict[str, float]]: ...
+    @property
+    def cpu(self) -> dict[str, float]: ...
+    @property
+    def metrics(self) -> dict[str, float]: ...
+    @property
+    def sequential_estimate(self) -> float: ...
+    @property
+    def speedup(self) -> float: ...
+    def counts(self) -> dict[str, int]: ...
+    def cpu_note(self) -> str | None: ...
 
 
 MAX_BARS = 10_000  # attempts drawn on the timeline
@@ -81,6 +144,7 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
 
 
 def write_file(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` as UTF-8; a :class:`ReportError` that says why if it cannot."""
     p = check_writable(path)
     try:
         p.write_text(text, encoding="utf-8")
@@ -98,7 +162,7 @@ def error_text(error: BaseException | None) -> str:
     return str(error) if isinstance(error, RecordedError) else safe_str(error)
 
 
-def owner(run: RunResult, name: str) -> TaskRun | None:
+def owner(run: Shape, name: str) -> TaskRun | None:
     """The task's record, or for a map subtask ``m[3]`` without one, its map task's."""
     t = run.tasks.get(name)
     if t is None and name.endswith("]"):
@@ -107,10 +171,6 @@ def owner(run: RunResult, name: str) -> TaskRun | None:
 
 
 # --- HTML report ----------------------------------------------------------------------------
-
-
-def esc(text: Any) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def clip(text: str, n: int) -> str:

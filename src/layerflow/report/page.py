@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..names import counted
-from .common import MAX_GROUPS, RunResult, chain, esc, owner, secs, write_file
+from .common import MAX_GROUPS, Markup, Run, chain, esc, join, owner, secs, tag, void, write_file
 from .graph import graph
 from .table import table
 from .timeline import timeline
@@ -26,41 +26,43 @@ def static(name: str) -> str:
     return files(__package__).joinpath("static", name).read_text(encoding="utf-8")
 
 
-def html_report(run: RunResult) -> str:
+def html_report(run: Run) -> str:
     """The run as one self-contained HTML page (inline CSS, SVG and script; no request)."""
     notes: list[str] = []
     critical = set(run.critical_path)
     counts = run.counts()
-    cards = summary(run, counts) + groups(run)
+    cards = join([summary(run, counts), groups(run)])
     bars = timeline(run, critical, notes)
     nodes = graph(run, critical, notes)
     rows = table(run, critical, notes)
     title = f"{run.flow_name} · {run.run_id}" if run.flow_name else run.run_id
-    note_html = "".join(f"<li>{esc(n)}</li>" for n in notes)
-    return static("page.html").format(
-        title=esc(title),
-        summary=cards,
-        notes=f'<ul class="notes">{note_html}</ul>' if notes else "",
-        timeline=bars,
-        graph=nodes,
-        table=rows,
-        legend=legend(run),
-        csp=CSP,
-        css=static("report.css"),
-        js=static("report.js"),
-    )
+    parts = {
+        "title": title,
+        "summary": cards,
+        "notes": tag("ul", *[tag("li", n) for n in notes], class_="notes") if notes else "",
+        "timeline": bars,
+        "graph": nodes,
+        "table": rows,
+        "legend": legend(run),
+        "csp": CSP,
+        # the package's own files: the style and the one script the page runs
+        "css": Markup(static("report.css")),
+        "js": Markup(static("report.js")),
+    }
+    # every value escaped unless it is markup already (the parts above, or a package file)
+    return static("page.html").format(**{k: esc(v) for k, v in parts.items()})
 
 
-def write_html(run: RunResult, path: str | os.PathLike[str]) -> Path:
+def write_html(run: Run, path: str | os.PathLike[str]) -> Path:
     """Write :func:`html_report` to ``path``; return the path."""
     return write_file(path, html_report(run))
 
 
-def bound_line(run: RunResult) -> str:
+def bound_line(run: Run) -> Markup:
     """What bound this run, in words, from the planner's analysis of its durations."""
     bound = run.bound_by
     if not bound or run.duration < 0.05:
-        return ""
+        return Markup()
     waited: dict[str, float] = {}
     for w in run.waits:
         key = w.reason.replace("'", "")  # "pool 'gpu'" is the planner's "pool gpu"
@@ -79,71 +81,77 @@ def bound_line(run: RunResult) -> str:
         why = f"{bound}: tasks waited {secs(waited[bound])} for it in all"
     else:
         why = bound
-    return f'<p class="tally"><strong>What bound this run:</strong> {esc(why)}</p>'
+    return tag("p", tag("strong", "What bound this run:"), " ", why, class_="tally")
 
 
-def speedup_card(run: RunResult) -> str:
+def speedup_card(run: Run) -> Markup:
     """The speedup, or why there is none (a failed run, or one too short to compare)."""
     from ..events import SHORTEST_COMPARED
 
     if run.status != "succeeded":
-        return f'—<div class="why">the run {esc(run.status)}</div>'
+        return join(["—", tag("div", f"the run {run.status}", class_="why")])
     if run.duration < SHORTEST_COMPARED:
-        return '—<div class="why">too short to compare</div>'
-    return f"{run.speedup:.1f}×"
+        return join(["—", tag("div", "too short to compare", class_="why")])
+    return esc(f"{run.speedup:.1f}×")
 
 
-def summary(run: RunResult, counts: dict[str, int]) -> str:
+def summary(run: Run, counts: dict[str, int]) -> Markup:
+    """The run's numbers as cards, its tally by status, and why it stopped, what bound it
+    and its critical path, when there is something to say."""
     lanes = max((a.lane for a in run.attempts), default=-1) + 1
     path = run.critical_path
     path_time = sum(run.tasks[n].duration for n in path if n in run.tasks)
-    cells = [
-        ("Status", f'<span class="pill s-{esc(run.status)}">{esc(run.status)}</span>'),
-        ("Wall time", esc(secs(run.duration))),
-        ("Sequential estimate", esc(secs(run.sequential_estimate))),
+    cells: list[tuple[str, Any]] = [
+        ("Status", tag("span", run.status, class_=f"pill s-{run.status}")),
+        ("Wall time", secs(run.duration)),
+        ("Sequential estimate", secs(run.sequential_estimate)),
         ("Speedup", speedup_card(run)),
-        ("Tasks", f"{len(run.tasks)}"),
-        ("Worker lanes", f"{lanes}"),
+        ("Tasks", len(run.tasks)),
+        ("Worker lanes", lanes),
     ]
     if run.cpu:
-        cells.append(("CPU time", esc(secs(sum(run.cpu.values())))))
+        cells.append(("CPU time", secs(sum(run.cpu.values()))))
     spent = run.budget or {}
     cells += [
-        (esc(k), esc(f"{v:g}") + (f" of {spent[k]['budget']:g} budget" if k in spent else ""))
+        (k, f"{v:g}" + (f" of {spent[k]['budget']:g} budget" if k in spent else ""))
         for k, v in run.metrics.items()  # lf.record, and the budget it counts against
     ]
-    cards = "".join(
-        f'<div class="card"><div class="k">{k}</div><div class="v">{v}</div></div>'
+    cards = [
+        tag("div", tag("div", k, class_="k"), tag("div", v, class_="v"), class_="card")
         for k, v in cells
-    )
-    tally = ", ".join(f"{n} {esc(s)}" for s, n in counts.items())
+    ]
+    tally = ", ".join(f"{n} {s}" for s, n in counts.items())
     crit = (
-        f'<p class="crit-path"><strong>Critical path</strong> ({counted(len(path), "task")}, '
-        f"{esc(secs(path_time))}): {esc(chain(path))}</p>"
+        tag(
+            "p",
+            tag("strong", "Critical path"),
+            f" ({counted(len(path), 'task')}, {secs(path_time)}): {chain(path)}",
+            class_="crit-path",
+        )
         if path
         else ""
     )
     stopped = (
-        f'<p class="tally"><strong>Stopped:</strong> {esc(run.stop_reason)}</p>'
+        tag("p", tag("strong", "Stopped:"), " ", run.stop_reason, class_="tally")
         if run.stop_reason
         else ""
     )
-    bound = bound_line(run)
     note = run.cpu_note()
     warn = (
-        f'<p class="tally warn"><strong>GIL:</strong> {esc(note.split("Warning: ", 1)[1])}</p>'
+        tag("p", tag("strong", "GIL:"), " ", note.split("Warning: ", 1)[1], class_="tally warn")
         if note is not None and "Warning: " in note
         else ""
     )
-    return (
-        f'<div class="cards">{cards}</div><p class="tally">{tally}</p>{stopped}{bound}{warn}{crit}'
+    return join(
+        [tag("div", *cards, class_="cards"), tag("p", tally, class_="tally"), stopped]
+        + [bound_line(run), warn, crit]
     )
 
 
-def groups(run: RunResult) -> str:
+def groups(run: Run) -> Markup:
     """Tasks by label (e.g. a Dask key's group): a 10,000-chunk array is a few rows."""
     if not run.labels:
-        return ""
+        return Markup()
     rows: dict[str, list[Any]] = {}  # label -> [tasks, statuses, work, first start, last end]
     for name, t in run.tasks.items():
         row = rows.setdefault(run.labels.get(name, name), [0, {}, 0.0, math.inf, -math.inf])
@@ -154,22 +162,28 @@ def groups(run: RunResult) -> str:
             row[3] = min(row[3], t.started_at)
             row[4] = max(row[4], t.finished_at)
     shown = sorted(rows.items(), key=lambda item: -item[1][2])[:MAX_GROUPS]
-    body = "".join(
-        f"<tr><td>{esc(label)}</td><td>{n}</td>"
-        f"<td>{esc(', '.join(f'{c} {s}' for s, c in statuses.items()))}</td>"
-        f"<td>{esc(secs(work))}</td>"
-        f"<td>{esc(secs(end - start) if end >= start else '-')}</td></tr>"
+    body = [
+        tag(
+            "tr",
+            tag("td", label),
+            tag("td", n),
+            tag("td", ", ".join(f"{c} {s}" for s, c in statuses.items())),
+            tag("td", secs(work)),
+            tag("td", secs(end - start) if end >= start else "-"),
+        )
         for label, (n, statuses, work, start, end) in shown
-    )
+    ]
     more = f" ({MAX_GROUPS} of {len(rows)}, the most work first)" if len(rows) > MAX_GROUPS else ""
-    return (
-        f'<h3>Groups{more}</h3><table class="groups"><thead><tr><th scope="col">Group</th>'
-        '<th scope="col">Tasks</th><th scope="col">Statuses</th><th scope="col">Work</th>'
-        f'<th scope="col">Wall span</th></tr></thead><tbody>{body}</tbody></table>'
+    head = [tag("th", h, scope="col") for h in ("Group", "Tasks", "Statuses", "Work", "Wall span")]
+    return join(
+        [
+            tag("h3", f"Groups{more}"),
+            tag("table", tag("thead", tag("tr", *head)), tag("tbody", *body), class_="groups"),
+        ]
     )
 
 
-def legend(run: RunResult) -> str:
+def legend(run: Run) -> Markup:
     """A key for what the timeline shows: only the outcomes and waits that are there."""
     outcomes = {a.outcome for a in run.attempts}
     retried = any(
@@ -198,18 +212,19 @@ def legend(run: RunResult) -> str:
         )
     ]
     out = [
-        f'<span class="key"><svg width="14" height="10"><rect class="{cls}" width="14" '
-        f'height="10"/></svg>{label}</span>'
-        for cls, label, present in items
-        if present
+        tag("span", swatch(cls), label, class_="key") for cls, label, present in items if present
     ]
     if run.critical_path:
-        out.append(
-            '<span class="key"><svg width="14" height="10"><rect class="s-succeeded crit" '
-            'x="1" y="1" width="12" height="8"/></svg>critical path (outlined)</span>'
-        )
-    out.append('<span class="key hint">wheel: zoom · drag: pan · double-click: reset</span>')
-    return "".join(out)
+        critical = swatch("s-succeeded crit", x=1, y=1, width=12, height=8)
+        out.append(tag("span", critical, "critical path (outlined)", class_="key"))
+    out.append(tag("span", "wheel: zoom · drag: pan · double-click: reset", class_="key hint"))
+    return join(out)
+
+
+def swatch(cls: str, **box: int) -> Markup:
+    """A legend's sample of a bar: a 14 by 10 picture (its rect the whole of it, or ``box``)."""
+    rect = void("rect", class_=cls, **(box or {"width": 14, "height": 10}))
+    return tag("svg", rect, width=14, height=10)
 
 
 # nothing may be fetched: the page is whole without the network, and stays private

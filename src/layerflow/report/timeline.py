@@ -4,19 +4,24 @@ rate windows and retries below them, as SVG."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from functools import partial
 
 from .common import (
     REPORT_CAPS,
     Attempt,
     Caps,
-    RunResult,
+    Markup,
+    Run,
     TaskRun,
+    Wait,
     clip,
-    esc,
     longest_first,
+    num,
     owner,
+    pattern,
     secs,
+    tag,
+    void,
 )
 from .graph import LABEL_CHAR, fit
 
@@ -47,13 +52,54 @@ def ticks(span: float) -> list[float]:
 
 
 MAX_LABELS = REPORT_CAPS.labels
+
+
+# what is drawn by the thousand: patterns, made once by void() and tag()
+def _bar(
+    cls: str,
+    x: float,
+    y: float,
+    width: float,
+    height: int,
+    t0: float,
+    t1: float,
+    task: str,
+    tip: str,
+) -> Markup:
+    return void(
+        "rect",
+        class_=cls,
+        x=x,
+        y=y,
+        width=width,
+        height=height,
+        data_t0=t0,
+        data_t1=t1,
+        data_task=task,
+        data_tip=tip,
+    )
+
+
+def _name(
+    x: float, y: float, t0: float, t1: float, task: str, text: str, *, hidden: bool = False
+) -> Markup:
+    return tag(
+        "text", text, class_="bl", x=x, y=y, data_t0=t0, data_t1=t1, data_name=task, hidden=hidden
+    )
+
+
+TIMES = {"t0": ".9g", "t1": ".9g"}  # seconds from the run's start, for the zoom script
+BAR = pattern(_bar, x=".2f", y=".1f", width=".2f", **TIMES)
+NAME = pattern(_name, x=".2f", y=".1f", **TIMES)  # a bar's name, where it fits
+# the script shows it when zooming in makes room for it
+HIDDEN_NAME = pattern(partial(_name, hidden=True), x=".2f", y=".1f", **TIMES)
 MIN_BAR = 3.0  # px: an instant task still shows
 
 
-def _wait_rows(waits: list[Any]) -> list[tuple[str, str, list[Any]]]:
+def _wait_rows(waits: list[Wait]) -> list[tuple[str, str, list[Wait]]]:
     """Waits summarized per limit: one row per pool or rate limit (and one for retries),
     the limit held up most first, as (kind, label, its waits)."""
-    rows: dict[tuple[str, str], list[Any]] = {}
+    rows: dict[tuple[str, str], list[Wait]] = {}
     for w in waits:
         label = "retry delays" if w.kind == "retry" else w.reason
         rows.setdefault((w.kind, label), []).append(w)
@@ -61,11 +107,21 @@ def _wait_rows(waits: list[Any]) -> list[tuple[str, str, list[Any]]]:
     return [(kind, label, ws) for (kind, label), ws in ranked]
 
 
-def timeline(run: RunResult, critical: set[str], notes: list[str], caps: Caps = REPORT_CAPS) -> str:
+def timeline(
+    run: Run,
+    critical: set[str],
+    notes: list[str],
+    caps: Caps = REPORT_CAPS,
+    *,
+    titles: bool = False,
+) -> Markup:
+    """The timeline as SVG. Hover texts are ``data-tip`` attributes that the page's script
+    shows, or with ``titles`` SVG ``<title>`` children, for a page without a script (a
+    notebook), which then also leaves out the zoom script's times (``data-t0``/``data-t1``)."""
     t0 = run.started_at
     attempts, waits = run.attempts, run.waits
     if not attempts:
-        return '<p class="empty">No task ran in this run.</p>'
+        return tag("p", "No task ran in this run.", class_="empty")
     end = max(run.finished_at, max(a.finished_at for a in attempts))
     span = max(end - t0, 1e-6)
     drawn = [a for a in attempts if a.lane < caps.lanes]
@@ -101,32 +157,35 @@ def timeline(run: RunResult, critical: set[str], notes: list[str], caps: Caps = 
     def x(t: float) -> float:
         return gutter + (t - t0) / span * width
 
+    def bar(
+        cls: str, x0: float, y: float, w: float, task: str, began: float, ended: float, tip: str
+    ) -> Markup:
+        """A bar (an attempt or a wait) with its hover text."""
+        if titles:
+            shape = {"x": num(x0, ".2f"), "y": num(y, ".1f"), "width": num(w, ".2f")}
+            return tag("rect", tag("title", tip), class_=cls, **shape, height=bar_h, data_task=task)
+        return BAR(cls, x0, y, w, bar_h, began - t0, ended - t0, task, tip)
+
     out = [
-        f'<svg id="timeline" class="timeline" width="{gutter + width + 40}" height="{height}" '
-        f'viewBox="0 0 {gutter + width + 40} {height}" role="img" data-span="{span:.9g}" '
-        f'data-gutter="{gutter}" data-width="{width}" '
-        f'aria-label="timeline of the run by worker lane (wheel: zoom, drag: pan)">'
-        f'<defs><clipPath id="plot"><rect x="{gutter}" y="0" width="{width}" '
-        f'height="{height}"/></clipPath></defs><g class="ticks">'
-    ]
-    for tick in ticks(span):
-        tx = x(t0 + tick)
-        out.append(
-            f'<line class="tick" x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{height}"/>'
-            f'<text class="axis" x="{tx:.1f}" y="{top - 8}">{esc(secs(tick) if tick else "0")}'
-            "</text>"
+        tag(
+            "defs",
+            tag("clipPath", void("rect", x=gutter, y=0, width=width, height=height), id="plot"),
         )
-    out.append("</g>")
+    ]
+    ticked = []
+    for tick in ticks(span):
+        tx = num(x(t0 + tick), ".1f")
+        ticked.append(void("line", class_="tick", x1=tx, y1=top - 4, x2=tx, y2=height))
+        ticked.append(tag("text", secs(tick) if tick else "0", class_="axis", x=tx, y=top - 8))
+    out.append(tag("g", *ticked, class_="ticks"))
     labels = h >= 11
     for lane in range(lanes):
-        y = top + lane * h
+        ly = top + lane * h
         if lane % 2 == 0 and lanes <= 200:
-            out.append(f'<rect class="lane" x="{gutter}" y="{y}" width="{width}" height="{h}"/>')
+            out.append(void("rect", class_="lane", x=gutter, y=ly, width=width, height=h))
         if labels:
-            out.append(
-                f'<text class="lbl" x="{gutter - 8}" y="{y + h - 5}">worker {lane + 1}</text>'
-            )
-    out.append('<g class="plot" clip-path="url(#plot)">')
+            out.append(tag("text", f"worker {lane + 1}", class_="lbl", x=gutter - 8, y=ly + h - 5))
+    plot: list[Markup] = []
     named = 0
     for a in drawn:
         t = owner(run, a.task)
@@ -139,55 +198,74 @@ def timeline(run: RunResult, critical: set[str], notes: list[str], caps: Caps = 
         w = max(MIN_BAR, x(a.finished_at) - x0)
         y = top + a.lane * h + (h - bar_h) / 2
         tip = tip_attempt(a, t, t0, a.task in critical)
-        out.append(
-            f'<rect class="{classes}" x="{x0:.2f}" y="{y:.1f}" width="{w:.2f}" '
-            f'height="{bar_h}" data-t0="{a.started_at - t0:.9g}" '
-            f'data-t1="{a.finished_at - t0:.9g}" data-task="{esc(a.task)}" '
-            f'data-tip="{esc(tip)}"/>'
-        )
+        plot.append(bar(classes, x0, y, w, a.task, a.started_at, a.finished_at, tip))
         if labels and named < caps.labels:  # the name on the bar, shown when it fits
             named += 1
             fits = w - 6 >= LABEL_CHAR * min(len(a.task), 4)
-            out.append(
-                f'<text class="bl" x="{x0 + 3:.2f}" y="{y + bar_h / 2 + 4:.1f}" '
-                f'data-t0="{a.started_at - t0:.9g}" data-t1="{a.finished_at - t0:.9g}" '
-                f'data-name="{esc(a.task)}"{"" if fits else " hidden"}>'
-                f"{esc(fit(a.task, w))}</text>"
-            )
+            ty = y + bar_h / 2 + 4
+            if titles:  # no zoom, so no times
+                plot.append(
+                    tag(
+                        "text",
+                        fit(a.task, w),
+                        class_="bl",
+                        x=num(x0 + 3, ".2f"),
+                        y=num(ty, ".1f"),
+                        data_name=a.task,
+                        hidden=not fits,
+                    )
+                )
+            else:
+                label = NAME if fits else HIDDEN_NAME
+                t_0, t_1 = a.started_at - t0, a.finished_at - t0
+                plot.append(label(x0 + 3, ty, t_0, t_1, a.task, fit(a.task, w)))
     if wait_rows:
         base = top + lanes * h + gap
-        out.append(
-            f'<line class="sep" x1="{gutter}" y1="{base - 4}" x2="{gutter + width}" '
-            f'y2="{base - 4}"/>'
+        plot.append(
+            void("line", class_="sep", x1=gutter, y1=base - 4, x2=gutter + width, y2=base - 4)
         )
         for row, (kind, _label, ws) in enumerate(wait_rows):
             y = base + row * h + (h - bar_h) / 2
-            for w in ws[: caps.bars // 4]:
-                x0 = x(w.started_at)
-                ww = max(MIN_BAR, x(w.finished_at) - x0)
+            for wt in ws[: caps.bars // 4]:
+                x0 = x(wt.started_at)
+                ww = max(MIN_BAR, x(wt.finished_at) - x0)
                 tip = (
-                    f"{w.task}\nwaiting: {w.reason}\n{secs(w.started_at - t0)} → "
-                    f"{secs(w.finished_at - t0)} ({secs(w.finished_at - w.started_at)})"
+                    f"{wt.task}\nwaiting: {wt.reason}\n{secs(wt.started_at - t0)} → "
+                    f"{secs(wt.finished_at - t0)} ({secs(wt.finished_at - wt.started_at)})"
                 )
-                out.append(
-                    f'<rect class="wait w-{esc(kind)}" x="{x0:.2f}" y="{y:.1f}" '
-                    f'width="{ww:.2f}" height="{bar_h}" data-t0="{w.started_at - t0:.9g}" '
-                    f'data-t1="{w.finished_at - t0:.9g}" data-task="{esc(w.task)}" '
-                    f'data-tip="{esc(tip)}"/>'
+                plot.append(
+                    bar(f"wait w-{kind}", x0, y, ww, wt.task, wt.started_at, wt.finished_at, tip)
                 )
-    out.append("</g>")
+    out.append(tag("g", *plot, class_="plot", clip_path="url(#plot)"))
     if wait_rows and labels:
         base = top + lanes * h + gap
-        out.append(f'<text class="lbl group" x="{gutter - 8}" y="{base - 7}">waiting for</text>')
-        for row, (_kind, label, ws) in enumerate(wait_rows):
-            total = sum(w.finished_at - w.started_at for w in ws)
-            name = label  # "pool 'gpu'", "rate limit 'api'", "retry delays"
-            tip = f"{name}: {len(ws)} waits, {secs(total)} in all"
+        out.append(tag("text", "waiting for", class_="lbl group", x=gutter - 8, y=base - 7))
+        for row, (_kind, limit, ws) in enumerate(wait_rows):
+            total = sum(wt.finished_at - wt.started_at for wt in ws)
+            # limit: "pool 'gpu'", "rate limit 'api'", "retry delays"
             out.append(
-                f'<text class="lbl" x="{gutter - 8}" y="{base + row * h + h - 5}" '
-                f'data-tip="{esc(tip)}">{esc(clip(name, 22))}</text>'
+                tag(
+                    "text",
+                    clip(limit, 22),
+                    class_="lbl",
+                    x=gutter - 8,
+                    y=base + row * h + h - 5,
+                    data_tip=f"{limit}: {len(ws)} waits, {secs(total)} in all",
+                )
             )
     if len(all_rows) > caps.wait_lanes:
         notes.append(f"The timeline draws the {caps.wait_lanes} limits that held tasks longest.")
-    out.append("</svg>")
-    return "".join(out)
+    return tag(
+        "svg",
+        *out,
+        id="timeline",
+        class_="timeline",
+        width=gutter + width + 40,
+        height=height,
+        viewBox=f"0 0 {gutter + width + 40} {height}",
+        role="img",
+        data_span=num(span, ".9g"),
+        data_gutter=gutter,
+        data_width=width,
+        aria_label="timeline of the run by worker lane (wheel: zoom, drag: pan)",
+    )

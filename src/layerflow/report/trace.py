@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .common import RunResult, owner, write_file
+from .common import Run, owner, write_file
 
 __all__ = ["chrome_trace", "write_chrome_trace"]
 
@@ -27,7 +27,7 @@ TRACE_COLORS = {  # chrome://tracing's reserved color names; Perfetto colors by 
 }
 
 
-def chrome_trace(run: RunResult) -> dict[str, Any]:
+def chrome_trace(run: Run) -> dict[str, Any]:
     """The run in Chrome's trace event format: ``{"traceEvents": [...]}`` with times in
     microseconds from the run's start."""
     t0 = run.started_at
@@ -116,6 +116,6 @@ def meta(
     return {"name": name, "ph": "M", "pid": pid, "tid": tid, "args": args}
 
 
-def write_chrome_trace(run: RunResult, path: str | os.PathLike[str]) -> Path:
+def write_chrome_trace(run: Run, path: str | os.PathLike[str]) -> Path:
     """Write :func:`chrome_trace` as JSON to ``path``; return the path."""
     return write_file(path, json.dumps(chrome_trace(run), separators=(",", ":")) + "\n")

@@ -1,6 +1,6 @@
 """The pages' pieces as HTML: the runs list, a run's sections (drawn by the HTML report's
 own functions: summary, timeline, graph, table, the what-bound line) and a task's detail.
-Every piece is escaped here or by the report (``markup.py``); the templates and the
+Every piece is escaped here or by the report (``layerflow.markup``); the templates and the
 stylesheet and script are package files (``static/``)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 
 from .. import report
 from ..errors import RecordedError
+from ..markup import Markup, esc, fill, join, tag, void
 from ..metrics import format_metrics
 from ..names import counted
 from ..store import Store
-from .markup import Markup, esc, fill, join, tag
 from .view import RunView, liveness
 
 __all__ = ["asset", "run_page", "run_sections", "runs_page", "runs_table", "task_detail"]
@@ -265,9 +265,11 @@ def _legend(result: Any) -> Markup:
     ours = [
         tag(
             "span",
-            Markup(
-                f'<svg width="14" height="10"><rect class="bar s-{outcome}" width="14" '
-                'height="10"/></svg>'
+            tag(
+                "svg",
+                void("rect", class_=f"bar s-{outcome}", width=14, height=10),
+                width=14,
+                height=10,
             ),
             label,
             class_="key",
@@ -275,7 +277,7 @@ def _legend(result: Any) -> Markup:
         for outcome, label in (("running", "running"), ("unfinished", "running when it stopped"))
         if any(a.outcome == outcome for a in result.attempts)
     ]
-    return Markup(join(ours) + report.legend(result))
+    return join([*ours, report.legend(result)])
 
 
 def run_sections(view: RunView, now: float | None = None) -> dict[str, str]:
@@ -296,14 +298,14 @@ def run_sections(view: RunView, now: float | None = None) -> dict[str, str]:
         "status": _pill(view.status),
         "banner": esc(banner),
         "progress": _header(view),
-        "summary": Markup(summary),
+        "summary": summary,
         "failures": _failures(view),
         "waiting": _waiting(view, now),
         "notes": join(tag("li", n) for n in notes),
         "legend": _legend(result),
-        "timeline": Markup(timeline),
-        "graph": Markup(graph),
-        "table": Markup(table),
+        "timeline": timeline,
+        "graph": graph,
+        "table": table,
     }
 
 

@@ -27,8 +27,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .. import report
 from ..errors import StoreError
 from ..events import logger
+from ..markup import fill
 from ..store import Store
-from .markup import fill
 from .pages import RunsSummary, asset, run_page, run_sections, runs_page, runs_table, task_detail
 from .values import NotShown, shown_value, stored_value
 from .view import RunView, load_view
