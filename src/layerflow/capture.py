@@ -547,19 +547,17 @@ def _to_tees() -> None:
     loggers: list[Any] = [logging.getLogger()]
     with contextlib.suppress(RuntimeError):  # (a logger made meanwhile: the root's then)
         loggers.extend(list(logging.Logger.manager.loggerDict.values()))
-    seen: set[int] = set()
     for logger in loggers:
         for handler in getattr(logger, "handlers", ()):  # (a PlaceHolder has none)
+            stream = getattr(handler, "stream", None)
+            # (the streams in tees are alive: their ids are theirs; a handler on two
+            # loggers is moved once: then its stream is the tee)
+            tee = tees.get(id(stream)) if stream is not None else None
             if (
-                id(handler) in seen
+                tee is None
                 or not isinstance(handler, logging.StreamHandler)
                 or isinstance(handler, logging.FileHandler)
             ):
-                continue
-            seen.add(id(handler))
-            stream = getattr(handler, "stream", None)
-            tee = tees.get(id(stream))  # (the streams in tees are alive: their ids are theirs)
-            if tee is None:
                 continue
             try:
                 handler.setStream(tee)
