@@ -4,6 +4,8 @@ stored with the run, and shown by ``layerflow show --logs``, ``-v`` and the repo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import logging
 import os
 import sqlite3
@@ -818,3 +820,106 @@ def test_a_line_longer_than_the_bound_then_more_lines():
     assert cut + len(rest) == LIMIT + 10 + 100_000 * 12
     assert rest.endswith("line 099999\n")
     assert all(ln.startswith("line ") for ln in rest.splitlines())
+
+
+# --- a handler made before the run (logging.basicConfig at import) -----------------------
+
+
+@contextlib.contextmanager
+def configured(monkeypatch, tmp_path):
+    """A logger with a ``StreamHandler`` made before the run on ``sys.stderr`` (a
+    StringIO: no terminal), one on another stream and one on a file: (logger, stderr,
+    handler, other stream, other handler, file handler). (Called in the test itself:
+    pytest puts its own ``sys.stderr`` back when the test's call starts.)"""
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    handler = logging.StreamHandler()  # holds the sys.stderr of now, as basicConfig's
+    handler.setFormatter(logging.Formatter("APP %(levelname)s %(name)s %(message)s"))
+    elsewhere = io.StringIO()
+    other = logging.StreamHandler(elsewhere)
+    to_file = logging.FileHandler(tmp_path / "app.log")
+    named = logging.getLogger("layerflow-test.configured")
+    named.setLevel(logging.INFO)
+    for h in (handler, other, to_file):
+        named.addHandler(h)
+    try:
+        yield named, err, handler, elsewhere, other, to_file
+    finally:
+        for h in (handler, other, to_file):
+            named.removeHandler(h)
+        named.setLevel(logging.NOTSET)
+        to_file.close()
+
+
+def test_a_handler_made_before_the_run_shows_a_tasks_record_once_and_keeps_its_stream(
+    monkeypatch, tmp_path
+):
+    """The Python API, stderr no terminal: a task's record is shown once on the handler's
+    stream and kept in the task's logs, as that handler formats it (the handler writes
+    to the captured stderr while the run goes); afterwards the handler has its own stream
+    again. Handlers on other streams and on files are left alone."""
+    flow = lf.Flow("configured")
+    during = {}
+
+    with configured(monkeypatch, tmp_path) as (named, err, handler, elsewhere, other, to_file):
+
+        @flow.task
+        def logs():
+            named.info("once")
+            during["others"] = (other.stream, to_file.stream)
+            return 1
+
+        others = (other.stream, to_file.stream)
+        run = flow.run()
+        assert err.getvalue() == "APP INFO layerflow-test.configured once\n"
+        assert run.tasks["logs"].logs == "APP INFO layerflow-test.configured once\n"
+        assert handler.stream is err  # its own again
+        assert during["others"] == others  # never moved
+        assert elsewhere.getvalue() == "once\n"
+        assert (tmp_path / "app.log").read_text() == "once\n"
+        named.info("after the run")  # straight to its stream, as before the run
+        assert err.getvalue().endswith("APP INFO layerflow-test.configured after the run\n")
+
+
+def test_runs_at_the_same_time_share_the_moved_handler_and_put_it_back(monkeypatch, tmp_path):
+    """Two runs at the same time: the handler is moved once, by the first, and given its
+    stream back by the last; each run's task keeps its own record. A stream the user
+    gives the handler meanwhile is theirs: it stays."""
+    both = threading.Barrier(2, timeout=TIMEOUT)
+    results: dict[str, lf.RunResult] = {}
+
+    with configured(monkeypatch, tmp_path) as (named, err, handler, _, _, _):
+
+        def one(label: str) -> None:
+            flow = lf.Flow(label)
+
+            @flow.task
+            def talk():
+                both.wait()  # both runs going
+                named.warning("%s speaking", label)
+                both.wait()
+                return label
+
+            results[label] = flow.run()
+
+        threads = [threading.Thread(target=one, args=(x,)) for x in ("left", "right")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(TIMEOUT)
+        for label in ("left", "right"):
+            line = f"APP WARNING layerflow-test.configured {label} speaking\n"
+            assert results[label].tasks["talk"].logs == line
+            assert err.getvalue().count(line) == 1
+        assert handler.stream is err
+
+        theirs = io.StringIO()
+        flow = lf.Flow("changed")
+
+        @flow.task
+        def change():
+            handler.setStream(theirs)
+            return 1
+
+        flow.run()
+        assert handler.stream is theirs

@@ -224,3 +224,52 @@ def test_warnings_show_above_the_live_display_and_leave_its_frames_whole(tmp_pat
         "warning: said by a thread of the task's own",
     ], shown
     assert shown[-1].startswith("Completed 2 tasks"), shown
+
+
+CONFIGURED = textwrap.dedent(
+    """
+    import logging
+    import threading
+    import time
+
+    import layerflow as lf
+
+    # at import, as many programs do: the handler holds the terminal's stderr
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("mine")
+    flow = lf.Flow("configured")
+
+    @flow.task
+    def a():
+        time.sleep(1.2)  # the display has drawn a few frames by now
+        log.info("said in the task")
+        later = threading.Timer(0.3, log.info, ["said by a thread of the task's own"])
+        later.start()
+        later.join()
+        return 1
+
+    @flow.task
+    def b():
+        time.sleep(2.5)
+        return 2
+    """
+)
+
+
+def test_a_handler_configured_at_import_writes_above_the_live_display(tmp_path):
+    """A flow module that calls ``logging.basicConfig`` at import: its handler holds the
+    terminal's stderr from before the display. Its records come above the display, each
+    once: a task's as that task's line, another thread's as the handler formats it; and
+    no frame is left on the screen but the last. (The handler wrote straight to the
+    terminal, past the display: stale frame lines, and a task's record twice.)"""
+    (tmp_path / "configured.py").write_text(CONFIGURED)
+    argv = [sys.executable, "-m", "layerflow", "run", "configured:flow", "--no-store"]
+    shown = screen(run_in_pty(argv, tmp_path, raw=True))
+    frames = [n for n, line in enumerate(shown) if re.search(r"\d/2 done", line)]
+    assert len(frames) == 1, shown  # the last frame only: no stale line of an earlier one
+    assert re.search(r"━ 2/2 done .* 2 succeeded$", shown[frames[0]]), shown
+    assert shown[: frames[0]] == [
+        "a | INFO mine: said in the task",
+        "INFO mine: said by a thread of the task's own",
+    ], shown
+    assert shown[-1].startswith("Completed 2 tasks"), shown

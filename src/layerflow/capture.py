@@ -11,7 +11,12 @@ measurable; a thread abandoned after a timeout keeps writing into its own attemp
 does a sequential run's calling thread; a coroutine sets ``(logs, entry, attempt)`` in its
 own context; code outside any task (the caller, layerflow's own threads between tasks,
 threads a task starts itself) finds nothing there and writes to the real stream,
-untouched. A worker process or a Dask worker captures in its own process
+untouched. A ``StreamHandler`` that holds the terminal's stream when the first run starts
+(``logging.basicConfig`` called at import, before the command line's run) is pointed at
+the tee meanwhile (its own stream back when the last run ends, unless someone has changed
+it since): what it writes goes where ``sys.stderr``'s writes go, above a live display, and
+a task's record is kept as the handler formats it and shown once. A worker process or a
+Dask worker captures in its own process
 (:class:`Captured`) and sends the text back with the result. A process forked while runs
 go (a task's ``multiprocessing`` pool) is nobody's task: it writes to the real streams.
 
@@ -440,7 +445,8 @@ class _Handler(logging.Handler):
 
 def _to_tee(handler: logging.Handler, record: logging.LogRecord) -> bool:
     """Does ``handler`` write ``record`` to one of our streams (a ``StreamHandler`` made
-    while a run went, holding the ``sys.stderr`` of then)?"""
+    while a run went, holding the ``sys.stderr`` of then, or one :func:`_to_tees` pointed
+    there)?"""
     return (
         isinstance(handler, logging.StreamHandler)
         and isinstance(handler.stream, _Tee)
@@ -452,6 +458,8 @@ _HANDLER = _Handler()
 _LOCK = threading.Lock()
 _USERS = 0
 _REAL: list[Any] = [None, None]  # the streams replaced: stdout, stderr
+# the handlers pointed at a tee by install: (handler, its own stream, the tee)
+_MOVED: list[tuple[logging.StreamHandler[Any], Any, _Tee]] = []
 _BASIC_CONFIG = logging.basicConfig  # logging's own (put back by the last uninstall)
 
 
@@ -484,6 +492,7 @@ def install() -> None:
             if real is not None and not isinstance(real, _Tee):
                 _REAL[err] = real
                 setattr(sys, name, _Tee(real, err))
+        _to_tees()
         logging.getLogger().addHandler(_HANDLER)
         if logging.basicConfig is _BASIC_CONFIG:
             logging.basicConfig = _basic_config
@@ -503,9 +512,74 @@ def uninstall() -> None:
             if isinstance(now, _Tee):
                 setattr(sys, name, now._real)
             _REAL[err] = None
+        _from_tees()
         logging.getLogger().removeHandler(_HANDLER)
         if logging.basicConfig is _basic_config:
             logging.basicConfig = _BASIC_CONFIG
+
+
+def _terminal(real: Any) -> list[Any]:
+    """``real`` (a stream a tee replaced) and the streams it writes to: what a live
+    display's proxy (rich's ``FileProxy``) wraps, the terminal's own stream."""
+    found: list[Any] = []
+    for _ in range(3):  # (a proxy of a proxy at most: and no loop on odd objects)
+        if real is None or any(real is seen for seen in found):
+            break
+        found.append(real)
+        real = getattr(real, "rich_proxied_file", None)
+    return found
+
+
+def _to_tees() -> None:
+    """Point the console handlers that write to the terminal's streams (a ``StreamHandler``
+    ``logging.basicConfig`` made before the run) at the tees, as ``sys.stderr``'s writes
+    go: above a live display, which they would otherwise write through, and a task's
+    record kept as the handler formats it, shown once (``_to_tee``). Files and other
+    streams are left alone."""
+    tees = {
+        id(stream): tee
+        for tee in (sys.stdout, sys.stderr)
+        if isinstance(tee, _Tee)
+        for stream in _terminal(tee._real)
+    }
+    if not tees:
+        return
+    loggers: list[Any] = [logging.getLogger()]
+    with contextlib.suppress(RuntimeError):  # (a logger made meanwhile: the root's then)
+        loggers.extend(list(logging.Logger.manager.loggerDict.values()))
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):  # (a PlaceHolder has none)
+            stream = getattr(handler, "stream", None)
+            # (the streams in tees are alive: their ids are theirs; a handler on two
+            # loggers is moved once: then its stream is the tee)
+            tee = tees.get(id(stream)) if stream is not None else None
+            if (
+                tee is None
+                or not isinstance(handler, logging.StreamHandler)
+                or isinstance(handler, logging.FileHandler)
+            ):
+                continue
+            try:
+                handler.setStream(tee)
+            except Exception:  # (a stream that cannot flush, a handler without a setter)
+                continue
+            _MOVED.append((handler, stream, tee))
+
+
+def _from_tees() -> None:
+    """The handlers :func:`_to_tees` moved get their own streams back (those still on
+    the tee: one given another stream meanwhile keeps it)."""
+    moved = _MOVED[:]
+    _MOVED.clear()
+    for handler, stream, tee in moved:
+        handler.acquire()
+        try:
+            if handler.stream is tee:
+                with contextlib.suppress(Exception):
+                    tee.flush()
+                handler.stream = stream
+        finally:
+            handler.release()
 
 
 def _forked() -> None:
