@@ -71,9 +71,9 @@ def call(
     import cloudpickle
     import distributed
 
-    from ..capture import capturing
     from ..errors import Cancelled, MissingOnWorker
     from ..metrics import CURRENT_BOX
+    from ..redirect import capturing
 
     try:
         fn, args, kwargs = cloudpickle.loads(payload)

@@ -23,12 +23,13 @@ from typing import IO, Any
 
 import click
 
-from ..capture import LineEcho, nobodys, shown_as_task_output
+from ..capture import LineEcho, nobodys
 from ..errors import ResultNotStored, Skip
 from ..events import final_line
 from ..logview import line_echo, tail
 from ..names import owner_of
 from ..preview import preview, sinks
+from ..redirect import shown_as_task_output
 from ..result import RunResult, budget_line, format_metrics
 from ..tracebacks import format_failure
 

@@ -7,14 +7,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..backends import SIGNAL_POLL
-from ..capture import install as install_capture
-from ..capture import uninstall as uninstall_capture
 from ..events import (
     RunEvent,
     final_line,
     logger,
 )
 from ..faults import guarded
+from ..redirect import install as install_capture
+from ..redirect import uninstall as uninstall_capture
 from .admission import Admission
 from .budgets import Budgets
 from .deadlines import Deadlines
