@@ -3,13 +3,17 @@ otherwise, and lf.Progress to choose."""
 
 from __future__ import annotations
 
+import fcntl
 import io
+import json
 import os
 import pty
 import re
 import select
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 import time
 
@@ -46,16 +50,61 @@ def run_in_pty(argv: list[str], cwd, timeout: float = 60, raw: bool = False) -> 
     return text if raw else ANSI.sub("", text)
 
 
+def converse_in_pty(
+    argv: list[str], cwd, answers: list[str], timeout: float = 60, stdout=None
+) -> str:
+    """Run ``argv`` on a pseudo-terminal of 120 columns and 30 lines, as a person would: the
+    k-th answer typed (and echoed by the terminal) once the k-th question ("Continue?") has
+    been asked; all it printed there, raw. ``stdout``: another place for its stdout."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    out = slave if stdout is None else stdout
+    proc = subprocess.Popen(argv, stdout=out, stderr=slave, stdin=slave, cwd=cwd)
+    os.close(slave)
+    seen = b""
+    typed = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not data:
+                    break
+                seen += data
+                if seen.count(b"Continue?") > typed and typed < len(answers):
+                    time.sleep(1.2)  # a person takes a moment: the display would have moved
+                    os.write(master, answers[typed].encode() + b"\n")
+                    typed += 1
+            elif proc.poll() is not None:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        os.close(master)
+    return seen.decode(errors="replace")
+
+
 def screen(raw: str) -> list[str]:
     """The lines a terminal shows at the end of ``raw``: its text where the live display's
-    controls put it (carriage return, new line, cursor up, erase the line); colours and
-    the cursor's visibility dropped. Lines left empty are not listed."""
+    controls put it (carriage return, new line, cursor up and down, erase the line, delete
+    lines); colours and the cursor's visibility dropped. Lines left empty are not listed."""
     lines: list[list[str]] = [[]]
     row = col = 0
     for token in re.finditer(r"\x1b\[([0-9;?]*)([A-Za-z])|\r|\n|[^\x1b\r\n]+", raw):
         text = token.group(0)
         if token.group(2) == "A":  # cursor up
             row = max(0, row - int(token.group(1) or 1))
+        elif token.group(2) == "B":  # cursor down
+            row += int(token.group(1) or 1)
+            lines.extend([] for _ in range(row + 1 - len(lines)))
+        elif token.group(2) == "M":  # delete lines: those under them move up
+            del lines[row : row + int(token.group(1) or 1)]
+            lines.extend([] for _ in range(row + 1 - len(lines)))
         elif token.group(2) == "K":  # erase the line (rich's: all of it)
             lines[row] = []
         elif token.group(2) is not None:  # colours, the cursor shown or hidden
@@ -256,6 +305,29 @@ CONFIGURED = textwrap.dedent(
 )
 
 
+ASKS = textwrap.dedent(
+    """
+    import time
+
+    import layerflow as lf
+
+    flow = lf.Flow("asks")
+
+    @flow.task
+    def first():
+        time.sleep(1.2)  # the display has drawn a few frames by now
+        print("first says hello")
+        return 1
+
+    @flow.task
+    def second(first):
+        print("second says hello")
+        time.sleep(1.2)
+        return first + 1
+    """
+)
+
+
 def test_a_handler_configured_at_import_writes_above_the_live_display(tmp_path):
     """A flow module that calls ``logging.basicConfig`` at import: its handler holds the
     terminal's stderr from before the display. Its records come above the display, each
@@ -273,3 +345,72 @@ def test_a_handler_configured_at_import_writes_above_the_live_display(tmp_path):
         "INFO mine: said by a thread of the task's own",
     ], shown
     assert shown[-1].startswith("Completed 2 tasks"), shown
+
+
+def test_the_checkpoint_question_holds_the_live_display_still(tmp_path):
+    """``--checkpoint``'s question, asked while the live display is drawn: shown whole (its
+    ``[y/N]`` too) on a line of its own, under the frame, which holds still while the
+    answer is typed, visibly; then the held frame is taken away, and the display goes on
+    under the question and its answer, with the next layer's output captured and shown
+    as the task's lines. (click.confirm sent the question through rich's streams, which
+    read ``[y/N]`` as markup and dropped it, drew the frame after it, and went on
+    redrawing it over the answer: a stale frame was left above the next.)"""
+    (tmp_path / "asks.py").write_text(ASKS)
+    argv = [sys.executable, "-m", "layerflow", "run", "asks:flow", "--no-store", "--checkpoint"]
+    raw = converse_in_pty(argv, tmp_path, ["y"])
+    question = "Layer 0 done: 1 succeeded, 0 failed. Continue? [y/N]: "
+    asked = raw.index("Continue?")
+    answered = raw.index("y\r\n", asked) + 3  # the answer, echoed as it was typed
+    held = screen(raw[:answered])  # the screen the person saw when answering
+    assert held[-1] == question + "y", held  # asked whole, under the frame it holds
+    assert re.search(r"[━╌] 1/2 done, 0 running", held[-3]) and held[-2] == "  1 succeeded", held
+    assert "done" not in raw[asked:answered]  # the frame held still over a second's wait
+    shown = screen(raw)
+    frames = [n for n, line in enumerate(shown) if re.search(r"\d/2 done", line)]
+    assert len(frames) == 1, shown  # the last frame only: the held one was taken away
+    assert re.search(r"━ 2/2 done .* 2 succeeded$", shown[frames[0]]), shown
+    assert shown[: frames[0]] == [
+        "first | first says hello",
+        question + "y",  # the answer as it was typed
+        "second | second says hello",  # the next layer's output: still captured
+    ], shown
+    assert shown[-1].startswith("Completed 2 tasks"), shown
+
+
+def test_no_to_the_checkpoint_question_stops_the_run_under_it(tmp_path):
+    """An answer that is no answer is asked again (as click.confirm does); no stops the
+    run, whose last frame and closing lines come under the question."""
+    (tmp_path / "asks.py").write_text(ASKS)
+    argv = [sys.executable, "-m", "layerflow", "run", "asks:flow", "--no-store", "--checkpoint"]
+    raw = converse_in_pty(argv, tmp_path, ["maybe", "n"])
+    question = "Layer 0 done: 1 succeeded, 0 failed. Continue? [y/N]: "
+    shown = screen(raw)
+    frames = [n for n, line in enumerate(shown) if re.search(r"\d/2 done", line)]
+    assert len(frames) == 1, shown
+    assert re.search(r"━ 2/2 done .* 1 succeeded, 1 cancelled$", shown[frames[0]]), shown
+    assert shown[: frames[0]] == [
+        "first | first says hello",
+        question + "maybe",
+        "Error: invalid input",
+        question + "n",
+    ], shown
+    assert "second says hello" not in raw
+    assert "Stopped: the checkpoint after layer 0 said stop." in shown, shown
+    assert shown[-1].startswith("Run stopped: 1 of 2 tasks completed"), shown
+
+
+def test_with_json_the_question_holds_the_display_on_stderr(tmp_path):
+    """``--json``: the display and its question on stderr, stdout only the JSON."""
+    (tmp_path / "asks.py").write_text(ASKS)
+    argv = [sys.executable, "-m", "layerflow", "run", "asks:flow", "--no-store", "--checkpoint"]
+    with open(tmp_path / "out.json", "w") as stdout:
+        raw = converse_in_pty([*argv, "--json"], tmp_path, ["y"], stdout=stdout)
+    assert json.loads((tmp_path / "out.json").read_text())["status"] == "succeeded"
+    shown = screen(raw)
+    frames = [n for n, line in enumerate(shown) if re.search(r"\d/2 done", line)]
+    assert len(frames) == 1, shown
+    assert shown[: frames[0]] == [
+        "first | first says hello",
+        "Layer 0 done: 1 succeeded, 0 failed. Continue? [y/N]: y",
+        "second | second says hello",
+    ], shown

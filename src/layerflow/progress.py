@@ -13,15 +13,16 @@ its last frame, with the run's closing line, stays as the run's summary.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, Any
 
 from .events import LogObserver, Observer, logger
 
-__all__ = ["Progress"]
+__all__ = ["Held", "Progress"]
 
 REFRESH_PER_SECOND = 2  # a fixed rate, never per event: each refresh takes the GIL
 SHOWN_RUNNING = 10  # tasks listed as running, the longest-running first
@@ -51,6 +52,11 @@ class Progress:
         self.final = final  # print the closing line (the command line prints its own)
         self._display: Any = None
         self._run: Any = None
+        # the refresh of a terminal's display, paused while a question is asked (``paused``):
+        # the lock keeps a refresh, a pause and the end of the display apart
+        self._lock = threading.Lock()
+        self._held: Held | None = None
+        self._stopped: threading.Event | None = None
         self._final = False  # the run has ended: the last frame is its summary
         self._predicted: float | None = None
 
@@ -98,13 +104,30 @@ class Progress:
         from rich.live import Live
 
         console = Console(file=self._out(), force_terminal=self.live or None)
-        self._display = Live(
+        live = Live(
             get_renderable=self.render,
             console=console,
-            refresh_per_second=REFRESH_PER_SECOND,
+            auto_refresh=False,  # refreshed by a thread of ours, which a question can pause
             transient=False,  # the last frame stays: the run's summary
         )
-        self._display.__enter__()
+        with self._lock:
+            self._display = live
+            self._held = None
+            live.__enter__()
+            self._stopped = threading.Event()
+        threading.Thread(
+            target=self._refresh,
+            args=(live, self._stopped),
+            name="layerflow-progress",
+            daemon=True,
+        ).start()
+
+    def _refresh(self, live: Any, stopped: threading.Event) -> None:
+        """Redraw ``live`` at ``REFRESH_PER_SECOND`` until it stops; not while it is held."""
+        while not stopped.wait(1 / REFRESH_PER_SECOND):
+            with self._lock:
+                if self._display is live and self._held is None and not stopped.is_set():
+                    live.refresh()
 
     def _predict(self, predicted: Any) -> None:
         try:
@@ -120,13 +143,77 @@ class Progress:
             self._display.close(line if self.final else None)  # stderr would show it in red
             self._display = None
             return
-        if self._display is not None:
-            self._final = True
-            self._display.refresh()
-            self._display.__exit__(None, None, None)
-            self._display = None
+        with self._lock:
+            if self._stopped is not None:
+                self._stopped.set()
+                self._stopped = None
+            if self._held is not None:  # a question still waits (Ctrl-C): the end goes under it
+                self._let_go(self._held)
+            if self._display is not None:
+                self._final = True
+                self._display.refresh()
+                self._display.__exit__(None, None, None)
+                self._display = None
         if line and self.final:
             print(line, file=self._out(), flush=True)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[Held | None]:
+        """Hold the live display still while a person is asked something (``--checkpoint``'s
+        question): the frame is drawn as it is now and refreshed no more, and the block gets
+        the terminal (a :class:`Held`) to write the question on, under the frame, and to read
+        the answer from, as it is typed. Then the held frame is taken away, the question and
+        its answer stay where they are, and the display goes on under them.
+
+        The display's streams stay in place all along (rich's, wrapped by the tasks' output
+        capture: ``Live.stop`` would put back the streams of before the capture, and a task
+        of the next layer would print past it). The block gets None when no live display
+        is drawn on a terminal (plain lines, a notebook, the run not started or ended): the
+        caller asks as it would without one."""
+        held = self._hold()
+        try:
+            yield held
+        finally:
+            if held is not None:
+                with self._lock:
+                    if self._held is held:  # (else the display has ended meanwhile)
+                        self._let_go(held)
+                        self._display.refresh()  # the current frame at once, under the answer
+
+    def _hold(self) -> Held | None:
+        with self._lock:
+            live = self._display
+            if live is None or isinstance(live, _NotebookDisplay) or self._held is not None:
+                return None
+            console = live.console
+            if not console.is_terminal or console.is_dumb_terminal:
+                return None
+            live.refresh()  # the frame as it is now; the cursor at the end of its last line
+            console.pop_render_hook()  # (the live display's) a line printed meanwhile: no frame
+            shape = getattr(live._live_render, "_shape", None)
+            self._held = held = Held(console.file, console.width, shape[1] if shape else 0)
+            console.show_cursor(True)
+            held.write("\n")  # the question on a line of its own, under the frame
+            return held
+
+    def _let_go(self, held: Held) -> None:
+        """The display goes on after a question (the lock held): the held frame is taken
+        away, the next is drawn under the question and its answer. (Were the frame's top
+        no more on the screen, the frame stays: what is above it is not for us to delete.)"""
+        live = self._display
+        console = live.console
+        if held.column:  # the answer's line not ended (end of input, Ctrl-C)
+            held.write("\n")
+        up = held.rows + held.height - 1  # from under the answer to the frame's top line
+        if held.height and up < console.height:
+            # up to the frame, delete its lines (those under them move up), back down
+            down = f"\x1b[{held.rows - 1}B" if held.rows > 1 else ""
+            held.stream.write(f"\r\x1b[{up}A\x1b[{held.height}M{down}")
+            held.stream.flush()
+        live._live_render._shape = None  # the next frame starts here: nothing above to erase
+        console.show_cursor(False)
+        console.push_render_hook(live)
+        self._held = None
 
     def render(self) -> Any:
         """The display's current picture: a bar of finished over known tasks, the elapsed
@@ -178,6 +265,53 @@ class Progress:
         if done and total > done:  # no history: as fast as so far
             return f"ETA {elapsed / done * (total - done):.0f}s"
         return ""
+
+
+class Held:
+    """The terminal while the live display holds still (:meth:`Progress.paused`): what is
+    written here and typed in answer, on lines under the held frame. It counts the lines
+    they take (``rows``, from the frame's last one; ``column`` on the last) so that the
+    frame can be taken away from above them after."""
+
+    def __init__(self, stream: IO[str], width: int, height: int) -> None:
+        self.stream = stream
+        self.width = max(1, width)
+        self.height = height  # the held frame's lines
+        self.rows = 0
+        self.column = 0
+
+    def write(self, text: str) -> None:
+        """``text`` on the terminal, now (no markup: ``[y/N]`` is shown as it is)."""
+        self.stream.write(text)
+        self.stream.flush()
+        self._moved(text)
+
+    def readline(self) -> str:
+        """A line the person types (the terminal shows it as it is typed), without its end;
+        EOFError when the input has ended."""
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        self._moved(line if line.endswith("\n") else line + "\n")
+        return line.rstrip("\r\n")
+
+    def _moved(self, text: str) -> None:
+        """Where the cursor went after ``text`` (plain text: no escape sequences)."""
+        from rich.cells import cell_len
+
+        for ch in text:
+            if ch == "\n":
+                self.rows += 1
+                self.column = 0
+            elif ch == "\r":
+                self.column = 0
+            else:
+                width = cell_len(ch)
+                if self.column + width > self.width:  # the terminal wraps it to the next line
+                    self.rows += 1
+                    self.column = width
+                else:
+                    self.column += width
 
 
 def in_notebook() -> bool:

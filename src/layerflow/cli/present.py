@@ -29,6 +29,7 @@ from ..events import final_line
 from ..logview import line_echo, tail
 from ..names import owner_of
 from ..preview import preview, sinks
+from ..progress import Held, Progress
 from ..redirect import shown_as_task_output
 from ..result import RunResult, budget_line, format_metrics
 from ..tracebacks import format_failure
@@ -52,6 +53,8 @@ class Presenter:
         self.json = json
         self.quiet = quiet
         self.verbose = verbose
+        #: the run's progress display (given by ``run``): a question holds it still
+        self.display: Progress | None = None
 
     # --- the streams ----------------------------------------------------------------------
 
@@ -104,7 +107,17 @@ class Presenter:
         self._echo(f"error: {message}", err=True)
 
     def confirm(self, prompt: str) -> bool:
-        """A yes/no question, asked on stderr (stdout may be the JSON)."""
+        """A yes/no question (``[y/N]``), asked on stderr (stdout may be the JSON), or,
+        while a live display is drawn, on its terminal under its frame, which holds still
+        until the answer is given (see :meth:`Progress.paused`).
+
+        ``click.confirm`` cannot ask there: it sends the question through ``input()`` into
+        the display's streams, where rich reads ``[y/N]`` as markup and drops it, draws the
+        frame after the question, and goes on redrawing it over what is typed."""
+        if self.display is not None:
+            with self.display.paused() as terminal:
+                if terminal is not None:
+                    return ask_yes_no(terminal, prompt)
         return click.confirm(prompt, default=False, err=True)
 
     def task_lines(self) -> LineEcho | None:
@@ -201,6 +214,22 @@ class Presenter:
         self.say("Interrupted: finished results were kept; running steps were stopped.")
         if resume_command is not None:
             self.say(f"Resume with: {resume_command}")
+
+
+def ask_yes_no(terminal: Held, prompt: str) -> bool:
+    """``click.confirm(prompt, default=False)`` on ``terminal``: yes for y or yes, no for n,
+    no or nothing, asked again after anything else; end of input or Ctrl-C: ``Abort``."""
+    while True:
+        terminal.write(f"{prompt} [y/N]: ")
+        try:
+            value = terminal.readline().strip().lower()
+        except (KeyboardInterrupt, EOFError):
+            raise click.Abort() from None
+        if value in ("y", "yes"):
+            return True
+        if value in ("", "n", "no"):
+            return False
+        terminal.write("Error: invalid input\n")
 
 
 def skip_reasons(skipped: list[Any]) -> list[str]:

@@ -311,6 +311,7 @@ def _options(
             if t.group is not None:
                 groups.setdefault(t.group.name, []).append(t.name)
         options["progress"] = Progress(out.stream, live=out.live, final=False, groups=groups)
+        out.display = options["progress"]  # the checkpoint's question holds it still
     return options
 
 
