@@ -562,6 +562,29 @@ def test_a_ctrl_c_received_by_another_thread_still_stops_the_run(mode):
     assert run.tasks["after"].status == "cancelled"
 
 
+@pytest.mark.parametrize("max_workers", [None, 32, 10])
+def test_n_ready_tasks_start_no_more_than_n_worker_threads(monkeypatch, max_workers):
+    # regression: each worker that took a task started one more for each task still
+    # ready, not counting the workers started a moment before: 10 ready tasks started 55
+    # threads (7 ms of a 10-task run's 9)
+    started = []
+    original = threading.Thread.start
+
+    def start(self):
+        if self.name == "layerflow-worker":
+            started.append(self)
+        return original(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    flow = lf.Flow("ten")
+    for k in range(10):
+        flow.add(lambda: None, name=f"t{k}")
+    for _ in range(5):
+        started.clear()
+        flow.run(max_workers=max_workers, progress=False)
+        assert len(started) <= 10
+
+
 def test_a_long_task_among_tiny_ones_does_not_hold_them_up():
     # tiny tasks run on one worker (more threads would only add hand-offs); a worker stuck
     # in a long task must not keep the others from taking them

@@ -42,14 +42,16 @@ class ThreadWorkers(State):
     """The thread backend: layerflow's own worker threads, which call the transitions."""
 
     def _init_workers(self) -> None:
-        """``threads`` (workers that count towards the bound), ``idle`` (waiting for
-        work), and for the tiny-task mode the recent thread-task duration (``avg_task``, a
-        moving average), completions (``progress``), ``last_take`` and ``watching``;
+        """``threads`` (workers that count towards the bound), ``starting`` (those
+        started that have not yet looked for a task), ``idle`` (waiting for work), and for
+        the tiny-task mode the recent thread-task duration (``avg_task``, a moving
+        average), completions (``progress``), ``last_take`` and ``watching``;
         ``cpu_times``: the CPU seconds of long thread tasks, by task (``cpu_foreign``: of
         long tasks in worker processes)."""
         self.cpu_times: dict[int, float] = {}
         self.cpu_foreign: dict[int, float] = {}  # a worker process's tasks, by the same rule
         self.threads = 0
+        self.starting = 0  # started, and not yet at the ready tasks: they will take some
         self.idle = 0
         self.avg_task = 1.0
         self.progress = 0
@@ -111,7 +113,9 @@ class ThreadWorkers(State):
 
     def _dispatch(self) -> None:
         """Wake idle workers (or start new ones) for ready thread tasks nobody has taken."""
-        want = min(len(self.ready_threads), self.limit - self.running)
+        # (a worker started a moment ago takes one of them: another is not started for it,
+        # or each of n ready tasks taken would start one for each still ready: n²/2 threads)
+        want = min(len(self.ready_threads), self.limit - self.running) - self.starting
         if want <= 0 or self.stopping:
             return
         wake = min(want, self.idle)
@@ -121,6 +125,7 @@ class ThreadWorkers(State):
             want -= wake
         for _ in range(min(want, self.thread_cap - self.threads)):
             self.threads += 1
+            self.starting += 1
             try:
                 threading.Thread(
                     target=guarded("worker", self._worker, self._fault),
@@ -129,6 +134,7 @@ class ThreadWorkers(State):
                 ).start()
             except BaseException:  # (can't start new thread): it does not count
                 self.threads -= 1
+                self.starting -= 1
                 raise
 
     def _worker(self) -> None:
@@ -141,6 +147,7 @@ class ThreadWorkers(State):
         open_box()  # this thread's lf.record box, emptied after each task
         cell = open_cell(self.output)  # whose output this thread's writes are
         with self.lock:
+            self.starting -= 1
             i = self._next()
             token = self.token[i] if i >= 0 else 0
         self._loop(i, token, CURRENT_BOX.get(), cell)  # type: ignore[arg-type]
