@@ -1,8 +1,9 @@
 """Scheduling overhead per task: layerflow vs raw ThreadPoolExecutor vs dask.threaded.get.
 
 No-op tasks on fan-in, chain and random-DAG graphs of 1k / 10k / 100k nodes, 4 workers,
-median of 3 runs, all in one process so the ratios are from one run on one machine; then
-what declaring costs: 1,000,000 ``flow.add`` calls of one function.
+median of 3 runs, all in one process so the ratios are from one run on one machine; a
+small run's whole cost (10 tasks, the default worker bound: what a short pipeline pays per
+run); then what declaring costs: 1,000,000 ``flow.add`` calls of one function.
 Usage: python bench/overhead.py [--sizes 1000,10000,100000] [--repeat 3] [--adds 1000000]
 """
 
@@ -70,8 +71,39 @@ def main() -> None:
                 f"{shape:<11} {n:>7} {lf_t:10.1f} {tpe_t:9.1f} {dk} {lf_t / tpe_t:6.2f}x {ratio}",
                 flush=True,
             )
+    small(get)
     sequential(SHAPES, 10_000, args.repeat, get is not None)
     adding(args.adds, args.repeat)
+
+
+def small(get: Callable[..., object] | None, n: int = 10, repeat: int = 50) -> None:
+    """A whole run of ``n`` independent no-op tasks with the default worker bound, against
+    a ``ThreadPoolExecutor`` made for them (as a script would) and ``dask.threaded.get``."""
+    print(f"\nSmall runs, ms per run of {n} independent no-op tasks (median of {repeat})")
+    flow = lf.Flow("small")
+    for k in range(n):
+        flow.add(dask_noop, name=f"t{k}")
+
+    def tpe() -> None:
+        with ThreadPoolExecutor() as ex:
+            list(ex.map(lambda _: dask_noop(), range(n)))
+
+    def median(fn: Callable[[], object]) -> float:
+        fn()
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e3
+
+    lf_ms = median(partial(flow.run, progress=False))
+    tpe_ms = median(tpe)
+    dk = "-"
+    if get is not None:
+        dsk = {f"t{k}": (dask_noop,) for k in range(n)}
+        dk = f"{median(partial(get, dsk, list(dsk))):.2f}"
+    print(f"layerflow {lf_ms:.2f}   ThreadPoolExecutor {tpe_ms:.2f}   dask.threaded {dk}")
 
 
 def sequential(shapes: dict, n: int, repeat: int, with_dask: bool) -> None:
