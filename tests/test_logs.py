@@ -923,3 +923,34 @@ def test_runs_at_the_same_time_share_the_moved_handler_and_put_it_back(monkeypat
 
         flow.run()
         assert handler.stream is theirs
+
+
+def test_a_record_a_console_handler_filters_out_is_kept_in_the_tasks_logs(monkeypatch):
+    # regression: a console handler made before the run writes through the capture, and
+    # a record it wrote was kept as it wrote it; one its filter dropped was then kept by
+    # nobody (and not shown either)
+    class DropNoisy(logging.Filter):
+        def filter(self, record):
+            return record.name != "layerflow-test.noisy"
+
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("FMT %(levelname)s:%(name)s:%(message)s"))
+    handler.addFilter(DropNoisy())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        flow = lf.Flow("filtered")
+
+        @flow.task
+        def t():
+            logging.getLogger("layerflow-test.noisy").warning("noisy record")
+            logging.getLogger("layerflow-test.app").warning("app record")
+            return 1
+
+        run = flow.run(progress=False)
+    finally:
+        root.removeHandler(handler)
+    assert "noisy record" in run.tasks["t"].logs
+    assert "FMT WARNING:layerflow-test.app:app record" in run.tasks["t"].logs

@@ -61,3 +61,13 @@ def test_a_pattern_says_what_is_wrong_with_it():
         pattern(lambda: tag("br"))
     with pytest.raises(ValueError, match="may not start with _"):
         pattern(lambda _e: tag("b", _e))
+
+
+def test_a_pattern_parameter_may_be_called_as_a_builtin():
+    # regression: the filling function called type() and str() by name, which a
+    # parameter named so shadowed (every call failed)
+    def cell(type, str):
+        return tag("td", str, class_=type)
+
+    fill = pattern(cell)
+    assert fill("<a>", "<b>") == '<td class="&lt;a&gt;">&lt;b&gt;</td>'

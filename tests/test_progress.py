@@ -377,6 +377,46 @@ def test_the_checkpoint_question_holds_the_live_display_still(tmp_path):
     assert shown[-1].startswith("Completed 2 tasks"), shown
 
 
+ASIDE = textwrap.dedent(
+    """
+    import threading
+    import time
+
+    import layerflow as lf
+
+    flow = lf.Flow("aside")
+
+    @flow.task
+    def first():
+        time.sleep(1.2)
+        # a thread of the task's own prints while the question waits for its answer
+        threading.Timer(0.5, lambda: print("said by a thread of first's own")).start()
+        return 1
+
+    @flow.task
+    def second(first):
+        time.sleep(0.8)
+        return first + 1
+    """
+)
+
+
+def test_what_is_printed_while_the_question_waits_comes_after_its_answer(tmp_path):
+    """A line printed while ``--checkpoint``'s question waits (not a task's: a thread a
+    task started) is shown once the question is answered, under it and above the display.
+    (It was written on the question's line, and the held frame was then taken away from
+    the wrong place: a stale frame stayed and the question was erased.)"""
+    (tmp_path / "aside.py").write_text(ASIDE)
+    argv = [sys.executable, "-m", "layerflow", "run", "aside:flow", "--no-store", "--checkpoint"]
+    shown = screen(converse_in_pty(argv, tmp_path, ["y"]))
+    frames = [n for n, line in enumerate(shown) if re.search(r"\d/2 done", line)]
+    assert len(frames) == 1, shown
+    assert shown[: frames[0]] == [
+        "Layer 0 done: 1 succeeded, 0 failed. Continue? [y/N]: y",
+        "said by a thread of first's own",
+    ], shown
+
+
 def test_no_to_the_checkpoint_question_stops_the_run_under_it(tmp_path):
     """An answer that is no answer is asked again (as click.confirm does); no stops the
     run, whose last frame and closing lines come under the question."""

@@ -121,7 +121,16 @@ def void(name: str, **attrs: Any) -> Markup:
 
 _HOLE = re.compile("\0([0-9]+)\0")
 _NUMBER_FORMAT = re.compile(r"(\.[0-9]+)?[dfge]")  # printf's: "%.2f" is as fast as it gets
-_SCOPE = {"_M": Markup, "_e": _escape, "_t": _text, "_template": ""}  # a pattern's globals
+# a pattern's globals, builtins included: a parameter may be called ``type`` or ``str``
+_SCOPE = {
+    "_M": Markup,
+    "_e": _escape,
+    "_t": _text,
+    "_template": "",
+    "_type": type,
+    "_str": str,
+    "_int": int,
+}
 
 
 def pattern(build: Callable[..., Markup], **formats: str) -> Callable[..., Markup]:
@@ -165,8 +174,8 @@ def pattern(build: Callable[..., Markup], **formats: str) -> Callable[..., Marku
     texts = sorted({names[k] for k in order if names[k] not in formats})
     lines = [f"def {fname}({', '.join(names)}):"]
     lines += [
-        f"    if type({n}) is not _M and type({n}) is not int:\n"
-        f"        {n} = _e({n}, True) if type({n}) is str else _t({n})"
+        f"    if _type({n}) is not _M and _type({n}) is not _int:\n"
+        f"        {n} = _e({n}, True) if _type({n}) is _str else _t({n})"
         for n in texts
     ]
     lines.append(f"    return _M(_template % ({''.join(names[k] + ', ' for k in order)}))")

@@ -14,6 +14,7 @@ its last frame, with the run's closing line, stays as the run's summary.
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 import threading
 import time
@@ -194,6 +195,9 @@ class Progress:
             self._held = held = Held(console.file, console.width, shape[1] if shape else 0)
             console.show_cursor(True)
             held.write("\n")  # the question on a line of its own, under the frame
+            # what is printed meanwhile (a thread a task started, a warning) waits: on the
+            # question's line it would break it, and the frame would be taken away wrongly
+            console.file = held.aside
             return held
 
     def _let_go(self, held: Held) -> None:
@@ -202,6 +206,7 @@ class Progress:
         no more on the screen, the frame stays: what is above it is not for us to delete.)"""
         live = self._display
         console = live.console
+        console.file = held.stream
         if held.column:  # the answer's line not ended (end of input, Ctrl-C)
             held.write("\n")
         up = held.rows + held.height - 1  # from under the answer to the frame's top line
@@ -209,6 +214,10 @@ class Progress:
             # up to the frame, delete its lines (those under them move up), back down
             down = f"\x1b[{held.rows - 1}B" if held.rows > 1 else ""
             held.stream.write(f"\r\x1b[{up}A\x1b[{held.height}M{down}")
+            held.stream.flush()
+        aside = held.aside.getvalue()
+        if aside:  # printed while the question waited: under it now, above the display
+            held.stream.write(aside)
             held.stream.flush()
         live._live_render._shape = None  # the next frame starts here: nothing above to erase
         console.show_cursor(False)
@@ -279,6 +288,7 @@ class Held:
         self.height = height  # the held frame's lines
         self.rows = 0
         self.column = 0
+        self.aside = io.StringIO()  # what the display's streams got meanwhile
 
     def write(self, text: str) -> None:
         """``text`` on the terminal, now (no markup: ``[y/N]`` is shown as it is)."""

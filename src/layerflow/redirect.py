@@ -129,6 +129,7 @@ def _to_tee(handler: logging.Handler, record: logging.LogRecord) -> bool:
         isinstance(handler, logging.StreamHandler)
         and isinstance(handler.stream, _Tee)
         and record.levelno >= handler.level
+        and bool(handler.filter(record))  # (a filter that drops it: the record is ours)
     )
 
 
