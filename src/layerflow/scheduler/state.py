@@ -53,8 +53,9 @@ Run-wide fields:
 - ``running`` / ``running_kind``: attempts running, in all and per pool; ``limit``: the
   ``max_workers`` bound over all pools; ``kind_cap``: per foreign pool.
 - thread workers (``workers.py``): ``threads`` (those that count towards the bound;
-  abandoned ones do not), ``idle`` (waiting in ``cond``), ``thread_cap``, ``avg_task``,
-  ``progress``, ``last_take``, ``watching`` (the tiny-task mode).
+  abandoned ones do not), ``starting`` (started, not yet at their first task), ``idle``
+  (waiting in ``cond``), ``thread_cap``, ``avg_task``, ``progress``, ``last_take``,
+  ``watching`` (the tiny-task mode).
 - admission (``admission.py``): ``gate`` (the pools' free units, the rate windows and the
   entries they park), ``gated`` (any task has a pool or a limit), ``rate_wake``,
   ``parked_since`` and ``waits`` (for the trace); sequential runs: ``in_order``,
