@@ -454,3 +454,32 @@ def test_with_json_the_question_holds_the_display_on_stderr(tmp_path):
         "Layer 0 done: 1 succeeded, 0 failed. Continue? [y/N]: y",
         "second | second says hello",
     ], shown
+
+
+def test_live_displays_that_overlap_put_the_streams_back_whatever_order_they_end_in():
+    # regression: each live display puts the streams it found back when it stops; two
+    # runs whose displays overlapped left sys.stdout as the first run's capture tee, and
+    # later prints went through a stopped display's proxy (to stderr, read as markup)
+    import io
+    import threading
+
+    before = sys.stdout, sys.stderr
+    flow = lf.Flow("overlapping")
+
+    @flow.task
+    def nap(d):
+        time.sleep(d)
+        print("napped", d)
+        return d
+
+    def run(d: float) -> None:
+        flow.run({"d": d}, progress=lf.Progress(io.StringIO(), live=True))
+
+    first = threading.Thread(target=run, args=(0.6,))
+    second = threading.Thread(target=run, args=(1.0,))
+    first.start()
+    time.sleep(0.2)
+    second.start()  # starts after the first, ends after it: not last in, first out
+    first.join(30)
+    second.join(30)
+    assert (sys.stdout, sys.stderr) == before

@@ -26,6 +26,13 @@ from .events import LogObserver, Observer, logger
 __all__ = ["Held", "Progress"]
 
 REFRESH_PER_SECOND = 2  # a fixed rate, never per event: each refresh takes the GIL
+
+# live displays drawn now in this process, and sys.stdout/sys.stderr before the first: each
+# display puts its own streams in place and the ones it found back when it stops, so two
+# that overlap (threads, asyncio.gather of run_async) would leave the first's stale ones
+_LIVE = [0]
+_BEFORE: list[Any] = [None, None]
+_LIVE_LOCK = threading.Lock()
 SHOWN_RUNNING = 10  # tasks listed as running, the longest-running first
 
 
@@ -114,7 +121,15 @@ class Progress:
         with self._lock:
             self._display = live
             self._held = None
-            live.__enter__()
+            with _LIVE_LOCK:
+                if not _LIVE[0]:
+                    _BEFORE[:] = [sys.stdout, sys.stderr]
+                _LIVE[0] += 1
+            try:
+                live.__enter__()
+            except BaseException:
+                _last_live_stopped()
+                raise
             self._stopped = threading.Event()
         threading.Thread(
             target=self._refresh,
@@ -155,6 +170,7 @@ class Progress:
                 self._display.refresh()
                 self._display.__exit__(None, None, None)
                 self._display = None
+                _last_live_stopped()
         if line and self.final:
             print(line, file=self._out(), flush=True)
 
@@ -322,6 +338,26 @@ class Held:
                     self.column = width
                 else:
                     self.column += width
+
+
+def _last_live_stopped() -> None:
+    """A live display stopped: the last of those drawn at once puts back the streams from
+    before the first, if what is in place now is one of theirs (a display's proxy, or a
+    capture tee no run uses any more: overlapping displays stop in any order), and leaves
+    a stream someone else put in place alone."""
+    from rich.file_proxy import FileProxy
+
+    from .redirect import idle_tee
+
+    with _LIVE_LOCK:
+        _LIVE[0] -= 1
+        if _LIVE[0]:
+            return
+        for k, name in enumerate(("stdout", "stderr")):
+            now = getattr(sys, name)
+            if now is not _BEFORE[k] and (isinstance(now, FileProxy) or idle_tee(now)):
+                setattr(sys, name, _BEFORE[k])
+        _BEFORE[:] = [None, None]
 
 
 def in_notebook() -> bool:

@@ -24,7 +24,7 @@ from .capture import (
     sink_write,
 )
 
-__all__ = ["capturing", "install", "shown_as_task_output", "uninstall"]
+__all__ = ["capturing", "idle_tee", "install", "shown_as_task_output", "uninstall"]
 
 
 @contextlib.contextmanager
@@ -194,6 +194,12 @@ def uninstall() -> None:
         logging.getLogger().removeHandler(_HANDLER)
         if logging.basicConfig is _basic_config:
             logging.basicConfig = _BASIC_CONFIG
+
+
+def idle_tee(stream: Any) -> bool:
+    """Whether ``stream`` is a tee while no run captures (one a live display put back)."""
+    with _LOCK:
+        return isinstance(stream, _Tee) and not _USERS
 
 
 def _terminal(real: Any) -> list[Any]:
