@@ -483,3 +483,30 @@ def test_live_displays_that_overlap_put_the_streams_back_whatever_order_they_end
     first.join(30)
     second.join(30)
     assert (sys.stdout, sys.stderr) == before
+
+
+def test_a_progress_shows_one_run_at_a_time_and_says_so():
+    # regression: one lf.Progress given to two runs at once took the second's display in
+    # place of the first's, whose refresh thread then never stopped
+    import io
+    import threading
+
+    flow = lf.Flow("shared")
+    started = threading.Event()
+
+    @flow.task
+    def nap():
+        started.set()
+        time.sleep(0.5)
+        return 1
+
+    shown = lf.Progress(io.StringIO(), live=True)
+    first = threading.Thread(target=lambda: flow.run(progress=shown))
+    first.start()
+    assert started.wait(10)
+    with pytest.raises(lf.InvalidOptionError, match="showing another run"):
+        flow.run(progress=shown)
+    first.join(30)
+    assert flow.run(progress=shown)["nap"] == 1  # free again once the first has ended
+    time.sleep(0.2)
+    assert not [t for t in threading.enumerate() if t.name == "layerflow-progress"]

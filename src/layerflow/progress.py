@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, Any
 
+from .errors import InvalidOptionError
 from .events import LogObserver, Observer, logger
 
 __all__ = ["Held", "Progress"]
@@ -67,6 +68,7 @@ class Progress:
         self._stopped: threading.Event | None = None
         self._final = False  # the run has ended: the last frame is its summary
         self._predicted: float | None = None
+        self._claimed = False  # a run shows itself here (one at a time: ``claim``)
 
     def _out(self) -> IO[str]:
         return self.stream if self.stream is not None else sys.stderr
@@ -79,6 +81,23 @@ class Progress:
             return True
         isatty = getattr(self._out(), "isatty", None)
         return bool(isatty and isatty())
+
+    def claim(self) -> None:
+        """A run is to be shown live here, from its start until :meth:`stop` (or
+        :meth:`release`, if it never starts): one at a time, since one display shows one
+        run. Another run while it goes is an error that says what to do."""
+        with self._lock:
+            if self._claimed:
+                raise InvalidOptionError(
+                    "this lf.Progress is showing another run: give each run that goes at "
+                    "the same time a Progress of its own (or progress=True)"
+                )
+            self._claimed = True
+
+    def release(self) -> None:
+        """The run that claimed this display will not be shown (it never started)."""
+        with self._lock:
+            self._claimed = False
 
     def observer(self) -> Observer | None:
         """The event observer for plain lines (None for the live display)."""
@@ -158,6 +177,7 @@ class Progress:
             self._final = True
             self._display.close(line if self.final else None)  # stderr would show it in red
             self._display = None
+            self.release()
             return
         with self._lock:
             if self._stopped is not None:
@@ -171,6 +191,7 @@ class Progress:
                 self._display.__exit__(None, None, None)
                 self._display = None
                 _last_live_stopped()
+        self.release()
         if line and self.final:
             print(line, file=self._out(), flush=True)
 

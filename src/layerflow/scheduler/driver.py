@@ -51,6 +51,28 @@ def prepare(
     connects the run to a store: its ``preset`` values are reused, its ``persist`` makes
     results durable."""
     shown = resolve_progress(options.progress)
+    live = shown if shown is not None and shown.is_live() else None
+    if live is not None:
+        live.claim()  # before anything opens: a display shows one run at a time
+    try:
+        run = _made(plan, inputs, options, shown, outputs, loop, recorder)
+    except BaseException:
+        if live is not None:
+            live.release()
+        raise
+    run.live = live
+    return run
+
+
+def _made(
+    plan: Plan,
+    inputs: Mapping[str, Any],
+    options: RunOptions,
+    shown: Progress | None,
+    outputs: list[int] | None,
+    loop: Any,
+    recorder: Any,
+) -> Run:
     tracing = otel_tracing()  # None unless LAYERFLOW_OTEL asks for spans
     observers = _observers(options.on_event, shown)
     if tracing is not None:
@@ -73,8 +95,6 @@ def prepare(
         run._init_telemetry(tracing)  # the run's span opens, calls are wrapped
     if recorder is not None:
         recorder.attach(run.names, run.parent, run.output)
-    if shown is not None and shown.is_live():
-        run.live = shown
     return run
 
 

@@ -162,7 +162,10 @@ class Run(
                 return
 
     def close_unstarted(self) -> None:
-        """Release the pools and the event thread of a run that never started."""
+        """Release the pools, the event thread and the display of a run that never
+        started."""
+        if self.live is not None:
+            self.live.release()
         for backend in self.backends:
             if backend is not None:
                 backend.close()
