@@ -12,6 +12,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -405,8 +406,9 @@ def test_cli_quiet_shows_a_failed_tasks_output(tmp_path):
     assert "bad |" not in done.stderr + done.stdout  # -q: no live lines
 
 
-def test_runs_at_the_same_time_keep_their_own_output_and_put_streams_back():
-    before = sys.stdout, sys.stderr, list(logging.getLogger().handlers)
+def two_runs_at_once(say: Callable[[str], object]) -> dict[str, lf.RunResult]:
+    """Runs "left" and "right" at the same time, each in a thread of its own, each one
+    task ``talk`` that calls ``say(label)`` while both tasks are going."""
     both = threading.Barrier(2, timeout=TIMEOUT)
     results: dict[str, lf.RunResult] = {}
 
@@ -415,8 +417,8 @@ def test_runs_at_the_same_time_keep_their_own_output_and_put_streams_back():
 
         @flow.task
         def talk():
-            both.wait()  # the two runs' tasks print at the same time
-            print(f"{label} speaking")
+            both.wait()  # the two runs' tasks say it at the same time
+            say(label)
             both.wait()
             return label
 
@@ -427,6 +429,12 @@ def test_runs_at_the_same_time_keep_their_own_output_and_put_streams_back():
         t.start()
     for t in threads:
         t.join(TIMEOUT)
+    return results
+
+
+def test_runs_at_the_same_time_keep_their_own_output_and_put_streams_back():
+    before = sys.stdout, sys.stderr, list(logging.getLogger().handlers)
+    results = two_runs_at_once(lambda label: print(f"{label} speaking"))
     assert results["left"].tasks["talk"].logs == "left speaking\n"
     assert results["right"].tasks["talk"].logs == "right speaking\n"
     assert (sys.stdout, sys.stderr, logging.getLogger().handlers) == before
@@ -885,28 +893,8 @@ def test_runs_at_the_same_time_share_the_moved_handler_and_put_it_back(monkeypat
     """Two runs at the same time: the handler is moved once, by the first, and given its
     stream back by the last; each run's task keeps its own record. A stream the user
     gives the handler meanwhile is theirs: it stays."""
-    both = threading.Barrier(2, timeout=TIMEOUT)
-    results: dict[str, lf.RunResult] = {}
-
     with configured(monkeypatch, tmp_path) as (named, err, handler, _, _, _):
-
-        def one(label: str) -> None:
-            flow = lf.Flow(label)
-
-            @flow.task
-            def talk():
-                both.wait()  # both runs going
-                named.warning("%s speaking", label)
-                both.wait()
-                return label
-
-            results[label] = flow.run()
-
-        threads = [threading.Thread(target=one, args=(x,)) for x in ("left", "right")]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(TIMEOUT)
+        results = two_runs_at_once(lambda label: named.warning("%s speaking", label))
         for label in ("left", "right"):
             line = f"APP WARNING layerflow-test.configured {label} speaking\n"
             assert results[label].tasks["talk"].logs == line

@@ -227,6 +227,14 @@ def test_the_live_display_shows_attempts_waits_and_keeps_its_last_frame(tmp_path
     assert "3 succeeded" in last.splitlines()[0] and "Completed 3 tasks" in last
 
 
+def the_one_frame(shown: list[str]) -> int:
+    """The line of the display's frame on the screen of a two-task run, which must be the
+    only one: no stale line of an earlier frame left above it."""
+    frames = [n for n, line in enumerate(shown) if re.search(r"\d/2 done", line)]
+    assert len(frames) == 1, shown
+    return frames[0]
+
+
 WARNS = textwrap.dedent(
     """
     import logging
@@ -265,10 +273,9 @@ def test_warnings_show_above_the_live_display_and_leave_its_frames_whole(tmp_pat
     (tmp_path / "warns.py").write_text(WARNS)
     argv = [sys.executable, "-m", "layerflow", "run", "warns:flow", "--no-store"]
     shown = screen(run_in_pty(argv, tmp_path, raw=True))
-    frames = [n for n, line in enumerate(shown) if re.search(r"\d/2 done", line)]
-    assert len(frames) == 1, shown  # the last frame only: no stale line of an earlier one
-    assert re.search(r"━ 2/2 done .* 2 succeeded$", shown[frames[0]]), shown
-    assert sorted(shown[: frames[0]]) == [
+    frame = the_one_frame(shown)
+    assert re.search(r"━ 2/2 done .* 2 succeeded$", shown[frame]), shown
+    assert sorted(shown[:frame]) == [
         "a | WARNING layerflow: said in the task",
         "warning: said by a thread of the task's own",
     ], shown
@@ -337,10 +344,9 @@ def test_a_handler_configured_at_import_writes_above_the_live_display(tmp_path):
     (tmp_path / "configured.py").write_text(CONFIGURED)
     argv = [sys.executable, "-m", "layerflow", "run", "configured:flow", "--no-store"]
     shown = screen(run_in_pty(argv, tmp_path, raw=True))
-    frames = [n for n, line in enumerate(shown) if re.search(r"\d/2 done", line)]
-    assert len(frames) == 1, shown  # the last frame only: no stale line of an earlier one
-    assert re.search(r"━ 2/2 done .* 2 succeeded$", shown[frames[0]]), shown
-    assert shown[: frames[0]] == [
+    frame = the_one_frame(shown)
+    assert re.search(r"━ 2/2 done .* 2 succeeded$", shown[frame]), shown
+    assert shown[:frame] == [
         "a | INFO mine: said in the task",
         "INFO mine: said by a thread of the task's own",
     ], shown
@@ -366,10 +372,9 @@ def test_the_checkpoint_question_holds_the_live_display_still(tmp_path):
     assert re.search(r"[━╌] 1/2 done, 0 running", held[-3]) and held[-2] == "  1 succeeded", held
     assert "done" not in raw[asked:answered]  # the frame held still over a second's wait
     shown = screen(raw)
-    frames = [n for n, line in enumerate(shown) if re.search(r"\d/2 done", line)]
-    assert len(frames) == 1, shown  # the last frame only: the held one was taken away
-    assert re.search(r"━ 2/2 done .* 2 succeeded$", shown[frames[0]]), shown
-    assert shown[: frames[0]] == [
+    frame = the_one_frame(shown)  # the held one was taken away
+    assert re.search(r"━ 2/2 done .* 2 succeeded$", shown[frame]), shown
+    assert shown[:frame] == [
         "first | first says hello",
         question + "y",  # the answer as it was typed
         "second | second says hello",  # the next layer's output: still captured
@@ -409,9 +414,8 @@ def test_what_is_printed_while_the_question_waits_comes_after_its_answer(tmp_pat
     (tmp_path / "aside.py").write_text(ASIDE)
     argv = [sys.executable, "-m", "layerflow", "run", "aside:flow", "--no-store", "--checkpoint"]
     shown = screen(converse_in_pty(argv, tmp_path, ["y"]))
-    frames = [n for n, line in enumerate(shown) if re.search(r"\d/2 done", line)]
-    assert len(frames) == 1, shown
-    assert shown[: frames[0]] == [
+    frame = the_one_frame(shown)
+    assert shown[:frame] == [
         "Layer 0 done: 1 succeeded, 0 failed. Continue? [y/N]: y",
         "said by a thread of first's own",
     ], shown
@@ -425,10 +429,9 @@ def test_no_to_the_checkpoint_question_stops_the_run_under_it(tmp_path):
     raw = converse_in_pty(argv, tmp_path, ["maybe", "n"])
     question = "Layer 0 done: 1 succeeded, 0 failed. Continue? [y/N]: "
     shown = screen(raw)
-    frames = [n for n, line in enumerate(shown) if re.search(r"\d/2 done", line)]
-    assert len(frames) == 1, shown
-    assert re.search(r"━ 2/2 done .* 1 succeeded, 1 cancelled$", shown[frames[0]]), shown
-    assert shown[: frames[0]] == [
+    frame = the_one_frame(shown)
+    assert re.search(r"━ 2/2 done .* 1 succeeded, 1 cancelled$", shown[frame]), shown
+    assert shown[:frame] == [
         "first | first says hello",
         question + "maybe",
         "Error: invalid input",
@@ -447,9 +450,8 @@ def test_with_json_the_question_holds_the_display_on_stderr(tmp_path):
         raw = converse_in_pty([*argv, "--json"], tmp_path, ["y"], stdout=stdout)
     assert json.loads((tmp_path / "out.json").read_text())["status"] == "succeeded"
     shown = screen(raw)
-    frames = [n for n, line in enumerate(shown) if re.search(r"\d/2 done", line)]
-    assert len(frames) == 1, shown
-    assert shown[: frames[0]] == [
+    frame = the_one_frame(shown)
+    assert shown[:frame] == [
         "first | first says hello",
         "Layer 0 done: 1 succeeded, 0 failed. Continue? [y/N]: y",
         "second | second says hello",
