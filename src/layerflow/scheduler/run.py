@@ -129,8 +129,7 @@ class Run(
             self.start()
             if caller is not None:
                 caller.serve()
-            while not self.done.wait(SIGNAL_POLL):
-                pass  # a Ctrl-C another thread took is raised here, between waits
+            self._wait_for_end()
         except KeyboardInterrupt:
             if self.done.is_set():
                 raise  # the run had ended: the Ctrl-C is the caller's
@@ -156,9 +155,14 @@ class Run(
         """After an interrupt: wait for the results still being stored (a batch commit,
         milliseconds), so that every task that finished is kept and shown as succeeded. A
         second Ctrl-C gives up waiting."""
-        deadline = time.perf_counter() + _SETTLE
-        while not self.done.wait(SIGNAL_POLL):  # (in steps: see SIGNAL_POLL)
-            if time.perf_counter() > deadline:
+        self._wait_for_end(_SETTLE)
+
+    def _wait_for_end(self, seconds: float | None = None) -> None:
+        """Until the run has ended (or ``seconds`` have passed), in ``SIGNAL_POLL`` steps:
+        a Ctrl-C another thread took is raised here, between them."""
+        deadline = None if seconds is None else time.perf_counter() + seconds
+        while not self.done.wait(SIGNAL_POLL):
+            if deadline is not None and time.perf_counter() > deadline:
                 return
 
     def close_unstarted(self) -> None:
