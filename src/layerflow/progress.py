@@ -95,7 +95,8 @@ class Progress:
             self._claimed = True
 
     def release(self) -> None:
-        """The run that claimed this display will not be shown (it never started)."""
+        """The run that claimed this display has ended (:meth:`stop`) or never started:
+        another may claim it."""
         with self._lock:
             self._claimed = False
 
